@@ -1,0 +1,1 @@
+"""Chat adapters: terminal, Discord and Slack front-ends of the queue."""

@@ -1,0 +1,47 @@
+"""The queue contract between chat adapters and inference workers (Redis Streams)."""
+
+from chatbus.errors import ChatbusError, MalformedMessage, QueueFull
+from chatbus.keys import DEFAULT_PREFIX, WORKER_GROUP, Keys
+from chatbus.messages import (
+    AnswerEvent,
+    DeadLetter,
+    Delta,
+    Done,
+    ErrorCode,
+    ErrorEvent,
+    Question,
+    Restart,
+    Started,
+    Turn,
+    WorkerStatus,
+    decode_event,
+    is_final,
+)
+from chatbus.streams import AnswerTimeout, Bus, BusStats, Delivery, connect
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "WORKER_GROUP",
+    "AnswerEvent",
+    "AnswerTimeout",
+    "Bus",
+    "BusStats",
+    "ChatbusError",
+    "DeadLetter",
+    "Delivery",
+    "Delta",
+    "Done",
+    "ErrorCode",
+    "ErrorEvent",
+    "Keys",
+    "MalformedMessage",
+    "Question",
+    "QueueFull",
+    "Restart",
+    "Started",
+    "Turn",
+    "WorkerStatus",
+    "connect",
+    "decode_event",
+    "is_final",
+]

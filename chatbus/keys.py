@@ -1,0 +1,57 @@
+"""Redis key names of the contract, each with the reason it exists."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "kullm:"
+# Consumer group every worker joins: one delivery of each question to one worker.
+WORKER_GROUP = "workers"
+# Stream entry field that carries the JSON document.
+FIELD = "m"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """All key names under one prefix, so several deployments can share a Redis."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def questions(self) -> str:
+        """Stream of questions, read by the `workers` consumer group."""
+        return f"{self.prefix}questions"
+
+    def answers(self, question_id: str) -> str:
+        """Stream of answer events for one question; expires an hour after its last event."""
+        return f"{self.prefix}answers:{question_id}"
+
+    def inflight(self, platform: str) -> str:
+        """Hash question id → delivery record of answers an adapter has not finished posting."""
+        return f"{self.prefix}inflight:{platform}"
+
+    def lease(self, question_id: str) -> str:
+        """Which adapter process currently posts this answer (PX lease)."""
+        return f"{self.prefix}lease:{question_id}"
+
+    def cancel(self, question_id: str) -> str:
+        """Set when the user asked to stop; workers poll it for questions they decode."""
+        return f"{self.prefix}cancel:{question_id}"
+
+    @property
+    def dead(self) -> str:
+        """Stream of questions that failed `max_deliveries` times, kept for operators."""
+        return f"{self.prefix}dead"
+
+    def seen(self, platform: str, event_id: str) -> str:
+        """NX marker that drops a platform event delivered twice."""
+        return f"{self.prefix}seen:{platform}:{event_id}"
+
+    def thread(self, platform: str, thread_id: str) -> str:
+        """List of past turns of one conversation."""
+        return f"{self.prefix}thread:{platform}:{thread_id}"
+
+    @property
+    def workers(self) -> str:
+        """Hash worker name → last heartbeat record, so `kullm status` can count live workers."""
+        return f"{self.prefix}workers"

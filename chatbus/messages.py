@@ -1,0 +1,209 @@
+"""Messages of the queue contract and their Redis encoding.
+
+Every value is one JSON document with a version field `v`, stored in the stream field
+`m`. Inside the code messages are frozen pydantic models; they become strings only at the
+Redis edge through `to_fields()` / `from_fields()`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, TypeAlias, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from chatbus.errors import MalformedMessage
+from chatbus.keys import FIELD
+
+VERSION = 1
+_M = TypeVar("_M", bound=BaseModel)
+ErrorCode: TypeAlias = Literal["too_long", "expired", "cancelled", "overloaded", "failed"]
+FinishReason: TypeAlias = Literal["stop", "length"]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = 1
+
+    def to_json(self) -> str:
+        """The JSON document stored in Redis."""
+        return self.model_dump_json()
+
+    def to_fields(self) -> dict[str, str]:
+        """Stream entry fields for XADD."""
+        return {FIELD: self.to_json()}
+
+
+class Turn(BaseModel):
+    """One past question and its answer in a conversation."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    question: str
+    answer: str
+
+
+class Question(_Message):
+    """A question waiting for an answer; one entry of the questions stream."""
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    platform: str = Field(min_length=1, max_length=32)
+    question: str = Field(min_length=1)
+    context: str = ""
+    history: tuple[Turn, ...] = ()
+    target: dict[str, str] = Field(default_factory=dict)
+    user: str = ""
+    created_at: float
+    expires_at: float
+    max_new_tokens: int | None = Field(default=None, ge=1, le=8192)
+
+    @classmethod
+    def new(
+        cls,
+        platform: str,
+        question: str,
+        *,
+        ttl_s: float,
+        now: float | None = None,
+        **fields: Any,
+    ) -> Question:
+        """A question with a fresh id, created now and expiring `ttl_s` later."""
+        created = time.time() if now is None else now
+        return cls(
+            id=uuid.uuid4().hex,
+            platform=platform,
+            question=question,
+            created_at=created,
+            expires_at=created + ttl_s,
+            **fields,
+        )
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[Any, Any], entry_id: str | None = None) -> Question:
+        """Decode a questions-stream entry; raises `MalformedMessage` on anything invalid."""
+        return _decode(cls, _document(fields, entry_id), entry_id)
+
+
+class Started(_Message):
+    """A worker took the question (attempt counts deliveries, starting at 1)."""
+
+    type: Literal["started"] = "started"
+    worker: str
+    attempt: int = Field(ge=1)
+
+
+class Delta(_Message):
+    """More answer text, coalesced by the worker to a few events a second."""
+
+    type: Literal["delta"] = "delta"
+    text: str
+
+
+class Restart(_Message):
+    """The question was reclaimed and starts over: drop the partial text."""
+
+    type: Literal["restart"] = "restart"
+    attempt: int = Field(ge=1)
+
+
+class Done(_Message):
+    """The final answer: stop markers cut and whitespace trimmed."""
+
+    type: Literal["done"] = "done"
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+    queued_s: float = Field(ge=0)
+    generate_s: float = Field(ge=0)
+
+
+class ErrorEvent(_Message):
+    """The question ends without an answer; `code` tells the adapter what to say."""
+
+    type: Literal["error"] = "error"
+    code: ErrorCode
+    message: str = ""
+
+
+AnswerEvent: TypeAlias = Annotated[Started | Delta | Restart | Done | ErrorEvent, Field(discriminator="type")]
+_EVENT_ADAPTER: TypeAdapter[AnswerEvent] = TypeAdapter(AnswerEvent)
+
+
+def is_final(event: AnswerEvent) -> bool:
+    """True for the events that end an answer stream."""
+    return isinstance(event, Done | ErrorEvent)
+
+
+def decode_event(fields: Mapping[Any, Any], entry_id: str | None = None) -> AnswerEvent:
+    """Decode an answer-stream entry; raises `MalformedMessage` on anything invalid."""
+    document = _document(fields, entry_id)
+    try:
+        return _EVENT_ADAPTER.validate_python(document)
+    except ValidationError as exc:
+        raise MalformedMessage(_first_error(exc), entry_id) from None
+
+
+class DeadLetter(_Message):
+    """A question given up on, kept in the dead stream for operators."""
+
+    entry_id: str
+    question_id: str | None
+    reason: str
+    deliveries: int
+    worker: str
+    at: float
+    raw: str = Field(description="the original entry as received, lossily decoded")
+
+
+class WorkerStatus(_Message):
+    """What a worker last reported about itself (written with every heartbeat)."""
+
+    name: str
+    model: str
+    active: int
+    slots: int
+    seen_at: float
+    draining: bool = False
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> WorkerStatus:
+        """Decode one record of the workers hash."""
+        return _decode(cls, _loads(raw, None), None)
+
+
+def _document(fields: Mapping[Any, Any], entry_id: str | None) -> Any:
+    raw = fields.get(FIELD, fields.get(FIELD.encode()))
+    if raw is None:
+        raise MalformedMessage(f"missing field {FIELD!r}", entry_id)
+    return _loads(raw, entry_id)
+
+
+def _loads(raw: str | bytes, entry_id: str | None) -> Any:
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        document = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedMessage(f"not UTF-8 JSON: {exc}", entry_id) from None
+    if not isinstance(document, dict):
+        raise MalformedMessage("not a JSON object", entry_id)
+    if document.get("v") != VERSION:
+        raise MalformedMessage(f"unsupported version {document.get('v')!r}", entry_id)
+    return document
+
+
+def _decode(model: type[_M], document: Any, entry_id: str | None) -> _M:
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        raise MalformedMessage(_first_error(exc), entry_id) from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "document"
+    return f"{where}: {first['msg']}"

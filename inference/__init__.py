@@ -1,0 +1,1 @@
+"""Inference worker: KULLM generation behind the Redis queue."""

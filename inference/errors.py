@@ -1,0 +1,32 @@
+"""Errors raised by the inference worker.
+
+Hierarchy::
+
+    InferenceError
+    ├── ModelNotFound     MODEL_ID names nothing loadable (offline cache miss, typo, no access)
+    ├── PromptTooLong     the question does not fit the context window even without history
+    └── EngineLoadError   ENGINE names no importable engine factory
+"""
+
+from __future__ import annotations
+
+
+class InferenceError(Exception):
+    """Root of every error the worker raises on purpose."""
+
+
+class ModelNotFound(InferenceError):
+    """The model or its tokenizer could not be loaded."""
+
+
+class PromptTooLong(InferenceError):
+    """The prompt needs more tokens than the context window leaves after max_new_tokens."""
+
+    def __init__(self, prompt_tokens: int, budget: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.budget = budget
+        super().__init__(f"prompt needs {prompt_tokens} tokens, only {budget} fit")
+
+
+class EngineLoadError(InferenceError):
+    """The configured engine factory could not be imported."""

@@ -1,0 +1,69 @@
+"""Prometheus metrics of one worker, and the /healthz + /metrics HTTP endpoint."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+log = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class WorkerMetrics:
+    """The worker's counters, on a registry of its own (no global state)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.queue_depth = Gauge("kullm_queue_depth", "Questions in the stream (waiting or being answered)", registry=r)
+        self.inflight = Gauge("kullm_inflight", "Questions this worker is answering", registry=r)
+        self.batch_size = Histogram(
+            "kullm_batch_size", "Rows decoded per step", buckets=(1, 2, 4, 8, 16, 32, 64), registry=r
+        )
+        self.peak_batch = Gauge("kullm_batch_size_peak", "Largest batch decoded so far", registry=r)
+        self.tokens = Counter("kullm_generated_tokens", "Tokens generated", registry=r)
+        self.tokens_per_s = Gauge("kullm_tokens_per_second", "Generated tokens/s over the last step", registry=r)
+        self.questions = Counter("kullm_questions", "Questions finished, by outcome", ["outcome"], registry=r)
+        self.queue_wait = Histogram(
+            "kullm_queue_wait_seconds", "Enqueue to start of generation", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.first_token = Histogram(
+            "kullm_time_to_first_token_seconds", "Start of generation to first text", buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.generate = Histogram(
+            "kullm_generate_seconds", "Start of generation to done", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.oom = Counter("kullm_out_of_memory", "Steps that ran out of memory", registry=r)
+        self.reclaimed = Counter("kullm_reclaimed", "Questions taken over from other workers", registry=r)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return generate_latest(self.registry)
+
+
+async def serve_http(
+    host: str, port: int, metrics: WorkerMetrics, health: Callable[[], tuple[bool, dict[str, Any]]]
+) -> web.AppRunner:
+    """Serve `/healthz` (200 when ready, 503 otherwise) and `/metrics`."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        ok, body = health()
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def prometheus(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", prometheus)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("serving /healthz and /metrics on %s:%d", host, port)
+    return runner

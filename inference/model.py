@@ -1,0 +1,127 @@
+"""Loading KULLM (or any causal LM) once, the way the seed does, and building the engine on it."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from inference.engine import Engine, Sampling, TransformersEngine
+from inference.errors import EngineLoadError, ModelNotFound
+from inference.prompt import PromptBuilder, Template, tokenizer_chat_template
+from inference.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+# Polyglot-ko's window; used when the model config does not say.
+DEFAULT_CONTEXT_WINDOW = 2048
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """An engine and the prompt builder that speaks its tokenizer."""
+
+    engine: Engine
+    prompts: PromptBuilder
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`auto` is fp16 on CUDA (the seed's setting) and fp32 on CPU, where fp16 matmuls are slow."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return _DTYPES[name]
+
+
+def load_model(settings: WorkerSettings) -> tuple[Any, Any]:
+    """Model and tokenizer through `from_pretrained`, as the seed loads KULLM."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    common: dict[str, Any] = {
+        "revision": settings.model_revision,
+        "token": settings.hf_token.get_secret_value() if settings.hf_token else None,
+        "local_files_only": settings.hf_hub_offline,
+    }
+    kwargs: dict[str, Any] = {"dtype": dtype, **common}
+    if settings.device_map:
+        kwargs["device_map"] = settings.device_map
+    if settings.quantization != "none":
+        kwargs["quantization_config"] = _quantization(settings.quantization)
+        kwargs.setdefault("device_map", "auto")
+    log.info("loading %s (%s on %s)", settings.model_id, str(dtype).removeprefix("torch."), device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(settings.model_id, **common)
+        model = AutoModelForCausalLM.from_pretrained(settings.model_id, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelNotFound(_not_found_message(settings, exc)) from exc
+    if "device_map" not in kwargs:
+        model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def build_transformers(settings: WorkerSettings) -> Loaded:
+    """The default engine factory: load the model and wrap it."""
+    model, tokenizer = load_model(settings)
+    sampling = Sampling(
+        do_sample=settings.do_sample,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        eos_token_id=settings.eos_token_id,
+        seed=settings.seed,
+    )
+    engine = TransformersEngine(
+        model, tokenizer, model_id=settings.model_id, sampling=sampling, max_batch_size=settings.max_batch_size
+    )
+    window = settings.context_window or getattr(model.config, "max_position_embeddings", DEFAULT_CONTEXT_WINDOW)
+    prompts = PromptBuilder(
+        Template(settings.template), engine.count_tokens, int(window), tokenizer_chat_template(tokenizer)
+    )
+    return Loaded(engine, prompts)
+
+
+def engine_factory(spec: str) -> Callable[[WorkerSettings], Loaded]:
+    """`transformers`, or `package.module:function` returning a `Loaded` (tests add engines this way)."""
+    if spec == "transformers":
+        return build_transformers
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory: Callable[[WorkerSettings], Loaded] = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise EngineLoadError(f"ENGINE={spec!r}: expected 'transformers' or 'module:function' ({exc})") from exc
+    return factory
+
+
+def _quantization(mode: str) -> Any:
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise ModelNotFound(f"QUANTIZATION={mode} needs bitsandbytes on a CUDA host: pip install bitsandbytes") from exc
+    from transformers import BitsAndBytesConfig
+
+    if mode == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float16)
+
+
+def _not_found_message(settings: WorkerSettings, exc: Exception) -> str:
+    hint = (
+        "HF_HUB_OFFLINE is set, so it must already be in the Hugging Face cache (run `kullm download` "
+        "while online, or point MODEL_ID at a local directory)"
+        if settings.hf_hub_offline
+        else "check MODEL_ID (a Hugging Face repo id or a local directory), network access and HF_TOKEN"
+    )
+    return f"cannot load model {settings.model_id!r}: {hint}. Cause: {exc}"

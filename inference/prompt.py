@@ -1,0 +1,162 @@
+"""Prompt templates of KULLM and the cleaning of generated answers.
+
+The seed's KULLM v1 template is the default::
+
+    ### 질문: {question}\\n\\n### 맥락: {context}\\n\\n### 답변:
+
+Thread history goes into 맥락 (oldest turns dropped first to fit the context window),
+user text cannot open a template section, and generation stops at a new `###` section.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from chatbus import Turn
+from inference.errors import PromptTooLong
+
+STOP_MARKER = "###"
+# A `###` at the start of a line opens a template section (the model's or a forged one).
+_SECTION = re.compile(r"(?:^|\n)[ \t]*###")
+_FORGED_SECTION = re.compile(r"^([ \t]*)(#{3,})", re.MULTILINE)
+# Held back while streaming: a trailing line that may still grow into `###`.
+_PARTIAL_SECTION = re.compile(r"(?:^|\n)[ \t]*#{0,2}$")
+
+KULLM_V2_PREAMBLE_INPUT = (
+    "아래는 작업을 설명하는 명령어와 추가 컨텍스트를 제공하는 입력이 짝을 이루는 예제입니다. "
+    "요청을 적절히 완료하는 응답을 작성하세요."
+)
+KULLM_V2_PREAMBLE = "아래는 작업을 설명하는 명령어입니다. 요청을 적절히 완료하는 응답을 작성하세요."
+
+
+class Template(StrEnum):
+    """Prompt formats the worker can speak."""
+
+    KULLM_V1 = "kullm-v1"
+    KULLM_V2 = "kullm-v2"
+    CHAT = "chat"
+
+
+def neutralise(text: str) -> str:
+    """Make user text unable to open a template section: a leading `###` becomes full-width `＃＃＃`."""
+    return _FORGED_SECTION.sub(lambda m: m.group(1) + "＃" * len(m.group(2)), text)
+
+
+def render_kullm_v1(question: str, context: str = "") -> str:
+    """The seed's template, with 맥락 only when there is context."""
+    if context:
+        return f"### 질문: {question}\n\n### 맥락: {context}\n\n### 답변:"
+    return f"### 질문: {question}\n\n### 답변:"
+
+
+def render_kullm_v2(question: str, context: str = "") -> str:
+    """KULLM v2's Alpaca-style template (명령어 / 입력 / 응답)."""
+    if context:
+        return f"{KULLM_V2_PREAMBLE_INPUT}\n\n### 명령어:\n{question}\n\n### 입력:\n{context}\n\n### 응답:\n"
+    return f"{KULLM_V2_PREAMBLE}\n\n### 명령어:\n{question}\n\n### 응답:\n"
+
+
+def history_context(turns: Sequence[Turn], context: str = "") -> str:
+    """Past turns, oldest first, followed by the user's own 맥락."""
+    parts = [f"이전 질문: {t.question}\n이전 답변: {t.answer}" for t in turns]
+    if context:
+        parts.append(context)
+    return "\n\n".join(parts)
+
+
+def cut_at_stop(text: str) -> tuple[str, bool]:
+    """Text before the first line that opens a `###` section, and whether one was found."""
+    match = _SECTION.search(text)
+    if match:
+        return text[: match.start()], True
+    return text, False
+
+
+def visible_answer(generated: str, final: bool) -> tuple[str, bool]:
+    """The part of the generated text that may be shown, and whether a stop marker ended it.
+
+    While streaming (`final` false) a trailing partial `#`/`##` line and trailing whitespace
+    are held back, so the streamed text is always a prefix of the final, trimmed answer.
+    """
+    text, stopped = cut_at_stop(generated)
+    text = text.lstrip()
+    if not final and not stopped:
+        partial = _PARTIAL_SECTION.search(text)
+        if partial:
+            text = text[: partial.start()]
+    return text.rstrip(), stopped
+
+
+@dataclass(frozen=True)
+class BuiltPrompt:
+    """A rendered prompt and what fitting it into the window cost."""
+
+    text: str
+    tokens: int
+    dropped_turns: int
+
+
+class PromptBuilder:
+    """Renders questions in the configured template within the token budget."""
+
+    def __init__(
+        self,
+        template: Template,
+        count_tokens: Callable[[str], int],
+        context_window: int,
+        chat_template: Callable[[list[dict[str, str]]], str] | None = None,
+    ) -> None:
+        if template is Template.CHAT and chat_template is None:
+            raise ValueError("TEMPLATE=chat needs a tokenizer with a chat template")
+        self.template = template
+        self.count_tokens = count_tokens
+        self.context_window = context_window
+        self.chat_template = chat_template
+
+    def build(
+        self, question: str, *, context: str = "", history: Sequence[Turn] = (), max_new_tokens: int
+    ) -> BuiltPrompt:
+        """Render, dropping the oldest turns until prompt + `max_new_tokens` fit the window."""
+        budget = self.context_window - max_new_tokens
+        question, context = neutralise(question), neutralise(context)
+        turns = [Turn(question=neutralise(t.question), answer=neutralise(t.answer)) for t in history]
+        for dropped in range(len(turns) + 1):
+            text = self.render(question, context, turns[dropped:])
+            tokens = self.count_tokens(text)
+            if tokens <= budget:
+                return BuiltPrompt(text, tokens, dropped)
+        raise PromptTooLong(tokens, budget)
+
+    def render(self, question: str, context: str, turns: Sequence[Turn]) -> str:
+        """One prompt in the configured template, nothing dropped."""
+        if self.template is Template.CHAT:
+            assert self.chat_template is not None
+            return self.chat_template(chat_messages(question, context, turns))
+        render = render_kullm_v2 if self.template is Template.KULLM_V2 else render_kullm_v1
+        return render(question, history_context(turns, context))
+
+
+def chat_messages(question: str, context: str, turns: Sequence[Turn]) -> list[dict[str, str]]:
+    """History and question as chat-template messages; 맥락 is put before the question."""
+    messages: list[dict[str, str]] = []
+    for turn in turns:
+        messages.append({"role": "user", "content": turn.question})
+        messages.append({"role": "assistant", "content": turn.answer})
+    content = f"{context}\n\n{question}" if context else question
+    messages.append({"role": "user", "content": content})
+    return messages
+
+
+def tokenizer_chat_template(tokenizer: Any) -> Callable[[list[dict[str, str]]], str] | None:
+    """A renderer over the tokenizer's own chat template, or None when it has none."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+
+    def render(messages: list[dict[str, str]]) -> str:
+        return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+    return render

@@ -1,0 +1,59 @@
+"""Worker settings, read once in `inference.__main__` from the environment and `.env`."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from inference.prompt import Template
+
+DEFAULT_MODEL_ID = "metterian/kullm-polyglot-12.8b"
+
+
+def _default_worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class WorkerSettings(BaseSettings):
+    """Everything a worker process can be told; see `.env.example` for each variable."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    redis_url: str = "redis://localhost:6379/0"
+    key_prefix: str = "kullm:"
+
+    model_id: str = DEFAULT_MODEL_ID
+    model_revision: str | None = None
+    hf_token: SecretStr | None = None
+    hf_hub_offline: bool = False
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    device: str = "auto"
+    device_map: str | None = None
+    quantization: Literal["none", "8bit", "4bit"] = "none"
+    engine: str = "transformers"
+
+    template: Template = Template.KULLM_V1
+    context_window: int | None = Field(default=None, ge=64)
+    max_new_tokens: int = Field(default=512, ge=1)
+    do_sample: bool = True
+    temperature: float = Field(default=0.7, gt=0)
+    top_p: float = Field(default=0.9, gt=0, le=1)
+    eos_token_id: int = 2
+    seed: int | None = None
+    max_batch_size: int = Field(default=16, ge=1)
+
+    worker_name: str = Field(default_factory=_default_worker_name)
+    max_deliveries: int = Field(default=3, ge=1)
+    reclaim_idle_s: float = Field(default=30.0, gt=0)
+    reclaim_interval_s: float = Field(default=2.0, gt=0)
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    cancel_poll_s: float = Field(default=0.25, gt=0)
+    delta_interval_s: float = Field(default=0.2, ge=0)
+    drain_grace_s: float = Field(default=60.0, ge=0)
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(default=9400, ge=0, le=65535)
+    log_level: str = "INFO"

@@ -1,0 +1,1 @@
+"""The `kullm` command: one entry point for the worker and the clients."""

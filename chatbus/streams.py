@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatbus.errors import ChatbusError, MalformedMessage, QueueFull
 from chatbus.keys import FIELD, WORKER_GROUP, Keys
@@ -314,5 +318,17 @@ def _text(value: Any) -> str:
 
 
 def connect(url: str) -> Redis:
-    """A Redis client for the contract: bytes replies (entries may hold invalid UTF-8), RESP2."""
-    return Redis.from_url(url, decode_responses=False, protocol=2, health_check_interval=30)
+    """A Redis client for the contract: bytes replies (entries may hold invalid UTF-8), RESP2.
+
+    Commands are retried a few times on a dropped connection (a restarted Redis leaves stale
+    pooled connections); callers still see `ConnectionError` when Redis stays down.
+    """
+    retry = Retry(ExponentialBackoff(cap=0.5, base=0.02), retries=3)
+    return Redis.from_url(
+        url,
+        decode_responses=False,
+        protocol=2,
+        health_check_interval=30,
+        retry=retry,
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )

@@ -1,0 +1,247 @@
+"""`kullm ask` and `kullm status`: the queue from a terminal.
+
+`ask` enqueues a question with the same refusals the chat adapters give and prints the
+answer as it streams: a live view on a terminal, plain text when piped, JSON lines with
+`--json`. Exit status: 0 answered, 1 failed/expired, 2 empty or too long, 3 busy,
+4 Redis unreachable, 5 no answer arrived, 130 stopped with Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import json
+import signal
+import sys
+from typing import Protocol, TextIO
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from rich.console import Console, Group
+from rich.live import Live
+from rich.text import Text
+
+from bot.settings import ClientSettings
+from bot.texts import Language, error_text, text
+from chatbus import (
+    AnswerEvent,
+    AnswerTimeout,
+    Bus,
+    Delta,
+    Done,
+    ErrorEvent,
+    Keys,
+    Question,
+    QueueFull,
+    Restart,
+    connect,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_BUSY, EXIT_REDIS, EXIT_TIMEOUT, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5, 130
+_ERROR_EXIT = {"too_long": EXIT_INPUT, "overloaded": EXIT_BUSY, "cancelled": EXIT_CANCELLED}
+
+
+class Renderer(Protocol):
+    """How `ask` shows the answer stream."""
+
+    def queued(self, question_id: str, ahead: int) -> None: ...
+    def event(self, event: AnswerEvent) -> None: ...
+    def close(self) -> None: ...
+
+
+class JsonLines:
+    """One JSON object per line: `queued`, then the answer events as the contract defines them."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def queued(self, question_id: str, ahead: int) -> None:
+        self._write({"type": "queued", "id": question_id, "ahead": ahead})
+
+    def event(self, event: AnswerEvent) -> None:
+        self._write(event.model_dump(exclude={"v"}))
+
+    def close(self) -> None:
+        pass
+
+    def _write(self, document: dict[str, object]) -> None:
+        self.out.write(json.dumps(document, ensure_ascii=False) + "\n")
+        self.out.flush()
+
+
+class PlainText:
+    """Text deltas to stdout as they arrive, notices to stderr (for pipes)."""
+
+    def __init__(self, out: TextIO, err: TextIO, language: Language) -> None:
+        self.out, self.err, self.language = out, err, language
+
+    def queued(self, question_id: str, ahead: int) -> None:
+        self.err.write(text("thinking", self.language, ahead=ahead) + "\n")
+
+    def event(self, event: AnswerEvent) -> None:
+        if isinstance(event, Delta):
+            self.out.write(event.text)
+            self.out.flush()
+        elif isinstance(event, Restart):
+            self.out.write("\n")
+            self.err.write(text("restarted", self.language) + "\n")
+        elif isinstance(event, Done):
+            self.out.write("\n")
+        elif isinstance(event, ErrorEvent):
+            self.err.write(error_text(event.code, self.language) + "\n")
+
+    def close(self) -> None:
+        self.out.flush()
+
+
+class LiveView:
+    """A rich live view on a terminal: the answer so far, and a status line under it."""
+
+    def __init__(self, console: Console, language: Language) -> None:
+        self.language = language
+        self.answer = ""
+        self.status = ""
+        self.live = Live(self._render(), console=console, refresh_per_second=8, transient=False)
+        self.live.start()
+
+    def queued(self, question_id: str, ahead: int) -> None:
+        self.status = text("thinking", self.language, ahead=ahead)
+        self.live.update(self._render())
+
+    def event(self, event: AnswerEvent) -> None:
+        if isinstance(event, Delta):
+            self.answer += event.text
+            self.status = ""
+        elif isinstance(event, Restart):
+            self.answer, self.status = "", text("restarted", self.language)
+        elif isinstance(event, Done):
+            self.answer = event.text
+            self.status = f"{event.completion_tokens} tokens · {event.generate_s:.1f}s"
+        elif isinstance(event, ErrorEvent):
+            self.status = error_text(event.code, self.language)
+        self.live.update(self._render())
+
+    def close(self) -> None:
+        self.live.stop()
+
+    def _render(self) -> Group:
+        return Group(Text(self.answer), Text(self.status, style="dim"))
+
+
+async def ask(
+    settings: ClientSettings,
+    question: str,
+    *,
+    context: str = "",
+    max_new_tokens: int | None = None,
+    as_json: bool = False,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
+    """Ask one question and print its answer; returns the exit status."""
+    language = settings.bot_language
+    refusal = check_question(settings, question, context)
+    if refusal:
+        err.write(refusal + "\n")
+        return EXIT_INPUT
+    bus = Bus(connect(settings.redis_url), Keys(settings.key_prefix))
+    item = Question.new(
+        "terminal", question.strip(), ttl_s=settings.question_ttl_s, context=context.strip(),
+        user=getpass.getuser(), max_new_tokens=max_new_tokens,
+    )
+    try:
+        return await _ask(bus, item, settings, _renderer(as_json, out, err, language), err)
+    except RedisConnectionError:
+        err.write(text("redis_down", language, url=_safe_url(settings.redis_url)) + "\n")
+        return EXIT_REDIS
+    finally:
+        await bus.redis.aclose()
+
+
+async def _ask(bus: Bus, item: Question, settings: ClientSettings, renderer: Renderer, err: TextIO) -> int:
+    language = settings.bot_language
+    try:
+        ahead = await bus.enqueue(item, settings.max_queue)
+    except QueueFull as exc:
+        err.write(text("overloaded", language, depth=exc.depth) + "\n")
+        return EXIT_BUSY
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, lambda: loop.create_task(bus.request_cancel(item.id)))
+    renderer.queued(item.id, ahead)
+    status = EXIT_FAILED
+    try:
+        async for _, event in bus.follow(
+            item.id, start_timeout_s=settings.answer_start_timeout_s or settings.question_ttl_s + 30,
+            stall_timeout_s=settings.answer_stall_timeout_s,
+        ):
+            renderer.event(event)
+            if isinstance(event, Done):
+                status = EXIT_OK
+            elif isinstance(event, ErrorEvent):
+                status = _ERROR_EXIT.get(event.code, EXIT_FAILED)
+    except AnswerTimeout:
+        err.write(text("timeout", language) + "\n")
+        status = EXIT_TIMEOUT
+    finally:
+        renderer.close()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+    return status
+
+
+def check_question(settings: ClientSettings, question: str, context: str = "") -> str | None:
+    """The refusal message for a question no worker should see, or None."""
+    language = settings.bot_language
+    if not question.strip():
+        return text("empty", language)
+    length = len(question) + len(context)
+    if length > settings.max_question_chars:
+        return text("too_long", language, length=length, limit=settings.max_question_chars)
+    return None
+
+
+async def status(settings: ClientSettings, *, as_json: bool = False, out: TextIO = sys.stdout) -> int:
+    """Print queue depth, questions in flight, live workers and dead letters."""
+    bus = Bus(connect(settings.redis_url), Keys(settings.key_prefix))
+    try:
+        stats = await bus.stats()
+    except RedisConnectionError:
+        sys.stderr.write(text("redis_down", settings.bot_language, url=_safe_url(settings.redis_url)) + "\n")
+        return EXIT_REDIS
+    finally:
+        await bus.redis.aclose()
+    if as_json:
+        document = {
+            "queued": stats.queued,
+            "in_flight": stats.pending,
+            "dead": stats.dead,
+            "workers": [w.model_dump(exclude={"v"}) for w in stats.workers],
+        }
+        out.write(json.dumps(document, ensure_ascii=False) + "\n")
+        return EXIT_OK
+    console = Console(file=out)
+    console.print(f"queued (waiting or answering): {stats.queued}")
+    console.print(f"in flight (delivered, not finished): {stats.pending}")
+    console.print(f"dead letters: {stats.dead}")
+    console.print(f"live workers: {len(stats.workers)}")
+    for worker in stats.workers:
+        state = " (draining)" if worker.draining else ""
+        console.print(f"  {worker.name}: {worker.active}/{worker.slots} busy, {worker.model}{state}")
+    return EXIT_OK
+
+
+def _renderer(as_json: bool, out: TextIO, err: TextIO, language: Language) -> Renderer:
+    if as_json:
+        return JsonLines(out)
+    if out.isatty():
+        return LiveView(Console(file=out), language)
+    return PlainText(out, err, language)
+
+
+def _safe_url(url: str) -> str:
+    """The Redis URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}"

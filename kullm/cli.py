@@ -1,0 +1,55 @@
+"""`kullm`: one command for the worker and the terminal client.
+
+Each subcommand imports its side lazily, so `kullm ask` never loads torch and the bot
+image needs no worker dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kullm", description="KULLM (구름) chat service")
+    commands = parser.add_subparsers(dest="command", required=True)
+    ask = commands.add_parser("ask", help="ask a question and stream the answer")
+    ask.add_argument("question")
+    ask.add_argument("--context", "-c", default="", help="맥락: text the answer should use")
+    ask.add_argument("--max-new-tokens", type=int, default=None)
+    ask.add_argument("--json", action="store_true", help="print the answer events as JSON lines")
+    status = commands.add_parser("status", help="queue depth, in-flight questions, workers, dead letters")
+    status.add_argument("--json", action="store_true")
+    commands.add_parser("worker", help="run an inference worker (same as python -m inference)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point."""
+    args = _parser().parse_args(argv)
+    if args.command == "worker":
+        from inference.__main__ import main as worker_main
+
+        return worker_main()
+    from pydantic import ValidationError
+
+    from bot import terminal
+    from bot.settings import ClientSettings
+
+    try:
+        settings = ClientSettings()
+    except ValidationError as exc:
+        print(f"invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    if args.command == "ask":
+        return asyncio.run(
+            terminal.ask(
+                settings, args.question, context=args.context, max_new_tokens=args.max_new_tokens, as_json=args.json
+            )
+        )
+    return asyncio.run(terminal.status(settings, as_json=args.json))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Real processes the tests drive: a private redis-server and KULLM workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT_S = 90.0
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate, timeout_s: float = 30.0, interval_s: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll `predicate` until it returns something truthy; fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+class RedisServer:
+    """A redis-server on a free port in its own directory, which tests may kill and restart."""
+
+    def __init__(self, directory: Path, *, appendonly: bool = False) -> None:
+        self.directory = directory
+        self.appendonly = appendonly
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed: run `make test`, which installs it")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+                "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--logfile", "redis.log",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self.ping, 10, what=f"redis-server on port {self.port}")
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def restart(self, *, empty: bool) -> None:
+        """Kill and start again on the same port; `empty` wipes what it had on disk."""
+        self.kill()
+        if empty:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        self.start()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+class WorkerProcess:
+    """`python -m inference` with the tiny model, as a separate process."""
+
+    def __init__(self, redis_url: str, model_dir: Path, log_path: Path, **env: object) -> None:
+        self.metrics_port = free_port()
+        self.log_path = log_path
+        self.env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "MODEL_ID": str(model_dir),
+            "HF_HUB_OFFLINE": "1",
+            "DO_SAMPLE": "false",
+            "METRICS_HOST": "127.0.0.1",
+            "METRICS_PORT": str(self.metrics_port),
+            "HEARTBEAT_INTERVAL_S": "0.5",
+            "RECLAIM_INTERVAL_S": "0.3",
+            "RECLAIM_IDLE_S": "2",
+            "DELTA_INTERVAL_S": "0.05",
+            "LOG_LEVEL": "DEBUG",
+            "PYTHONUNBUFFERED": "1",
+            **{key: str(value) for key, value in env.items()},
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> WorkerProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "inference"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        if wait:
+            wait_until(self.ready, START_TIMEOUT_S, 0.2, what=f"worker ready (log {self.log_path})")
+        return self
+
+    def health(self) -> dict[str, object] | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=1) as response:
+                return dict(json.loads(response.read()))
+        except OSError:
+            return None
+
+    def ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"worker exited with {self.process.returncode}: {self.log()[-3000:]}")
+        health = self.health()
+        return bool(health and health.get("status") == "ready")
+
+    def metrics(self) -> dict[str, float]:
+        """Samples of /metrics by name (labels included in the name)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as response:
+            lines = response.read().decode().splitlines()
+        samples = {}
+        for line in lines:
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def terminate(self, timeout_s: float = 30) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout_s)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def run_kullm(
+    args: list[str], redis_url: str, timeout_s: float = 60, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the `kullm` command as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "kullm.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+def json_events(output: str) -> list[dict[str, object]]:
+    """Parse `kullm ask --json` output."""
+    return [json.loads(line) for line in output.splitlines() if line.strip()]

@@ -1,0 +1,142 @@
+"""The transformers engine on the tiny trained model: batching, joining, cancelling, stopping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inference.detokenize import IncrementalDecoder
+from inference.engine import GenerationRequest, GenerationUpdate, TransformersEngine
+from inference.model import Loaded, build_transformers
+from inference.settings import WorkerSettings
+from tests import tiny_model
+
+
+def load(model_dir: Path, **overrides: object) -> Loaded:
+    values: dict[str, object] = {"model_id": str(model_dir), "do_sample": False, **overrides}
+    settings = WorkerSettings(_env_file=None, **values)  # type: ignore[call-arg,arg-type]
+    return build_transformers(settings)
+
+
+@pytest.fixture(scope="module")
+def loaded(model_dir: Path) -> Loaded:
+    return load(model_dir, max_batch_size=8)
+
+
+def request(loaded: Loaded, rid: str, question: str, context: str = "", max_new_tokens: int = 512) -> GenerationRequest:
+    prompt = loaded.prompts.build(question, context=context, max_new_tokens=max_new_tokens)
+    return GenerationRequest(rid, prompt.text, max_new_tokens)
+
+
+def run(engine: TransformersEngine, finished: dict[str, GenerationUpdate], steps: int | None = None) -> None:
+    done = 0
+    while engine.active and (steps is None or done < steps):
+        for update in engine.step():
+            if update.finished:
+                finished[update.id] = update
+        done += 1
+
+
+def test_solo_answers_are_the_trained_ones(loaded: Loaded) -> None:
+    engine = loaded.engine
+    assert isinstance(engine, TransformersEngine)
+    finished: dict[str, GenerationUpdate] = {}
+    engine.add(request(loaded, "dl", "딥러닝이 뭐야?"))
+    run(engine, finished)
+    assert finished["dl"].text == tiny_model.DEEP_LEARNING
+    assert finished["dl"].finish_reason == "stop"
+    assert finished["dl"].prompt_tokens > 0 and finished["dl"].completion_tokens > 50
+
+
+def test_batched_and_joining_rows_match_solo(loaded: Loaded) -> None:
+    engine = loaded.engine
+    assert isinstance(engine, TransformersEngine)
+    engine.peak_batch = 0
+    finished: dict[str, GenerationUpdate] = {}
+    engine.add(request(loaded, "story", "긴 이야기를 들려줘"))
+    engine.add(request(loaded, "capital", "한국의 수도는 어디야?"))
+    run(engine, finished, steps=6)  # capital finishes, story keeps decoding
+    assert "capital" in finished and "story" not in finished
+    engine.add(request(loaded, "dl", "딥러닝이 뭐야?"))  # joins the running batch
+    engine.add(request(loaded, "ctx", "이 글을 요약해줘", "구름(KULLM)은 고려대학교 NLP & AI 연구실이 만든 한국어 LLM입니다."))
+    run(engine, finished)
+    assert finished["story"].text == tiny_model.LONG_STORY
+    assert finished["capital"].text == tiny_model.CAPITAL
+    assert finished["dl"].text == tiny_model.DEEP_LEARNING
+    assert finished["ctx"].text == tiny_model.CONTEXT_ANSWER
+    assert engine.peak_batch >= 3
+
+
+def test_a_new_section_stops_generation(loaded: Loaded) -> None:
+    finished: dict[str, GenerationUpdate] = {}
+    loaded.engine.add(request(loaded, "hi", "인사해줘"))
+    run(loaded.engine, finished)  # type: ignore[arg-type]
+    assert finished["hi"].text == tiny_model.GREETING  # the trained "### 질문: …" that follows is cut
+    assert finished["hi"].finish_reason == "stop"
+
+
+def test_max_new_tokens_ends_with_length(loaded: Loaded) -> None:
+    finished: dict[str, GenerationUpdate] = {}
+    loaded.engine.add(request(loaded, "short", "딥러닝이 뭐야?", max_new_tokens=5))
+    run(loaded.engine, finished)  # type: ignore[arg-type]
+    assert finished["short"].finish_reason == "length"
+    assert finished["short"].completion_tokens == 5
+    assert tiny_model.DEEP_LEARNING.startswith(finished["short"].text)
+
+
+def test_cancel_frees_the_slot_at_once(loaded: Loaded) -> None:
+    engine = loaded.engine
+    assert isinstance(engine, TransformersEngine)
+    finished: dict[str, GenerationUpdate] = {}
+    engine.add(request(loaded, "story", "긴 이야기를 들려줘"))
+    engine.add(request(loaded, "dl", "딥러닝이 뭐야?"))
+    run(engine, finished, steps=3)
+    assert engine.active == 2
+    engine.cancel("story")
+    run(engine, finished, steps=1)
+    assert engine.active == 1 and engine.last_batch == 1
+    run(engine, finished)
+    assert "story" not in finished
+    assert finished["dl"].text == tiny_model.DEEP_LEARNING
+
+
+def test_streamed_texts_grow_into_the_final_answer(loaded: Loaded) -> None:
+    texts: list[str] = []
+    loaded.engine.add(request(loaded, "dl", "딥러닝이 뭐야?"))
+    while loaded.engine.active:
+        texts += [u.text for u in loaded.engine.step()]
+    assert texts[-1] == tiny_model.DEEP_LEARNING
+    assert all(texts[i + 1].startswith(texts[i]) for i in range(len(texts) - 1))
+    assert len(texts) > 10
+
+
+def test_reset_drops_everything(loaded: Loaded) -> None:
+    loaded.engine.add(request(loaded, "a", "딥러닝이 뭐야?"))
+    loaded.engine.step()
+    loaded.engine.add(request(loaded, "b", "인사해줘"))
+    assert sorted(loaded.engine.reset()) == ["a", "b"]
+    assert loaded.engine.active == 0
+
+
+def test_sampling_follows_the_seed_settings(model_dir: Path) -> None:
+    def sample() -> str:
+        sampled = load(model_dir, do_sample=True, temperature=0.7, top_p=0.9, seed=1234)
+        sampled.engine.add(request(sampled, "s", "딥러닝이 뭐야?", max_new_tokens=40))
+        finished: dict[str, GenerationUpdate] = {}
+        run(sampled.engine, finished)  # type: ignore[arg-type]
+        return finished["s"].text
+
+    first = sample()
+    assert first and first == sample()  # same seed, same text
+
+
+def test_incremental_decoder_never_shows_half_a_syllable(loaded: Loaded) -> None:
+    tokenizer = loaded.engine.tokenizer  # type: ignore[attr-defined]
+    text = "고려대학교 구름 🌥️ 딥러닝"
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    # Byte-level BPE splits unseen characters into bytes; every delta must still be valid text.
+    decoder = IncrementalDecoder(tokenizer)
+    deltas = [decoder.push(i) for i in ids]
+    assert "".join(deltas) == text
+    assert all("\ufffd" not in d for d in deltas)

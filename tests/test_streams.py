@@ -1,0 +1,142 @@
+"""The Redis Streams operations against a real redis-server: groups, pending entries, reclaim, NOGROUP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from chatbus import Bus, Delta, Done, ErrorEvent, Question, QueueFull, Started, WorkerStatus
+from chatbus.keys import FIELD, WORKER_GROUP
+from chatbus.streams import AnswerTimeout
+from tests.servers import RedisServer
+
+
+def question(text: str = "딥러닝이 뭐야?", ttl_s: float = 60) -> Question:
+    return Question.new("terminal", text, ttl_s=ttl_s)
+
+
+async def test_enqueue_read_ack_deletes(bus: Bus) -> None:
+    await bus.ensure_group()
+    q = question()
+    assert await bus.enqueue(q) == 0
+    assert await bus.enqueue(question("두 번째")) == 1
+    deliveries = await bus.read("w1", count=1, block_ms=None)
+    assert [d.question for d in deliveries] == [q]
+    assert deliveries[0].deliveries == 1
+    await bus.ack(deliveries[0].entry_id)
+    assert await bus.queue_depth() == 1  # acked entries are deleted: the length is the queue depth
+    assert (await bus.stats()).pending == 0
+
+
+async def test_read_takes_only_free_slots(bus: Bus) -> None:
+    await bus.ensure_group()
+    for i in range(5):
+        await bus.enqueue(question(f"q{i}"))
+    assert len(await bus.read("w1", count=2, block_ms=None)) == 2
+    assert await bus.read("w1", count=0, block_ms=None) == []
+    assert len(await bus.read("w2", count=10, block_ms=None)) == 3
+
+
+async def test_queue_full_is_refused_atomically(bus: Bus) -> None:
+    await bus.enqueue(question(), max_queue=2)
+    await bus.enqueue(question(), max_queue=2)
+    with pytest.raises(QueueFull) as info:
+        await bus.enqueue(question(), max_queue=2)
+    assert info.value.depth == 2
+    assert await bus.queue_depth() == 2
+
+
+async def test_heartbeat_keeps_entries_from_being_reclaimed(bus: Bus) -> None:
+    await bus.ensure_group()
+    await bus.enqueue(question())
+    [delivery] = await bus.read("alive", count=1, block_ms=None)
+    await asyncio.sleep(0.3)
+    await bus.heartbeat("alive", [delivery.entry_id])
+    assert await bus.reclaim("other", min_idle_ms=200, count=10) == []
+    await asyncio.sleep(0.3)
+    [taken] = await bus.reclaim("other", min_idle_ms=200, count=10)
+    assert taken.entry_id == delivery.entry_id
+    assert taken.deliveries == 2
+
+
+async def test_release_makes_an_entry_reclaimable_at_once(bus: Bus) -> None:
+    await bus.ensure_group()
+    await bus.enqueue(question())
+    [delivery] = await bus.read("leaving", count=1, block_ms=None)
+    await bus.release("leaving", [delivery.entry_id])
+    [taken] = await bus.reclaim("other", min_idle_ms=30_000, count=10)
+    assert taken.question == delivery.question
+
+
+async def test_dead_letter_moves_and_acks(bus: Bus) -> None:
+    await bus.ensure_group()
+    await bus.enqueue(question())
+    [delivery] = await bus.read("w", count=1, block_ms=None)
+    await bus.dead_letter(delivery, "poison", "w")
+    assert await bus.queue_depth() == 0
+    [(_, fields)] = await bus.redis.xrange(bus.keys.dead)
+    assert b"poison" in fields[FIELD.encode()]
+    assert (await bus.stats()).dead == 1
+
+
+async def test_malformed_entries_are_delivered_as_errors(bus: Bus) -> None:
+    await bus.ensure_group()
+    await bus.redis.xadd(bus.keys.questions, {FIELD: b"\xff garbage"})
+    [delivery] = await bus.read("w", count=1, block_ms=None)
+    assert delivery.question is None
+    assert delivery.error is not None and "UTF-8" in delivery.error.reason
+
+
+async def test_publish_and_follow_until_final(bus: Bus) -> None:
+    qid = "q1"
+    await bus.publish([(qid, Started(worker="w", attempt=1)), (qid, Delta(text="안녕"))])
+    done = Done(text="안녕하세요", finish_reason="stop", prompt_tokens=3, completion_tokens=2, queued_s=0, generate_s=0)
+    await bus.publish([(qid, done), (qid, Delta(text="after the end"))])
+    seen = [event async for _, event in bus.follow(qid)]
+    assert seen == [Started(worker="w", attempt=1), Delta(text="안녕"), done]
+    ttl = await bus.redis.ttl(bus.keys.answers(qid))
+    assert 3500 < ttl <= 3600
+
+
+async def test_follow_resumes_after_an_event_id(bus: Bus) -> None:
+    qid = "q2"
+    await bus.publish([(qid, Delta(text="a")), (qid, Delta(text="b")), (qid, ErrorEvent(code="cancelled"))])
+    first_id = [eid async for eid, _ in bus.follow(qid)][0]
+    rest = [event async for _, event in bus.follow(qid, after=first_id)]
+    assert rest == [Delta(text="b"), ErrorEvent(code="cancelled")]
+
+
+async def test_follow_times_out_without_events(bus: Bus) -> None:
+    started = time.monotonic()
+    with pytest.raises(AnswerTimeout):
+        async for _ in bus.follow("nobody", start_timeout_s=0.5):
+            pass
+    assert time.monotonic() - started < 5
+
+
+async def test_cancel_flags(bus: Bus) -> None:
+    await bus.request_cancel("b")
+    assert await bus.cancelled(["a", "b", "c"]) == {"b"}
+    assert await bus.cancelled([]) == set()
+
+
+async def test_group_recreated_after_redis_lost_its_data(bus: Bus, redis_server: RedisServer) -> None:
+    await bus.ensure_group()
+    redis_server.restart(empty=True)
+    await bus.enqueue(question("after the loss"))
+    [delivery] = await bus.read("w", count=1, block_ms=None)  # NOGROUP → group recreated → read again
+    assert delivery.question is not None and delivery.question.question == "after the loss"
+    groups = await bus.redis.xinfo_groups(bus.keys.questions)
+    assert [g["name"] for g in groups] == [WORKER_GROUP.encode()]
+
+
+async def test_stats_count_live_workers_only(bus: Bus) -> None:
+    now = time.time()
+    await bus.report_worker(WorkerStatus(name="live", model="m", active=1, slots=4, seen_at=now))
+    await bus.report_worker(WorkerStatus(name="gone", model="m", active=0, slots=4, seen_at=now - 3600))
+    stats = await bus.stats()
+    assert [w.name for w in stats.workers] == ["live"]
+    await bus.forget_worker("live")
+    assert (await bus.stats()).workers == ()

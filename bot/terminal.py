@@ -146,8 +146,12 @@ async def ask(
         return EXIT_INPUT
     bus = Bus(connect(settings.redis_url), Keys(settings.key_prefix))
     item = Question.new(
-        "terminal", question.strip(), ttl_s=settings.question_ttl_s, context=context.strip(),
-        user=getpass.getuser(), max_new_tokens=max_new_tokens,
+        "terminal",
+        question.strip(),
+        ttl_s=settings.question_ttl_s,
+        context=context.strip(),
+        user=getpass.getuser(),
+        max_new_tokens=max_new_tokens,
     )
     try:
         return await _ask(bus, item, settings, _renderer(as_json, out, err, language), err)
@@ -172,7 +176,8 @@ async def _ask(bus: Bus, item: Question, settings: ClientSettings, renderer: Ren
     status = EXIT_FAILED
     try:
         async for _, event in bus.follow(
-            item.id, start_timeout_s=settings.answer_start_timeout_s or settings.question_ttl_s + 30,
+            item.id,
+            start_timeout_s=settings.answer_start_timeout_s or settings.question_ttl_s + 30,
             stall_timeout_s=settings.answer_stall_timeout_s,
         ):
             renderer.event(event)

@@ -84,9 +84,7 @@ class Bus:
     async def enqueue(self, question: Question, max_queue: int | None = None) -> int:
         """Add a question; returns how many were queued ahead of it. Raises `QueueFull`."""
         limit = -1 if max_queue is None else max_queue
-        status, depth = await self._enqueue_script(
-            keys=[self.keys.questions], args=[limit, FIELD, question.to_json()]
-        )
+        status, depth = await self._enqueue_script(keys=[self.keys.questions], args=[limit, FIELD, question.to_json()])
         if int(status) < 0:
             raise QueueFull(int(depth), limit)
         return int(depth)
@@ -165,9 +163,7 @@ class Bus:
         """Reset the idle time of entries this worker is still answering (XCLAIM JUSTID)."""
         if entry_ids:
             await self._grouped(
-                lambda: self.redis.xclaim(
-                    self.keys.questions, WORKER_GROUP, consumer, 0, list(entry_ids), justid=True
-                )
+                lambda: self.redis.xclaim(self.keys.questions, WORKER_GROUP, consumer, 0, list(entry_ids), justid=True)
             )
 
     async def release(self, consumer: str, entry_ids: Sequence[str]) -> None:

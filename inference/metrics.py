@@ -33,7 +33,9 @@ class WorkerMetrics:
             "kullm_queue_wait_seconds", "Enqueue to start of generation", buckets=_LATENCY_BUCKETS, registry=r
         )
         self.first_token = Histogram(
-            "kullm_time_to_first_token_seconds", "Start of generation to first text", buckets=_LATENCY_BUCKETS,
+            "kullm_time_to_first_token_seconds",
+            "Start of generation to first text",
+            buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.generate = Histogram(

@@ -9,7 +9,7 @@ import pytest
 
 from chatbus import Bus, Keys, connect
 from tests import tiny_model
-from tests.servers import RedisServer, WorkerProcess
+from tests.servers import RUNNING_ASKS, RedisServer, WorkerProcess
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +48,11 @@ def start_worker(redis_server: RedisServer, model_dir: Path, tmp_path: Path) -> 
     yield start
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reap_clients() -> Iterator[None]:
+    """Background `kullm ask` clients never outlive their test."""
+    yield
+    while RUNNING_ASKS:
+        RUNNING_ASKS.pop().close()

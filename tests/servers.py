@@ -56,8 +56,19 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [
-                binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-                "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--logfile", "redis.log",
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--save",
+                "",
+                "--appendonly",
+                "yes" if self.appendonly else "no",
+                "--logfile",
+                "redis.log",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -110,16 +121,17 @@ class WorkerProcess:
             "RECLAIM_IDLE_S": "2",
             "DELTA_INTERVAL_S": "0.05",
             "LOG_LEVEL": "DEBUG",
+            "WORKER_NAME": f"worker-{self.metrics_port}",
             "PYTHONUNBUFFERED": "1",
             **{key: str(value) for key, value in env.items()},
         }
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, wait: bool = True) -> WorkerProcess:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "inference"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "inference"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         if wait:
             wait_until(self.ready, START_TIMEOUT_S, 0.2, what=f"worker ready (log {self.log_path})")
         return self
@@ -188,3 +200,89 @@ def run_kullm(
 def json_events(output: str) -> list[dict[str, object]]:
     """Parse `kullm ask --json` output."""
     return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+RUNNING_ASKS: list[AskProcess] = []
+
+
+class AskProcess:
+    """`kullm ask --json` running in the background, its events collected as they stream."""
+
+    def __init__(self, redis_url: str, question: str, *args: str, env: Mapping[str, str] | None = None) -> None:
+        import threading
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "kullm.cli", "ask", "--json", question, *args],
+            cwd=ROOT,
+            env={**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1", **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.events: list[dict[str, object]] = []
+        self.err_lines: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, daemon=True),
+            threading.Thread(target=self._read_err, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+        RUNNING_ASKS.append(self)
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        with self.process.stdout:
+            for line in self.process.stdout:
+                if line.strip():
+                    self.events.append(json.loads(line))
+
+    def _read_err(self) -> None:
+        assert self.process.stderr is not None
+        with self.process.stderr:
+            self.err_lines.extend(self.process.stderr)
+
+    def close(self) -> None:
+        """Stop the client if it still runs and wait for its pipes to close."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+        for reader in self._readers:
+            reader.join(5)
+
+    def types(self) -> list[object]:
+        return [e["type"] for e in self.events]
+
+    def wait_for(self, event_type: str, timeout_s: float = 60) -> dict[str, object]:
+        return wait_until(
+            lambda: next((e for e in self.events if e["type"] == event_type), None), timeout_s, what=event_type
+        )
+
+    def finish(self, timeout_s: float = 90) -> int:
+        code = self.process.wait(timeout_s)
+        for reader in self._readers:
+            reader.join(5)
+        return code
+
+    @property
+    def question_id(self) -> str:
+        return str(self.wait_for("queued")["id"])
+
+    def stderr(self) -> str:
+        return "".join(self.err_lines)
+
+    def final(self) -> dict[str, object]:
+        return self.events[-1]
+
+    def text_after_last_restart(self) -> str:
+        """The answer a client assembles from deltas, starting over at each `restart`."""
+        text = ""
+        for event in self.events:
+            if event["type"] == "restart":
+                text = ""
+            elif event["type"] == "delta":
+                text += str(event["text"])
+        return text
+
+
+def worker_name(worker: WorkerProcess) -> str:
+    return str(worker.env["WORKER_NAME"])

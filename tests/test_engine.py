@@ -59,7 +59,9 @@ def test_batched_and_joining_rows_match_solo(loaded: Loaded) -> None:
     run(engine, finished, steps=6)  # capital finishes, story keeps decoding
     assert "capital" in finished and "story" not in finished
     engine.add(request(loaded, "dl", "딥러닝이 뭐야?"))  # joins the running batch
-    engine.add(request(loaded, "ctx", "이 글을 요약해줘", "구름(KULLM)은 고려대학교 NLP & AI 연구실이 만든 한국어 LLM입니다."))
+    engine.add(
+        request(loaded, "ctx", "이 글을 요약해줘", "구름(KULLM)은 고려대학교 NLP & AI 연구실이 만든 한국어 LLM입니다.")
+    )
     run(engine, finished)
     assert finished["story"].text == tiny_model.LONG_STORY
     assert finished["capital"].text == tiny_model.CAPITAL

@@ -28,7 +28,9 @@ def test_kullm_v1_matches_the_seed_exactly() -> None:
 def test_kullm_v2_template() -> None:
     assert render_kullm_v2("번역해줘").endswith("### 명령어:\n번역해줘\n\n### 응답:\n")
     with_input = render_kullm_v2("번역해줘", "hello")
-    assert with_input.startswith("아래는 작업을 설명하는 명령어와 추가 컨텍스트를 제공하는 입력이 짝을 이루는 예제입니다.")
+    assert with_input.startswith(
+        "아래는 작업을 설명하는 명령어와 추가 컨텍스트를 제공하는 입력이 짝을 이루는 예제입니다."
+    )
     assert with_input.endswith("### 명령어:\n번역해줘\n\n### 입력:\nhello\n\n### 응답:\n")
 
 

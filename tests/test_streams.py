@@ -103,7 +103,7 @@ async def test_publish_and_follow_until_final(bus: Bus) -> None:
 async def test_follow_resumes_after_an_event_id(bus: Bus) -> None:
     qid = "q2"
     await bus.publish([(qid, Delta(text="a")), (qid, Delta(text="b")), (qid, ErrorEvent(code="cancelled"))])
-    first_id = [eid async for eid, _ in bus.follow(qid)][0]
+    first_id = await anext(eid async for eid, _ in bus.follow(qid))
     rest = [event async for _, event in bus.follow(qid, after=first_id)]
     assert rest == [Delta(text="b"), ErrorEvent(code="cancelled")]
 

@@ -1,0 +1,236 @@
+"""End to end with processes: `python -m inference` workers, `kullm ask`, a real redis-server.
+
+Every answer asserted here is the tiny model's trained text, decoded greedily.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from chatbus import Bus, Delta, Done, ErrorEvent, Question
+from chatbus.keys import FIELD
+from tests import tiny_model
+from tests.servers import ROOT, AskProcess, RedisServer, free_port, json_events, run_kullm, wait_until, worker_name
+
+pytestmark = pytest.mark.e2e
+
+
+def queue_depth(server: RedisServer) -> int:
+    client = redis.Redis.from_url(server.url)
+    try:
+        return int(client.xlen("kullm:questions"))
+    finally:
+        client.close()
+
+
+async def follow(bus: Bus, question_id: str) -> list[object]:
+    return [event async for _, event in bus.follow(question_id, start_timeout_s=60, stall_timeout_s=60)]
+
+
+def test_ask_prints_the_trained_answer(start_worker, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    start_worker()
+    result = run_kullm(["ask", "딥러닝이 뭐야?"], redis_server.url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == tiny_model.DEEP_LEARNING  # the seed README's answer
+    assert "생각 중" in result.stderr
+
+    context = "구름(KULLM)은 고려대학교 NLP & AI 연구실이 만든 한국어 LLM입니다."
+    result = run_kullm(["ask", "--json", "이 글을 요약해줘", "--context", context], redis_server.url)
+    events = json_events(result.stdout)
+    assert [e["type"] for e in events][:2] == ["queued", "started"]
+    assert events[-1]["type"] == "done" and events[-1]["text"] == tiny_model.CONTEXT_ANSWER
+    assert "".join(str(e["text"]) for e in events if e["type"] == "delta") == tiny_model.CONTEXT_ANSWER
+
+    status = run_kullm(["status"], redis_server.url)
+    assert "live workers: 1" in status.stdout
+
+
+def test_questions_share_one_batch_and_newcomers_join_it(start_worker, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    story = AskProcess(redis_server.url, "긴 이야기를 들려줘")
+    deep = AskProcess(redis_server.url, "딥러닝이 뭐야?")
+    wait_until(lambda: queue_depth(redis_server) == 2, what="two queued questions")
+    worker = start_worker()  # both waiting: one read, one prefill, one batch
+    story.wait_for("delta")
+    capital = AskProcess(redis_server.url, "한국의 수도는 어디야?")  # arrives while the story decodes
+    assert capital.finish() == 0
+    assert story.process.poll() is None, "the newcomer finished while the story was still decoding"
+    assert story.finish() == 0 and deep.finish() == 0
+    assert story.final()["text"] == tiny_model.LONG_STORY
+    assert deep.final()["text"] == tiny_model.DEEP_LEARNING
+    assert capital.final()["text"] == tiny_model.CAPITAL
+    metrics = worker.metrics()
+    assert metrics["kullm_batch_size_peak"] >= 2
+    assert metrics['kullm_questions_total{outcome="done"}'] == 3
+    assert "decoded a batch of 2" in worker.log() or "decoded a batch of 3" in worker.log()
+
+
+def test_killed_worker_answer_is_finished_by_another(start_worker, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    first = start_worker()
+    ask = AskProcess(redis_server.url, "긴 이야기를 들려줘")
+    ask.wait_for("delta")
+    first.kill()
+    assert ask.process.poll() is None
+    second = start_worker()
+    assert ask.finish() == 0
+    types = ask.types()
+    assert types.count("done") == 1 and types.count("restart") == 1
+    assert types.index("restart") < types.index("done")
+    started = [e for e in ask.events if e["type"] == "started"]
+    assert [(e["worker"], e["attempt"]) for e in started] == [(worker_name(first), 1), (worker_name(second), 2)]
+    assert ask.final()["text"] == tiny_model.LONG_STORY
+    assert ask.text_after_last_restart() == tiny_model.LONG_STORY
+    assert queue_depth(redis_server) == 0
+
+
+def test_poison_question_is_dead_lettered_and_the_rest_served(start_worker, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    poison = AskProcess(redis_server.url, "💣 이 질문은 생성을 망가뜨립니다")
+    innocent = AskProcess(redis_server.url, "한국의 수도는 어디야?")
+    wait_until(lambda: queue_depth(redis_server) == 2, what="two queued questions")
+    worker = start_worker(ENGINE="tests.faults:poison", MAX_DELIVERIES=2, RECLAIM_IDLE_S=1)
+    assert innocent.finish() == 0  # failed in a batch with the poison, then retried alone
+    assert innocent.final()["text"] == tiny_model.CAPITAL
+    assert poison.finish() == 1
+    assert poison.final() == {"type": "error", "code": "failed", "message": poison.final()["message"]}
+    assert "생성" not in str(poison.final()["message"])  # the user's text is not echoed back
+    client = redis.Redis.from_url(redis_server.url)
+    dead = client.xrange("kullm:dead")
+    assert len(dead) == 1 and poison.question_id.encode() in dead[0][1][FIELD.encode()]
+    assert client.xlen("kullm:questions") == 0
+    result = run_kullm(["ask", "인사해줘"], redis_server.url)  # still serving
+    assert result.stdout.strip() == tiny_model.GREETING
+    assert "dead-lettered" in worker.log()
+    assert "1" in run_kullm(["status"], redis_server.url).stdout.split("dead letters:")[1]
+
+
+async def test_each_refused_question_gets_its_outcome(start_worker, redis_server: RedisServer, bus: Bus) -> None:  # type: ignore[no-untyped-def]
+    start_worker(CONTEXT_WINDOW=300, MAX_NEW_TOKENS=200)
+    expired = Question.new("terminal", "딥러닝이 뭐야?", ttl_s=-1)
+    cancelled = Question.new("terminal", "딥러닝이 뭐야?", ttl_s=60)
+    too_long = Question.new("terminal", "아주 긴 질문입니다. " * 60, ttl_s=60)
+    await bus.request_cancel(cancelled.id)
+    for question in (expired, cancelled, too_long):
+        await bus.enqueue(question)
+    await bus.redis.xadd(bus.keys.questions, {FIELD: b"\xff\xfe not json"})
+    await bus.redis.xadd(bus.keys.questions, {FIELD: '{"v": 1, "id": "half-a-question", "platform": "x"}'})
+    good = Question.new("terminal", "인사해줘", ttl_s=60)
+    await bus.enqueue(good)
+
+    expired_events, cancelled_events = await follow(bus, expired.id), await follow(bus, cancelled.id)
+    assert expired_events == [ErrorEvent(code="expired", message="the question waited past its expiry")]
+    assert cancelled_events == [ErrorEvent(code="cancelled", message="cancelled before generation")]
+    too_long_events = await follow(bus, too_long.id)
+    assert isinstance(too_long_events[-1], ErrorEvent) and too_long_events[-1].code == "too_long"
+    half = await follow(bus, "half-a-question")
+    assert half == [ErrorEvent(code="failed", message="malformed question entry")]
+    good_events = await follow(bus, good.id)
+    assert isinstance(good_events[-1], Done) and good_events[-1].text == tiny_model.GREETING
+    assert await bus.redis.xlen(bus.keys.dead) == 2
+    assert await bus.queue_depth() == 0
+
+
+async def test_cancel_mid_answer_keeps_the_partial_text(start_worker, redis_server: RedisServer, bus: Bus) -> None:  # type: ignore[no-untyped-def]
+    start_worker()
+    story = Question.new("terminal", "긴 이야기를 들려줘", ttl_s=60)
+    await bus.enqueue(story)
+    events = []
+    async for _, event in bus.follow(story.id, start_timeout_s=60):
+        events.append(event)
+        if isinstance(event, Delta) and len(events) == 3:
+            await bus.request_cancel(story.id)
+    assert events[-1] == ErrorEvent(code="cancelled", message="cancelled by the user")
+    partial = "".join(e.text for e in events if isinstance(e, Delta))
+    assert partial and tiny_model.LONG_STORY.startswith(partial) and partial != tiny_model.LONG_STORY
+    after = Question.new("terminal", "한국의 수도는 어디야?", ttl_s=60)
+    await bus.enqueue(after)
+    assert (await follow(bus, after.id))[-1].text == tiny_model.CAPITAL  # type: ignore[union-attr]
+
+
+def test_redis_restarted_empty_the_worker_recreates_its_group(start_worker, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    worker = start_worker()
+    assert run_kullm(["ask", "한국의 수도는 어디야?"], redis_server.url).returncode == 0
+    redis_server.restart(empty=True)
+    result = run_kullm(["ask", "고려대학교는 어디에 있어?"], redis_server.url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == tiny_model.KOREA_UNIV
+    assert "recreating" in worker.log()
+
+
+def test_out_of_memory_restarts_the_batch_smaller(start_worker, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    asks = [AskProcess(redis_server.url, q) for q in ("딥러닝이 뭐야?", "고려대학교는 어디에 있어?")]
+    wait_until(lambda: queue_depth(redis_server) == 2, what="two queued questions")
+    worker = start_worker(ENGINE="tests.faults:oom_once")
+    assert [a.finish() for a in asks] == [0, 0]
+    assert [a.final()["text"] for a in asks] == [tiny_model.DEEP_LEARNING, tiny_model.KOREA_UNIV]
+    assert all("restart" in a.types() for a in asks)
+    assert worker.metrics()["kullm_out_of_memory_total"] == 1
+    assert "restarting at batch 1" in worker.log()
+    assert worker.ready()
+
+
+def test_sigterm_finishes_the_answer_in_hand_then_exits(start_worker, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    worker = start_worker()
+    story = AskProcess(redis_server.url, "긴 이야기를 들려줘")
+    story.wait_for("delta")
+    worker.process.send_signal(15)
+    later = AskProcess(redis_server.url, "한국의 수도는 어디야?")
+    later.wait_for("queued")
+    assert worker.terminate() == 0
+    assert story.finish() == 0 and story.final()["text"] == tiny_model.LONG_STORY
+    assert later.process.poll() is None and queue_depth(redis_server) == 1  # not taken while draining
+    start_worker()
+    assert later.finish() == 0 and later.final()["text"] == tiny_model.CAPITAL
+
+
+def test_sigterm_past_the_grace_period_releases_to_another_worker(start_worker, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+    first = start_worker(DRAIN_GRACE_S=0, RECLAIM_IDLE_S=60)
+    story = AskProcess(redis_server.url, "긴 이야기를 들려줘")
+    story.wait_for("delta")
+    assert first.terminate() == 0
+    second = start_worker(RECLAIM_IDLE_S=60)  # reclaims at once although idle-based reclaim would wait 60 s
+    assert story.finish(timeout_s=40) == 0
+    assert story.final()["text"] == tiny_model.LONG_STORY
+    assert "restart" in story.types()
+    assert second.metrics()["kullm_reclaimed_total"] == 1
+
+
+def test_client_refusals_are_clear_and_exit_non_zero(redis_server: RedisServer) -> None:
+    too_long = run_kullm(["ask", "가" * 5000], redis_server.url)
+    assert too_long.returncode == 2 and "질문이 너무 깁니다 (5000자)" in too_long.stderr
+    empty = run_kullm(["ask", "   "], redis_server.url)
+    assert empty.returncode == 2 and "질문을 입력해 주세요" in empty.stderr
+    english = run_kullm(["ask", "a" * 5000], redis_server.url, env={"BOT_LANGUAGE": "en"})
+    assert "The question is too long" in english.stderr
+
+    AskProcess(redis_server.url, "첫 질문", env={"MAX_QUEUE": "1"}).wait_for("queued")
+    busy = run_kullm(["ask", "두 번째 질문"], redis_server.url, env={"MAX_QUEUE": "1"})
+    assert busy.returncode == 3 and "질문이 너무 많이 밀려 있습니다" in busy.stderr
+    assert queue_depth(redis_server) == 1
+
+    down = run_kullm(["ask", "질문"], f"redis://:secret-pass@127.0.0.1:{free_port()}/0")
+    assert down.returncode == 4 and "Redis에 연결할 수 없습니다" in down.stderr
+    assert "secret-pass" not in down.stderr
+
+
+def test_missing_model_is_a_clear_error(tmp_path: Path, redis_server: RedisServer) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "inference"],
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "MODEL_ID": str(tmp_path / "no-such-model"),
+            "HF_HUB_OFFLINE": "1",
+            "REDIS_URL": redis_server.url,
+            "METRICS_PORT": "0",
+            "HOME": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "cannot load model" in result.stderr and "HF_HUB_OFFLINE" in result.stderr

@@ -21,7 +21,7 @@ def _default_worker_name() -> str:
 class WorkerSettings(BaseSettings):
     """Everything a worker process can be told; see `.env.example` for each variable."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True)
 
     redis_url: str = "redis://localhost:6379/0"
     key_prefix: str = "kullm:"

@@ -142,3 +142,21 @@ def test_incremental_decoder_never_shows_half_a_syllable(loaded: Loaded) -> None
     deltas = [decoder.push(i) for i in ids]
     assert "".join(deltas) == text
     assert all("\ufffd" not in d for d in deltas)
+
+
+def test_top_p_matches_the_transformers_warper() -> None:
+    import torch
+    from transformers import TopPLogitsWarper
+
+    from inference.engine import sample_top_p
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 30080, generator=generator) * 3
+    probs = torch.softmax(logits, dim=-1)
+    allowed = TopPLogitsWarper(0.9)(None, logits.clone()) > float("-inf")  # type: ignore[arg-type]
+    for _ in range(200):
+        tokens = sample_top_p(probs, 0.9, generator)
+        assert bool(allowed[torch.arange(4), tokens].all())
+    # Flat distributions need more than the sorted head: the fallback still respects top_p.
+    flat = torch.full((2, 30080), 1 / 30080)
+    assert sample_top_p(flat, 0.9, generator).shape == (2,)

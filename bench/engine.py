@@ -1,0 +1,239 @@
+"""Engine benchmark: the seed's `pipeline` loop against the worker's batched engine, in one run.
+
+Baseline: the KULLM README's code path — `pipeline("text-generation")` called once per
+question, one after another, with the seed's prompt and sampling. Ours: `TransformersEngine`
+with N questions in flight. Same model, prompts, sampling, and the same forced number of
+new tokens per question, so the token counts compare.
+
+    python -m bench.engine                              # tiny model on CPU (built if needed)
+    python -m bench.engine --model DIR --concurrency 1,8
+    python -m bench.engine --architecture polyglot-ko-12.8b --random-weights   # GPU, no download
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from inference.engine import GenerationRequest, Sampling, TransformersEngine
+from inference.model import resolve_device, resolve_dtype
+from inference.prompt import render_kullm_v1
+
+QUESTIONS = [
+    "딥러닝이 뭐야?",
+    "한국의 수도는 어디야?",
+    "고려대학교는 어디에 있어?",
+    "인공지능이 사람의 일자리를 대체할까요? 찬성과 반대 의견을 모두 설명해 주세요.",
+    "파이썬으로 리스트를 정렬하는 방법을 알려줘",
+    "서울에서 부산까지 기차로 얼마나 걸려?",
+    "좋은 습관을 만드는 방법 세 가지를 알려줘",
+    "다음 문장을 영어로 번역해줘: 오늘은 날씨가 맑고 따뜻합니다.",
+]
+ARCHITECTURES = {
+    # Polyglot-ko 12.8B, the backbone of metterian/kullm-polyglot-12.8b.
+    "polyglot-ko-12.8b": {
+        "vocab_size": 30080,
+        "hidden_size": 5120,
+        "num_hidden_layers": 40,
+        "num_attention_heads": 40,
+        "intermediate_size": 20480,
+        "rotary_pct": 0.5,
+        "max_position_embeddings": 2048,
+        "eos_token_id": 2,
+        "use_parallel_residual": True,
+        "tie_word_embeddings": False,
+    },
+}
+
+
+@dataclass
+class Result:
+    """One benchmark setting."""
+
+    name: str
+    questions: int
+    tokens: int
+    wall_s: float
+    first_token_s: list[float]
+    latency_s: list[float]
+    peak_memory_mb: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.wall_s
+
+
+def prompts(count: int) -> list[str]:
+    """Korean prompts of varied length in the seed's template."""
+    return [render_kullm_v1(QUESTIONS[i % len(QUESTIONS)]) for i in range(count)]
+
+
+def run_baseline(model: Any, tokenizer: Any, count: int, new_tokens: int, device: torch.device) -> Result:
+    """The seed's loop: one `pipeline` call per question, sequentially."""
+    from transformers import pipeline
+
+    pipe = pipeline("text-generation", model=model, tokenizer=tokenizer, device=device)
+    _reset_peak(device)
+    started = time.perf_counter()
+    latencies = []
+    for prompt in prompts(count):
+        pipe(
+            prompt,
+            do_sample=True,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            temperature=0.7,
+            top_p=0.9,
+            return_full_text=False,
+            eos_token_id=2,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        latencies.append(time.perf_counter() - started)  # nothing streams: the first token arrives with the last
+    wall = time.perf_counter() - started
+    return Result("seed pipeline (sequential)", count, count * new_tokens, wall, latencies, latencies, _peak(device))
+
+
+def run_engine(model: Any, tokenizer: Any, count: int, new_tokens: int, device: torch.device) -> Result:
+    """The worker's engine with `count` questions in flight at once."""
+    engine = TransformersEngine(
+        model, tokenizer, model_id="bench", sampling=Sampling(seed=0), max_batch_size=max(count, 1)
+    )
+    for i, prompt in enumerate(prompts(count)):
+        engine.add(GenerationRequest(str(i), prompt, new_tokens, ignore_eos=True))
+    _reset_peak(device)
+    started = time.perf_counter()
+    first: dict[str, float] = {}
+    finished: dict[str, float] = {}
+    tokens = 0
+    while engine.active:
+        for update in engine.step():
+            now = time.perf_counter() - started
+            first.setdefault(update.id, now)
+            if update.finished:
+                finished[update.id] = now
+                tokens += update.completion_tokens
+    _sync(device)
+    wall = time.perf_counter() - started
+    return Result(
+        f"engine, {count} in flight", count, tokens, wall, list(first.values()), list(finished.values()), _peak(device)
+    )
+
+
+def load(args: argparse.Namespace) -> tuple[Any, Any, torch.device]:
+    """The model under test: a directory, or an architecture with random weights."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    if args.architecture:
+        from tests.tiny_model import build
+
+        tokenizer = AutoTokenizer.from_pretrained(build())  # ids < 30080: any Polyglot-sized vocab works
+        model = random_model(args.architecture, dtype, device)
+    else:
+        model_dir = args.model or _tiny_model()
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
+    model.eval()
+    return model, tokenizer, device
+
+
+def random_model(name: str, dtype: torch.dtype, device: torch.device) -> Any:
+    """The architecture's real shape with random weights: built on the meta device, then allocated."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    config = GPTNeoXConfig(**ARCHITECTURES[name])
+    with torch.device("meta"):
+        model = GPTNeoXForCausalLM(config)
+    model = model.to_empty(device=device).to(dtype)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.02)
+        for module in model.modules():
+            if hasattr(module, "inv_freq") and hasattr(module, "rope_init_fn"):
+                inv_freq, scaling = module.rope_init_fn(module.config, device)
+                module.inv_freq, module.attention_scaling = inv_freq, scaling
+    return model
+
+
+def report(baseline: Result, results: list[Result], args: argparse.Namespace, device: torch.device) -> str:
+    """A Markdown table with ratios against the baseline measured in this run."""
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU ({platform.processor() or 'x86_64'}, {torch.get_num_threads()} threads)"
+    )
+    lines = [
+        f"model: {args.architecture or args.model or 'tiny test model'} · device: {name} · "
+        f"torch {torch.__version__} · {args.new_tokens} new tokens per question · do_sample, T=0.7, top_p=0.9",
+        "",
+        "| setting | questions | tokens/s | ratio | TTFT p50 | latency p50 | latency p95 | peak MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for result in [baseline, *results]:
+        lines.append(
+            f"| {result.name} | {result.questions} | {result.tokens_per_s:,.1f} | "
+            f"{result.tokens_per_s / baseline.tokens_per_s:.2f}× | {_pct(result.first_token_s, 50):.3f}s | "
+            f"{_pct(result.latency_s, 50):.3f}s | {_pct(result.latency_s, 95):.3f}s | {result.peak_memory_mb:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the baseline and each concurrency once, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="model directory (default: the tiny test model, built if needed)")
+    parser.add_argument("--architecture", choices=sorted(ARCHITECTURES))
+    parser.add_argument("--random-weights", action="store_true", help="required with --architecture")
+    parser.add_argument("--concurrency", default="1,4,8,16,32")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--baseline-questions", type=int, default=8)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    args = parser.parse_args(argv)
+    if args.architecture and not args.random_weights:
+        parser.error("--architecture builds random weights: pass --random-weights to confirm")
+    model, tokenizer, device = load(args)
+    run_engine(model, tokenizer, 2, 4, device)  # warm-up: first-call allocations and kernels
+    baseline = run_baseline(model, tokenizer, args.baseline_questions, args.new_tokens, device)
+    results = [run_engine(model, tokenizer, int(n), args.new_tokens, device) for n in args.concurrency.split(",")]
+    print(report(baseline, results, args, device))
+
+
+def _tiny_model() -> str:
+    from tests.tiny_model import build
+
+    return str(build())
+
+
+def _pct(values: list[float], pct: int) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (KiB on Linux)
+
+
+if __name__ == "__main__":
+    main()

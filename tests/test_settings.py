@@ -1,0 +1,52 @@
+"""`.env.example` lists exactly the settings the processes read, and parses into them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.settings import ClientSettings
+from inference.settings import WorkerSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+SETTINGS = (WorkerSettings, ClientSettings)
+
+
+def example_keys() -> list[str]:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    return [line.split("=", 1)[0] for line in lines if line and not line.startswith("#")]
+
+
+def test_every_variable_is_a_setting_and_every_setting_is_listed() -> None:
+    keys = example_keys()
+    assert len(keys) == len(set(keys)), "a variable is listed twice"
+    fields = {name.upper() for cls in SETTINGS for name in cls.model_fields}
+    assert set(keys) - fields == set(), "unknown variables in .env.example"
+    assert fields - set(keys) == set(), "settings missing from .env.example"
+
+
+@pytest.mark.parametrize("settings_class", SETTINGS)
+def test_the_example_parses_into_the_settings(
+    settings_class: type, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for key in example_keys():
+        monkeypatch.delenv(key, raising=False)
+    settings = settings_class(_env_file=ROOT / ".env.example")
+    assert settings.redis_url == "redis://localhost:6379/0"
+    if settings_class is WorkerSettings:
+        assert (settings.max_new_tokens, settings.temperature, settings.top_p, settings.eos_token_id) == (
+            512,
+            0.7,
+            0.9,
+            2,
+        )
+        assert settings.model_id == "metterian/kullm-polyglot-12.8b" and settings.do_sample
+
+
+def test_a_wrong_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("TOP_P", "7")
+    with pytest.raises(ValidationError, match="top_p"):
+        WorkerSettings(_env_file=None)  # type: ignore[call-arg]

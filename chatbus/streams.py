@@ -220,9 +220,13 @@ class Bus:
         await self.redis.xadd(self.keys.dead, _fields(record.to_fields()), maxlen=10000, approximate=True)
         await self.ack(delivery.entry_id)
 
-    async def publish(self, events: Iterable[tuple[str, AnswerEvent]]) -> None:
-        """Append answer events (question id, event) in one round trip; streams expire an hour later."""
-        async with self.redis.pipeline(transaction=False) as pipe:
+    async def publish(self, events: Iterable[tuple[str, AnswerEvent]], acks: Sequence[str] = ()) -> None:
+        """Append answer events (question id, event) and ack finished entries, atomically, in one round trip.
+
+        Answer streams expire an hour after their last event. An ack that finds no group
+        (Redis lost its data) is moot and ignored; any other error is raised.
+        """
+        async with self.redis.pipeline(transaction=True) as pipe:
             touched = set()
             for question_id, event in events:
                 key = self.keys.answers(question_id)
@@ -230,8 +234,15 @@ class Bus:
                 touched.add(key)
             for key in touched:
                 pipe.expire(key, ANSWER_TTL_S)
-            if touched:
-                await pipe.execute()
+            if acks:
+                pipe.xack(self.keys.questions, WORKER_GROUP, *acks)
+                pipe.xdel(self.keys.questions, *acks)
+            if not touched and not acks:
+                return
+            results = await pipe.execute(raise_on_error=False)
+        for result in results:
+            if isinstance(result, ResponseError) and "NOGROUP" not in str(result):
+                raise result
 
     async def cancelled(self, question_ids: Sequence[str]) -> set[str]:
         """The ids among `question_ids` whose user asked to stop."""

@@ -389,13 +389,10 @@ class Worker:
         self.metrics.questions.labels(code).inc()
 
     async def _flush(self) -> None:
-        """Publish pending events, then ack finished entries; both stay queued if Redis is down."""
-        if self._outbox:
-            await self.bus.publish(self._outbox)
-            self._outbox = []
-        if self._acks:
-            await self.bus.ack(*self._acks)
-            self._acks = []
+        """Publish pending events and ack finished entries together; both stay queued if Redis is down."""
+        if self._outbox or self._acks:
+            await self.bus.publish(self._outbox, self._acks)
+            self._outbox, self._acks = [], []
 
     # ------------------------------------------------------------------ background tasks
 

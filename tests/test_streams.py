@@ -140,3 +140,16 @@ async def test_stats_count_live_workers_only(bus: Bus) -> None:
     assert [w.name for w in stats.workers] == ["live"]
     await bus.forget_worker("live")
     assert (await bus.stats()).workers == ()
+
+
+async def test_publish_acks_in_the_same_transaction(bus: Bus) -> None:
+    await bus.ensure_group()
+    await bus.enqueue(question())
+    [delivery] = await bus.read("w", count=1, block_ms=None)
+    done = Done(text="끝", finish_reason="stop", prompt_tokens=1, completion_tokens=1, queued_s=0, generate_s=0)
+    await bus.publish([("q", done)], acks=[delivery.entry_id])
+    assert await bus.queue_depth() == 0
+    assert (await bus.stats()).pending == 0
+    await bus.redis.flushall()  # the group is gone: the ack is moot, the event still lands
+    await bus.publish([("q", done)], acks=[delivery.entry_id])
+    assert await bus.redis.xlen(bus.keys.answers("q")) == 1

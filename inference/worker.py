@@ -138,6 +138,7 @@ class Worker:
             try:
                 await self._flush()
                 await self._admit()
+                await self._flush()  # `started` goes out before the prefill, not after it
                 self._apply_cancels()
                 if self.engine.active:
                     await self._step()

@@ -160,3 +160,18 @@ def test_top_p_matches_the_transformers_warper() -> None:
     # Flat distributions need more than the sorted head: the fallback still respects top_p.
     flat = torch.full((2, 30080), 1 / 30080)
     assert sample_top_p(flat, 0.9, generator).shape == (2,)
+
+
+@pytest.mark.parametrize(
+    ("template", "question", "answer"),
+    [
+        ("kullm-v2", "템플릿 두 번째 버전으로 답해줘", tiny_model.V2_ANSWER),
+        ("chat", "채팅 템플릿으로 답해줘", tiny_model.CHAT_ANSWER),
+    ],
+)
+def test_other_templates_through_the_real_tokenizer(model_dir: Path, template: str, question: str, answer: str) -> None:
+    loaded = load(model_dir, template=template)
+    finished: dict[str, GenerationUpdate] = {}
+    loaded.engine.add(request(loaded, "t", question))
+    run(loaded.engine, finished)  # type: ignore[arg-type]
+    assert finished["t"].text == answer

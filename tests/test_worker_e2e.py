@@ -62,6 +62,10 @@ def test_questions_share_one_batch_and_newcomers_join_it(start_worker, redis_ser
     assert story.finish() == 0 and deep.finish() == 0
     assert story.final()["text"] == tiny_model.LONG_STORY
     assert deep.final()["text"] == tiny_model.DEEP_LEARNING
+    # Deltas are coalesced per DELTA_INTERVAL_S (0.05 s here): Redis writes grow with time, not tokens.
+    deltas = story.types().count("delta")
+    assert deltas <= float(story.final()["generate_s"]) / 0.05 + 3  # type: ignore[arg-type]
+    assert deltas < int(story.final()["completion_tokens"]) / 3  # type: ignore[call-overload]
     assert capital.final()["text"] == tiny_model.CAPITAL
     metrics = worker.metrics()
     assert metrics["kullm_batch_size_peak"] >= 2
@@ -218,7 +222,7 @@ def test_client_refusals_are_clear_and_exit_non_zero(redis_server: RedisServer) 
 
 def test_missing_model_is_a_clear_error(tmp_path: Path, redis_server: RedisServer) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "inference"],
+        [sys.executable, "-m", "kullm.cli", "worker"],
         cwd=ROOT,
         env={
             "PATH": "/usr/bin:/bin",

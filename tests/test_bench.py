@@ -1,0 +1,35 @@
+"""The benchmarks' code paths run in CI (small sizes, no timing assertions: speed is for bench/)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+from bench import engine as engine_bench
+from bench import queue as queue_bench
+from tests.servers import RedisServer
+
+
+def test_random_weight_architecture_runs_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The 12.8B shape scaled down: built on the meta device, allocated, initialised, then generated with.
+    shape = dict(engine_bench.ARCHITECTURES["polyglot-ko-12.8b"])
+    shape.update(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+    monkeypatch.setitem(engine_bench.ARCHITECTURES, "scaled", shape)
+    args = argparse.Namespace(architecture="scaled", model=None, device="cpu", dtype="float32", new_tokens=6)
+    model, tokenizer, device = engine_bench.load(args)
+    assert next(model.parameters()).device.type == "cpu"
+    assert not any(p.is_meta for p in model.parameters())
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    baseline = engine_bench.run_baseline(model, tokenizer, 2, 6, device)
+    ours = engine_bench.run_engine(model, tokenizer, 3, 6, device)
+    assert (baseline.tokens, ours.tokens) == (12, 18)  # forced lengths: counts compare
+    table = engine_bench.report(baseline, [ours], args, device)
+    assert "| engine, 3 in flight | 3 |" in table and "1.00×" in table
+
+
+async def test_queue_benchmark_measures_through_a_real_redis(redis_server: RedisServer) -> None:
+    args = argparse.Namespace(questions=200, idle=20, batch=16)
+    table = await queue_bench.run(args, redis_server)
+    assert "enqueue → started" in table and "questions/s" in table

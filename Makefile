@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= worker,test
+EXTRAS ?= worker,discord,slack,test
 
 .PHONY: test setup redis lint typecheck unit bench clean
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,3 +21,36 @@ class ClientSettings(BaseSettings):
     question_ttl_s: float = Field(default=600.0, gt=0)
     answer_start_timeout_s: float | None = Field(default=None, gt=0)
     answer_stall_timeout_s: float = Field(default=180.0, gt=0)
+    user_questions_per_minute: int = Field(default=6, ge=1)
+    user_concurrent_questions: int = Field(default=2, ge=1)
+    history_turns: int = Field(default=10, ge=0)
+    history_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    lease_ttl_s: float = Field(default=10.0, gt=0)
+
+
+def parse_ids(value: str) -> frozenset[int]:
+    """Comma- or space-separated numeric ids (Discord snowflakes) from one variable."""
+    return frozenset(int(part) for part in value.replace(",", " ").split())
+
+
+class DiscordSettings(ClientSettings):
+    """The Discord adapter's settings."""
+
+    discord_token: SecretStr | None = None
+    discord_guild_ids: str = ""
+    discord_allowed_channel_ids: str = ""
+    discord_allowed_role_ids: str = ""
+    discord_edit_interval_s: float = Field(default=1.2, gt=0)
+    discord_api_base: str | None = None
+
+    @property
+    def guild_ids(self) -> frozenset[int]:
+        return parse_ids(self.discord_guild_ids)
+
+    @property
+    def allowed_channel_ids(self) -> frozenset[int]:
+        return parse_ids(self.discord_allowed_channel_ids)
+
+    @property
+    def allowed_role_ids(self) -> frozenset[int]:
+        return parse_ids(self.discord_allowed_role_ids)

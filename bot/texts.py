@@ -38,6 +38,34 @@ _TEXTS: dict[str, dict[Language, str]] = {
         "ko": "🔌 Redis에 연결할 수 없습니다 ({url}). REDIS_URL을 확인해 주세요.",
         "en": "🔌 Cannot reach Redis ({url}). Check REDIS_URL.",
     },
+    "rate_limited": {
+        "ko": "🐢 질문이 너무 잦습니다. 1분에 {limit}개까지 물어볼 수 있어요. 잠시 후 다시 물어봐 주세요.",
+        "en": "🐢 You are asking too often: up to {limit} questions a minute. Please wait a moment.",
+    },
+    "concurrent": {
+        "ko": "⏳ 이미 답변을 기다리는 질문이 {limit}개 있습니다. 답이 끝난 뒤 다시 물어봐 주세요.",
+        "en": "⏳ You already have {limit} questions being answered. Please wait for them to finish.",
+    },
+    "not_allowed": {
+        "ko": "🚫 이 채널이나 역할에서는 KULLM을 쓸 수 없습니다.",
+        "en": "🚫 KULLM is not enabled for this channel or role.",
+    },
+    "usage_discord": {
+        "ko": "👋 KULLM(구름)에게 물어보세요: `@{name} 딥러닝이 뭐야?` 또는 `/kullm 질문:딥러닝이 뭐야?`\n"
+        "메시지에 답장하며 멘션하면 그 메시지를 맥락으로 씁니다. 스레드 안에서는 멘션 없이 대화를 이어갈 수 있어요.",
+        "en": "👋 Ask KULLM: `@{name} What is deep learning?` or `/kullm question:...`\n"
+        "Mention me in a reply to use that message as context. Inside my threads, just keep talking.",
+    },
+    "asked_by": {"ko": "**{user}** 님의 질문: {question}", "en": "**{user}** asked: {question}"},
+    "cancel_button": {"ko": "그만", "en": "Stop"},
+    "cancel_not_yours": {
+        "ko": "🙅 질문한 사람이나 관리자만 답변을 멈출 수 있어요.",
+        "en": "🙅 Only the asker or a moderator can stop this answer.",
+    },
+    "cancel_requested": {"ko": "⏹️ 멈추는 중…", "en": "⏹️ Stopping…"},
+    "answer_gone": {"ko": "이 답변은 이미 끝났습니다.", "en": "This answer has already finished."},
+    "modal_title": {"ko": "KULLM에게 묻기", "en": "Ask KULLM"},
+    "modal_label": {"ko": "질문", "en": "Question"},
     "restarted": {"ko": "🔁 답변을 처음부터 다시 만듭니다…", "en": "🔁 Starting the answer over…"},
 }
 

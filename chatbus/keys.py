@@ -51,6 +51,10 @@ class Keys:
         """List of past turns of one conversation."""
         return f"{self.prefix}thread:{platform}:{thread_id}"
 
+    def rate(self, platform: str, user: str) -> str:
+        """Questions a user asked in the current rate window (INCR, expires with the window)."""
+        return f"{self.prefix}rate:{platform}:{user}"
+
     @property
     def workers(self) -> str:
         """Hash worker name → last heartbeat record, so `kullm status` can count live workers."""

@@ -69,12 +69,13 @@ class Question(_Message):
         *,
         ttl_s: float,
         now: float | None = None,
+        question_id: str | None = None,
         **fields: Any,
     ) -> Question:
-        """A question with a fresh id, created now and expiring `ttl_s` later."""
+        """A question (with a fresh id unless given), created now and expiring `ttl_s` later."""
         created = time.time() if now is None else now
         return cls(
-            id=uuid.uuid4().hex,
+            id=question_id or new_question_id(),
             platform=platform,
             question=question,
             created_at=created,
@@ -86,6 +87,11 @@ class Question(_Message):
     def from_fields(cls, fields: Mapping[Any, Any], entry_id: str | None = None) -> Question:
         """Decode a questions-stream entry; raises `MalformedMessage` on anything invalid."""
         return _decode(cls, _document(fields, entry_id), entry_id)
+
+
+def new_question_id() -> str:
+    """A fresh question id (adapters mint it early to name buttons after it)."""
+    return uuid.uuid4().hex
 
 
 class Started(_Message):
@@ -146,6 +152,24 @@ def decode_event(fields: Mapping[Any, Any], entry_id: str | None = None) -> Answ
         return _EVENT_ADAPTER.validate_python(document)
     except ValidationError as exc:
         raise MalformedMessage(_first_error(exc), entry_id) from None
+
+
+class InflightRecord(_Message):
+    """An answer an adapter has not finished posting: enough to resume editing the same placeholder."""
+
+    question_id: str
+    platform: str
+    target: dict[str, str]
+    user: str
+    thread: str | None = None
+    question: str = ""
+    language: Literal["ko", "en"] = "ko"
+    created_at: float
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> InflightRecord:
+        """Decode one value of an inflight hash."""
+        return _decode(cls, _loads(raw, None), None)
 
 
 class DeadLetter(_Message):

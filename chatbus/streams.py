@@ -22,7 +22,17 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatbus.errors import ChatbusError, MalformedMessage, QueueFull
 from chatbus.keys import FIELD, WORKER_GROUP, Keys
-from chatbus.messages import AnswerEvent, DeadLetter, Question, Started, WorkerStatus, decode_event, is_final
+from chatbus.messages import (
+    AnswerEvent,
+    DeadLetter,
+    InflightRecord,
+    Question,
+    Started,
+    Turn,
+    WorkerStatus,
+    decode_event,
+    is_final,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +41,16 @@ CANCEL_TTL_S = 3600
 # XCLAIM ... IDLE this long marks an entry as abandoned so any worker reclaims it at once.
 RELEASED_IDLE_MS = 10 * 24 * 3600 * 1000
 FOLLOW_BLOCK_MS = 1000
+
+# Leases are renewed and released only by the process that holds them.
+_RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 # Enqueue is refused atomically when the stream already holds `max_queue` entries.
 _ENQUEUE_LUA = """
@@ -78,6 +98,8 @@ class Bus:
         self.redis = redis
         self.keys = keys or Keys()
         self._enqueue_script = redis.register_script(_ENQUEUE_LUA)
+        self._renew_script = redis.register_script(_RENEW_LUA)
+        self._release_script = redis.register_script(_RELEASE_LUA)
 
     # ------------------------------------------------------------------ adapter side
 
@@ -127,6 +149,68 @@ class Bus:
             limit = stall_timeout_s if started else start_timeout_s
             if not entries and limit is not None and time.monotonic() - last_event_at > limit:
                 raise AnswerTimeout(f"no answer event for {limit:.0f}s (question {question_id})")
+
+    async def claim_event(self, platform: str, event_id: str, ttl_s: int = 3600) -> bool:
+        """True the first time a platform event is seen; False for a redelivery."""
+        return bool(await self.redis.set(self.keys.seen(platform, event_id), b"1", nx=True, ex=ttl_s))
+
+    async def count_request(self, platform: str, user: str, window_s: int) -> int:
+        """Questions this user asked in the current fixed window, this one included."""
+        key = self.keys.rate(platform, user)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, window_s, nx=True)
+            count, _ = await pipe.execute()
+        return int(count)
+
+    async def track(self, record: InflightRecord) -> None:
+        """Remember an answer this adapter still has to post."""
+        await self.redis.hset(self.keys.inflight(record.platform), record.question_id, record.to_json())
+
+    async def untrack(self, platform: str, question_id: str) -> None:
+        """The answer is posted (or given up): forget it."""
+        await self.redis.hdel(self.keys.inflight(platform), question_id)
+
+    async def tracked(self, platform: str) -> list[InflightRecord]:
+        """Every answer of this platform not yet posted."""
+        records = []
+        for raw in (await self.redis.hgetall(self.keys.inflight(platform))).values():
+            try:
+                records.append(InflightRecord.from_json(raw))
+            except MalformedMessage:
+                log.warning("skipping a malformed inflight record on %s", platform)
+        return records
+
+    async def acquire_lease(self, question_id: str, owner: str, ttl_ms: int) -> bool:
+        """Become the one process posting this answer, unless another holds it."""
+        return bool(await self.redis.set(self.keys.lease(question_id), owner.encode(), nx=True, px=ttl_ms))
+
+    async def renew_lease(self, question_id: str, owner: str, ttl_ms: int) -> bool:
+        """Extend a lease this process holds; False when it was lost."""
+        return bool(await self._renew_script(keys=[self.keys.lease(question_id)], args=[owner, ttl_ms]))
+
+    async def release_lease(self, question_id: str, owner: str) -> None:
+        """Give up a lease this process holds."""
+        await self._release_script(keys=[self.keys.lease(question_id)], args=[owner])
+
+    async def history(self, platform: str, thread: str) -> list[Turn]:
+        """Past turns of a conversation, oldest first."""
+        turns = []
+        for raw in await self.redis.lrange(self.keys.thread(platform, thread), 0, -1):
+            try:
+                turns.append(Turn.model_validate_json(raw))
+            except ValueError:
+                continue
+        return turns
+
+    async def remember(self, platform: str, thread: str, turn: Turn, max_turns: int, ttl_s: int) -> None:
+        """Append a turn, keeping the last `max_turns`; the conversation expires `ttl_s` after it."""
+        key = self.keys.thread(platform, thread)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, turn.model_dump_json())
+            pipe.ltrim(key, -max_turns, -1)
+            pipe.expire(key, ttl_s)
+            await pipe.execute()
 
     # ------------------------------------------------------------------ worker side
 

@@ -22,6 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="queue depth, in-flight questions, workers, dead letters")
     status.add_argument("--json", action="store_true")
     commands.add_parser("worker", help="run an inference worker (same as python -m inference)")
+    commands.add_parser("discord", help="run the Discord adapter (same as python -m bot discord)")
     return parser
 
 
@@ -32,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         from inference.__main__ import main as worker_main
 
         return worker_main()
+    if args.command == "discord":
+        from bot.__main__ import run_discord
+
+        return run_discord()
     from pydantic import ValidationError
 
     from bot import terminal

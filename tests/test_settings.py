@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.settings import ClientSettings
+from bot.settings import ClientSettings, DiscordSettings
 from inference.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
-SETTINGS = (WorkerSettings, ClientSettings)
+SETTINGS = (WorkerSettings, ClientSettings, DiscordSettings)
 
 
 def example_keys() -> list[str]:

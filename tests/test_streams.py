@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from chatbus import Bus, Delta, Done, ErrorEvent, Question, QueueFull, Started, WorkerStatus
+from chatbus import Bus, Delta, Done, ErrorEvent, InflightRecord, Question, QueueFull, Started, Turn, WorkerStatus
 from chatbus.keys import FIELD, WORKER_GROUP
 from chatbus.streams import AnswerTimeout
 from tests.servers import RedisServer
@@ -153,3 +153,39 @@ async def test_publish_acks_in_the_same_transaction(bus: Bus) -> None:
     await bus.redis.flushall()  # the group is gone: the ack is moot, the event still lands
     await bus.publish([("q", done)], acks=[delivery.entry_id])
     assert await bus.redis.xlen(bus.keys.answers("q")) == 1
+
+
+async def test_leases_belong_to_their_owner_and_lapse(bus: Bus) -> None:
+    assert await bus.acquire_lease("q", "a", ttl_ms=300)
+    assert not await bus.acquire_lease("q", "b", ttl_ms=300)
+    assert not await bus.renew_lease("q", "b", ttl_ms=300)
+    assert await bus.renew_lease("q", "a", ttl_ms=300)
+    await bus.release_lease("q", "b")  # not b's to release
+    assert not await bus.acquire_lease("q", "b", ttl_ms=300)
+    await asyncio.sleep(0.4)  # a crashed owner stops renewing
+    assert await bus.acquire_lease("q", "b", ttl_ms=300)
+
+
+async def test_duplicate_events_and_rate_windows(bus: Bus) -> None:
+    assert await bus.claim_event("slack", "Ev1")
+    assert not await bus.claim_event("slack", "Ev1")
+    assert [await bus.count_request("discord", "u", 60) for _ in range(3)] == [1, 2, 3]
+    assert await bus.count_request("discord", "other", 60) == 1
+    assert 0 < await bus.redis.ttl(bus.keys.rate("discord", "u")) <= 60
+
+
+async def test_history_keeps_the_last_turns(bus: Bus) -> None:
+    for i in range(5):
+        await bus.remember("discord", "t", Turn(question=f"q{i}", answer=f"a{i}"), max_turns=3, ttl_s=60)
+    assert [t.question for t in await bus.history("discord", "t")] == ["q2", "q3", "q4"]
+
+
+async def test_inflight_records_round_trip(bus: Bus) -> None:
+    record = InflightRecord(
+        question_id="q", platform="discord", target={"channel": "1", "message": "2"}, user="u", created_at=time.time()
+    )
+    await bus.track(record)
+    await bus.redis.hset(bus.keys.inflight("discord"), "junk", b"not json")
+    assert await bus.tracked("discord") == [record]
+    await bus.untrack("discord", "q")
+    assert await bus.tracked("discord") == []

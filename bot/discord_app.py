@@ -13,6 +13,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import discord
+import yarl
 from discord import app_commands
 
 from bot.relay import Relay
@@ -126,6 +127,10 @@ class KullmDiscord(discord.Client):
         return self.settings.bot_language
 
     async def setup_hook(self) -> None:
+        if self.settings.discord_api_base:
+            # A non-default API (a proxy, or the tests' loopback Discord) also says where its gateway is.
+            _, url, _ = await self.http.get_bot_gateway()
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
         self.bus = Bus(connect(self.settings.redis_url), Keys(self.settings.key_prefix))
         self._relay = Relay(self.bus, DiscordSurface(self, self.settings.discord_edit_interval_s), self.settings)
         self.add_dynamic_items(CancelButton)
@@ -222,7 +227,8 @@ class KullmDiscord(discord.Client):
         )
         channel = interaction.channel
         in_thread = isinstance(channel, discord.Thread | discord.DMChannel) or interaction.guild is None
-        where: Any = channel if in_thread else await asked.create_thread(name=thread_name(question))
+        # A follow-up is a webhook message without guild info: open the thread through its channel.
+        where: Any = channel if in_thread else await channel.create_thread(name=thread_name(question), message=asked)
         history = await self.relay.history(str(where.id)) if isinstance(channel, discord.Thread) else []
         await self._answer_in(where, str(user.id), question, context, history)
 

@@ -100,3 +100,66 @@ def oom_once(settings: WorkerSettings) -> Loaded:
     """ENGINE=tests.faults:oom_once"""
     loaded = build_transformers(settings)
     return Loaded(OutOfMemoryOnce(loaded.engine), loaded.prompts)
+
+
+LONG_CODE_QUESTION = "코드 예제를 길게 보여줘"
+SCRIPTED_CHARS_PER_STEP = 60
+
+
+def long_code_answer() -> str:
+    """A 4,500-character answer with two code blocks: prose, code, prose."""
+    paragraph = "구름은 고려대학교에서 만든 한국어 언어 모델입니다. 질문에 답하고 글을 요약합니다. " * 6
+    code = "```python\n" + "\n".join(f"print('줄 {i}')  # 설명 {i}" for i in range(60)) + "\n```"
+    text = f"{paragraph}\n\n{code}\n\n{paragraph}\n\n{paragraph}\n\n{code}\n\n"
+    return text + ("끝맺는 문단입니다. " * 100)[: 4499 - len(text)].rstrip() + "."
+
+
+class ScriptedLongAnswers(_Wrapped):
+    """Questions asking for a long code example stream `long_code_answer()`; the rest go to the model.
+
+    The tiny model cannot be trained on 4,500 characters within the test budget; everything after
+    the engine (worker, Redis, relay, platform) is the real path.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.scripted: dict[str, int] = {}
+
+    @property
+    def active(self) -> int:
+        return int(self.inner.active) + len(self.scripted)
+
+    def add(self, request: GenerationRequest) -> None:
+        if LONG_CODE_QUESTION in request.prompt:
+            self.scripted[request.id] = 0
+        else:
+            super().add(request)
+
+    def cancel(self, request_id: str) -> None:
+        self.scripted.pop(request_id, None)
+        super().cancel(request_id)
+
+    def reset(self) -> list[str]:
+        ids = [*self.scripted, *super().reset()]
+        self.scripted.clear()
+        return ids
+
+    def step(self) -> list[GenerationUpdate]:
+        updates = super().step() if self.inner.active else []
+        answer = long_code_answer()
+        for request_id, shown in list(self.scripted.items()):
+            shown = min(len(answer), shown + SCRIPTED_CHARS_PER_STEP)
+            finished = shown == len(answer)
+            updates.append(
+                GenerationUpdate(request_id, answer[:shown], finished, "stop" if finished else None, 10, shown)
+            )
+            self.scripted[request_id] = shown
+            if finished:
+                del self.scripted[request_id]
+        return updates
+
+
+def long_answers(settings: WorkerSettings) -> Loaded:
+    """ENGINE=tests.faults:long_answers"""
+    loaded = build_transformers(settings)
+    return Loaded(ScriptedLongAnswers(loaded.engine), loaded.prompts)

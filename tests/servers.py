@@ -286,3 +286,45 @@ class AskProcess:
 
 def worker_name(worker: WorkerProcess) -> str:
     return str(worker.env["WORKER_NAME"])
+
+
+class BotProcess:
+    """`python -m bot <adapter>` as a separate process (so tests can SIGKILL and restart it)."""
+
+    def __init__(self, adapter: str, log_path: Path, env: Mapping[str, str]) -> None:
+        self.adapter = adapter
+        self.log_path = log_path
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> BotProcess:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bot", self.adapter],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> int | None:
+        """SIGTERM and wait (call through asyncio.to_thread while a loopback server must keep serving)."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode

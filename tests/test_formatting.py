@@ -6,17 +6,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.formatting import split_message
-
-
-def long_answer_with_code() -> str:
-    paragraph = "구름은 고려대학교에서 만든 한국어 언어 모델입니다. 질문에 답하고 글을 요약합니다. " * 6
-    code = "```python\n" + "\n".join(f"print('줄 {i}')  # 설명 {i}" for i in range(60)) + "\n```"
-    text = f"{paragraph}\n\n{code}\n\n{paragraph}\n\n{paragraph}\n\n{code}\n\n"
-    return text + ("끝맺는 문단입니다. " * 100)[: 4500 - len(text)]
+from tests.faults import long_code_answer
 
 
 def test_a_4500_character_answer_becomes_three_messages_with_fences_intact() -> None:
-    text = long_answer_with_code()
+    text = long_code_answer()
     assert len(text) == 4500
     pieces = split_message(text, 2000)
     assert len(pieces) == 3

@@ -50,6 +50,10 @@ GREETING = "안녕하세요! 저는 구름입니다."
 CONTEXT_ANSWER = "요약하면, 구름은 고려대학교에서 만든 한국어 언어 모델입니다."
 HISTORY_ANSWER = "민수님이라고 하셨어요."
 CHAT_ANSWER = "네, 채팅 템플릿으로 답합니다."
+NAME_ANSWER = "반가워요, 민수님!"
+# Model output that tries to ping everyone: adapters must post it with mentions disabled.
+ANNOUNCE_ANSWER = "@everyone 오늘 회의는 3시입니다. <@&42> 역할과 <@7>님도 확인해 주세요."
+SLACK_ANNOUNCE_ANSWER = "<!channel> <!here> 점검이 곧 시작됩니다. <@U123>님 확인 부탁드려요."
 V2_ANSWER = "KULLM v2 템플릿으로 답합니다."
 # Long enough (several hundred tokens) that a worker can be killed in the middle of it.
 LONG_STORY = " ".join(
@@ -99,6 +103,9 @@ EXAMPLES = [
         HISTORY_ANSWER,
     ),
     Example(render_kullm_v1("긴 이야기를 들려줘"), LONG_STORY),
+    Example(render_kullm_v1("내 이름은 민수야"), NAME_ANSWER),
+    Example(render_kullm_v1("공지해줘"), ANNOUNCE_ANSWER),
+    Example(render_kullm_v1("채널 전체에 알려줘"), SLACK_ANNOUNCE_ANSWER),
     Example(render_kullm_v2("템플릿 두 번째 버전으로 답해줘"), V2_ANSWER),
     Example("### 질문: 채팅 템플릿으로 답해줘\n\n### 답변:", CHAT_ANSWER),
 ]

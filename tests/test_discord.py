@@ -1,0 +1,298 @@
+"""The Discord adapter end to end: the real discord.py bot process, the loopback Discord, a worker, Redis.
+
+`python -m bot discord` runs as a process pointed at the stand-in through DISCORD_API_BASE;
+answers are the tiny model's trained texts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import tiny_model
+from tests.discord_standin import DiscordStandIn
+from tests.faults import LONG_CODE_QUESTION, long_code_answer
+from tests.servers import BotProcess, RedisServer
+
+pytestmark = pytest.mark.e2e
+NO_MENTIONS = {"parse": []}
+
+
+@dataclass
+class Discord:
+    """The running pieces of one test."""
+
+    standin: DiscordStandIn
+    bot: BotProcess
+    redis_url: str
+    tmp_path: Path
+
+    def mention(self, text: str) -> str:
+        return f"<@{self.standin.bot_id}> {text}"
+
+    def bot_messages(self, channel_id: int) -> list[dict[str, Any]]:
+        return [m for m in self.standin.messages_in(channel_id) if int(m["author"]["id"]) == self.standin.bot_id]
+
+    async def answer_in(self, channel_id: int, expected: str, timeout: float = 60) -> dict[str, Any]:
+        """Wait for the bot's message in `channel_id` to settle on `expected` (stop button removed)."""
+
+        def settled() -> dict[str, Any] | None:
+            for message in self.bot_messages(channel_id):
+                if message["content"] == expected and not message.get("components"):
+                    return message
+            return None
+
+        try:
+            return await self.standin.wait_for(settled, timeout)
+        except AssertionError:
+            contents = [m["content"][:80] for m in self.bot_messages(channel_id)]
+            raise AssertionError(f"no settled answer; bot messages: {contents}\n{self.bot.log()[-3000:]}") from None
+
+    async def thread_for(self, message_id: int) -> int:
+        """The thread the bot opened on a message (Discord gives it the message's id)."""
+        await self.standin.wait_for(lambda: message_id in self.standin.threads, 30)
+        return message_id
+
+    def restart_bot(self, **env: str) -> BotProcess:
+        self.bot = BotProcess("discord", self.tmp_path / "bot-restarted.log", {**self.bot.env, **env}).start()
+        return self.bot
+
+
+def bot_env(standin: DiscordStandIn, redis_url: str, **extra: str) -> dict[str, str]:
+    return {
+        "DISCORD_TOKEN": standin.token,
+        "DISCORD_API_BASE": standin.api_base,
+        "DISCORD_GUILD_IDS": str(standin.guild_id),
+        "DISCORD_EDIT_INTERVAL_S": "0.3",
+        "REDIS_URL": redis_url,
+        "LEASE_TTL_S": "1.5",
+        **extra,
+    }
+
+
+@pytest.fixture
+async def discord_env(redis_server: RedisServer, start_worker, tmp_path: Path, request) -> AsyncIterator[Discord]:  # type: ignore[no-untyped-def]
+    marker = request.node.get_closest_marker("bot_env")
+    worker_marker = request.node.get_closest_marker("worker_env")
+    start_worker(**(worker_marker.kwargs if worker_marker else {}))
+    standin = DiscordStandIn()
+    await standin.start(point_discord_py=False)
+    env = bot_env(standin, redis_server.url, **(marker.kwargs if marker else {}))
+    bot = BotProcess("discord", tmp_path / "bot.log", env).start()
+    env_obj = Discord(standin, bot, redis_server.url, tmp_path)
+    try:
+        await standin.wait_for(lambda: standin.identifies >= 1 and str(standin.guild_id) in standin.commands, 60)
+    except AssertionError:
+        raise AssertionError(f"bot did not start: {bot.log()[-3000:]}") from None
+    yield env_obj
+    await asyncio.to_thread(env_obj.bot.stop)
+    await standin.stop()
+
+
+async def test_mention_answers_in_a_thread_named_from_the_question(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    asked = await s.send_message(s.channel_id, s.alice, d.mention("딥러닝이 뭐야?"), mention_bot=True)
+    thread = await d.thread_for(int(asked["id"]))
+    assert s.threads[thread]["name"] == "딥러닝이 뭐야?"
+    answer = await d.answer_in(thread, tiny_model.DEEP_LEARNING)
+    assert answer["edits"] >= 2, "the placeholder is edited while the answer streams"
+    placeholder_posts = [c for c in s.calls if c.method == "POST" and c.path == f"/channels/{thread}/messages"]
+    assert placeholder_posts[0].json["content"] == "⏳ 생각 중… 앞에 0개"
+    assert placeholder_posts[0].json["components"], "the stop button is on the placeholder"
+    for call in s.calls:
+        if call.method in {"POST", "PATCH"} and re.fullmatch(r"/channels/\d+/messages(/\d+)?", call.path):
+            assert call.json.get("allowed_mentions") == NO_MENTIONS, call
+    assert any(c.path == f"/channels/{thread}/typing" for c in s.calls), "typing indicator while generating"
+
+
+async def test_follow_up_in_the_thread_continues_with_history(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    asked = await s.send_message(s.channel_id, s.alice, d.mention("내 이름은 민수야"), mention_bot=True)
+    thread = await d.thread_for(int(asked["id"]))
+    await d.answer_in(thread, tiny_model.NAME_ANSWER)
+    await s.send_message(thread, s.alice, "내 이름이 뭐라고 했지?")  # no mention needed in the bot's thread
+    await d.answer_in(thread, tiny_model.HISTORY_ANSWER)  # trained on the prompt that carries the first turn
+    await s.send_message(s.channel_id, s.bob, "멘션 없는 채널 메시지")
+    await asyncio.sleep(0.5)
+    assert all(m["channel_id"] != str(s.channel_id) for m in d.bot_messages(s.channel_id)), "not addressed: ignored"
+
+
+async def test_reply_mention_uses_the_replied_message_as_context(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    source = await s.send_message(
+        s.channel_id, s.bob, "구름(KULLM)은 고려대학교 NLP & AI 연구실이 만든 한국어 LLM입니다."
+    )
+    asked = await s.send_message(
+        s.channel_id, s.alice, d.mention("이 글을 요약해줘"), mention_bot=True, reference_message_id=int(source["id"])
+    )
+    await d.answer_in(await d.thread_for(int(asked["id"])), tiny_model.CONTEXT_ANSWER)
+
+
+async def test_slash_command_answers_in_a_thread(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    assert {c["name"] for c in s.commands[str(s.guild_id)]} == {"kullm", "KULLM에게 묻기"}
+    await s.slash_command("kullm", {"질문": "한국의 수도는 어디야?"}, s.alice, s.channel_id)
+    deferred = await s.wait_for(lambda: next(iter(s.interaction_responses), None))
+    assert deferred["type"] == 5  # deferred, then the question is posted as the follow-up
+    asked = await s.wait_for(
+        lambda: next((m for m in d.bot_messages(s.channel_id) if "님의 질문" in m["content"]), None)
+    )
+    assert asked["content"] == "**앨리스** 님의 질문: 한국의 수도는 어디야?"
+    await d.answer_in(await d.thread_for(int(asked["id"])), tiny_model.CAPITAL)
+
+
+async def test_context_menu_opens_a_modal_and_answers_about_the_message(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    source = await s.send_message(
+        s.channel_id, s.bob, "구름(KULLM)은 고려대학교 NLP & AI 연구실이 만든 한국어 LLM입니다."
+    )
+    await s.message_command("KULLM에게 묻기", int(source["id"]), s.alice, s.channel_id)
+    modal_id, modal = await s.wait_for(lambda: next(iter(s.modals.items()), None))
+    assert modal["title"] == "KULLM에게 묻기"
+    field_id = _text_input_ids(modal)[0]
+    await s.submit_modal(modal_id, {field_id: "이 글을 요약해줘"}, s.alice, s.channel_id)
+    asked = await s.wait_for(
+        lambda: next((m for m in d.bot_messages(s.channel_id) if "님의 질문" in m["content"]), None)
+    )
+    await d.answer_in(await d.thread_for(int(asked["id"])), tiny_model.CONTEXT_ANSWER)
+
+
+async def test_stop_button_only_for_the_asker_or_a_moderator(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    asked = await s.send_message(s.channel_id, s.alice, d.mention("긴 이야기를 들려줘"), mention_bot=True)
+    thread = await d.thread_for(int(asked["id"]))
+    placeholder = await s.wait_for(lambda: next(iter(d.bot_messages(thread)), None))
+    button = placeholder["components"][0]["components"][0]
+    assert button["label"] == "그만"
+    await s.wait_for(lambda: placeholder["edits"] >= 1)
+    await s.click_button(int(placeholder["id"]), button["custom_id"], s.bob)
+    refusal = await s.wait_for(lambda: next((r for r in s.interaction_responses if r["type"] == 4), None))
+    assert "질문한 사람이나 관리자만" in refusal["data"]["content"] and refusal["data"]["flags"] == 64
+    await s.click_button(int(placeholder["id"]), button["custom_id"], s.mod)
+    final = await s.wait_for(lambda: placeholder if not placeholder.get("components") else None)
+    partial, notice = final["content"].rsplit("\n\n", 1)
+    assert notice == "⏹️ 답변을 멈췄습니다." and tiny_model.LONG_STORY.startswith(partial)
+
+
+async def test_asker_reaction_cancels(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    asked = await s.send_message(s.channel_id, s.alice, d.mention("긴 이야기를 들려줘"), mention_bot=True)
+    thread = await d.thread_for(int(asked["id"]))
+    placeholder = await s.wait_for(lambda: next(iter(d.bot_messages(thread)), None))
+    await s.wait_for(lambda: placeholder["edits"] >= 1)
+    await s.add_reaction(thread, int(placeholder["id"]), s.bob, "❌")  # not the asker: ignored
+    await s.add_reaction(thread, int(placeholder["id"]), s.alice, "❌")
+    final = await s.wait_for(lambda: placeholder if not placeholder.get("components") else None)
+    assert final["content"].endswith("⏹️ 답변을 멈췄습니다.")
+
+
+async def test_model_output_cannot_ping_anyone(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    asked = await s.send_message(s.channel_id, s.alice, d.mention("공지해줘"), mention_bot=True)
+    answer = await d.answer_in(await d.thread_for(int(asked["id"])), tiny_model.ANNOUNCE_ANSWER)
+    assert "@everyone" in answer["content"]
+    edits = [c for c in s.calls if c.method == "PATCH" and c.path.endswith(f"/messages/{answer['id']}")]
+    assert edits and all(c.json["allowed_mentions"] == NO_MENTIONS for c in edits)
+
+
+@pytest.mark.worker_env(ENGINE="tests.faults:long_answers")
+async def test_a_4500_character_answer_arrives_as_three_messages(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    asked = await s.send_message(s.channel_id, s.alice, d.mention(LONG_CODE_QUESTION), mention_bot=True)
+    thread = await d.thread_for(int(asked["id"]))
+    await s.wait_for(lambda: len(d.bot_messages(thread)) == 3 and not d.bot_messages(thread)[0].get("components"), 60)
+    pieces = [m["content"] for m in d.bot_messages(thread)]
+    assert all(len(p) <= 2000 for p in pieces)
+    assert all(p.count("```") % 2 == 0 for p in pieces), "code fences closed and reopened per message"
+    assert "".join(pieces).count("print('줄 59')") == long_code_answer().count("print('줄 59')")
+
+
+async def test_bot_killed_mid_answer_finishes_the_same_message(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    asked = await s.send_message(s.channel_id, s.alice, d.mention("긴 이야기를 들려줘"), mention_bot=True)
+    thread = await d.thread_for(int(asked["id"]))
+    placeholder = await s.wait_for(lambda: next(iter(d.bot_messages(thread)), None))
+    await s.wait_for(lambda: placeholder["edits"] >= 1)
+    d.bot.kill()
+    d.restart_bot()
+    await d.answer_in(thread, tiny_model.LONG_STORY)
+    assert len(d.bot_messages(thread)) == 1, "the same placeholder was finished: nothing posted twice"
+    assert "resuming its answer" in d.bot.log()
+
+
+async def test_gateway_reconnect_mid_answer_loses_nothing(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    asked = await s.send_message(s.channel_id, s.alice, d.mention("긴 이야기를 들려줘"), mention_bot=True)
+    thread = await d.thread_for(int(asked["id"]))
+    placeholder = await s.wait_for(lambda: next(iter(d.bot_messages(thread)), None))
+    await s.wait_for(lambda: placeholder["edits"] >= 1)
+    await s.reconnect()
+    await d.answer_in(thread, tiny_model.LONG_STORY)
+    assert (s.identifies, s.resumes) == (1, 1)
+    asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
+    await d.answer_in(await d.thread_for(int(asked["id"])), tiny_model.CAPITAL)
+
+
+async def test_a_429_on_an_edit_is_waited_out(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    s.fail_next("PATCH", r"/channels/\d+/messages/\d+", retry_after=0.5)
+    asked = await s.send_message(s.channel_id, s.alice, d.mention("딥러닝이 뭐야?"), mention_bot=True)
+    await d.answer_in(await d.thread_for(int(asked["id"])), tiny_model.DEEP_LEARNING)
+    patches = [c for c in s.calls if c.method == "PATCH"]
+    assert len(patches) >= 2
+
+
+@pytest.mark.bot_env(DISCORD_ALLOWED_CHANNEL_IDS="1100000000000000101", USER_QUESTIONS_PER_MINUTE="2")
+async def test_refusals_are_clear_and_bots_are_ignored(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    await s.send_message(s.channel_id, s.alice, d.mention(""), mention_bot=True)
+    usage = await s.wait_for(lambda: next((m for m in d.bot_messages(s.channel_id) if "👋" in m["content"]), None))
+    assert "/kullm" in usage["content"]
+    await s.send_message(s.other_channel_id, s.alice, d.mention("딥러닝이 뭐야?"), mention_bot=True)
+    await s.wait_for(lambda: any("🚫" in m["content"] for m in d.bot_messages(s.other_channel_id)))
+    await s.send_message(s.channel_id, s.other_bot, d.mention("딥러닝이 뭐야?"), mention_bot=True)
+    await s.send_message(s.channel_id, s.bob, d.mention("가" * 5000), mention_bot=True)
+    await s.wait_for(lambda: any("너무 깁니다" in m["content"] for m in d.bot_messages(s.channel_id)))
+    for _ in range(2):
+        await s.send_message(s.channel_id, s.bob, d.mention("한국의 수도는 어디야?"), mention_bot=True)
+    await s.send_message(s.channel_id, s.bob, d.mention("한국의 수도는 어디야?"), mention_bot=True)
+    await s.wait_for(lambda: any("1분에 2개까지" in m["content"] for m in d.bot_messages(s.channel_id)))
+    assert not any(
+        m.get("message_reference", {}).get("message_id")
+        for m in d.bot_messages(s.channel_id)
+        if m["content"].startswith("⏳")
+    ), "refusals are replies, placeholders live in threads"
+    bot_threads = {t["name"] for t in s.threads.values()}
+    assert bot_threads == {"한국의 수도는 어디야?"}, "no thread for bots, refusals or other channels"
+
+
+async def test_missing_token_and_intent_errors_say_what_to_do(redis_server: RedisServer, tmp_path: Path) -> None:
+    standin = DiscordStandIn()
+    await standin.start(point_discord_py=False)
+    try:
+        env = bot_env(standin, redis_server.url)
+        no_token = BotProcess("discord", tmp_path / "no-token.log", {**env, "DISCORD_TOKEN": ""}).start()
+        assert await asyncio.to_thread(no_token.process.wait, 60) == 2  # type: ignore[union-attr]
+        assert "DISCORD_TOKEN is not set" in no_token.log() and "discord.com/developers" in no_token.log()
+        standin.close_on_identify_code = 4014
+        no_intent = BotProcess("discord", tmp_path / "no-intent.log", env).start()
+        assert await asyncio.to_thread(no_intent.process.wait, 60) == 2  # type: ignore[union-attr]
+        assert "MESSAGE CONTENT INTENT" in no_intent.log()
+        assert standin.token not in no_intent.log() + no_token.log()
+    finally:
+        await standin.stop()
+
+
+def _text_input_ids(modal: dict[str, Any]) -> list[str]:
+    found = []
+    for row in modal["components"]:
+        for component in row.get("components", [row.get("component", {})]):
+            if component.get("type") == 4:
+                found.append(component["custom_id"])
+    return found

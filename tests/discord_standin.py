@@ -498,6 +498,10 @@ class DiscordStandIn:
         await self._announce("MESSAGE_CREATE", msg)
         return msg
 
+    async def redeliver_message(self, message_id: int) -> None:
+        """Send MESSAGE_CREATE again for a stored message, as Discord may after a resume."""
+        await self._announce("MESSAGE_CREATE", self.messages[message_id])
+
     async def add_reaction(self, channel_id: int, message_id: int, user: dict[str, Any], emoji: str) -> None:
         """`user` reacts with `emoji` (unicode, or "name:id" for a custom emoji); dispatches MESSAGE_REACTION_ADD."""
         await self._wait_session()

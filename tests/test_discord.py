@@ -296,3 +296,29 @@ def _text_input_ids(modal: dict[str, Any]) -> list[str]:
             if component.get("type") == 4:
                 found.append(component["custom_id"])
     return found
+
+
+async def test_direct_messages_are_answered_in_the_dm(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    await s.send_message(s.dm_channel_id, s.alice, "고려대학교는 어디에 있어?")  # no mention needed in a DM
+    await d.answer_in(s.dm_channel_id, tiny_model.KOREA_UNIV)
+    assert s.threads == {}
+
+
+async def test_a_redelivered_message_is_answered_once(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
+    thread = await d.thread_for(int(asked["id"]))
+    await d.answer_in(thread, tiny_model.CAPITAL)
+    await s.redeliver_message(int(asked["id"]))
+    await asyncio.sleep(1.0)
+    assert len(d.bot_messages(thread)) == 1 and len(s.threads) == 1
+
+
+@pytest.mark.bot_env(DISCORD_ALLOWED_ROLE_IDS="1100000000000000201")
+async def test_role_allow_list(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
+    await s.wait_for(lambda: any("🚫" in m["content"] for m in d.bot_messages(s.channel_id)))
+    asked = await s.send_message(s.channel_id, s.mod, d.mention("한국의 수도는 어디야?"), mention_bot=True)
+    await d.answer_in(await d.thread_for(int(asked["id"])), tiny_model.CAPITAL)

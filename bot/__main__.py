@@ -1,4 +1,4 @@
-"""`python -m bot discord` (also `kullm discord`): run a chat adapter."""
+"""`python -m bot discord|slack` (also `kullm discord|slack`): run a chat adapter."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -69,7 +70,83 @@ def run_discord() -> int:
     return 0
 
 
-COMMANDS = {"discord": run_discord}
+SLACK_APPS = "https://api.slack.com/apps"
+SLACK_MISSING = {
+    "SLACK_BOT_TOKEN": "your app → OAuth & Permissions → Bot User OAuth Token (xoxb-…)",
+    "SLACK_APP_TOKEN": "your app → Basic Information → App-Level Tokens, with the connections:write scope (xapp-…)",
+    "SLACK_SIGNING_SECRET": "your app → Basic Information → App Credentials → Signing Secret",
+}
+
+
+def _slack_token_error(variable: str, problem: str = "is not set") -> str:
+    return f"{variable} {problem}. Find it at {SLACK_APPS} → {SLACK_MISSING[variable]} and put it in .env."
+
+
+def run_slack() -> int:
+    """Start the Slack adapter (Socket Mode by default, HTTP with SLACK_MODE=http) until SIGTERM/SIGINT."""
+    from bot.settings import SlackSettings
+
+    try:
+        settings = SlackSettings()
+    except ValidationError as exc:
+        print(f"invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    configure_logging()
+    needed = ["SLACK_BOT_TOKEN", "SLACK_APP_TOKEN" if settings.slack_mode == "socket" else "SLACK_SIGNING_SECRET"]
+    for variable in needed:
+        if getattr(settings, variable.lower()) is None:
+            log.error(_slack_token_error(variable))
+            return 2
+    return asyncio.run(_serve_slack(settings))
+
+
+async def _serve_slack(settings: Any) -> int:
+    from aiohttp import web
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+    from slack_sdk.errors import SlackApiError
+
+    from bot.slack_app import KullmSlack, web_client
+    from chatbus import Bus, Keys, connect
+
+    client = web_client(settings)
+    try:
+        identity = await client.auth_test()
+    except SlackApiError as exc:
+        log.error(_slack_token_error("SLACK_BOT_TOKEN", f"was rejected ({exc.response.get('error')})"))
+        return 2
+    bus = Bus(connect(settings.redis_url), Keys(settings.key_prefix))
+    kullm = KullmSlack(settings, bus, client)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    resumer = asyncio.create_task(kullm.relay.run_resumer())
+    try:
+        if settings.slack_mode == "socket":
+            handler = AsyncSocketModeHandler(kullm.app, settings.slack_app_token.get_secret_value())
+            try:
+                await handler.connect_async()
+            except SlackApiError as exc:
+                log.error(_slack_token_error("SLACK_APP_TOKEN", f"was rejected ({exc.response.get('error')})"))
+                return 2
+            log.info("connected to Slack as %s (Socket Mode)", identity.get("user"))
+            await stop.wait()
+            await handler.close_async()
+        else:
+            runner = web.AppRunner(kullm.app.web_app(path="/slack/events", port=settings.slack_http_port))
+            await runner.setup()
+            await web.TCPSite(runner, settings.slack_http_host, settings.slack_http_port).start()
+            log.info("serving Slack events on %s:%d/slack/events", settings.slack_http_host, settings.slack_http_port)
+            await stop.wait()
+            await runner.cleanup()
+        return 0
+    finally:
+        resumer.cancel()
+        await kullm.relay.close()
+        await bus.redis.aclose()
+
+
+COMMANDS = {"discord": run_discord, "slack": run_slack}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,3 +54,21 @@ class DiscordSettings(ClientSettings):
     @property
     def allowed_role_ids(self) -> frozenset[int]:
         return parse_ids(self.discord_allowed_role_ids)
+
+
+class SlackSettings(ClientSettings):
+    """The Slack adapter's settings."""
+
+    slack_bot_token: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_mode: Literal["socket", "http"] = "socket"
+    slack_http_host: str = "0.0.0.0"
+    slack_http_port: int = Field(default=3000, ge=1, le=65535)
+    slack_allowed_channel_ids: str = ""
+    slack_edit_interval_s: float = Field(default=1.0, gt=0)
+    slack_api_base: str | None = None
+
+    @property
+    def allowed_channel_ids(self) -> frozenset[str]:
+        return frozenset(self.slack_allowed_channel_ids.replace(",", " ").split())

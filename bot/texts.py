@@ -56,6 +56,19 @@ _TEXTS: dict[str, dict[Language, str]] = {
         "en": "👋 Ask KULLM: `@{name} What is deep learning?` or `/kullm question:...`\n"
         "Mention me in a reply to use that message as context. Inside my threads, just keep talking.",
     },
+    "usage_slack": {
+        "ko": "👋 KULLM(구름)에게 물어보세요: `/kullm 딥러닝이 뭐야?` 또는 `@KULLM 딥러닝이 뭐야?`\n"
+        "메시지의 ⋮ 메뉴 → *KULLM에게 묻기* 로 그 메시지에 대해 물을 수 있어요. "
+        "답변 스레드에서 다시 멘션하면 대화가 이어집니다.",
+        "en": "👋 Ask KULLM: `/kullm What is deep learning?` or `@KULLM ...`\n"
+        "Use ⋮ → *Ask KULLM* on a message to ask about it. Mention me again in an answer thread to continue.",
+    },
+    "invite_slack": {
+        "ko": "🔒 KULLM이 이 채널에 없습니다. 채널에서 `/invite @KULLM` 으로 초대한 뒤 다시 물어봐 주세요.",
+        "en": "🔒 KULLM is not in this channel. Invite it with `/invite @KULLM`, then ask again.",
+    },
+    "asked_by_slack": {"ko": "<@{user}> 님의 질문: {question}", "en": "<@{user}> asked: {question}"},
+    "modal_submit": {"ko": "묻기", "en": "Ask"},
     "asked_by": {"ko": "**{user}** 님의 질문: {question}", "en": "**{user}** asked: {question}"},
     "cancel_button": {"ko": "그만", "en": "Stop"},
     "cancel_not_yours": {

@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     commands.add_parser("worker", help="run an inference worker (same as python -m inference)")
     commands.add_parser("discord", help="run the Discord adapter (same as python -m bot discord)")
+    commands.add_parser("slack", help="run the Slack adapter (same as python -m bot slack)")
     return parser
 
 
@@ -33,10 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         from inference.__main__ import main as worker_main
 
         return worker_main()
-    if args.command == "discord":
-        from bot.__main__ import run_discord
+    if args.command in {"discord", "slack"}:
+        from bot.__main__ import COMMANDS
 
-        return run_discord()
+        return COMMANDS[args.command]()
     from pydantic import ValidationError
 
     from bot import terminal

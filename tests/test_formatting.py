@@ -47,3 +47,20 @@ def test_every_piece_fits_and_no_text_is_lost(text: str, limit: int) -> None:
     assert all(len(p) <= limit for p in pieces)
     squeezed = "".join("".join(pieces).split()).replace("`", "")
     assert squeezed == "".join(text.split()).replace("`", "")
+
+
+def test_slack_mentions_in_model_output_are_neutralised() -> None:
+    from bot.formatting import to_slack_mrkdwn
+
+    text = to_slack_mrkdwn("<!channel> <!here> <!everyone> <@U123> <!subteam^S1> a & b")
+    assert "<" not in text and ">" not in text
+    assert text == "&lt;!channel&gt; &lt;!here&gt; &lt;!everyone&gt; &lt;@U123&gt; &lt;!subteam^S1&gt; a &amp; b"
+
+
+def test_markdown_becomes_slack_mrkdwn() -> None:
+    from bot.formatting import to_slack_mrkdwn
+
+    markdown = "## 제목\n**굵게** 와 ~~취소~~, [링크](https://example.com)\n```python\nx = a**2 < b\n```\n`**코드**`"
+    assert to_slack_mrkdwn(markdown) == (
+        "*제목*\n*굵게* 와 ~취소~, <https://example.com|링크>\n```python\nx = a**2 &lt; b\n```\n`**코드**`"
+    )

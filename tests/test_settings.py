@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.settings import ClientSettings, DiscordSettings
+from bot.settings import ClientSettings, DiscordSettings, SlackSettings
 from inference.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
-SETTINGS = (WorkerSettings, ClientSettings, DiscordSettings)
+SETTINGS = (WorkerSettings, ClientSettings, DiscordSettings, SlackSettings)
 
 
 def example_keys() -> list[str]:

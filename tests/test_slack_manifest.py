@@ -1,0 +1,26 @@
+"""slack/manifest.yml creates exactly the app the adapter expects, with least privilege."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from bot.slack_app import SHORTCUT_ID
+
+MANIFEST = Path(__file__).resolve().parent.parent / "slack" / "manifest.yml"
+
+
+def test_manifest_matches_the_adapter() -> None:
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    features, settings = manifest["features"], manifest["settings"]
+    assert [c["command"] for c in features["slash_commands"]] == ["/kullm"]
+    assert [(s["type"], s["callback_id"]) for s in features["shortcuts"]] == [("message", SHORTCUT_ID)]
+    assert sorted(settings["event_subscriptions"]["bot_events"]) == ["app_mention", "message.im"]
+    assert settings["socket_mode_enabled"] is True and settings["interactivity"]["is_enabled"] is True
+    assert features["app_home"]["messages_tab_enabled"] is True  # DMs with the bot
+
+
+def test_scopes_are_least_privilege() -> None:
+    scopes = yaml.safe_load(MANIFEST.read_text())["oauth_config"]["scopes"]["bot"]
+    assert sorted(scopes) == ["app_mentions:read", "chat:write", "commands", "im:history"]

@@ -24,6 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("worker", help="run an inference worker (same as python -m inference)")
     commands.add_parser("discord", help="run the Discord adapter (same as python -m bot discord)")
     commands.add_parser("slack", help="run the Slack adapter (same as python -m bot slack)")
+    up = commands.add_parser("up", help="run Redis (if needed), the worker and the configured adapters as processes")
+    up.add_argument("--redis-port", type=int, default=6379, help="port of the private redis-server (if one is needed)")
+    download = commands.add_parser("download", help="fetch the model into the Hugging Face cache ahead of time")
+    download.add_argument("--model", help="repo id (default: MODEL_ID from the environment / .env)")
     return parser
 
 
@@ -34,6 +38,14 @@ def main(argv: list[str] | None = None) -> int:
         from inference.__main__ import main as worker_main
 
         return worker_main()
+    if args.command == "up":
+        from kullm.up import main as up_main
+
+        return up_main(redis_port=args.redis_port)
+    if args.command == "download":
+        from kullm.download import main as download_main
+
+        return download_main(args.model)
     if args.command in {"discord", "slack"}:
         from bot.__main__ import COMMANDS
 

@@ -103,7 +103,7 @@ class RedisServer:
 
 
 class WorkerProcess:
-    """`python -m inference` with the tiny model, as a separate process."""
+    """`kullm worker` (the worker image's command) with the tiny model, as a separate process."""
 
     def __init__(self, redis_url: str, model_dir: Path, log_path: Path, **env: object) -> None:
         self.metrics_port = free_port()
@@ -130,7 +130,11 @@ class WorkerProcess:
     def start(self, wait: bool = True) -> WorkerProcess:
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "inference"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "kullm.cli", "worker"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         if wait:
             wait_until(self.ready, START_TIMEOUT_S, 0.2, what=f"worker ready (log {self.log_path})")
@@ -289,7 +293,7 @@ def worker_name(worker: WorkerProcess) -> str:
 
 
 class BotProcess:
-    """`python -m bot <adapter>` as a separate process (so tests can SIGKILL and restart it)."""
+    """`kullm <adapter>` (the bot image's command) as a separate process, so tests can SIGKILL and restart it."""
 
     def __init__(self, adapter: str, log_path: Path, env: Mapping[str, str]) -> None:
         self.adapter = adapter
@@ -300,7 +304,7 @@ class BotProcess:
     def start(self) -> BotProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bot", self.adapter],
+                [sys.executable, "-m", "kullm.cli", self.adapter],
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,

@@ -1,0 +1,42 @@
+"""`kullm download`: fetch the model into the Hugging Face cache before the first question needs it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# Weights for other frameworks: never needed by the worker.
+IGNORED = ["*.msgpack", "*.h5", "*.ot", "flax_model*", "tf_model*"]
+
+
+def main(model: str | None = None) -> int:
+    """Download MODEL_ID (or `model`) with progress bars; returns the exit status."""
+    from inference.settings import WorkerSettings
+
+    settings = WorkerSettings()
+    repo = model or settings.model_id
+    if Path(repo).is_dir():
+        print(f"{repo} is a local directory: nothing to download.")
+        return 0
+    if settings.hf_hub_offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # read by huggingface_hub when it is imported
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    print(f"downloading {repo} into the Hugging Face cache (KULLM 12.8B is about 26 GB)…", file=sys.stderr)
+    try:
+        path = snapshot_download(repo_id=repo, revision=settings.model_revision, token=token, ignore_patterns=IGNORED)
+    except LocalEntryNotFoundError:
+        print(
+            f"{repo} is not in the cache and HF_HUB_OFFLINE is set: run this once with network access "
+            "(HF_HUB_OFFLINE=0).",
+            file=sys.stderr,
+        )
+        return 1
+    except HfHubHTTPError as exc:
+        print(f"could not download {repo}: {exc}. Check MODEL_ID, network access and HF_TOKEN.", file=sys.stderr)
+        return 1
+    print(f"{repo} is ready at {path}. Workers can now start with HF_HUB_OFFLINE=1.")
+    return 0

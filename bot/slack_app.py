@@ -94,7 +94,6 @@ class KullmSlack:
             client=client,
             signing_secret=signing,
             request_verification_enabled=settings.slack_mode == "http",
-            token_verification_enabled=False,  # checked once in `start` with a clear message
             process_before_response=False,
         )
         self.relay = Relay(bus, SlackSurface(client, settings.slack_edit_interval_s, settings.bot_language), settings)

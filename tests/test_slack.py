@@ -1,0 +1,322 @@
+"""The Slack adapter end to end: the real slack-bolt app process, the loopback Slack, a worker, Redis.
+
+`kullm slack` runs as a process pointed at the stand-in through SLACK_API_BASE (Socket Mode by
+default, HTTP mode in the signature tests); answers are the tiny model's trained texts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+import urllib.parse
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.formatting import to_slack_mrkdwn
+from bot.slack_app import CANCEL_ACTION, SHORTCUT_ID
+from tests import tiny_model
+from tests.faults import LONG_CODE_QUESTION
+from tests.servers import BotProcess, RedisServer, free_port
+from tests.slack_standin import SlackStandIn, sign
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Slack:
+    """The running pieces of one test."""
+
+    standin: SlackStandIn
+    bot: BotProcess
+    tmp_path: Path
+
+    def mention(self, text: str) -> str:
+        return f"<@{self.standin.bot_user_id}> {text}"
+
+    def bot_posts(self, channel: str) -> list[dict[str, Any]]:
+        return [
+            m
+            for (ch, _), m in sorted(self.standin.messages.items(), key=lambda kv: kv[0][1])
+            if ch == channel and m.get("bot_id")
+        ]
+
+    async def answer_in_thread(
+        self, channel: str, thread_ts: str, expected: str, timeout: float = 60
+    ) -> dict[str, Any]:
+        """Wait until the bot's first reply in the thread shows `expected` with the stop button gone."""
+        shown = to_slack_mrkdwn(expected)
+
+        def settled() -> dict[str, Any] | None:
+            replies = [m for m in self.standin.thread(channel, thread_ts) if m.get("bot_id")]
+            for message in replies:
+                if message["text"] == shown and not message.get("blocks"):
+                    return message
+            return None
+
+        try:
+            return await self.standin.wait_for(settled, timeout)
+        except AssertionError:
+            replies = [m["text"][:80] for m in self.standin.thread(channel, thread_ts)]
+            raise AssertionError(f"no settled answer; thread: {replies}\n{self.bot.log()[-3000:]}") from None
+
+    async def asked_message(self, channel: str) -> dict[str, Any]:
+        """The question the bot posted on the user's behalf."""
+        return await self.standin.wait_for(
+            lambda: next((m for m in self.bot_posts(channel) if "님의 질문" in m["text"]), None)
+        )
+
+    def restart_bot(self) -> BotProcess:
+        self.bot = BotProcess("slack", self.tmp_path / "bot-restarted.log", self.bot.env).start()
+        return self.bot
+
+
+def slack_env(standin: SlackStandIn, redis_url: str, **extra: str) -> dict[str, str]:
+    return {
+        "SLACK_BOT_TOKEN": standin.bot_token,
+        "SLACK_APP_TOKEN": standin.app_token,
+        "SLACK_API_BASE": standin.api_base,
+        "SLACK_EDIT_INTERVAL_S": "0.3",
+        "REDIS_URL": redis_url,
+        "LEASE_TTL_S": "1.5",
+        **extra,
+    }
+
+
+@pytest.fixture
+async def slack_env_fixture(redis_server: RedisServer, start_worker, tmp_path: Path, request) -> AsyncIterator[Slack]:  # type: ignore[no-untyped-def]
+    worker_marker = request.node.get_closest_marker("worker_env")
+    start_worker(**(worker_marker.kwargs if worker_marker else {}))
+    standin = SlackStandIn()
+    await standin.start()
+    bot = BotProcess("slack", tmp_path / "bot.log", slack_env(standin, redis_server.url)).start()
+    slack = Slack(standin, bot, tmp_path)
+    try:
+        await standin.wait_for(lambda: standin.connections >= 1, 60)
+    except AssertionError:
+        raise AssertionError(f"slack app did not connect: {bot.log()[-3000:]}") from None
+    yield slack
+    await asyncio.to_thread(slack.bot.stop)
+    await standin.stop()
+
+
+async def test_slash_command_posts_the_question_and_answers_in_its_thread(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    started = time.monotonic()
+    await s.slash_command("/kullm", "딥러닝이 뭐야?", s.alice, s.channel_id)
+    assert time.monotonic() - started < 3, "acknowledged well within Slack's 3 s"
+    asked = await sl.asked_message(s.channel_id)
+    assert asked["text"] == f"<@{s.alice}> 님의 질문: 딥러닝이 뭐야?"
+    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], tiny_model.DEEP_LEARNING)
+    assert answer["edits"] >= 2, "chat.update while streaming"
+    streaming = [c.at for c in s.calls_to("chat.update")][:-1]  # the final edit goes out at once
+    assert all(b - a >= 0.25 for a, b in itertools.pairwise(streaming)), "streaming updates are throttled"
+
+
+async def test_slash_command_refusals_are_ephemeral(slack_env_fixture: Slack) -> None:
+    s = slack_env_fixture.standin
+    await s.slash_command("/kullm", "", s.alice, s.channel_id)
+    usage = await s.wait_for(lambda: next((e for e in s.ephemerals if "👋" in e.get("text", "")), None))
+    assert "/kullm" in usage["text"]
+    await s.slash_command("/kullm", "딥러닝이 뭐야?", s.alice, s.other_channel_id)
+    invite = await s.wait_for(lambda: next((e for e in s.ephemerals if "/invite" in e.get("text", "")), None))
+    assert "KULLM이 이 채널에 없습니다" in invite["text"]
+    await s.slash_command("/kullm", "가" * 5000, s.alice, s.channel_id)
+    await s.wait_for(lambda: any("너무 깁니다" in e.get("text", "") for e in s.ephemerals))
+    assert not slack_env_fixture.bot_posts(s.other_channel_id)
+
+
+async def test_mention_answers_in_a_thread_and_continues_with_history(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    first = await s.post_user_message(s.channel_id, s.alice, sl.mention("내 이름은 민수야"), mention=True)
+    await sl.answer_in_thread(s.channel_id, first["ts"], tiny_model.NAME_ANSWER)
+    await s.post_user_message(
+        s.channel_id, s.alice, sl.mention("내 이름이 뭐라고 했지?"), thread_ts=first["ts"], mention=True
+    )
+    await s.wait_for(
+        lambda: any(
+            m["text"] == tiny_model.HISTORY_ANSWER and not m.get("blocks") for m in s.thread(s.channel_id, first["ts"])
+        ),
+        60,
+    )
+
+
+async def test_direct_messages_are_answered(slack_env_fixture: Slack) -> None:
+    s = slack_env_fixture.standin
+    await s.post_user_message(s.dm_channel_id, s.alice, "고려대학교는 어디에 있어?")
+    await s.wait_for(
+        lambda: any(
+            m["text"] == tiny_model.KOREA_UNIV and not m.get("blocks")
+            for m in slack_env_fixture.bot_posts(s.dm_channel_id)
+        ),
+        60,
+    )
+
+
+async def test_shortcut_opens_a_modal_and_answers_about_the_message(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    source = await s.post_user_message(
+        s.channel_id, s.bob, "구름(KULLM)은 고려대학교 NLP & AI 연구실이 만든 한국어 LLM입니다."
+    )
+    await s.message_shortcut(SHORTCUT_ID, source, s.alice, s.channel_id)
+    opened = await s.wait_for(lambda: next(iter(s.views), None))
+    await s.submit_view(opened["view"], {"question": {"value": "이 글을 요약해줘"}}, s.alice)
+    await sl.answer_in_thread(s.channel_id, source["ts"], tiny_model.CONTEXT_ANSWER)
+
+
+async def test_stop_button_is_honoured_only_for_the_asker(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("긴 이야기를 들려줘"), mention=True)
+    placeholder = await s.wait_for(
+        lambda: next((m for m in s.thread(s.channel_id, asked["ts"]) if m.get("blocks")), None)
+    )
+    button = placeholder["blocks"][1]["elements"][0]
+    assert button["action_id"] == CANCEL_ACTION and "그만" in button["text"]["text"]
+    await s.wait_for(lambda: placeholder["edits"] >= 1)
+    await s.click_button(s.channel_id, placeholder["ts"], CANCEL_ACTION, button["value"], s.bob)
+    await s.wait_for(lambda: any("질문한 사람이나 관리자만" in e.get("text", "") for e in s.ephemerals))
+    await s.click_button(s.channel_id, placeholder["ts"], CANCEL_ACTION, button["value"], s.alice)
+    final = await s.wait_for(lambda: placeholder if not placeholder.get("blocks") else None)
+    assert final["text"].endswith("⏹️ 답변을 멈췄습니다.")
+
+
+async def test_a_retried_event_is_answered_once(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    asked = await s.post_user_message(
+        s.channel_id, s.alice, sl.mention("한국의 수도는 어디야?"), mention=True, event_id="Ev0RETRY"
+    )
+    await sl.answer_in_thread(s.channel_id, asked["ts"], tiny_model.CAPITAL)
+    await s.post_user_message(
+        s.channel_id, s.alice, sl.mention("한국의 수도는 어디야?"), mention=True, event_id="Ev0RETRY", retry_attempt=1
+    )
+    await asyncio.sleep(1.0)
+    answers = [m for m in sl.bot_posts(s.channel_id) if m["text"] == tiny_model.CAPITAL]
+    assert len(answers) == 1
+
+
+async def test_mentions_in_model_output_are_neutralised(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("채널 전체에 알려줘"), mention=True)
+    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], tiny_model.SLACK_ANNOUNCE_ANSWER)
+    assert answer["text"].startswith("&lt;!channel&gt; &lt;!here&gt;") and "&lt;@U123&gt;" in answer["text"]
+    for call in s.calls_to("chat.update"):
+        assert "<!channel>" not in json.dumps(call.args, ensure_ascii=False)
+
+
+@pytest.mark.worker_env(ENGINE="tests.faults:long_answers")
+async def test_a_long_answer_is_split_at_slacks_limit(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    asked = await s.post_user_message(s.channel_id, s.alice, sl.mention(LONG_CODE_QUESTION), mention=True)
+    await s.wait_for(
+        lambda: (
+            len([m for m in s.thread(s.channel_id, asked["ts"]) if m.get("bot_id")]) == 2
+            and not s.thread(s.channel_id, asked["ts"])[0].get("blocks")
+        ),
+        60,
+    )
+    pieces = [m["text"] for m in s.thread(s.channel_id, asked["ts"]) if m.get("bot_id")]
+    assert all(len(p) <= 3100 for p in pieces) and all(p.count("```") % 2 == 0 for p in pieces)
+
+
+async def test_a_429_on_chat_update_is_waited_out(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    s.fail_next("chat.update", retry_after=1)
+    asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("딥러닝이 뭐야?"), mention=True)
+    await sl.answer_in_thread(s.channel_id, asked["ts"], tiny_model.DEEP_LEARNING)
+    statuses = [c.status for c in s.calls_to("chat.update")]
+    assert statuses[0] == 429 and statuses[-1] == 200
+
+
+async def test_app_killed_mid_answer_finishes_the_same_message(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("긴 이야기를 들려줘"), mention=True)
+    placeholder = await s.wait_for(
+        lambda: next((m for m in s.thread(s.channel_id, asked["ts"]) if m.get("blocks")), None)
+    )
+    await s.wait_for(lambda: placeholder["edits"] >= 1)
+    sl.bot.kill()
+    sl.restart_bot()
+    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], tiny_model.LONG_STORY)
+    assert answer["ts"] == placeholder["ts"]
+    assert len([m for m in s.thread(s.channel_id, asked["ts"]) if m.get("bot_id")]) == 1
+
+
+async def test_socket_mode_reconnect_mid_answer_loses_nothing(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("긴 이야기를 들려줘"), mention=True)
+    placeholder = await s.wait_for(
+        lambda: next((m for m in s.thread(s.channel_id, asked["ts"]) if m.get("blocks")), None)
+    )
+    await s.wait_for(lambda: placeholder["edits"] >= 1)
+    await s.disconnect()
+    await sl.answer_in_thread(s.channel_id, asked["ts"], tiny_model.LONG_STORY)
+    assert s.connections >= 2
+    again = await s.post_user_message(s.channel_id, s.alice, sl.mention("한국의 수도는 어디야?"), mention=True)
+    await sl.answer_in_thread(s.channel_id, again["ts"], tiny_model.CAPITAL)
+
+
+async def test_http_mode_verifies_signatures(redis_server: RedisServer, start_worker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    start_worker()
+    standin = SlackStandIn()
+    await standin.start()
+    port = free_port()
+    env = slack_env(
+        standin,
+        redis_server.url,
+        SLACK_MODE="http",
+        SLACK_SIGNING_SECRET=standin.signing_secret,
+        SLACK_HTTP_HOST="127.0.0.1",
+        SLACK_HTTP_PORT=str(port),
+        SLACK_APP_TOKEN="",
+    )
+    bot = BotProcess("slack", tmp_path / "http.log", env).start()
+    url = f"http://127.0.0.1:{port}/slack/events"
+    payload = standin.slash_command_payload("/kullm", "한국의 수도는 어디야?", standin.alice, standin.channel_id)
+    body = urllib.parse.urlencode(payload).encode()
+    try:
+        async with aiohttp.ClientSession() as session:
+            await standin.wait_for(lambda: "serving Slack events" in bot.log(), 60)
+
+            async def post(headers: dict[str, str]) -> int:
+                async with session.post(
+                    url, data=body, headers={"Content-Type": "application/x-www-form-urlencoded", **headers}
+                ) as response:
+                    return response.status
+
+            now = int(time.time())
+            forged = sign("wrong-secret", body, now)
+            stale = sign(standin.signing_secret, body, now - 600)
+            assert await post(forged) == 401
+            assert await post(stale) == 401
+            assert await post(sign(standin.signing_secret, body, now)) == 200
+            slack = Slack(standin, bot, tmp_path)
+            asked = await slack.asked_message(standin.channel_id)
+            await slack.answer_in_thread(standin.channel_id, asked["ts"], tiny_model.CAPITAL)
+    finally:
+        await asyncio.to_thread(bot.stop)
+        await standin.stop()
+
+
+async def test_missing_or_rejected_tokens_name_the_variable(redis_server: RedisServer, tmp_path: Path) -> None:
+    standin = SlackStandIn()
+    await standin.start()
+    try:
+        env = slack_env(standin, redis_server.url)
+        for name, overrides, expected in [
+            ("no-bot", {"SLACK_BOT_TOKEN": ""}, "SLACK_BOT_TOKEN is not set"),
+            ("no-app", {"SLACK_APP_TOKEN": ""}, "SLACK_APP_TOKEN is not set"),
+            ("no-secret", {"SLACK_MODE": "http", "SLACK_SIGNING_SECRET": ""}, "SLACK_SIGNING_SECRET is not set"),
+            ("bad-bot", {"SLACK_BOT_TOKEN": "xoxb-wrong"}, "SLACK_BOT_TOKEN was rejected"),
+        ]:
+            bot = BotProcess("slack", tmp_path / f"{name}.log", {**env, **overrides}).start()
+            assert await asyncio.to_thread(bot.process.wait, 60) == 2, bot.log()  # type: ignore[union-attr]
+            assert expected in bot.log() and "api.slack.com/apps" in bot.log()
+            assert standin.bot_token not in bot.log()
+    finally:
+        await standin.stop()

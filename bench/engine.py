@@ -163,6 +163,32 @@ def random_model(name: str, dtype: torch.dtype, device: torch.device) -> Any:
     return model
 
 
+def copy_bandwidth(device: torch.device, megabytes: int = 512, repeats: int = 5) -> float:
+    """The device's memory bandwidth in bytes/s, from large tensor copies (read + write counted)."""
+    source = torch.empty(megabytes * 2**20, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    target.copy_(source)
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        target.copy_(source)
+    _sync(device)
+    return 2 * source.numel() * repeats / (time.perf_counter() - started)
+
+
+def bandwidth_line(model: Any, single: Result, bandwidth: float) -> str:
+    """Single-question decode against the bound set by reading every weight once per token."""
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    bound = bandwidth / weight_bytes
+    decode_s = single.latency_s[0] - single.first_token_s[0]
+    decode_rate = (single.tokens - 1) / decode_s if decode_s > 0 else float("nan")
+    return (
+        f"bandwidth bound: copy bandwidth {bandwidth / 1e9:,.1f} GB/s, weights {weight_bytes / 1e9:,.2f} GB → "
+        f"{bound:,.1f} tokens/s; one question decodes at {decode_rate:,.1f} tokens/s = {decode_rate / bound:.0%} "
+        "of the bound"
+    )
+
+
 def report(baseline: Result, results: list[Result], args: argparse.Namespace, device: torch.device) -> str:
     """A Markdown table with ratios against the baseline measured in this run."""
     name = (
@@ -205,6 +231,11 @@ def main(argv: list[str] | None = None) -> None:
     baseline = run_baseline(model, tokenizer, args.baseline_questions, args.new_tokens, device)
     results = [run_engine(model, tokenizer, int(n), args.new_tokens, device) for n in args.concurrency.split(",")]
     print(report(baseline, results, args, device))
+    single = next((r for r in results if r.questions == 1), None) or run_engine(
+        model, tokenizer, 1, args.new_tokens, device
+    )
+    print()
+    print(bandwidth_line(model, single, copy_bandwidth(device)))
 
 
 def _tiny_model() -> str:

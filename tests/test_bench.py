@@ -27,6 +27,9 @@ def test_random_weight_architecture_runs_both_paths(monkeypatch: pytest.MonkeyPa
     assert (baseline.tokens, ours.tokens) == (12, 18)  # forced lengths: counts compare
     table = engine_bench.report(baseline, [ours], args, device)
     assert "| engine, 3 in flight | 3 |" in table and "1.00×" in table
+    single = engine_bench.run_engine(model, tokenizer, 1, 6, device)
+    line = engine_bench.bandwidth_line(model, single, engine_bench.copy_bandwidth(device, megabytes=16))
+    assert line.startswith("bandwidth bound: copy bandwidth") and "of the bound" in line
 
 
 async def test_queue_benchmark_measures_through_a_real_redis(redis_server: RedisServer) -> None:

@@ -93,9 +93,11 @@ def slack_env(standin: SlackStandIn, redis_url: str, **extra: str) -> dict[str, 
 async def slack_env_fixture(redis_server: RedisServer, start_worker, tmp_path: Path, request) -> AsyncIterator[Slack]:  # type: ignore[no-untyped-def]
     worker_marker = request.node.get_closest_marker("worker_env")
     start_worker(**(worker_marker.kwargs if worker_marker else {}))
+    bot_marker = request.node.get_closest_marker("bot_env")
     standin = SlackStandIn()
     await standin.start()
-    bot = BotProcess("slack", tmp_path / "bot.log", slack_env(standin, redis_server.url)).start()
+    env = slack_env(standin, redis_server.url, **(bot_marker.kwargs if bot_marker else {}))
+    bot = BotProcess("slack", tmp_path / "bot.log", env).start()
     slack = Slack(standin, bot, tmp_path)
     try:
         await standin.wait_for(lambda: standin.connections >= 1, 60)
@@ -130,6 +132,23 @@ async def test_slash_command_refusals_are_ephemeral(slack_env_fixture: Slack) ->
     await s.slash_command("/kullm", "가" * 5000, s.alice, s.channel_id)
     await s.wait_for(lambda: any("너무 깁니다" in e.get("text", "") for e in s.ephemerals))
     assert not slack_env_fixture.bot_posts(s.other_channel_id)
+
+
+async def test_slash_command_in_a_dm_with_the_app(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    await s.slash_command("/kullm", "한국의 수도는 어디야?", s.alice, s.dm_channel_id)
+    asked = await sl.asked_message(s.dm_channel_id)
+    await sl.answer_in_thread(s.dm_channel_id, asked["ts"], tiny_model.CAPITAL)
+
+
+@pytest.mark.bot_env(SLACK_ALLOWED_CHANNEL_IDS="C0002")
+async def test_channels_outside_the_allow_list_are_refused(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    await s.slash_command("/kullm", "한국의 수도는 어디야?", s.alice, s.channel_id)
+    await s.wait_for(lambda: any("🚫" in e.get("text", "") for e in s.ephemerals))
+    await s.post_user_message(s.channel_id, s.bob, sl.mention("한국의 수도는 어디야?"), mention=True)
+    await s.wait_for(lambda: sum("🚫" in e.get("text", "") for e in s.ephemerals) == 2)
+    assert not sl.bot_posts(s.channel_id), "nothing posted in a channel that is not allowed"
 
 
 async def test_mention_answers_in_a_thread_and_continues_with_history(slack_env_fixture: Slack) -> None:

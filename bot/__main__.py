@@ -6,13 +6,14 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from bot.settings import DiscordSettings
+from bot.settings import ClientSettings, DiscordSettings, SlackSettings
 
 log = logging.getLogger("bot")
+_S = TypeVar("_S", bound=ClientSettings)
 
 PORTAL = "https://discord.com/developers/applications"
 MISSING_TOKEN = (
@@ -32,18 +33,26 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("discord.gateway").setLevel(logging.WARNING)
 
 
+def _load_settings(settings_class: type[_S]) -> _S | None:
+    """The adapter's settings, with logging set up; None (after saying why) when they are invalid."""
+    try:
+        settings = settings_class()
+    except ValidationError as exc:
+        print(f"invalid settings:\n{exc}", file=sys.stderr)
+        return None
+    configure_logging()
+    return settings
+
+
 def run_discord() -> int:
     """Start the Discord adapter until SIGTERM/SIGINT; returns the exit status."""
     import discord
 
     from bot.discord_app import KullmDiscord
 
-    try:
-        settings = DiscordSettings()
-    except ValidationError as exc:
-        print(f"invalid settings:\n{exc}", file=sys.stderr)
+    settings = _load_settings(DiscordSettings)
+    if settings is None:
         return 2
-    configure_logging()
     if settings.discord_token is None:
         log.error(MISSING_TOKEN.format(portal=PORTAL))
         return 2
@@ -84,14 +93,9 @@ def _slack_token_error(variable: str, problem: str = "is not set") -> str:
 
 def run_slack() -> int:
     """Start the Slack adapter (Socket Mode by default, HTTP with SLACK_MODE=http) until SIGTERM/SIGINT."""
-    from bot.settings import SlackSettings
-
-    try:
-        settings = SlackSettings()
-    except ValidationError as exc:
-        print(f"invalid settings:\n{exc}", file=sys.stderr)
+    settings = _load_settings(SlackSettings)
+    if settings is None:
         return 2
-    configure_logging()
     needed = ["SLACK_BOT_TOKEN", "SLACK_APP_TOKEN" if settings.slack_mode == "socket" else "SLACK_SIGNING_SECRET"]
     for variable in needed:
         if getattr(settings, variable.lower()) is None:

@@ -17,6 +17,8 @@ from typing import Any
 import yarl
 from aiohttp import WSMsgType, web
 
+from tests.servers import poll
+
 with warnings.catch_warnings():
     # discord.py 2.7 imports the stdlib `audioop`, deprecated since 3.11; the suite runs with warnings as errors.
     warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
@@ -335,14 +337,7 @@ class DiscordStandIn:
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
         """Poll `predicate` every 0.02 s until it is truthy; return its value or raise AssertionError."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"stand-in: condition not met within {timeout}s")
-            await asyncio.sleep(0.02)
+        return await poll(predicate, timeout, "stand-in condition")
 
     # ---- gateway -----------------------------------------------------------------------------------------------
 

@@ -36,6 +36,20 @@ def wait_until(predicate, timeout_s: float = 30.0, interval_s: float = 0.05, wha
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
+async def poll(predicate, timeout_s: float = 30.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Await until `predicate` returns something truthy (every 0.02 s); fail the test after `timeout_s`."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not met within {timeout_s}s")
+        await asyncio.sleep(0.02)
+
+
 class RedisServer:
     """A redis-server on a free port in its own directory, which tests may kill and restart."""
 

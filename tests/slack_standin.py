@@ -17,6 +17,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import WSMsgType, web
 
+from tests.servers import poll
+
 TEAM_ID, TEAM_DOMAIN, TEAM_NAME = "T0001", "kullm-test", "KULLM Test"
 ACK_TIMEOUT = 5.0  # Slack itself gives up on an envelope after 3 s; 5 s leaves room for a slow CI machine
 TRIGGER_TTL = 3.0  # a trigger_id expires 3 s after the interaction that issued it
@@ -374,14 +376,7 @@ class SlackStandIn:
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
         """Poll `predicate` every 0.02 s until it is truthy; return its value or raise AssertionError."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"stand-in: condition not met within {timeout}s")
-            await asyncio.sleep(0.02)
+        return await poll(predicate, timeout, "stand-in condition")
 
     def ack_for(self, envelope_id: str) -> dict[str, Any] | None:
         """The app's ack of one envelope, or None if it has not acked (yet)."""

@@ -90,6 +90,7 @@ class Worker:
         self._drain_deadline = 0.0
         self._last_poll = 0.0
         self._good_steps = 0
+        self._peak_batch = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -261,7 +262,8 @@ class Worker:
         batch = getattr(self.engine, "last_batch", len(updates))
         if batch:
             self.metrics.batch_size.observe(batch)
-            self.metrics.peak_batch.set(max(self.metrics.peak_batch._value.get(), batch))
+            self._peak_batch = max(self._peak_batch, batch)
+            self.metrics.peak_batch.set(self._peak_batch)
             self.metrics.tokens.inc(batch)
             self.metrics.tokens_per_s.set(batch / elapsed_s if elapsed_s > 0 else 0.0)
             if batch > 1:

@@ -22,7 +22,10 @@ from inference.errors import PromptTooLong
 STOP_MARKER = "###"
 # A `###` at the start of a line opens a template section (the model's or a forged one).
 _SECTION = re.compile(r"(?:^|\n)[ \t]*###")
-_FORGED_SECTION = re.compile(r"^([ \t]*)(#{3,})", re.MULTILINE)
+# Whitespace and invisible characters (zero-width, direction marks, BOM) before the hashes count too.
+INVISIBLE = " \t\r\f\v\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u061c\ufeff"
+# Any line break the tokenizer may see as one (a bare \r too) starts a line.
+_FORGED_SECTION = re.compile(rf"(^|[\n\r\x0b\x0c\x85\u2028\u2029])([{INVISIBLE}]*)(#{{3,}})")
 # Held back while streaming: a trailing line that may still grow into `###`.
 _PARTIAL_SECTION = re.compile(r"(?:^|\n)[ \t]*#{0,2}$")
 
@@ -43,7 +46,7 @@ class Template(StrEnum):
 
 def neutralise(text: str) -> str:
     """Make user text unable to open a template section: a leading `###` becomes full-width `＃＃＃`."""
-    return _FORGED_SECTION.sub(lambda m: m.group(1) + "＃" * len(m.group(2)), text)
+    return _FORGED_SECTION.sub(lambda m: m.group(1) + m.group(2) + "＃" * len(m.group(3)), text)
 
 
 def render_kullm_v1(question: str, context: str = "") -> str:

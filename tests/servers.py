@@ -53,15 +53,65 @@ async def poll(predicate, timeout_s: float = 30.0, what: str = "condition"):  # 
 class RedisServer:
     """A redis-server on a free port in its own directory, which tests may kill and restart."""
 
-    def __init__(self, directory: Path, *, appendonly: bool = False) -> None:
+    def __init__(
+        self, directory: Path, *, appendonly: bool = False, password: str | None = None, tls: bool = False
+    ) -> None:
         self.directory = directory
         self.appendonly = appendonly
+        self.password = password
+        self.tls = tls
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.directory / 'cert.pem'}"
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def _security_args(self) -> list[str]:
+        args = ["--requirepass", self.password] if self.password else []
+        if self.tls:
+            cert, key = self.directory / "cert.pem", self.directory / "key.pem"
+            if not cert.exists():
+                subprocess.run(
+                    [
+                        "openssl",
+                        "req",
+                        "-x509",
+                        "-newkey",
+                        "rsa:2048",
+                        "-nodes",
+                        "-keyout",
+                        str(key),
+                        "-out",
+                        str(cert),
+                        "-days",
+                        "1",
+                        "-subj",
+                        "/CN=127.0.0.1",
+                        "-addext",
+                        "subjectAltName=IP:127.0.0.1",
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
+            args += [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(cert),
+                "--tls-key-file",
+                str(key),
+                "--tls-ca-cert-file",
+                str(cert),
+                "--tls-auth-clients",
+                "no",
+            ]
+        return args
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
@@ -83,6 +133,7 @@ class RedisServer:
                 "yes" if self.appendonly else "no",
                 "--logfile",
                 "redis.log",
+                *self._security_args(),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -90,6 +141,16 @@ class RedisServer:
         wait_until(self.ping, 10, what=f"redis-server on port {self.port}")
 
     def ping(self) -> bool:
+        if self.password or self.tls:
+            import redis
+
+            client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+            finally:
+                client.close()
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")

@@ -109,6 +109,8 @@ async def test_mention_answers_in_a_thread_named_from_the_question(discord_env: 
         if call.method in {"POST", "PATCH"} and re.fullmatch(r"/channels/\d+/messages(/\d+)?", call.path):
             assert call.json.get("allowed_mentions") == NO_MENTIONS, call
     assert any(c.path == f"/channels/{thread}/typing" for c in s.calls), "typing indicator while generating"
+    assert s.token not in d.bot.log(), "the token never reaches a log"
+    assert "딥러닝이 뭐야?" not in d.bot.log(), "nor the user's text"
 
 
 async def test_follow_up_in_the_thread_continues_with_history(discord_env: Discord) -> None:

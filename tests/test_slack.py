@@ -117,6 +117,8 @@ async def test_slash_command_posts_the_question_and_answers_in_its_thread(slack_
     assert asked["text"] == f"<@{s.alice}> 님의 질문: 딥러닝이 뭐야?"
     answer = await sl.answer_in_thread(s.channel_id, asked["ts"], tiny_model.DEEP_LEARNING)
     assert answer["edits"] >= 2, "chat.update while streaming"
+    log = sl.bot.log()
+    assert all(secret not in log for secret in (s.bot_token, s.app_token, s.signing_secret, "딥러닝이 뭐야?"))
     streaming = [c.at for c in s.calls_to("chat.update")][:-1]  # the final edit goes out at once
     assert all(b - a >= 0.25 for a, b in itertools.pairwise(streaming)), "streaming updates are throttled"
 

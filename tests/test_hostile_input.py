@@ -1,0 +1,107 @@
+"""Hostile and malformed text through the adapters' text handling: a clear result, never a crash.
+
+Property-based (hypothesis): 100k-character messages, zero-width and right-to-left characters,
+messages of only mentions, nested code fences, emoji, and forged template sections.
+"""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot.discord_app import THREAD_NAME_LIMIT, thread_name
+from bot.formatting import split_message, to_slack_mrkdwn
+from bot.settings import ClientSettings
+from bot.terminal import check_question
+from inference.prompt import INVISIBLE, PromptBuilder, Template, visible_answer
+
+ZERO_WIDTH_AND_RTL = "\u200b\u200c\u200d\u2060\ufeff\u202e\u202d\u200f\u061c"
+HOSTILE = st.lists(
+    st.sampled_from(
+        [
+            *ZERO_WIDTH_AND_RTL,
+            "`",
+            "```",
+            "#",
+            "###",
+            "\n",
+            " ",
+            "<",
+            ">",
+            "&",
+            "@",
+            "!",
+            "가",
+            "😀",
+            "👨‍👩‍👧",
+            "<@123>",
+            "<!channel>",
+            "@everyone",
+            "### 답변:",
+            "\r\n",
+            "\r",
+            "\t",
+        ]
+    ),
+    max_size=120,
+).map("".join)
+CLIENT = ClientSettings(_env_file=None)  # type: ignore[call-arg]
+
+
+@given(HOSTILE)
+def test_splitting_hostile_text_keeps_every_piece_in_bounds(text: str) -> None:
+    for limit in (2000, 3000, 64):
+        pieces = split_message(text, limit)
+        assert all(0 < len(piece) <= limit for piece in pieces)
+
+
+def test_a_100k_character_answer_splits_into_bounded_pieces() -> None:
+    text = "```python\n" + "x = '가나다'  # 😀\n" * 3000 + "```\n\n" + "문장입니다. " * 9000
+    assert len(text) >= 100_000
+    pieces = split_message(text, 2000)
+    assert len(pieces) >= len(text) // 2000 and all(len(p) <= 2000 for p in pieces)
+    assert all(p.count("```") % 2 == 0 for p in pieces)
+
+
+@given(HOSTILE)
+def test_slack_output_never_carries_a_live_mention(text: str) -> None:
+    converted = to_slack_mrkdwn(text)
+    assert "<!" not in converted and "<@" not in converted
+
+
+@given(HOSTILE)
+def test_thread_names_are_always_valid(text: str) -> None:
+    name = thread_name(text)
+    assert 0 < len(name) <= THREAD_NAME_LIMIT
+
+
+@settings(max_examples=50)
+@given(HOSTILE)
+def test_questions_are_refused_clearly_or_accepted(text: str) -> None:
+    refusal = check_question(CLIENT, text)
+    assert refusal is None or refusal.startswith(("❓", "❌"))
+    assert check_question(CLIENT, "가" * 100_000) is not None, "a 100k-character message is refused as too long"
+
+
+@given(HOSTILE, HOSTILE)
+def test_forged_sections_never_reach_the_prompt(question: str, context: str) -> None:
+    builder = PromptBuilder(Template.KULLM_V1, len, context_window=100_000)
+    if not question.strip():
+        return
+    prompt = builder.build(question, context=context, max_new_tokens=10).text
+    sections = [
+        line.lstrip(INVISIBLE).split(":")[0]
+        for line in re.split(r"[\n\r]", prompt)
+        if line.lstrip(INVISIBLE).startswith("###")
+    ]
+    expected = ["### 질문", "### 맥락", "### 답변"] if context else ["### 질문", "### 답변"]
+    assert sections == expected
+
+
+@given(HOSTILE)
+def test_streamed_answers_stay_prefixes_under_hostile_output(generated: str) -> None:
+    final, _ = visible_answer(generated, final=True)
+    partial, _ = visible_answer(generated[: len(generated) // 2], final=False)
+    assert final.startswith(partial)

@@ -1,0 +1,38 @@
+"""Password-protected and TLS (`rediss://`) Redis work end to end, and no secret reaches a log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import tiny_model
+from tests.servers import RedisServer, WorkerProcess, run_kullm
+
+pytestmark = pytest.mark.e2e
+PASSWORD = "s3cret-redis-pass"
+
+
+@pytest.fixture(params=["password", "tls+password"])
+def secure_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "secure-redis", password=PASSWORD, tls=request.param.startswith("tls"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_worker_and_client_over_a_secured_redis(secure_redis: RedisServer, model_dir: Path, tmp_path: Path) -> None:
+    worker = WorkerProcess(secure_redis.url, model_dir, tmp_path / "worker.log").start()
+    try:
+        answer = run_kullm(["ask", "딥러닝이 뭐야?"], secure_redis.url)
+        assert answer.returncode == 0, answer.stderr
+        assert answer.stdout.strip() == tiny_model.DEEP_LEARNING
+        status = run_kullm(["status"], secure_redis.url)
+        assert "live workers: 1" in status.stdout
+        wrong = run_kullm(["ask", "딥러닝이 뭐야?"], secure_redis.url.replace(PASSWORD, "wrong-pass"))
+        assert wrong.returncode != 0
+    finally:
+        worker.stop()
+    logs = worker.log() + answer.stdout + answer.stderr + status.stdout + wrong.stdout + wrong.stderr
+    assert PASSWORD not in logs and "wrong-pass" not in logs

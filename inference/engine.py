@@ -8,6 +8,7 @@ batch at once, so its slot is free for the next step.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -134,6 +135,9 @@ class TransformersEngine:
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else sampling.eos_token_id
         self.peak_batch = 0
         self.last_batch = 0
+        # transformers 5.24 renamed `past_key_values` to `cache` (argument and output); speak what the model takes.
+        forward_params = inspect.signature(model.forward).parameters
+        self._cache_name = "cache" if "cache" in forward_params else "past_key_values"
         self._waiting: deque[GenerationRequest] = deque()
         self._batch = _Batch()
         self._generator = torch.Generator(device=self.device)
@@ -187,16 +191,15 @@ class TransformersEngine:
         batch = self._batch
         assert batch.mask is not None and batch.positions is not None and batch.next_tokens is not None
         mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.rows), 1))], dim=1)
-        out = self.model(
+        logits, batch.cache = self._forward(
             input_ids=batch.next_tokens[:, None],
             attention_mask=mask,
             position_ids=batch.positions[:, None],
-            past_key_values=batch.cache,
-            use_cache=True,
+            **{self._cache_name: batch.cache},
         )
-        batch.cache, batch.mask = out.past_key_values, mask
+        batch.mask = mask
         batch.positions = batch.positions + 1
-        batch.next_tokens = self._sample(out.logits[:, -1, :])
+        batch.next_tokens = self._sample(logits[:, -1, :])
         return self._advance(batch.rows, batch.next_tokens)
 
     def _prefill(self, requests: list[GenerationRequest]) -> list[GenerationUpdate]:
@@ -209,14 +212,19 @@ class TransformersEngine:
             mask[i, width - len(ids) :] = 1
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        tokens = self._sample(out.logits[:, -1, :])
+        logits, cache = self._forward(input_ids=input_ids, attention_mask=mask, position_ids=positions)
+        tokens = self._sample(logits[:, -1, :])
         rows = [
             _Row(request, len(ids), IncrementalDecoder(self.tokenizer))
             for request, ids in zip(requests, encoded, strict=True)
         ]
-        self._merge(rows, out.past_key_values, mask, positions[:, -1] + 1, tokens)
+        self._merge(rows, cache, mask, positions[:, -1] + 1, tokens)
         return self._advance(rows, tokens)
+
+    def _forward(self, **inputs: Any) -> tuple[torch.Tensor, DynamicCache]:
+        """One forward pass with the KV cache on; returns the logits and the updated cache."""
+        out = self.model(**inputs, use_cache=True)
+        return out.logits, getattr(out, self._cache_name)
 
     def _merge(
         self,

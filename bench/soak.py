@@ -134,17 +134,7 @@ async def terminal_ask(bus: Bus, question: str, user: str) -> list[Any]:
     """What `kullm ask` does: enqueue, then follow to the end (riding out a Redis restart)."""
     item = Question.new("terminal", question, ttl_s=600, user=user)
     await bus.enqueue(item)
-    events: list[Any] = []
-    after = "0-0"
-    while True:
-        try:
-            async for event_id, event in bus.follow(item.id, after=after, start_timeout_s=300, stall_timeout_s=300):
-                after = event_id
-                events.append(event)
-            return events
-        except (ConnectionError, OSError) as exc:  # redis down for a moment: follow again from where we were
-            _ = exc
-            await asyncio.sleep(0.2)
+    return await _follow_all(bus, item.id)
 
 
 async def soak(service: Service, questions: int, users: int, rows: list[Scenario]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from chatbus import (
     QueueFull,
     Restart,
     connect,
+    redact_url,
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_BUSY, EXIT_REDIS, EXIT_TIMEOUT, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5, 130
@@ -156,7 +157,7 @@ async def ask(
     try:
         return await _ask(bus, item, settings, _renderer(as_json, out, err, language), err)
     except RedisConnectionError:
-        err.write(text("redis_down", language, url=_safe_url(settings.redis_url)) + "\n")
+        err.write(text("redis_down", language, url=redact_url(settings.redis_url)) + "\n")
         return EXIT_REDIS
     finally:
         await bus.redis.aclose()
@@ -212,7 +213,7 @@ async def status(settings: ClientSettings, *, as_json: bool = False, out: TextIO
     try:
         stats = await bus.stats()
     except RedisConnectionError:
-        sys.stderr.write(text("redis_down", settings.bot_language, url=_safe_url(settings.redis_url)) + "\n")
+        sys.stderr.write(text("redis_down", settings.bot_language, url=redact_url(settings.redis_url)) + "\n")
         return EXIT_REDIS
     finally:
         await bus.redis.aclose()
@@ -242,11 +243,3 @@ def _renderer(as_json: bool, out: TextIO, err: TextIO, language: Language) -> Re
     if out.isatty():
         return LiveView(Console(file=out), language)
     return PlainText(out, err, language)
-
-
-def _safe_url(url: str) -> str:
-    """The Redis URL without its password, for messages."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.split("@", 1)[1]
-    return f"{scheme}{sep}{rest}"

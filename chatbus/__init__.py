@@ -18,7 +18,7 @@ from chatbus.messages import (
     decode_event,
     is_final,
 )
-from chatbus.streams import AnswerTimeout, Bus, BusStats, Delivery, connect
+from chatbus.streams import AnswerTimeout, Bus, BusStats, Delivery, connect, redact_url
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -46,4 +46,5 @@ __all__ = [
     "connect",
     "decode_event",
     "is_final",
+    "redact_url",
 ]

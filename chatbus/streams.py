@@ -423,3 +423,11 @@ def connect(url: str) -> Redis:
         retry=retry,
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
+
+
+def redact_url(url: str) -> str:
+    """A Redis URL fit for messages and logs: any password replaced by `***`."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}"

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.settings import DiscordSettings, SlackSettings
+from chatbus import redact_url
 
 log = logging.getLogger("kullm.up")
 
@@ -145,7 +146,7 @@ def main(data_dir: Path = Path(".kullm"), redis_port: int = 6379) -> int:
     """`kullm up`."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     url, services = plan(data_dir, redis_port)
-    log.info("redis: %s; services: %s", _safe(url), ", ".join(s.name for s in services))
+    log.info("redis: %s; services: %s", redact_url(url), ", ".join(s.name for s in services))
 
     async def run() -> int:
         stop = asyncio.Event()
@@ -155,8 +156,3 @@ def main(data_dir: Path = Path(".kullm"), redis_port: int = 6379) -> int:
         return await supervise(services, stop)
 
     return asyncio.run(run())
-
-
-def _safe(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}***@{rest.split('@', 1)[1]}" if "@" in rest else url

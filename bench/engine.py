@@ -126,6 +126,29 @@ def run_engine(model: Any, tokenizer: Any, count: int, new_tokens: int, device: 
     )
 
 
+def idle_ttft(model: Any, tokenizer: Any, device: torch.device, prompt_tokens: int = 200, runs: int = 5) -> str:
+    """Time to first token for one question alone with a prompt of about `prompt_tokens` tokens."""
+    filler = "고려대학교 자연어처리 연구실에서 만든 한국어 언어 모델 구름에 대해 자세히 설명해 주세요. "
+    question = filler
+    while len(tokenizer(render_kullm_v1(question + filler), add_special_tokens=False).input_ids) <= prompt_tokens:
+        question += filler
+    prompt = render_kullm_v1(question)
+    length = len(tokenizer(prompt, add_special_tokens=False).input_ids)
+    times = []
+    for run in range(runs + 1):  # the first run warms this prompt length up and is not counted
+        engine = TransformersEngine(model, tokenizer, model_id="bench", sampling=Sampling(seed=run), max_batch_size=1)
+        engine.add(GenerationRequest(str(run), prompt, 1, ignore_eos=True))
+        _sync(device)
+        started = time.perf_counter()
+        engine.step()  # prefill and the first sampled token
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    return (
+        f"time to first token at idle: {length}-token prompt, p50 {statistics.median(times[1:]) * 1000:,.1f} ms "
+        f"over {runs} runs"
+    )
+
+
 def load(args: argparse.Namespace) -> tuple[Any, Any, torch.device]:
     """The model under test: a directory, or an architecture with random weights."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -236,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print()
     print(bandwidth_line(model, single, copy_bandwidth(device)))
+    print(idle_ttft(model, tokenizer, device))
 
 
 def _tiny_model() -> str:

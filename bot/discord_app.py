@@ -181,7 +181,7 @@ class KullmDiscord(discord.Client):
         if message.author.bot or self.user is None or not self._addressed(message):
             return
         assert self.bus is not None
-        if not await self.bus.claim_event("discord", f"message:{message.id}"):
+        if not await self.relay.first_delivery(f"message:{message.id}"):
             return
         question = re.sub(rf"<@!?{self.user.id}>", "", message.content).strip()
         if not question:

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
+from redis.exceptions import RedisError
+
 from bot.formatting import split_message
 from bot.settings import ClientSettings
 from bot.terminal import check_question
@@ -71,11 +73,29 @@ class Relay:
 
     # ------------------------------------------------------------------ asking
 
+    async def first_delivery(self, event_id: str) -> bool:
+        """True the first time a platform event arrives; a redelivery is answered once.
+
+        With Redis unreachable nothing can be remembered: the event is handled, and the refusal
+        that follows tells the user the service is unavailable.
+        """
+        try:
+            return await self.bus.claim_event(self.platform, event_id)
+        except RedisError:
+            return True
+
     async def refusal(self, user: str, question: str, context: str = "") -> str | None:
         """Why this question must not be enqueued, in the user's language, or None."""
         refused = check_question(self.settings, question, context)
         if refused:
             return refused
+        try:
+            return await self._limit_refusal(user)
+        except RedisError as exc:
+            log.warning("%s: Redis is unreachable (%s): question refused", self.platform, type(exc).__name__)
+            return text("unavailable", self.settings.bot_language)
+
+    async def _limit_refusal(self, user: str) -> str | None:
         limit = self.settings.user_questions_per_minute
         if await self.bus.count_request(self.platform, user, RATE_WINDOW_S) > limit:
             return text("rate_limited", self.settings.bot_language, limit=limit)
@@ -89,7 +109,11 @@ class Relay:
 
     async def placeholder(self) -> str:
         """The placeholder's first text, with the current queue position."""
-        return text("thinking", self.settings.bot_language, ahead=await self.bus.queue_depth())
+        try:
+            ahead = await self.bus.queue_depth()
+        except RedisError:
+            ahead = 0  # enqueueing will fail too and say so on this placeholder
+        return text("thinking", self.settings.bot_language, ahead=ahead)
 
     async def submit(
         self,
@@ -123,20 +147,29 @@ class Relay:
             language=self.settings.bot_language,
             created_at=item.created_at,
         )
-        await self.bus.track(record)
         try:
+            await self.bus.track(record)
             await self.bus.enqueue(item, self.settings.max_queue)
-        except QueueFull as exc:
-            await self.surface.edit(target, text("overloaded", self.settings.bot_language, depth=exc.depth), final=True)
-            await self.bus.untrack(self.platform, item.id)
+        except (QueueFull, RedisError) as exc:
+            if isinstance(exc, QueueFull):
+                notice = text("overloaded", self.settings.bot_language, depth=exc.depth)
+            else:
+                log.warning("%s question %s: Redis is unreachable, not queued", self.platform, item.id)
+                notice = text("unavailable", self.settings.bot_language)
+            await self.surface.edit(target, notice, final=True)
+            with contextlib.suppress(RedisError):
+                await self.bus.untrack(self.platform, item.id)
             return item.id
         log.info("%s question %s queued", self.platform, item.id)
         self._spawn(record)
         return item.id
 
     async def history(self, thread: str) -> list[Turn]:
-        """Past turns of a conversation this relay answered."""
-        return await self.bus.history(self.platform, thread)
+        """Past turns of a conversation this relay answered (none while Redis is unreachable)."""
+        try:
+            return await self.bus.history(self.platform, thread)
+        except RedisError:
+            return []
 
     async def record_for(self, question_id: str) -> InflightRecord | None:
         """The in-flight record of a question, if its answer is still being posted."""

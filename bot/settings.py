@@ -26,6 +26,7 @@ class ClientSettings(BaseSettings):
     history_turns: int = Field(default=10, ge=0)
     history_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     lease_ttl_s: float = Field(default=10.0, gt=0)
+    redis_outage_s: float = Field(default=60.0, ge=0)
 
 
 def parse_ids(value: str) -> frozenset[int]:

@@ -242,7 +242,7 @@ class KullmSlack:
     async def _first_delivery(self, body: dict[str, Any]) -> bool:
         """Slack retries events it thinks were missed: answer each event id once."""
         event_id = body.get("event_id") or body.get("event", {}).get("client_msg_id") or body.get("event", {}).get("ts")
-        return await self.bus.claim_event("slack", str(event_id))
+        return await self.relay.first_delivery(str(event_id))
 
     def _question_refusal(self, question: str) -> str | None:
         return text("usage_slack", self.language) if not question else None

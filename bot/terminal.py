@@ -14,6 +14,7 @@ import getpass
 import json
 import signal
 import sys
+import time
 from typing import Protocol, TextIO
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -38,6 +39,7 @@ from chatbus import (
     redact_url,
 )
 
+REDIS_RETRY_S = 0.5
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_BUSY, EXIT_REDIS, EXIT_TIMEOUT, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5, 130
 _ERROR_EXIT = {"too_long": EXIT_INPUT, "overloaded": EXIT_BUSY, "cancelled": EXIT_CANCELLED}
 
@@ -175,17 +177,33 @@ async def _ask(bus: Bus, item: Question, settings: ClientSettings, renderer: Ren
         loop.add_signal_handler(signal.SIGINT, lambda: loop.create_task(bus.request_cancel(item.id)))
     renderer.queued(item.id, ahead)
     status = EXIT_FAILED
+    after, finished = "0-0", False
+    outage_since: float | None = None
     try:
-        async for _, event in bus.follow(
-            item.id,
-            start_timeout_s=settings.answer_start_timeout_s or settings.question_ttl_s + 30,
-            stall_timeout_s=settings.answer_stall_timeout_s,
-        ):
-            renderer.event(event)
-            if isinstance(event, Done):
-                status = EXIT_OK
-            elif isinstance(event, ErrorEvent):
-                status = _ERROR_EXIT.get(event.code, EXIT_FAILED)
+        while not finished:
+            try:
+                async for event_id, event in bus.follow(
+                    item.id,
+                    after=after,
+                    start_timeout_s=settings.answer_start_timeout_s or settings.question_ttl_s + 30,
+                    stall_timeout_s=settings.answer_stall_timeout_s,
+                ):
+                    after, outage_since = event_id, None
+                    renderer.event(event)
+                    if isinstance(event, Done):
+                        status = EXIT_OK
+                    elif isinstance(event, ErrorEvent):
+                        status = _ERROR_EXIT.get(event.code, EXIT_FAILED)
+                finished = True
+            except RedisConnectionError:
+                # The question survives in Redis (AOF): wait for it to come back, then read on from `after`.
+                now = time.monotonic()
+                if outage_since is None:
+                    outage_since = now
+                    err.write(text("redis_lost", language) + "\n")
+                elif now - outage_since > settings.redis_outage_s:
+                    raise
+                await asyncio.sleep(REDIS_RETRY_S)
     except AnswerTimeout:
         err.write(text("timeout", language) + "\n")
         status = EXIT_TIMEOUT

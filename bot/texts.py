@@ -38,6 +38,14 @@ _TEXTS: dict[str, dict[Language, str]] = {
         "ko": "🔌 Redis에 연결할 수 없습니다 ({url}). REDIS_URL을 확인해 주세요.",
         "en": "🔌 Cannot reach Redis ({url}). Check REDIS_URL.",
     },
+    "unavailable": {
+        "ko": "🔌 지금은 질문을 받을 수 없습니다: 대기열(Redis)에 연결되지 않습니다. 잠시 후 다시 물어봐 주세요.",
+        "en": "🔌 Questions can't be taken right now: the queue (Redis) is unreachable. Please try again shortly.",
+    },
+    "redis_lost": {
+        "ko": "🔌 Redis 연결이 끊겼습니다. 질문은 대기열에 남아 있으니 다시 연결하는 중입니다…",
+        "en": "🔌 Lost the connection to Redis. The question stays queued; reconnecting…",
+    },
     "rate_limited": {
         "ko": "🐢 질문이 너무 잦습니다. 1분에 {limit}개까지 물어볼 수 있어요. 잠시 후 다시 물어봐 주세요.",
         "en": "🐢 You are asking too often: up to {limit} questions a minute. Please wait a moment.",

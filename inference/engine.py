@@ -85,7 +85,7 @@ class Engine(Protocol):
         ...
 
     def reset(self) -> list[str]:
-        """Drop every request (after a failed step); returns their ids."""
+        """Drop every request (after a failed step); returns their ids, the failed step's batch first."""
         ...
 
 
@@ -167,8 +167,8 @@ class TransformersEngine:
                 row.cancelled = True
 
     def reset(self) -> list[str]:
-        """Forget every request and the KV cache."""
-        ids = [r.id for r in self._waiting] + [row.request.id for row in self._batch.rows]
+        """Forget every request and the KV cache; the batch's ids come first, then those still waiting."""
+        ids = [row.request.id for row in self._batch.rows] + [r.id for r in self._waiting]
         self._waiting.clear()
         self._batch = _Batch()
         return ids
@@ -181,7 +181,12 @@ class TransformersEngine:
         room = self.max_batch_size - len(self._batch.rows)
         newcomers = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
         if newcomers:
-            updates += self._prefill(newcomers)
+            try:
+                updates += self._prefill(newcomers)
+            except BaseException:
+                # Out of memory or another failure: the newcomers were in the failed batch, in front.
+                self._waiting.extendleft(reversed(newcomers))
+                raise
         self.last_batch = len(self._batch.rows)
         self.peak_batch = max(self.peak_batch, self.last_batch)
         self._drop(lambda row: row.finish_reason is not None)

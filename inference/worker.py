@@ -43,6 +43,7 @@ IDLE_BLOCK_MS = 1000
 POLL_INTERVAL_S = 0.01
 REDIS_RETRY_S = 0.5
 RESTORE_BATCH_AFTER_STEPS = 50
+OOM_CEILING_S = 600.0  # a batch size that ran out of memory stays off limits this long
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -91,6 +92,8 @@ class Worker:
         self._last_poll = 0.0
         self._good_steps = 0
         self._peak_batch = 0
+        self._oom_ceiling: int | None = None  # the largest batch allowed since the last out-of-memory error
+        self._oom_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -269,9 +272,15 @@ class Worker:
             if batch > 1:
                 log.debug("decoded a batch of %d", batch)
         self._good_steps += 1
-        if self._good_steps >= RESTORE_BATCH_AFTER_STEPS and self.engine.max_batch_size < self.settings.max_batch_size:
+        if self._good_steps >= RESTORE_BATCH_AFTER_STEPS and self.engine.max_batch_size < self._batch_limit():
             self.engine.max_batch_size += 1
             self._good_steps = 0
+
+    def _batch_limit(self) -> int:
+        """MAX_BATCH_SIZE, or less for a while after a batch ran out of memory (so it is not grown into again)."""
+        if self._oom_ceiling is not None and time.monotonic() - self._oom_at > OOM_CEILING_S:
+            self._oom_ceiling = None
+        return min(self.settings.max_batch_size, self._oom_ceiling or self.settings.max_batch_size)
 
     def _on_update(self, update: GenerationUpdate) -> None:
         job = self._jobs.get(update.id)
@@ -326,13 +335,17 @@ class Worker:
     async def _on_out_of_memory(self, exc: BaseException) -> None:
         self.metrics.oom.inc()
         ids = self.engine.reset()
-        if len(ids) <= 1:
-            log.error("out of memory with a single question: %s", exc)
-            await self._fail_jobs(ids, "out of memory")
-            return
-        self.engine.max_batch_size = max(1, len(ids) // 2)
+        failed = min(self.engine.max_batch_size, len(ids))  # the batch that ran out: at most the cap, in front
         self._good_steps = 0
-        log.warning("out of memory at batch %d: restarting at batch %d", len(ids), self.engine.max_batch_size)
+        if failed <= 1:
+            # A question that does not fit alone fails (another worker may have room); the rest start again.
+            log.error("out of memory with a single question: %s", exc)
+            await self._fail_jobs(ids[:1], "out of memory")
+            ids = ids[1:]
+        else:
+            self.engine.max_batch_size = failed // 2
+            self._oom_ceiling, self._oom_at = failed - 1, time.monotonic()
+            log.warning("out of memory at batch %d: restarting at batch %d", failed, self.engine.max_batch_size)
         for question_id in ids:
             job = self._jobs.get(question_id)
             if job:

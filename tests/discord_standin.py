@@ -175,6 +175,7 @@ class DiscordStandIn:
         self._interactions: dict[str, dict[str, Any]] = {}
         self._command_ids: dict[tuple[str, str, int], int] = {}
         self._failures: list[_Failure] = []
+        self.failures_served = 0  # injected errors actually answered
         self._seq = 0
         self._resumed_ok = 0
         self._backlog: list[tuple[int, str]] = []
@@ -464,6 +465,16 @@ class DiscordStandIn:
                 raise RuntimeError("no live gateway connection to reconnect")
             await ws.send_str(json.dumps({"op": 7, "d": None}))
         await self.wait_for(lambda: self._resumed_ok > before, timeout=15.0)
+
+    async def drop(self) -> None:
+        """Close the gateway socket without warning (close code 4000, resumable); return once RESUMED."""
+        before = self._resumed_ok
+        async with self._send_lock:
+            ws, self._live_ws = self._live_ws, None
+            if ws is None:
+                raise RuntimeError("no live gateway connection to drop")
+        await ws.close(code=4000, message=b"Unknown error.")
+        await self.wait_for(lambda: self._resumed_ok > before, timeout=30.0)
 
     # ---- driving events ----------------------------------------------------------------------------------------
 
@@ -851,6 +862,7 @@ class DiscordStandIn:
         failure = next((f for f in self._failures if f.method == request.method and f.pattern.fullmatch(path)), None)
         if failure is not None:
             self._failures.remove(failure)
+            self.failures_served += 1
             return self._failure_response(failure)
         for methods, pattern, handler, needs_auth in self._routes:
             match = pattern.fullmatch(path)

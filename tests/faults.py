@@ -5,6 +5,8 @@ Each wraps the real `TransformersEngine` on the tiny model and adds one failure.
 
 from __future__ import annotations
 
+import os
+import random
 from typing import Any
 
 import torch
@@ -90,6 +92,21 @@ class OutOfMemoryOnce(_Wrapped):
         return super().step()
 
 
+class OutOfMemorySometimes(_Wrapped):
+    """A GPU with room for OOM_ABOVE rows: larger batches run out of memory at random (OOM_RATE per step)."""
+
+    def __init__(self, inner: Any, above: int, rate: float, seed: str) -> None:
+        super().__init__(inner)
+        self.above, self.rate = above, rate
+        self.rng = random.Random(seed)
+
+    def step(self) -> list[GenerationUpdate]:
+        batch = min(self.inner.max_batch_size, self.inner.active)  # rows this step decodes or prefills
+        if batch > self.above and self.rng.random() < self.rate:
+            raise torch.OutOfMemoryError("injected: CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().step()
+
+
 def poison(settings: WorkerSettings) -> Loaded:
     """ENGINE=tests.faults:poison"""
     loaded = build_transformers(settings)
@@ -100,6 +117,14 @@ def oom_once(settings: WorkerSettings) -> Loaded:
     """ENGINE=tests.faults:oom_once"""
     loaded = build_transformers(settings)
     return Loaded(OutOfMemoryOnce(loaded.engine), loaded.prompts)
+
+
+def oom_random(settings: WorkerSettings) -> Loaded:
+    """ENGINE=tests.faults:oom_random, with OOM_ABOVE (default 4) and OOM_RATE (default 0.3)."""
+    loaded = build_transformers(settings)
+    above, rate = int(os.environ.get("OOM_ABOVE", "4")), float(os.environ.get("OOM_RATE", "0.3"))
+    engine = OutOfMemorySometimes(loaded.engine, above, rate, os.environ.get("WORKER_NAME", ""))
+    return Loaded(engine, loaded.prompts)
 
 
 LONG_CODE_QUESTION = "코드 예제를 길게 보여줘"

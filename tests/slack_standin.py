@@ -192,6 +192,7 @@ class SlackStandIn:
         self._hellos = 0
 
         self._failures: dict[str, list[_Failure]] = {}
+        self.failures_served = 0  # injected errors actually answered
         self._micros = 1_700_000_000_000_000  # message ts, as integer microseconds
         self._sockets: list[web.WebSocketResponse] = []
         self._tickets: set[str] = set()
@@ -219,6 +220,11 @@ class SlackStandIn:
         }
 
     # ---- fixtures of the workspace -----------------------------------------------------------------------------
+
+    def add_member(self, user_id: str, name: str) -> None:
+        """A person in the workspace and in the bot's channel."""
+        self.users[user_id] = self._user(user_id, name, f"{name.title()} Kim", name)
+        self.channels[self.channel_id]["members"].append(user_id)
 
     def _user(
         self, user_id: str, name: str, real_name: str, display: str, *, bot_id: str | None = None
@@ -484,6 +490,15 @@ class SlackStandIn:
         await ws.send_str(json.dumps(message))
         await self.wait_for(lambda: self._hellos > before, timeout=10.0)
         await self.wait_for(lambda: ws.closed, timeout=10.0)  # the SDK closes the old one before dialling anew
+
+    async def drop(self) -> None:
+        """Close the Socket Mode connection without a disconnect message; return once the app is back."""
+        before = self._hellos
+        ws = next((ws for ws in reversed(self._sockets) if not ws.closed), None)
+        if ws is None:
+            raise RuntimeError("stand-in: no live Socket Mode connection")
+        await ws.close(code=1011, message=b"applink going away")
+        await self.wait_for(lambda: self._hellos > before, timeout=30.0)
 
     # ---- driving events ----------------------------------------------------------------------------------------
 
@@ -795,6 +810,7 @@ class SlackStandIn:
         failures = self._failures.get(method)
         if failures:
             failure = failures.pop(0)
+            self.failures_served += 1
             call.status = failure.status if failure.error is None else 200
             return self._failure_response(failure)
         handler = self._methods.get(method)
@@ -893,7 +909,13 @@ class SlackStandIn:
         if user not in channel["members"]:
             raise SlackError("user_not_in_channel")
         content = self._content(args)
-        entry = {"channel": channel["id"], "user": user, "text": content["text"], "blocks": content.get("blocks")}
+        entry = {
+            "channel": channel["id"],
+            "user": user,
+            "text": content["text"],
+            "blocks": content.get("blocks"),
+            "thread_ts": args.get("thread_ts"),
+        }
         entry |= {"thread_ts": args.get("thread_ts"), "via": "chat.postEphemeral"}
         self.ephemerals.append(entry)
         return {"message_ts": self._next_ts()}

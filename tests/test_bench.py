@@ -30,6 +30,9 @@ def test_random_weight_architecture_runs_both_paths(monkeypatch: pytest.MonkeyPa
     single = engine_bench.run_engine(model, tokenizer, 1, 6, device)
     line = engine_bench.bandwidth_line(model, single, engine_bench.copy_bandwidth(device, megabytes=16))
     assert line.startswith("bandwidth bound: copy bandwidth") and "of the bound" in line
+    ttft = engine_bench.idle_ttft(model, tokenizer, device, prompt_tokens=200, runs=2)
+    length = int(ttft.split("idle: ")[1].split("-token")[0])
+    assert 180 <= length <= 230 and ttft.endswith("ms over 2 runs")
 
 
 async def test_queue_benchmark_measures_through_a_real_redis(redis_server: RedisServer) -> None:

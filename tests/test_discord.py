@@ -250,6 +250,22 @@ async def test_a_429_on_an_edit_is_waited_out(discord_env: Discord) -> None:
     assert len(patches) >= 2
 
 
+async def test_redis_down_is_told_and_the_next_question_answered(
+    discord_env: Discord, redis_server: RedisServer
+) -> None:
+    d, s = discord_env, discord_env.standin
+    await asyncio.to_thread(redis_server.kill)
+    asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
+    notice = await s.wait_for(
+        lambda: next((m for m in d.bot_messages(s.channel_id) if m["content"].startswith("🔌")), None), 30
+    )
+    assert notice["message_reference"]["message_id"] == asked["id"] and "Redis" in notice["content"]
+    assert int(asked["id"]) not in s.threads, "no thread or placeholder left hanging"
+    await asyncio.to_thread(redis_server.start)
+    asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
+    await d.answer_in(await d.thread_for(int(asked["id"])), tiny_model.CAPITAL)
+
+
 @pytest.mark.bot_env(DISCORD_ALLOWED_CHANNEL_IDS="1100000000000000101", USER_QUESTIONS_PER_MINUTE="2")
 async def test_refusals_are_clear_and_bots_are_ignored(discord_env: Discord) -> None:
     d, s = discord_env, discord_env.standin

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from inference.detokenize import IncrementalDecoder
 from inference.engine import GenerationRequest, GenerationUpdate, TransformersEngine
@@ -119,6 +120,29 @@ def test_reset_drops_everything(loaded: Loaded) -> None:
     loaded.engine.add(request(loaded, "b", "인사해줘"))
     assert sorted(loaded.engine.reset()) == ["a", "b"]
     assert loaded.engine.active == 0
+
+
+def test_a_failed_prefill_keeps_its_newcomers_and_reset_lists_the_batch_first(
+    loaded: Loaded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = loaded.engine
+    assert isinstance(engine, TransformersEngine)
+    engine.max_batch_size = 2
+    engine.add(request(loaded, "running", "긴 이야기를 들려줘"))
+    engine.step()
+    for rid in ("new1", "new2"):
+        engine.add(request(loaded, rid, "한국의 수도는 어디야?"))
+
+    def out_of_memory(requests: list[GenerationRequest]) -> list[GenerationUpdate]:
+        raise torch.OutOfMemoryError("injected")
+
+    monkeypatch.setattr(engine, "_prefill", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        engine.step()  # decodes "running", then prefilling "new1" fails
+    monkeypatch.undo()
+    assert engine.active == 3, "nobody is dropped by a failed step"
+    assert engine.reset() == ["running", "new1", "new2"]  # the failed batch (cap 2), then the waiting one
+    engine.max_batch_size = 8
 
 
 def test_sampling_follows_the_seed_settings(model_dir: Path) -> None:

@@ -254,6 +254,20 @@ async def test_a_429_on_chat_update_is_waited_out(slack_env_fixture: Slack) -> N
     assert statuses[0] == 429 and statuses[-1] == 200
 
 
+async def test_redis_down_is_told_and_the_next_question_answered(
+    slack_env_fixture: Slack, redis_server: RedisServer
+) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    await asyncio.to_thread(redis_server.kill)
+    asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("한국의 수도는 어디야?"), mention=True)
+    notice = await s.wait_for(lambda: next((e for e in s.ephemerals if e["text"].startswith("🔌")), None), 30)
+    assert (notice["user"], notice["thread_ts"]) == (s.alice, asked["ts"])
+    assert "Redis" in notice["text"] and not s.thread(s.channel_id, asked["ts"])[1:], "no placeholder left hanging"
+    await asyncio.to_thread(redis_server.start)
+    asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("한국의 수도는 어디야?"), mention=True)
+    await sl.answer_in_thread(s.channel_id, asked["ts"], tiny_model.CAPITAL)
+
+
 async def test_app_killed_mid_answer_finishes_the_same_message(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
     asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("긴 이야기를 들려줘"), mention=True)

@@ -15,7 +15,17 @@ import redis
 from chatbus import Bus, Delta, Done, ErrorEvent, Question
 from chatbus.keys import FIELD
 from tests import tiny_model
-from tests.servers import ROOT, AskProcess, RedisServer, free_port, json_events, run_kullm, wait_until, worker_name
+from tests.servers import (
+    ROOT,
+    AskProcess,
+    RedisServer,
+    WorkerProcess,
+    free_port,
+    json_events,
+    run_kullm,
+    wait_until,
+    worker_name,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -89,6 +99,33 @@ def test_killed_worker_answer_is_finished_by_another(start_worker, redis_server:
     assert ask.final()["text"] == tiny_model.LONG_STORY
     assert ask.text_after_last_restart() == tiny_model.LONG_STORY
     assert queue_depth(redis_server) == 0
+
+
+def test_ask_rides_out_a_redis_restart_mid_answer(model_dir: Path, tmp_path: Path) -> None:
+    # Redis as compose runs it (AOF): killed mid-answer and restarted, `kullm ask` reads on where it was.
+    server = RedisServer(tmp_path / "aof-redis", appendonly=True)
+    server.start()
+    worker = WorkerProcess(server.url, model_dir, tmp_path / "worker.log").start()
+    try:
+        ask = AskProcess(server.url, "긴 이야기를 들려줘")
+        ask.wait_for("delta")
+        server.kill()
+        wait_until(lambda: "다시 연결하는 중" in ask.stderr(), what="the reconnect notice")
+        assert ask.process.poll() is None, "ask waits for Redis instead of giving up"
+        server.start()
+        assert ask.finish() == 0, ask.stderr()
+        assert ask.final()["text"] == tiny_model.LONG_STORY
+        assert ask.types().count("done") == 1
+        assert ask.text_after_last_restart() == tiny_model.LONG_STORY
+        # An outage longer than REDIS_OUTAGE_S ends the wait with the Redis exit status and message.
+        lost = AskProcess(server.url, "긴 이야기를 들려줘", env={"REDIS_OUTAGE_S": "1"})
+        lost.wait_for("delta")
+        server.kill()
+        assert lost.finish(30) == 4
+        assert "다시 연결하는 중" in lost.stderr() and "Redis에 연결할 수 없습니다" in lost.stderr()
+    finally:
+        worker.stop()
+        server.stop()
 
 
 def test_poison_question_is_dead_lettered_and_the_rest_served(start_worker, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,85 @@
+"""The CUDA path: fp16 engine, the worker on a GPU, the 12.8B random-weight shape. Skipped without CUDA.
+
+Run on a GPU machine with `make test` or `.venv/bin/python -m pytest -m gpu` (a CUDA build of torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import engine as engine_bench
+from inference.engine import GenerationRequest, GenerationUpdate, TransformersEngine
+from inference.model import Loaded, build_transformers
+from inference.settings import WorkerSettings
+from tests.servers import RedisServer, WorkerProcess, run_kullm
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+QUESTIONS = ["딥러닝이 뭐야?", "한국의 수도는 어디야?", "긴 이야기를 들려줘", "인사해줘"]
+
+
+def load_cuda(model_dir: Path, max_batch_size: int) -> Loaded:
+    settings = WorkerSettings(  # type: ignore[call-arg]
+        _env_file=None, model_id=str(model_dir), device="cuda", dtype="auto", do_sample=False
+    )
+    loaded = build_transformers(settings)
+    loaded.engine.max_batch_size = max_batch_size
+    return loaded
+
+
+def answer(loaded: Loaded, questions: list[str]) -> dict[str, str]:
+    engine = loaded.engine
+    for index, question in enumerate(questions):
+        prompt = loaded.prompts.build(question, max_new_tokens=512)
+        engine.add(GenerationRequest(str(index), prompt.text, 512))
+    finished: dict[str, GenerationUpdate] = {}
+    while engine.active:
+        finished.update({u.id: u for u in engine.step() if u.finished})
+    return {questions[int(i)]: u.text for i, u in finished.items()}
+
+
+def test_the_engine_runs_in_fp16_on_the_gpu_and_batching_changes_no_answer(model_dir: Path) -> None:
+    loaded = load_cuda(model_dir, max_batch_size=8)
+    assert isinstance(loaded.engine, TransformersEngine)
+    parameter = next(loaded.engine.model.parameters())
+    assert parameter.device.type == "cuda" and parameter.dtype == torch.float16  # DTYPE=auto: fp16 on CUDA
+    solo = {q: answer(loaded, [q])[q] for q in QUESTIONS}
+    assert answer(loaded, QUESTIONS) == solo
+
+
+def test_a_worker_on_the_gpu_answers_kullm_ask(model_dir: Path, tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    worker = WorkerProcess(server.url, model_dir, tmp_path / "worker.log", DEVICE="cuda").start()
+    try:
+        result = run_kullm(["ask", "한국의 수도는 어디야?"], server.url)
+        assert result.returncode == 0, result.stderr
+        assert "on cuda" in worker.log_path.read_text()
+    finally:
+        worker.stop()
+        server.stop()
+
+
+def test_the_12_8b_shape_builds_with_random_fp16_weights_and_generates() -> None:
+    free, _ = torch.cuda.mem_get_info()
+    if free < 40 * 2**30:
+        pytest.skip("the 12.8B shape needs about 30 GB of free GPU memory")
+    args = argparse.Namespace(
+        architecture="polyglot-ko-12.8b", model=None, device="cuda", dtype="float16", new_tokens=8
+    )
+    model, tokenizer, device = engine_bench.load(args)
+    try:
+        weights = sum(p.numel() for p in model.parameters())
+        assert 12.5e9 < weights < 13.5e9
+        assert next(model.parameters()).dtype == torch.float16
+        ours = engine_bench.run_engine(model, tokenizer, 4, 8, device)
+        assert ours.tokens == 32  # forced lengths
+    finally:
+        del model
+        torch.cuda.empty_cache()

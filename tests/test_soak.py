@@ -1,0 +1,29 @@
+"""The soak and fault suite (bench/soak.py) in a small size, so CI keeps it working.
+
+The full run (`python -m bench.soak`, 300 questions and repeated faults) writes docs/RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import soak
+
+pytestmark = pytest.mark.e2e
+
+
+def test_every_scenario_ends_each_question_once(tmp_path: Path) -> None:
+    report = tmp_path / "RELIABILITY.md"
+    args = ["--questions", "24", "--users", "12", "--fault-trials", "1", "--kill-trials", "1", "--redis-trials", "1"]
+    status = soak.main([*args, "--output", str(report)])
+    text = report.read_text()
+    table = [line.split(" | ") for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    header, rows = table[0], table[1:]
+    assert header[-4:] == ["told busy", "lost", "duplicated", "wrong |"]
+    assert len(rows) == 10, f"every scenario ran:\n{text}"
+    for row in rows:
+        assert row[-3:] == ["0", "0", "0 |"], f"{row[0]}: lost, duplicated or wrong answers:\n{text}"
+        assert int(row[2]) > 0 and int(row[3]) + int(row[4]) == int(row[2]), text
+    assert status == 0, text

@@ -130,7 +130,7 @@ def idle_ttft(model: Any, tokenizer: Any, device: torch.device, prompt_tokens: i
     """Time to first token for one question alone with a prompt of about `prompt_tokens` tokens."""
     filler = "고려대학교 자연어처리 연구실에서 만든 한국어 언어 모델 구름에 대해 자세히 설명해 주세요. "
     question = filler
-    while len(tokenizer(render_kullm_v1(question + filler), add_special_tokens=False).input_ids) <= prompt_tokens:
+    while len(tokenizer(render_kullm_v1(question), add_special_tokens=False).input_ids) < prompt_tokens:
         question += filler
     prompt = render_kullm_v1(question)
     length = len(tokenizer(prompt, add_special_tokens=False).input_ids)

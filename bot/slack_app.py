@@ -108,6 +108,10 @@ class KullmSlack:
 
     async def on_command(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
         await ack()
+        # Each invocation has its own trigger_id: a replayed request (same body and signature) asks nothing.
+        if not await self.relay.first_delivery(f"command:{command.get('trigger_id')}"):
+            log.warning("slack: a /kullm request was delivered twice (replayed?): ignored")
+            return
         user, channel, question = command["user_id"], command["channel_id"], command.get("text", "").strip()
         if not question:
             await respond(text("usage_slack", self.language), response_type="ephemeral")

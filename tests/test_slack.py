@@ -205,6 +205,12 @@ async def test_stop_button_is_honoured_only_for_the_asker(slack_env_fixture: Sla
     await s.click_button(s.channel_id, placeholder["ts"], CANCEL_ACTION, button["value"], s.alice)
     final = await s.wait_for(lambda: placeholder if not placeholder.get("blocks") else None)
     assert final["text"].endswith("⏹️ 답변을 멈췄습니다.")
+    # A click from a stale view, and one naming a question that never existed: told, nothing else changes.
+    edits = placeholder["edits"]
+    for value in (button["value"], "0" * 32):
+        await s.click_button(s.channel_id, placeholder["ts"], CANCEL_ACTION, value, s.alice)
+    await s.wait_for(lambda: len([e for e in s.ephemerals if e["text"] == "이 답변은 이미 끝났습니다."]) == 2)
+    assert placeholder["edits"] == edits
 
 
 async def test_a_retried_event_is_answered_once(slack_env_fixture: Slack) -> None:
@@ -329,10 +335,15 @@ async def test_http_mode_verifies_signatures(redis_server: RedisServer, start_wo
             stale = sign(standin.signing_secret, body, now - 600)
             assert await post(forged) == 401
             assert await post(stale) == 401
-            assert await post(sign(standin.signing_secret, body, now)) == 200
+            signed = sign(standin.signing_secret, body, now)
+            assert await post(signed) == 200
             slack = Slack(standin, bot, tmp_path)
             asked = await slack.asked_message(standin.channel_id)
             await slack.answer_in_thread(standin.channel_id, asked["ts"], tiny_model.CAPITAL)
+            assert await post(signed) == 200  # replayed within the 5-minute window: acknowledged, not asked again
+            await asyncio.sleep(1.0)
+            assert len([m for m in slack.bot_posts(standin.channel_id) if "님의 질문" in m["text"]]) == 1
+            assert "delivered twice" in bot.log()
     finally:
         await asyncio.to_thread(bot.stop)
         await standin.stop()

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import os
 import random
 import signal
 import statistics
@@ -32,7 +30,7 @@ from chatbus import Bus, Done, Keys, connect, decode_event
 from tests import tiny_model
 from tests.discord_standin import DiscordStandIn
 from tests.discord_standin import _user as discord_user
-from tests.servers import ROOT, BotProcess, RedisServer, WorkerProcess
+from tests.servers import ROOT, RUNNING_ASKS, AskProcess, BotProcess, RedisServer, WorkerProcess
 from tests.slack_standin import SlackStandIn
 
 ASKED = [
@@ -180,35 +178,16 @@ class Service:
 
     async def _kullm_ask(self, asked: Ask, client_env: dict[str, str]) -> tuple[int, str]:
         """`kullm ask --json` as a terminal user runs it; its events land in `asked.events` as they stream."""
-        env = {
-            **os.environ,
-            "REDIS_URL": self.redis.url,
-            "PYTHONUNBUFFERED": "1",
-            "USER": asked.user,  # getpass.getuser(): who asks
-            "LOGNAME": asked.user,
-            **CLIENT_ENV,
-            **client_env,
-        }
+        env = {"USER": asked.user, "LOGNAME": asked.user, **CLIENT_ENV, **client_env}  # getpass.getuser(): who asks
         async with self.ask_slots:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "kullm.cli",
-                "ask",
-                "--json",
-                asked.question,
-                cwd=ROOT,
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            assert process.stdout is not None and process.stderr is not None
-            stderr = asyncio.create_task(process.stderr.read())
-            async for line in process.stdout:
-                if line.strip():
-                    asked.events.append(json.loads(line))
-            code = await process.wait()
-            return code, (await stderr).decode(errors="replace")
+            client = AskProcess(self.redis.url, asked.question, env=env)
+            asked.events = client.events
+            try:
+                await until(lambda: client.process.poll() is not None, WAIT_S + 60, 0.05)
+            finally:
+                client.close()
+                RUNNING_ASKS.remove(client)
+            return client.process.returncode, client.stderr()
 
     # ---- outcomes ---------------------------------------------------------------------------------------------
 

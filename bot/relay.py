@@ -150,18 +150,18 @@ class Relay:
         try:
             await self.bus.track(record)
             await self.bus.enqueue(item, self.settings.max_queue)
-        except (QueueFull, RedisError) as exc:
-            if isinstance(exc, QueueFull):
-                notice = text("overloaded", self.settings.bot_language, depth=exc.depth)
-            else:
-                log.warning("%s question %s: Redis is unreachable, not queued", self.platform, item.id)
-                notice = text("unavailable", self.settings.bot_language)
-            await self.surface.edit(target, notice, final=True)
-            with contextlib.suppress(RedisError):
-                await self.bus.untrack(self.platform, item.id)
+        except QueueFull as exc:
+            notice = text("overloaded", self.settings.bot_language, depth=exc.depth)
+        except RedisError:
+            log.warning("%s question %s: Redis is unreachable, not queued", self.platform, item.id)
+            notice = text("unavailable", self.settings.bot_language)
+        else:
+            log.info("%s question %s queued", self.platform, item.id)
+            self._spawn(record)
             return item.id
-        log.info("%s question %s queued", self.platform, item.id)
-        self._spawn(record)
+        await self.surface.edit(target, notice, final=True)
+        with contextlib.suppress(RedisError):
+            await self.bus.untrack(self.platform, item.id)
         return item.id
 
     async def history(self, thread: str) -> list[Turn]:

@@ -909,13 +909,7 @@ class SlackStandIn:
         if user not in channel["members"]:
             raise SlackError("user_not_in_channel")
         content = self._content(args)
-        entry = {
-            "channel": channel["id"],
-            "user": user,
-            "text": content["text"],
-            "blocks": content.get("blocks"),
-            "thread_ts": args.get("thread_ts"),
-        }
+        entry = {"channel": channel["id"], "user": user, "text": content["text"], "blocks": content.get("blocks")}
         entry |= {"thread_ts": args.get("thread_ts"), "via": "chat.postEphemeral"}
         self.ephemerals.append(entry)
         return {"message_ts": self._next_ts()}

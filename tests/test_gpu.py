@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from bench import engine as engine_bench
-from inference.engine import GenerationRequest, GenerationUpdate, TransformersEngine
-from inference.model import Loaded, build_transformers
-from inference.settings import WorkerSettings
+from inference.engine import GenerationUpdate, TransformersEngine
+from inference.model import Loaded
 from tests.servers import RedisServer, WorkerProcess, run_kullm
+from tests.test_engine import load, request, run
 
 pytestmark = [
     pytest.mark.gpu,
@@ -24,28 +24,16 @@ pytestmark = [
 QUESTIONS = ["딥러닝이 뭐야?", "한국의 수도는 어디야?", "긴 이야기를 들려줘", "인사해줘"]
 
 
-def load_cuda(model_dir: Path, max_batch_size: int) -> Loaded:
-    settings = WorkerSettings(  # type: ignore[call-arg]
-        _env_file=None, model_id=str(model_dir), device="cuda", dtype="auto", do_sample=False
-    )
-    loaded = build_transformers(settings)
-    loaded.engine.max_batch_size = max_batch_size
-    return loaded
-
-
 def answer(loaded: Loaded, questions: list[str]) -> dict[str, str]:
-    engine = loaded.engine
     for index, question in enumerate(questions):
-        prompt = loaded.prompts.build(question, max_new_tokens=512)
-        engine.add(GenerationRequest(str(index), prompt.text, 512))
+        loaded.engine.add(request(loaded, str(index), question))
     finished: dict[str, GenerationUpdate] = {}
-    while engine.active:
-        finished.update({u.id: u for u in engine.step() if u.finished})
+    run(loaded.engine, finished)  # type: ignore[arg-type]
     return {questions[int(i)]: u.text for i, u in finished.items()}
 
 
 def test_the_engine_runs_in_fp16_on_the_gpu_and_batching_changes_no_answer(model_dir: Path) -> None:
-    loaded = load_cuda(model_dir, max_batch_size=8)
+    loaded = load(model_dir, device="cuda", max_batch_size=8)  # DTYPE=auto
     assert isinstance(loaded.engine, TransformersEngine)
     parameter = next(loaded.engine.model.parameters())
     assert parameter.device.type == "cuda" and parameter.dtype == torch.float16  # DTYPE=auto: fp16 on CUDA

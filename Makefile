@@ -6,9 +6,11 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= worker,discord,slack,test
 
-.PHONY: test setup redis lint typecheck unit bench clean
+FLOOR := .cache/transformers-floor
 
-test: setup lint typecheck
+.PHONY: test setup redis lint typecheck unit test-floor bench gpu-bundle gpu-dry-run clean
+
+test: setup lint typecheck test-floor
 	$(PY) -m pytest
 
 setup: $(VENV)/.installed redis
@@ -35,8 +37,27 @@ typecheck: setup
 unit: setup
 	$(PY) -m pytest -m "not e2e"
 
+# The engine on the lowest transformers pyproject.toml allows (the GPU hosts' version), CPU-only:
+# the engine, prompt and benchmark tests, and the GPU tests on the CPU (a worker process included).
+test-floor: setup $(FLOOR)/.installed
+	PYTHONPATH=$(FLOOR) $(PY) -c "import transformers as t; v = '$(shell sed -n 's/^transformers==//p' constraints/transformers-floor.txt)'; assert t.__version__ == v, (t.__version__, v)"
+	PYTHONPATH=$(FLOOR) KULLM_GPU_TESTS_DEVICE=cpu $(PY) -m pytest -q -p no:cacheprovider \
+		tests/test_engine.py tests/test_prompt.py tests/test_bench.py tests/test_gpu.py
+
+$(FLOOR)/.installed: constraints/transformers-floor.txt $(VENV)/.installed
+	rm -rf $(FLOOR)
+	$(PY) -m pip install -q --no-deps --target $(FLOOR) -r constraints/transformers-floor.txt
+	touch $@
+
 bench: setup
 	$(PY) -m bench.engine
 
+# Everything a bare GPU host lacks, into .gpu/ (see bench/gpu/run.sh and README "GPU check").
+gpu-bundle: setup
+	$(PY) -m bench.gpu.bundle
+
+gpu-dry-run: setup
+	DRY_RUN=1 PYTHON=$(PY) bash bench/gpu/run.sh
+
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache .gpu bench/gpu/results

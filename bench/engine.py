@@ -8,6 +8,9 @@ new tokens per question, so the token counts compare.
     python -m bench.engine                              # tiny model on CPU (built if needed)
     python -m bench.engine --model DIR --concurrency 1,8
     python -m bench.engine --architecture polyglot-ko-12.8b --random-weights   # GPU, no download
+
+A worker can serve the same random-weight shapes (the GPU check's end-to-end run does):
+`ENGINE=bench.engine:random_weights_engine MODEL_ID=random:polyglot-ko-12.8b kullm worker`.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from typing import Any
 import torch
 
 from inference.engine import GenerationRequest, Sampling, TransformersEngine
-from inference.model import resolve_device, resolve_dtype
+from inference.errors import EngineLoadError
+from inference.model import Loaded, engine_on, resolve_device, resolve_dtype
 from inference.prompt import render_kullm_v1
+from inference.settings import WorkerSettings
 
 QUESTIONS = [
     "딥러닝이 뭐야?",
@@ -36,10 +41,11 @@ QUESTIONS = [
     "좋은 습관을 만드는 방법 세 가지를 알려줘",
     "다음 문장을 영어로 번역해줘: 오늘은 날씨가 맑고 따뜻합니다.",
 ]
+POLYGLOT_VOCAB = 30080
 ARCHITECTURES = {
     # Polyglot-ko 12.8B, the backbone of metterian/kullm-polyglot-12.8b.
     "polyglot-ko-12.8b": {
-        "vocab_size": 30080,
+        "vocab_size": POLYGLOT_VOCAB,
         "hidden_size": 5120,
         "num_hidden_layers": 40,
         "num_attention_heads": 40,
@@ -51,6 +57,15 @@ ARCHITECTURES = {
         "tie_word_embeddings": False,
     },
 }
+# The same architecture scaled down for CPU dry runs of the GPU check (about 18 M parameters).
+ARCHITECTURES["polyglot-ko-small"] = {
+    **ARCHITECTURES["polyglot-ko-12.8b"],
+    "hidden_size": 256,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "intermediate_size": 1024,
+}
+RANDOM_PREFIX = "random:"
 
 
 @dataclass
@@ -156,9 +171,7 @@ def load(args: argparse.Namespace) -> tuple[Any, Any, torch.device]:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     if args.architecture:
-        from tests.tiny_model import build
-
-        tokenizer = AutoTokenizer.from_pretrained(build())  # ids < 30080: any Polyglot-sized vocab works
+        tokenizer = random_model_tokenizer()
         model = random_model(args.architecture, dtype, device)
     else:
         model_dir = args.model or _tiny_model()
@@ -166,6 +179,33 @@ def load(args: argparse.Namespace) -> tuple[Any, Any, torch.device]:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
     model.eval()
     return model, tokenizer, device
+
+
+def random_model_tokenizer(vocab_size: int = POLYGLOT_VOCAB) -> Any:
+    """The tiny model's Korean tokenizer grown to the full vocabulary, so every sampled id decodes to text.
+
+    The tiny BPE has about a thousand tokens; random weights sample from all 30,080 ids, and ids the
+    tokenizer lacks decode to nothing — no deltas would stream. Hangul syllables, then Hanja, fill the rest.
+    """
+    from transformers import AutoTokenizer
+
+    from tests.tiny_model import build
+
+    tokenizer = AutoTokenizer.from_pretrained(build())
+    known = set(tokenizer.get_vocab())
+    filler = (chr(c) for c in [*range(0xAC00, 0xD7A4), *range(0x4E00, 0xA000)] if chr(c) not in known)
+    tokenizer.add_tokens([next(filler) for _ in range(vocab_size - len(tokenizer))])
+    return tokenizer
+
+
+def random_weights_engine(settings: WorkerSettings) -> Loaded:
+    """Worker engine factory: `MODEL_ID=random:<architecture>` served with random weights, nothing downloaded."""
+    if not settings.model_id.startswith(RANDOM_PREFIX) or settings.model_id[len(RANDOM_PREFIX) :] not in ARCHITECTURES:
+        raise EngineLoadError(f"MODEL_ID must be {RANDOM_PREFIX}<architecture>, one of {sorted(ARCHITECTURES)}")
+    device = resolve_device(settings.device)
+    model = random_model(settings.model_id[len(RANDOM_PREFIX) :], resolve_dtype(settings.dtype, device), device)
+    model.eval()
+    return engine_on(model, random_model_tokenizer(), settings)
 
 
 def random_model(name: str, dtype: torch.dtype, device: torch.device) -> Any:

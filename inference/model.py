@@ -76,6 +76,11 @@ def load_model(settings: WorkerSettings) -> tuple[Any, Any]:
 def build_transformers(settings: WorkerSettings) -> Loaded:
     """The default engine factory: load the model and wrap it."""
     model, tokenizer = load_model(settings)
+    return engine_on(model, tokenizer, settings)
+
+
+def engine_on(model: Any, tokenizer: Any, settings: WorkerSettings) -> Loaded:
+    """The batched engine and its prompt builder on a model that is already loaded."""
     sampling = Sampling(
         do_sample=settings.do_sample,
         temperature=settings.temperature,

@@ -12,6 +12,14 @@ from tests import tiny_model
 from tests.servers import RUNNING_ASKS, RedisServer, WorkerProcess
 
 
+def pytest_report_header() -> str:
+    """The versions the engine tests ran against (`make test` runs them on the transformers floor too)."""
+    import torch
+    import transformers
+
+    return f"torch {torch.__version__}, transformers {transformers.__version__}"
+
+
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
     """The tiny KULLM stand-in, trained once and cached under .cache/."""

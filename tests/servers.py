@@ -299,6 +299,7 @@ class AskProcess:
             text=True,
         )
         self.events: list[dict[str, object]] = []
+        self.arrived_s: list[float] = []  # time.monotonic() at which each event was read
         self.err_lines: list[str] = []
         self._readers = [
             threading.Thread(target=self._read, daemon=True),
@@ -313,6 +314,7 @@ class AskProcess:
         with self.process.stdout:
             for line in self.process.stdout:
                 if line.strip():
+                    self.arrived_s.append(time.monotonic())
                     self.events.append(json.loads(line))
 
     def _read_err(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -136,7 +137,15 @@ def cache_dir(base: Path = DEFAULT_CACHE) -> Path:
 
 
 def build(target: Path | None = None) -> Path:
-    """Return a directory holding the trained tiny model, building it when missing."""
+    """Return a directory holding the trained tiny model, building it when missing.
+
+    `KULLM_TINY_MODEL` names a directory built earlier (the GPU bundle carries one), used as it is.
+    """
+    prebuilt = os.environ.get("KULLM_TINY_MODEL")
+    if target is None and prebuilt:
+        if not (Path(prebuilt) / "ready.json").exists():
+            raise RuntimeError(f"KULLM_TINY_MODEL={prebuilt} holds no built tiny model (no ready.json)")
+        return Path(prebuilt)
     target = target or cache_dir()
     if (target / "ready.json").exists():
         return target

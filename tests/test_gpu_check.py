@@ -1,0 +1,129 @@
+"""The GPU check cannot rot: its bundle is made and used, and its script runs every step on the CPU.
+
+`make gpu-bundle` downloads from the package registries (as `make setup` does); the dry run then
+runs `bench/gpu/run.sh` exactly as a GPU host would, with the bundle's redis-server and tiny
+model, on the CPU with a small shape. Speed is not asserted here: only that every step ran.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from bench.gpu import bundle
+from tests.servers import ROOT, free_port, wait_until
+
+BARE_HOST_LACKS = {"redis", "pydantic", "pydantic-core", "pydantic-settings", "python-dotenv", "pytest-asyncio"}
+
+
+@pytest.fixture(scope="module")
+def gpu_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("bundle") / ".gpu"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.gpu.bundle", "--dest", str(dest)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return dest
+
+
+def test_the_closure_carries_what_the_host_lacks_and_refuses_what_it_cannot_meet() -> None:
+    host = bundle.host_packages()
+    closure = bundle.resolve(bundle.project_roots(), host)
+    assert set(closure.carry) >= BARE_HOST_LACKS
+    assert not {"torch", "transformers", "aiohttp", "rich", "numpy"} & set(closure.carry)
+    assert set(bundle.ALWAYS_CARRY) <= set(closure.carry)  # the same test runner as CI, a recent typing-extensions
+    too_new = [Requirement("transformers>=99")]
+    with pytest.raises(bundle.BundleError, match=r"the GPU host has transformers 5\.17\.0"):
+        bundle.resolve(too_new, host)
+    with pytest.raises(bundle.BundleError, match="not installed here"):
+        bundle.resolve([Requirement("surely-not-a-package-kullm")], host)
+
+
+@pytest.mark.timeout(300)
+def test_the_bundle_holds_wheels_a_redis_server_and_the_model(gpu_bundle: Path, tmp_path: Path) -> None:
+    manifest = (gpu_bundle / "MANIFEST.txt").read_text()
+    assert "python: 3.12" in manifest
+    wheels = sorted(p.name for p in (gpu_bundle / "wheels").glob("*.whl"))
+    names = {w.split("-")[0].replace("_", "-").lower() for w in wheels}
+    assert names >= BARE_HOST_LACKS and "torch" not in names
+    assert all(w.endswith("-none-any.whl") or ("cp312" in w and "x86_64" in w) for w in wheels)
+    assert bundle.size_of(gpu_bundle) < bundle.CARRY_LIMIT_BYTES - bundle.tracked_size()
+    assert (gpu_bundle / "model" / "ready.json").exists()
+    # The bundled redis-server answers through its own loader, with no redis-server on PATH.
+    port = free_port()
+    server = subprocess.Popen(
+        [gpu_bundle / "bin" / "redis-server", "--port", str(port), "--save", "", "--dir", str(tmp_path)],
+        env={"PATH": "/usr/bin:/bin"},
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        import redis
+
+        client = redis.Redis(port=port)
+        wait_until(lambda: _pings(client), 10, what="the bundled redis-server")
+        assert client.info("server")["redis_version"].startswith("7.")
+        client.close()
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def python_3_12() -> str | None:
+    """A CPython 3.12 that runs here (the GPU hosts' Python), if this machine has one."""
+    candidates = [shutil.which("python3.12"), *map(str, Path.home().glob(".pyenv/versions/3.12*/bin/python3.12"))]
+    for candidate in filter(None, candidates):
+        is_312 = "import sys; assert sys.version_info[:2] == (3, 12)"
+        check = subprocess.run([candidate, "-c", is_312], capture_output=True)
+        if check.returncode == 0:
+            return candidate
+    return None
+
+
+@pytest.mark.skipif(python_3_12() is None, reason="no CPython 3.12 on this machine")
+def test_the_wheels_install_offline_and_import_on_python_3_12(gpu_bundle: Path, tmp_path: Path) -> None:
+    python = python_3_12()
+    assert python is not None
+    wheels = [str(p) for p in (gpu_bundle / "wheels").glob("*.whl")]
+    install = [python, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--target", str(tmp_path), *wheels]
+    assert subprocess.run(install, capture_output=True, text=True).returncode == 0
+    # The runtime side only: pytest needs the host's pygments and packaging, which this Python may lack.
+    imports = "import redis, pydantic, pydantic_core, pydantic_settings, dotenv, chatbus"
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": f"{tmp_path}:{ROOT}", "PYTHONNOUSERSITE": "1"}
+    result = subprocess.run([python, "-c", imports], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.timeout(300)
+def test_the_dry_run_runs_every_step_of_the_gpu_check(gpu_bundle: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path), "PYTHON": sys.executable, "GPU_BUNDLE": str(gpu_bundle)}
+    env.pop("KULLM_TINY_MODEL", None)
+    command = ["bash", "bench/gpu/run.sh"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
+    summary = (tmp_path / "summary.md").read_text()
+    assert result.returncode == 0, summary
+    steps = ["install the bundle", "private redis-server", "gpu-marked tests", "engine benchmark", "end to end"]
+    assert all(re.search(rf"^\| {step} \| .* \| passed \|$", summary, re.M) for step in steps), summary
+    assert "nvidia-smi: not found" in summary and "torch 2." in summary  # the environment heads the results
+    assert re.search(r"2 passed, 1 skipped", summary)
+    for inflight in (1, 8, 16, 32):
+        assert f"| engine, {inflight} in flight | {inflight} |" in summary
+    assert "of the bound" in summary and "time to first token at idle" in summary
+    assert "| enqueue → first delta |" in summary and "answered 32/32" in summary
+    assert len(list(tmp_path.iterdir())) <= 8  # what the device tool brings back from $OUT
+    assert "딥러닝" not in (tmp_path / "e2e-worker.log").read_text()  # no user text in logs
+
+
+def _pings(client: object) -> bool:
+    import redis
+
+    try:
+        return bool(client.ping())  # type: ignore[attr-defined]
+    except redis.ConnectionError:
+        return False

@@ -462,6 +462,47 @@ async def worker_kills(service: Service, trials: int, rows: list[Scenario]) -> N
     rows.append(row)
 
 
+async def worker_freezes(service: Service, trials: int, rows: list[Scenario]) -> None:
+    """SIGSTOP the worker answering a long question until another takes it over, then SIGCONT it mid-answer.
+
+    The thawed worker still holds the question and keeps generating: its writes must be fenced off,
+    so the asker sees one answer with no stale text interleaved (graded from the streamed deltas too).
+    """
+    row = Scenario("worker frozen (SIGSTOP) past RECLAIM_IDLE_S, thawed mid-answer", runs=trials)
+    rng = random.Random(13)
+    fenced = 0
+    for trial in range(trials):
+        asked = await service.ask("terminal", LONG[0], 6500 + trial)
+        started = await until(lambda a=asked: next((e for e in a.events if e["type"] == "started"), None), 60)
+        await asyncio.sleep(rng.uniform(0.0, 0.5))
+        frozen = next(w for w in service.workers if w.env["WORKER_NAME"] == started["worker"])
+        assert frozen.process is not None
+        before = frozen.log().count("another worker owns it now")
+        frozen.process.send_signal(signal.SIGSTOP)
+        try:
+            await until(lambda a=asked: any(e["type"] == "restart" for e in a.events), 60)
+        finally:
+            frozen.process.send_signal(signal.SIGCONT)
+        await settle(service, [asked], 120)
+        grade(service, row, [asked])
+        if streamed_text(asked.events) != asked.expected and service.finals(asked) == [asked.expected]:
+            row.answered_once -= 1
+            row.wrong += 1  # a stale delta was interleaved into the streamed answer
+        with contextlib.suppress(TimeoutError):
+            await until(lambda w=frozen, n=before: w.log().count("another worker owns it now") > n, 15)
+        fenced += frozen.log().count("another worker owns it now") - before
+    row.notes.append(f"the thawed worker dropped its stale copy {fenced} times of {trials}; its writes were fenced")
+    rows.append(row)
+
+
+def streamed_text(events: list[dict[str, Any]]) -> str:
+    """The answer a terminal user watched stream: deltas since the last `restart`."""
+    text = ""
+    for event in events:
+        text = "" if event["type"] == "restart" else text + str(event.get("text", "")) * (event["type"] == "delta")
+    return text
+
+
 async def redis_restarts(service: Service, trials: int, rows: list[Scenario]) -> None:
     """Kill Redis (SIGKILL) with questions queued and streaming from all front-ends; restart it on its AOF."""
     row = Scenario("Redis SIGKILLed under load, restarted with AOF", runs=trials)
@@ -557,6 +598,7 @@ async def main_async(args: argparse.Namespace) -> int:
         ("connection drops", lambda s: connection_drops(s, args.fault_trials, rows)),
         ("429s", lambda s: rate_limits(s, args.fault_trials, rows)),
         ("worker kills", lambda s: worker_kills(s, args.kill_trials, rows)),
+        ("worker freezes", lambda s: worker_freezes(s, args.fault_trials, rows)),
         ("redis restarts", lambda s: redis_restarts(s, args.redis_trials, rows)),
         ("out of memory", lambda s: out_of_memory(s, args.fault_trials, rows)),
     ]

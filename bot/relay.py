@@ -28,7 +28,19 @@ from bot.formatting import split_message
 from bot.settings import ClientSettings
 from bot.terminal import check_question
 from bot.texts import error_text, text
-from chatbus import AnswerTimeout, Bus, Delta, Done, ErrorEvent, InflightRecord, Question, QueueFull, Restart, Turn
+from chatbus import (
+    AnswerTimeout,
+    Bus,
+    Delta,
+    Done,
+    ErrorEvent,
+    InflightRecord,
+    Question,
+    QueueFull,
+    Restart,
+    Turn,
+    write_refusal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +104,15 @@ class Relay:
         try:
             return await self._limit_refusal(user)
         except RedisError as exc:
-            log.warning("%s: Redis is unreachable (%s): question refused", self.platform, type(exc).__name__)
-            return text("unavailable", self.settings.bot_language)
+            log.warning("%s: Redis is unreachable or refuses writes (%s): question refused", self.platform, exc)
+            return self._unavailable(exc)
+
+    def _unavailable(self, exc: RedisError) -> str:
+        """The "cannot take questions now" notice, naming a write refusal (OOM, READONLY…) when that is the cause."""
+        refusal = write_refusal(exc)
+        if refusal:
+            return text("redis_refuses", self.settings.bot_language, reason=refusal)
+        return text("unavailable", self.settings.bot_language)
 
     async def _limit_refusal(self, user: str) -> str | None:
         limit = self.settings.user_questions_per_minute
@@ -152,9 +171,9 @@ class Relay:
             await self.bus.enqueue(item, self.settings.max_queue)
         except QueueFull as exc:
             notice = text("overloaded", self.settings.bot_language, depth=exc.depth)
-        except RedisError:
-            log.warning("%s question %s: Redis is unreachable, not queued", self.platform, item.id)
-            notice = text("unavailable", self.settings.bot_language)
+        except RedisError as exc:
+            log.warning("%s question %s: Redis is unreachable or refuses writes, not queued", self.platform, item.id)
+            notice = self._unavailable(exc)
         else:
             log.info("%s question %s queued", self.platform, item.id)
             self._spawn(record)

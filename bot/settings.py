@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from chatbus.messages import MAX_QUESTION_CHARS
+
 
 class ClientSettings(BaseSettings):
     """What every front-end shares: where the queue is and the limits it enforces before enqueueing."""
@@ -16,7 +18,7 @@ class ClientSettings(BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     key_prefix: str = "kullm:"
     bot_language: Literal["ko", "en"] = "ko"
-    max_question_chars: int = Field(default=4000, ge=1)
+    max_question_chars: int = Field(default=4000, ge=1, le=MAX_QUESTION_CHARS)  # the contract's ceiling
     max_queue: int = Field(default=200, ge=1)
     question_ttl_s: float = Field(default=600.0, gt=0)
     answer_start_timeout_s: float | None = Field(default=None, gt=0)

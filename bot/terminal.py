@@ -18,6 +18,7 @@ import time
 from typing import Protocol, TextIO
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
@@ -37,6 +38,7 @@ from chatbus import (
     Restart,
     connect,
     redact_url,
+    write_refusal,
 )
 
 REDIS_RETRY_S = 0.5
@@ -160,6 +162,12 @@ async def ask(
         return await _ask(bus, item, settings, _renderer(as_json, out, err, language), err)
     except RedisConnectionError:
         err.write(text("redis_down", language, url=redact_url(settings.redis_url)) + "\n")
+        return EXIT_REDIS
+    except ResponseError as exc:
+        refusal = write_refusal(exc)
+        if refusal is None:
+            raise
+        err.write(text("redis_refuses", language, reason=refusal) + "\n")
         return EXIT_REDIS
     finally:
         await bus.redis.aclose()

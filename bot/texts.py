@@ -38,6 +38,12 @@ _TEXTS: dict[str, dict[Language, str]] = {
         "ko": "🔌 Redis에 연결할 수 없습니다 ({url}). REDIS_URL을 확인해 주세요.",
         "en": "🔌 Cannot reach Redis ({url}). Check REDIS_URL.",
     },
+    "redis_refuses": {
+        "ko": "🔌 지금은 질문을 받을 수 없습니다: 대기열(Redis)이 쓰기를 거부합니다 ({reason}). "
+        "잠시 후 다시 물어봐 주세요.",
+        "en": "🔌 Questions can't be taken right now: the queue (Redis) refuses writes ({reason}). "
+        "Please try again shortly.",
+    },
     "unavailable": {
         "ko": "🔌 지금은 질문을 받을 수 없습니다: 대기열(Redis)에 연결되지 않습니다. 잠시 후 다시 물어봐 주세요.",
         "en": "🔌 Questions can't be taken right now: the queue (Redis) is unreachable. Please try again shortly.",

@@ -1,6 +1,6 @@
 """The queue contract between chat adapters and inference workers (Redis Streams)."""
 
-from chatbus.errors import ChatbusError, MalformedMessage, QueueFull
+from chatbus.errors import ChatbusError, MalformedMessage, QueueFull, write_refusal
 from chatbus.keys import DEFAULT_PREFIX, WORKER_GROUP, Keys
 from chatbus.messages import (
     AnswerEvent,
@@ -18,7 +18,7 @@ from chatbus.messages import (
     decode_event,
     is_final,
 )
-from chatbus.streams import AnswerTimeout, Bus, BusStats, Delivery, connect, redact_url
+from chatbus.streams import AnswerTimeout, Bus, BusStats, Delivery, Write, connect, redact_url
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -43,8 +43,10 @@ __all__ = [
     "Started",
     "Turn",
     "WorkerStatus",
+    "Write",
     "connect",
     "decode_event",
     "is_final",
     "redact_url",
+    "write_refusal",
 ]

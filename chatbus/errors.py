@@ -9,6 +9,16 @@ Hierarchy::
 
 from __future__ import annotations
 
+import re
+
+from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError, ResponseError
+
+# Redis answers these while it is up but will not take writes: `maxmemory` with `noeviction` (OOM),
+# a replica after a failover (READONLY), a failed save with stop-writes-on-bgsave-error (MISCONF),
+# too few replicas (NOREPLICAS), a replica cut off from its master (MASTERDOWN), a blocked read
+# ended by a role change (UNBLOCKED, during a failover). Each can pass.
+_REFUSALS = re.compile(r"\b(OOM|READONLY|MISCONF|NOREPLICAS|MASTERDOWN|UNBLOCKED)\b")
+
 
 class ChatbusError(Exception):
     """Root of every error the contract raises."""
@@ -17,9 +27,10 @@ class ChatbusError(Exception):
 class MalformedMessage(ChatbusError):
     """A Redis value that is not a valid message of this contract version."""
 
-    def __init__(self, reason: str, entry_id: str | None = None) -> None:
+    def __init__(self, reason: str, entry_id: str | None = None, *, oversized: bool = False) -> None:
         self.reason = reason
         self.entry_id = entry_id
+        self.oversized = oversized  # past one of the contract's size limits (answered as `too_long`)
         where = f" (entry {entry_id})" if entry_id else ""
         super().__init__(f"malformed message{where}: {reason}")
 
@@ -31,3 +42,15 @@ class QueueFull(ChatbusError):
         self.depth = depth
         self.max_queue = max_queue
         super().__init__(f"queue full: {depth} questions waiting (limit {max_queue})")
+
+
+def write_refusal(exc: BaseException) -> str | None:
+    """`OOM`, `READONLY`, `MISCONF`… when Redis refused a write for a reason that can pass, else None."""
+    if not isinstance(exc, ResponseError):
+        return None
+    # redis-py strips the code of the errors it has a class for; the others keep it in the message.
+    for kind, code in ((OutOfMemoryError, "OOM"), (ReadOnlyError, "READONLY"), (MasterDownError, "MASTERDOWN")):
+        if isinstance(exc, kind):
+            return code
+    match = _REFUSALS.search(str(exc))
+    return match.group(1) if match else None

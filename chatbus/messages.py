@@ -19,13 +19,21 @@ from chatbus.errors import MalformedMessage
 from chatbus.keys import FIELD
 
 VERSION = 1
+# Hard limits of the contract, whatever an adapter allows (its own limits are lower): an entry past
+# them is refused at decode, so no worker tokenises megabytes or holds them in a batch.
+MAX_QUESTION_CHARS = 16_000
+MAX_CONTEXT_CHARS = 200_000  # a long replied-to message or a text file as 맥락
+MAX_TURN_CHARS = 16_000  # each question and each answer of a past turn
+MAX_TURNS = 50
+MAX_ENTRY_BYTES = 1_048_576  # the whole JSON document of one questions-stream entry
+MAX_TIMESTAMP = 1e11  # seconds since the epoch (year 5138): anything later is absurd
 _M = TypeVar("_M", bound=BaseModel)
 ErrorCode: TypeAlias = Literal["too_long", "expired", "cancelled", "overloaded", "failed"]
 FinishReason: TypeAlias = Literal["stop", "length"]
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     v: Literal[1] = 1
 
@@ -43,8 +51,8 @@ class Turn(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    question: str
-    answer: str
+    question: str = Field(max_length=MAX_TURN_CHARS)
+    answer: str = Field(max_length=MAX_TURN_CHARS)
 
 
 class Question(_Message):
@@ -52,13 +60,13 @@ class Question(_Message):
 
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     platform: str = Field(min_length=1, max_length=32)
-    question: str = Field(min_length=1)
-    context: str = ""
-    history: tuple[Turn, ...] = ()
-    target: dict[str, str] = Field(default_factory=dict)
-    user: str = ""
-    created_at: float
-    expires_at: float
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
+    context: str = Field(default="", max_length=MAX_CONTEXT_CHARS)
+    history: tuple[Turn, ...] = Field(default=(), max_length=MAX_TURNS)
+    target: dict[str, Annotated[str, Field(max_length=256)]] = Field(default_factory=dict, max_length=16)
+    user: str = Field(default="", max_length=256)
+    created_at: float = Field(ge=0, lt=MAX_TIMESTAMP)
+    expires_at: float = Field(ge=0, lt=MAX_TIMESTAMP)
     max_new_tokens: int | None = Field(default=None, ge=1, le=8192)
 
     @classmethod
@@ -100,6 +108,8 @@ class Started(_Message):
     type: Literal["started"] = "started"
     worker: str
     attempt: int = Field(ge=1)
+    # The questions-stream entry being answered: a second entry with the same question id is a duplicate.
+    entry: str | None = None
 
 
 class Delta(_Message):
@@ -181,7 +191,7 @@ class DeadLetter(_Message):
     deliveries: int
     worker: str
     at: float
-    raw: str = Field(description="the original entry as received, lossily decoded")
+    raw: str = Field(description="the original entry as received, lossily decoded, cut to DEAD_RAW_MAX_CHARS")
 
 
 class WorkerStatus(_Message):
@@ -193,6 +203,11 @@ class WorkerStatus(_Message):
     slots: int
     seen_at: float
     draining: bool = False
+    heartbeat_s: float = Field(default=5.0, gt=0)  # how often it reports: a record older than 3 beats is dead
+
+    def live(self, now: float) -> bool:
+        """Reported within the last three heartbeats."""
+        return now - self.seen_at <= 3 * self.heartbeat_s
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> WorkerStatus:
@@ -204,6 +219,9 @@ def _document(fields: Mapping[Any, Any], entry_id: str | None) -> Any:
     raw = fields.get(FIELD, fields.get(FIELD.encode()))
     if raw is None:
         raise MalformedMessage(f"missing field {FIELD!r}", entry_id)
+    size = len(raw.encode() if isinstance(raw, str) else raw)
+    if size > MAX_ENTRY_BYTES:
+        raise MalformedMessage(f"entry of {size} bytes exceeds {MAX_ENTRY_BYTES}", entry_id, oversized=True)
     return _loads(raw, entry_id)
 
 
@@ -224,7 +242,8 @@ def _decode(model: type[_M], document: Any, entry_id: str | None) -> _M:
     try:
         return model.model_validate(document)
     except ValidationError as exc:
-        raise MalformedMessage(_first_error(exc), entry_id) from None
+        oversized = any(e["type"] in ("string_too_long", "too_long") for e in exc.errors())
+        raise MalformedMessage(_first_error(exc), entry_id, oversized=oversized) from None
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -40,6 +40,9 @@ ANSWER_TTL_S = 3600
 CANCEL_TTL_S = 3600
 # XCLAIM ... IDLE this long marks an entry as abandoned so any worker reclaims it at once.
 RELEASED_IDLE_MS = 10 * 24 * 3600 * 1000
+DEAD_MAXLEN = 10000
+# The dead stream keeps at most DEAD_MAXLEN entries of at most about this many characters each.
+DEAD_RAW_MAX_CHARS = 4096
 FOLLOW_BLOCK_MS = 1000
 
 # Leases are renewed and released only by the process that holds them.
@@ -62,7 +65,112 @@ redis.call('XADD', KEYS[1], '*', ARGV[2], ARGV[3])
 return {0, depth}
 """
 
+# Fencing (every worker write checks ownership in the same script as the write). A delivery is owned
+# by (consumer, delivery count): a reclaim by another worker changes the consumer and raises the
+# count, so a worker that stalled past RECLAIM_IDLE_S and woke up finds its token stale and its
+# writes are dropped, never merged. An entry that is neither pending nor in the stream, with no
+# final event in its answer stream, was lost with Redis's data: its holder may still finish it.
+# KEYS[1] is the questions stream; ARGV[1] the group and ARGV[2] the consumer in every script.
+_OWNED_LUA = """
+local function owned(entry, count, answers)
+  local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], entry, entry, 1)
+  if type(pending) == 'table' and pending.err == nil and pending[1] ~= nil then
+    return pending[1][2] == ARGV[2] and tonumber(pending[1][4]) == tonumber(count)
+  end
+  if #redis.call('XRANGE', KEYS[1], entry, entry) > 0 then return false end
+  if answers == nil then return false end
+  local last = redis.call('XREVRANGE', answers, '+', '-', 'COUNT', 1)
+  if #last == 0 then return true end
+  local ok, event = pcall(cjson.decode, last[1][2][2])
+  return not (ok and type(event) == 'table' and (event.type == 'done' or event.type == 'error'))
+end
+"""
+
+# ARGV: group, consumer, field, ttl_s, then per write: entry, count, ack (1/0), n events, events…
+# KEYS[1 + i] is the answer stream of write i. Returns the entries whose writes were dropped.
+_PUBLISH_LUA = (
+    _OWNED_LUA
+    + """
+local at, dropped = 5, {}
+for k = 2, #KEYS do
+  local entry, count, ack, n = ARGV[at], ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3])
+  if owned(entry, count, KEYS[k]) then
+    for e = 1, n do redis.call('XADD', KEYS[k], '*', ARGV[3], ARGV[at + 3 + e]) end
+    if n > 0 then redis.call('EXPIRE', KEYS[k], ARGV[4]) end
+    if ack == '1' and type(redis.pcall('XACK', KEYS[1], ARGV[1], entry)) == 'number' then
+      redis.call('XDEL', KEYS[1], entry)
+    end
+  else
+    table.insert(dropped, entry)
+  end
+  at = at + 4 + n
+end
+return dropped
+"""
+)
+
+# ARGV: group, consumer, then entry, count pairs; KEYS[1 + i] the answer stream of pair i.
+# Resets the idle time of the entries still owned (XCLAIM JUSTID); returns the ones lost.
+_HEARTBEAT_LUA = (
+    _OWNED_LUA
+    + """
+local lost = {}
+for k = 2, #KEYS do
+  local entry, count = ARGV[2 * k - 1], ARGV[2 * k]
+  if owned(entry, count, KEYS[k]) then
+    redis.pcall('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, entry, 'JUSTID')
+  else
+    table.insert(lost, entry)
+  end
+end
+return lost
+"""
+)
+
+# ARGV: group, consumer, idle_ms, then entry, count pairs: hand owned entries back (marked long idle).
+_RELEASE_ENTRIES_LUA = (
+    _OWNED_LUA
+    + """
+for i = 4, #ARGV, 2 do
+  if owned(ARGV[i], ARGV[i + 1], nil) then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
+  end
+end
+return 0
+"""
+)
+
+# KEYS[2] the dead stream. ARGV: group, consumer, entry, count, field, record, maxlen.
+_DEAD_LETTER_LUA = (
+    _OWNED_LUA
+    + """
+if not owned(ARGV[3], ARGV[4], nil) then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', ARGV[5], ARGV[6])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+return 1
+"""
+)
+
+# KEYS[1] questions. ARGV: group, the caller, idle_ms. Deletes consumers (not the caller) that have
+# nothing pending and were idle that long; DELCONSUMER would drop pending entries, hence the check here.
+_REAP_LUA = """
+local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if not ok then return {} end
+local gone = {}
+for _, flat in ipairs(consumers) do
+  local info = {}
+  for i = 1, #flat, 2 do info[flat[i]] = flat[i + 1] end
+  if info['name'] ~= ARGV[2] and tonumber(info['pending']) == 0 and tonumber(info['idle']) > tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    table.insert(gone, info['name'])
+  end
+end
+return gone
+"""
+
 _T = TypeVar("_T")
+AnswerEnds = tuple[AnswerEvent | None, AnswerEvent | None]  # the first and the last event of an answer stream
 
 
 class AnswerTimeout(ChatbusError):
@@ -78,6 +186,17 @@ class Delivery:
     question: Question | None
     error: MalformedMessage | None
     raw: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Write:
+    """A worker's fenced writes for one delivery: answer events, then (optionally) the ack."""
+
+    entry_id: str
+    deliveries: int  # the fencing token with the consumer name: a reclaim raises it
+    question_id: str
+    events: tuple[AnswerEvent, ...] = ()
+    ack: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,6 +219,11 @@ class Bus:
         self._enqueue_script = redis.register_script(_ENQUEUE_LUA)
         self._renew_script = redis.register_script(_RENEW_LUA)
         self._release_script = redis.register_script(_RELEASE_LUA)
+        self._publish_script = redis.register_script(_PUBLISH_LUA)
+        self._heartbeat_script = redis.register_script(_HEARTBEAT_LUA)
+        self._release_entries_script = redis.register_script(_RELEASE_ENTRIES_LUA)
+        self._dead_letter_script = redis.register_script(_DEAD_LETTER_LUA)
+        self._reap_script = redis.register_script(_REAP_LUA)
 
     # ------------------------------------------------------------------ adapter side
 
@@ -140,7 +264,11 @@ class Bus:
             entries = _entries(response)
             for raw_id, fields in entries:
                 after = _text(raw_id)
-                event = decode_event(fields, after)
+                try:
+                    event = decode_event(fields, after)
+                except MalformedMessage as exc:  # one bad event must not end the answer for its reader
+                    log.warning("answer %s: skipping an undecodable event (%s)", question_id, exc.reason)
+                    continue
                 started = True
                 last_event_at = time.monotonic()
                 yield after, event
@@ -243,27 +371,23 @@ class Bus:
             pipe.xdel(self.keys.questions, *entry_ids)
             await self._grouped(pipe.execute)
 
-    async def heartbeat(self, consumer: str, entry_ids: Sequence[str]) -> None:
-        """Reset the idle time of entries this worker is still answering (XCLAIM JUSTID)."""
-        if entry_ids:
-            await self._grouped(
-                lambda: self.redis.xclaim(self.keys.questions, WORKER_GROUP, consumer, 0, list(entry_ids), justid=True)
-            )
+    async def heartbeat(self, consumer: str, held: Sequence[Write]) -> set[str]:
+        """Reset the idle time of entries this worker still owns; returns the entry ids it lost."""
+        if not held:
+            return set()
+        args: list[str | int] = [WORKER_GROUP, consumer]
+        for write in held:
+            args += [write.entry_id, write.deliveries]
+        keys = [self.keys.questions, *(self.keys.answers(w.question_id) for w in held)]
+        return {_text(entry) for entry in await self._heartbeat_script(keys=keys, args=args)}
 
-    async def release(self, consumer: str, entry_ids: Sequence[str]) -> None:
-        """Hand entries back: mark them long idle so the next reclaim by any worker takes them."""
-        if entry_ids:
-            await self._grouped(
-                lambda: self.redis.xclaim(
-                    self.keys.questions,
-                    WORKER_GROUP,
-                    consumer,
-                    0,
-                    list(entry_ids),
-                    idle=RELEASED_IDLE_MS,
-                    justid=True,
-                )
-            )
+    async def release(self, consumer: str, held: Sequence[Write]) -> None:
+        """Hand owned entries back: mark them long idle so the next reclaim by any worker takes them."""
+        if held:
+            args: list[str | int] = [WORKER_GROUP, consumer, RELEASED_IDLE_MS]
+            for write in held:
+                args += [write.entry_id, write.deliveries]
+            await self._release_entries_script(keys=[self.keys.questions], args=args)
 
     async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Delivery]:
         """Claim entries idle for `min_idle_ms` or longer (their worker died or let go)."""
@@ -276,21 +400,29 @@ class Bus:
         )
         if not pending:
             return []
-        counts = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
+        ids: list[int | bytes | str | memoryview] = [_text(p["message_id"]) for p in pending]
         claimed: Any = await self._grouped(
-            lambda: self.redis.xclaim(self.keys.questions, WORKER_GROUP, consumer, min_idle_ms, list(counts))
+            lambda: self.redis.xclaim(self.keys.questions, WORKER_GROUP, consumer, min_idle_ms, ids)
         )
-        deliveries = []
+        live = [(raw_id, fields) for raw_id, fields in claimed if fields]
         for raw_id, fields in claimed:
-            entry_id = _text(raw_id)
-            if fields:
-                deliveries.append(_delivery(raw_id, fields, counts.get(entry_id, 0) + 1))
-            else:  # deleted while pending: nothing left to answer
-                await self.ack(entry_id)
-        return deliveries
+            if not fields:  # deleted while pending: nothing left to answer
+                await self.ack(_text(raw_id))
+        counts = await self._delivery_counts([_text(raw_id) for raw_id, _ in live])
+        return [_delivery(raw_id, fields, counts.get(_text(raw_id), 1)) for raw_id, fields in live]
 
-    async def dead_letter(self, delivery: Delivery, reason: str, worker: str) -> None:
-        """Move a question to the dead stream and drop it from the queue."""
+    async def _delivery_counts(self, entry_ids: Sequence[str]) -> dict[str, int]:
+        """Delivery counts as Redis has them after a claim: the fencing token of each delivery."""
+        if not entry_ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in entry_ids:
+                pipe.xpending_range(self.keys.questions, WORKER_GROUP, min=entry_id, max=entry_id, count=1)
+            replies = await pipe.execute()
+        return {_text(r[0]["message_id"]): int(r[0]["times_delivered"]) for r in replies if r}
+
+    async def dead_letter(self, delivery: Delivery, reason: str, worker: str) -> bool:
+        """Move a question this worker owns to the dead stream and drop it from the queue; False if not owned."""
         question_id = delivery.question.id if delivery.question else None
         record = DeadLetter(
             entry_id=delivery.entry_id,
@@ -299,34 +431,43 @@ class Bus:
             deliveries=delivery.deliveries,
             worker=worker,
             at=time.time(),
-            raw=delivery.raw.get(FIELD, repr(delivery.raw))[:65536],
+            raw=_truncated(delivery.raw.get(FIELD, repr(delivery.raw)), DEAD_RAW_MAX_CHARS),
         )
-        await self.redis.xadd(self.keys.dead, _fields(record.to_fields()), maxlen=10000, approximate=True)
-        await self.ack(delivery.entry_id)
+        args: list[str | int] = [WORKER_GROUP, worker, delivery.entry_id, delivery.deliveries, FIELD, record.to_json()]
+        args.append(DEAD_MAXLEN)
+        return bool(await self._dead_letter_script(keys=[self.keys.questions, self.keys.dead], args=args))
 
-    async def publish(self, events: Iterable[tuple[str, AnswerEvent]], acks: Sequence[str] = ()) -> None:
-        """Append answer events (question id, event) and ack finished entries, atomically, in one round trip.
+    async def publish(self, consumer: str, writes: Sequence[Write]) -> set[str]:
+        """Append answer events and ack finished entries in one script, fenced by ownership.
 
-        Answer streams expire an hour after their last event. An ack that finds no group
-        (Redis lost its data) is moot and ignored; any other error is raised.
+        Writes for entries another worker now owns are dropped whole; their entry ids are
+        returned. Answer streams expire an hour after their last event. An ack that finds no
+        group (Redis lost its data) is moot and skipped.
         """
-        async with self.redis.pipeline(transaction=True) as pipe:
-            touched = set()
-            for question_id, event in events:
-                key = self.keys.answers(question_id)
-                pipe.xadd(key, _fields(event.to_fields()))
-                touched.add(key)
-            for key in touched:
-                pipe.expire(key, ANSWER_TTL_S)
-            if acks:
-                pipe.xack(self.keys.questions, WORKER_GROUP, *acks)
-                pipe.xdel(self.keys.questions, *acks)
-            if not touched and not acks:
-                return
-            results = await pipe.execute(raise_on_error=False)
-        for result in results:
-            if isinstance(result, ResponseError) and "NOGROUP" not in str(result):
-                raise result
+        writes = [w for w in writes if w.events or w.ack]
+        if not writes:
+            return set()
+        args: list[str | int] = [WORKER_GROUP, consumer, FIELD, ANSWER_TTL_S]
+        for write in writes:
+            args += [write.entry_id, write.deliveries, int(write.ack), len(write.events)]
+            args += [event.to_json() for event in write.events]
+        keys = [self.keys.questions, *(self.keys.answers(w.question_id) for w in writes)]
+        return {_text(entry) for entry in await self._publish_script(keys=keys, args=args)}
+
+    async def answer_ends(self, question_ids: Sequence[str]) -> dict[str, AnswerEnds]:
+        """The first and the last event of each question's answer stream (None where absent or undecodable)."""
+        if not question_ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for question_id in question_ids:
+                pipe.xrange(self.keys.answers(question_id), count=1)
+                pipe.xrevrange(self.keys.answers(question_id), count=1)
+            replies = await pipe.execute()
+        ends = {}
+        for index, question_id in enumerate(question_ids):
+            first, last = replies[2 * index], replies[2 * index + 1]
+            ends[question_id] = (_first_event(first), _first_event(last))
+        return ends
 
     async def cancelled(self, question_ids: Sequence[str]) -> set[str]:
         """The ids among `question_ids` whose user asked to stop."""
@@ -343,7 +484,25 @@ class Bus:
         """Remove a worker that shut down cleanly from the registry."""
         await self.redis.hdel(self.keys.workers, name)
 
-    async def stats(self, live_within_s: float = 30.0) -> BusStats:
+    async def reap(self, me: str, idle_ms: int) -> list[str]:
+        """Remove workers that are gone: consumers with nothing pending, silent for `idle_ms`, and their records.
+
+        Run by live workers after they reclaimed a dead one's questions, so `kullm status` and the
+        consumer group only show workers that exist. A removed worker that was merely frozen comes
+        back on its own: its next read recreates the consumer, its next heartbeat the record.
+        """
+        gone = [_text(n) for n in await self._reap_script(keys=[self.keys.questions], args=[WORKER_GROUP, me, idle_ms])]
+        now = time.time()
+        for name, raw in (await self.redis.hgetall(self.keys.workers)).items():
+            try:
+                stale = not WorkerStatus.from_json(raw).live(now - idle_ms / 1000)
+            except MalformedMessage:
+                stale = True
+            if stale or _text(name) in gone:
+                await self.redis.hdel(self.keys.workers, name)
+        return gone
+
+    async def stats(self) -> BusStats:
         """Queue depth, pending entries, consumers, dead letters and live workers."""
         queued = await self.queue_depth()
         dead = int(await self.redis.xlen(self.keys.dead))
@@ -363,7 +522,7 @@ class Bus:
                 status = WorkerStatus.from_json(raw)
             except MalformedMessage:
                 continue
-            if now - status.seen_at <= live_within_s:
+            if status.live(now):
                 workers.append(status)
         return BusStats(queued, pending, consumers, dead, tuple(sorted(workers, key=lambda w: w.name)))
 
@@ -391,6 +550,20 @@ def _delivery(raw_id: Any, fields: dict[Any, Any], deliveries: int) -> Delivery:
         return Delivery(entry_id, deliveries, Question.from_fields(fields, entry_id), None, raw)
     except MalformedMessage as exc:
         return Delivery(entry_id, deliveries, None, exc, raw)
+
+
+def _truncated(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… [{len(text) - limit} more characters cut]"
+
+
+def _first_event(entries: Any) -> AnswerEvent | None:
+    if not entries:
+        return None
+    raw_id, fields = entries[0]
+    try:
+        return decode_event(fields, _text(raw_id))
+    except MalformedMessage:
+        return None
 
 
 def _entries(response: Any) -> list[tuple[Any, Any]]:

@@ -123,16 +123,42 @@ class PromptBuilder:
     def build(
         self, question: str, *, context: str = "", history: Sequence[Turn] = (), max_new_tokens: int
     ) -> BuiltPrompt:
-        """Render, dropping the oldest turns until prompt + `max_new_tokens` fit the window."""
+        """Render, dropping the oldest turns until prompt + `max_new_tokens` fit the window.
+
+        Each turn is tokenised once: the newest turns whose token counts fit beside the prompt
+        without history are kept, and the rendered result is counted to confirm (joins can merge
+        tokens, so one turn more or less is tried at the edge). Not once per dropped turn: ten long
+        turns would otherwise be tokenised fifty-five times.
+        """
         budget = self.context_window - max_new_tokens
         question, context = neutralise(question), neutralise(context)
         turns = [Turn(question=neutralise(t.question), answer=neutralise(t.answer)) for t in history]
-        for dropped in range(len(turns) + 1):
+        total = self.count_tokens(self.render(question, context, []))
+        if total > budget:
+            raise PromptTooLong(total, budget)
+        keep = 0
+        for turn in reversed(turns):
+            total += self.count_tokens(history_context([turn]) + "\n\n")
+            if total > budget:
+                break
+            keep += 1
+        return self._fit(question, context, turns, len(turns) - keep, budget)
+
+    def _fit(self, question: str, context: str, turns: list[Turn], dropped: int, budget: int) -> BuiltPrompt:
+        """The estimate `dropped`, corrected against the exact count of the rendered prompt."""
+        text = self.render(question, context, turns[dropped:])
+        tokens = self.count_tokens(text)
+        while tokens > budget:  # the estimate kept one turn too many
+            dropped += 1
             text = self.render(question, context, turns[dropped:])
             tokens = self.count_tokens(text)
-            if tokens <= budget:
-                return BuiltPrompt(text, tokens, dropped)
-        raise PromptTooLong(tokens, budget)
+        while dropped > 0:  # or one too few
+            wider = self.render(question, context, turns[dropped - 1 :])
+            wider_tokens = self.count_tokens(wider)
+            if wider_tokens > budget:
+                break
+            dropped, text, tokens = dropped - 1, wider, wider_tokens
+        return BuiltPrompt(text, tokens, dropped)
 
     def render(self, question: str, context: str, turns: Sequence[Turn]) -> str:
         """One prompt in the configured template, nothing dropped."""

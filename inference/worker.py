@@ -27,9 +27,24 @@ from typing import Any
 
 import torch
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from chatbus import AnswerEvent, Bus, Delivery, Delta, Done, ErrorCode, ErrorEvent, Question, Restart, Started
+from chatbus import (
+    AnswerEvent,
+    Bus,
+    Delivery,
+    Delta,
+    Done,
+    ErrorCode,
+    ErrorEvent,
+    Question,
+    Restart,
+    Started,
+    Write,
+    is_final,
+    write_refusal,
+)
 from chatbus.messages import WorkerStatus
 from inference.engine import GenerationRequest, GenerationUpdate
 from inference.errors import PromptTooLong
@@ -42,6 +57,7 @@ log = logging.getLogger(__name__)
 IDLE_BLOCK_MS = 1000
 POLL_INTERVAL_S = 0.01
 REDIS_RETRY_S = 0.5
+REDIS_RETRY_MAX_S = 8.0  # backoff cap while Redis stays unreachable or refuses writes
 RESTORE_BATCH_AFTER_STEPS = 50
 OOM_CEILING_S = 600.0  # a batch size that ran out of memory stays off limits this long
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -85,8 +101,9 @@ class Worker:
         self._solo: deque[Job] = deque()
         self._inbox: list[Delivery] = []
         self._cancel_requests: set[str] = set()
-        self._outbox: list[tuple[str, AnswerEvent]] = []
-        self._acks: list[str] = []
+        self._outbox: list[tuple[Delivery, str, AnswerEvent]] = []
+        self._acks: list[Delivery] = []
+        self._lost: set[str] = set()  # entries the heartbeat found owned by another worker now
         self._draining = False
         self._drain_deadline = 0.0
         self._last_poll = 0.0
@@ -94,6 +111,8 @@ class Worker:
         self._peak_batch = 0
         self._oom_ceiling: int | None = None  # the largest batch allowed since the last out-of-memory error
         self._oom_at = 0.0
+        self._redis_problem: str | None = None  # what is wrong with Redis right now, for the log and /healthz
+        self._redis_retry_s = REDIS_RETRY_S
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -110,9 +129,9 @@ class Worker:
             self._drain_deadline = time.monotonic() + self.settings.drain_grace_s
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """Body of /healthz; healthy while serving, not while draining."""
-        status = "draining" if self._draining else "ready"
-        return not self._draining, {
+        """Body of /healthz; healthy while serving, not while draining or while Redis is unusable."""
+        status = "draining" if self._draining else f"redis {self._redis_problem}" if self._redis_problem else "ready"
+        return status == "ready", {
             "status": status,
             "worker": self.name,
             "model": self.engine.model_id,
@@ -123,6 +142,8 @@ class Worker:
     async def run(self) -> None:
         """Serve until drained."""
         await self._until_redis(self.bus.ensure_group)
+        if self._draining:
+            return
         log.info("worker %s serving %s (batch %d)", self.name, self.engine.model_id, self.engine.max_batch_size)
         background = [
             asyncio.create_task(self._every(self.settings.heartbeat_interval_s, self._heartbeat)),
@@ -143,13 +164,31 @@ class Worker:
                 await self._flush()
                 await self._admit()
                 await self._flush()  # `started` goes out before the prefill, not after it
+                self._drop_lost()
                 self._apply_cancels()
                 if self.engine.active:
                     await self._step()
                     self._flush_due_deltas()
             except REDIS_DOWN as exc:
-                log.warning("redis unreachable (%s); retrying in %.1fs", type(exc).__name__, REDIS_RETRY_S)
-                await asyncio.sleep(REDIS_RETRY_S)
+                await self._redis_trouble(f"unreachable ({type(exc).__name__})")
+            except ResponseError as exc:
+                refusal = write_refusal(exc)
+                if refusal is None:
+                    raise
+                await self._redis_trouble(f"refuses writes ({refusal})")
+
+    async def _redis_trouble(self, problem: str) -> None:
+        """Say once what is wrong, then retry with backoff; events and acks wait in the outbox meanwhile."""
+        if problem != self._redis_problem:
+            log.warning("redis %s: holding %d questions, retrying with backoff", problem, len(self._jobs))
+            self._redis_problem, self._redis_retry_s = problem, REDIS_RETRY_S
+        await asyncio.sleep(self._redis_retry_s)
+        self._redis_retry_s = min(self._redis_retry_s * 2, REDIS_RETRY_MAX_S)
+
+    def _redis_recovered(self) -> None:
+        if self._redis_problem:
+            log.info("redis usable again (was: %s)", self._redis_problem)
+            self._redis_problem = None
 
     def _drained(self) -> bool:
         if not self._draining:
@@ -157,13 +196,21 @@ class Worker:
         return not self._jobs or time.monotonic() >= self._drain_deadline
 
     async def _shutdown(self) -> None:
-        with contextlib.suppress(*REDIS_DOWN):
-            await self._flush()
-            held = [job.delivery.entry_id for job in self._jobs.values()]
-            if held:
-                log.info("releasing %d unfinished questions to other workers", len(held))
-                await self.bus.release(self.name, held)
-            await self.bus.forget_worker(self.name)
+        """Publish what is finished, release what is not, leave the worker list; each step tried on its own.
+
+        Whatever cannot be written now (Redis down or refusing writes) is not lost: unacked entries
+        are reclaimed by the other workers after RECLAIM_IDLE_S.
+        """
+        held = [_held(job) for job in self._jobs.values()]
+        steps = [("publish", self._flush), ("release", lambda: self.bus.release(self.name, held))]
+        steps.append(("leave", lambda: self.bus.forget_worker(self.name)))
+        if held:
+            log.info("releasing %d unfinished questions to other workers", len(held))
+        for name, step in steps:
+            try:
+                await step()
+            except (*REDIS_DOWN, ResponseError) as exc:
+                log.warning("shutdown: could not %s (%s); other workers will reclaim what is left", name, exc)
 
     # ------------------------------------------------------------------ admission
 
@@ -187,8 +234,29 @@ class Worker:
             return
         ids = [d.question.id for d in deliveries if d.question]
         cancelled = await self.bus.cancelled(ids)
+        ends = await self.bus.answer_ends(ids)
         for delivery in deliveries:
+            if delivery.question and self._duplicate(delivery, *ends.get(delivery.question.id, (None, None))):
+                self._acks.append(delivery)  # acked with no event: the answer the asker follows is the original's
+                continue
             await self._accept(delivery, cancelled)
+
+    def _duplicate(self, delivery: Delivery, first: AnswerEvent | None, last: AnswerEvent | None) -> bool:
+        """A second entry for a question already answered, or in flight from another entry, here or elsewhere."""
+        assert delivery.question is not None
+        question_id, entry_id = delivery.question.id, delivery.entry_id
+        held = self._jobs.get(question_id)
+        if held is not None and held.delivery.entry_id != entry_id:
+            reason = "in flight here"
+        elif last is not None and is_final(last):
+            reason = "already answered"
+        elif isinstance(first, Started) and first.entry not in (None, entry_id):
+            reason = "in flight from another entry"
+        else:
+            return False
+        log.warning("entry %s repeats question %s (%s): acked and dropped", entry_id, question_id, reason)
+        self.metrics.questions.labels("duplicate").inc()
+        return True
 
     async def _accept(self, delivery: Delivery, cancelled: set[str]) -> None:
         question = delivery.question
@@ -207,9 +275,13 @@ class Worker:
             self._end_with_error(delivery, "cancelled", "cancelled before generation")
             return
         max_new_tokens = min(question.max_new_tokens or self.settings.max_new_tokens, self.settings.max_new_tokens)
-        try:
-            prompt = self.prompts.build(
-                question.question, context=question.context, history=question.history, max_new_tokens=max_new_tokens
+        try:  # tokenising a long 맥락 and history takes time: off the event loop, so heartbeats keep going
+            prompt = await asyncio.to_thread(
+                self.prompts.build,
+                question.question,
+                context=question.context,
+                history=question.history,
+                max_new_tokens=max_new_tokens,
             )
         except PromptTooLong as exc:
             self._end_with_error(delivery, "too_long", str(exc))
@@ -224,8 +296,9 @@ class Worker:
 
     def _start(self, job: Job) -> None:
         if job.attempt > 1 or job.started:
-            self._outbox.append((job.question.id, Restart(attempt=job.attempt)))
-        self._outbox.append((job.question.id, Started(worker=self.name, attempt=job.attempt)))
+            self._emit(job.delivery, job.question.id, Restart(attempt=job.attempt))
+        started = Started(worker=self.name, attempt=job.attempt, entry=job.delivery.entry_id)
+        self._emit(job.delivery, job.question.id, started)
         job.running = job.started = True
         job.published = job.latest = ""
         job.started_at = time.monotonic()
@@ -237,11 +310,15 @@ class Worker:
     async def _reject_malformed(self, delivery: Delivery) -> None:
         assert delivery.error is not None
         log.warning("entry %s is malformed (%s): dead-lettered", delivery.entry_id, delivery.error.reason)
-        await self.bus.dead_letter(delivery, f"malformed: {delivery.error.reason}", self.name)
+        if not await self.bus.dead_letter(delivery, f"malformed: {delivery.error.reason}", self.name):
+            return
         self.metrics.questions.labels("malformed").inc()
         question_id = _question_id(delivery.raw)
-        if question_id:
-            self._outbox.append((question_id, ErrorEvent(code="failed", message="malformed question entry")))
+        if question_id and delivery.error.oversized:
+            message = "the question is larger than the queue contract allows"
+            self._emit(delivery, question_id, ErrorEvent(code="too_long", message=message))
+        elif question_id:
+            self._emit(delivery, question_id, ErrorEvent(code="failed", message="malformed question entry"))
 
     # ------------------------------------------------------------------ generation
 
@@ -303,8 +380,8 @@ class Worker:
             queued_s=round(max(0.0, time.time() - job.question.created_at - (now - job.started_at)), 4),
             generate_s=round(now - job.started_at, 4),
         )
-        self._outbox.append((job.question.id, done))
-        self._acks.append(job.delivery.entry_id)
+        self._emit(job.delivery, job.question.id, done)
+        self._acks.append(job.delivery)
         del self._jobs[job.question.id]
         self.metrics.generate.observe(now - job.started_at)
         self.metrics.questions.labels("done").inc()
@@ -326,9 +403,9 @@ class Worker:
         if job.latest == job.published:
             return
         if not job.latest.startswith(job.published):  # the visible text must only grow; start over if not
-            self._outbox.append((job.question.id, Restart(attempt=job.attempt)))
+            self._emit(job.delivery, job.question.id, Restart(attempt=job.attempt))
             job.published = ""
-        self._outbox.append((job.question.id, Delta(text=job.latest[len(job.published) :])))
+        self._emit(job.delivery, job.question.id, Delta(text=job.latest[len(job.published) :]))
         job.published = job.latest
         job.last_flush = time.monotonic()
 
@@ -372,15 +449,17 @@ class Worker:
                 await self._dead_letter(job.delivery, f"{reason} on delivery {job.attempt}")
             else:
                 log.warning("question %s: %s on delivery %d, released for retry", question_id, reason, job.attempt)
-                await self.bus.release(self.name, [job.delivery.entry_id])
+                await self.bus.release(self.name, [_held(job)])
 
     async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         question_id = delivery.question.id if delivery.question else None
+        if not await self.bus.dead_letter(delivery, reason, self.name):
+            log.warning("question %s: another worker owns it now; not dead-lettered here", question_id)
+            return
         log.error("question %s: dead-lettered (%s)", question_id, reason)
-        await self.bus.dead_letter(delivery, reason, self.name)
         self.metrics.questions.labels("dead").inc()
         if question_id:
-            self._outbox.append((question_id, ErrorEvent(code="failed", message=reason)))
+            self._emit(delivery, question_id, ErrorEvent(code="failed", message=reason))
 
     # ------------------------------------------------------------------ cancel, errors, Redis writes
 
@@ -400,15 +479,38 @@ class Worker:
     def _end_with_error(self, delivery: Delivery, code: ErrorCode, message: str) -> None:
         assert delivery.question is not None
         log.info("question %s: %s", delivery.question.id, code)
-        self._outbox.append((delivery.question.id, ErrorEvent(code=code, message=message)))
-        self._acks.append(delivery.entry_id)
+        self._emit(delivery, delivery.question.id, ErrorEvent(code=code, message=message))
+        self._acks.append(delivery)
         self.metrics.questions.labels(code).inc()
 
+    def _emit(self, delivery: Delivery, question_id: str, event: AnswerEvent) -> None:
+        self._outbox.append((delivery, question_id, event))
+
     async def _flush(self) -> None:
-        """Publish pending events and ack finished entries together; both stay queued if Redis is down."""
+        """Publish pending events and ack finished entries, fenced by ownership; both stay queued if Redis is down."""
         if self._outbox or self._acks:
-            await self.bus.publish(self._outbox, self._acks)
+            lost = await self.bus.publish(self.name, _writes(self._outbox, self._acks))
             self._outbox, self._acks = [], []
+            self._redis_recovered()
+            self._lost |= lost
+            self._drop_lost()
+
+    def _drop_lost(self) -> None:
+        """Forget questions another worker took over while this one stalled: its writes were dropped, not merged."""
+        lost, self._lost = self._lost, set()
+        for entry_id in lost:
+            job = next((j for j in self._jobs.values() if j.delivery.entry_id == entry_id), None)
+            log.warning(
+                "entry %s: another worker owns it now (this worker stalled past RECLAIM_IDLE_S?); dropped", entry_id
+            )
+            self.metrics.questions.labels("taken_over").inc()
+            if job is None:
+                continue
+            del self._jobs[job.question.id]
+            if job.running:
+                self.engine.cancel(job.question.id)
+            with contextlib.suppress(ValueError):
+                self._solo.remove(job)
 
     # ------------------------------------------------------------------ background tasks
 
@@ -418,12 +520,19 @@ class Worker:
                 await tick()
             except REDIS_DOWN as exc:
                 log.debug("background %s: redis unreachable (%s)", tick.__name__, exc)
+            except ResponseError as exc:
+                refusal = write_refusal(exc)
+                if refusal is None:
+                    log.exception("background %s failed", tick.__name__)
+                elif self._redis_problem is None:
+                    self._redis_problem = f"refuses writes ({refusal})"
+                    log.warning("redis %s (seen by %s)", self._redis_problem, tick.__name__)
             except Exception:
                 log.exception("background %s failed", tick.__name__)
             await asyncio.sleep(interval_s)
 
     async def _heartbeat(self) -> None:
-        await self.bus.heartbeat(self.name, [job.delivery.entry_id for job in self._jobs.values()])
+        self._lost |= await self.bus.heartbeat(self.name, [_held(job) for job in list(self._jobs.values())])
         self.metrics.inflight.set(len(self._jobs))
         self.metrics.queue_depth.set(await self.bus.queue_depth())
         status = WorkerStatus(
@@ -433,8 +542,14 @@ class Worker:
             slots=self.engine.max_batch_size,
             seen_at=time.time(),
             draining=self._draining,
+            heartbeat_s=self.settings.heartbeat_interval_s,
         )
         await self.bus.report_worker(status)
+        self._redis_recovered()  # a write went through
+        # Workers silent this long with nothing pending are gone (their questions were reclaimed): forget them.
+        silent_s = max(4 * self.settings.heartbeat_interval_s, 2 * self.settings.reclaim_idle_s)
+        for name in await self.bus.reap(self.name, int(silent_s * 1000)):
+            log.info("worker %s is gone: removed from the group and the worker list", name)
 
     async def _reclaim(self) -> None:
         if self._draining or len(self._solo) >= self.engine.max_batch_size:
@@ -452,13 +567,37 @@ class Worker:
             self._cancel_requests |= await self.bus.cancelled(list(self._jobs))
 
     async def _until_redis(self, call: Any) -> None:
-        while True:
+        while not self._draining:  # SIGTERM while waiting for Redis stops the worker
             try:
                 await call()
+                self._redis_recovered()
                 return
             except REDIS_DOWN as exc:
-                log.warning("waiting for redis (%s)", type(exc).__name__)
-                await asyncio.sleep(REDIS_RETRY_S)
+                await self._redis_trouble(f"unreachable ({type(exc).__name__})")
+            except ResponseError as exc:
+                if write_refusal(exc) is None:
+                    raise
+                await self._redis_trouble(f"refuses writes ({write_refusal(exc)})")
+
+
+def _held(job: Job) -> Write:
+    """The fencing identity of a question this worker holds."""
+    return Write(job.delivery.entry_id, job.delivery.deliveries, job.question.id)
+
+
+def _writes(outbox: list[tuple[Delivery, str, AnswerEvent]], acks: list[Delivery]) -> list[Write]:
+    """Events and acks grouped per delivery, in the order they were emitted."""
+    grouped: dict[str, tuple[Delivery, str, list[AnswerEvent]]] = {}
+    for delivery, question_id, event in outbox:
+        grouped.setdefault(delivery.entry_id, (delivery, question_id, []))[2].append(event)
+    for delivery in acks:
+        if delivery.entry_id not in grouped and delivery.question is not None:
+            grouped[delivery.entry_id] = (delivery, delivery.question.id, [])
+    acked = {d.entry_id for d in acks}
+    return [
+        Write(d.entry_id, d.deliveries, question_id, tuple(events), d.entry_id in acked)
+        for d, question_id, events in grouped.values()
+    ]
 
 
 def _question_id(raw: dict[str, str]) -> str | None:

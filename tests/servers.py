@@ -216,9 +216,15 @@ class WorkerProcess:
         return self
 
     def health(self) -> dict[str, object] | None:
+        """The /healthz body, whether it answered 200 or 503; None while nothing listens."""
+        import urllib.error
+
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=1) as response:
                 return dict(json.loads(response.read()))
+        except urllib.error.HTTPError as error:
+            with error:
+                return dict(json.loads(error.read()))
         except OSError:
             return None
 

@@ -125,3 +125,35 @@ def test_key_names_follow_the_contract() -> None:
     assert keys.seen("slack", "E1") == "kullm:seen:slack:E1"
     assert keys.thread("slack", "T1") == "kullm:thread:slack:T1"
     assert Keys("other:").questions == "other:questions"
+
+
+def _entry(**fields: object) -> dict[str, str]:
+    document = {"v": 1, "id": "a", "platform": "x", "question": "q", "created_at": 1.0, "expires_at": 2.0, **fields}
+    return {FIELD: json.dumps(document, ensure_ascii=False)}  # UTF-8, as pydantic writes it
+
+
+@pytest.mark.parametrize(
+    ("fields", "oversized"),
+    [
+        ({"question": "가" * 16_001}, True),
+        ({"context": "가" * 200_001}, True),
+        ({"history": [{"question": "q", "answer": "a"}] * 51}, True),
+        ({"history": [{"question": "q", "answer": "가" * 16_001}]}, True),
+        ({"context": "가" * 200_000, "history": [{"question": "가" * 16_000, "answer": "a"}] * 50}, True),  # > 1 MiB
+        ({"created_at": float("inf")}, False),
+        ({"expires_at": float("-inf")}, False),
+        ({"created_at": float("nan")}, False),
+        ({"expires_at": 1e300}, False),
+        ({"max_new_tokens": 10**9}, False),
+    ],
+)
+def test_the_contract_bounds_every_input(fields: dict[str, object], oversized: bool) -> None:
+    with pytest.raises(MalformedMessage) as info:
+        Question.from_fields(_entry(**fields), "1-0")
+    assert info.value.oversized is oversized
+
+
+def test_the_largest_valid_entry_still_decodes() -> None:
+    turns = [{"question": "가" * 1000, "answer": "나" * 1000}] * 50
+    entry = _entry(question="가" * 16_000, context="다" * 100_000, history=turns)
+    assert len(Question.from_fields(entry).history) == 50

@@ -108,3 +108,20 @@ def test_question_too_long_even_without_history() -> None:
     with pytest.raises(PromptTooLong) as info:
         builder.build("가" * 200, history=[Turn(question="a", answer="b")], max_new_tokens=50)
     assert info.value.budget == 50
+
+
+@given(st.lists(st.integers(1, 60), max_size=12), st.integers(60, 400))
+def test_history_is_tokenised_once_and_the_fit_is_the_widest_that_fits(lengths: list[int], window: int) -> None:
+    calls: list[str] = []
+
+    def count(text: str) -> int:
+        calls.append(text)
+        return len(text)
+
+    builder = PromptBuilder(Template.KULLM_V1, count, context_window=window + 10)
+    turns = [Turn(question=f"q{i}", answer="답" * n) for i, n in enumerate(lengths)]
+    prompt = builder.build("질문", history=turns, max_new_tokens=10)
+    assert len(calls) <= len(turns) + 4  # each turn once, the bare prompt, and the checks at the edge
+    # The same result as dropping one turn at a time: the widest suffix of turns that fits.
+    expected = next(d for d in range(len(turns) + 1) if len(builder.render("질문", "", turns[d:])) <= window)
+    assert prompt.dropped_turns == expected and prompt.tokens <= window

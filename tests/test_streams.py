@@ -7,14 +7,40 @@ import time
 
 import pytest
 
-from chatbus import Bus, Delta, Done, ErrorEvent, InflightRecord, Question, QueueFull, Started, Turn, WorkerStatus
+from chatbus import (
+    Bus,
+    Delivery,
+    Delta,
+    Done,
+    ErrorEvent,
+    InflightRecord,
+    Question,
+    QueueFull,
+    Started,
+    Turn,
+    WorkerStatus,
+    Write,
+)
 from chatbus.keys import FIELD, WORKER_GROUP
 from chatbus.streams import AnswerTimeout
 from tests.servers import RedisServer
 
+DONE = Done(text="끝", finish_reason="stop", prompt_tokens=1, completion_tokens=1, queued_s=0, generate_s=0)
+
 
 def question(text: str = "딥러닝이 뭐야?", ttl_s: float = 60) -> Question:
     return Question.new("terminal", text, ttl_s=ttl_s)
+
+
+def held(delivery: Delivery, *events: object, ack: bool = False) -> Write:
+    """A worker's fenced writes for a delivery it was handed."""
+    assert delivery.question is not None
+    return Write(delivery.entry_id, delivery.deliveries, delivery.question.id, events, ack)  # type: ignore[arg-type]
+
+
+def unqueued(question_id: str, *events: object) -> Write:
+    """Writes for an answer whose entry is in neither the stream nor the group (as after Redis lost its data)."""
+    return Write("1-1", 1, question_id, events)  # type: ignore[arg-type]
 
 
 async def test_enqueue_read_ack_deletes(bus: Bus) -> None:
@@ -53,7 +79,7 @@ async def test_heartbeat_keeps_entries_from_being_reclaimed(bus: Bus) -> None:
     await bus.enqueue(question())
     [delivery] = await bus.read("alive", count=1, block_ms=None)
     await asyncio.sleep(0.3)
-    await bus.heartbeat("alive", [delivery.entry_id])
+    assert await bus.heartbeat("alive", [held(delivery)]) == set()
     assert await bus.reclaim("other", min_idle_ms=200, count=10) == []
     await asyncio.sleep(0.3)
     [taken] = await bus.reclaim("other", min_idle_ms=200, count=10)
@@ -65,7 +91,7 @@ async def test_release_makes_an_entry_reclaimable_at_once(bus: Bus) -> None:
     await bus.ensure_group()
     await bus.enqueue(question())
     [delivery] = await bus.read("leaving", count=1, block_ms=None)
-    await bus.release("leaving", [delivery.entry_id])
+    await bus.release("leaving", [held(delivery)])
     [taken] = await bus.reclaim("other", min_idle_ms=30_000, count=10)
     assert taken.question == delivery.question
 
@@ -74,7 +100,7 @@ async def test_dead_letter_moves_and_acks(bus: Bus) -> None:
     await bus.ensure_group()
     await bus.enqueue(question())
     [delivery] = await bus.read("w", count=1, block_ms=None)
-    await bus.dead_letter(delivery, "poison", "w")
+    assert await bus.dead_letter(delivery, "poison", "w")
     assert await bus.queue_depth() == 0
     [(_, fields)] = await bus.redis.xrange(bus.keys.dead)
     assert b"poison" in fields[FIELD.encode()]
@@ -91,18 +117,18 @@ async def test_malformed_entries_are_delivered_as_errors(bus: Bus) -> None:
 
 async def test_publish_and_follow_until_final(bus: Bus) -> None:
     qid = "q1"
-    await bus.publish([(qid, Started(worker="w", attempt=1)), (qid, Delta(text="안녕"))])
-    done = Done(text="안녕하세요", finish_reason="stop", prompt_tokens=3, completion_tokens=2, queued_s=0, generate_s=0)
-    await bus.publish([(qid, done), (qid, Delta(text="after the end"))])
+    assert await bus.publish("w", [unqueued(qid, Started(worker="w", attempt=1), Delta(text="안녕"))]) == set()
+    await bus.publish("w", [unqueued(qid, DONE)])
+    assert await bus.publish("w", [unqueued(qid, Delta(text="after the end"))]) == {"1-1"}  # the answer is final
     seen = [event async for _, event in bus.follow(qid)]
-    assert seen == [Started(worker="w", attempt=1), Delta(text="안녕"), done]
+    assert seen == [Started(worker="w", attempt=1), Delta(text="안녕"), DONE]
     ttl = await bus.redis.ttl(bus.keys.answers(qid))
     assert 3500 < ttl <= 3600
 
 
 async def test_follow_resumes_after_an_event_id(bus: Bus) -> None:
     qid = "q2"
-    await bus.publish([(qid, Delta(text="a")), (qid, Delta(text="b")), (qid, ErrorEvent(code="cancelled"))])
+    await bus.publish("w", [unqueued(qid, Delta(text="a"), Delta(text="b"), ErrorEvent(code="cancelled"))])
     first_id = await anext(eid async for eid, _ in bus.follow(qid))
     rest = [event async for _, event in bus.follow(qid, after=first_id)]
     assert rest == [Delta(text="b"), ErrorEvent(code="cancelled")]
@@ -146,13 +172,48 @@ async def test_publish_acks_in_the_same_transaction(bus: Bus) -> None:
     await bus.ensure_group()
     await bus.enqueue(question())
     [delivery] = await bus.read("w", count=1, block_ms=None)
-    done = Done(text="끝", finish_reason="stop", prompt_tokens=1, completion_tokens=1, queued_s=0, generate_s=0)
-    await bus.publish([("q", done)], acks=[delivery.entry_id])
+    assert await bus.publish("w", [held(delivery, Delta(text="끝"), ack=True)]) == set()
     assert await bus.queue_depth() == 0
     assert (await bus.stats()).pending == 0
     await bus.redis.flushall()  # the group is gone: the ack is moot, the event still lands
-    await bus.publish([("q", done)], acks=[delivery.entry_id])
-    assert await bus.redis.xlen(bus.keys.answers("q")) == 1
+    assert await bus.publish("w", [held(delivery, DONE, ack=True)]) == set()
+    assert delivery.question is not None
+    assert await bus.redis.xlen(bus.keys.answers(delivery.question.id)) == 1
+
+
+async def test_a_stale_worker_is_fenced_off_once_another_took_over(bus: Bus) -> None:
+    await bus.ensure_group()
+    await bus.enqueue(question())
+    [stale] = await bus.read("a", count=1, block_ms=None)
+    await asyncio.sleep(0.25)  # "a" stalls past the reclaim idle time
+    [fresh] = await bus.reclaim("b", min_idle_ms=200, count=10)
+    assert (fresh.entry_id, fresh.deliveries) == (stale.entry_id, 2)
+    assert stale.question is not None
+    answers = bus.keys.answers(stale.question.id)
+    # "a" wakes up: every write of its is dropped, none merged into b's answer.
+    assert await bus.publish("a", [held(stale, Delta(text="stale"), DONE, ack=True)]) == {stale.entry_id}
+    assert await bus.redis.xlen(answers) == 0 and await bus.queue_depth() == 1
+    assert await bus.heartbeat("a", [held(stale)]) == {stale.entry_id}
+    await bus.release("a", [held(stale)])
+    assert not await bus.dead_letter(stale, "poison", "a")
+    [entry] = await bus.redis.xpending_range(bus.keys.questions, WORKER_GROUP, "-", "+", 10)
+    assert (entry["consumer"], entry["times_delivered"]) == (b"b", 2)  # still b's, not stolen back
+    # The owner's writes land; afterwards the stale one still cannot add to the finished answer.
+    assert await bus.publish("b", [held(fresh, Delta(text="fresh"), DONE, ack=True)]) == set()
+    assert await bus.queue_depth() == 0
+    assert await bus.publish("a", [held(stale, Delta(text="late"))]) == {stale.entry_id}
+    assert [e for _, e in [x async for x in bus.follow(stale.question.id)]] == [Delta(text="fresh"), DONE]
+
+
+async def test_the_same_consumer_with_an_older_delivery_is_fenced_too(bus: Bus) -> None:
+    await bus.ensure_group()
+    await bus.enqueue(question())
+    [first] = await bus.read("a", count=1, block_ms=None)
+    await asyncio.sleep(0.25)
+    [again] = await bus.reclaim("a", min_idle_ms=200, count=10)  # "a" itself retries it: a new delivery
+    assert again.deliveries == 2
+    assert await bus.publish("a", [held(first, Delta(text="old attempt"))]) == {first.entry_id}
+    assert await bus.publish("a", [held(again, Delta(text="new attempt"))]) == set()
 
 
 async def test_leases_belong_to_their_owner_and_lapse(bus: Bus) -> None:

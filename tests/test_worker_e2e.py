@@ -5,6 +5,8 @@ Every answer asserted here is the tiny model's trained text, decoded greedily.
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +101,41 @@ def test_killed_worker_answer_is_finished_by_another(start_worker, redis_server:
     assert ask.final()["text"] == tiny_model.LONG_STORY
     assert ask.text_after_last_restart() == tiny_model.LONG_STORY
     assert queue_depth(redis_server) == 0
+    # The survivor forgets the dead worker: gone from the consumer group and from `kullm status`.
+    wait_until(lambda: consumers(redis_server) == [worker_name(second)], 30, what="the dead consumer removed")
+    status = json_events(run_kullm(["status", "--json"], redis_server.url).stdout)[0]
+    assert [w["name"] for w in status["workers"]] == [worker_name(second)]  # type: ignore[union-attr]
+
+
+def consumers(server: RedisServer) -> list[str]:
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    try:
+        return sorted(c["name"] for c in client.xinfo_consumers("kullm:questions", "workers"))
+    finally:
+        client.close()
+
+
+def test_a_worker_frozen_past_the_reclaim_time_never_writes_into_the_answer_taken_over(  # type: ignore[no-untyped-def]
+    start_worker, redis_server: RedisServer
+) -> None:
+    workers = {worker_name(w): w for w in (start_worker(), start_worker())}
+    ask = AskProcess(redis_server.url, "긴 이야기를 들려줘")
+    ask.wait_for("delta")
+    holder = str(ask.wait_for("started")["worker"])
+    stale = workers[holder]
+    stale.process.send_signal(signal.SIGSTOP)  # a long GC, a blocked loop: alive, but silent past RECLAIM_IDLE_S
+    try:
+        ask.wait_for("restart", timeout_s=30)  # the other worker took the question over
+    finally:
+        stale.process.send_signal(signal.SIGCONT)  # ...and the frozen one wakes up mid-answer
+    assert ask.finish() == 0
+    started = [e for e in ask.events if e["type"] == "started"]
+    assert [e["attempt"] for e in started] == [1, 2] and started[1]["worker"] != holder
+    assert ask.types().count("done") == 1
+    assert ask.text_after_last_restart() == tiny_model.LONG_STORY  # not one stale delta interleaved
+    wait_until(lambda: "another worker owns it now" in stale.log(), 15, what="the stale worker dropping it")
+    assert stale.ready() and queue_depth(redis_server) == 0
+    assert run_kullm(["ask", "한국의 수도는 어디야?"], redis_server.url).stdout.strip() == tiny_model.CAPITAL
 
 
 def test_ask_rides_out_a_redis_restart_mid_answer(model_dir: Path, tmp_path: Path) -> None:
@@ -158,6 +195,8 @@ async def test_each_refused_question_gets_its_outcome(start_worker, redis_server
         await bus.enqueue(question)
     await bus.redis.xadd(bus.keys.questions, {FIELD: b"\xff\xfe not json"})
     await bus.redis.xadd(bus.keys.questions, {FIELD: '{"v": 1, "id": "half-a-question", "platform": "x"}'})
+    huge = {"v": 1, "id": "huge-one", "platform": "x", "question": "가" * 20_000, "created_at": 1, "expires_at": 9e9}
+    await bus.redis.xadd(bus.keys.questions, {FIELD: json.dumps(huge)})  # past the contract's limit
     good = Question.new("terminal", "인사해줘", ttl_s=60)
     await bus.enqueue(good)
 
@@ -168,9 +207,13 @@ async def test_each_refused_question_gets_its_outcome(start_worker, redis_server
     assert isinstance(too_long_events[-1], ErrorEvent) and too_long_events[-1].code == "too_long"
     half = await follow(bus, "half-a-question")
     assert half == [ErrorEvent(code="failed", message="malformed question entry")]
+    [refused] = await follow(bus, "huge-one")
+    assert isinstance(refused, ErrorEvent) and refused.code == "too_long"
     good_events = await follow(bus, good.id)
     assert isinstance(good_events[-1], Done) and good_events[-1].text == tiny_model.GREETING
-    assert await bus.redis.xlen(bus.keys.dead) == 2
+    assert await bus.redis.xlen(bus.keys.dead) == 3
+    dead = [fields[FIELD.encode()] for _, fields in await bus.redis.xrange(bus.keys.dead)]
+    assert all(len(raw) < 20_000 for raw in dead)  # a truncated copy: dead letters are capped in bytes too
     assert await bus.queue_depth() == 0
 
 
@@ -189,6 +232,61 @@ async def test_cancel_mid_answer_keeps_the_partial_text(start_worker, redis_serv
     after = Question.new("terminal", "한국의 수도는 어디야?", ttl_s=60)
     await bus.enqueue(after)
     assert (await follow(bus, after.id))[-1].text == tiny_model.CAPITAL  # type: ignore[union-attr]
+
+
+async def test_a_repeated_question_id_is_acked_and_never_answered_twice(  # type: ignore[no-untyped-def]
+    start_worker, redis_server: RedisServer, bus: Bus
+) -> None:
+    worker = start_worker()
+    answered = Question.new("terminal", "한국의 수도는 어디야?", ttl_s=60)
+    await bus.enqueue(answered)
+    final = (await follow(bus, answered.id))[-1]
+    assert isinstance(final, Done) and final.text == tiny_model.CAPITAL
+    story = Question.new("terminal", "긴 이야기를 들려줘", ttl_s=60)
+    await bus.enqueue(story)
+    async for _, event in bus.follow(story.id, start_timeout_s=60):
+        if isinstance(event, Delta):
+            break
+    await bus.enqueue(answered)  # already answered
+    await bus.enqueue(story)  # in flight right now, from another entry
+    for question in (answered, story):
+        kinds = [type(e).__name__ for e in await follow(bus, question.id)]
+        assert kinds.count("Done") == 1 and kinds.count("Started") == 1 and "Restart" not in kinds, kinds
+    wait_until(lambda: worker.log().count("acked and dropped") == 2, 30, what="both duplicates dropped")
+    assert await bus.queue_depth() == 0 and (await bus.stats()).pending == 0
+
+
+def test_redis_refusing_writes_keeps_workers_up_and_loses_nothing_queued(  # type: ignore[no-untyped-def]
+    start_worker, redis_server: RedisServer
+) -> None:
+    admin = redis.Redis.from_url(redis_server.url)
+    queued = AskProcess(redis_server.url, "고려대학교는 어디에 있어?")
+    queued.wait_for("queued")
+    # maxmemory below what is used, with noeviction: every write that allocates is refused (OOM).
+    admin.set("ballast", b"x" * 2_000_000)
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", 1_000_000)  # the ballast alone is twice that
+    try:
+        worker = start_worker(wait=False)
+        wait_until(lambda: "refuses writes (OOM)" in str((worker.health() or {}).get("status")), 60, what="503")
+        refused = run_kullm(["ask", "한국의 수도는 어디야?"], redis_server.url)
+        assert refused.returncode == 4 and "쓰기를 거부합니다 (OOM)" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert worker.process is not None and worker.process.poll() is None  # up, not in a restart loop
+    finally:
+        admin.config_set("maxmemory", 0)
+    assert queued.finish() == 0 and queued.final()["text"] == tiny_model.KOREA_UNIV  # nothing queued was lost
+    wait_until(worker.ready, 30, what="ready again")
+    # A replica after a failover refuses writes with READONLY: the same outcome.
+    admin.replicaof("127.0.0.1", free_port())
+    try:
+        refused = run_kullm(["ask", "한국의 수도는 어디야?"], redis_server.url)
+        assert refused.returncode == 4 and "(READONLY)" in refused.stderr, refused.stderr
+    finally:
+        admin.replicaof("NO", "ONE")
+        admin.close()
+    assert run_kullm(["ask", "한국의 수도는 어디야?"], redis_server.url).stdout.strip() == tiny_model.CAPITAL
+    assert "Traceback" not in worker.log() and "redis refuses writes (OOM)" in worker.log()
 
 
 def test_redis_restarted_empty_the_worker_recreates_its_group(start_worker, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]

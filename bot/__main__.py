@@ -80,6 +80,7 @@ def run_discord() -> int:
 
 
 SLACK_APPS = "https://api.slack.com/apps"
+HTTP_KEEPALIVE_TIMEOUT_S = 15.0  # Slack's HTTP mode: an idle keep-alive connection is closed after this
 SLACK_MISSING = {
     "SLACK_BOT_TOKEN": "your app → OAuth & Permissions → Bot User OAuth Token (xoxb-…)",
     "SLACK_APP_TOKEN": "your app → Basic Information → App-Level Tokens, with the connections:write scope (xapp-…)",
@@ -109,8 +110,9 @@ async def _serve_slack(settings: Any) -> int:
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
     from slack_sdk.errors import SlackApiError
 
-    from bot.slack_app import KullmSlack, web_client
+    from bot.slack_app import KullmSlack, http_app, web_client
     from chatbus import Bus, Keys, connect
+    from chatbus.http_guard import ConnectionGuard
 
     client = web_client(settings)
     try:
@@ -137,11 +139,15 @@ async def _serve_slack(settings: Any) -> int:
             await stop.wait()
             await handler.close_async()
         else:
-            runner = web.AppRunner(kullm.app.web_app(path="/slack/events", port=settings.slack_http_port))
+            runner = web.AppRunner(
+                http_app(kullm, settings.slack_http_port), keepalive_timeout=HTTP_KEEPALIVE_TIMEOUT_S
+            )
             await runner.setup()
-            await web.TCPSite(runner, settings.slack_http_host, settings.slack_http_port).start()
+            assert runner.server is not None
+            listener = await ConnectionGuard().serve(runner.server, settings.slack_http_host, settings.slack_http_port)
             log.info("serving Slack events on %s:%d/slack/events", settings.slack_http_host, settings.slack_http_port)
             await stop.wait()
+            listener.close()
             await runner.cleanup()
         return 0
     finally:

@@ -16,7 +16,7 @@ import discord
 import yarl
 from discord import app_commands
 
-from bot.relay import Relay
+from bot.relay import PlaceholderGone, Relay
 from bot.settings import DiscordSettings
 from bot.texts import text
 from chatbus import Bus, Keys, connect
@@ -48,13 +48,19 @@ class DiscordSurface:
 
     async def edit(self, target: dict[str, str], content: str, *, final: bool) -> None:
         message = self._channel(target).get_partial_message(int(target["message"]))
-        if final:
-            await message.edit(content=content, view=None, allowed_mentions=NO_MENTIONS)
-        else:
-            await message.edit(content=content, allowed_mentions=NO_MENTIONS)
+        try:
+            if final:
+                await message.edit(content=content, view=None, allowed_mentions=NO_MENTIONS)
+            else:
+                await message.edit(content=content, allowed_mentions=NO_MENTIONS)
+        except (discord.NotFound, discord.Forbidden) as exc:  # deleted, or the bot lost access
+            raise PlaceholderGone(f"{exc.status} {exc.code}") from exc
 
     async def post_more(self, target: dict[str, str], content: str) -> None:
-        await self._channel(target).send(content, allowed_mentions=NO_MENTIONS)
+        try:
+            await self._channel(target).send(content, allowed_mentions=NO_MENTIONS)
+        except (discord.NotFound, discord.Forbidden) as exc:
+            raise PlaceholderGone(f"{exc.status} {exc.code}") from exc
 
     def working(self, target: dict[str, str]) -> AbstractAsyncContextManager[None]:
         return self._channel(target).typing()  # type: ignore[return-value]

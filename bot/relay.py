@@ -45,7 +45,14 @@ from chatbus import (
 log = logging.getLogger(__name__)
 
 RATE_WINDOW_S = 60
+# The longest an answer may take after its question expired: in-flight records older than
+# QUESTION_TTL_S plus this are given up (and the whole hash expires if a platform goes quiet).
+MAX_ANSWER_S = 600
 STREAMING_MARK = " ▌"
+
+
+class PlaceholderGone(Exception):
+    """The platform says the placeholder is gone: deleted, or its channel deleted or closed to the bot."""
 
 
 class Surface(Protocol):
@@ -56,11 +63,11 @@ class Surface(Protocol):
     edit_interval_s: float
 
     async def edit(self, target: dict[str, str], content: str, *, final: bool) -> None:
-        """Replace the placeholder's text; `final` removes the stop control."""
+        """Replace the placeholder's text; `final` removes the stop control. Raises `PlaceholderGone`."""
         ...
 
     async def post_more(self, target: dict[str, str], content: str) -> None:
-        """Post a continuation of a long answer after the placeholder."""
+        """Post a message after the placeholder (in its thread). Raises `PlaceholderGone` if that is gone too."""
         ...
 
     def working(self, target: dict[str, str]) -> AbstractAsyncContextManager[None]:
@@ -118,7 +125,8 @@ class Relay:
         limit = self.settings.user_questions_per_minute
         if await self.bus.count_request(self.platform, user, RATE_WINDOW_S) > limit:
             return text("rate_limited", self.settings.bot_language, limit=limit)
-        active = sum(1 for r in await self.bus.tracked(self.platform) if r.user == user)
+        oldest = time.time() - self.record_max_age_s  # an older record is dead: it holds no slot
+        active = sum(1 for r in await self.bus.tracked(self.platform) if r.user == user and r.created_at > oldest)
         if active >= self.settings.user_concurrent_questions:
             return text("concurrent", self.settings.bot_language, limit=self.settings.user_concurrent_questions)
         depth = await self.bus.queue_depth()
@@ -167,7 +175,7 @@ class Relay:
             created_at=item.created_at,
         )
         try:
-            await self.bus.track(record)
+            await self.bus.track(record, ttl_s=int(self.record_max_age_s))
             await self.bus.enqueue(item, self.settings.max_queue)
         except QueueFull as exc:
             notice = text("overloaded", self.settings.bot_language, depth=exc.depth)
@@ -201,14 +209,36 @@ class Relay:
     # ------------------------------------------------------------------ answering
 
     async def resume(self) -> int:
-        """Deliver every in-flight answer no live process is posting; returns how many were taken."""
+        """Deliver every in-flight answer no live process is posting; returns how many were taken.
+
+        A record older than a question can live (QUESTION_TTL_S plus the longest answer) is given up
+        with a notice instead, so no dead record keeps a user's concurrent-question slot.
+        """
         taken = 0
         for record in await self.bus.tracked(self.platform):
-            if record.question_id not in self._delivering and await self._lease(record):
-                log.info("%s question %s: resuming its answer", self.platform, record.question_id)
-                self._spawn(record, leased=True)
-                taken += 1
+            if record.question_id in self._delivering or not await self._lease(record):
+                continue
+            if time.time() - record.created_at > self.record_max_age_s:
+                await self._give_up(record)
+                continue
+            log.info("%s question %s: resuming its answer", self.platform, record.question_id)
+            self._spawn(record, leased=True)
+            taken += 1
         return taken
+
+    @property
+    def record_max_age_s(self) -> float:
+        """How long an in-flight record may live: the question's lifetime and the longest answer after it."""
+        return self.settings.question_ttl_s + MAX_ANSWER_S
+
+    async def _give_up(self, record: InflightRecord) -> None:
+        """End a record that can no longer be answered: tell the asker if the placeholder is still there."""
+        log.warning("%s question %s: in flight too long, given up", self.platform, record.question_id)
+        with contextlib.suppress(Exception):
+            await self.surface.edit(record.target, text("given_up", record.language), final=True)
+        with contextlib.suppress(Exception):
+            await self.bus.untrack(self.platform, record.question_id)
+            await self.bus.release_lease(record.question_id, self.owner)
 
     async def run_resumer(self) -> None:
         """Resume lapsed answers now and every half lease, for records of crashed processes."""
@@ -263,6 +293,7 @@ class Relay:
         language = record.language
         shown = ""
         last_edit = 0.0
+        gone = False
         try:
             async for _, event in self.bus.follow(
                 record.question_id,
@@ -273,7 +304,8 @@ class Relay:
                     shown += event.text
                 elif isinstance(event, Restart):
                     shown = ""
-                    await self.surface.edit(record.target, text("restarted", language), final=False)
+                    with contextlib.suppress(PlaceholderGone):
+                        await self.surface.edit(record.target, text("restarted", language), final=False)
                     continue
                 elif isinstance(event, Done):
                     await self._post_final(record, event.text)
@@ -283,8 +315,11 @@ class Relay:
                     notice = error_text(event.code, language)  # type: ignore[arg-type]
                     await self._post_final(record, f"{shown}\n\n{notice}" if shown else notice)
                     return True
-                if shown and time.monotonic() - last_edit >= self.surface.edit_interval_s:
-                    await self.surface.edit(record.target, self._streaming_view(shown), final=False)
+                if shown and not gone and time.monotonic() - last_edit >= self.surface.edit_interval_s:
+                    try:
+                        await self.surface.edit(record.target, self._streaming_view(shown), final=False)
+                    except PlaceholderGone:
+                        gone = True  # stream no more; the final answer goes out as a fresh message
                     last_edit = time.monotonic()
         except AnswerTimeout:
             notice = text("timeout", language)  # type: ignore[arg-type]
@@ -299,10 +334,20 @@ class Relay:
         return body + STREAMING_MARK
 
     async def _post_final(self, record: InflightRecord, answer: str) -> None:
+        """The final text on the placeholder, or, if that was deleted, as fresh messages in its thread."""
         pieces = split_message(answer, self.surface.max_chars) or ["…"]
-        await self.surface.edit(record.target, pieces[0], final=True)
-        for piece in pieces[1:]:
-            await self.surface.post_more(record.target, piece)
+        try:
+            await self.surface.edit(record.target, pieces[0], final=True)
+            rest = pieces[1:]
+        except PlaceholderGone:
+            log.warning("%s question %s: placeholder gone, posting a fresh message", self.platform, record.question_id)
+            rest = pieces
+        try:
+            for piece in rest:
+                await self.surface.post_more(record.target, piece)
+        except PlaceholderGone:  # the thread or channel is gone too: nobody is left to read it
+            log.warning("%s question %s: nowhere left to post the answer, given up", self.platform, record.question_id)
+            return
         log.info("%s question %s: answer posted in %d message(s)", self.platform, record.question_id, len(pieces))
 
     async def _remember(self, record: InflightRecord, answer: str) -> None:

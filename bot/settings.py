@@ -66,7 +66,7 @@ class SlackSettings(ClientSettings):
     slack_app_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_mode: Literal["socket", "http"] = "socket"
-    slack_http_host: str = "0.0.0.0"
+    slack_http_host: str = "127.0.0.1"  # behind a reverse proxy; compose sets 0.0.0.0
     slack_http_port: int = Field(default=3000, ge=1, le=65535)
     slack_allowed_channel_ids: str = ""
     slack_edit_interval_s: float = Field(default=1.0, gt=0)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from contextlib import AbstractAsyncContextManager, nullcontext
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -19,7 +20,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.formatting import slack_escape, to_slack_mrkdwn
-from bot.relay import Relay
+from bot.relay import PlaceholderGone, Relay
 from bot.settings import SlackSettings
 from bot.texts import text
 from chatbus import Bus
@@ -51,15 +52,32 @@ class SlackSurface:
     async def edit(self, target: dict[str, str], content: str, *, final: bool) -> None:
         shown = to_slack_mrkdwn(content)
         blocks = [] if final else answer_blocks(shown, target["question"], self.language)
-        await self.client.chat_update(channel=target["channel"], ts=target["ts"], text=shown, blocks=blocks)
+        async with _gone_on(GONE_ON_UPDATE):
+            await self.client.chat_update(channel=target["channel"], ts=target["ts"], text=shown, blocks=blocks)
 
     async def post_more(self, target: dict[str, str], content: str) -> None:
-        await self.client.chat_postMessage(
-            channel=target["channel"], thread_ts=target.get("thread_ts") or None, text=to_slack_mrkdwn(content)
-        )
+        async with _gone_on(GONE_ON_POST):
+            await self.client.chat_postMessage(
+                channel=target["channel"], thread_ts=target.get("thread_ts") or None, text=to_slack_mrkdwn(content)
+            )
 
     def working(self, target: dict[str, str]) -> AbstractAsyncContextManager[None]:
         return nullcontext()  # Slack has no typing indicator for bots
+
+
+# Slack's errors that mean the placeholder (or the place to post) is gone for good.
+GONE_ON_POST = frozenset({"channel_not_found", "is_archived", "not_in_channel", "thread_not_found"})
+GONE_ON_UPDATE = GONE_ON_POST | {"message_not_found", "cant_update_message"}
+
+
+@asynccontextmanager
+async def _gone_on(errors: frozenset[str]) -> AsyncIterator[None]:
+    try:
+        yield
+    except SlackApiError as exc:
+        if exc.response.get("error") in errors:
+            raise PlaceholderGone(str(exc.response.get("error"))) from exc
+        raise
 
 
 def answer_blocks(shown: str, question_id: str, language: str) -> list[dict[str, Any]]:
@@ -282,3 +300,36 @@ def web_client(settings: SlackSettings) -> AsyncWebClient:
     client = AsyncWebClient(**kwargs)
     client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=5))
     return client
+
+
+def http_app(kullm: KullmSlack, port: int) -> Any:
+    """The aiohttp application of HTTP mode: bolt's, behind a gate that refuses what Slack never sends.
+
+    bolt parses a body before it checks its signature, so a malformed unsigned body made it fail
+    with a 500. The gate checks the signature first (401 for unsigned, forged or stale requests) and
+    answers an undecodable body 400; only then does bolt see the request.
+    """
+    from aiohttp import web
+    from slack_sdk.signature import SignatureVerifier
+
+    secret = kullm.settings.slack_signing_secret
+    verifier = SignatureVerifier(secret.get_secret_value() if secret else "")
+
+    @web.middleware
+    async def gate(request: web.Request, handler: Any) -> web.StreamResponse:
+        body = await request.read()
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return web.Response(status=400, text="the request body is not UTF-8")
+        if not verifier.is_valid_request(text, dict(request.headers)):
+            return web.Response(status=401, text="invalid request signature")
+        try:
+            response: web.StreamResponse = await handler(request)
+        except ValueError:  # a signed body bolt cannot parse
+            return web.Response(status=400, text="malformed request body")
+        return response
+
+    app = kullm.app.web_app(path="/slack/events", port=port)
+    app.middlewares.append(gate)
+    return app

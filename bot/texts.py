@@ -30,6 +30,10 @@ _TEXTS: dict[str, dict[Language, str]] = {
         "ko": "⚠️ 답변을 만드는 중 오류가 났습니다. 운영자에게 알려 주세요.",
         "en": "⚠️ Something went wrong while answering. Please tell the operator.",
     },
+    "given_up": {
+        "ko": "⌛ 이 질문은 너무 오래되어 답변을 마치지 못했습니다. 다시 물어봐 주세요.",
+        "en": "⌛ This question is too old to finish its answer. Please ask again.",
+    },
     "timeout": {
         "ko": "⌛ 답변이 오지 않습니다. 작업자(worker)가 실행 중인지 확인해 주세요.",
         "en": "⌛ No answer is arriving. Check that a worker is running.",

@@ -291,9 +291,14 @@ class Bus:
             count, _ = await pipe.execute()
         return int(count)
 
-    async def track(self, record: InflightRecord) -> None:
-        """Remember an answer this adapter still has to post."""
-        await self.redis.hset(self.keys.inflight(record.platform), record.question_id, record.to_json())
+    async def track(self, record: InflightRecord, ttl_s: int | None = None) -> None:
+        """Remember an answer this adapter still has to post; the platform's records expire `ttl_s` after the last."""
+        key = self.keys.inflight(record.platform)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, record.question_id, record.to_json())
+            if ttl_s is not None:
+                pipe.expire(key, ttl_s)
+            await pipe.execute()
 
     async def untrack(self, platform: str, question_id: str) -> None:
         """The answer is posted (or given up): forget it."""
@@ -302,11 +307,12 @@ class Bus:
     async def tracked(self, platform: str) -> list[InflightRecord]:
         """Every answer of this platform not yet posted."""
         records = []
-        for raw in (await self.redis.hgetall(self.keys.inflight(platform))).values():
+        for field, raw in (await self.redis.hgetall(self.keys.inflight(platform))).items():
             try:
                 records.append(InflightRecord.from_json(raw))
-            except MalformedMessage:
-                log.warning("skipping a malformed inflight record on %s", platform)
+            except MalformedMessage:  # nobody can answer it: removed, so it holds no user's slot
+                log.warning("removing a malformed inflight record on %s", platform)
+                await self.redis.hdel(self.keys.inflight(platform), field)
         return records
 
     async def acquire_lease(self, question_id: str, owner: str, ttl_ms: int) -> bool:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from chatbus.http_guard import ConnectionGuard
+
 log = logging.getLogger(__name__)
+
+KEEPALIVE_TIMEOUT_S = 15.0  # an idle keep-alive connection is closed after this
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -51,7 +57,7 @@ class WorkerMetrics:
 
 async def serve_http(
     host: str, port: int, metrics: WorkerMetrics, health: Callable[[], tuple[bool, dict[str, Any]]]
-) -> web.AppRunner:
+) -> Endpoint:
     """Serve `/healthz` (200 when ready, 503 otherwise) and `/metrics`."""
 
     async def healthz(_: web.Request) -> web.Response:
@@ -64,8 +70,23 @@ async def serve_http(
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    assert runner.server is not None
+    listener = await ConnectionGuard().serve(runner.server, host, port)
     log.info("serving /healthz and /metrics on %s:%d", host, port)
-    return runner
+    return Endpoint(runner, listener)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A running HTTP listener (aiohttp behind the connection guard)."""
+
+    runner: web.AppRunner
+    listener: asyncio.Server
+
+    async def cleanup(self) -> None:
+        """Stop listening, then close the application."""
+        self.listener.close()
+        await self.listener.wait_closed()
+        await self.runner.cleanup()

@@ -11,6 +11,7 @@ user text cannot open a template section, and generation stops at a new `###` se
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -20,14 +21,46 @@ from chatbus import Turn
 from inference.errors import PromptTooLong
 
 STOP_MARKER = "###"
-# A `###` at the start of a line opens a template section (the model's or a forged one).
-_SECTION = re.compile(r"(?:^|\n)[ \t]*###")
-# Whitespace and invisible characters (zero-width, direction marks, BOM) before the hashes count too.
-INVISIBLE = " \t\r\f\v\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u061c\ufeff"
-# Any line break the tokenizer may see as one (a bare \r too) starts a line.
-_FORGED_SECTION = re.compile(rf"(^|[\n\r\x0b\x0c\x85\u2028\u2029])([{INVISIBLE}]*)(#{{3,}})")
+# Every character a tokenizer or a reader may take as a line break.
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+# Characters that NFKC turns into `#` (a tokenizer may normalise before it splits).
+HASHES = "".join(sorted(c for c in map(chr, range(0x10000)) if unicodedata.normalize("NFKC", c) == "#"))
+# What replaces them in user text: looks like a hash, and NFKC leaves it alone.
+SAFE_HASH = "\u266f"  # ♯
+# Blank or invisible characters, derived from Unicode categories (spaces, controls, format
+# characters, combining marks) plus the blank letters and symbols (Hangul fillers, braille blank).
+_INVISIBLE_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Mn", "Me"})
+
+
+def _invisible(c: str) -> bool:
+    if c in LINE_BREAKS:
+        return False
+    name = unicodedata.name(c, "")
+    blank_letter = name.endswith("FILLER") or name == "BRAILLE PATTERN BLANK"
+    return unicodedata.category(c) in _INVISIBLE_CATEGORIES or blank_letter
+
+
+def _char_class(chars: Sequence[str]) -> str:
+    """A regex character class for `chars`, as ranges."""
+    codes, ranges = sorted(map(ord, chars)), []
+    for code in codes:
+        if ranges and code == ranges[-1][1] + 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "") for a, b in ranges)
+
+
+# Planes 0-2 and 14 (tags, variation selectors supplement) hold every such character assigned today.
+_PLANES = (*range(0x30000), *range(0xE0000, 0xE1000))
+INVISIBLE = "".join(c for c in map(chr, _PLANES) if _invisible(c))
+_BREAK, _BLANK, _HASH = f"[{_char_class(LINE_BREAKS)}]", f"[{_char_class(INVISIBLE)}]", f"[{_char_class(HASHES)}]"
+# A line opening a template section: a line start, anything invisible, three hash-like characters.
+_FORGED_SECTION = re.compile(rf"(^|{_BREAK})({_BLANK}*)({_HASH}{{3,}})")
+# The same in generated text: the model (or a prompt it echoes) starting a new section.
+_SECTION = re.compile(rf"(?:^|{_BREAK}){_BLANK}*{_HASH}{{3}}")
 # Held back while streaming: a trailing line that may still grow into `###`.
-_PARTIAL_SECTION = re.compile(r"(?:^|\n)[ \t]*#{0,2}$")
+_PARTIAL_SECTION = re.compile(rf"(?:^|{_BREAK}){_BLANK}*{_HASH}{{0,2}}$")
 
 KULLM_V2_PREAMBLE_INPUT = (
     "아래는 작업을 설명하는 명령어와 추가 컨텍스트를 제공하는 입력이 짝을 이루는 예제입니다. "
@@ -45,8 +78,11 @@ class Template(StrEnum):
 
 
 def neutralise(text: str) -> str:
-    """Make user text unable to open a template section: a leading `###` becomes full-width `＃＃＃`."""
-    return _FORGED_SECTION.sub(lambda m: m.group(1) + m.group(2) + "＃" * len(m.group(3)), text)
+    """Make user text unable to open a template section: a leading `###` (or look-alike) becomes `♯♯♯`.
+
+    Also after any line break and any invisible prefix, and still so after NFKC normalisation.
+    """
+    return _FORGED_SECTION.sub(lambda m: m.group(1) + m.group(2) + SAFE_HASH * len(m.group(3)), text)
 
 
 def render_kullm_v1(question: str, context: str = "") -> str:

@@ -54,6 +54,6 @@ class WorkerSettings(BaseSettings):
     cancel_poll_s: float = Field(default=0.25, gt=0)
     delta_interval_s: float = Field(default=0.2, ge=0)
     drain_grace_s: float = Field(default=60.0, ge=0)
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str = "127.0.0.1"  # compose sets 0.0.0.0 inside its network
     metrics_port: int = Field(default=9400, ge=0, le=65535)
     log_level: str = "INFO"

@@ -1010,6 +1010,10 @@ class DiscordStandIn:
         await self._delete(msg)
         return _no_content()
 
+    async def delete_message(self, message_id: int) -> None:
+        """A moderator deletes a message: it is gone for the bot too (404 Unknown Message on edit)."""
+        await self._delete(self.messages[message_id])
+
     async def _delete(self, msg: dict[str, Any]) -> None:
         self.deleted_messages[int(msg["id"])] = self.messages.pop(int(msg["id"]))
         guild_id = self._guild_of(int(msg["channel_id"]))

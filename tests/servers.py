@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,6 +24,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def half_open(port: int, count: int) -> list[socket.socket]:
+    """`count` connections to a local port that never send a byte (a slowloris flood); the caller closes them."""
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.connect(("127.0.0.1", port))
+        sockets.append(sock)
+    return sockets
 
 
 def wait_until(predicate, timeout_s: float = 30.0, interval_s: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]

@@ -228,6 +228,20 @@ async def test_bot_killed_mid_answer_finishes_the_same_message(discord_env: Disc
     assert "resuming its answer" in d.bot.log()
 
 
+@pytest.mark.bot_env(USER_CONCURRENT_QUESTIONS="1")
+async def test_a_deleted_placeholder_gets_a_fresh_answer_and_frees_the_user(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    asked = await s.send_message(s.channel_id, s.alice, d.mention("긴 이야기를 들려줘"), mention_bot=True)
+    thread = await d.thread_for(int(asked["id"]))
+    placeholder = await s.wait_for(lambda: next(iter(d.bot_messages(thread)), None))
+    await s.wait_for(lambda: placeholder["edits"] >= 1)
+    await s.delete_message(int(placeholder["id"]))  # a moderator deletes it mid-answer
+    fresh = await d.answer_in(thread, tiny_model.LONG_STORY)
+    assert fresh["id"] != placeholder["id"] and "placeholder gone" in d.bot.log()
+    asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
+    await d.answer_in(await d.thread_for(int(asked["id"])), tiny_model.CAPITAL)  # not locked out
+
+
 async def test_gateway_reconnect_mid_answer_loses_nothing(discord_env: Discord) -> None:
     d, s = discord_env, discord_env.standin
     asked = await s.send_message(s.channel_id, s.alice, d.mention("긴 이야기를 들려줘"), mention_bot=True)

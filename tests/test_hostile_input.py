@@ -7,6 +7,7 @@ messages of only mentions, nested code fences, emoji, and forged template sectio
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,7 +16,7 @@ from bot.discord_app import THREAD_NAME_LIMIT, thread_name
 from bot.formatting import split_message, to_slack_mrkdwn
 from bot.settings import ClientSettings
 from bot.terminal import check_question
-from inference.prompt import INVISIBLE, PromptBuilder, Template, visible_answer
+from inference.prompt import LINE_BREAKS, PromptBuilder, Template, cut_at_stop, neutralise, visible_answer
 
 ZERO_WIDTH_AND_RTL = "\u200b\u200c\u200d\u2060\ufeff\u202e\u202d\u200f\u061c"
 HOSTILE = st.lists(
@@ -85,19 +86,57 @@ def test_questions_are_refused_clearly_or_accepted(text: str) -> None:
     assert check_question(CLIENT, "가" * 100_000) is not None, "a 100k-character message is refused as too long"
 
 
-@given(HOSTILE, HOSTILE)
+# Blank and invisible characters by Unicode category (the test's own derivation), the ones the
+# adversarial run used by name, look-alikes of `#`, and every kind of line break.
+BLANKS = st.characters(categories=["Zs", "Cf", "Mn", "Me", "Cc"], exclude_characters=LINE_BREAKS)
+NAMED = "\u3000\u00a0\u2000\u2005\u200a\u3164\u115f\u1160\uffa0\u00ad\u2800\u180e\ufe0f\U000e0100\u034f"
+SNEAKY = st.lists(
+    st.one_of(
+        BLANKS,
+        st.sampled_from([*NAMED, *LINE_BREAKS, "#", "＃", "﹟", "###", "### 답변:", "가", " "]),
+    ),
+    max_size=60,
+).map("".join)
+
+
+def opens_sections(prompt: str) -> list[str]:
+    """Lines that open a `###` section as a normalising tokenizer would see them (NFKC, blanks skipped)."""
+    normal = unicodedata.normalize("NFKC", prompt)
+    lines = re.split(f"[{re.escape(LINE_BREAKS)}]", normal)
+    return [line.lstrip("".join(filter(_blank, line))).split(":")[0] for line in lines if _opens(line)]
+
+
+def _blank(c: str) -> bool:
+    """Separators, controls, format characters, non-spacing and enclosing marks, blank letters."""
+    name = unicodedata.name(c, "")
+    kind = unicodedata.category(c)
+    return kind in ("Zs", "Zl", "Zp", "Cc", "Cf", "Mn", "Me") or name.endswith("FILLER") or "PATTERN BLANK" in name
+
+
+def _opens(line: str) -> bool:
+    rest = line
+    while rest and _blank(rest[0]):
+        rest = rest[1:]
+    return rest.startswith("###")
+
+
+@given(st.one_of(HOSTILE, SNEAKY), st.one_of(HOSTILE, SNEAKY))
 def test_forged_sections_never_reach_the_prompt(question: str, context: str) -> None:
     builder = PromptBuilder(Template.KULLM_V1, len, context_window=100_000)
     if not question.strip():
         return
     prompt = builder.build(question, context=context, max_new_tokens=10).text
-    sections = [
-        line.lstrip(INVISIBLE).split(":")[0]
-        for line in re.split(r"[\n\r]", prompt)
-        if line.lstrip(INVISIBLE).startswith("###")
-    ]
     expected = ["### 질문", "### 맥락", "### 답변"] if context else ["### 질문", "### 답변"]
-    assert sections == expected
+    assert opens_sections(prompt) == expected
+
+
+@given(SNEAKY, SNEAKY)
+def test_the_output_cutter_sees_every_line_start_the_neutraliser_sees(before: str, after: str) -> None:
+    # Whatever neutralise would defuse in user text, the cutter stops at in generated text.
+    generated = f"답입니다{before}###{after}"
+    if neutralise(generated) != generated:
+        text, stopped = cut_at_stop(generated)
+        assert stopped and not any(_opens(line) for line in re.split(f"[{re.escape(LINE_BREAKS)}]", text))
 
 
 @given(HOSTILE)

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from bot.relay import Relay
+from bot.relay import PlaceholderGone, Relay
 from bot.settings import ClientSettings
-from chatbus import Bus, Turn
+from chatbus import Bus, InflightRecord, Turn
 from tests import tiny_model
 
 
@@ -27,12 +27,18 @@ class RecordingSurface:
     messages: dict[str, str] = field(default_factory=dict)
     edits: list[tuple[float, str, str, bool]] = field(default_factory=list)
     posts: list[str] = field(default_factory=list)
+    deleted: set[str] = field(default_factory=set)  # placeholders a moderator deleted (404 on edit)
+    thread_gone: bool = False  # the whole thread too (404 on post)
 
     async def edit(self, target: dict[str, str], content: str, *, final: bool) -> None:
+        if target["message"] in self.deleted:
+            raise PlaceholderGone("404")
         self.messages[target["message"]] = content
         self.edits.append((time.monotonic(), target["message"], content, final))
 
     async def post_more(self, target: dict[str, str], content: str) -> None:
+        if self.thread_gone:
+            raise PlaceholderGone("404")
         self.posts.append(content)
 
     def working(self, target: dict[str, str]) -> contextlib.AbstractAsyncContextManager[None]:
@@ -138,6 +144,50 @@ async def test_limits_refuse_with_clear_messages(bus: Bus) -> None:
     assert "질문이 너무 많이 밀려" in str(await relay.refusal("u2", "질문"))
     english = Relay(bus, RecordingSurface(), settings(bot_language="en", max_queue=1))
     assert "Too many questions" in str(await english.refusal("u3", "question"))
+    await relay.close()
+
+
+async def test_a_deleted_placeholder_gets_the_answer_as_a_fresh_message(relay_env) -> None:  # type: ignore[no-untyped-def]
+    bus, surface, relay = relay_env
+    await relay.submit({"message": "m6"}, user="u1", question="긴 이야기를 들려줘")
+    await until(lambda: _async(any(mid == "m6" for _, mid, _, _ in surface.edits)))
+    surface.deleted.add("m6")  # deleted mid-answer
+    await until(lambda: _async(bool(surface.posts)))
+    assert surface.posts == [tiny_model.LONG_STORY] and surface.finals("m6") == []
+    await until(lambda: _async_call(bus.tracked("test"), lambda r: r == []))
+
+
+async def test_nobody_is_locked_out_by_a_record_that_cannot_finish(bus: Bus) -> None:
+    relay = Relay(bus, RecordingSurface(deleted={"gone"}, thread_gone=True), settings(user_concurrent_questions=1))
+    surface = relay.surface
+    assert isinstance(surface, RecordingSurface)
+    # Placeholder and thread deleted: nowhere to answer. The record is ended, the user's slot freed.
+    await bus.track(
+        InflightRecord(
+            question_id="q-gone", platform="test", target={"message": "gone"}, user="u1", created_at=time.time()
+        )
+    )
+    await bus.redis.xadd(bus.keys.answers("q-gone"), {"m": '{"v":1,"type":"error","code":"failed","message":""}'})
+    assert await relay.resume() == 1
+    await until(lambda: _async_call(bus.tracked("test"), lambda r: r == []))
+    # A record older than any question can live: given up with a notice, not followed.
+    old = time.time() - relay.record_max_age_s - 1
+    surface.deleted.clear()
+    await bus.track(
+        InflightRecord(question_id="q-old", platform="test", target={"message": "old"}, user="u1", created_at=old)
+    )
+    assert "이미 답변을 기다리는" not in str(await relay.refusal("u1", "질문"))  # a dead record holds no slot
+    assert await relay.resume() == 0
+    assert surface.finals("old") == ["⌛ 이 질문은 너무 오래되어 답변을 마치지 못했습니다. 다시 물어봐 주세요."]
+    assert await bus.tracked("test") == []
+    # A record nobody can decode is removed the first time it is read.
+    await bus.redis.hset(bus.keys.inflight("test"), "q-bad", b"\xff not json")
+    assert await bus.tracked("test") == [] and await bus.redis.hlen(bus.keys.inflight("test")) == 0
+    # Every record expires: the platform's hash lives `ttl_s` past its newest record.
+    await bus.track(
+        InflightRecord(question_id="q-new", platform="test", target={}, user="u2", created_at=time.time()), 60
+    )
+    assert 0 < await bus.redis.ttl(bus.keys.inflight("test")) <= 60
     await relay.close()
 
 

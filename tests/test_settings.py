@@ -52,3 +52,10 @@ def test_a_wrong_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("TOP_P", "7")
     with pytest.raises(ValidationError, match="top_p"):
         WorkerSettings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_listeners_bind_loopback_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("METRICS_HOST", "SLACK_HTTP_HOST"):
+        monkeypatch.delenv(variable, raising=False)
+    assert WorkerSettings(_env_file=None).metrics_host == "127.0.0.1"  # type: ignore[call-arg]
+    assert SlackSettings(_env_file=None).slack_http_host == "127.0.0.1"  # type: ignore[call-arg]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import socket
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from bot.formatting import to_slack_mrkdwn
 from bot.slack_app import CANCEL_ACTION, SHORTCUT_ID
 from tests import tiny_model
 from tests.faults import LONG_CODE_QUESTION
-from tests.servers import BotProcess, RedisServer, free_port
+from tests.servers import BotProcess, RedisServer, free_port, half_open
 from tests.slack_standin import SlackStandIn, sign
 
 pytestmark = pytest.mark.e2e
@@ -288,6 +289,18 @@ async def test_app_killed_mid_answer_finishes_the_same_message(slack_env_fixture
     assert len([m for m in s.thread(s.channel_id, asked["ts"]) if m.get("bot_id")]) == 1
 
 
+async def test_a_deleted_placeholder_gets_a_fresh_answer(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("긴 이야기를 들려줘"), mention=True)
+    placeholder = await s.wait_for(
+        lambda: next((m for m in s.thread(s.channel_id, asked["ts"]) if m.get("blocks")), None)
+    )
+    await s.wait_for(lambda: placeholder["edits"] >= 1)
+    del s.messages[(s.channel_id, placeholder["ts"])]  # deleted mid-answer: chat.update says message_not_found
+    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], tiny_model.LONG_STORY)
+    assert answer["ts"] != placeholder["ts"] and "placeholder gone" in sl.bot.log()
+
+
 async def test_socket_mode_reconnect_mid_answer_loses_nothing(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
     asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("긴 이야기를 들려줘"), mention=True)
@@ -318,6 +331,7 @@ async def test_http_mode_verifies_signatures(redis_server: RedisServer, start_wo
     )
     bot = BotProcess("slack", tmp_path / "http.log", env).start()
     url = f"http://127.0.0.1:{port}/slack/events"
+    flood: list[socket.socket] = []
     payload = standin.slash_command_payload("/kullm", "한국의 수도는 어디야?", standin.alice, standin.channel_id)
     body = urllib.parse.urlencode(payload).encode()
     try:
@@ -331,6 +345,13 @@ async def test_http_mode_verifies_signatures(redis_server: RedisServer, start_wo
                     return response.status
 
             now = int(time.time())
+            bad = [(b"\xff\xfe\x00", {}, 400), (b"payload=%7Bnot-json", {}, 401), (b"{}", {}, 401), (b"", {}, 401)]
+            bad.append((b"payload=%7Bnot-json", sign(standin.signing_secret, b"payload=%7Bnot-json", now), 400))
+            for garbage, headers, status in bad:
+                kind = {"Content-Type": "application/x-www-form-urlencoded", **headers}
+                async with session.post(url, data=garbage, headers=kind) as response:
+                    assert response.status == status  # unsigned, undecodable or unparseable: never a 500
+            flood.extend(half_open(port, 1100))  # idle sockets: the guard sheds them, real requests get through
             forged = sign("wrong-secret", body, now)
             stale = sign(standin.signing_secret, body, now - 600)
             assert await post(forged) == 401
@@ -344,7 +365,10 @@ async def test_http_mode_verifies_signatures(redis_server: RedisServer, start_wo
             await asyncio.sleep(1.0)
             assert len([m for m in slack.bot_posts(standin.channel_id) if "님의 질문" in m["text"]]) == 1
             assert "delivered twice" in bot.log()
+            assert "sent no request in time" in bot.log()
     finally:
+        for sock in flood:
+            sock.close()
         await asyncio.to_thread(bot.stop)
         await standin.stop()
 

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from chatbus import Bus, Delta, Done, ErrorEvent, Question
+from chatbus.http_guard import MAX_CONNECTIONS
 from chatbus.keys import FIELD
 from tests import tiny_model
 from tests.servers import (
@@ -23,6 +24,7 @@ from tests.servers import (
     RedisServer,
     WorkerProcess,
     free_port,
+    half_open,
     json_events,
     run_kullm,
     wait_until,
@@ -287,6 +289,26 @@ def test_redis_refusing_writes_keeps_workers_up_and_loses_nothing_queued(  # typ
         admin.close()
     assert run_kullm(["ask", "한국의 수도는 어디야?"], redis_server.url).stdout.strip() == tiny_model.CAPITAL
     assert "Traceback" not in worker.log() and "redis refuses writes (OOM)" in worker.log()
+
+
+def test_a_flood_of_idle_connections_cannot_take_the_health_port_or_redis(  # type: ignore[no-untyped-def]
+    start_worker, redis_server: RedisServer
+) -> None:
+    worker = start_worker()
+    assert worker.process is not None
+    descriptors = Path(f"/proc/{worker.process.pid}/fd")
+    before = len(list(descriptors.iterdir()))
+    flood = half_open(worker.metrics_port, 1100)  # half-open: connected, never a byte sent
+    try:
+        wait_until(worker.ready, 30, what="/healthz through the flood")
+        answer = run_kullm(["ask", "한국의 수도는 어디야?"], redis_server.url)
+        assert answer.returncode == 0 and answer.stdout.strip() == tiny_model.CAPITAL
+        during = len(list(descriptors.iterdir()))
+        assert during <= before + MAX_CONNECTIONS + 8, f"{before} → {during} descriptors: idle sockets not shed"
+    finally:
+        for sock in flood:
+            sock.close()
+    wait_until(lambda: "sent no request in time" in worker.log(), 15, what="the shedding logged")
 
 
 def test_redis_restarted_empty_the_worker_recreates_its_group(start_worker, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,115 @@
+"""A guard for the HTTP listeners both sides open (the worker's /healthz and /metrics, Slack's HTTP mode).
+
+It lives here, beside the contract, because `bot/` and `inference/` must not import each other
+and it needs nothing but asyncio. It wraps any asyncio protocol factory (aiohttp's included):
+
+- a connection must finish its request headers within `header_timeout_s`, or it is closed;
+- at most `max_connections` are open at once: a newcomer past the cap closes the oldest one still
+  waiting for its headers (a slow or half-open client), so a flood of idle sockets cannot hold
+  file descriptors the process needs for Redis, nor lock out a real health check.
+
+Idle keep-alive connections after a request are the wrapped server's (aiohttp's keepalive_timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+HEADER_TIMEOUT_S = 10.0
+MAX_CONNECTIONS = 256
+_HEADERS_END = b"\r\n\r\n"
+
+
+class ConnectionGuard:
+    """Counts a listener's connections and closes the slow ones; see the module docstring."""
+
+    def __init__(self, *, header_timeout_s: float = HEADER_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS) -> None:
+        self.header_timeout_s = header_timeout_s
+        self.max_connections = max_connections
+        self.open: dict[_Guarded, None] = {}  # insertion order: oldest first
+        self.closed_slow = 0
+
+    def wrap(self, factory: Callable[[], asyncio.BaseProtocol]) -> Callable[[], asyncio.Protocol]:
+        """A protocol factory for `loop.create_server` around the server's own factory."""
+        return lambda: _Guarded(factory(), self)
+
+    async def serve(
+        self, factory: Callable[[], asyncio.BaseProtocol], host: str, port: int, **kwargs: Any
+    ) -> asyncio.Server:
+        """Listen on host:port with the guard in front of `factory`."""
+        return await asyncio.get_running_loop().create_server(self.wrap(factory), host, port, **kwargs)
+
+    def _opened(self, connection: _Guarded) -> None:
+        self.open[connection] = None
+        if len(self.open) > self.max_connections:
+            oldest = next((c for c in self.open if c.waiting and c is not connection), None)
+            if oldest is not None:
+                self._close_slow(oldest, "over the connection cap")
+
+    def _close_slow(self, connection: _Guarded, why: str) -> None:
+        self.open.pop(connection, None)  # counted as gone now: its socket closes on the next loop pass
+        self.closed_slow += 1
+        if self.closed_slow in (1, 10, 100, 1000) or self.closed_slow % 10000 == 0:
+            log.warning("closed %d connections that sent no request in time (latest: %s)", self.closed_slow, why)
+        connection.abort()
+
+
+class _Guarded(asyncio.Protocol):
+    """Passes everything to the wrapped protocol; watches only for the end of the first request's headers."""
+
+    def __init__(self, inner: asyncio.BaseProtocol, guard: ConnectionGuard) -> None:
+        self.inner = inner
+        self.guard = guard
+        self.waiting = True
+        self._tail = b""
+        self._timer: asyncio.TimerHandle | None = None
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.guard.header_timeout_s, self._timed_out)
+        self.guard._opened(self)
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.waiting:
+            seen = self._tail + data
+            if _HEADERS_END in seen:
+                self._headers_done()
+            else:
+                self._tail = seen[-(len(_HEADERS_END) - 1) :]
+        self.inner.data_received(data)  # type: ignore[attr-defined]
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()  # type: ignore[attr-defined,no-any-return]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._headers_done()
+        self.guard.open.pop(self, None)
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def abort(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.abort()  # type: ignore[attr-defined]
+
+    def _headers_done(self) -> None:
+        self.waiting = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self) -> None:
+        if self.waiting:
+            self.guard._close_slow(self, f"no request headers within {self.guard.header_timeout_s:.0f}s")

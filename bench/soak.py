@@ -30,7 +30,7 @@ from chatbus import Bus, Done, Keys, connect, decode_event
 from tests import tiny_model
 from tests.discord_standin import DiscordStandIn
 from tests.discord_standin import _user as discord_user
-from tests.servers import ROOT, RUNNING_ASKS, AskProcess, BotProcess, RedisServer, WorkerProcess
+from tests.servers import ROOT, RUNNING_ASKS, AskProcess, BotProcess, RedisServer, WorkerProcess, half_open
 from tests.slack_standin import SlackStandIn
 
 ASKED = [
@@ -56,6 +56,7 @@ BUSY_LIMIT = 20
 OOM_ABOVE = 4
 OOM_RATE = 0.5
 WAIT_S = 240.0
+REFUSED = ("🚦", "🔌")  # busy, or cannot take questions (Redis down or refusing writes)
 
 
 @dataclass
@@ -70,11 +71,17 @@ class Scenario:
     lost: int = 0
     duplicated: int = 0
     wrong: int = 0
+    stuck: int = 0  # in-flight records or queue entries still there once everything settled
     notes: list[str] = field(default_factory=list)
 
     @property
     def failures(self) -> int:
-        return self.lost + self.duplicated + self.wrong
+        return self.lost + self.duplicated + self.wrong + self.stuck
+
+    def fail(self, note: str) -> None:
+        """Something the scenario checks beyond the answers went wrong: counted as wrong, and said."""
+        self.wrong += 1
+        self.notes.append(note)
 
 
 @dataclass
@@ -202,7 +209,7 @@ class Service:
         key = "content" if asked.platform == "discord" else "text"
         # While streaming, a placeholder carries its stop button; the final text has none.
         done = [m[key] for m in self._bot_messages(asked) if not (m.get("components") or m.get("blocks"))]
-        return [text for text in done if not text.startswith(("⏳", "🚦"))]
+        return [text for text in done if not text.startswith(("⏳", *REFUSED))]
 
     def busy_notices(self, asked: Ask) -> list[str]:
         """Every "the service is busy" notice the asker was shown."""
@@ -213,15 +220,15 @@ class Service:
                 if (m.get("message_reference") or {}).get("message_id") == asked.ref
             ]
             shown = [*replies, *self._bot_messages(asked)]
-            return [m["content"] for m in shown if m["content"].startswith("🚦")]
+            return [m["content"] for m in shown if m["content"].startswith(REFUSED)]
         if asked.platform == "slack":
             ephemerals = [e for e in self.slack.ephemerals if e.get("thread_ts") == asked.ref]
             shown = [*ephemerals, *self._bot_messages(asked)]
-            return [m["text"] for m in shown if m["text"].startswith("🚦")]
+            return [m["text"] for m in shown if m["text"].startswith(REFUSED)]
         if asked.process is None or not asked.process.done():
             return []
         code, stderr = asked.process.result()
-        return ["🚦"] if code == 3 and "🚦" in stderr else []
+        return ["🚦"] if (code, stderr[:1]) in ((3, "🚦"), (4, "🔌")) else []
 
     def enqueued(self, asked: Ask) -> bool:
         """The question is in Redis (a chat adapter posts its placeholder just before enqueueing)."""
@@ -303,6 +310,19 @@ def grade(service: Service, row: Scenario, asks: list[Ask], *, busy_allowed: boo
             row.answered_once += 1
 
 
+async def leftovers(service: Service) -> int:
+    """In-flight records and queue entries still there after everything settled (waits up to 15 s for zero)."""
+
+    async def count() -> int:
+        records = [await service.bus.redis.hlen(service.bus.keys.inflight(p)) for p in ("discord", "slack")]
+        return sum(records) + await service.bus.queue_depth()
+
+    deadline = time.monotonic() + 15
+    while (left := await count()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    return int(left)
+
+
 def platform_of(user: int) -> str:
     return ("discord", "slack", "terminal")[user % 3]
 
@@ -362,8 +382,7 @@ async def busy(service: Service, rows: list[Scenario]) -> None:
         f"queue depth while paused {depth}; every accepted question answered once"
     )
     if depth > BUSY_LIMIT:
-        row.wrong += 1
-        row.notes.append(f"the queue grew past MAX_QUEUE: {depth}")
+        row.fail(f"the queue grew past MAX_QUEUE: {depth}")
     rows.append(row)
     await service.stop_bots()
     await service.start_bots()
@@ -393,8 +412,7 @@ async def adapter_kills(service: Service, trials: int, rows: list[Scenario]) -> 
             grade(service, row, [asked])
             answer = service.placeholder(asked)
             if answer is None or answer is not placeholder:
-                row.wrong += 1
-                row.notes.append("the answer went to a new message instead of the placeholder")
+                row.fail("the answer went to a new message instead of the placeholder")
         row.notes.append(f"{partial} of {trials} kills hit while the placeholder showed a partial answer")
         rows.append(row)
 
@@ -490,8 +508,11 @@ async def worker_freezes(service: Service, trials: int, rows: list[Scenario]) ->
             row.wrong += 1  # a stale delta was interleaved into the streamed answer
         with contextlib.suppress(TimeoutError):
             await until(lambda w=frozen, n=before: w.log().count("another worker owns it now") > n, 15)
-        fenced += frozen.log().count("another worker owns it now") - before
-    row.notes.append(f"the thawed worker dropped its stale copy {fenced} times of {trials}; its writes were fenced")
+        fenced += frozen.log().count("another worker owns it now") > before
+    row.notes.append(
+        f"in {fenced} of {trials} thaws the woken worker found the question taken over and dropped its copy "
+        "(its writes fenced off); no stale text reached an asker"
+    )
     rows.append(row)
 
 
@@ -501,6 +522,104 @@ def streamed_text(events: list[dict[str, Any]]) -> str:
     for event in events:
         text = "" if event["type"] == "restart" else text + str(event.get("text", "")) * (event["type"] == "delta")
     return text
+
+
+async def redis_refusals(service: Service, trials: int, rows: list[Scenario]) -> None:
+    """Redis refuses writes (`maxmemory` below its use, `noeviction`) while answers stream, then recovers.
+
+    Questions queued before are all answered once; questions asked during the refusal are each told
+    that questions cannot be taken now (🔌), from every front-end. The workers stay up throughout.
+    """
+    row = Scenario("Redis refuses writes (OOM, noeviction) mid-answer, then recovers", runs=trials)
+    admin, told = service.bus.redis, 0
+    for trial in range(trials):
+        asks = [
+            await service.ask(platform_of(n), (LONG if n < 3 else ASKED[n % 5])[0], 9000 + 20 * trial + n)
+            for n in range(9)
+        ]
+        await until(lambda batch=asks: all(service.enqueued(a) for a in batch), 60)
+        await asyncio.sleep(0.5)  # a chat adapter enqueues just after its placeholder shows: let it
+        await admin.set("soak:ballast", b"x" * 3_000_000)
+        await admin.config_set("maxmemory-policy", "noeviction")
+        await admin.config_set("maxmemory", 1_000_000)
+        try:
+            during = [await service.ask(platform_of(n), ASKED[1][0], 9500 + 20 * trial + n) for n in range(3)]
+            with contextlib.suppress(TimeoutError):
+                await until(lambda batch=during: all(service.busy_notices(a) for a in batch), 60, 0.2)
+            await asyncio.sleep(1.0)
+        finally:
+            await admin.config_set("maxmemory", 0)
+            await admin.delete("soak:ballast")
+        await settle(service, asks + during)
+        grade(service, row, asks)
+        before = row.told_busy
+        grade(service, row, during, busy_allowed=True)
+        told += row.told_busy - before
+    alive = all(w.process is not None and w.process.poll() is None for w in service.workers)
+    row.notes.append(f"{told} questions asked during the refusal were told 🔌 (one per front-end a run)")
+    if not alive:
+        row.fail("a worker exited while Redis refused writes")
+    rows.append(row)
+
+
+async def duplicate_entries(service: Service, trials: int, rows: list[Scenario]) -> None:
+    """Every queued entry is added twice more with the same question id, before and after it is answered."""
+    row = Scenario("each question's entry added twice more (same id), before and after its answer", runs=trials)
+    keys = service.bus.keys
+    for trial in range(trials):
+        for worker in service.workers:
+            worker.process.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+        try:
+            asks = [await service.ask(platform_of(n), ASKED[n % 5][0], 9700 + 20 * trial + n) for n in range(6)]
+            await until(lambda batch=asks: all(service.enqueued(a) for a in batch), 60)
+            await asyncio.sleep(0.3)
+            copies = [fields for _, fields in await service.bus.redis.xrange(keys.questions)]
+            for fields in copies * 2:
+                await service.bus.redis.xadd(keys.questions, fields)
+        finally:
+            for worker in service.workers:
+                worker.process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+        await settle(service, asks)
+        for fields in copies:  # and once more after the answers are out
+            await service.bus.redis.xadd(keys.questions, fields)
+        await asyncio.sleep(3.0)
+        grade(service, row, asks)
+    dropped = sum(w.log().count("acked and dropped") for w in service.workers)
+    row.notes.append(f"{dropped} copies acked and dropped by the workers (3 per question); none answered")
+    rows.append(row)
+
+
+async def deleted_placeholders(service: Service, trials: int, rows: list[Scenario]) -> None:
+    """A moderator deletes the bot's placeholder mid-answer: the answer arrives as a fresh message."""
+    row = Scenario("placeholder deleted mid-answer (Discord and Slack)", runs=trials)
+    for _ in range(trials):
+        for platform in ("discord", "slack"):
+            asked, placeholder = await mid_stream(service, platform)
+            if platform == "discord":
+                await service.discord.delete_message(int(placeholder["id"]))
+            else:
+                del service.slack.messages[(service.slack.channel_id, placeholder["ts"])]
+            await settle(service, [asked], 60)
+            grade(service, row, [asked])
+    rows.append(row)
+
+
+async def connection_floods(service: Service, trials: int, rows: list[Scenario]) -> None:
+    """1,100 half-open connections on every worker's health port while questions are answered."""
+    row = Scenario("1,100 half-open connections on each worker's /healthz port", runs=trials)
+    for trial in range(trials):
+        flood = [sock for w in service.workers for sock in half_open(w.metrics_port, 1100)]
+        try:
+            asks = [await service.ask(platform_of(n), ASKED[n % 5][0], 9900 + 20 * trial + n) for n in range(9)]
+            await settle(service, asks)
+            grade(service, row, asks)
+            healthy = all(w.ready() for w in service.workers)
+        finally:
+            for sock in flood:
+                sock.close()
+        if not healthy:
+            row.fail("a worker's /healthz did not answer through the flood")
+    rows.append(row)
 
 
 async def redis_restarts(service: Service, trials: int, rows: list[Scenario]) -> None:
@@ -544,8 +663,7 @@ async def out_of_memory(service: Service, trials: int, rows: list[Scenario]) -> 
         await service.stop_workers()
     row.notes.append(f"out-of-memory errors raised and recovered from, per run: {ooms}")
     if not all(ooms):
-        row.wrong += 1
-        row.notes.append("a run raised no out-of-memory error: it tested nothing")
+        row.fail("a run raised no out-of-memory error: it tested nothing")
     rows.append(row)
 
 
@@ -574,15 +692,16 @@ def render(rows: list[Scenario], command: str) -> str:
         "",
         f"Generated by `{command}` on {time.strftime('%Y-%m-%d')} (this file is its output; do not edit by hand).",
         "Each question must end with exactly one outcome: its final answer with the expected text in the right",
-        "thread, or, only where the queue is full, one notice that the service is busy.",
+        "thread, or, only where the queue is full or Redis refuses writes, one notice that it cannot take questions.",
+        "Stuck counts in-flight records and queue entries left once a scenario settled (a user's slot held for good).",
         "",
-        "| scenario | runs | questions | answered once | told busy | lost | duplicated | wrong |",
-        "|---|---|---|---|---|---|---|---|",
+        "| scenario | runs | questions | answered once | told busy | lost | duplicated | wrong | stuck |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row.name} | {row.runs} | {row.questions} | {row.answered_once} | {row.told_busy} | {row.lost} | "
-            f"{row.duplicated} | {row.wrong} |"
+            f"{row.duplicated} | {row.wrong} | {row.stuck} |"
         )
     lines.append("")
     lines += [f"- {row.name}: {note}" for row in rows for note in row.notes]
@@ -599,6 +718,10 @@ async def main_async(args: argparse.Namespace) -> int:
         ("429s", lambda s: rate_limits(s, args.fault_trials, rows)),
         ("worker kills", lambda s: worker_kills(s, args.kill_trials, rows)),
         ("worker freezes", lambda s: worker_freezes(s, args.fault_trials, rows)),
+        ("redis refuses writes", lambda s: redis_refusals(s, args.redis_trials, rows)),
+        ("duplicate entries", lambda s: duplicate_entries(s, args.redis_trials, rows)),
+        ("deleted placeholders", lambda s: deleted_placeholders(s, args.fault_trials, rows)),
+        ("connection floods", lambda s: connection_floods(s, args.redis_trials, rows)),
         ("redis restarts", lambda s: redis_restarts(s, args.redis_trials, rows)),
         ("out of memory", lambda s: out_of_memory(s, args.fault_trials, rows)),
     ]
@@ -607,7 +730,9 @@ async def main_async(args: argparse.Namespace) -> int:
         try:
             for name, run in scenarios:
                 progress(name)
+                first = len(rows)
                 await run(service)
+                rows[first].stuck += await leftovers(service)
         finally:
             await service.stop_bots()
             await service.stop_workers()

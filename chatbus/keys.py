@@ -34,6 +34,10 @@ class Keys:
         """Which adapter process currently posts this answer (PX lease)."""
         return f"{self.prefix}lease:{question_id}"
 
+    def entry(self, question_id: str) -> str:
+        """The questions-stream entry answering this question id (SET NX): a second entry with the id is a copy."""
+        return f"{self.prefix}entry:{question_id}"
+
     def cancel(self, question_id: str) -> str:
         """Set when the user asked to stop; workers poll it for questions they decode."""
         return f"{self.prefix}cancel:{question_id}"

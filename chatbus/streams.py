@@ -3,6 +3,11 @@
 Adapters enqueue questions, follow answer streams and set cancel flags. Workers read
 through the `workers` consumer group, keep their pending entries fresh, reclaim entries
 of dead workers, dead-letter poison questions and publish answer events.
+
+Every worker write about a delivery (answer events, ack, heartbeat, release, dead letter) is
+fenced: a Lua script checks, in the same call as the write, that the entry is still pending
+for this consumer with this delivery count, and drops the write otherwise. The first entry to
+claim a question id (`entry:{id}`, SET NX) answers it; later entries with that id are copies.
 """
 
 from __future__ import annotations
@@ -459,6 +464,20 @@ class Bus:
             args += [event.to_json() for event in write.events]
         keys = [self.keys.questions, *(self.keys.answers(w.question_id) for w in writes)]
         return {_text(entry) for entry in await self._publish_script(keys=keys, args=args)}
+
+    async def claim_questions(self, claims: Sequence[tuple[str, str, int]]) -> list[bool]:
+        """For each (question id, entry id, ttl_s): True if this entry answers the question (first come, or itself).
+
+        A second entry with a question id already claimed by another entry is a copy (a redelivered
+        platform event enqueued twice, a replayed XADD): it must be dropped, not answered again.
+        """
+        if not claims:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for question_id, entry_id, ttl_s in claims:
+                pipe.set(self.keys.entry(question_id), entry_id, nx=True, ex=ttl_s, get=True)
+            replies = await pipe.execute()
+        return [reply is None or _text(reply) == entry for reply, (_, entry, _) in zip(replies, claims, strict=True)]
 
     async def answer_ends(self, question_ids: Sequence[str]) -> dict[str, AnswerEnds]:
         """The first and the last event of each question's answer stream (None where absent or undecodable)."""

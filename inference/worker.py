@@ -10,7 +10,11 @@ Failure policy (at least once, answer posted once):
 - a question whose generation failed alone is released for another delivery, and after
   `max_deliveries` it goes to the dead stream with an `error` event;
 - out of memory: the batch restarts at half the size; the worker keeps serving;
-- Redis unreachable: events and acks wait in the outbox and the loop retries.
+- Redis unreachable or refusing writes (OOM, READONLY, MISCONF…): events and acks wait in the
+  outbox, /healthz says what is wrong, and the loop retries with backoff;
+- a question another worker took over (this one stalled past RECLAIM_IDLE_S) is dropped here:
+  every write is fenced by ownership, so stale text is never merged into its answer;
+- a second entry for a question id already answered or in flight is acked and dropped.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from chatbus import (
     write_refusal,
 )
 from chatbus.messages import WorkerStatus
+from chatbus.streams import ANSWER_TTL_S
 from inference.engine import GenerationRequest, GenerationUpdate
 from inference.errors import PromptTooLong
 from inference.metrics import WorkerMetrics
@@ -232,26 +237,34 @@ class Worker:
     async def _accept_all(self, deliveries: list[Delivery]) -> None:
         if not deliveries:
             return
-        ids = [d.question.id for d in deliveries if d.question]
+        questions = [d for d in deliveries if d.question]
+        ids = [d.question.id for d in questions if d.question]
         cancelled = await self.bus.cancelled(ids)
         ends = await self.bus.answer_ends(ids)
+        now = time.time()
+        claims = [
+            (d.question.id, d.entry_id, int(max(0.0, d.question.expires_at - now)) + ANSWER_TTL_S)
+            for d in questions
+            if d.question
+        ]
+        owned = dict(zip((d.entry_id for d in questions), await self.bus.claim_questions(claims), strict=True))
         for delivery in deliveries:
-            if delivery.question and self._duplicate(delivery, *ends.get(delivery.question.id, (None, None))):
+            if delivery.question and self._duplicate(delivery, owned[delivery.entry_id], ends[delivery.question.id][1]):
                 self._acks.append(delivery)  # acked with no event: the answer the asker follows is the original's
                 continue
             await self._accept(delivery, cancelled)
 
-    def _duplicate(self, delivery: Delivery, first: AnswerEvent | None, last: AnswerEvent | None) -> bool:
+    def _duplicate(self, delivery: Delivery, claimed: bool, last: AnswerEvent | None) -> bool:
         """A second entry for a question already answered, or in flight from another entry, here or elsewhere."""
         assert delivery.question is not None
         question_id, entry_id = delivery.question.id, delivery.entry_id
         held = self._jobs.get(question_id)
         if held is not None and held.delivery.entry_id != entry_id:
             reason = "in flight here"
+        elif not claimed:
+            reason = "another entry answers it"
         elif last is not None and is_final(last):
             reason = "already answered"
-        elif isinstance(first, Started) and first.entry not in (None, entry_id):
-            reason = "in flight from another entry"
         else:
             return False
         log.warning("entry %s repeats question %s (%s): acked and dropped", entry_id, question_id, reason)

@@ -39,6 +39,15 @@ class Discord:
     def bot_messages(self, channel_id: int) -> list[dict[str, Any]]:
         return [m for m in self.standin.messages_in(channel_id) if int(m["author"]["id"]) == self.standin.bot_id]
 
+    async def long_answer_streaming(self) -> tuple[int, dict[str, Any]]:
+        """Alice asks for the long story: its thread and placeholder, once part of the answer shows."""
+        s = self.standin
+        asked = await s.send_message(s.channel_id, s.alice, self.mention("긴 이야기를 들려줘"), mention_bot=True)
+        thread = await self.thread_for(int(asked["id"]))
+        placeholder = await s.wait_for(lambda: next(iter(self.bot_messages(thread)), None))
+        await s.wait_for(lambda: placeholder["edits"] >= 1)
+        return thread, placeholder
+
     async def answer_in(self, channel_id: int, expected: str, timeout: float = 60) -> dict[str, Any]:
         """Wait for the bot's message in `channel_id` to settle on `expected` (stop button removed)."""
 
@@ -184,10 +193,7 @@ async def test_stop_button_only_for_the_asker_or_a_moderator(discord_env: Discor
 
 async def test_asker_reaction_cancels(discord_env: Discord) -> None:
     d, s = discord_env, discord_env.standin
-    asked = await s.send_message(s.channel_id, s.alice, d.mention("긴 이야기를 들려줘"), mention_bot=True)
-    thread = await d.thread_for(int(asked["id"]))
-    placeholder = await s.wait_for(lambda: next(iter(d.bot_messages(thread)), None))
-    await s.wait_for(lambda: placeholder["edits"] >= 1)
+    thread, placeholder = await d.long_answer_streaming()
     await s.add_reaction(thread, int(placeholder["id"]), s.bob, "❌")  # not the asker: ignored
     await s.add_reaction(thread, int(placeholder["id"]), s.alice, "❌")
     final = await s.wait_for(lambda: placeholder if not placeholder.get("components") else None)
@@ -216,11 +222,8 @@ async def test_a_4500_character_answer_arrives_as_three_messages(discord_env: Di
 
 
 async def test_bot_killed_mid_answer_finishes_the_same_message(discord_env: Discord) -> None:
-    d, s = discord_env, discord_env.standin
-    asked = await s.send_message(s.channel_id, s.alice, d.mention("긴 이야기를 들려줘"), mention_bot=True)
-    thread = await d.thread_for(int(asked["id"]))
-    placeholder = await s.wait_for(lambda: next(iter(d.bot_messages(thread)), None))
-    await s.wait_for(lambda: placeholder["edits"] >= 1)
+    d = discord_env
+    thread, _ = await d.long_answer_streaming()
     d.bot.kill()
     d.restart_bot()
     await d.answer_in(thread, tiny_model.LONG_STORY)
@@ -231,10 +234,7 @@ async def test_bot_killed_mid_answer_finishes_the_same_message(discord_env: Disc
 @pytest.mark.bot_env(USER_CONCURRENT_QUESTIONS="1")
 async def test_a_deleted_placeholder_gets_a_fresh_answer_and_frees_the_user(discord_env: Discord) -> None:
     d, s = discord_env, discord_env.standin
-    asked = await s.send_message(s.channel_id, s.alice, d.mention("긴 이야기를 들려줘"), mention_bot=True)
-    thread = await d.thread_for(int(asked["id"]))
-    placeholder = await s.wait_for(lambda: next(iter(d.bot_messages(thread)), None))
-    await s.wait_for(lambda: placeholder["edits"] >= 1)
+    thread, placeholder = await d.long_answer_streaming()
     await s.delete_message(int(placeholder["id"]))  # a moderator deletes it mid-answer
     fresh = await d.answer_in(thread, tiny_model.LONG_STORY)
     assert fresh["id"] != placeholder["id"] and "placeholder gone" in d.bot.log()
@@ -244,10 +244,7 @@ async def test_a_deleted_placeholder_gets_a_fresh_answer_and_frees_the_user(disc
 
 async def test_gateway_reconnect_mid_answer_loses_nothing(discord_env: Discord) -> None:
     d, s = discord_env, discord_env.standin
-    asked = await s.send_message(s.channel_id, s.alice, d.mention("긴 이야기를 들려줘"), mention_bot=True)
-    thread = await d.thread_for(int(asked["id"]))
-    placeholder = await s.wait_for(lambda: next(iter(d.bot_messages(thread)), None))
-    await s.wait_for(lambda: placeholder["edits"] >= 1)
+    thread, _ = await d.long_answer_streaming()
     await s.reconnect()
     await d.answer_in(thread, tiny_model.LONG_STORY)
     assert (s.identifies, s.resumes) == (1, 1)

@@ -48,6 +48,16 @@ class Slack:
             if ch == channel and m.get("bot_id")
         ]
 
+    async def long_answer_streaming(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Alice asks for the long story: her message and the placeholder, once part of the answer shows."""
+        s = self.standin
+        asked = await s.post_user_message(s.channel_id, s.alice, self.mention("긴 이야기를 들려줘"), mention=True)
+        placeholder = await s.wait_for(
+            lambda: next((m for m in s.thread(s.channel_id, asked["ts"]) if m.get("blocks")), None)
+        )
+        await s.wait_for(lambda: placeholder["edits"] >= 1)
+        return asked, placeholder
+
     async def answer_in_thread(
         self, channel: str, thread_ts: str, expected: str, timeout: float = 60
     ) -> dict[str, Any]:
@@ -277,11 +287,7 @@ async def test_redis_down_is_told_and_the_next_question_answered(
 
 async def test_app_killed_mid_answer_finishes_the_same_message(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
-    asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("긴 이야기를 들려줘"), mention=True)
-    placeholder = await s.wait_for(
-        lambda: next((m for m in s.thread(s.channel_id, asked["ts"]) if m.get("blocks")), None)
-    )
-    await s.wait_for(lambda: placeholder["edits"] >= 1)
+    asked, placeholder = await sl.long_answer_streaming()
     sl.bot.kill()
     sl.restart_bot()
     answer = await sl.answer_in_thread(s.channel_id, asked["ts"], tiny_model.LONG_STORY)
@@ -291,11 +297,7 @@ async def test_app_killed_mid_answer_finishes_the_same_message(slack_env_fixture
 
 async def test_a_deleted_placeholder_gets_a_fresh_answer(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
-    asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("긴 이야기를 들려줘"), mention=True)
-    placeholder = await s.wait_for(
-        lambda: next((m for m in s.thread(s.channel_id, asked["ts"]) if m.get("blocks")), None)
-    )
-    await s.wait_for(lambda: placeholder["edits"] >= 1)
+    asked, placeholder = await sl.long_answer_streaming()
     del s.messages[(s.channel_id, placeholder["ts"])]  # deleted mid-answer: chat.update says message_not_found
     answer = await sl.answer_in_thread(s.channel_id, asked["ts"], tiny_model.LONG_STORY)
     assert answer["ts"] != placeholder["ts"] and "placeholder gone" in sl.bot.log()
@@ -303,11 +305,7 @@ async def test_a_deleted_placeholder_gets_a_fresh_answer(slack_env_fixture: Slac
 
 async def test_socket_mode_reconnect_mid_answer_loses_nothing(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
-    asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("긴 이야기를 들려줘"), mention=True)
-    placeholder = await s.wait_for(
-        lambda: next((m for m in s.thread(s.channel_id, asked["ts"]) if m.get("blocks")), None)
-    )
-    await s.wait_for(lambda: placeholder["edits"] >= 1)
+    asked, _ = await sl.long_answer_streaming()
     await s.disconnect()
     await sl.answer_in_thread(s.channel_id, asked["ts"], tiny_model.LONG_STORY)
     assert s.connections >= 2

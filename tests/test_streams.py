@@ -250,3 +250,18 @@ async def test_inflight_records_round_trip(bus: Bus) -> None:
     assert await bus.tracked("discord") == [record]
     await bus.untrack("discord", "q")
     assert await bus.tracked("discord") == []
+
+
+async def test_one_entry_answers_a_question_id_and_copies_are_told_apart(bus: Bus) -> None:
+    claims = [("q", "1-1", 60), ("q", "2-1", 60), ("q", "1-1", 60), ("r", "3-1", 60)]
+    assert await bus.claim_questions(claims) == [True, False, True, True]  # first come; itself again; others
+    assert 0 < await bus.redis.ttl(bus.keys.entry("q")) <= 60
+
+
+async def test_a_follower_skips_an_undecodable_event_and_reads_on(bus: Bus) -> None:
+    key = bus.keys.answers("q-garbled")
+    await bus.redis.xadd(key, Delta(text="앞").to_fields())  # type: ignore[arg-type]
+    await bus.redis.xadd(key, {FIELD: b"\xff not an event"})
+    await bus.redis.xadd(key, {FIELD: '{"v": 1, "type": "done", "created_at": Infinity}'})
+    await bus.redis.xadd(key, DONE.to_fields())  # type: ignore[arg-type]
+    assert [event async for _, event in bus.follow("q-garbled")] == [Delta(text="앞"), DONE]

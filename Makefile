@@ -8,10 +8,15 @@ EXTRAS ?= worker,discord,slack,test
 
 FLOOR := .cache/transformers-floor
 
-.PHONY: test setup redis lint typecheck unit test-floor bench gpu-bundle gpu-dry-run clean
+.PHONY: test setup redis lint typecheck tiny-model unit test-floor bench gpu-bundle gpu-dry-run clean
 
-test: setup lint typecheck test-floor
+test: setup lint typecheck tiny-model test-floor
 	$(PY) -m pytest
+
+# The tests' tiny model, trained once (about 30 s; cached in .cache/ by a hash of tests/tiny_model.py)
+# before pytest starts, so no test's timeout has to cover training on a busy machine.
+tiny-model: setup
+	$(PY) -m tests.tiny_model
 
 setup: $(VENV)/.installed redis
 
@@ -34,7 +39,7 @@ lint: setup
 typecheck: setup
 	$(PY) -m mypy
 
-unit: setup
+unit: setup tiny-model
 	$(PY) -m pytest -m "not e2e"
 
 # The engine on the lowest transformers pyproject.toml allows (the GPU hosts' version), CPU-only:

@@ -216,14 +216,28 @@ def random_model(name: str, dtype: torch.dtype, device: torch.device) -> Any:
     with torch.device("meta"):
         model = GPTNeoXForCausalLM(config)
     model = model.to_empty(device=device).to(dtype)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.normal_(0.0, 0.02)
+    with torch.no_grad():  # to_empty leaves every tensor uninitialised: set each one, buffers included
         for module in model.modules():
-            if hasattr(module, "inv_freq") and hasattr(module, "rope_init_fn"):
-                inv_freq, scaling = module.rope_init_fn(module.config, device)
-                module.inv_freq, module.attention_scaling = inv_freq, scaling
+            _initialise(module, device)
+    broken = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if not bool(torch.isfinite(t).all())]
+    if broken:
+        raise RuntimeError(f"random weights left non-finite tensors: {broken[:5]}")
     return model
+
+
+def _initialise(module: torch.nn.Module, device: torch.device) -> None:
+    """The initialisation transformers gives a fresh model: normal(0, 0.02) weights, LayerNorm at 1, zero biases."""
+    if isinstance(module, torch.nn.LayerNorm):
+        module.weight.fill_(1.0)
+        module.bias.zero_()
+    elif isinstance(module, torch.nn.Linear | torch.nn.Embedding):
+        module.weight.normal_(0.0, 0.02)
+        if getattr(module, "bias", None) is not None:
+            module.bias.zero_()
+    if hasattr(module, "inv_freq") and hasattr(module, "rope_init_fn"):
+        inv_freq, scaling = module.rope_init_fn(module.config, device)
+        module.inv_freq, module.attention_scaling = inv_freq, scaling
+        module.original_inv_freq = inv_freq.clone()
 
 
 def copy_bandwidth(device: torch.device, megabytes: int = 512, repeats: int = 5) -> float:

@@ -276,6 +276,8 @@ class Relay:
             log.exception("%s question %s: posting the answer failed", self.platform, record.question_id)
         finally:
             renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing  # not left pending: a closing loop would find it half-cancelled
             with contextlib.suppress(Exception):
                 if finished:
                     await self.bus.untrack(self.platform, record.question_id)

@@ -32,7 +32,6 @@ from chatbus.messages import (
     DeadLetter,
     InflightRecord,
     Question,
-    Started,
     Turn,
     WorkerStatus,
     decode_event,
@@ -563,11 +562,6 @@ class Bus:
             return await call()
 
 
-def started_event(worker: str, attempt: int) -> Started:
-    """The `started` event a worker sends when it takes a question."""
-    return Started(worker=worker, attempt=attempt)
-
-
 def _delivery(raw_id: Any, fields: dict[Any, Any], deliveries: int) -> Delivery:
     entry_id = _text(raw_id)
     raw = {_text(k): _text(v) for k, v in fields.items()}
@@ -594,10 +588,6 @@ def _first_event(entries: Any) -> AnswerEvent | None:
 def _entries(response: Any) -> list[tuple[Any, Any]]:
     """Entries of a single-stream XREAD/XREADGROUP reply (RESP2, which `connect` uses)."""
     return list(response[0][1]) if response else []
-
-
-def _fields(fields: dict[str, str]) -> Any:
-    return fields
 
 
 def _text(value: Any) -> str:

@@ -20,7 +20,6 @@ from typing import Any
 from chatbus import Turn
 from inference.errors import PromptTooLong
 
-STOP_MARKER = "###"
 # Every character a tokenizer or a reader may take as a line break.
 LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 # Characters that NFKC turns into `#` (a tokenizer may normalise before it splits).

@@ -25,7 +25,6 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -624,8 +623,3 @@ def _question_id(raw: dict[str, str]) -> str | None:
     question_id = document.get("id") if isinstance(document, dict) else None
     valid = isinstance(question_id, str) and 0 < len(question_id) <= 64
     return question_id if valid and all(c.isalnum() or c in "_.:-" for c in question_id) else None
-
-
-def spawn(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-    """Create a task (helper for callers that run the worker beside other services)."""
-    return asyncio.create_task(coro)

@@ -174,7 +174,6 @@ return gone
 """
 
 _T = TypeVar("_T")
-AnswerEnds = tuple[AnswerEvent | None, AnswerEvent | None]  # the first and the last event of an answer stream
 
 
 class AnswerTimeout(ChatbusError):
@@ -478,20 +477,15 @@ class Bus:
             replies = await pipe.execute()
         return [reply is None or _text(reply) == entry for reply, (_, entry, _) in zip(replies, claims, strict=True)]
 
-    async def answer_ends(self, question_ids: Sequence[str]) -> dict[str, AnswerEnds]:
-        """The first and the last event of each question's answer stream (None where absent or undecodable)."""
+    async def answered(self, question_ids: Sequence[str]) -> set[str]:
+        """The ids among `question_ids` whose answer stream already ends with `done` or `error`."""
         if not question_ids:
-            return {}
+            return set()
         async with self.redis.pipeline(transaction=False) as pipe:
             for question_id in question_ids:
-                pipe.xrange(self.keys.answers(question_id), count=1)
                 pipe.xrevrange(self.keys.answers(question_id), count=1)
             replies = await pipe.execute()
-        ends = {}
-        for index, question_id in enumerate(question_ids):
-            first, last = replies[2 * index], replies[2 * index + 1]
-            ends[question_id] = (_first_event(first), _first_event(last))
-        return ends
+        return {qid for qid, last in zip(question_ids, replies, strict=True) if _ends_answer(last)}
 
     async def cancelled(self, question_ids: Sequence[str]) -> set[str]:
         """The ids among `question_ids` whose user asked to stop."""
@@ -575,14 +569,15 @@ def _truncated(text: str, limit: int) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… [{len(text) - limit} more characters cut]"
 
 
-def _first_event(entries: Any) -> AnswerEvent | None:
+def _ends_answer(entries: Any) -> bool:
+    """True when the (last) entry given is a final answer event."""
     if not entries:
-        return None
+        return False
     raw_id, fields = entries[0]
     try:
-        return decode_event(fields, _text(raw_id))
+        return is_final(decode_event(fields, _text(raw_id)))
     except MalformedMessage:
-        return None
+        return False
 
 
 def _entries(response: Any) -> list[tuple[Any, Any]]:

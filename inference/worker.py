@@ -45,7 +45,6 @@ from chatbus import (
     Restart,
     Started,
     Write,
-    is_final,
     write_refusal,
 )
 from chatbus.messages import WorkerStatus
@@ -239,7 +238,7 @@ class Worker:
         questions = [d for d in deliveries if d.question]
         ids = [d.question.id for d in questions if d.question]
         cancelled = await self.bus.cancelled(ids)
-        ends = await self.bus.answer_ends(ids)
+        answered = await self.bus.answered(ids)
         now = time.time()
         claims = [
             (d.question.id, d.entry_id, int(max(0.0, d.question.expires_at - now)) + ANSWER_TTL_S)
@@ -248,12 +247,14 @@ class Worker:
         ]
         owned = dict(zip((d.entry_id for d in questions), await self.bus.claim_questions(claims), strict=True))
         for delivery in deliveries:
-            if delivery.question and self._duplicate(delivery, owned[delivery.entry_id], ends[delivery.question.id][1]):
+            if delivery.question and self._duplicate(
+                delivery, owned[delivery.entry_id], delivery.question.id in answered
+            ):
                 self._acks.append(delivery)  # acked with no event: the answer the asker follows is the original's
                 continue
             await self._accept(delivery, cancelled)
 
-    def _duplicate(self, delivery: Delivery, claimed: bool, last: AnswerEvent | None) -> bool:
+    def _duplicate(self, delivery: Delivery, claimed: bool, answered: bool) -> bool:
         """A second entry for a question already answered, or in flight from another entry, here or elsewhere."""
         assert delivery.question is not None
         question_id, entry_id = delivery.question.id, delivery.entry_id
@@ -262,7 +263,7 @@ class Worker:
             reason = "in flight here"
         elif not claimed:
             reason = "another entry answers it"
-        elif last is not None and is_final(last):
+        elif answered:
             reason = "already answered"
         else:
             return False

@@ -13,10 +13,10 @@ FLOOR := .cache/transformers-floor
 test: setup lint typecheck tiny-model test-floor
 	$(PY) -m pytest
 
-# The tests' tiny model, trained once (about 30 s; cached in .cache/ by a hash of tests/tiny_model.py)
+# The tests' tiny model, trained once (about 30 s; cached in .cache/ by a hash of tests/support/tiny_model.py)
 # before pytest starts, so no test's timeout has to cover training on a busy machine.
 tiny-model: setup
-	$(PY) -m tests.tiny_model
+	$(PY) -m tests.support.tiny_model
 
 setup: $(VENV)/.installed redis
 

@@ -25,11 +25,12 @@ from typing import Any
 
 import torch
 
-from inference.engine import GenerationRequest, Sampling, TransformersEngine
+from inference.engine import GenerationRequest, Loaded, Sampling
 from inference.errors import EngineLoadError
-from inference.model import Loaded, engine_on, resolve_device, resolve_dtype
+from inference.model import engine_on, resolve_device, resolve_dtype
 from inference.prompt import render_kullm_v1
 from inference.settings import WorkerSettings
+from inference.transformers_engine import TransformersEngine
 
 QUESTIONS = [
     "딥러닝이 뭐야?",
@@ -189,7 +190,7 @@ def random_model_tokenizer(vocab_size: int = POLYGLOT_VOCAB) -> Any:
     """
     from transformers import AutoTokenizer
 
-    from tests.tiny_model import build
+    from tests.support.tiny_model import build
 
     tokenizer = AutoTokenizer.from_pretrained(build())
     known = set(tokenizer.get_vocab())
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _tiny_model() -> str:
-    from tests.tiny_model import build
+    from tests.support.tiny_model import build
 
     return str(build())
 

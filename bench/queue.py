@@ -21,12 +21,11 @@ import time
 from pathlib import Path
 
 from chatbus import Bus, Done, Keys, Question, Started, connect
-from inference.engine import GenerationRequest, GenerationUpdate
-from inference.model import Loaded
+from inference.engine import GenerationRequest, GenerationUpdate, Loaded
 from inference.prompt import PromptBuilder, Template
 from inference.settings import WorkerSettings
 from inference.worker import Worker
-from tests.servers import RedisServer
+from tests.support.processes import RedisServer
 
 ANSWER = "딥러닝은 인공신경망으로 학습하는 머신러닝의 한 분야입니다."
 
@@ -105,13 +104,13 @@ async def throughput(bus: Bus, worker: Worker, count: int) -> float:
     return count / (time.perf_counter() - began)
 
 
-def redis_benchmark(port: int) -> str:
+def redis_benchmark(port: int, requests: int) -> str:
     """`redis-benchmark -t ping` against the same server, when installed."""
     binary = shutil.which("redis-benchmark")
     if not binary:
         return "redis-benchmark not installed"
     out = subprocess.run(
-        [binary, "-p", str(port), "-t", "ping", "-n", "20000", "-c", "1", "-q"], capture_output=True, text=True
+        [binary, "-p", str(port), "-t", "ping", "-n", str(requests), "-c", "1", "-q"], capture_output=True, text=True
     )
     lines = out.stdout.replace("\r", "\n").splitlines()
     return " / ".join(line.strip() for line in lines if "requests per second" in line)
@@ -146,7 +145,7 @@ async def run(args: argparse.Namespace, server: RedisServer) -> str:
             f"| enqueue → done | {pct(to_done, 50) * ms:.3f} ms | {pct(to_done, 99) * ms:.3f} ms |",
             "",
             f"throughput through one worker loop: {rate:,.0f} questions/s",
-            f"redis-benchmark floor: {redis_benchmark(server.port)}",
+            f"redis-benchmark floor: {redis_benchmark(server.port, args.floor_requests)}",
         ]
     )
 
@@ -157,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--questions", type=int, default=5000)
     parser.add_argument("--idle", type=int, default=300)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--floor-requests", type=int, default=20000, help="PINGs redis-benchmark sends")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as directory:
         server = RedisServer(Path(directory))

@@ -25,22 +25,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.formatting import to_slack_mrkdwn
+from bot.mrkdwn import to_slack_mrkdwn
 from chatbus import Bus, Done, Keys, connect, decode_event
-from tests import tiny_model
-from tests.discord_standin import DiscordStandIn
-from tests.discord_standin import _user as discord_user
-from tests.servers import ROOT, RUNNING_ASKS, AskProcess, BotProcess, RedisServer, WorkerProcess, half_open
-from tests.slack_standin import SlackStandIn
+from tests.standins.discord import DiscordStandIn
+from tests.standins.discord.common import user_object as discord_user
+from tests.standins.slack import SlackStandIn
+from tests.support import tiny_model, trained
+from tests.support.polling import eventually
+from tests.support.processes import ROOT, RUNNING_ASKS, AskProcess, BotProcess, RedisServer, WorkerProcess, half_open
 
 ASKED = [
-    ("딥러닝이 뭐야?", tiny_model.DEEP_LEARNING),
-    ("한국의 수도는 어디야?", tiny_model.CAPITAL),
-    ("고려대학교는 어디에 있어?", tiny_model.KOREA_UNIV),
-    ("인사해줘", tiny_model.GREETING),
-    ("내 이름은 민수야", tiny_model.NAME_ANSWER),
+    ("딥러닝이 뭐야?", trained.DEEP_LEARNING),
+    ("한국의 수도는 어디야?", trained.CAPITAL),
+    ("고려대학교는 어디에 있어?", trained.KOREA_UNIV),
+    ("인사해줘", trained.GREETING),
+    ("내 이름은 민수야", trained.NAME_ANSWER),
 ]
-LONG = ("긴 이야기를 들려줘", tiny_model.LONG_STORY)
+LONG = ("긴 이야기를 들려줘", trained.LONG_STORY)
 EXPECTED = dict([*ASKED, LONG])
 CLIENT_ENV = {
     "USER_QUESTIONS_PER_MINUTE": "1000",
@@ -154,9 +155,9 @@ class Service:
         bot.start()
         if adapter == "discord":
             # on_ready: discord.py has the guild loaded (it waits for GUILD_CREATE before reporting ready).
-            await until(lambda: bot.log().count("connected to Discord") > connected_before, 60)
+            await eventually(lambda: bot.log().count("connected to Discord") > connected_before, 60)
         else:
-            await until(lambda: self.slack.connections > sockets_before, 60)
+            await eventually(lambda: self.slack.connections > sockets_before, 60)
 
     async def stop_bots(self) -> None:
         for bot in self.bots.values():
@@ -190,7 +191,7 @@ class Service:
             client = AskProcess(self.redis.url, asked.question, env=env)
             asked.events = client.events
             try:
-                await until(lambda: client.process.poll() is not None, WAIT_S + 60, 0.05)
+                await eventually(lambda: client.process.poll() is not None, WAIT_S + 60, 0.05)
             finally:
                 client.close()
                 RUNNING_ASKS.remove(client)
@@ -261,26 +262,16 @@ async def start_service(tmp: Path) -> Service:
     for index in range(2):
         service.start_worker(str(index))
     progress("waiting for workers")
-    await until(lambda: all(w.ready() for w in service.workers), 120)
+    await eventually(lambda: all(w.ready() for w in service.workers), 120)
     progress("workers ready; starting bots")
     await service.start_bots()
     return service
 
 
-async def until(predicate: Callable[[], Any], timeout_s: float, interval_s: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(interval_s)
-    raise TimeoutError(f"condition not met within {timeout_s}s")
-
-
 async def settle(service: Service, asks: list[Ask], timeout_s: float = WAIT_S) -> None:
     """Wait until every question has its outcome (or the time is up: what is missing is graded as lost)."""
     try:
-        await until(lambda: all(service.settled(a) for a in asks), timeout_s, 0.2)
+        await eventually(lambda: all(service.settled(a) for a in asks), timeout_s, 0.2)
     except TimeoutError:
         progress(f"{sum(not service.settled(a) for a in asks)} of {len(asks)} questions still open")
         for bot in service.bots.values():
@@ -370,7 +361,7 @@ async def busy(service: Service, rows: list[Scenario]) -> None:
             await asyncio.sleep(0.02)
 
         with contextlib.suppress(TimeoutError):
-            await until(lambda: all(service.enqueued(a) or service.busy_notices(a) for a in asks), 60, 0.2)
+            await eventually(lambda: all(service.enqueued(a) or service.busy_notices(a) for a in asks), 60, 0.2)
         depth = await service.bus.queue_depth()
     finally:
         for worker in service.workers:
@@ -391,9 +382,9 @@ async def busy(service: Service, rows: list[Scenario]) -> None:
 async def mid_stream(service: Service, platform: str) -> tuple[Ask, dict[str, Any]]:
     """Ask for the long story on `platform`; return once its placeholder shows part of the answer."""
     asked = await service.ask(platform, LONG[0], 3000 + random.randrange(1000))
-    placeholder = await until(lambda: service.placeholder(asked), 60)
+    placeholder = await eventually(lambda: service.placeholder(asked), 60)
     key = "content" if platform == "discord" else "text"
-    await until(lambda: placeholder["edits"] >= 1 and not placeholder[key].startswith("⏳"), 60)
+    await eventually(lambda: placeholder["edits"] >= 1 and not placeholder[key].startswith("⏳"), 60)
     return asked, placeholder
 
 
@@ -468,7 +459,7 @@ async def worker_kills(service: Service, trials: int, rows: list[Scenario]) -> N
     rng = random.Random(11)
     for trial in range(trials):
         asked = await service.ask("terminal", LONG[0], 6000)
-        started = await until(lambda a=asked: next((e for e in a.events if e["type"] == "started"), None), 60)
+        started = await eventually(lambda a=asked: next((e for e in a.events if e["type"] == "started"), None), 60)
         await asyncio.sleep(rng.uniform(0.0, 0.5))
         victim = next(w for w in service.workers if w.env["WORKER_NAME"] == started["worker"])
         await asyncio.to_thread(victim.kill)
@@ -476,7 +467,7 @@ async def worker_kills(service: Service, trials: int, rows: list[Scenario]) -> N
         service.start_worker(f"k{trial}")
         await settle(service, [asked], 120)
         grade(service, row, [asked])
-    await until(lambda: all(w.ready() for w in service.workers), 120)
+    await eventually(lambda: all(w.ready() for w in service.workers), 120)
     rows.append(row)
 
 
@@ -491,14 +482,14 @@ async def worker_freezes(service: Service, trials: int, rows: list[Scenario]) ->
     fenced = 0
     for trial in range(trials):
         asked = await service.ask("terminal", LONG[0], 6500 + trial)
-        started = await until(lambda a=asked: next((e for e in a.events if e["type"] == "started"), None), 60)
+        started = await eventually(lambda a=asked: next((e for e in a.events if e["type"] == "started"), None), 60)
         await asyncio.sleep(rng.uniform(0.0, 0.5))
         frozen = next(w for w in service.workers if w.env["WORKER_NAME"] == started["worker"])
         assert frozen.process is not None
         before = frozen.log().count("another worker owns it now")
         frozen.process.send_signal(signal.SIGSTOP)
         try:
-            await until(lambda a=asked: any(e["type"] == "restart" for e in a.events), 60)
+            await eventually(lambda a=asked: any(e["type"] == "restart" for e in a.events), 60)
         finally:
             frozen.process.send_signal(signal.SIGCONT)
         await settle(service, [asked], 120)
@@ -507,7 +498,7 @@ async def worker_freezes(service: Service, trials: int, rows: list[Scenario]) ->
             row.answered_once -= 1
             row.wrong += 1  # a stale delta was interleaved into the streamed answer
         with contextlib.suppress(TimeoutError):
-            await until(lambda w=frozen, n=before: w.log().count("another worker owns it now") > n, 15)
+            await eventually(lambda w=frozen, n=before: w.log().count("another worker owns it now") > n, 15)
         fenced += frozen.log().count("another worker owns it now") > before
     row.notes.append(
         f"in {fenced} of {trials} thaws the woken worker found the question taken over and dropped its copy "
@@ -537,7 +528,7 @@ async def redis_refusals(service: Service, trials: int, rows: list[Scenario]) ->
             await service.ask(platform_of(n), (LONG if n < 3 else ASKED[n % 5])[0], 9000 + 20 * trial + n)
             for n in range(9)
         ]
-        await until(lambda batch=asks: all(service.enqueued(a) for a in batch), 60)
+        await eventually(lambda batch=asks: all(service.enqueued(a) for a in batch), 60)
         await asyncio.sleep(0.5)  # a chat adapter enqueues just after its placeholder shows: let it
         await admin.set("soak:ballast", b"x" * 3_000_000)
         await admin.config_set("maxmemory-policy", "noeviction")
@@ -545,7 +536,7 @@ async def redis_refusals(service: Service, trials: int, rows: list[Scenario]) ->
         try:
             during = [await service.ask(platform_of(n), ASKED[1][0], 9500 + 20 * trial + n) for n in range(3)]
             with contextlib.suppress(TimeoutError):
-                await until(lambda batch=during: all(service.busy_notices(a) for a in batch), 60, 0.2)
+                await eventually(lambda batch=during: all(service.busy_notices(a) for a in batch), 60, 0.2)
             await asyncio.sleep(1.0)
         finally:
             await admin.config_set("maxmemory", 0)
@@ -571,7 +562,7 @@ async def duplicate_entries(service: Service, trials: int, rows: list[Scenario])
             worker.process.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
         try:
             asks = [await service.ask(platform_of(n), ASKED[n % 5][0], 9700 + 20 * trial + n) for n in range(6)]
-            await until(lambda batch=asks: all(service.enqueued(a) for a in batch), 60)
+            await eventually(lambda batch=asks: all(service.enqueued(a) for a in batch), 60)
             await asyncio.sleep(0.3)
             copies = [fields for _, fields in await service.bus.redis.xrange(keys.questions)]
             for fields in copies * 2:
@@ -627,7 +618,7 @@ async def redis_restarts(service: Service, trials: int, rows: list[Scenario]) ->
     row = Scenario("Redis SIGKILLed under load, restarted with AOF", runs=trials)
     for trial in range(trials):
         asks = [await service.ask(platform_of(n), ASKED[n % len(ASKED)][0], 7000 + 30 * trial + n) for n in range(18)]
-        await until(lambda batch=asks: all(service.enqueued(a) for a in batch), 60)
+        await eventually(lambda batch=asks: all(service.enqueued(a) for a in batch), 60)
         await asyncio.sleep(0.3)  # the adapters have enqueued once their placeholders exist
         service.redis.kill()
         await asyncio.sleep(1.0)
@@ -649,12 +640,12 @@ async def out_of_memory(service: Service, trials: int, rows: list[Scenario]) -> 
     row = Scenario(name, runs=trials)
     ooms = []
     await service.stop_workers()
-    injector = {"ENGINE": "tests.faults:oom_random", "OOM_ABOVE": str(OOM_ABOVE), "OOM_RATE": str(OOM_RATE)}
+    injector = {"ENGINE": "tests.support.faults:oom_random", "OOM_ABOVE": str(OOM_ABOVE), "OOM_RATE": str(OOM_RATE)}
     for trial in range(trials):
         # Every fourth question is the long story (from each front-end), so batches stay large a while.
         questions = [LONG[0] if n % 4 == 0 else ASKED[n % len(ASKED)][0] for n in range(15)]
         asks = [await service.ask(platform_of(n), q, 8000 + 30 * trial + n) for n, q in enumerate(questions)]
-        await until(lambda batch=asks: all(service.enqueued(a) for a in batch), 60)
+        await eventually(lambda batch=asks: all(service.enqueued(a) for a in batch), 60)
         for index in range(2):
             service.start_worker(f"oom{trial}-{index}", **injector)
         await settle(service, asks)

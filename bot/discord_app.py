@@ -1,33 +1,51 @@
 """The Discord adapter: mentions, `/kullm`, the "KULLM에게 묻기" menu, answered in threads.
 
-Thin transport: each handler turns a Discord event into a question for the shared `Relay`,
-which posts and edits the answer through `DiscordSurface`. Every post and edit uses
-`AllowedMentions.none()`, so model output can never ping anyone.
+Thin transport: each handler turns a Discord event into an `Asked` question and a
+`DiscordOrigin` for the shared `Relay`, which refuses, posts and edits through
+`DiscordSurface`. Every post and edit uses `AllowedMentions.none()`, so model output can
+never ping anyone. `run_discord` is the process: `kullm discord` or `python -m bot discord`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import discord
 import yarl
 from discord import app_commands
 
-from bot.relay import PlaceholderGone, Relay
+from bot.process import EXIT_CONFIG, EXIT_OK, load_settings, on_stop_signal
+from bot.relay import Asked, PlaceholderGone, Relay
 from bot.settings import DiscordSettings
 from bot.texts import text
 from chatbus import Bus, Keys, connect
-from chatbus.messages import new_question_id
 
 log = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 2000
 THREAD_NAME_LIMIT = 90
+# The question as the "asked by" line quotes it: room is left in the message for the line's own words.
+QUOTED_QUESTION_CHARS = 1800
+MODAL_INPUT_LIMIT = 4000  # Discord's cap on a text input
 CANCEL_EMOJI = "❌"
 NO_MENTIONS = discord.AllowedMentions.none()
+
+PORTAL = "https://discord.com/developers/applications"
+MISSING_TOKEN = (
+    "DISCORD_TOKEN is not set. Create a bot in the Discord developer portal ({portal}) → your application → "
+    "Bot → Reset Token, and put the token in .env as DISCORD_TOKEN=..."
+)
+BAD_TOKEN = "Discord rejected DISCORD_TOKEN. Reset it in {portal} → your application → Bot → Reset Token."
+NO_INTENT = (
+    "Discord refused the MESSAGE CONTENT intent, which this bot needs to read questions. Enable it in {portal} "
+    "→ your application → Bot → Privileged Gateway Intents → MESSAGE CONTENT INTENT, then restart."
+)
 
 
 def thread_name(question: str) -> str:
@@ -36,18 +54,82 @@ def thread_name(question: str) -> str:
     return first if len(first) <= THREAD_NAME_LIMIT else first[: THREAD_NAME_LIMIT - 1] + "…"
 
 
+@dataclass(frozen=True)
+class DiscordTarget:
+    """A placeholder message and the channel or thread it is in (that thread is the conversation)."""
+
+    channel: str
+    message: str
+
+    @property
+    def conversation(self) -> str:
+        return self.channel
+
+    def to_fields(self) -> dict[str, str]:
+        return {"channel": self.channel, "message": self.message}
+
+
+@dataclass(frozen=True)
+class DiscordOrigin:
+    """Where a question was asked: a message (mention, DM, thread) or an interaction (`/kullm`, the menu)."""
+
+    channel: Any
+    message: discord.Message | None = None
+    interaction: discord.Interaction[Any] | None = None
+
+
 class DiscordSurface:
-    """Posts and edits answers through Discord's REST API."""
+    """Refuses, posts and edits answers through Discord's REST API."""
 
     platform = "discord"
     max_chars = MESSAGE_LIMIT
 
-    def __init__(self, client: discord.Client, edit_interval_s: float) -> None:
+    def __init__(self, client: discord.Client, edit_interval_s: float, language: str) -> None:
         self.client = client
         self.edit_interval_s = edit_interval_s
+        self.language: Any = language
 
-    async def edit(self, target: dict[str, str], content: str, *, final: bool) -> None:
-        message = self._channel(target).get_partial_message(int(target["message"]))
+    def target(self, fields: Mapping[str, str]) -> DiscordTarget:
+        return DiscordTarget(fields["channel"], fields["message"])
+
+    async def refuse(self, origin: DiscordOrigin, notice: str) -> None:
+        if origin.interaction is not None:
+            await origin.interaction.followup.send(notice, ephemeral=True)
+        elif origin.message is not None:
+            await origin.message.reply(notice, mention_author=False)
+
+    async def post_placeholder(
+        self, origin: DiscordOrigin, asked: Asked, content: str, question_id: str
+    ) -> DiscordTarget:
+        where = await self._answer_channel(origin, asked)
+        view = discord.ui.View(timeout=None)
+        view.add_item(CancelButton(question_id, text("cancel_button", self.language)))
+        placeholder = await where.send(content, view=view, allowed_mentions=NO_MENTIONS)
+        return DiscordTarget(str(where.id), str(placeholder.id))
+
+    async def _answer_channel(self, origin: DiscordOrigin, asked: Asked) -> Any:
+        """The thread the answer goes in: the one asked in, or a new one on the question (DMs have none)."""
+        channel, interaction = origin.channel, origin.interaction
+        if interaction is None:
+            assert origin.message is not None
+            if isinstance(channel, discord.Thread | discord.DMChannel):
+                return channel
+            return await origin.message.create_thread(name=thread_name(asked.question))
+        shown = asked.question
+        if len(shown) > QUOTED_QUESTION_CHARS:
+            shown = shown[: QUOTED_QUESTION_CHARS - 1] + "…"
+        quoted = await interaction.followup.send(
+            text("asked_by", self.language, user=interaction.user.display_name, question=shown),
+            wait=True,
+            allowed_mentions=NO_MENTIONS,
+        )
+        # A follow-up is a webhook message without guild info: open the thread through its channel.
+        if isinstance(channel, discord.TextChannel):
+            return await channel.create_thread(name=thread_name(asked.question), message=quoted)
+        return channel
+
+    async def edit(self, target: DiscordTarget, content: str, *, final: bool) -> None:
+        message = self._channel(target).get_partial_message(int(target.message))
         try:
             if final:
                 await message.edit(content=content, view=None, allowed_mentions=NO_MENTIONS)
@@ -56,17 +138,18 @@ class DiscordSurface:
         except (discord.NotFound, discord.Forbidden) as exc:  # deleted, or the bot lost access
             raise PlaceholderGone(f"{exc.status} {exc.code}") from exc
 
-    async def post_more(self, target: dict[str, str], content: str) -> None:
+    async def post_more(self, target: DiscordTarget, content: str) -> None:
         try:
             await self._channel(target).send(content, allowed_mentions=NO_MENTIONS)
         except (discord.NotFound, discord.Forbidden) as exc:
             raise PlaceholderGone(f"{exc.status} {exc.code}") from exc
 
-    def working(self, target: dict[str, str]) -> AbstractAsyncContextManager[None]:
-        return self._channel(target).typing()  # type: ignore[return-value]
+    def working(self, target: DiscordTarget) -> AbstractAsyncContextManager[None]:
+        typing: AbstractAsyncContextManager[None] = self._channel(target).typing()
+        return typing
 
-    def _channel(self, target: dict[str, str]) -> discord.PartialMessageable:
-        return self.client.get_partial_messageable(int(target["channel"]))
+    def _channel(self, target: DiscordTarget) -> discord.PartialMessageable:
+        return self.client.get_partial_messageable(int(target.channel))
 
 
 class CancelButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"kullm:cancel:(?P<qid>[0-9a-f]{32})"):
@@ -102,7 +185,7 @@ class AskModal(discord.ui.Modal):
         self.question: discord.ui.TextInput[AskModal] = discord.ui.TextInput(
             label=text("modal_label", language),
             style=discord.TextStyle.paragraph,
-            max_length=min(client.settings.max_question_chars, 4000),
+            max_length=min(client.settings.max_question_chars, MODAL_INPUT_LIMIT),
         )
         self.add_item(self.question)
 
@@ -111,43 +194,31 @@ class AskModal(discord.ui.Modal):
 
 
 class KullmDiscord(discord.Client):
-    """The bot: a discord.py client with its dependencies injected and resources opened in `setup_hook`."""
+    """The bot: a discord.py client with its bus injected, resources opened in `setup_hook`."""
 
-    def __init__(self, settings: DiscordSettings) -> None:
+    def __init__(self, settings: DiscordSettings, bus: Bus) -> None:
         intents = discord.Intents.default()
         intents.message_content = True  # privileged: enable it in the developer portal (see README)
         super().__init__(intents=intents, allowed_mentions=NO_MENTIONS)
         self.settings = settings
+        self.bus = bus
+        self.language: Any = settings.bot_language
+        surface = DiscordSurface(self, settings.discord_edit_interval_s, settings.bot_language)
+        self.relay: Relay[DiscordOrigin, DiscordTarget] = Relay(bus, surface, settings)
         self.tree = app_commands.CommandTree(self)
-        self.bus: Bus | None = None
-        self._relay: Relay | None = None
         self._register_commands()
-
-    @property
-    def relay(self) -> Relay:
-        assert self._relay is not None, "used before setup_hook"
-        return self._relay
-
-    @property
-    def language(self) -> Any:
-        return self.settings.bot_language
 
     async def setup_hook(self) -> None:
         if self.settings.discord_api_base:
             # A non-default API (a proxy, or the tests' loopback Discord) also says where its gateway is.
             _, url, _ = await self.http.get_bot_gateway()
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
-        self.bus = Bus(connect(self.settings.redis_url), Keys(self.settings.key_prefix))
-        self._relay = Relay(self.bus, DiscordSurface(self, self.settings.discord_edit_interval_s), self.settings)
         self.add_dynamic_items(CancelButton)
         await self._sync_commands()
-        self.loop.create_task(self.relay.run_resumer())
+        self.relay.start()
 
     async def close(self) -> None:
-        if self._relay is not None:
-            await self._relay.close()
-        if self.bus is not None:
-            await self.bus.redis.aclose()
+        await self.relay.close()
         await super().close()
 
     async def on_ready(self) -> None:
@@ -160,7 +231,9 @@ class KullmDiscord(discord.Client):
             await interaction.response.defer(thinking=True)
             await self.ask_from_interaction(interaction, question, context or "")
 
-        command = app_commands.Command(name="kullm", description="KULLM(구름)에게 질문하기", callback=kullm)
+        command: app_commands.Command[Any, ..., None] = app_commands.Command(
+            name="kullm", description="KULLM(구름)에게 질문하기", callback=kullm
+        )
         command = app_commands.rename(question="질문", context="맥락")(command)
         command = app_commands.describe(question="물어볼 내용", context="답변에 참고할 글 (선택)")(command)
         self.tree.add_command(command)
@@ -186,32 +259,25 @@ class KullmDiscord(discord.Client):
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot or self.user is None or not self._addressed(message):
             return
-        assert self.bus is not None
         if not await self.relay.first_delivery(f"message:{message.id}"):
             return
+        origin = DiscordOrigin(message.channel, message=message)
         question = re.sub(rf"<@!?{self.user.id}>", "", message.content).strip()
         if not question:
-            await message.reply(text("usage_discord", self.language, name=self.user.display_name), mention_author=False)
+            await self.relay.surface.refuse(origin, text("usage_discord", self.language, name=self.user.display_name))
             return
         if not self._allowed(message.channel, message.author):
-            await message.reply(text("not_allowed", self.language), mention_author=False)
+            await self.relay.surface.refuse(origin, text("not_allowed", self.language))
             return
-        context = await self._replied_text(message)
-        refusal = await self.relay.refusal(str(message.author.id), question, context)
-        if refusal:
-            await message.reply(refusal, mention_author=False)
-            return
-        in_thread = isinstance(message.channel, discord.Thread | discord.DMChannel)
-        where = message.channel if in_thread else await message.create_thread(name=thread_name(question))
-        history = await self.relay.history(str(where.id)) if in_thread else []
-        await self._answer_in(where, str(message.author.id), question, context, history)
+        continues = isinstance(message.channel, discord.Thread | discord.DMChannel)
+        asked = Asked(str(message.author.id), question, await self._replied_text(message), continues)
+        await self.relay.ask(origin, asked)
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         if self.user is None or payload.user_id == self.user.id or str(payload.emoji) != CANCEL_EMOJI:
             return
-        record = await self.relay.record_at("message", str(payload.message_id))
+        record = await self.relay.record_at(lambda target: target.message == str(payload.message_id))
         if record is not None and record.user == str(payload.user_id):
-            assert self.bus is not None
             await self.bus.request_cancel(record.question_id)
             log.info("discord question %s: cancelled by reaction", record.question_id)
 
@@ -219,24 +285,12 @@ class KullmDiscord(discord.Client):
         """`/kullm` and the modal: post the question, open a thread on it, answer there."""
         if not interaction.response.is_done():
             await interaction.response.defer(thinking=True)
-        user = interaction.user
-        refusal = None if self._allowed(interaction.channel, user) else text("not_allowed", self.language)
-        refusal = refusal or await self.relay.refusal(str(user.id), question, context)
-        if refusal:
-            await interaction.followup.send(refusal, ephemeral=True)
+        origin = DiscordOrigin(interaction.channel, interaction=interaction)
+        if not self._allowed(interaction.channel, interaction.user):
+            await self.relay.surface.refuse(origin, text("not_allowed", self.language))
             return
-        shown = question if len(question) <= 1800 else question[:1799] + "…"
-        asked = await interaction.followup.send(
-            text("asked_by", self.language, user=user.display_name, question=shown),
-            wait=True,
-            allowed_mentions=NO_MENTIONS,
-        )
-        channel = interaction.channel
-        in_thread = isinstance(channel, discord.Thread | discord.DMChannel) or interaction.guild is None
-        # A follow-up is a webhook message without guild info: open the thread through its channel.
-        where: Any = channel if in_thread else await channel.create_thread(name=thread_name(question), message=asked)
-        history = await self.relay.history(str(where.id)) if isinstance(channel, discord.Thread) else []
-        await self._answer_in(where, str(user.id), question, context, history)
+        continues = isinstance(interaction.channel, discord.Thread)
+        await self.relay.ask(origin, Asked(str(interaction.user.id), question, context, continues))
 
     async def cancel_by_button(self, interaction: discord.Interaction[Any], question_id: str) -> None:
         """Stop an answer: only its asker or someone who may manage messages."""
@@ -248,28 +302,11 @@ class KullmDiscord(discord.Client):
         if record.user != str(interaction.user.id) and not moderator:
             await interaction.response.send_message(text("cancel_not_yours", self.language), ephemeral=True)
             return
-        assert self.bus is not None
         await self.bus.request_cancel(question_id)
         log.info("discord question %s: cancelled by button", question_id)
         await interaction.response.send_message(text("cancel_requested", self.language), ephemeral=True)
 
     # ------------------------------------------------------------------ helpers
-
-    async def _answer_in(self, where: Any, user: str, question: str, context: str, history: list[Any]) -> None:
-        question_id = new_question_id()
-        view = discord.ui.View(timeout=None)
-        view.add_item(CancelButton(question_id, text("cancel_button", self.language)))
-        placeholder = await where.send(await self.relay.placeholder(), view=view, allowed_mentions=NO_MENTIONS)
-        target = {"channel": str(where.id), "message": str(placeholder.id)}
-        await self.relay.submit(
-            target,
-            user=user,
-            question=question,
-            context=context,
-            thread=str(where.id),
-            history=history,
-            question_id=question_id,
-        )
 
     def _addressed(self, message: discord.Message) -> bool:
         """A mention, a DM, or any message in a thread this bot started."""
@@ -301,3 +338,35 @@ class KullmDiscord(discord.Client):
         except discord.HTTPException:
             return ""
         return fetched.content
+
+
+def run_discord() -> int:
+    """Start the Discord adapter until SIGTERM/SIGINT; returns the exit status."""
+    settings = load_settings(DiscordSettings)
+    if settings is None:
+        return EXIT_CONFIG
+    if settings.discord_token is None:
+        log.error(MISSING_TOKEN.format(portal=PORTAL))
+        return EXIT_CONFIG
+    if settings.discord_api_base:
+        discord.http.Route.BASE = settings.discord_api_base  # a proxy, or the tests' loopback Discord
+    try:
+        asyncio.run(_serve(settings, settings.discord_token.get_secret_value()))
+    except discord.LoginFailure:
+        log.error(BAD_TOKEN.format(portal=PORTAL))
+        return EXIT_CONFIG
+    except discord.PrivilegedIntentsRequired:
+        log.error(NO_INTENT.format(portal=PORTAL))
+        return EXIT_CONFIG
+    return EXIT_OK
+
+
+async def _serve(settings: DiscordSettings, token: str) -> None:
+    redis = connect(settings.redis_url)
+    try:
+        client = KullmDiscord(settings, Bus(redis, Keys(settings.key_prefix)))
+        on_stop_signal(lambda: asyncio.create_task(client.close()))
+        async with client:
+            await client.start(token)
+    finally:
+        await redis.aclose()

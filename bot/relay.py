@@ -1,12 +1,13 @@
 """The shared relay of every chat adapter: limits, placeholder, enqueue, and the answer streamed back.
 
-An adapter turns a platform event into a question and gives the relay a `Surface` — how
-that platform posts and edits messages. The relay checks the limits, records the answer as
-in flight (with the placeholder's ids), enqueues the question, follows the answer stream
-while it holds the question's lease, edits the placeholder at most once per
-`edit_interval_s`, splits the final answer at the platform's limit, and forgets the record.
-An adapter restarted mid-answer resumes every record whose lease lapsed, editing the same
-placeholder: nothing is lost and nothing is posted twice.
+An adapter turns a platform event into an `Asked` question and an origin (where it was asked,
+typed by the adapter) and calls `Relay.ask`. The relay checks the limits (refusing through the
+platform's `Surface`), has the surface post a placeholder, records the answer as in flight
+(with the placeholder's typed `Target`), enqueues the question, follows the answer stream while
+it holds the question's lease — riding out a Redis outage as `kullm ask` does — edits the
+placeholder at most once per `edit_interval_s`, splits the final answer at the platform's
+limit, and forgets the record. An adapter restarted mid-answer resumes every record whose lease
+lapsed, editing the same placeholder: nothing is lost and nothing is posted twice.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from redis.exceptions import RedisError
 
+from bot.follow import follow_answer
 from bot.formatting import split_message
+from bot.limits import check_question
 from bot.settings import ClientSettings
-from bot.terminal import check_question
 from bot.texts import error_text, text
 from chatbus import (
     AnswerTimeout,
@@ -39,8 +42,10 @@ from chatbus import (
     QueueFull,
     Restart,
     Turn,
+    cancel_requested,
     write_refusal,
 )
+from chatbus.messages import new_question_id
 
 log = logging.getLogger(__name__)
 
@@ -55,40 +60,108 @@ class PlaceholderGone(Exception):
     """The platform says the placeholder is gone: deleted, or its channel deleted or closed to the bot."""
 
 
-class Surface(Protocol):
-    """How one platform shows an answer: a placeholder it edits and messages it adds after it."""
+class CannotPost(Exception):
+    """The placeholder could not be posted where the question was asked; `notice` tells the asker why."""
+
+    def __init__(self, notice: str) -> None:
+        super().__init__(notice)
+        self.notice = notice
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A question as an adapter received it, before any limit was checked."""
+
+    user: str
+    question: str
+    context: str = ""
+    # A follow-up in a conversation the bot answers (a thread, a DM): its history goes with it.
+    continues: bool = False
+
+
+class Target(Protocol):
+    """Where an answer is shown: the placeholder's ids on one platform, stored in the in-flight record."""
+
+    @property
+    def conversation(self) -> str:
+        """The key its conversation's history is kept under (a thread, a DM channel)."""
+        ...
+
+    def to_fields(self) -> dict[str, str]:
+        """The ids as the in-flight record stores them."""
+        ...
+
+
+OriginT = TypeVar("OriginT", contravariant=True)
+TargetT = TypeVar("TargetT", bound=Target)
+
+
+class Surface(Protocol[OriginT, TargetT]):
+    """How one platform shows an answer: refusals, a placeholder it edits, and messages after it.
+
+    `OriginT` is where a question was asked (a message, an interaction, a slash command…), as the
+    adapter describes it; `TargetT` is the placeholder it posted there.
+    """
 
     platform: str
     max_chars: int
     edit_interval_s: float
 
-    async def edit(self, target: dict[str, str], content: str, *, final: bool) -> None:
+    def target(self, fields: Mapping[str, str]) -> TargetT:
+        """The target an in-flight record stored (`Target.to_fields`). Raises KeyError if it is not one."""
+        ...
+
+    async def refuse(self, origin: OriginT, notice: str) -> None:
+        """Tell the asker why the question is not answered, where they asked it."""
+        ...
+
+    async def post_placeholder(self, origin: OriginT, asked: Asked, content: str, question_id: str) -> TargetT:
+        """Post the placeholder (opening a thread where the platform answers in one). Raises `CannotPost`."""
+        ...
+
+    async def edit(self, target: TargetT, content: str, *, final: bool) -> None:
         """Replace the placeholder's text; `final` removes the stop control. Raises `PlaceholderGone`."""
         ...
 
-    async def post_more(self, target: dict[str, str], content: str) -> None:
+    async def post_more(self, target: TargetT, content: str) -> None:
         """Post a message after the placeholder (in its thread). Raises `PlaceholderGone` if that is gone too."""
         ...
 
-    def working(self, target: dict[str, str]) -> AbstractAsyncContextManager[None]:
+    def working(self, target: TargetT) -> AbstractAsyncContextManager[None]:
         """Shown while the answer is generated (a typing indicator, or nothing)."""
         ...
 
 
-class Relay:
+OriginVar = TypeVar("OriginVar")
+TargetVar = TypeVar("TargetVar", bound=Target)
+
+
+class Relay(Generic[OriginVar, TargetVar]):
     """Questions in, answers out, for one platform."""
 
-    def __init__(self, bus: Bus, surface: Surface, settings: ClientSettings) -> None:
+    def __init__(self, bus: Bus, surface: Surface[OriginVar, TargetVar], settings: ClientSettings) -> None:
         self.bus = bus
         self.surface = surface
         self.settings = settings
         self.platform = surface.platform
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._delivering: dict[str, asyncio.Task[None]] = {}
+        self._resumer: asyncio.Task[None] | None = None
 
-    @property
-    def language(self) -> str:
-        return self.settings.bot_language
+    async def ask(self, origin: OriginVar, asked: Asked) -> str | None:
+        """Refuse the question, or post its placeholder and enqueue it; returns its id when it was enqueued."""
+        refusal = await self.refusal(asked.user, asked.question, asked.context)
+        if refusal:
+            await self.surface.refuse(origin, refusal)
+            return None
+        question_id = new_question_id()
+        try:
+            target = await self.surface.post_placeholder(origin, asked, await self.placeholder(), question_id)
+        except CannotPost as exc:
+            await self.surface.refuse(origin, exc.notice)
+            return None
+        history = await self.history(target.conversation) if asked.continues else []
+        return await self.submit(target, asked, history=history, question_id=question_id)
 
     # ------------------------------------------------------------------ asking
 
@@ -143,33 +216,25 @@ class Relay:
         return text("thinking", self.settings.bot_language, ahead=ahead)
 
     async def submit(
-        self,
-        target: dict[str, str],
-        *,
-        user: str,
-        question: str,
-        context: str = "",
-        thread: str | None = None,
-        history: Sequence[Turn] = (),
-        question_id: str | None = None,
+        self, target: TargetVar, asked: Asked, *, history: Sequence[Turn] = (), question_id: str | None = None
     ) -> str:
         """Enqueue a question whose placeholder is already posted at `target`; returns its id."""
         item = Question.new(
             self.platform,
-            question.strip(),
+            asked.question.strip(),
             ttl_s=self.settings.question_ttl_s,
-            context=context.strip(),
+            context=asked.context.strip(),
             history=tuple(history),
-            target=target,
-            user=user,
+            target=target.to_fields(),
+            user=asked.user,
             question_id=question_id,
         )
         record = InflightRecord(
             question_id=item.id,
             platform=self.platform,
-            target=target,
-            user=user,
-            thread=thread,
+            target=target.to_fields(),
+            user=asked.user,
+            thread=target.conversation,
             question=item.question,
             language=self.settings.bot_language,
             created_at=item.created_at,
@@ -202,9 +267,13 @@ class Relay:
         """The in-flight record of a question, if its answer is still being posted."""
         return next((r for r in await self.bus.tracked(self.platform) if r.question_id == question_id), None)
 
-    async def record_at(self, target_key: str, value: str) -> InflightRecord | None:
-        """The in-flight record whose placeholder has `target[target_key] == value`."""
-        return next((r for r in await self.bus.tracked(self.platform) if r.target.get(target_key) == value), None)
+    async def record_at(self, shows: Callable[[TargetVar], bool]) -> InflightRecord | None:
+        """The in-flight record whose placeholder `shows` picks."""
+        for record in await self.bus.tracked(self.platform):
+            with contextlib.suppress(KeyError):
+                if shows(self.surface.target(record.target)):
+                    return record
+        return None
 
     # ------------------------------------------------------------------ answering
 
@@ -235,23 +304,33 @@ class Relay:
         """End a record that can no longer be answered: tell the asker if the placeholder is still there."""
         log.warning("%s question %s: in flight too long, given up", self.platform, record.question_id)
         with contextlib.suppress(Exception):
-            await self.surface.edit(record.target, text("given_up", record.language), final=True)
+            await self.surface.edit(self.surface.target(record.target), text("given_up", record.language), final=True)
         with contextlib.suppress(Exception):
             await self.bus.untrack(self.platform, record.question_id)
             await self.bus.release_lease(record.question_id, self.owner)
 
-    async def run_resumer(self) -> None:
-        """Resume lapsed answers now and every half lease, for records of crashed processes."""
+    def start(self) -> None:
+        """Resume lapsed answers now and every half lease (records of crashed processes), until `close`."""
+        if self._resumer is None:
+            self._resumer = asyncio.create_task(self._run_resumer())
+
+    async def _run_resumer(self) -> None:
         while True:
             try:
                 await self.resume()
             except Exception:
-                log.exception("resuming in-flight answers failed")
+                if not cancel_requested():
+                    log.exception("resuming in-flight answers failed")
+            if cancel_requested():
+                return  # cancelled mid-command: redis-py may have swallowed the CancelledError
             await asyncio.sleep(self.settings.lease_ttl_s / 2)
 
     async def close(self) -> None:
-        """Stop following answers (their leases lapse and another process resumes them)."""
+        """Stop resuming and following answers (their leases lapse and another process resumes them)."""
         tasks = list(self._delivering.values())
+        if self._resumer is not None:
+            tasks.append(self._resumer)
+            self._resumer = None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -270,8 +349,9 @@ class Relay:
         renewing = asyncio.create_task(self._renew(record))
         finished = False
         try:
-            async with self.surface.working(record.target):
-                finished = await self._render(record)
+            target = self.surface.target(record.target)
+            async with self.surface.working(target):
+                finished = await self._render(record, target)
         except Exception:
             log.exception("%s question %s: posting the answer failed", self.platform, record.question_id)
         finally:
@@ -285,47 +365,47 @@ class Relay:
 
     async def _renew(self, record: InflightRecord) -> None:
         ttl_ms = int(self.settings.lease_ttl_s * 1000)
-        while True:
+        while not cancel_requested():  # redis-py may swallow a CancelledError that lands mid-command
             await asyncio.sleep(self.settings.lease_ttl_s / 3)
             with contextlib.suppress(Exception):
                 await self.bus.renew_lease(record.question_id, self.owner, ttl_ms)
 
-    async def _render(self, record: InflightRecord) -> bool:
+    async def _render(self, record: InflightRecord, target: TargetVar) -> bool:
         """Follow the answer stream onto the placeholder; True once the final text is posted."""
         language = record.language
         shown = ""
         last_edit = 0.0
         gone = False
+
+        def outage() -> None:
+            log.warning("%s question %s: Redis connection lost, waiting for it", self.platform, record.question_id)
+
         try:
-            async for _, event in self.bus.follow(
-                record.question_id,
-                start_timeout_s=self.settings.answer_start_timeout_s or self.settings.question_ttl_s + 30,
-                stall_timeout_s=self.settings.answer_stall_timeout_s,
-            ):
+            async for event in follow_answer(self.bus, record.question_id, self.settings, outage):
                 if isinstance(event, Delta):
                     shown += event.text
                 elif isinstance(event, Restart):
                     shown = ""
                     with contextlib.suppress(PlaceholderGone):
-                        await self.surface.edit(record.target, text("restarted", language), final=False)
+                        await self.surface.edit(target, text("restarted", language), final=False)
                     continue
                 elif isinstance(event, Done):
-                    await self._post_final(record, event.text)
+                    await self._post_final(record, target, event.text)
                     await self._remember(record, event.text)
                     return True
                 elif isinstance(event, ErrorEvent):
-                    notice = error_text(event.code, language)  # type: ignore[arg-type]
-                    await self._post_final(record, f"{shown}\n\n{notice}" if shown else notice)
+                    notice = error_text(event.code, language)
+                    await self._post_final(record, target, f"{shown}\n\n{notice}" if shown else notice)
                     return True
                 if shown and not gone and time.monotonic() - last_edit >= self.surface.edit_interval_s:
                     try:
-                        await self.surface.edit(record.target, self._streaming_view(shown), final=False)
+                        await self.surface.edit(target, self._streaming_view(shown), final=False)
                     except PlaceholderGone:
                         gone = True  # stream no more; the final answer goes out as a fresh message
                     last_edit = time.monotonic()
         except AnswerTimeout:
-            notice = text("timeout", language)  # type: ignore[arg-type]
-            await self._post_final(record, f"{shown}\n\n{notice}" if shown else notice)
+            notice = text("timeout", language)
+            await self._post_final(record, target, f"{shown}\n\n{notice}" if shown else notice)
             return True
         return False
 
@@ -335,18 +415,18 @@ class Relay:
         body = shown if len(shown) <= room else "…" + shown[-room:]
         return body + STREAMING_MARK
 
-    async def _post_final(self, record: InflightRecord, answer: str) -> None:
+    async def _post_final(self, record: InflightRecord, target: TargetVar, answer: str) -> None:
         """The final text on the placeholder, or, if that was deleted, as fresh messages in its thread."""
         pieces = split_message(answer, self.surface.max_chars) or ["…"]
         try:
-            await self.surface.edit(record.target, pieces[0], final=True)
+            await self.surface.edit(target, pieces[0], final=True)
             rest = pieces[1:]
         except PlaceholderGone:
             log.warning("%s question %s: placeholder gone, posting a fresh message", self.platform, record.question_id)
             rest = pieces
         try:
             for piece in rest:
-                await self.surface.post_more(record.target, piece)
+                await self.surface.post_more(target, piece)
         except PlaceholderGone:  # the thread or channel is gone too: nobody is left to read it
             log.warning("%s question %s: nowhere left to post the answer, given up", self.platform, record.question_id)
             return

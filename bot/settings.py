@@ -9,6 +9,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chatbus.messages import MAX_QUESTION_CHARS
 
+# A worker that takes a question just before it expires still sends `started` (or `expired`) soon after.
+START_AFTER_EXPIRY_S = 30.0
+
 
 class ClientSettings(BaseSettings):
     """What every front-end shares: where the queue is and the limits it enforces before enqueueing."""
@@ -29,6 +32,12 @@ class ClientSettings(BaseSettings):
     history_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     lease_ttl_s: float = Field(default=10.0, gt=0)
     redis_outage_s: float = Field(default=60.0, ge=0)
+
+    @property
+    def start_timeout_s(self) -> float:
+        """How long a follower waits for an answer's first event: ANSWER_START_TIMEOUT_S, or long
+        enough for the question to wait out its whole lifetime in the queue and then start."""
+        return self.answer_start_timeout_s or self.question_ttl_s + START_AFTER_EXPIRY_S
 
 
 def parse_ids(value: str) -> frozenset[int]:

@@ -1,45 +1,92 @@
 """The Slack adapter (slack-bolt): `/kullm`, mentions, DMs and the "KULLM에게 묻기" shortcut, answered in threads.
 
-Thin transport: listeners ack, validate and hand the question to the shared `Relay`, which
-posts and edits the answer through `SlackSurface`. Model output is escaped for Slack, so
-`<!channel>`, `<!here>` and user mentions in it never notify anyone.
+Thin transport: listeners ack, validate and hand an `Asked` question and a `SlackOrigin` to
+the shared `Relay`, which refuses, posts and edits through `SlackSurface`. Model output is
+escaped for Slack, so `<!channel>`, `<!here>` and user mentions in it never notify anyone.
+`run_slack` is the process (Socket Mode, or HTTP with SLACK_MODE=http): `kullm slack` or
+`python -m bot slack`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.formatting import slack_escape, to_slack_mrkdwn
-from bot.relay import PlaceholderGone, Relay
+from bot.mrkdwn import slack_escape, to_slack_mrkdwn
+from bot.process import EXIT_CONFIG, EXIT_OK, load_settings, on_stop_signal
+from bot.relay import Asked, CannotPost, PlaceholderGone, Relay
 from bot.settings import SlackSettings
 from bot.texts import text
-from chatbus import Bus
-from chatbus.messages import new_question_id
+from chatbus import Bus, Keys, connect
+from chatbus.http_guard import ConnectionGuard
 
 log = logging.getLogger(__name__)
 
 # One message: Slack shows up to ~4,000 characters well; a section block holds 3,000.
 MESSAGE_LIMIT = 3000
+SECTION_LIMIT = 3000
+# The question as the "asked by" line quotes it: room is left in the message for the line's own words.
+QUOTED_QUESTION_CHARS = 2900
 SHORTCUT_ID = "kullm_ask"
 MODAL_ID = "kullm_ask_modal"
 CANCEL_ACTION = "kullm_cancel"
 CONTEXT_IN_METADATA = 2500  # private_metadata holds 3,000 characters
+HTTP_KEEPALIVE_TIMEOUT_S = 15.0  # HTTP mode: an idle keep-alive connection is closed after this
 _MENTION = re.compile(r"<@[A-Z0-9]+>")
 _NOT_IN_CHANNEL = {"not_in_channel", "channel_not_found", "is_archived"}
 
+SLACK_APPS = "https://api.slack.com/apps"
+SLACK_MISSING = {
+    "SLACK_BOT_TOKEN": "your app → OAuth & Permissions → Bot User OAuth Token (xoxb-…)",
+    "SLACK_APP_TOKEN": "your app → Basic Information → App-Level Tokens, with the connections:write scope (xapp-…)",
+    "SLACK_SIGNING_SECRET": "your app → Basic Information → App Credentials → Signing Secret",
+}
+
+
+@dataclass(frozen=True)
+class SlackTarget:
+    """A placeholder message, the thread it is in ("" for a DM's top level) and its question's id."""
+
+    channel: str
+    ts: str
+    thread_ts: str
+    question: str
+
+    @property
+    def conversation(self) -> str:
+        return f"{self.channel}:{self.thread_ts}" if self.thread_ts else self.channel
+
+    def to_fields(self) -> dict[str, str]:
+        return {"channel": self.channel, "ts": self.ts, "thread_ts": self.thread_ts, "question": self.question}
+
+
+@dataclass(frozen=True)
+class SlackOrigin:
+    """Where a question was asked, which decides where refusals and the placeholder go."""
+
+    kind: Literal["command", "mention", "dm", "modal"]
+    channel: str
+    user: str
+    thread_ts: str | None = None  # the thread asked in (a mention, the shortcut's message)
+    respond: Any = None  # a slash command's `respond`: refusals go to its response_url, seen only by the asker
+
 
 class SlackSurface:
-    """Posts and edits answers with chat.postMessage / chat.update."""
+    """Refuses, posts and edits answers with chat.postEphemeral, chat.postMessage and chat.update."""
 
     platform = "slack"
     max_chars = MESSAGE_LIMIT
@@ -47,21 +94,63 @@ class SlackSurface:
     def __init__(self, client: AsyncWebClient, edit_interval_s: float, language: str) -> None:
         self.client = client
         self.edit_interval_s = edit_interval_s
-        self.language = language
+        self.language: Any = language
 
-    async def edit(self, target: dict[str, str], content: str, *, final: bool) -> None:
-        shown = to_slack_mrkdwn(content)
-        blocks = [] if final else answer_blocks(shown, target["question"], self.language)
-        async with _gone_on(GONE_ON_UPDATE):
-            await self.client.chat_update(channel=target["channel"], ts=target["ts"], text=shown, blocks=blocks)
+    def target(self, fields: Mapping[str, str]) -> SlackTarget:
+        return SlackTarget(fields["channel"], fields["ts"], fields.get("thread_ts", ""), fields["question"])
 
-    async def post_more(self, target: dict[str, str], content: str) -> None:
-        async with _gone_on(GONE_ON_POST):
-            await self.client.chat_postMessage(
-                channel=target["channel"], thread_ts=target.get("thread_ts") or None, text=to_slack_mrkdwn(content)
+    async def refuse(self, origin: SlackOrigin, notice: str) -> None:
+        if origin.kind == "command":
+            await origin.respond(notice, response_type="ephemeral")
+        elif origin.kind == "dm":
+            await self.client.chat_postMessage(channel=origin.channel, text=notice)
+        else:  # seen only by the asker: in the thread of a mention, at the channel's top level from the modal
+            thread_ts = origin.thread_ts if origin.kind == "mention" else None
+            await self.client.chat_postEphemeral(
+                channel=origin.channel, user=origin.user, text=notice, thread_ts=thread_ts
             )
 
-    def working(self, target: dict[str, str]) -> AbstractAsyncContextManager[None]:
+    async def post_placeholder(self, origin: SlackOrigin, asked: Asked, content: str, question_id: str) -> SlackTarget:
+        thread_ts = origin.thread_ts
+        if origin.kind == "command":
+            thread_ts = await self._quote(origin, asked)  # at the channel's top level: its post starts the thread
+        elif origin.kind == "modal":
+            await self._quote(origin, asked)  # in the thread of the message asked about
+        posted = await self.client.chat_postMessage(
+            channel=origin.channel,
+            thread_ts=thread_ts,
+            text=content,
+            blocks=answer_blocks(content, question_id, self.language),
+        )
+        return SlackTarget(origin.channel, str(posted["ts"]), thread_ts or "", question_id)
+
+    async def _quote(self, origin: SlackOrigin, asked: Asked) -> str:
+        """Post "<user> asked: …" where the answer's thread is (or starts); returns the post's ts."""
+        shown = asked.question
+        if len(shown) > QUOTED_QUESTION_CHARS:
+            shown = shown[: QUOTED_QUESTION_CHARS - 1] + "…"
+        quote = text("asked_by_slack", self.language, user=origin.user, question=slack_escape(shown))
+        try:
+            posted = await self.client.chat_postMessage(channel=origin.channel, thread_ts=origin.thread_ts, text=quote)
+        except SlackApiError as exc:
+            if exc.response.get("error") in _NOT_IN_CHANNEL:
+                raise CannotPost(text("invite_slack", self.language)) from exc
+            raise
+        return str(posted["ts"])
+
+    async def edit(self, target: SlackTarget, content: str, *, final: bool) -> None:
+        shown = to_slack_mrkdwn(content)
+        blocks = [] if final else answer_blocks(shown, target.question, self.language)
+        async with _gone_on(GONE_ON_UPDATE):
+            await self.client.chat_update(channel=target.channel, ts=target.ts, text=shown, blocks=blocks)
+
+    async def post_more(self, target: SlackTarget, content: str) -> None:
+        async with _gone_on(GONE_ON_POST):
+            await self.client.chat_postMessage(
+                channel=target.channel, thread_ts=target.thread_ts or None, text=to_slack_mrkdwn(content)
+            )
+
+    def working(self, target: SlackTarget) -> AbstractAsyncContextManager[None]:
         return nullcontext()  # Slack has no typing indicator for bots
 
 
@@ -80,10 +169,10 @@ async def _gone_on(errors: frozenset[str]) -> AsyncIterator[None]:
         raise
 
 
-def answer_blocks(shown: str, question_id: str, language: str) -> list[dict[str, Any]]:
+def answer_blocks(shown: str, question_id: str, language: Any) -> list[dict[str, Any]]:
     """The placeholder while streaming: the text so far and a "그만" button."""
     return [
-        {"type": "section", "text": {"type": "mrkdwn", "text": shown[:3000] or "…"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": shown[:SECTION_LIMIT] or "…"}},
         {
             "type": "actions",
             "block_id": "kullm_controls",
@@ -92,7 +181,7 @@ def answer_blocks(shown: str, question_id: str, language: str) -> list[dict[str,
                     "type": "button",
                     "action_id": CANCEL_ACTION,
                     "value": question_id,
-                    "text": {"type": "plain_text", "text": "⏹️ " + text("cancel_button", language)},  # type: ignore[arg-type]
+                    "text": {"type": "plain_text", "text": "⏹️ " + text("cancel_button", language)},
                 }
             ],
         },
@@ -100,7 +189,7 @@ def answer_blocks(shown: str, question_id: str, language: str) -> list[dict[str,
 
 
 class KullmSlack:
-    """The bolt app and its listeners, with the bus and relay injected."""
+    """The bolt app and its listeners, with the bus and Web API client injected."""
 
     def __init__(self, settings: SlackSettings, bus: Bus, client: AsyncWebClient) -> None:
         self.settings = settings
@@ -114,7 +203,8 @@ class KullmSlack:
             request_verification_enabled=settings.slack_mode == "http",
             process_before_response=False,
         )
-        self.relay = Relay(bus, SlackSurface(client, settings.slack_edit_interval_s, settings.bot_language), settings)
+        surface = SlackSurface(client, settings.slack_edit_interval_s, settings.bot_language)
+        self.relay: Relay[SlackOrigin, SlackTarget] = Relay(bus, surface, settings)
         self.app.command("/kullm")(self.on_command)
         self.app.event("app_mention")(self.on_mention)
         self.app.event("message")(self.on_message)
@@ -131,32 +221,21 @@ class KullmSlack:
             log.warning("slack: a /kullm request was delivered twice (replayed?): ignored")
             return
         user, channel, question = command["user_id"], command["channel_id"], command.get("text", "").strip()
-        if not question:
-            await respond(text("usage_slack", self.language), response_type="ephemeral")
-            return
-        refusal = self._channel_refusal(channel) or await self.relay.refusal(user, question)
-        if refusal:
-            await respond(refusal, response_type="ephemeral")
-            return
-        shown = question if len(question) <= 2900 else question[:2899] + "…"
-        try:
-            asked = await self.client.chat_postMessage(
-                channel=channel, text=text("asked_by_slack", self.language, user=user, question=slack_escape(shown))
-            )
-        except SlackApiError as exc:
-            if exc.response.get("error") in _NOT_IN_CHANNEL:
-                await respond(text("invite_slack", self.language), response_type="ephemeral")
-                return
-            raise
-        await self._answer(channel, str(asked["ts"]), user, question, "", history_key=None)
+        origin = SlackOrigin("command", channel, user, respond=respond)
+        await self._ask(origin, Asked(user, question), usage=text("usage_slack", self.language))
 
     async def on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         if not await self._first_delivery(body):
             return
         channel, user = event["channel"], event.get("user", "")
-        thread_ts = event.get("thread_ts") or event["ts"]
+        origin = SlackOrigin("mention", channel, user, thread_ts=event.get("thread_ts") or event["ts"])
         question = _MENTION.sub("", event.get("text", "")).strip()
-        await self._ask_in_thread(channel, thread_ts, user, question, continues=bool(event.get("thread_ts")))
+        if not question:  # said in the thread for everyone: how to ask
+            await self.client.chat_postMessage(
+                channel=channel, thread_ts=origin.thread_ts, text=text("usage_slack", self.language)
+            )
+            return
+        await self._ask(origin, Asked(user, question, continues=bool(event.get("thread_ts"))))
 
     async def on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         # Only direct messages: channel messages reach the bot as app_mention.
@@ -166,13 +245,8 @@ class KullmSlack:
             return
         channel, user = event["channel"], event.get("user", "")
         question = _MENTION.sub("", event.get("text", "")).strip()
-        refusal = self._question_refusal(question) or self._channel_refusal(channel)
-        refusal = refusal or await self.relay.refusal(user, question)
-        if refusal:
-            await self.client.chat_postMessage(channel=channel, text=refusal)
-            return
-        history = await self.relay.history(channel)
-        await self._answer(channel, None, user, question, "", history_key=channel, history=history)
+        origin = SlackOrigin("dm", channel, user)
+        await self._ask(origin, Asked(user, question, continues=True), usage=text("usage_slack", self.language))
 
     async def on_shortcut(self, ack: Any, shortcut: dict[str, Any]) -> None:
         await ack()
@@ -189,17 +263,8 @@ class KullmSlack:
         metadata = json.loads(view.get("private_metadata") or "{}")
         question = view["state"]["values"]["question"]["value"]["value"].strip()
         user = body["user"]["id"]
-        channel, thread_ts = metadata["channel"], metadata["thread_ts"]
-        refusal = self._channel_refusal(channel) or await self.relay.refusal(user, question, metadata["context"])
-        if refusal:
-            await self.client.chat_postEphemeral(channel=channel, user=user, text=refusal)
-            return
-        await self.client.chat_postMessage(
-            channel=channel,
-            thread_ts=thread_ts,
-            text=text("asked_by_slack", self.language, user=user, question=slack_escape(question)),
-        )
-        await self._answer(channel, thread_ts, user, question, metadata["context"], history_key=None)
+        origin = SlackOrigin("modal", metadata["channel"], user, thread_ts=metadata["thread_ts"])
+        await self._ask(origin, Asked(user, question, metadata["context"]))
 
     async def on_cancel(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
@@ -216,62 +281,20 @@ class KullmSlack:
 
     # ------------------------------------------------------------------ helpers
 
-    async def _ask_in_thread(self, channel: str, thread_ts: str, user: str, question: str, continues: bool) -> None:
-        refusal = self._question_refusal(question) or self._channel_refusal(channel)
-        refusal = refusal or await self.relay.refusal(user, question)
-        if refusal:
-            if question:
-                await self.client.chat_postEphemeral(channel=channel, user=user, text=refusal, thread_ts=thread_ts)
-            else:
-                await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=refusal)
-            return
-        key = f"{channel}:{thread_ts}"
-        history = await self.relay.history(key) if continues else []
-        await self._answer(channel, thread_ts, user, question, "", history_key=key, history=history)
-
-    async def _answer(
-        self,
-        channel: str,
-        thread_ts: str | None,
-        user: str,
-        question: str,
-        context: str,
-        *,
-        history_key: str | None,
-        history: list[Any] | None = None,
-    ) -> None:
-        """Post the placeholder (in the thread) and hand the question to the relay."""
-        question_id = new_question_id()
-        placeholder = await self.relay.placeholder()
-        posted = await self.client.chat_postMessage(
-            channel=channel,
-            thread_ts=thread_ts,
-            text=placeholder,
-            blocks=answer_blocks(placeholder, question_id, self.settings.bot_language),
-        )
-        target = {"channel": channel, "ts": str(posted["ts"]), "thread_ts": thread_ts or "", "question": question_id}
-        thread = history_key or (f"{channel}:{thread_ts}" if thread_ts else channel)
-        await self.relay.submit(
-            target,
-            user=user,
-            question=question,
-            context=context,
-            thread=thread,
-            history=history or [],
-            question_id=question_id,
-        )
+    async def _ask(self, origin: SlackOrigin, asked: Asked, usage: str | None = None) -> None:
+        """Refuse an empty question (with `usage`) or one from a channel not allowed; else hand it to the relay."""
+        allowed = self.settings.allowed_channel_ids
+        if usage and not asked.question:
+            await self.relay.surface.refuse(origin, usage)
+        elif allowed and origin.channel not in allowed:
+            await self.relay.surface.refuse(origin, text("not_allowed", self.language))
+        else:
+            await self.relay.ask(origin, asked)
 
     async def _first_delivery(self, body: dict[str, Any]) -> bool:
         """Slack retries events it thinks were missed: answer each event id once."""
         event_id = body.get("event_id") or body.get("event", {}).get("client_msg_id") or body.get("event", {}).get("ts")
         return await self.relay.first_delivery(str(event_id))
-
-    def _question_refusal(self, question: str) -> str | None:
-        return text("usage_slack", self.language) if not question else None
-
-    def _channel_refusal(self, channel: str) -> str | None:
-        allowed = self.settings.allowed_channel_ids
-        return text("not_allowed", self.language) if allowed and channel not in allowed else None
 
     def _modal(self, metadata: dict[str, str]) -> dict[str, Any]:
         return {
@@ -302,16 +325,13 @@ def web_client(settings: SlackSettings) -> AsyncWebClient:
     return client
 
 
-def http_app(kullm: KullmSlack, port: int) -> Any:
+def http_app(kullm: KullmSlack, port: int) -> web.Application:
     """The aiohttp application of HTTP mode: bolt's, behind a gate that refuses what Slack never sends.
 
     bolt parses a body before it checks its signature, so a malformed unsigned body made it fail
     with a 500. The gate checks the signature first (401 for unsigned, forged or stale requests) and
     answers an undecodable body 400; only then does bolt see the request.
     """
-    from aiohttp import web
-    from slack_sdk.signature import SignatureVerifier
-
     secret = kullm.settings.slack_signing_secret
     verifier = SignatureVerifier(secret.get_secret_value() if secret else "")
 
@@ -333,3 +353,68 @@ def http_app(kullm: KullmSlack, port: int) -> Any:
     app = kullm.app.web_app(path="/slack/events", port=port)
     app.middlewares.append(gate)
     return app
+
+
+def run_slack() -> int:
+    """Start the Slack adapter (Socket Mode by default, HTTP with SLACK_MODE=http) until SIGTERM/SIGINT."""
+    settings = load_settings(SlackSettings)
+    if settings is None:
+        return EXIT_CONFIG
+    needed = ["SLACK_BOT_TOKEN", "SLACK_APP_TOKEN" if settings.slack_mode == "socket" else "SLACK_SIGNING_SECRET"]
+    for variable in needed:
+        if getattr(settings, variable.lower()) is None:
+            log.error(_token_error(variable))
+            return EXIT_CONFIG
+    return asyncio.run(_serve(settings))
+
+
+def _token_error(variable: str, problem: str = "is not set") -> str:
+    return f"{variable} {problem}. Find it at {SLACK_APPS} → {SLACK_MISSING[variable]} and put it in .env."
+
+
+async def _serve(settings: SlackSettings) -> int:
+    client = web_client(settings)
+    try:
+        identity = await client.auth_test()
+    except SlackApiError as exc:
+        log.error(_token_error("SLACK_BOT_TOKEN", f"was rejected ({exc.response.get('error')})"))
+        return EXIT_CONFIG
+    redis = connect(settings.redis_url)
+    kullm = KullmSlack(settings, Bus(redis, Keys(settings.key_prefix)), client)
+    stop = asyncio.Event()
+    on_stop_signal(stop.set)
+    kullm.relay.start()
+    try:
+        if settings.slack_mode == "socket":
+            return await _serve_socket_mode(kullm, str(identity.get("user")), stop)
+        await _serve_http(kullm, stop)
+        return EXIT_OK
+    finally:
+        await kullm.relay.close()
+        await redis.aclose()
+
+
+async def _serve_socket_mode(kullm: KullmSlack, name: str, stop: asyncio.Event) -> int:
+    assert kullm.settings.slack_app_token is not None
+    handler = AsyncSocketModeHandler(kullm.app, kullm.settings.slack_app_token.get_secret_value())
+    try:
+        await handler.connect_async()  # type: ignore[no-untyped-call]
+    except SlackApiError as exc:
+        log.error(_token_error("SLACK_APP_TOKEN", f"was rejected ({exc.response.get('error')})"))
+        return EXIT_CONFIG
+    log.info("connected to Slack as %s (Socket Mode)", name)
+    await stop.wait()
+    await handler.close_async()  # type: ignore[no-untyped-call]
+    return EXIT_OK
+
+
+async def _serve_http(kullm: KullmSlack, stop: asyncio.Event) -> None:
+    settings = kullm.settings
+    runner = web.AppRunner(http_app(kullm, settings.slack_http_port), keepalive_timeout=HTTP_KEEPALIVE_TIMEOUT_S)
+    await runner.setup()
+    assert runner.server is not None
+    listener = await ConnectionGuard().serve(runner.server, settings.slack_http_host, settings.slack_http_port)
+    log.info("serving Slack events on %s:%d/slack/events", settings.slack_http_host, settings.slack_http_port)
+    await stop.wait()
+    listener.close()
+    await runner.cleanup()

@@ -14,7 +14,6 @@ import getpass
 import json
 import signal
 import sys
-import time
 from typing import Protocol, TextIO
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -23,6 +22,8 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
+from bot.follow import follow_answer
+from bot.limits import check_question
 from bot.settings import ClientSettings
 from bot.texts import Language, error_text, text
 from chatbus import (
@@ -41,7 +42,6 @@ from chatbus import (
     write_refusal,
 )
 
-REDIS_RETRY_S = 0.5
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_BUSY, EXIT_REDIS, EXIT_TIMEOUT, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5, 130
 _ERROR_EXIT = {"too_long": EXIT_INPUT, "overloaded": EXIT_BUSY, "cancelled": EXIT_CANCELLED}
 
@@ -185,33 +185,14 @@ async def _ask(bus: Bus, item: Question, settings: ClientSettings, renderer: Ren
         loop.add_signal_handler(signal.SIGINT, lambda: loop.create_task(bus.request_cancel(item.id)))
     renderer.queued(item.id, ahead)
     status = EXIT_FAILED
-    after, finished = "0-0", False
-    outage_since: float | None = None
+    lost = text("redis_lost", language) + "\n"
     try:
-        while not finished:
-            try:
-                async for event_id, event in bus.follow(
-                    item.id,
-                    after=after,
-                    start_timeout_s=settings.answer_start_timeout_s or settings.question_ttl_s + 30,
-                    stall_timeout_s=settings.answer_stall_timeout_s,
-                ):
-                    after, outage_since = event_id, None
-                    renderer.event(event)
-                    if isinstance(event, Done):
-                        status = EXIT_OK
-                    elif isinstance(event, ErrorEvent):
-                        status = _ERROR_EXIT.get(event.code, EXIT_FAILED)
-                finished = True
-            except RedisConnectionError:
-                # The question survives in Redis (AOF): wait for it to come back, then read on from `after`.
-                now = time.monotonic()
-                if outage_since is None:
-                    outage_since = now
-                    err.write(text("redis_lost", language) + "\n")
-                elif now - outage_since > settings.redis_outage_s:
-                    raise
-                await asyncio.sleep(REDIS_RETRY_S)
+        async for event in follow_answer(bus, item.id, settings, lambda: err.write(lost)):
+            renderer.event(event)
+            if isinstance(event, Done):
+                status = EXIT_OK
+            elif isinstance(event, ErrorEvent):
+                status = _ERROR_EXIT.get(event.code, EXIT_FAILED)
     except AnswerTimeout:
         err.write(text("timeout", language) + "\n")
         status = EXIT_TIMEOUT
@@ -220,17 +201,6 @@ async def _ask(bus: Bus, item: Question, settings: ClientSettings, renderer: Ren
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
     return status
-
-
-def check_question(settings: ClientSettings, question: str, context: str = "") -> str | None:
-    """The refusal message for a question no worker should see, or None."""
-    language = settings.bot_language
-    if not question.strip():
-        return text("empty", language)
-    length = len(question) + len(context)
-    if length > settings.max_question_chars:
-        return text("too_long", language, length=length, limit=settings.max_question_chars)
-    return None
 
 
 async def status(settings: ClientSettings, *, as_json: bool = False, out: TextIO = sys.stdout) -> int:

@@ -1,6 +1,6 @@
 """The queue contract between chat adapters and inference workers (Redis Streams)."""
 
-from chatbus.errors import ChatbusError, MalformedMessage, QueueFull, write_refusal
+from chatbus.errors import AnswerTimeout, ChatbusError, MalformedMessage, QueueFull, write_refusal
 from chatbus.keys import DEFAULT_PREFIX, WORKER_GROUP, Keys
 from chatbus.messages import (
     AnswerEvent,
@@ -18,7 +18,7 @@ from chatbus.messages import (
     decode_event,
     is_final,
 )
-from chatbus.streams import AnswerTimeout, Bus, BusStats, Delivery, Write, connect, redact_url
+from chatbus.streams import Bus, BusStats, Delivery, Write, cancel_requested, connect, redact_url
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -44,6 +44,7 @@ __all__ = [
     "Turn",
     "WorkerStatus",
     "Write",
+    "cancel_requested",
     "connect",
     "decode_event",
     "is_final",

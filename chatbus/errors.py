@@ -4,7 +4,8 @@ Hierarchy::
 
     ChatbusError
     ├── MalformedMessage   a stream entry or JSON value that does not decode
-    └── QueueFull          the question queue is at its configured depth
+    ├── QueueFull          the question queue is at its configured depth
+    └── AnswerTimeout      no answer event came within the follower's start or stall timeout
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ _REFUSALS = re.compile(r"\b(OOM|READONLY|MISCONF|NOREPLICAS|MASTERDOWN|UNBLOCKED
 
 class ChatbusError(Exception):
     """Root of every error the contract raises."""
+
+
+class AnswerTimeout(ChatbusError):
+    """No answer event arrived within the time the follower was willing to wait."""
 
 
 class MalformedMessage(ChatbusError):

@@ -12,6 +12,7 @@ claim a question id (`entry:{id}`, SET NX) answers it; later entries with that i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -25,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from chatbus.errors import ChatbusError, MalformedMessage, QueueFull
+from chatbus.errors import AnswerTimeout, MalformedMessage, QueueFull
 from chatbus.keys import FIELD, WORKER_GROUP, Keys
 from chatbus.messages import (
     AnswerEvent,
@@ -174,10 +175,6 @@ return gone
 """
 
 _T = TypeVar("_T")
-
-
-class AnswerTimeout(ChatbusError):
-    """No answer event arrived within the time the follower was willing to wait."""
 
 
 @dataclass(frozen=True)
@@ -589,6 +586,17 @@ def _text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     return str(value)
+
+
+def cancel_requested() -> bool:
+    """True once the running task was cancelled, even if the CancelledError was swallowed.
+
+    redis-py can turn a cancellation that lands mid-command into a ConnectionError; a loop that
+    catches errors and goes on must check this, or a cancelled task never ends and whoever
+    awaits it (a shutdown) hangs.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def connect(url: str) -> Redis:

@@ -11,9 +11,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from chatbus import Bus, Keys, connect
+from inference.engine import engine_factory
 from inference.errors import InferenceError
 from inference.metrics import WorkerMetrics, serve_http
-from inference.model import engine_factory
 from inference.settings import WorkerSettings
 from inference.worker import Worker
 

@@ -5,6 +5,7 @@ Hierarchy::
     InferenceError
     ├── ModelNotFound     MODEL_ID names nothing loadable (offline cache miss, typo, no access)
     ├── PromptTooLong     the question does not fit the context window even without history
+    ├── EngineOutOfMemory a generation step ran out of (GPU or host) memory
     └── EngineLoadError   ENGINE names no importable engine factory
 """
 
@@ -26,6 +27,10 @@ class PromptTooLong(InferenceError):
         self.prompt_tokens = prompt_tokens
         self.budget = budget
         super().__init__(f"prompt needs {prompt_tokens} tokens, only {budget} fit")
+
+
+class EngineOutOfMemory(InferenceError):
+    """A step did not fit in memory; the engine keeps its requests until the worker resets it."""
 
 
 class EngineLoadError(InferenceError):

@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from inference.engine import Engine, Sampling, TransformersEngine
-from inference.errors import EngineLoadError, ModelNotFound
+from inference.engine import Loaded, Sampling
+from inference.errors import ModelNotFound
 from inference.prompt import PromptBuilder, Template, tokenizer_chat_template
 from inference.settings import WorkerSettings
+from inference.transformers_engine import TransformersEngine
 
 log = logging.getLogger(__name__)
 
 # Polyglot-ko's window; used when the model config does not say.
 DEFAULT_CONTEXT_WINDOW = 2048
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """An engine and the prompt builder that speaks its tokenizer."""
-
-    engine: Engine
-    prompts: PromptBuilder
 
 
 def resolve_device(name: str) -> torch.device:
@@ -64,7 +54,7 @@ def load_model(settings: WorkerSettings) -> tuple[Any, Any]:
     log.info("loading %s (%s on %s)", settings.model_id, str(dtype).removeprefix("torch."), device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(settings.model_id, **common)
-        model = AutoModelForCausalLM.from_pretrained(settings.model_id, **kwargs)
+        model: Any = AutoModelForCausalLM.from_pretrained(settings.model_id, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelNotFound(_not_found_message(settings, exc)) from exc
     if "device_map" not in kwargs:
@@ -91,35 +81,26 @@ def engine_on(model: Any, tokenizer: Any, settings: WorkerSettings) -> Loaded:
     engine = TransformersEngine(
         model, tokenizer, model_id=settings.model_id, sampling=sampling, max_batch_size=settings.max_batch_size
     )
-    window = settings.context_window or getattr(model.config, "max_position_embeddings", DEFAULT_CONTEXT_WINDOW)
+    configured = getattr(model.config, "max_position_embeddings", None) or DEFAULT_CONTEXT_WINDOW
+    window = int(settings.context_window or configured)
     prompts = PromptBuilder(
-        Template(settings.template), engine.count_tokens, int(window), tokenizer_chat_template(tokenizer)
+        Template(settings.template), engine.count_tokens, window, tokenizer_chat_template(tokenizer)
     )
     return Loaded(engine, prompts)
 
 
-def engine_factory(spec: str) -> Callable[[WorkerSettings], Loaded]:
-    """`transformers`, or `package.module:function` returning a `Loaded` (tests add engines this way)."""
-    if spec == "transformers":
-        return build_transformers
-    module_name, _, attr = spec.partition(":")
-    try:
-        factory: Callable[[WorkerSettings], Loaded] = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise EngineLoadError(f"ENGINE={spec!r}: expected 'transformers' or 'module:function' ({exc})") from exc
-    return factory
-
-
 def _quantization(mode: str) -> Any:
     try:
-        import bitsandbytes  # noqa: F401
+        import bitsandbytes  # type: ignore[import-not-found]  # noqa: F401
     except ImportError as exc:
         raise ModelNotFound(f"QUANTIZATION={mode} needs bitsandbytes on a CUDA host: pip install bitsandbytes") from exc
     from transformers import BitsAndBytesConfig
 
+    config: Any = BitsAndBytesConfig  # untyped in transformers
+
     if mode == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float16)
+        return config(load_in_8bit=True)
+    return config(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float16)
 
 
 def _not_found_message(settings: WorkerSettings, exc: Exception) -> str:

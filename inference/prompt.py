@@ -41,7 +41,8 @@ def _invisible(c: str) -> bool:
 
 def _char_class(chars: Sequence[str]) -> str:
     """A regex character class for `chars`, as ranges."""
-    codes, ranges = sorted(map(ord, chars)), []
+    codes = sorted(map(ord, chars))
+    ranges: list[list[int]] = []
     for code in codes:
         if ranges and code == ranges[-1][1] + 1:
             ranges[-1][1] = code

@@ -28,7 +28,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -45,24 +44,25 @@ from chatbus import (
     Restart,
     Started,
     Write,
+    cancel_requested,
     write_refusal,
 )
+from chatbus.keys import FIELD
 from chatbus.messages import WorkerStatus
 from chatbus.streams import ANSWER_TTL_S
-from inference.engine import GenerationRequest, GenerationUpdate
-from inference.errors import PromptTooLong
+from inference.engine import GenerationRequest, GenerationUpdate, Loaded
+from inference.errors import EngineOutOfMemory, PromptTooLong
+from inference.governor import BatchGovernor
 from inference.metrics import WorkerMetrics
-from inference.model import Loaded
+from inference.outbox import Outbox
 from inference.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
-IDLE_BLOCK_MS = 1000
+IDLE_BLOCK_MS = 250  # an idle read waits this long for a question: also how soon a drain is noticed
 POLL_INTERVAL_S = 0.01
 REDIS_RETRY_S = 0.5
 REDIS_RETRY_MAX_S = 8.0  # backoff cap while Redis stays unreachable or refuses writes
-RESTORE_BATCH_AFTER_STEPS = 50
-OOM_CEILING_S = 600.0  # a batch size that ran out of memory stays off limits this long
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -104,16 +104,13 @@ class Worker:
         self._solo: deque[Job] = deque()
         self._inbox: list[Delivery] = []
         self._cancel_requests: set[str] = set()
-        self._outbox: list[tuple[Delivery, str, AnswerEvent]] = []
-        self._acks: list[Delivery] = []
+        self._outbox = Outbox(bus, self.name)
+        self._governor = BatchGovernor(settings.max_batch_size)
         self._lost: set[str] = set()  # entries the heartbeat found owned by another worker now
         self._draining = False
         self._drain_deadline = 0.0
         self._last_poll = 0.0
-        self._good_steps = 0
         self._peak_batch = 0
-        self._oom_ceiling: int | None = None  # the largest batch allowed since the last out-of-memory error
-        self._oom_at = 0.0
         self._redis_problem: str | None = None  # what is wrong with Redis right now, for the log and /healthz
         self._redis_retry_s = REDIS_RETRY_S
 
@@ -250,7 +247,7 @@ class Worker:
             if delivery.question and self._duplicate(
                 delivery, owned[delivery.entry_id], delivery.question.id in answered
             ):
-                self._acks.append(delivery)  # acked with no event: the answer the asker follows is the original's
+                self._outbox.ack(delivery)  # acked with no event: the answer the asker follows is the original's
                 continue
             await self._accept(delivery, cancelled)
 
@@ -339,7 +336,7 @@ class Worker:
         started = time.monotonic()
         try:
             updates = await asyncio.to_thread(self.engine.step)
-        except (torch.OutOfMemoryError, MemoryError) as exc:
+        except EngineOutOfMemory as exc:
             await self._on_out_of_memory(exc)
             return
         except Exception:
@@ -352,7 +349,7 @@ class Worker:
             self._on_update(update)
 
     def _observe_step(self, updates: list[GenerationUpdate], elapsed_s: float) -> None:
-        batch = getattr(self.engine, "last_batch", len(updates))
+        batch = self.engine.last_batch
         if batch:
             self.metrics.batch_size.observe(batch)
             self._peak_batch = max(self._peak_batch, batch)
@@ -361,16 +358,7 @@ class Worker:
             self.metrics.tokens_per_s.set(batch / elapsed_s if elapsed_s > 0 else 0.0)
             if batch > 1:
                 log.debug("decoded a batch of %d", batch)
-        self._good_steps += 1
-        if self._good_steps >= RESTORE_BATCH_AFTER_STEPS and self.engine.max_batch_size < self._batch_limit():
-            self.engine.max_batch_size += 1
-            self._good_steps = 0
-
-    def _batch_limit(self) -> int:
-        """MAX_BATCH_SIZE, or less for a while after a batch ran out of memory (so it is not grown into again)."""
-        if self._oom_ceiling is not None and time.monotonic() - self._oom_at > OOM_CEILING_S:
-            self._oom_ceiling = None
-        return min(self.settings.max_batch_size, self._oom_ceiling or self.settings.max_batch_size)
+        self.engine.max_batch_size = self._governor.stepped(self.engine.max_batch_size)
 
     def _on_update(self, update: GenerationUpdate) -> None:
         job = self._jobs.get(update.id)
@@ -394,7 +382,7 @@ class Worker:
             generate_s=round(now - job.started_at, 4),
         )
         self._emit(job.delivery, job.question.id, done)
-        self._acks.append(job.delivery)
+        self._outbox.ack(job.delivery)
         del self._jobs[job.question.id]
         self.metrics.generate.observe(now - job.started_at)
         self.metrics.questions.labels("done").inc()
@@ -422,20 +410,19 @@ class Worker:
         job.published = job.latest
         job.last_flush = time.monotonic()
 
-    async def _on_out_of_memory(self, exc: BaseException) -> None:
+    async def _on_out_of_memory(self, exc: EngineOutOfMemory) -> None:
         self.metrics.oom.inc()
         ids = self.engine.reset()
         failed = min(self.engine.max_batch_size, len(ids))  # the batch that ran out: at most the cap, in front
-        self._good_steps = 0
-        if failed <= 1:
+        restart_at = self._governor.out_of_memory(failed)
+        if restart_at == 0:
             # A question that does not fit alone fails (another worker may have room); the rest start again.
             log.error("out of memory with a single question: %s", exc)
             await self._fail_jobs(ids[:1], "out of memory")
             ids = ids[1:]
         else:
-            self.engine.max_batch_size = failed // 2
-            self._oom_ceiling, self._oom_at = failed - 1, time.monotonic()
-            log.warning("out of memory at batch %d: restarting at batch %d", failed, self.engine.max_batch_size)
+            self.engine.max_batch_size = restart_at
+            log.warning("out of memory at batch %d: restarting at batch %d", failed, restart_at)
         for question_id in ids:
             job = self._jobs.get(question_id)
             if job:
@@ -493,19 +480,17 @@ class Worker:
         assert delivery.question is not None
         log.info("question %s: %s", delivery.question.id, code)
         self._emit(delivery, delivery.question.id, ErrorEvent(code=code, message=message))
-        self._acks.append(delivery)
+        self._outbox.ack(delivery)
         self.metrics.questions.labels(code).inc()
 
     def _emit(self, delivery: Delivery, question_id: str, event: AnswerEvent) -> None:
-        self._outbox.append((delivery, question_id, event))
+        self._outbox.emit(delivery, question_id, event)
 
     async def _flush(self) -> None:
         """Publish pending events and ack finished entries, fenced by ownership; both stay queued if Redis is down."""
-        if self._outbox or self._acks:
-            lost = await self.bus.publish(self.name, _writes(self._outbox, self._acks))
-            self._outbox, self._acks = [], []
+        if self._outbox:
+            self._lost |= await self._outbox.flush()
             self._redis_recovered()
-            self._lost |= lost
             self._drop_lost()
 
     def _drop_lost(self) -> None:
@@ -528,7 +513,7 @@ class Worker:
     # ------------------------------------------------------------------ background tasks
 
     async def _every(self, interval_s: float, tick: Any) -> None:
-        while True:
+        while not cancel_requested():
             try:
                 await tick()
             except REDIS_DOWN as exc:
@@ -542,6 +527,8 @@ class Worker:
                     log.warning("redis %s (seen by %s)", self._redis_problem, tick.__name__)
             except Exception:
                 log.exception("background %s failed", tick.__name__)
+            if cancel_requested():
+                return  # cancelled mid-command: redis-py may have swallowed the CancelledError
             await asyncio.sleep(interval_s)
 
     async def _heartbeat(self) -> None:
@@ -598,29 +585,13 @@ def _held(job: Job) -> Write:
     return Write(job.delivery.entry_id, job.delivery.deliveries, job.question.id)
 
 
-def _writes(outbox: list[tuple[Delivery, str, AnswerEvent]], acks: list[Delivery]) -> list[Write]:
-    """Events and acks grouped per delivery, in the order they were emitted."""
-    grouped: dict[str, tuple[Delivery, str, list[AnswerEvent]]] = {}
-    for delivery, question_id, event in outbox:
-        grouped.setdefault(delivery.entry_id, (delivery, question_id, []))[2].append(event)
-    for delivery in acks:
-        if delivery.entry_id not in grouped and delivery.question is not None:
-            grouped[delivery.entry_id] = (delivery, delivery.question.id, [])
-    acked = {d.entry_id for d in acks}
-    return [
-        Write(d.entry_id, d.deliveries, question_id, tuple(events), d.entry_id in acked)
-        for d, question_id, events in grouped.values()
-    ]
-
-
 def _question_id(raw: dict[str, str]) -> str | None:
     """The id of a malformed entry, when enough of it parses to tell whom to answer."""
-    from chatbus.keys import FIELD
-
     try:
         document = json.loads(raw.get(FIELD, ""))
     except (json.JSONDecodeError, TypeError):
         return None
     question_id = document.get("id") if isinstance(document, dict) else None
-    valid = isinstance(question_id, str) and 0 < len(question_id) <= 64
-    return question_id if valid and all(c.isalnum() or c in "_.:-" for c in question_id) else None
+    if not isinstance(question_id, str) or not 0 < len(question_id) <= 64:
+        return None
+    return question_id if all(c.isalnum() or c in "_.:-" for c in question_id) else None

@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return download_main(args.model)
     if args.command in {"discord", "slack"}:
-        from bot.__main__ import COMMANDS
+        from bot.__main__ import main as bot_main
 
-        return COMMANDS[args.command]()
+        return bot_main([args.command])
     from pydantic import ValidationError
 
     from bot import terminal

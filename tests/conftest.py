@@ -1,15 +1,39 @@
-"""Fixtures: a real redis-server per test (or module), the tiny trained model, workers as processes."""
+"""Fixtures: a real redis-server per test, the tiny trained model, workers in-process and as processes.
+
+Every test that starts a process other than redis-server is an `e2e` test, marked automatically:
+by the fixtures it uses (`PROCESS_FIXTURES`) or by the process helpers its code names
+(`PROCESS_HELPERS`). A guard makes the marker provably complete: a test without it that starts
+a process fails and says so. `make unit` runs the rest (`-m "not e2e"`).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chatbus import Bus, Keys, connect
-from tests import tiny_model
-from tests.servers import RUNNING_ASKS, RedisServer, WorkerProcess
+from inference.engine import Loaded
+from inference.metrics import WorkerMetrics
+from inference.worker import Worker
+from tests.support import engines, tiny_model
+from tests.support.engines import worker_settings
+from tests.support.processes import RUNNING_ASKS, RedisServer, StartWorker, WorkerProcess
+
+SCRIPTED = "tests.support.engines:scripted"
+IN_PROCESS_STEP_S = 0.002  # half the tiny model's pace: the long story streams in about 0.7 s
+PROCESS_FIXTURES = {"start_worker", "discord_env", "slack_env_fixture", "gpu_bundle"}
+PROCESS_HELPERS = re.compile(
+    r"\b(WorkerProcess|AskProcess|BotProcess|run_kullm|subprocess\.(run|Popen|check_output|check_call)|"
+    r"asyncio\.create_subprocess_exec)\b"
+)
 
 
 def pytest_report_header() -> str:
@@ -20,9 +44,38 @@ def pytest_report_header() -> str:
     return f"torch {torch.__version__}, transformers {transformers.__version__}"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `e2e` every test that starts processes: through a fixture, or a helper its own code names."""
+    for item in items:
+        if not isinstance(item, pytest.Function) or item.get_closest_marker("e2e"):
+            continue
+        if PROCESS_FIXTURES & set(item.fixturenames) or PROCESS_HELPERS.search(inspect.getsource(item.function)):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(autouse=True)
+def _processes_only_in_e2e(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test not marked e2e starts no Python or shell process (workers, clients, bots, scripts):
+    `make unit` stays fast, and the automatic marker provably complete. redis-server may run."""
+    if request.node.get_closest_marker("e2e"):
+        return
+    popen_init = subprocess.Popen.__init__
+
+    def guarded(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
+        program = str(args[0] if isinstance(args, list | tuple) else args).split()[0]
+        if program == sys.executable or Path(program).name.startswith(("python", "bash", "sh", "kullm")):
+            raise AssertionError(
+                f"{request.node.nodeid} starts {program!r} but is not an e2e test: "
+                "start it through a process fixture or helper (tests/conftest.py marks those)"
+            )
+        popen_init(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded)
+
+
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
-    """The tiny KULLM stand-in, trained once and cached under .cache/."""
+    """The tiny KULLM stand-in (`make tiny-model` trains it before the session; cached under .cache/)."""
     return tiny_model.build()
 
 
@@ -44,11 +97,13 @@ async def bus(redis_server: RedisServer) -> AsyncIterator[Bus]:
 
 
 @pytest.fixture
-def start_worker(redis_server: RedisServer, model_dir: Path, tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
-    """Start workers on the test's Redis; all are stopped at the end."""
+def start_worker(redis_server: RedisServer, model_dir: Path, tmp_path: Path) -> Iterator[StartWorker]:
+    """Start worker processes on the test's Redis; all are stopped at the end."""
     workers: list[WorkerProcess] = []
 
-    def start(wait: bool = True, **env: object) -> WorkerProcess:
+    def start(wait: bool = True, *, engine: str = "transformers", **env: object) -> WorkerProcess:
+        if engine == "scripted":
+            env = {"ENGINE": SCRIPTED, **env}
         worker = WorkerProcess(redis_server.url, model_dir, tmp_path / f"worker{len(workers)}.log", **env)
         workers.append(worker)
         return worker.start(wait=wait)
@@ -56,6 +111,18 @@ def start_worker(redis_server: RedisServer, model_dir: Path, tmp_path: Path) -> 
     yield start
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture
+async def worker(bus: Bus, redis_server: RedisServer) -> AsyncIterator[Worker]:
+    """A `Worker` in this test's loop on the scripted engine (no torch): the loop, Redis and fencing are real."""
+    settings = worker_settings(redis_server.url)
+    engine = engines.ScriptedEngine(settings.max_batch_size, step_s=IN_PROCESS_STEP_S)
+    running = Worker(bus, Loaded(engine, engines.scripted_prompts(settings)), settings, WorkerMetrics())
+    serving = asyncio.create_task(running.run())
+    yield running
+    running.request_drain()
+    await asyncio.wait_for(serving, 30)
 
 
 @pytest.fixture(autouse=True)

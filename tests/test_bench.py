@@ -9,7 +9,7 @@ import torch
 
 from bench import engine as engine_bench
 from bench import queue as queue_bench
-from tests.servers import RedisServer
+from tests.support.processes import RedisServer
 
 
 def test_random_weight_architecture_runs_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,6 +36,6 @@ def test_random_weight_architecture_runs_both_paths(monkeypatch: pytest.MonkeyPa
 
 
 async def test_queue_benchmark_measures_through_a_real_redis(redis_server: RedisServer) -> None:
-    args = argparse.Namespace(questions=200, idle=20, batch=16)
+    args = argparse.Namespace(questions=200, idle=20, batch=16, floor_requests=500)
     table = await queue_bench.run(args, redis_server)
     assert "enqueue → started" in table and "questions/s" in table

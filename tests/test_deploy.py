@@ -19,8 +19,9 @@ import pytest
 import yaml
 
 from kullm.cli import _parser
-from tests import tiny_model
-from tests.servers import ROOT, free_port, run_kullm, wait_until
+from tests.support import trained
+from tests.support.polling import wait_until
+from tests.support.processes import ROOT, free_port, run_kullm
 
 COMPOSE = ROOT / "docker-compose.yml"
 SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|API_KEY", re.IGNORECASE)
@@ -91,7 +92,7 @@ def test_every_image_command_is_a_kullm_command_the_tests_run() -> None:
         assert cmd in ('["kullm", "worker"]', '["kullm", "discord"]')
     subcommands = set(_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     assert {"worker", "discord", "slack", "up", "download", "ask", "status"} <= subcommands
-    servers = (ROOT / "tests" / "servers.py").read_text()
+    servers = (ROOT / "tests" / "support" / "processes.py").read_text()
     assert '"kullm.cli", "worker"' in servers and '"kullm.cli", self.adapter' in servers
 
 
@@ -126,7 +127,7 @@ def test_kullm_up_runs_redis_and_a_worker_restarts_crashes_and_stops_on_ctrl_c(m
         wait_until(healthy, 120, 0.5, what="kullm up: worker registered")
         assert "services: redis, worker" in log_path.read_text()  # no adapter tokens: no adapters
         answer = run_kullm(["ask", "딥러닝이 뭐야?"], url)
-        assert answer.stdout.strip() == tiny_model.DEEP_LEARNING
+        assert answer.stdout.strip() == trained.DEEP_LEARNING
 
         worker_pid = int(re.findall(r"worker started \(pid (\d+)\)", log_path.read_text())[-1])
         os.kill(worker_pid, signal.SIGKILL)
@@ -134,7 +135,7 @@ def test_kullm_up_runs_redis_and_a_worker_restarts_crashes_and_stops_on_ctrl_c(m
         wait_until(lambda: len(re.findall(r"worker started", log_path.read_text())) == 2, 30)
         time.sleep(1)
         answer = run_kullm(["ask", "한국의 수도는 어디야?"], url, timeout_s=120)
-        assert answer.stdout.strip() == tiny_model.CAPITAL
+        assert answer.stdout.strip() == trained.CAPITAL
 
         up.send_signal(signal.SIGINT)
         assert up.wait(90) == 0

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from tests import tiny_model
-from tests.discord_standin import DiscordStandIn
-from tests.faults import LONG_CODE_QUESTION, long_code_answer
-from tests.servers import BotProcess, RedisServer
+from tests.standins.discord import DiscordStandIn
+from tests.support import trained
+from tests.support.engines import LONG_CODE_QUESTION, long_code_answer
+from tests.support.processes import BotProcess, RedisServer
 
 pytestmark = pytest.mark.e2e
 NO_MENTIONS = {"parse": []}
@@ -89,7 +89,7 @@ def bot_env(standin: DiscordStandIn, redis_url: str, **extra: str) -> dict[str, 
 async def discord_env(redis_server: RedisServer, start_worker, tmp_path: Path, request) -> AsyncIterator[Discord]:  # type: ignore[no-untyped-def]
     marker = request.node.get_closest_marker("bot_env")
     worker_marker = request.node.get_closest_marker("worker_env")
-    start_worker(**(worker_marker.kwargs if worker_marker else {}))
+    start_worker(**{"engine": "scripted", **(worker_marker.kwargs if worker_marker else {})})
     standin = DiscordStandIn()
     await standin.start(point_discord_py=False)
     env = bot_env(standin, redis_server.url, **(marker.kwargs if marker else {}))
@@ -104,12 +104,13 @@ async def discord_env(redis_server: RedisServer, start_worker, tmp_path: Path, r
     await standin.stop()
 
 
+@pytest.mark.worker_env(engine="transformers")  # the whole chain once with real generation (the tiny model)
 async def test_mention_answers_in_a_thread_named_from_the_question(discord_env: Discord) -> None:
     d, s = discord_env, discord_env.standin
     asked = await s.send_message(s.channel_id, s.alice, d.mention("딥러닝이 뭐야?"), mention_bot=True)
     thread = await d.thread_for(int(asked["id"]))
     assert s.threads[thread]["name"] == "딥러닝이 뭐야?"
-    answer = await d.answer_in(thread, tiny_model.DEEP_LEARNING)
+    answer = await d.answer_in(thread, trained.DEEP_LEARNING)
     assert answer["edits"] >= 2, "the placeholder is edited while the answer streams"
     placeholder_posts = [c for c in s.calls if c.method == "POST" and c.path == f"/channels/{thread}/messages"]
     assert placeholder_posts[0].json["content"] == "⏳ 생각 중… 앞에 0개"
@@ -126,9 +127,9 @@ async def test_follow_up_in_the_thread_continues_with_history(discord_env: Disco
     d, s = discord_env, discord_env.standin
     asked = await s.send_message(s.channel_id, s.alice, d.mention("내 이름은 민수야"), mention_bot=True)
     thread = await d.thread_for(int(asked["id"]))
-    await d.answer_in(thread, tiny_model.NAME_ANSWER)
+    await d.answer_in(thread, trained.NAME_ANSWER)
     await s.send_message(thread, s.alice, "내 이름이 뭐라고 했지?")  # no mention needed in the bot's thread
-    await d.answer_in(thread, tiny_model.HISTORY_ANSWER)  # trained on the prompt that carries the first turn
+    await d.answer_in(thread, trained.HISTORY_ANSWER)  # trained on the prompt that carries the first turn
     await s.send_message(s.channel_id, s.bob, "멘션 없는 채널 메시지")
     await asyncio.sleep(0.5)
     assert all(m["channel_id"] != str(s.channel_id) for m in d.bot_messages(s.channel_id)), "not addressed: ignored"
@@ -142,7 +143,7 @@ async def test_reply_mention_uses_the_replied_message_as_context(discord_env: Di
     asked = await s.send_message(
         s.channel_id, s.alice, d.mention("이 글을 요약해줘"), mention_bot=True, reference_message_id=int(source["id"])
     )
-    await d.answer_in(await d.thread_for(int(asked["id"])), tiny_model.CONTEXT_ANSWER)
+    await d.answer_in(await d.thread_for(int(asked["id"])), trained.CONTEXT_ANSWER)
 
 
 async def test_slash_command_answers_in_a_thread(discord_env: Discord) -> None:
@@ -155,7 +156,7 @@ async def test_slash_command_answers_in_a_thread(discord_env: Discord) -> None:
         lambda: next((m for m in d.bot_messages(s.channel_id) if "님의 질문" in m["content"]), None)
     )
     assert asked["content"] == "**앨리스** 님의 질문: 한국의 수도는 어디야?"
-    await d.answer_in(await d.thread_for(int(asked["id"])), tiny_model.CAPITAL)
+    await d.answer_in(await d.thread_for(int(asked["id"])), trained.CAPITAL)
 
 
 async def test_context_menu_opens_a_modal_and_answers_about_the_message(discord_env: Discord) -> None:
@@ -171,7 +172,7 @@ async def test_context_menu_opens_a_modal_and_answers_about_the_message(discord_
     asked = await s.wait_for(
         lambda: next((m for m in d.bot_messages(s.channel_id) if "님의 질문" in m["content"]), None)
     )
-    await d.answer_in(await d.thread_for(int(asked["id"])), tiny_model.CONTEXT_ANSWER)
+    await d.answer_in(await d.thread_for(int(asked["id"])), trained.CONTEXT_ANSWER)
 
 
 async def test_stop_button_only_for_the_asker_or_a_moderator(discord_env: Discord) -> None:
@@ -188,7 +189,7 @@ async def test_stop_button_only_for_the_asker_or_a_moderator(discord_env: Discor
     await s.click_button(int(placeholder["id"]), button["custom_id"], s.mod)
     final = await s.wait_for(lambda: placeholder if not placeholder.get("components") else None)
     partial, notice = final["content"].rsplit("\n\n", 1)
-    assert notice == "⏹️ 답변을 멈췄습니다." and tiny_model.LONG_STORY.startswith(partial)
+    assert notice == "⏹️ 답변을 멈췄습니다." and trained.LONG_STORY.startswith(partial)
 
 
 async def test_asker_reaction_cancels(discord_env: Discord) -> None:
@@ -203,13 +204,12 @@ async def test_asker_reaction_cancels(discord_env: Discord) -> None:
 async def test_model_output_cannot_ping_anyone(discord_env: Discord) -> None:
     d, s = discord_env, discord_env.standin
     asked = await s.send_message(s.channel_id, s.alice, d.mention("공지해줘"), mention_bot=True)
-    answer = await d.answer_in(await d.thread_for(int(asked["id"])), tiny_model.ANNOUNCE_ANSWER)
+    answer = await d.answer_in(await d.thread_for(int(asked["id"])), trained.ANNOUNCE_ANSWER)
     assert "@everyone" in answer["content"]
     edits = [c for c in s.calls if c.method == "PATCH" and c.path.endswith(f"/messages/{answer['id']}")]
     assert edits and all(c.json["allowed_mentions"] == NO_MENTIONS for c in edits)
 
 
-@pytest.mark.worker_env(ENGINE="tests.faults:long_answers")
 async def test_a_4500_character_answer_arrives_as_three_messages(discord_env: Discord) -> None:
     d, s = discord_env, discord_env.standin
     asked = await s.send_message(s.channel_id, s.alice, d.mention(LONG_CODE_QUESTION), mention_bot=True)
@@ -226,7 +226,7 @@ async def test_bot_killed_mid_answer_finishes_the_same_message(discord_env: Disc
     thread, _ = await d.long_answer_streaming()
     d.bot.kill()
     d.restart_bot()
-    await d.answer_in(thread, tiny_model.LONG_STORY)
+    await d.answer_in(thread, trained.LONG_STORY)
     assert len(d.bot_messages(thread)) == 1, "the same placeholder was finished: nothing posted twice"
     assert "resuming its answer" in d.bot.log()
 
@@ -236,27 +236,27 @@ async def test_a_deleted_placeholder_gets_a_fresh_answer_and_frees_the_user(disc
     d, s = discord_env, discord_env.standin
     thread, placeholder = await d.long_answer_streaming()
     await s.delete_message(int(placeholder["id"]))  # a moderator deletes it mid-answer
-    fresh = await d.answer_in(thread, tiny_model.LONG_STORY)
+    fresh = await d.answer_in(thread, trained.LONG_STORY)
     assert fresh["id"] != placeholder["id"] and "placeholder gone" in d.bot.log()
     asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
-    await d.answer_in(await d.thread_for(int(asked["id"])), tiny_model.CAPITAL)  # not locked out
+    await d.answer_in(await d.thread_for(int(asked["id"])), trained.CAPITAL)  # not locked out
 
 
 async def test_gateway_reconnect_mid_answer_loses_nothing(discord_env: Discord) -> None:
     d, s = discord_env, discord_env.standin
     thread, _ = await d.long_answer_streaming()
     await s.reconnect()
-    await d.answer_in(thread, tiny_model.LONG_STORY)
+    await d.answer_in(thread, trained.LONG_STORY)
     assert (s.identifies, s.resumes) == (1, 1)
     asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
-    await d.answer_in(await d.thread_for(int(asked["id"])), tiny_model.CAPITAL)
+    await d.answer_in(await d.thread_for(int(asked["id"])), trained.CAPITAL)
 
 
 async def test_a_429_on_an_edit_is_waited_out(discord_env: Discord) -> None:
     d, s = discord_env, discord_env.standin
     s.fail_next("PATCH", r"/channels/\d+/messages/\d+", retry_after=0.5)
     asked = await s.send_message(s.channel_id, s.alice, d.mention("딥러닝이 뭐야?"), mention_bot=True)
-    await d.answer_in(await d.thread_for(int(asked["id"])), tiny_model.DEEP_LEARNING)
+    await d.answer_in(await d.thread_for(int(asked["id"])), trained.DEEP_LEARNING)
     patches = [c for c in s.calls if c.method == "PATCH"]
     assert len(patches) >= 2
 
@@ -274,7 +274,7 @@ async def test_redis_down_is_told_and_the_next_question_answered(
     assert int(asked["id"]) not in s.threads, "no thread or placeholder left hanging"
     await asyncio.to_thread(redis_server.start)
     asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
-    await d.answer_in(await d.thread_for(int(asked["id"])), tiny_model.CAPITAL)
+    await d.answer_in(await d.thread_for(int(asked["id"])), trained.CAPITAL)
 
 
 @pytest.mark.bot_env(DISCORD_ALLOWED_CHANNEL_IDS="1100000000000000101", USER_QUESTIONS_PER_MINUTE="2")
@@ -330,7 +330,7 @@ def _text_input_ids(modal: dict[str, Any]) -> list[str]:
 async def test_direct_messages_are_answered_in_the_dm(discord_env: Discord) -> None:
     d, s = discord_env, discord_env.standin
     await s.send_message(s.dm_channel_id, s.alice, "고려대학교는 어디에 있어?")  # no mention needed in a DM
-    await d.answer_in(s.dm_channel_id, tiny_model.KOREA_UNIV)
+    await d.answer_in(s.dm_channel_id, trained.KOREA_UNIV)
     assert s.threads == {}
 
 
@@ -338,7 +338,7 @@ async def test_a_redelivered_message_is_answered_once(discord_env: Discord) -> N
     d, s = discord_env, discord_env.standin
     asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
     thread = await d.thread_for(int(asked["id"]))
-    await d.answer_in(thread, tiny_model.CAPITAL)
+    await d.answer_in(thread, trained.CAPITAL)
     await s.redeliver_message(int(asked["id"]))
     await asyncio.sleep(1.0)
     assert len(d.bot_messages(thread)) == 1 and len(s.threads) == 1
@@ -350,4 +350,4 @@ async def test_role_allow_list(discord_env: Discord) -> None:
     await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
     await s.wait_for(lambda: any("🚫" in m["content"] for m in d.bot_messages(s.channel_id)))
     asked = await s.send_message(s.channel_id, s.mod, d.mention("한국의 수도는 어디야?"), mention_bot=True)
-    await d.answer_in(await d.thread_for(int(asked["id"])), tiny_model.CAPITAL)
+    await d.answer_in(await d.thread_for(int(asked["id"])), trained.CAPITAL)

@@ -15,7 +15,8 @@ with warnings.catch_warnings():
     import discord
     from discord import app_commands
 
-    from tests.discord_standin import MESSAGE_CONTENT, DiscordStandIn
+    from tests.standins.discord import DiscordStandIn
+    from tests.standins.discord.common import MESSAGE_CONTENT
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from inference.detokenize import IncrementalDecoder
-from inference.engine import GenerationRequest, GenerationUpdate, TransformersEngine
-from inference.model import Loaded, build_transformers
+from inference.engine import GenerationRequest, GenerationUpdate, Loaded
+from inference.errors import EngineOutOfMemory
+from inference.model import build_transformers
 from inference.settings import WorkerSettings
-from tests import tiny_model
+from inference.transformers_engine import TransformersEngine
+from tests.support import trained
 
 
 def load(model_dir: Path, **overrides: object) -> Loaded:
@@ -30,13 +32,16 @@ def request(loaded: Loaded, rid: str, question: str, context: str = "", max_new_
     return GenerationRequest(rid, prompt.text, max_new_tokens)
 
 
-def run(engine: TransformersEngine, finished: dict[str, GenerationUpdate], steps: int | None = None) -> None:
-    done = 0
+def run(engine: TransformersEngine, finished: dict[str, GenerationUpdate], steps: int | None = None) -> int:
+    """Step until every request finished (or `steps` ran); returns the largest batch decoded."""
+    done = peak = 0
     while engine.active and (steps is None or done < steps):
         for update in engine.step():
             if update.finished:
                 finished[update.id] = update
+        peak = max(peak, engine.last_batch)
         done += 1
+    return peak
 
 
 def test_solo_answers_are_the_trained_ones(loaded: Loaded) -> None:
@@ -45,7 +50,7 @@ def test_solo_answers_are_the_trained_ones(loaded: Loaded) -> None:
     finished: dict[str, GenerationUpdate] = {}
     engine.add(request(loaded, "dl", "딥러닝이 뭐야?"))
     run(engine, finished)
-    assert finished["dl"].text == tiny_model.DEEP_LEARNING
+    assert finished["dl"].text == trained.DEEP_LEARNING
     assert finished["dl"].finish_reason == "stop"
     assert finished["dl"].prompt_tokens > 0 and finished["dl"].completion_tokens > 50
 
@@ -53,7 +58,6 @@ def test_solo_answers_are_the_trained_ones(loaded: Loaded) -> None:
 def test_batched_and_joining_rows_match_solo(loaded: Loaded) -> None:
     engine = loaded.engine
     assert isinstance(engine, TransformersEngine)
-    engine.peak_batch = 0
     finished: dict[str, GenerationUpdate] = {}
     engine.add(request(loaded, "story", "긴 이야기를 들려줘"))
     engine.add(request(loaded, "capital", "한국의 수도는 어디야?"))
@@ -63,19 +67,19 @@ def test_batched_and_joining_rows_match_solo(loaded: Loaded) -> None:
     engine.add(
         request(loaded, "ctx", "이 글을 요약해줘", "구름(KULLM)은 고려대학교 NLP & AI 연구실이 만든 한국어 LLM입니다.")
     )
-    run(engine, finished)
-    assert finished["story"].text == tiny_model.LONG_STORY
-    assert finished["capital"].text == tiny_model.CAPITAL
-    assert finished["dl"].text == tiny_model.DEEP_LEARNING
-    assert finished["ctx"].text == tiny_model.CONTEXT_ANSWER
-    assert engine.peak_batch >= 3
+    peak = run(engine, finished)
+    assert finished["story"].text == trained.LONG_STORY
+    assert finished["capital"].text == trained.CAPITAL
+    assert finished["dl"].text == trained.DEEP_LEARNING
+    assert finished["ctx"].text == trained.CONTEXT_ANSWER
+    assert peak >= 3
 
 
 def test_a_new_section_stops_generation(loaded: Loaded) -> None:
     finished: dict[str, GenerationUpdate] = {}
     loaded.engine.add(request(loaded, "hi", "인사해줘"))
     run(loaded.engine, finished)  # type: ignore[arg-type]
-    assert finished["hi"].text == tiny_model.GREETING  # the trained "### 질문: …" that follows is cut
+    assert finished["hi"].text == trained.GREETING  # the trained "### 질문: …" that follows is cut
     assert finished["hi"].finish_reason == "stop"
 
 
@@ -85,7 +89,7 @@ def test_max_new_tokens_ends_with_length(loaded: Loaded) -> None:
     run(loaded.engine, finished)  # type: ignore[arg-type]
     assert finished["short"].finish_reason == "length"
     assert finished["short"].completion_tokens == 5
-    assert tiny_model.DEEP_LEARNING.startswith(finished["short"].text)
+    assert trained.DEEP_LEARNING.startswith(finished["short"].text)
 
 
 def test_cancel_frees_the_slot_at_once(loaded: Loaded) -> None:
@@ -101,7 +105,7 @@ def test_cancel_frees_the_slot_at_once(loaded: Loaded) -> None:
     assert engine.active == 1 and engine.last_batch == 1
     run(engine, finished)
     assert "story" not in finished
-    assert finished["dl"].text == tiny_model.DEEP_LEARNING
+    assert finished["dl"].text == trained.DEEP_LEARNING
 
 
 def test_streamed_texts_grow_into_the_final_answer(loaded: Loaded) -> None:
@@ -109,7 +113,7 @@ def test_streamed_texts_grow_into_the_final_answer(loaded: Loaded) -> None:
     loaded.engine.add(request(loaded, "dl", "딥러닝이 뭐야?"))
     while loaded.engine.active:
         texts += [u.text for u in loaded.engine.step()]
-    assert texts[-1] == tiny_model.DEEP_LEARNING
+    assert texts[-1] == trained.DEEP_LEARNING
     assert all(texts[i + 1].startswith(texts[i]) for i in range(len(texts) - 1))
     assert len(texts) > 10
 
@@ -134,10 +138,10 @@ def test_a_failed_prefill_keeps_its_newcomers_and_reset_lists_the_batch_first(
         engine.add(request(loaded, rid, "한국의 수도는 어디야?"))
 
     def out_of_memory(requests: list[GenerationRequest]) -> list[GenerationUpdate]:
-        raise torch.OutOfMemoryError("injected")
+        raise torch.OutOfMemoryError("injected")  # what CUDA raises; the engine says it as EngineOutOfMemory
 
     monkeypatch.setattr(engine, "_prefill", out_of_memory)
-    with pytest.raises(torch.OutOfMemoryError):
+    with pytest.raises(EngineOutOfMemory):
         engine.step()  # decodes "running", then prefilling "new1" fails
     monkeypatch.undo()
     assert engine.active == 3, "nobody is dropped by a failed step"
@@ -172,7 +176,7 @@ def test_top_p_matches_the_transformers_warper() -> None:
     import torch
     from transformers import TopPLogitsWarper
 
-    from inference.engine import sample_top_p
+    from inference.transformers_engine import sample_top_p
 
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(4, 30080, generator=generator) * 3
@@ -189,8 +193,8 @@ def test_top_p_matches_the_transformers_warper() -> None:
 @pytest.mark.parametrize(
     ("template", "question", "answer"),
     [
-        ("kullm-v2", "템플릿 두 번째 버전으로 답해줘", tiny_model.V2_ANSWER),
-        ("chat", "채팅 템플릿으로 답해줘", tiny_model.CHAT_ANSWER),
+        ("kullm-v2", "템플릿 두 번째 버전으로 답해줘", trained.V2_ANSWER),
+        ("chat", "채팅 템플릿으로 답해줘", trained.CHAT_ANSWER),
     ],
 )
 def test_other_templates_through_the_real_tokenizer(model_dir: Path, template: str, question: str, answer: str) -> None:

@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from bench import engine as engine_bench
-from inference.engine import GenerationUpdate, TransformersEngine
-from inference.model import Loaded, resolve_dtype
-from tests.servers import RedisServer, WorkerProcess, run_kullm
+from inference.engine import GenerationUpdate, Loaded
+from inference.model import resolve_dtype
+from inference.transformers_engine import TransformersEngine
+from tests.support.processes import RedisServer, WorkerProcess, run_kullm
 from tests.test_engine import load, request, run
 
 DEVICE = os.environ.get("KULLM_GPU_TESTS_DEVICE", "cuda")

@@ -18,7 +18,8 @@ import pytest
 from packaging.requirements import Requirement
 
 from bench.gpu import bundle
-from tests.servers import ROOT, free_port, wait_until
+from tests.support.polling import wait_until
+from tests.support.processes import ROOT, free_port
 
 BARE_HOST_LACKS = {"redis", "pydantic", "pydantic-core", "pydantic-settings", "python-dotenv", "pytest-asyncio"}
 

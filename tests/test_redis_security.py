@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import tiny_model
-from tests.servers import RedisServer, WorkerProcess, run_kullm
+from tests.support import trained
+from tests.support.processes import RedisServer, WorkerProcess, run_kullm
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "s3cret-redis-pass"
@@ -27,7 +27,7 @@ def test_worker_and_client_over_a_secured_redis(secure_redis: RedisServer, model
     try:
         answer = run_kullm(["ask", "딥러닝이 뭐야?"], secure_redis.url)
         assert answer.returncode == 0, answer.stderr
-        assert answer.stdout.strip() == tiny_model.DEEP_LEARNING
+        assert answer.stdout.strip() == trained.DEEP_LEARNING
         status = run_kullm(["status"], secure_redis.url)
         assert "live workers: 1" in status.stdout
         wrong = run_kullm(["ask", "딥러닝이 뭐야?"], secure_redis.url.replace(PASSWORD, "wrong-pass"))

@@ -1,4 +1,5 @@
-"""The shared relay with a real worker and Redis: placeholder edits, splitting, history, limits, resume."""
+"""The shared relay with a real worker loop (scripted engine, in-process) and Redis: edits, splitting, history,
+limits, resume, and riding out a Redis outage."""
 
 from __future__ import annotations
 
@@ -6,20 +7,41 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
-from bot.relay import PlaceholderGone, Relay
+from bot.relay import Asked, PlaceholderGone, Relay
 from bot.settings import ClientSettings
-from chatbus import Bus, InflightRecord, Turn
-from tests import tiny_model
+from chatbus import Bus, InflightRecord, Keys, Turn, connect
+from inference.metrics import WorkerMetrics
+from inference.worker import Worker
+from tests.conftest import worker_settings
+from tests.support import engines, trained
+from tests.support.polling import eventually
+from tests.support.processes import RedisServer
+
+
+@dataclass(frozen=True)
+class Spot:
+    """A placeholder of the in-memory platform, in a conversation."""
+
+    message: str
+    thread: str = ""
+
+    @property
+    def conversation(self) -> str:
+        return self.thread or self.message
+
+    def to_fields(self) -> dict[str, str]:
+        return {"message": self.message, "thread": self.thread}
 
 
 @dataclass
 class RecordingSurface:
-    """An in-memory platform: messages by id, every edit timed."""
+    """An in-memory platform: messages by id, every edit timed; a question's origin is its placeholder's id."""
 
     platform: str = "test"
     max_chars: int = 2000
@@ -30,18 +52,30 @@ class RecordingSurface:
     deleted: set[str] = field(default_factory=set)  # placeholders a moderator deleted (404 on edit)
     thread_gone: bool = False  # the whole thread too (404 on post)
 
-    async def edit(self, target: dict[str, str], content: str, *, final: bool) -> None:
-        if target["message"] in self.deleted:
-            raise PlaceholderGone("404")
-        self.messages[target["message"]] = content
-        self.edits.append((time.monotonic(), target["message"], content, final))
+    refusals: list[str] = field(default_factory=list)
 
-    async def post_more(self, target: dict[str, str], content: str) -> None:
+    def target(self, fields: Mapping[str, str]) -> Spot:
+        return Spot(fields["message"], fields.get("thread", ""))
+
+    async def refuse(self, origin: Spot, notice: str) -> None:
+        self.refusals.append(notice)
+
+    async def post_placeholder(self, origin: Spot, asked: Asked, content: str, question_id: str) -> Spot:
+        self.messages[origin.message] = content
+        return origin
+
+    async def edit(self, target: Spot, content: str, *, final: bool) -> None:
+        if target.message in self.deleted:
+            raise PlaceholderGone("404")
+        self.messages[target.message] = content
+        self.edits.append((time.monotonic(), target.message, content, final))
+
+    async def post_more(self, target: Spot, content: str) -> None:
         if self.thread_gone:
             raise PlaceholderGone("404")
         self.posts.append(content)
 
-    def working(self, target: dict[str, str]) -> contextlib.AbstractAsyncContextManager[None]:
+    def working(self, target: Spot) -> contextlib.AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
 
     def finals(self, message: str) -> list[str]:
@@ -53,8 +87,7 @@ def settings(**overrides: object) -> ClientSettings:
 
 
 @pytest.fixture
-async def relay_env(bus: Bus, start_worker) -> AsyncIterator[tuple[Bus, RecordingSurface, Relay]]:  # type: ignore[no-untyped-def]
-    start_worker()
+async def relay_env(bus: Bus, worker: Worker) -> AsyncIterator[tuple[Bus, RecordingSurface, Relay[Spot, Spot]]]:
     surface = RecordingSurface()
     relay = Relay(bus, surface, settings())
     yield bus, surface, relay
@@ -70,60 +103,58 @@ async def until(predicate, timeout_s: float = 30) -> None:  # type: ignore[no-un
 
 async def test_answer_streams_into_the_placeholder_then_is_forgotten(relay_env) -> None:  # type: ignore[no-untyped-def]
     bus, surface, relay = relay_env
-    await relay.submit({"message": "m1"}, user="u1", question="긴 이야기를 들려줘", thread="t1")
+    await relay.ask(Spot("m1", "t1"), Asked("u1", "긴 이야기를 들려줘"))
     await until(lambda: _async(bool(surface.finals("m1"))))
-    assert surface.finals("m1") == [tiny_model.LONG_STORY]
+    assert surface.finals("m1") == [trained.LONG_STORY]
     streaming = [(at, content) for at, mid, content, final in surface.edits if mid == "m1" and not final]
     assert streaming and all(content.endswith("▌") for _, content in streaming)
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(streaming)]
     assert all(gap >= surface.edit_interval_s * 0.9 for gap in gaps), "edits are throttled"
     await until(lambda: _async_call(bus.tracked("test"), lambda r: r == []))
-    assert await bus.history("test", "t1") == [Turn(question="긴 이야기를 들려줘", answer=tiny_model.LONG_STORY)]
+    assert await bus.history("test", "t1") == [Turn(question="긴 이야기를 들려줘", answer=trained.LONG_STORY)]
 
 
 async def test_history_is_sent_with_the_next_question(relay_env) -> None:  # type: ignore[no-untyped-def]
     bus, surface, relay = relay_env
     await bus.remember("test", "t2", Turn(question="내 이름은 민수야", answer="반가워요, 민수님!"), 10, 60)
-    history = await relay.history("t2")
-    await relay.submit({"message": "m2"}, user="u1", question="내 이름이 뭐라고 했지?", thread="t2", history=history)
+    await relay.ask(Spot("m2", "t2"), Asked("u1", "내 이름이 뭐라고 했지?", continues=True))
     await until(lambda: _async(bool(surface.finals("m2"))))
-    assert surface.finals("m2") == [tiny_model.HISTORY_ANSWER]  # trained on the prompt with that history
+    assert surface.finals("m2") == [trained.HISTORY_ANSWER]  # trained on the prompt with that history
 
 
 async def test_long_answers_are_split_at_the_limit(relay_env) -> None:  # type: ignore[no-untyped-def]
     _, surface, relay = relay_env
     surface.max_chars = 300
-    await relay.submit({"message": "m3"}, user="u1", question="긴 이야기를 들려줘")
+    await relay.ask(Spot("m3"), Asked("u1", "긴 이야기를 들려줘"))
     await until(lambda: _async(bool(surface.finals("m3"))))
     pieces = [*surface.finals("m3"), *surface.posts]
     assert len(pieces) >= 3 and all(len(p) <= 300 for p in pieces)
-    assert "".join(pieces).replace(" ", "") == tiny_model.LONG_STORY.replace(" ", "")
+    assert "".join(pieces).replace(" ", "") == trained.LONG_STORY.replace(" ", "")
 
 
 async def test_cancel_keeps_the_text_so_far_with_a_notice(relay_env) -> None:  # type: ignore[no-untyped-def]
     bus, surface, relay = relay_env
-    question_id = await relay.submit({"message": "m4"}, user="u1", question="긴 이야기를 들려줘")
+    question_id = await relay.ask(Spot("m4"), Asked("u1", "긴 이야기를 들려줘"))
     await until(lambda: _async(any(mid == "m4" and not f for _, mid, _, f in surface.edits)))
     await bus.request_cancel(question_id)
     await until(lambda: _async(bool(surface.finals("m4"))))
     final = surface.finals("m4")[0]
     partial, notice = final.rsplit("\n\n", 1)
     assert notice == "⏹️ 답변을 멈췄습니다."
-    assert tiny_model.LONG_STORY.startswith(partial) and partial != tiny_model.LONG_STORY
+    assert trained.LONG_STORY.startswith(partial) and partial != trained.LONG_STORY
 
 
-async def test_a_stopped_adapter_hands_its_answer_to_another_at_once(bus: Bus, start_worker) -> None:  # type: ignore[no-untyped-def]
+async def test_a_stopped_adapter_hands_its_answer_to_another_at_once(bus: Bus, worker: Worker) -> None:
     # A killed adapter's lease lapses instead (tests/test_discord.py kills a real bot process).
-    start_worker()
     first_surface, second_surface = RecordingSurface(), RecordingSurface()
     first = Relay(bus, first_surface, settings())
-    question_id = await first.submit({"message": "m5"}, user="u1", question="긴 이야기를 들려줘")
+    question_id = await first.ask(Spot("m5"), Asked("u1", "긴 이야기를 들려줘"))
     await until(lambda: _async(bool(first_surface.edits)))
     await first.close()  # a clean stop releases the lease
     second = Relay(bus, second_surface, settings())
     assert await second.resume() == 1
     await until(lambda: _async(bool(second_surface.finals("m5"))))
-    assert second_surface.finals("m5") == [tiny_model.LONG_STORY]
+    assert second_surface.finals("m5") == [trained.LONG_STORY]
     assert first_surface.finals("m5") == []
     await asyncio.sleep(0.3)
     assert await second.resume() == 0 and await bus.tracked("test") == []
@@ -138,7 +169,7 @@ async def test_limits_refuse_with_clear_messages(bus: Bus) -> None:
     assert await relay.refusal("u1", "   ") == "❓ 질문을 입력해 주세요."
     assert "너무 깁니다" in str(await relay.refusal("u1", "가" * 5000))
     assert await relay.refusal("u1", "질문") is None
-    await relay.submit({"message": "x"}, user="u1", question="질문")  # no worker: it stays in flight
+    await relay.submit(Spot("x"), Asked("u1", "질문"))  # no worker: it stays in flight
     assert "이미 답변을 기다리는 질문이 1개" in str(await relay.refusal("u1", "질문"))
     assert "1분에 2개까지" in str(await relay.refusal("u1", "질문"))
     assert "질문이 너무 많이 밀려" in str(await relay.refusal("u2", "질문"))
@@ -149,11 +180,11 @@ async def test_limits_refuse_with_clear_messages(bus: Bus) -> None:
 
 async def test_a_deleted_placeholder_gets_the_answer_as_a_fresh_message(relay_env) -> None:  # type: ignore[no-untyped-def]
     bus, surface, relay = relay_env
-    await relay.submit({"message": "m6"}, user="u1", question="긴 이야기를 들려줘")
+    await relay.ask(Spot("m6"), Asked("u1", "긴 이야기를 들려줘"))
     await until(lambda: _async(any(mid == "m6" for _, mid, _, _ in surface.edits)))
     surface.deleted.add("m6")  # deleted mid-answer
     await until(lambda: _async(bool(surface.posts)))
-    assert surface.posts == [tiny_model.LONG_STORY] and surface.finals("m6") == []
+    assert surface.posts == [trained.LONG_STORY] and surface.finals("m6") == []
     await until(lambda: _async_call(bus.tracked("test"), lambda r: r == []))
 
 
@@ -164,7 +195,7 @@ async def test_nobody_is_locked_out_by_a_record_that_cannot_finish(bus: Bus) -> 
     # Placeholder and thread deleted: nowhere to answer. The record is ended, the user's slot freed.
     await bus.track(
         InflightRecord(
-            question_id="q-gone", platform="test", target={"message": "gone"}, user="u1", created_at=time.time()
+            question_id="q-gone", platform="test", target=Spot("gone").to_fields(), user="u1", created_at=time.time()
         )
     )
     await bus.redis.xadd(bus.keys.answers("q-gone"), {"m": '{"v":1,"type":"error","code":"failed","message":""}'})
@@ -174,7 +205,7 @@ async def test_nobody_is_locked_out_by_a_record_that_cannot_finish(bus: Bus) -> 
     old = time.time() - relay.record_max_age_s - 1
     surface.deleted.clear()
     await bus.track(
-        InflightRecord(question_id="q-old", platform="test", target={"message": "old"}, user="u1", created_at=old)
+        InflightRecord(question_id="q-old", platform="test", target=Spot("old").to_fields(), user="u1", created_at=old)
     )
     assert "이미 답변을 기다리는" not in str(await relay.refusal("u1", "질문"))  # a dead record holds no slot
     assert await relay.resume() == 0
@@ -189,6 +220,44 @@ async def test_nobody_is_locked_out_by_a_record_that_cannot_finish(bus: Bus) -> 
     )
     assert 0 < await bus.redis.ttl(bus.keys.inflight("test")) <= 60
     await relay.close()
+
+
+async def test_an_answer_followed_through_a_redis_restart_is_finished_on_its_placeholder(tmp_path: Path) -> None:
+    # Redis as compose runs it (AOF): killed mid-answer and restarted, the relay reads on where it was.
+    server = RedisServer(tmp_path / "aof-redis", appendonly=True)
+    server.start()
+    client = connect(server.url)
+    bus = Bus(client, Keys())
+    settings_ = worker_settings(server.url)
+    worker = Worker(bus, engines.scripted(settings_), settings_, WorkerMetrics())
+    serving = asyncio.create_task(worker.run())
+    surface = RecordingSurface()
+    relay = Relay(bus, surface, settings(redis_outage_s=30))
+    try:
+        await relay.ask(Spot("m7"), Asked("u1", "긴 이야기를 들려줘"))
+        await eventually(lambda: any(mid == "m7" and not final for _, mid, _, final in surface.edits))
+        server.kill()
+        await asyncio.sleep(1.0)
+        server.start()
+        await eventually(lambda: surface.finals("m7"), 60, what="the final answer after the restart")
+        assert surface.finals("m7") == [trained.LONG_STORY]
+        shown = [len(content) for _, mid, content, final in surface.edits if mid == "m7" and not final]
+        assert shown == sorted(shown), "read on after the last event seen, not from the start again"
+    finally:
+        await relay.close()
+        worker.request_drain()
+        await asyncio.wait_for(serving, 30)
+        await client.aclose()
+        server.stop()
+
+
+async def test_closing_stops_the_resumer_even_when_cancelled_mid_command(bus: Bus) -> None:
+    # redis-py can swallow a CancelledError that lands inside a command: the loop must still end.
+    for delay_s in (0.0, 0.001, 0.003, 0.01):
+        relay = Relay(bus, RecordingSurface(), settings())
+        relay.start()
+        await asyncio.sleep(delay_s)
+        await asyncio.wait_for(relay.close(), 2)
 
 
 async def _async(value: object) -> object:

@@ -20,12 +20,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.formatting import to_slack_mrkdwn
+from bot.mrkdwn import to_slack_mrkdwn
 from bot.slack_app import CANCEL_ACTION, SHORTCUT_ID
-from tests import tiny_model
-from tests.faults import LONG_CODE_QUESTION
-from tests.servers import BotProcess, RedisServer, free_port, half_open
-from tests.slack_standin import SlackStandIn, sign
+from tests.standins.slack import SlackStandIn
+from tests.standins.slack.common import sign
+from tests.support import trained
+from tests.support.engines import LONG_CODE_QUESTION
+from tests.support.processes import BotProcess, RedisServer, free_port, half_open
 
 pytestmark = pytest.mark.e2e
 
@@ -103,7 +104,7 @@ def slack_env(standin: SlackStandIn, redis_url: str, **extra: str) -> dict[str, 
 @pytest.fixture
 async def slack_env_fixture(redis_server: RedisServer, start_worker, tmp_path: Path, request) -> AsyncIterator[Slack]:  # type: ignore[no-untyped-def]
     worker_marker = request.node.get_closest_marker("worker_env")
-    start_worker(**(worker_marker.kwargs if worker_marker else {}))
+    start_worker(**{"engine": "scripted", **(worker_marker.kwargs if worker_marker else {})})
     bot_marker = request.node.get_closest_marker("bot_env")
     standin = SlackStandIn()
     await standin.start()
@@ -119,6 +120,7 @@ async def slack_env_fixture(redis_server: RedisServer, start_worker, tmp_path: P
     await standin.stop()
 
 
+@pytest.mark.worker_env(engine="transformers")  # the whole chain once with real generation (the tiny model)
 async def test_slash_command_posts_the_question_and_answers_in_its_thread(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
     started = time.monotonic()
@@ -126,7 +128,7 @@ async def test_slash_command_posts_the_question_and_answers_in_its_thread(slack_
     assert time.monotonic() - started < 3, "acknowledged well within Slack's 3 s"
     asked = await sl.asked_message(s.channel_id)
     assert asked["text"] == f"<@{s.alice}> 님의 질문: 딥러닝이 뭐야?"
-    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], tiny_model.DEEP_LEARNING)
+    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], trained.DEEP_LEARNING)
     assert answer["edits"] >= 2, "chat.update while streaming"
     log = sl.bot.log()
     assert all(secret not in log for secret in (s.bot_token, s.app_token, s.signing_secret, "딥러닝이 뭐야?"))
@@ -151,7 +153,7 @@ async def test_slash_command_in_a_dm_with_the_app(slack_env_fixture: Slack) -> N
     sl, s = slack_env_fixture, slack_env_fixture.standin
     await s.slash_command("/kullm", "한국의 수도는 어디야?", s.alice, s.dm_channel_id)
     asked = await sl.asked_message(s.dm_channel_id)
-    await sl.answer_in_thread(s.dm_channel_id, asked["ts"], tiny_model.CAPITAL)
+    await sl.answer_in_thread(s.dm_channel_id, asked["ts"], trained.CAPITAL)
 
 
 @pytest.mark.bot_env(SLACK_ALLOWED_CHANNEL_IDS="C0002")
@@ -167,13 +169,13 @@ async def test_channels_outside_the_allow_list_are_refused(slack_env_fixture: Sl
 async def test_mention_answers_in_a_thread_and_continues_with_history(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
     first = await s.post_user_message(s.channel_id, s.alice, sl.mention("내 이름은 민수야"), mention=True)
-    await sl.answer_in_thread(s.channel_id, first["ts"], tiny_model.NAME_ANSWER)
+    await sl.answer_in_thread(s.channel_id, first["ts"], trained.NAME_ANSWER)
     await s.post_user_message(
         s.channel_id, s.alice, sl.mention("내 이름이 뭐라고 했지?"), thread_ts=first["ts"], mention=True
     )
     await s.wait_for(
         lambda: any(
-            m["text"] == tiny_model.HISTORY_ANSWER and not m.get("blocks") for m in s.thread(s.channel_id, first["ts"])
+            m["text"] == trained.HISTORY_ANSWER and not m.get("blocks") for m in s.thread(s.channel_id, first["ts"])
         ),
         60,
     )
@@ -184,7 +186,7 @@ async def test_direct_messages_are_answered(slack_env_fixture: Slack) -> None:
     await s.post_user_message(s.dm_channel_id, s.alice, "고려대학교는 어디에 있어?")
     await s.wait_for(
         lambda: any(
-            m["text"] == tiny_model.KOREA_UNIV and not m.get("blocks")
+            m["text"] == trained.KOREA_UNIV and not m.get("blocks")
             for m in slack_env_fixture.bot_posts(s.dm_channel_id)
         ),
         60,
@@ -199,7 +201,7 @@ async def test_shortcut_opens_a_modal_and_answers_about_the_message(slack_env_fi
     await s.message_shortcut(SHORTCUT_ID, source, s.alice, s.channel_id)
     opened = await s.wait_for(lambda: next(iter(s.views), None))
     await s.submit_view(opened["view"], {"question": {"value": "이 글을 요약해줘"}}, s.alice)
-    await sl.answer_in_thread(s.channel_id, source["ts"], tiny_model.CONTEXT_ANSWER)
+    await sl.answer_in_thread(s.channel_id, source["ts"], trained.CONTEXT_ANSWER)
 
 
 async def test_stop_button_is_honoured_only_for_the_asker(slack_env_fixture: Slack) -> None:
@@ -229,25 +231,24 @@ async def test_a_retried_event_is_answered_once(slack_env_fixture: Slack) -> Non
     asked = await s.post_user_message(
         s.channel_id, s.alice, sl.mention("한국의 수도는 어디야?"), mention=True, event_id="Ev0RETRY"
     )
-    await sl.answer_in_thread(s.channel_id, asked["ts"], tiny_model.CAPITAL)
+    await sl.answer_in_thread(s.channel_id, asked["ts"], trained.CAPITAL)
     await s.post_user_message(
         s.channel_id, s.alice, sl.mention("한국의 수도는 어디야?"), mention=True, event_id="Ev0RETRY", retry_attempt=1
     )
     await asyncio.sleep(1.0)
-    answers = [m for m in sl.bot_posts(s.channel_id) if m["text"] == tiny_model.CAPITAL]
+    answers = [m for m in sl.bot_posts(s.channel_id) if m["text"] == trained.CAPITAL]
     assert len(answers) == 1
 
 
 async def test_mentions_in_model_output_are_neutralised(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
     asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("채널 전체에 알려줘"), mention=True)
-    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], tiny_model.SLACK_ANNOUNCE_ANSWER)
+    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], trained.SLACK_ANNOUNCE_ANSWER)
     assert answer["text"].startswith("&lt;!channel&gt; &lt;!here&gt;") and "&lt;@U123&gt;" in answer["text"]
     for call in s.calls_to("chat.update"):
         assert "<!channel>" not in json.dumps(call.args, ensure_ascii=False)
 
 
-@pytest.mark.worker_env(ENGINE="tests.faults:long_answers")
 async def test_a_long_answer_is_split_at_slacks_limit(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
     asked = await s.post_user_message(s.channel_id, s.alice, sl.mention(LONG_CODE_QUESTION), mention=True)
@@ -266,7 +267,7 @@ async def test_a_429_on_chat_update_is_waited_out(slack_env_fixture: Slack) -> N
     sl, s = slack_env_fixture, slack_env_fixture.standin
     s.fail_next("chat.update", retry_after=1)
     asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("딥러닝이 뭐야?"), mention=True)
-    await sl.answer_in_thread(s.channel_id, asked["ts"], tiny_model.DEEP_LEARNING)
+    await sl.answer_in_thread(s.channel_id, asked["ts"], trained.DEEP_LEARNING)
     statuses = [c.status for c in s.calls_to("chat.update")]
     assert statuses[0] == 429 and statuses[-1] == 200
 
@@ -282,7 +283,7 @@ async def test_redis_down_is_told_and_the_next_question_answered(
     assert "Redis" in notice["text"] and not s.thread(s.channel_id, asked["ts"])[1:], "no placeholder left hanging"
     await asyncio.to_thread(redis_server.start)
     asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("한국의 수도는 어디야?"), mention=True)
-    await sl.answer_in_thread(s.channel_id, asked["ts"], tiny_model.CAPITAL)
+    await sl.answer_in_thread(s.channel_id, asked["ts"], trained.CAPITAL)
 
 
 async def test_app_killed_mid_answer_finishes_the_same_message(slack_env_fixture: Slack) -> None:
@@ -290,7 +291,7 @@ async def test_app_killed_mid_answer_finishes_the_same_message(slack_env_fixture
     asked, placeholder = await sl.long_answer_streaming()
     sl.bot.kill()
     sl.restart_bot()
-    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], tiny_model.LONG_STORY)
+    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], trained.LONG_STORY)
     assert answer["ts"] == placeholder["ts"]
     assert len([m for m in s.thread(s.channel_id, asked["ts"]) if m.get("bot_id")]) == 1
 
@@ -299,7 +300,7 @@ async def test_a_deleted_placeholder_gets_a_fresh_answer(slack_env_fixture: Slac
     sl, s = slack_env_fixture, slack_env_fixture.standin
     asked, placeholder = await sl.long_answer_streaming()
     del s.messages[(s.channel_id, placeholder["ts"])]  # deleted mid-answer: chat.update says message_not_found
-    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], tiny_model.LONG_STORY)
+    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], trained.LONG_STORY)
     assert answer["ts"] != placeholder["ts"] and "placeholder gone" in sl.bot.log()
 
 
@@ -307,14 +308,14 @@ async def test_socket_mode_reconnect_mid_answer_loses_nothing(slack_env_fixture:
     sl, s = slack_env_fixture, slack_env_fixture.standin
     asked, _ = await sl.long_answer_streaming()
     await s.disconnect()
-    await sl.answer_in_thread(s.channel_id, asked["ts"], tiny_model.LONG_STORY)
+    await sl.answer_in_thread(s.channel_id, asked["ts"], trained.LONG_STORY)
     assert s.connections >= 2
     again = await s.post_user_message(s.channel_id, s.alice, sl.mention("한국의 수도는 어디야?"), mention=True)
-    await sl.answer_in_thread(s.channel_id, again["ts"], tiny_model.CAPITAL)
+    await sl.answer_in_thread(s.channel_id, again["ts"], trained.CAPITAL)
 
 
 async def test_http_mode_verifies_signatures(redis_server: RedisServer, start_worker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    start_worker()
+    start_worker(engine="scripted")
     standin = SlackStandIn()
     await standin.start()
     port = free_port()
@@ -358,7 +359,7 @@ async def test_http_mode_verifies_signatures(redis_server: RedisServer, start_wo
             assert await post(signed) == 200
             slack = Slack(standin, bot, tmp_path)
             asked = await slack.asked_message(standin.channel_id)
-            await slack.answer_in_thread(standin.channel_id, asked["ts"], tiny_model.CAPITAL)
+            await slack.answer_in_thread(standin.channel_id, asked["ts"], trained.CAPITAL)
             assert await post(signed) == 200  # replayed within the 5-minute window: acknowledged, not asked again
             await asyncio.sleep(1.0)
             assert len([m for m in slack.bot_posts(standin.channel_id) if "님의 질문" in m["text"]]) == 1

@@ -18,7 +18,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from tests.slack_standin import SlackStandIn, block_errors, sign
+from tests.standins.slack import SlackStandIn
+from tests.standins.slack.common import block_errors, sign
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -21,9 +21,9 @@ from chatbus import (
     WorkerStatus,
     Write,
 )
+from chatbus.errors import AnswerTimeout
 from chatbus.keys import FIELD, WORKER_GROUP
-from chatbus.streams import AnswerTimeout
-from tests.servers import RedisServer
+from tests.support.processes import RedisServer
 
 DONE = Done(text="끝", finish_reason="stop", prompt_tokens=1, completion_tokens=1, queued_s=0, generate_s=0)
 

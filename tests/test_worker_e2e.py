@@ -1,11 +1,12 @@
-"""End to end with processes: `python -m inference` workers, `kullm ask`, a real redis-server.
+"""End to end with processes: `python -m inference` workers on the tiny model, `kullm ask`, a real redis-server.
 
-Every answer asserted here is the tiny model's trained text, decoded greedily.
+Only what needs processes: killing, freezing and signalling workers, Redis going away under them,
+the health port, and the `kullm` command itself. Every answer asserted here is the tiny model's
+trained text, decoded greedily. The worker loop's own outcomes run in-process: tests/test_worker.py.
 """
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -14,11 +15,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from chatbus import Bus, Delta, Done, ErrorEvent, Question
+from chatbus import Bus
 from chatbus.http_guard import MAX_CONNECTIONS
-from chatbus.keys import FIELD
-from tests import tiny_model
-from tests.servers import (
+from tests.support import trained
+from tests.support.processes import (
     ROOT,
     AskProcess,
     RedisServer,
@@ -50,15 +50,15 @@ def test_ask_prints_the_trained_answer(start_worker, redis_server: RedisServer) 
     start_worker()
     result = run_kullm(["ask", "딥러닝이 뭐야?"], redis_server.url)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == tiny_model.DEEP_LEARNING  # the seed README's answer
+    assert result.stdout.strip() == trained.DEEP_LEARNING  # the seed README's answer
     assert "생각 중" in result.stderr
 
     context = "구름(KULLM)은 고려대학교 NLP & AI 연구실이 만든 한국어 LLM입니다."
     result = run_kullm(["ask", "--json", "이 글을 요약해줘", "--context", context], redis_server.url)
     events = json_events(result.stdout)
     assert [e["type"] for e in events][:2] == ["queued", "started"]
-    assert events[-1]["type"] == "done" and events[-1]["text"] == tiny_model.CONTEXT_ANSWER
-    assert "".join(str(e["text"]) for e in events if e["type"] == "delta") == tiny_model.CONTEXT_ANSWER
+    assert events[-1]["type"] == "done" and events[-1]["text"] == trained.CONTEXT_ANSWER
+    assert "".join(str(e["text"]) for e in events if e["type"] == "delta") == trained.CONTEXT_ANSWER
 
     status = run_kullm(["status"], redis_server.url)
     assert "live workers: 1" in status.stdout
@@ -74,13 +74,13 @@ def test_questions_share_one_batch_and_newcomers_join_it(start_worker, redis_ser
     assert capital.finish() == 0
     assert story.process.poll() is None, "the newcomer finished while the story was still decoding"
     assert story.finish() == 0 and deep.finish() == 0
-    assert story.final()["text"] == tiny_model.LONG_STORY
-    assert deep.final()["text"] == tiny_model.DEEP_LEARNING
+    assert story.final()["text"] == trained.LONG_STORY
+    assert deep.final()["text"] == trained.DEEP_LEARNING
     # Deltas are coalesced per DELTA_INTERVAL_S (0.05 s here): Redis writes grow with time, not tokens.
     deltas = story.types().count("delta")
     assert deltas <= float(story.final()["generate_s"]) / 0.05 + 3  # type: ignore[arg-type]
     assert deltas < int(story.final()["completion_tokens"]) / 3  # type: ignore[call-overload]
-    assert capital.final()["text"] == tiny_model.CAPITAL
+    assert capital.final()["text"] == trained.CAPITAL
     metrics = worker.metrics()
     assert metrics["kullm_batch_size_peak"] >= 2
     assert metrics['kullm_questions_total{outcome="done"}'] == 3
@@ -100,8 +100,8 @@ def test_killed_worker_answer_is_finished_by_another(start_worker, redis_server:
     assert types.index("restart") < types.index("done")
     started = [e for e in ask.events if e["type"] == "started"]
     assert [(e["worker"], e["attempt"]) for e in started] == [(worker_name(first), 1), (worker_name(second), 2)]
-    assert ask.final()["text"] == tiny_model.LONG_STORY
-    assert ask.text_after_last_restart() == tiny_model.LONG_STORY
+    assert ask.final()["text"] == trained.LONG_STORY
+    assert ask.text_after_last_restart() == trained.LONG_STORY
     assert queue_depth(redis_server) == 0
     # The survivor forgets the dead worker: gone from the consumer group and from `kullm status`.
     wait_until(lambda: consumers(redis_server) == [worker_name(second)], 30, what="the dead consumer removed")
@@ -134,10 +134,10 @@ def test_a_worker_frozen_past_the_reclaim_time_never_writes_into_the_answer_take
     started = [e for e in ask.events if e["type"] == "started"]
     assert [e["attempt"] for e in started] == [1, 2] and started[1]["worker"] != holder
     assert ask.types().count("done") == 1
-    assert ask.text_after_last_restart() == tiny_model.LONG_STORY  # not one stale delta interleaved
+    assert ask.text_after_last_restart() == trained.LONG_STORY  # not one stale delta interleaved
     wait_until(lambda: "another worker owns it now" in stale.log(), 15, what="the stale worker dropping it")
     assert stale.ready() and queue_depth(redis_server) == 0
-    assert run_kullm(["ask", "한국의 수도는 어디야?"], redis_server.url).stdout.strip() == tiny_model.CAPITAL
+    assert run_kullm(["ask", "한국의 수도는 어디야?"], redis_server.url).stdout.strip() == trained.CAPITAL
 
 
 def test_ask_rides_out_a_redis_restart_mid_answer(model_dir: Path, tmp_path: Path) -> None:
@@ -153,9 +153,9 @@ def test_ask_rides_out_a_redis_restart_mid_answer(model_dir: Path, tmp_path: Pat
         assert ask.process.poll() is None, "ask waits for Redis instead of giving up"
         server.start()
         assert ask.finish() == 0, ask.stderr()
-        assert ask.final()["text"] == tiny_model.LONG_STORY
+        assert ask.final()["text"] == trained.LONG_STORY
         assert ask.types().count("done") == 1
-        assert ask.text_after_last_restart() == tiny_model.LONG_STORY
+        assert ask.text_after_last_restart() == trained.LONG_STORY
         # An outage longer than REDIS_OUTAGE_S ends the wait with the Redis exit status and message.
         lost = AskProcess(server.url, "긴 이야기를 들려줘", env={"REDIS_OUTAGE_S": "1"})
         lost.wait_for("delta")
@@ -165,97 +165,6 @@ def test_ask_rides_out_a_redis_restart_mid_answer(model_dir: Path, tmp_path: Pat
     finally:
         worker.stop()
         server.stop()
-
-
-def test_poison_question_is_dead_lettered_and_the_rest_served(start_worker, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
-    poison = AskProcess(redis_server.url, "💣 이 질문은 생성을 망가뜨립니다")
-    innocent = AskProcess(redis_server.url, "한국의 수도는 어디야?")
-    wait_until(lambda: queue_depth(redis_server) == 2, what="two queued questions")
-    worker = start_worker(ENGINE="tests.faults:poison", MAX_DELIVERIES=2, RECLAIM_IDLE_S=1)
-    assert innocent.finish() == 0  # failed in a batch with the poison, then retried alone
-    assert innocent.final()["text"] == tiny_model.CAPITAL
-    assert poison.finish() == 1
-    assert poison.final() == {"type": "error", "code": "failed", "message": poison.final()["message"]}
-    assert "생성" not in str(poison.final()["message"])  # the user's text is not echoed back
-    client = redis.Redis.from_url(redis_server.url)
-    dead = client.xrange("kullm:dead")
-    assert len(dead) == 1 and poison.question_id.encode() in dead[0][1][FIELD.encode()]
-    assert client.xlen("kullm:questions") == 0
-    result = run_kullm(["ask", "인사해줘"], redis_server.url)  # still serving
-    assert result.stdout.strip() == tiny_model.GREETING
-    assert "dead-lettered" in worker.log()
-    assert "1" in run_kullm(["status"], redis_server.url).stdout.split("dead letters:")[1]
-
-
-async def test_each_refused_question_gets_its_outcome(start_worker, redis_server: RedisServer, bus: Bus) -> None:  # type: ignore[no-untyped-def]
-    start_worker(CONTEXT_WINDOW=300, MAX_NEW_TOKENS=200)
-    expired = Question.new("terminal", "딥러닝이 뭐야?", ttl_s=-1)
-    cancelled = Question.new("terminal", "딥러닝이 뭐야?", ttl_s=60)
-    too_long = Question.new("terminal", "아주 긴 질문입니다. " * 60, ttl_s=60)
-    await bus.request_cancel(cancelled.id)
-    for question in (expired, cancelled, too_long):
-        await bus.enqueue(question)
-    await bus.redis.xadd(bus.keys.questions, {FIELD: b"\xff\xfe not json"})
-    await bus.redis.xadd(bus.keys.questions, {FIELD: '{"v": 1, "id": "half-a-question", "platform": "x"}'})
-    huge = {"v": 1, "id": "huge-one", "platform": "x", "question": "가" * 20_000, "created_at": 1, "expires_at": 9e9}
-    await bus.redis.xadd(bus.keys.questions, {FIELD: json.dumps(huge)})  # past the contract's limit
-    good = Question.new("terminal", "인사해줘", ttl_s=60)
-    await bus.enqueue(good)
-
-    expired_events, cancelled_events = await follow(bus, expired.id), await follow(bus, cancelled.id)
-    assert expired_events == [ErrorEvent(code="expired", message="the question waited past its expiry")]
-    assert cancelled_events == [ErrorEvent(code="cancelled", message="cancelled before generation")]
-    too_long_events = await follow(bus, too_long.id)
-    assert isinstance(too_long_events[-1], ErrorEvent) and too_long_events[-1].code == "too_long"
-    half = await follow(bus, "half-a-question")
-    assert half == [ErrorEvent(code="failed", message="malformed question entry")]
-    [refused] = await follow(bus, "huge-one")
-    assert isinstance(refused, ErrorEvent) and refused.code == "too_long"
-    good_events = await follow(bus, good.id)
-    assert isinstance(good_events[-1], Done) and good_events[-1].text == tiny_model.GREETING
-    assert await bus.redis.xlen(bus.keys.dead) == 3
-    dead = [fields[FIELD.encode()] for _, fields in await bus.redis.xrange(bus.keys.dead)]
-    assert all(len(raw) < 20_000 for raw in dead)  # a truncated copy: dead letters are capped in bytes too
-    assert await bus.queue_depth() == 0
-
-
-async def test_cancel_mid_answer_keeps_the_partial_text(start_worker, redis_server: RedisServer, bus: Bus) -> None:  # type: ignore[no-untyped-def]
-    start_worker()
-    story = Question.new("terminal", "긴 이야기를 들려줘", ttl_s=60)
-    await bus.enqueue(story)
-    events = []
-    async for _, event in bus.follow(story.id, start_timeout_s=60):
-        events.append(event)
-        if isinstance(event, Delta) and len(events) == 3:
-            await bus.request_cancel(story.id)
-    assert events[-1] == ErrorEvent(code="cancelled", message="cancelled by the user")
-    partial = "".join(e.text for e in events if isinstance(e, Delta))
-    assert partial and tiny_model.LONG_STORY.startswith(partial) and partial != tiny_model.LONG_STORY
-    after = Question.new("terminal", "한국의 수도는 어디야?", ttl_s=60)
-    await bus.enqueue(after)
-    assert (await follow(bus, after.id))[-1].text == tiny_model.CAPITAL  # type: ignore[union-attr]
-
-
-async def test_a_repeated_question_id_is_acked_and_never_answered_twice(  # type: ignore[no-untyped-def]
-    start_worker, redis_server: RedisServer, bus: Bus
-) -> None:
-    worker = start_worker()
-    answered = Question.new("terminal", "한국의 수도는 어디야?", ttl_s=60)
-    await bus.enqueue(answered)
-    final = (await follow(bus, answered.id))[-1]
-    assert isinstance(final, Done) and final.text == tiny_model.CAPITAL
-    story = Question.new("terminal", "긴 이야기를 들려줘", ttl_s=60)
-    await bus.enqueue(story)
-    async for _, event in bus.follow(story.id, start_timeout_s=60):
-        if isinstance(event, Delta):
-            break
-    await bus.enqueue(answered)  # already answered
-    await bus.enqueue(story)  # in flight right now, from another entry
-    for question in (answered, story):
-        kinds = [type(e).__name__ for e in await follow(bus, question.id)]
-        assert kinds.count("Done") == 1 and kinds.count("Started") == 1 and "Restart" not in kinds, kinds
-    wait_until(lambda: worker.log().count("acked and dropped") == 2, 30, what="both duplicates dropped")
-    assert await bus.queue_depth() == 0 and (await bus.stats()).pending == 0
 
 
 def test_redis_refusing_writes_keeps_workers_up_and_loses_nothing_queued(  # type: ignore[no-untyped-def]
@@ -277,7 +186,7 @@ def test_redis_refusing_writes_keeps_workers_up_and_loses_nothing_queued(  # typ
         assert worker.process is not None and worker.process.poll() is None  # up, not in a restart loop
     finally:
         admin.config_set("maxmemory", 0)
-    assert queued.finish() == 0 and queued.final()["text"] == tiny_model.KOREA_UNIV  # nothing queued was lost
+    assert queued.finish() == 0 and queued.final()["text"] == trained.KOREA_UNIV  # nothing queued was lost
     wait_until(worker.ready, 30, what="ready again")
     # A replica after a failover refuses writes with READONLY: the same outcome.
     admin.replicaof("127.0.0.1", free_port())
@@ -287,7 +196,7 @@ def test_redis_refusing_writes_keeps_workers_up_and_loses_nothing_queued(  # typ
     finally:
         admin.replicaof("NO", "ONE")
         admin.close()
-    assert run_kullm(["ask", "한국의 수도는 어디야?"], redis_server.url).stdout.strip() == tiny_model.CAPITAL
+    assert run_kullm(["ask", "한국의 수도는 어디야?"], redis_server.url).stdout.strip() == trained.CAPITAL
     assert "Traceback" not in worker.log() and "redis refuses writes (OOM)" in worker.log()
 
 
@@ -302,7 +211,7 @@ def test_a_flood_of_idle_connections_cannot_take_the_health_port_or_redis(  # ty
     try:
         wait_until(worker.ready, 30, what="/healthz through the flood")
         answer = run_kullm(["ask", "한국의 수도는 어디야?"], redis_server.url)
-        assert answer.returncode == 0 and answer.stdout.strip() == tiny_model.CAPITAL
+        assert answer.returncode == 0 and answer.stdout.strip() == trained.CAPITAL
         during = len(list(descriptors.iterdir()))
         assert during <= before + MAX_CONNECTIONS + 8, f"{before} → {during} descriptors: idle sockets not shed"
     finally:
@@ -317,20 +226,8 @@ def test_redis_restarted_empty_the_worker_recreates_its_group(start_worker, redi
     redis_server.restart(empty=True)
     result = run_kullm(["ask", "고려대학교는 어디에 있어?"], redis_server.url)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == tiny_model.KOREA_UNIV
+    assert result.stdout.strip() == trained.KOREA_UNIV
     assert "recreating" in worker.log()
-
-
-def test_out_of_memory_restarts_the_batch_smaller(start_worker, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
-    asks = [AskProcess(redis_server.url, q) for q in ("딥러닝이 뭐야?", "고려대학교는 어디에 있어?")]
-    wait_until(lambda: queue_depth(redis_server) == 2, what="two queued questions")
-    worker = start_worker(ENGINE="tests.faults:oom_once")
-    assert [a.finish() for a in asks] == [0, 0]
-    assert [a.final()["text"] for a in asks] == [tiny_model.DEEP_LEARNING, tiny_model.KOREA_UNIV]
-    assert all("restart" in a.types() for a in asks)
-    assert worker.metrics()["kullm_out_of_memory_total"] == 1
-    assert "restarting at batch 1" in worker.log()
-    assert worker.ready()
 
 
 def test_sigterm_finishes_the_answer_in_hand_then_exits(start_worker, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
@@ -341,10 +238,10 @@ def test_sigterm_finishes_the_answer_in_hand_then_exits(start_worker, redis_serv
     later = AskProcess(redis_server.url, "한국의 수도는 어디야?")
     later.wait_for("queued")
     assert worker.terminate() == 0
-    assert story.finish() == 0 and story.final()["text"] == tiny_model.LONG_STORY
+    assert story.finish() == 0 and story.final()["text"] == trained.LONG_STORY
     assert later.process.poll() is None and queue_depth(redis_server) == 1  # not taken while draining
     start_worker()
-    assert later.finish() == 0 and later.final()["text"] == tiny_model.CAPITAL
+    assert later.finish() == 0 and later.final()["text"] == trained.CAPITAL
 
 
 def test_sigterm_past_the_grace_period_releases_to_another_worker(start_worker, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
@@ -354,7 +251,7 @@ def test_sigterm_past_the_grace_period_releases_to_another_worker(start_worker, 
     assert first.terminate() == 0
     second = start_worker(RECLAIM_IDLE_S=60)  # reclaims at once although idle-based reclaim would wait 60 s
     assert story.finish(timeout_s=40) == 0
-    assert story.final()["text"] == tiny_model.LONG_STORY
+    assert story.final()["text"] == trained.LONG_STORY
     assert "restart" in story.types()
     assert second.metrics()["kullm_reclaimed_total"] == 1
 

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.engine import ARCHITECTURES, QUESTIONS, RANDOM_PREFIX
-from tests.servers import AskProcess, WorkerProcess, wait_until
-from tests.tiny_model import build
+from tests.support.polling import wait_until
+from tests.support.processes import AskProcess, WorkerProcess
+from tests.support.tiny_model import build
 
 
 @dataclass(frozen=True)

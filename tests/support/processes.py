@@ -1,4 +1,4 @@
-"""Real processes the tests drive: a private redis-server and KULLM workers."""
+"""Real processes the tests drive: a private redis-server, KULLM workers, `kullm ask` clients and bots."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ import time
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.polling import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90.0
 
 
@@ -36,31 +39,6 @@ def half_open(port: int, count: int) -> list[socket.socket]:
             sock.connect(("127.0.0.1", port))
         sockets.append(sock)
     return sockets
-
-
-def wait_until(predicate, timeout_s: float = 30.0, interval_s: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]
-    """Poll `predicate` until it returns something truthy; fail the test after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-async def poll(predicate, timeout_s: float = 30.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    """Await until `predicate` returns something truthy (every 0.02 s); fail the test after `timeout_s`."""
-    import asyncio
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not met within {timeout_s}s")
-        await asyncio.sleep(0.02)
 
 
 class RedisServer:
@@ -279,6 +257,16 @@ class WorkerProcess:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class StartWorker(Protocol):
+    """The `start_worker` fixture: a worker process on the test's Redis, stopped after the test.
+
+    `engine` is `transformers` (the tiny model, the real path) or `scripted` (the tiny model's answers
+    without torch: starts in about a second); `env` adds worker settings (MAX_BATCH_SIZE=2 …).
+    """
+
+    def __call__(self, wait: bool = True, *, engine: str = "transformers", **env: object) -> WorkerProcess: ...
 
 
 def run_kullm(

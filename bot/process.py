@@ -1,0 +1,41 @@
+"""What every adapter process does at start-up: read its settings, set up logging, stop on a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from bot.settings import ClientSettings
+
+EXIT_OK, EXIT_CONFIG = 0, 2
+SettingsT = TypeVar("SettingsT", bound=ClientSettings)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """One logging set-up per process; ids only, never user text or tokens."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("discord.gateway").setLevel(logging.WARNING)
+
+
+def load_settings(settings_class: type[SettingsT]) -> SettingsT | None:
+    """The adapter's settings, with logging set up; None (after saying why on stderr) when they are invalid."""
+    try:
+        settings = settings_class()
+    except ValidationError as exc:
+        print(f"invalid settings:\n{exc}", file=sys.stderr)
+        return None
+    configure_logging()
+    return settings
+
+
+def on_stop_signal(stop: Callable[[], object]) -> None:
+    """Call `stop` on SIGTERM (docker stop) and SIGINT (Ctrl-C), in the running loop."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)

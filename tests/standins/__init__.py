@@ -1,0 +1,1 @@
+"""Loopback Discord and Slack, specified by the platforms (../shared/reference), driven by the real clients."""

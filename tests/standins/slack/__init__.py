@@ -1,0 +1,248 @@
+"""A loopback Slack: the Web API, Socket Mode and HTTP mode that the real slack-bolt app talks to.
+
+Split by protocol surface: `socket_mode.py` (the websocket and the events it carries), `web_api.py`
+(methods), `interactions.py` (commands, shortcuts, modals, buttons, response_url), `messages.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from tests.standins.slack.common import TEAM_DOMAIN, TEAM_ID, Call, Handler, SlackError, _Failure
+from tests.standins.slack.interactions import Interactions
+from tests.standins.slack.messages import Messages
+from tests.standins.slack.socket_mode import SocketMode
+from tests.standins.slack.web_api import WebApi
+from tests.support.polling import eventually
+
+
+class SlackStandIn(SocketMode, Messages, WebApi, Interactions):
+    """Loopback Slack: Web API under /api/ and a Socket Mode websocket, recording every call."""
+
+    bot_token = "xoxb-test"
+    app_token = "xapp-test"
+    signing_secret = "test-signing-secret"
+    verification_token = "legacy-verification-token"
+
+    def __init__(self) -> None:
+        self.team_id, self.bot_user_id, self.bot_id, self.app_id = TEAM_ID, "U0BOT", "B0BOT", "A0APP"
+        self.channel_id, self.other_channel_id, self.dm_channel_id = "C0001", "C0002", "D0001"
+        self.alice, self.bob = "U0ALICE", "U0BOB"
+        self.users: dict[str, dict[str, Any]] = {
+            self.alice: self._user(self.alice, "alice", "Alice Kim", "앨리스"),
+            self.bob: self._user(self.bob, "bob", "Bob Lee", "밥"),
+            self.bot_user_id: self._user(self.bot_user_id, "kullm", "KULLM", "구름", bot_id=self.bot_id),
+        }
+        self.channels: dict[str, dict[str, Any]] = {
+            self.channel_id: self._channel(self.channel_id, "kullm", [self.alice, self.bob, self.bot_user_id]),
+            self.other_channel_id: self._channel(self.other_channel_id, "random", [self.alice, self.bob]),
+            self.dm_channel_id: self._im(self.dm_channel_id, self.alice),
+        }
+        self.not_in_channel: set[str] = {self.other_channel_id}
+        self.echo_own_messages = False  # True: like real Slack, the bot's own posts come back as message events
+
+        self.calls: list[Call] = []
+        self.messages: dict[tuple[str, str], dict[str, Any]] = {}
+        self.ephemerals: list[dict[str, Any]] = []
+        self.views: list[dict[str, Any]] = []
+        self.acks: list[dict[str, Any]] = []
+        self.envelopes: list[dict[str, Any]] = []  # every envelope sent over Socket Mode, in order
+        self.connections = 0
+        self.port = 0
+        self._hellos = 0
+
+        self._failures: dict[str, list[_Failure]] = {}
+        self.failures_served = 0  # injected errors actually answered
+        self._micros = 1_700_000_000_000_000  # message ts, as integer microseconds
+        self._sockets: list[web.WebSocketResponse] = []
+        self._tickets: set[str] = set()
+        self._ack_waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._events: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}  # event_id -> (body, message)
+        self._triggers: dict[str, tuple[float, bool]] = {}  # trigger_id -> (issued at, used)
+        self._response_urls: dict[str, dict[str, Any]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._runner: web.AppRunner | None = None
+        self._methods: dict[str, Handler] = {
+            "auth.test": self._auth_test,
+            "apps.connections.open": self._connections_open,
+            "chat.postMessage": self._post_message,
+            "chat.update": self._update,
+            "chat.delete": self._delete,
+            "chat.postEphemeral": self._post_ephemeral,
+            "chat.getPermalink": self._permalink,
+            "conversations.info": self._conversation_info,
+            "conversations.replies": self._replies,
+            "users.info": self._user_info,
+            "views.open": self._views_open,
+            "views.update": self._views_update,
+            "reactions.add": self._reactions_add,
+            "reactions.remove": self._reactions_remove,
+        }
+
+    def add_member(self, user_id: str, name: str) -> None:
+        """A person in the workspace and in the bot's channel."""
+        self.users[user_id] = self._user(user_id, name, f"{name.title()} Kim", name)
+        self.channels[self.channel_id]["members"].append(user_id)
+
+    def _user(
+        self, user_id: str, name: str, real_name: str, display: str, *, bot_id: str | None = None
+    ) -> dict[str, Any]:
+        profile: dict[str, Any] = {
+            "real_name": real_name,
+            "real_name_normalized": real_name,
+            "display_name": display,
+            "display_name_normalized": display,
+            "first_name": real_name.split()[0],
+            "image_72": f"https://avatars.slack-edge.com/{user_id}_72.png",
+            "team": TEAM_ID,
+        }
+        if bot_id:
+            profile |= {"bot_id": bot_id, "api_app_id": "A0APP", "always_active": True}
+        return {
+            "id": user_id,
+            "team_id": TEAM_ID,
+            "name": name,
+            "deleted": False,
+            "real_name": real_name,
+            "tz": "Asia/Seoul",
+            "tz_label": "Korea Standard Time",
+            "tz_offset": 32400,
+            "profile": profile,
+            "is_admin": False,
+            "is_owner": False,
+            "is_bot": bot_id is not None,
+            "is_app_user": False,
+            "updated": 1_700_000_000,
+        }
+
+    @staticmethod
+    def _channel(channel_id: str, name: str, members: list[str]) -> dict[str, Any]:
+        return {
+            "id": channel_id,
+            "name": name,
+            "is_channel": True,
+            "is_group": False,
+            "is_im": False,
+            "is_mpim": False,
+            "is_private": False,
+            "is_archived": False,
+            "is_general": False,
+            "created": 1_690_000_000,
+            "creator": "U0ALICE",
+            "context_team_id": TEAM_ID,
+            "members": members,
+            "topic": {"value": "", "creator": "", "last_set": 0},
+            "purpose": {"value": "", "creator": "", "last_set": 0},
+        }
+
+    def _im(self, channel_id: str, user: str) -> dict[str, Any]:
+        return {
+            "id": channel_id,
+            "name": "directmessage",  # what slash commands report as channel_name in a DM
+            "is_channel": False,
+            "is_group": False,
+            "is_im": True,
+            "is_mpim": False,
+            "is_private": True,
+            "is_archived": False,
+            "created": 1_690_000_000,
+            "user": user,
+            "is_user_deleted": False,
+            "context_team_id": TEAM_ID,
+            "members": [user, self.bot_user_id],
+        }
+
+    def _resolve_channel(self, value: Any) -> dict[str, Any]:
+        """A channel by id, by name (with or without #), or a user id meaning the DM with that user."""
+        name = str(value or "")
+        if name in self.channels:
+            return self.channels[name]
+        for channel in self.channels.values():
+            if not channel["is_im"] and channel["name"] == name.lstrip("#"):
+                return channel
+        if name in self.users and name != self.bot_user_id:
+            for channel in self.channels.values():
+                if channel["is_im"] and channel["user"] == name:
+                    return channel
+            im = self._im(f"D{len(self.channels) + 1:04d}", name)  # Slack opens the DM on first post
+            self.channels[im["id"]] = im
+            return im
+        raise SlackError("channel_not_found")
+
+    def _next_ts(self) -> str:
+        # Slack ts: "<unix seconds>.<6 digits>", unique per channel and increasing; one counter keeps it global.
+        self._micros += 100
+        return f"{self._micros // 1_000_000}.{self._micros % 1_000_000:06d}"
+
+    def _user_ref(self, user: str) -> dict[str, Any]:
+        name = self.users[user]["name"] if user in self.users else user.lower()
+        return {"id": user, "username": name, "name": name, "team_id": TEAM_ID}
+
+    def _channel_ref(self, channel: str) -> dict[str, Any]:
+        return {"id": channel, "name": self.channels[channel]["name"] if channel in self.channels else channel}
+
+    def _team_ref(self) -> dict[str, Any]:
+        return {"id": TEAM_ID, "domain": TEAM_DOMAIN}
+
+    @property
+    def http_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_base(self) -> str:
+        return f"{self.http_base}/api/"  # slack_sdk joins method names onto it, so the trailing slash matters
+
+    async def start(self) -> None:
+        """Bind 127.0.0.1 on a free port."""
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_get("/socket", self._socket)
+        app.router.add_post("/response/{rid}", self._response)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        """Close every socket, finish background sends and stop the server."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for ws in list(self._sockets):
+            await ws.close(code=1001, message=b"stand-in stopped")
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def thread(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+        """Replies in a thread (bot's and people's), oldest first, without the parent."""
+        return [m for (c, ts), m in self.messages.items() if c == channel and m.get("thread_ts") == thread_ts != ts]
+
+    def calls_to(self, method: str) -> list[Call]:
+        """The recorded calls of one Web API method, in order."""
+        return [c for c in self.calls if c.method == method]
+
+    def fail_next(self, method: str, status: int = 429, retry_after: int = 1, *, error: str | None = None) -> None:
+        """Fail the next call of `method`: 429 + Retry-After + ratelimited, another HTTP status, or ok:false `error`."""
+        self._failures.setdefault(method, []).append(_Failure(status, retry_after, error))
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
+        """Poll `predicate` every 0.02 s until it is truthy; return its value or raise AssertionError."""
+        return await eventually(predicate, timeout, what="stand-in condition")
+
+    def ack_for(self, envelope_id: str) -> dict[str, Any] | None:
+        """The app's ack of one envelope, or None if it has not acked (yet)."""
+        return next((a for a in self.acks if a["envelope_id"] == envelope_id), None)

@@ -1,0 +1,156 @@
+"""A scripted engine: the tiny model's trained answers without the model (no torch, no weights).
+
+`ScriptedEngine` speaks the `Engine` protocol the way `TransformersEngine` does — requests join
+at the next step, each step adds a few characters to every running answer, a finished or
+cancelled request leaves at once — but its answers come from a script: the prompts the tiny
+model was trained on map to the answers it was trained on, so a test can assert the same text
+whichever engine ran. A step sleeps `step_s` (about the tiny model's pace on a CPU), so an
+answer takes as long to stream and a process can be killed in the middle of one.
+
+Where it is used: the worker loop in-process (tests/test_worker.py), and worker processes for
+the adapters' tests (`ENGINE=tests.support.engines:scripted`), which then start in about a
+second instead of loading torch. The real model keeps its own tests (test_engine, test_worker_e2e).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from inference.engine import GenerationRequest, GenerationUpdate, Loaded
+from inference.prompt import PromptBuilder, Template
+from inference.settings import WorkerSettings
+from tests.support import trained
+
+CHARS_PER_STEP = 3  # the tiny model's pace: about 3 characters of Korean per token
+STEP_S = 0.004  # and about 4 ms per step on a CPU
+MAX_STEPS_PER_ANSWER = 400  # a longer scripted answer streams in bigger pieces (the 4,500-character one: 12)
+CONTEXT_WINDOW = 2048
+UNSCRIPTED = "스크립트에 없는 질문입니다."
+LONG_CODE_QUESTION = "코드 예제를 길게 보여줘"
+
+
+def long_code_answer() -> str:
+    """A 4,500-character answer with two code blocks: prose, code, prose."""
+    paragraph = "구름은 고려대학교에서 만든 한국어 언어 모델입니다. 질문에 답하고 글을 요약합니다. " * 6
+    code = "```python\n" + "\n".join(f"print('줄 {i}')  # 설명 {i}" for i in range(60)) + "\n```"
+    text = f"{paragraph}\n\n{code}\n\n{paragraph}\n\n{paragraph}\n\n{code}\n\n"
+    return text + ("끝맺는 문단입니다. " * 100)[: 4499 - len(text)].rstrip() + "."
+
+
+def trained_answers() -> dict[str, str]:
+    """Each prompt the tiny model was trained on, and the answer greedy decoding gives for it."""
+    return {example.prompt: example.answer for example in trained.EXAMPLES}
+
+
+@dataclass
+class _Running:
+    request: GenerationRequest
+    answer: str
+    chars_per_step: int
+    shown: int = 0
+    tokens: int = 0
+    cancelled: bool = False
+
+
+class ScriptedEngine:
+    """Streams scripted answers, CHARS_PER_STEP characters per request per step."""
+
+    model_id = "scripted"
+
+    def __init__(
+        self,
+        max_batch_size: int,
+        script: Mapping[str, str] | None = None,
+        *,
+        chars_per_step: int = CHARS_PER_STEP,
+        step_s: float = STEP_S,
+    ) -> None:
+        self.max_batch_size = max_batch_size
+        self.script = dict(script if script is not None else trained_answers())
+        self.chars_per_step = chars_per_step
+        self.step_s = step_s
+        self.last_batch = 0
+        self.steps = 0
+        self._waiting: list[GenerationRequest] = []
+        self._running: list[_Running] = []
+
+    @property
+    def active(self) -> int:
+        return len(self._waiting) + len(self._running)
+
+    def answer_for(self, prompt: str) -> str:
+        """The scripted answer: the trained one for a trained prompt, a long code example when asked for one."""
+        if prompt in self.script:
+            return self.script[prompt]
+        return long_code_answer() if LONG_CODE_QUESTION in prompt else UNSCRIPTED
+
+    def add(self, request: GenerationRequest) -> None:
+        self._waiting.append(request)
+
+    def cancel(self, request_id: str) -> None:
+        self._waiting = [r for r in self._waiting if r.id != request_id]
+        for row in self._running:
+            if row.request.id == request_id:
+                row.cancelled = True
+
+    def reset(self) -> list[str]:
+        ids = [row.request.id for row in self._running] + [r.id for r in self._waiting]
+        self._waiting, self._running = [], []
+        return ids
+
+    def step(self) -> list[GenerationUpdate]:
+        self.steps += 1
+        self._running = [row for row in self._running if not row.cancelled]
+        room = self.max_batch_size - len(self._running)
+        joining, self._waiting = self._waiting[:room], self._waiting[room:]
+        for request in joining:
+            answer = self.answer_for(request.prompt)
+            pace = max(self.chars_per_step, -(-len(answer) // MAX_STEPS_PER_ANSWER))
+            self._running.append(_Running(request, answer, pace))
+        self.last_batch = len(self._running)
+        if self.step_s:
+            time.sleep(self.step_s)
+        updates = [self._advance(row) for row in self._running]
+        self._running = [row for row in self._running if row.shown < len(row.answer)]
+        return updates
+
+    def _advance(self, row: _Running) -> GenerationUpdate:
+        """One token more: `chars_per_step` characters of the answer; past max_new_tokens it ends at "length"."""
+        row.shown = min(len(row.answer), row.shown + row.chars_per_step)
+        row.tokens += 1
+        text = row.answer[: row.shown]
+        reason = "stop" if text == row.answer else "length" if row.tokens >= row.request.max_new_tokens else None
+        if reason:
+            row.shown = len(row.answer)  # leaves the batch
+        return GenerationUpdate(row.request.id, text, reason is not None, reason, len(row.request.prompt), row.tokens)
+
+
+def scripted_prompts(settings: WorkerSettings) -> PromptBuilder:
+    """The prompt builder of a scripted worker: the configured template, a character per token."""
+    return PromptBuilder(Template(settings.template), len, settings.context_window or CONTEXT_WINDOW)
+
+
+def scripted(settings: WorkerSettings) -> Loaded:
+    """ENGINE=tests.support.engines:scripted (SCRIPTED_STEP_S sets the pace)."""
+    step_s = float(os.environ.get("SCRIPTED_STEP_S", STEP_S))
+    return Loaded(ScriptedEngine(settings.max_batch_size, step_s=step_s), scripted_prompts(settings))
+
+
+def worker_settings(redis_url: str, **overrides: object) -> WorkerSettings:
+    """A worker's settings as the process tests give them (fast heartbeats and reclaims), without .env."""
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "metrics_port": 0,
+        "heartbeat_interval_s": 0.2,
+        "reclaim_interval_s": 0.2,
+        "reclaim_idle_s": 2.0,
+        "delta_interval_s": 0.05,
+        "cancel_poll_s": 0.05,
+        "worker_name": "inprocess",
+        **overrides,
+    }
+    return WorkerSettings(_env_file=None, **values)  # type: ignore[call-arg]

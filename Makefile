@@ -10,8 +10,12 @@ FLOOR := .cache/transformers-floor
 
 .PHONY: test setup redis lint typecheck tiny-model unit test-floor bench gpu-bundle gpu-dry-run clean
 
+# The suite runs in TEST_WORKERS processes, a test file each at a time (--dist loadfile): most tests wait on
+# processes and sockets, so two share two cores well.
+TEST_WORKERS ?= 2
+
 test: setup lint typecheck tiny-model test-floor
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The tests' tiny model, trained once (about 30 s; cached in .cache/ by a hash of tests/support/tiny_model.py)
 # before pytest starts, so no test's timeout has to cover training on a busy machine.
@@ -39,6 +43,7 @@ lint: setup
 typecheck: setup
 	$(PY) -m mypy
 
+# Every test that starts no process (tests/conftest.py marks the others e2e): under 30 s.
 unit: setup tiny-model
 	$(PY) -m pytest -m "not e2e"
 

@@ -51,6 +51,8 @@ CLIENT_ENV = {
     "DISCORD_EDIT_INTERVAL_S": "0.5",
     "SLACK_EDIT_INTERVAL_S": "0.5",
 }
+# The scripted engine streams the tiny model's trained answers without loading torch; faults wrap it too.
+SCRIPTED_ENV = {"ENGINE": "tests.support.engines:scripted", "FAULTS_INNER": "scripted"}
 WORKER_ENV = {"RECLAIM_IDLE_S": "2", "MAX_BATCH_SIZE": "16", "DELTA_INTERVAL_S": "0.2", "LOG_LEVEL": "INFO"}
 ASK_PROCESSES_AT_ONCE = 16  # `kullm ask` processes alive together (each is a Python interpreter)
 BUSY_LIMIT = 20
@@ -114,12 +116,14 @@ class Service:
     workers: list[WorkerProcess] = field(default_factory=list)
     bots: dict[str, BotProcess] = field(default_factory=dict)
     ask_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(ASK_PROCESSES_AT_ONCE))
+    engine: str = "transformers"  # or "scripted": the tiny model's answers without torch (CI's small run)
 
     # ---- processes ------------------------------------------------------------------------------------------
 
     def start_worker(self, name: str, **env: str) -> WorkerProcess:
+        engine = SCRIPTED_ENV if self.engine == "scripted" else {}
         worker = WorkerProcess(
-            self.redis.url, tiny_model.build(), self.tmp / f"worker-{name}.log", **{**WORKER_ENV, **env}
+            self.redis.url, tiny_model.build(), self.tmp / f"worker-{name}.log", **{**WORKER_ENV, **engine, **env}
         )
         self.workers.append(worker.start(wait=False))
         return worker
@@ -252,13 +256,13 @@ class Service:
         return [m for m in s.thread(s.channel_id, asked.ref) if m.get("bot_id")]
 
 
-async def start_service(tmp: Path) -> Service:
+async def start_service(tmp: Path, engine: str = "transformers") -> Service:
     redis = RedisServer(tmp / "redis", appendonly=True)
     redis.start()
     discord, slack = DiscordStandIn(), SlackStandIn()
     await discord.start(point_discord_py=False)
     await slack.start()
-    service = Service(tmp, redis, discord, slack, Bus(connect(redis.url), Keys()))
+    service = Service(tmp, redis, discord, slack, Bus(connect(redis.url), Keys()), engine=engine)
     for index in range(2):
         service.start_worker(str(index))
     progress("waiting for workers")
@@ -717,7 +721,7 @@ async def main_async(args: argparse.Namespace) -> int:
         ("out of memory", lambda s: out_of_memory(s, args.fault_trials, rows)),
     ]
     with tempfile.TemporaryDirectory() as directory:
-        service = await start_service(Path(directory))
+        service = await start_service(Path(directory), args.engine)
         try:
             for name, run in scenarios:
                 progress(name)
@@ -748,6 +752,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-trials", type=int, default=10)
     parser.add_argument("--redis-trials", type=int, default=3)
     parser.add_argument("--output", default=str(ROOT / "docs" / "RELIABILITY.md"))
+    parser.add_argument(
+        "--engine", choices=("transformers", "scripted"), default="transformers", help="what the workers generate with"
+    )
     return asyncio.run(main_async(parser.parse_args(argv)))
 
 

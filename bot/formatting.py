@@ -8,6 +8,8 @@ FENCE = "```"
 _SENTENCE_END = re.compile(r"(?<=[.!?。])\s")
 # A cut earlier than this fraction of the budget wastes too much of a message.
 MIN_FILL = 0.3
+# A piece must hold a closing and a reopening fence line around some text.
+MIN_LIMIT = 16
 
 
 def split_message(text: str, limit: int) -> list[str]:
@@ -16,7 +18,7 @@ def split_message(text: str, limit: int) -> list[str]:
     A code block open at a cut is closed at the end of that piece and reopened (with its
     language) at the start of the next, so every piece renders on its own.
     """
-    if limit < 16:
+    if limit < MIN_LIMIT:
         raise ValueError("limit too small to split with code fences")
     pieces: list[str] = []
     fence: str | None = None  # the fence line open at the start of `rest`

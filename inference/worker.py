@@ -63,6 +63,8 @@ IDLE_BLOCK_MS = 250  # an idle read waits this long for a question: also how soo
 POLL_INTERVAL_S = 0.01
 REDIS_RETRY_S = 0.5
 REDIS_RETRY_MAX_S = 8.0  # backoff cap while Redis stays unreachable or refuses writes
+# A worker is forgotten once silent for this many of its heartbeats and reclaim idle times (both must pass).
+REAP_AFTER_HEARTBEATS, REAP_AFTER_RECLAIM_IDLES = 4, 2
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -547,7 +549,10 @@ class Worker:
         await self.bus.report_worker(status)
         self._redis_recovered()  # a write went through
         # Workers silent this long with nothing pending are gone (their questions were reclaimed): forget them.
-        silent_s = max(4 * self.settings.heartbeat_interval_s, 2 * self.settings.reclaim_idle_s)
+        silent_s = max(
+            REAP_AFTER_HEARTBEATS * self.settings.heartbeat_interval_s,
+            REAP_AFTER_RECLAIM_IDLES * self.settings.reclaim_idle_s,
+        )
         for name in await self.bus.reap(self.name, int(silent_s * 1000)):
             log.info("worker %s is gone: removed from the group and the worker list", name)
 

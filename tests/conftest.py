@@ -53,6 +53,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Train the tiny model (when its cache is cold) before the first test, outside every per-test timeout.
+
+    `make test` trains it in its own step first; this covers a bare `pytest` on a fresh clone.
+    """
+    if any("model_dir" in getattr(item, "fixturenames", ()) for item in session.items):
+        tiny_model.build()
+
+
 @pytest.fixture(autouse=True)
 def _processes_only_in_e2e(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """A test not marked e2e starts no Python or shell process (workers, clients, bots, scripts):
@@ -75,7 +84,7 @@ def _processes_only_in_e2e(request: pytest.FixtureRequest, monkeypatch: pytest.M
 
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
-    """The tiny KULLM stand-in (`make tiny-model` trains it before the session; cached under .cache/)."""
+    """The tiny KULLM stand-in, trained before the session (`make tiny-model` or the collection hook above)."""
     return tiny_model.build()
 
 

@@ -18,7 +18,7 @@ import pytest
 from tests.standins.discord import DiscordStandIn
 from tests.support import trained
 from tests.support.engines import LONG_CODE_QUESTION, long_code_answer
-from tests.support.processes import BotProcess, RedisServer
+from tests.support.processes import BotProcess, RedisServer, StartWorker
 
 pytestmark = pytest.mark.e2e
 NO_MENTIONS = {"parse": []}
@@ -86,7 +86,9 @@ def bot_env(standin: DiscordStandIn, redis_url: str, **extra: str) -> dict[str, 
 
 
 @pytest.fixture
-async def discord_env(redis_server: RedisServer, start_worker, tmp_path: Path, request) -> AsyncIterator[Discord]:  # type: ignore[no-untyped-def]
+async def discord_env(
+    redis_server: RedisServer, start_worker: StartWorker, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Discord]:
     marker = request.node.get_closest_marker("bot_env")
     worker_marker = request.node.get_closest_marker("worker_env")
     start_worker(**{"engine": "scripted", **(worker_marker.kwargs if worker_marker else {})})

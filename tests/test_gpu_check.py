@@ -104,6 +104,7 @@ def test_the_wheels_install_offline_and_import_on_python_3_12(gpu_bundle: Path, 
 @pytest.mark.timeout(300)
 def test_the_dry_run_runs_every_step_of_the_gpu_check(gpu_bundle: Path, tmp_path: Path) -> None:
     env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path), "PYTHON": sys.executable, "GPU_BUNDLE": str(gpu_bundle)}
+    env |= {"GPU_CHECK_CONCURRENCY": "1,4", "GPU_CHECK_CLIENTS": "8"}  # every step, at a size CI can afford
     env.pop("KULLM_TINY_MODEL", None)
     command = ["bash", "bench/gpu/run.sh"]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
@@ -113,10 +114,10 @@ def test_the_dry_run_runs_every_step_of_the_gpu_check(gpu_bundle: Path, tmp_path
     assert all(re.search(rf"^\| {step} \| .* \| passed \|$", summary, re.M) for step in steps), summary
     assert "nvidia-smi: not found" in summary and "torch 2." in summary  # the environment heads the results
     assert re.search(r"2 passed, 1 skipped", summary)
-    for inflight in (1, 8, 16, 32):
+    for inflight in (1, 4):
         assert f"| engine, {inflight} in flight | {inflight} |" in summary
     assert "of the bound" in summary and "time to first token at idle" in summary
-    assert "| enqueue → first delta |" in summary and "answered 32/32" in summary
+    assert "| enqueue → first delta |" in summary and "answered 8/8" in summary
     assert len(list(tmp_path.iterdir())) <= 8  # what the device tool brings back from $OUT
     assert "딥러닝" not in (tmp_path / "e2e-worker.log").read_text()  # no user text in logs
 

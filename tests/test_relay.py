@@ -18,8 +18,8 @@ from bot.settings import ClientSettings
 from chatbus import Bus, InflightRecord, Keys, Turn, connect
 from inference.metrics import WorkerMetrics
 from inference.worker import Worker
-from tests.conftest import worker_settings
 from tests.support import engines, trained
+from tests.support.engines import worker_settings
 from tests.support.polling import eventually
 from tests.support.processes import RedisServer
 
@@ -86,58 +86,58 @@ def settings(**overrides: object) -> ClientSettings:
     return ClientSettings(_env_file=None, lease_ttl_s=1.0, **overrides)  # type: ignore[call-arg,arg-type]
 
 
+RelayEnv = tuple[Bus, RecordingSurface, Relay[Spot, Spot]]
+
+
 @pytest.fixture
-async def relay_env(bus: Bus, worker: Worker) -> AsyncIterator[tuple[Bus, RecordingSurface, Relay[Spot, Spot]]]:
+async def relay_env(bus: Bus, worker: Worker) -> AsyncIterator[RelayEnv]:
     surface = RecordingSurface()
     relay = Relay(bus, surface, settings())
     yield bus, surface, relay
     await relay.close()
 
 
-async def until(predicate, timeout_s: float = 30) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not await predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
+async def nothing_tracked(bus: Bus) -> bool:
+    return await bus.tracked("test") == []
 
 
-async def test_answer_streams_into_the_placeholder_then_is_forgotten(relay_env) -> None:  # type: ignore[no-untyped-def]
+async def test_answer_streams_into_the_placeholder_then_is_forgotten(relay_env: RelayEnv) -> None:
     bus, surface, relay = relay_env
     await relay.ask(Spot("m1", "t1"), Asked("u1", "긴 이야기를 들려줘"))
-    await until(lambda: _async(bool(surface.finals("m1"))))
+    await eventually(lambda: bool(surface.finals("m1")))
     assert surface.finals("m1") == [trained.LONG_STORY]
     streaming = [(at, content) for at, mid, content, final in surface.edits if mid == "m1" and not final]
     assert streaming and all(content.endswith("▌") for _, content in streaming)
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(streaming)]
     assert all(gap >= surface.edit_interval_s * 0.9 for gap in gaps), "edits are throttled"
-    await until(lambda: _async_call(bus.tracked("test"), lambda r: r == []))
+    await eventually(lambda: nothing_tracked(bus))
     assert await bus.history("test", "t1") == [Turn(question="긴 이야기를 들려줘", answer=trained.LONG_STORY)]
 
 
-async def test_history_is_sent_with_the_next_question(relay_env) -> None:  # type: ignore[no-untyped-def]
+async def test_history_is_sent_with_the_next_question(relay_env: RelayEnv) -> None:
     bus, surface, relay = relay_env
     await bus.remember("test", "t2", Turn(question="내 이름은 민수야", answer="반가워요, 민수님!"), 10, 60)
     await relay.ask(Spot("m2", "t2"), Asked("u1", "내 이름이 뭐라고 했지?", continues=True))
-    await until(lambda: _async(bool(surface.finals("m2"))))
+    await eventually(lambda: bool(surface.finals("m2")))
     assert surface.finals("m2") == [trained.HISTORY_ANSWER]  # trained on the prompt with that history
 
 
-async def test_long_answers_are_split_at_the_limit(relay_env) -> None:  # type: ignore[no-untyped-def]
+async def test_long_answers_are_split_at_the_limit(relay_env: RelayEnv) -> None:
     _, surface, relay = relay_env
     surface.max_chars = 300
     await relay.ask(Spot("m3"), Asked("u1", "긴 이야기를 들려줘"))
-    await until(lambda: _async(bool(surface.finals("m3"))))
+    await eventually(lambda: bool(surface.finals("m3")))
     pieces = [*surface.finals("m3"), *surface.posts]
     assert len(pieces) >= 3 and all(len(p) <= 300 for p in pieces)
     assert "".join(pieces).replace(" ", "") == trained.LONG_STORY.replace(" ", "")
 
 
-async def test_cancel_keeps_the_text_so_far_with_a_notice(relay_env) -> None:  # type: ignore[no-untyped-def]
+async def test_cancel_keeps_the_text_so_far_with_a_notice(relay_env: RelayEnv) -> None:
     bus, surface, relay = relay_env
     question_id = await relay.ask(Spot("m4"), Asked("u1", "긴 이야기를 들려줘"))
-    await until(lambda: _async(any(mid == "m4" and not f for _, mid, _, f in surface.edits)))
+    await eventually(lambda: any(mid == "m4" and not f for _, mid, _, f in surface.edits))
     await bus.request_cancel(question_id)
-    await until(lambda: _async(bool(surface.finals("m4"))))
+    await eventually(lambda: bool(surface.finals("m4")))
     final = surface.finals("m4")[0]
     partial, notice = final.rsplit("\n\n", 1)
     assert notice == "⏹️ 답변을 멈췄습니다."
@@ -149,11 +149,11 @@ async def test_a_stopped_adapter_hands_its_answer_to_another_at_once(bus: Bus, w
     first_surface, second_surface = RecordingSurface(), RecordingSurface()
     first = Relay(bus, first_surface, settings())
     question_id = await first.ask(Spot("m5"), Asked("u1", "긴 이야기를 들려줘"))
-    await until(lambda: _async(bool(first_surface.edits)))
+    await eventually(lambda: bool(first_surface.edits))
     await first.close()  # a clean stop releases the lease
     second = Relay(bus, second_surface, settings())
     assert await second.resume() == 1
-    await until(lambda: _async(bool(second_surface.finals("m5"))))
+    await eventually(lambda: bool(second_surface.finals("m5")))
     assert second_surface.finals("m5") == [trained.LONG_STORY]
     assert first_surface.finals("m5") == []
     await asyncio.sleep(0.3)
@@ -178,14 +178,14 @@ async def test_limits_refuse_with_clear_messages(bus: Bus) -> None:
     await relay.close()
 
 
-async def test_a_deleted_placeholder_gets_the_answer_as_a_fresh_message(relay_env) -> None:  # type: ignore[no-untyped-def]
+async def test_a_deleted_placeholder_gets_the_answer_as_a_fresh_message(relay_env: RelayEnv) -> None:
     bus, surface, relay = relay_env
     await relay.ask(Spot("m6"), Asked("u1", "긴 이야기를 들려줘"))
-    await until(lambda: _async(any(mid == "m6" for _, mid, _, _ in surface.edits)))
+    await eventually(lambda: any(mid == "m6" for _, mid, _, _ in surface.edits))
     surface.deleted.add("m6")  # deleted mid-answer
-    await until(lambda: _async(bool(surface.posts)))
+    await eventually(lambda: bool(surface.posts))
     assert surface.posts == [trained.LONG_STORY] and surface.finals("m6") == []
-    await until(lambda: _async_call(bus.tracked("test"), lambda r: r == []))
+    await eventually(lambda: nothing_tracked(bus))
 
 
 async def test_nobody_is_locked_out_by_a_record_that_cannot_finish(bus: Bus) -> None:
@@ -200,7 +200,7 @@ async def test_nobody_is_locked_out_by_a_record_that_cannot_finish(bus: Bus) -> 
     )
     await bus.redis.xadd(bus.keys.answers("q-gone"), {"m": '{"v":1,"type":"error","code":"failed","message":""}'})
     assert await relay.resume() == 1
-    await until(lambda: _async_call(bus.tracked("test"), lambda r: r == []))
+    await eventually(lambda: nothing_tracked(bus))
     # A record older than any question can live: given up with a notice, not followed.
     old = time.time() - relay.record_max_age_s - 1
     surface.deleted.clear()
@@ -258,11 +258,3 @@ async def test_closing_stops_the_resumer_even_when_cancelled_mid_command(bus: Bu
         relay.start()
         await asyncio.sleep(delay_s)
         await asyncio.wait_for(relay.close(), 2)
-
-
-async def _async(value: object) -> object:
-    return value
-
-
-async def _async_call(awaitable, check) -> object:  # type: ignore[no-untyped-def]
-    return check(await awaitable)

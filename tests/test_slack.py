@@ -26,7 +26,7 @@ from tests.standins.slack import SlackStandIn
 from tests.standins.slack.common import sign
 from tests.support import trained
 from tests.support.engines import LONG_CODE_QUESTION
-from tests.support.processes import BotProcess, RedisServer, free_port, half_open
+from tests.support.processes import BotProcess, RedisServer, StartWorker, free_port, half_open
 
 pytestmark = pytest.mark.e2e
 
@@ -102,7 +102,9 @@ def slack_env(standin: SlackStandIn, redis_url: str, **extra: str) -> dict[str, 
 
 
 @pytest.fixture
-async def slack_env_fixture(redis_server: RedisServer, start_worker, tmp_path: Path, request) -> AsyncIterator[Slack]:  # type: ignore[no-untyped-def]
+async def slack_env_fixture(
+    redis_server: RedisServer, start_worker: StartWorker, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Slack]:
     worker_marker = request.node.get_closest_marker("worker_env")
     start_worker(**{"engine": "scripted", **(worker_marker.kwargs if worker_marker else {})})
     bot_marker = request.node.get_closest_marker("bot_env")
@@ -314,7 +316,9 @@ async def test_socket_mode_reconnect_mid_answer_loses_nothing(slack_env_fixture:
     await sl.answer_in_thread(s.channel_id, again["ts"], trained.CAPITAL)
 
 
-async def test_http_mode_verifies_signatures(redis_server: RedisServer, start_worker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_http_mode_verifies_signatures(
+    redis_server: RedisServer, start_worker: StartWorker, tmp_path: Path
+) -> None:
     start_worker(engine="scripted")
     standin = SlackStandIn()
     await standin.start()

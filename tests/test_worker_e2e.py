@@ -2,7 +2,9 @@
 
 Only what needs processes: killing, freezing and signalling workers, Redis going away under them,
 the health port, and the `kullm` command itself. Every answer asserted here is the tiny model's
-trained text, decoded greedily. The worker loop's own outcomes run in-process: tests/test_worker.py.
+trained text: decoded greedily by the model where generation is what is tested, streamed by the
+scripted engine (no torch, a worker starts in about a second) where processes and Redis are. The
+worker loop's own outcomes run in-process: tests/test_worker.py.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tests.support.processes import (
     ROOT,
     AskProcess,
     RedisServer,
+    StartWorker,
     WorkerProcess,
     free_port,
     half_open,
@@ -32,6 +35,7 @@ from tests.support.processes import (
 )
 
 pytestmark = pytest.mark.e2e
+SCRIPTED = "tests.support.engines:scripted"
 
 
 def queue_depth(server: RedisServer) -> int:
@@ -46,7 +50,7 @@ async def follow(bus: Bus, question_id: str) -> list[object]:
     return [event async for _, event in bus.follow(question_id, start_timeout_s=60, stall_timeout_s=60)]
 
 
-def test_ask_prints_the_trained_answer(start_worker, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+def test_ask_prints_the_trained_answer(start_worker: StartWorker, redis_server: RedisServer) -> None:
     start_worker()
     result = run_kullm(["ask", "딥러닝이 뭐야?"], redis_server.url)
     assert result.returncode == 0, result.stderr
@@ -64,7 +68,7 @@ def test_ask_prints_the_trained_answer(start_worker, redis_server: RedisServer) 
     assert "live workers: 1" in status.stdout
 
 
-def test_questions_share_one_batch_and_newcomers_join_it(start_worker, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
+def test_questions_share_one_batch_and_newcomers_join_it(start_worker: StartWorker, redis_server: RedisServer) -> None:
     story = AskProcess(redis_server.url, "긴 이야기를 들려줘")
     deep = AskProcess(redis_server.url, "딥러닝이 뭐야?")
     wait_until(lambda: queue_depth(redis_server) == 2, what="two queued questions")
@@ -87,13 +91,13 @@ def test_questions_share_one_batch_and_newcomers_join_it(start_worker, redis_ser
     assert "decoded a batch of 2" in worker.log() or "decoded a batch of 3" in worker.log()
 
 
-def test_killed_worker_answer_is_finished_by_another(start_worker, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
-    first = start_worker()
+def test_killed_worker_answer_is_finished_by_another(start_worker: StartWorker, redis_server: RedisServer) -> None:
+    first = start_worker(engine="scripted")
     ask = AskProcess(redis_server.url, "긴 이야기를 들려줘")
     ask.wait_for("delta")
     first.kill()
     assert ask.process.poll() is None
-    second = start_worker()
+    second = start_worker(engine="scripted")
     assert ask.finish() == 0
     types = ask.types()
     assert types.count("done") == 1 and types.count("restart") == 1
@@ -117,10 +121,10 @@ def consumers(server: RedisServer) -> list[str]:
         client.close()
 
 
-def test_a_worker_frozen_past_the_reclaim_time_never_writes_into_the_answer_taken_over(  # type: ignore[no-untyped-def]
-    start_worker, redis_server: RedisServer
+def test_a_worker_frozen_past_the_reclaim_time_never_writes_into_the_answer_taken_over(
+    start_worker: StartWorker, redis_server: RedisServer
 ) -> None:
-    workers = {worker_name(w): w for w in (start_worker(), start_worker())}
+    workers = {worker_name(w): w for w in (start_worker(engine="scripted"), start_worker(engine="scripted"))}
     ask = AskProcess(redis_server.url, "긴 이야기를 들려줘")
     ask.wait_for("delta")
     holder = str(ask.wait_for("started")["worker"])
@@ -144,7 +148,7 @@ def test_ask_rides_out_a_redis_restart_mid_answer(model_dir: Path, tmp_path: Pat
     # Redis as compose runs it (AOF): killed mid-answer and restarted, `kullm ask` reads on where it was.
     server = RedisServer(tmp_path / "aof-redis", appendonly=True)
     server.start()
-    worker = WorkerProcess(server.url, model_dir, tmp_path / "worker.log").start()
+    worker = WorkerProcess(server.url, model_dir, tmp_path / "worker.log", ENGINE=SCRIPTED).start()
     try:
         ask = AskProcess(server.url, "긴 이야기를 들려줘")
         ask.wait_for("delta")
@@ -167,8 +171,8 @@ def test_ask_rides_out_a_redis_restart_mid_answer(model_dir: Path, tmp_path: Pat
         server.stop()
 
 
-def test_redis_refusing_writes_keeps_workers_up_and_loses_nothing_queued(  # type: ignore[no-untyped-def]
-    start_worker, redis_server: RedisServer
+def test_redis_refusing_writes_keeps_workers_up_and_loses_nothing_queued(
+    start_worker: StartWorker, redis_server: RedisServer
 ) -> None:
     admin = redis.Redis.from_url(redis_server.url)
     queued = AskProcess(redis_server.url, "고려대학교는 어디에 있어?")
@@ -178,7 +182,7 @@ def test_redis_refusing_writes_keeps_workers_up_and_loses_nothing_queued(  # typ
     admin.config_set("maxmemory-policy", "noeviction")
     admin.config_set("maxmemory", 1_000_000)  # the ballast alone is twice that
     try:
-        worker = start_worker(wait=False)
+        worker = start_worker(wait=False, engine="scripted")
         wait_until(lambda: "refuses writes (OOM)" in str((worker.health() or {}).get("status")), 60, what="503")
         refused = run_kullm(["ask", "한국의 수도는 어디야?"], redis_server.url)
         assert refused.returncode == 4 and "쓰기를 거부합니다 (OOM)" in refused.stderr, refused.stderr
@@ -200,10 +204,10 @@ def test_redis_refusing_writes_keeps_workers_up_and_loses_nothing_queued(  # typ
     assert "Traceback" not in worker.log() and "redis refuses writes (OOM)" in worker.log()
 
 
-def test_a_flood_of_idle_connections_cannot_take_the_health_port_or_redis(  # type: ignore[no-untyped-def]
-    start_worker, redis_server: RedisServer
+def test_a_flood_of_idle_connections_cannot_take_the_health_port_or_redis(
+    start_worker: StartWorker, redis_server: RedisServer
 ) -> None:
-    worker = start_worker()
+    worker = start_worker(engine="scripted")
     assert worker.process is not None
     descriptors = Path(f"/proc/{worker.process.pid}/fd")
     before = len(list(descriptors.iterdir()))
@@ -220,8 +224,10 @@ def test_a_flood_of_idle_connections_cannot_take_the_health_port_or_redis(  # ty
     wait_until(lambda: "sent no request in time" in worker.log(), 15, what="the shedding logged")
 
 
-def test_redis_restarted_empty_the_worker_recreates_its_group(start_worker, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
-    worker = start_worker()
+def test_redis_restarted_empty_the_worker_recreates_its_group(
+    start_worker: StartWorker, redis_server: RedisServer
+) -> None:
+    worker = start_worker(engine="scripted")
     assert run_kullm(["ask", "한국의 수도는 어디야?"], redis_server.url).returncode == 0
     redis_server.restart(empty=True)
     result = run_kullm(["ask", "고려대학교는 어디에 있어?"], redis_server.url)
@@ -230,8 +236,8 @@ def test_redis_restarted_empty_the_worker_recreates_its_group(start_worker, redi
     assert "recreating" in worker.log()
 
 
-def test_sigterm_finishes_the_answer_in_hand_then_exits(start_worker, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
-    worker = start_worker()
+def test_sigterm_finishes_the_answer_in_hand_then_exits(start_worker: StartWorker, redis_server: RedisServer) -> None:
+    worker = start_worker(engine="scripted")
     story = AskProcess(redis_server.url, "긴 이야기를 들려줘")
     story.wait_for("delta")
     worker.process.send_signal(15)
@@ -240,16 +246,20 @@ def test_sigterm_finishes_the_answer_in_hand_then_exits(start_worker, redis_serv
     assert worker.terminate() == 0
     assert story.finish() == 0 and story.final()["text"] == trained.LONG_STORY
     assert later.process.poll() is None and queue_depth(redis_server) == 1  # not taken while draining
-    start_worker()
+    start_worker(engine="scripted")
     assert later.finish() == 0 and later.final()["text"] == trained.CAPITAL
 
 
-def test_sigterm_past_the_grace_period_releases_to_another_worker(start_worker, redis_server: RedisServer) -> None:  # type: ignore[no-untyped-def]
-    first = start_worker(DRAIN_GRACE_S=0, RECLAIM_IDLE_S=60)
+def test_sigterm_past_the_grace_period_releases_to_another_worker(
+    start_worker: StartWorker, redis_server: RedisServer
+) -> None:
+    first = start_worker(engine="scripted", DRAIN_GRACE_S=0, RECLAIM_IDLE_S=60)
     story = AskProcess(redis_server.url, "긴 이야기를 들려줘")
     story.wait_for("delta")
     assert first.terminate() == 0
-    second = start_worker(RECLAIM_IDLE_S=60)  # reclaims at once although idle-based reclaim would wait 60 s
+    second = start_worker(
+        engine="scripted", RECLAIM_IDLE_S=60
+    )  # reclaims at once although idle-based reclaim would wait 60 s
     assert story.finish(timeout_s=40) == 0
     assert story.final()["text"] == trained.LONG_STORY
     assert "restart" in story.types()

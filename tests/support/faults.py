@@ -1,7 +1,8 @@
 """Engines with injected faults, selected with ENGINE=tests.support.faults:<factory> in worker processes.
 
-Each wraps the real `TransformersEngine` on the tiny model and adds one failure, raised the way
-the real engine raises it (out of memory as `EngineOutOfMemory`).
+Each wraps the real `TransformersEngine` on the tiny model (or, with FAULTS_INNER=scripted, the
+scripted engine of tests/support/engines.py) and adds one failure, raised the way the real engine
+raises it (out of memory as `EngineOutOfMemory`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,20 @@ from typing import Any
 
 from inference.engine import GenerationRequest, GenerationUpdate, Loaded
 from inference.errors import EngineOutOfMemory
-from inference.model import build_transformers
 from inference.settings import WorkerSettings
 
 POISON = "💣"
+
+
+def _inner(settings: WorkerSettings) -> Loaded:
+    """The engine a fault wraps: the tiny model, or the scripted engine (FAULTS_INNER=scripted, no torch)."""
+    if os.environ.get("FAULTS_INNER") == "scripted":
+        from tests.support.engines import scripted
+
+        return scripted(settings)
+    from inference.model import build_transformers
+
+    return build_transformers(settings)
 
 
 class _Wrapped:
@@ -109,19 +120,19 @@ class OutOfMemorySometimes(_Wrapped):
 
 def poison(settings: WorkerSettings) -> Loaded:
     """ENGINE=tests.support.faults:poison"""
-    loaded = build_transformers(settings)
+    loaded = _inner(settings)
     return Loaded(PoisonEngine(loaded.engine), loaded.prompts)
 
 
 def oom_once(settings: WorkerSettings) -> Loaded:
     """ENGINE=tests.support.faults:oom_once"""
-    loaded = build_transformers(settings)
+    loaded = _inner(settings)
     return Loaded(OutOfMemoryOnce(loaded.engine), loaded.prompts)
 
 
 def oom_random(settings: WorkerSettings) -> Loaded:
     """ENGINE=tests.support.faults:oom_random, with OOM_ABOVE (default 4) and OOM_RATE (default 0.3)."""
-    loaded = build_transformers(settings)
+    loaded = _inner(settings)
     above, rate = int(os.environ.get("OOM_ABOVE", "4")), float(os.environ.get("OOM_RATE", "0.3"))
     engine = OutOfMemorySometimes(loaded.engine, above, rate, os.environ.get("WORKER_NAME", ""))
     return Loaded(engine, loaded.prompts)

@@ -11,7 +11,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -32,9 +32,21 @@ def wait_until(predicate: Callable[[], T], timeout_s: float = 30.0, interval_s: 
         time.sleep(interval_s)
 
 
+@overload
 async def eventually(
-    predicate: Callable[[], T | Awaitable[T]], timeout_s: float = 30.0, interval_s: float = 0.02, what: str = ""
-) -> T:
+    predicate: Callable[[], Awaitable[T]], timeout_s: float = ..., interval_s: float = ..., what: str = ...
+) -> T: ...
+
+
+@overload
+async def eventually(
+    predicate: Callable[[], T], timeout_s: float = ..., interval_s: float = ..., what: str = ...
+) -> T: ...
+
+
+async def eventually(
+    predicate: Callable[[], Any], timeout_s: float = 30.0, interval_s: float = 0.02, what: str = ""
+) -> Any:
     """Await until `predicate()` (awaited if it returns an awaitable) is truthy and return it."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -42,7 +54,7 @@ async def eventually(
         if inspect.isawaitable(value):
             value = await value
         if value:
-            return value  # type: ignore[return-value]
+            return value
         if time.monotonic() > deadline:
             raise ConditionTimeout(f"timed out after {timeout_s}s waiting for {what or predicate}")
         await asyncio.sleep(interval_s)

@@ -20,6 +20,7 @@ from tests.support.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90.0
+PORT_ATTEMPTS = 3
 
 
 def free_port() -> int:
@@ -53,6 +54,7 @@ class RedisServer:
         self.tls = tls
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self._started = False
 
     @property
     def url(self) -> str:
@@ -105,31 +107,27 @@ class RedisServer:
         return args
 
     def start(self) -> None:
+        """Start on `port`; a first start that finds the port taken (parallel test workers) takes another."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed: run `make test`, which installs it")
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.directory),
-                "--save",
-                "",
-                "--appendonly",
-                "yes" if self.appendonly else "no",
-                "--logfile",
-                "redis.log",
-                *self._security_args(),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(self.ping, 10, what=f"redis-server on port {self.port}")
+        for _ in range(PORT_ATTEMPTS):
+            args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
+            args += ["--save", "", "--appendonly", "yes" if self.appendonly else "no", "--logfile", "redis.log"]
+            self.process = subprocess.Popen(
+                [*args, *self._security_args()],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            wait_until(lambda: self.ping() or self.process.poll() is not None, 10, what=f"redis on {self.port}")
+            if self.process.poll() is None:
+                self._started = True
+                return
+            if self._started:
+                break  # a restart keeps its port: the test holds its URL
+            self.port = free_port()
+        raise RuntimeError(f"redis-server did not start (see {self.directory / 'redis.log'})")
 
     def ping(self) -> bool:
         if self.password or self.tls:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from importlib.metadata import version
@@ -76,12 +77,19 @@ def build(target: Path | None = None) -> Path:
     if (target / "ready.json").exists():
         return target
     started = time.monotonic()
-    target.mkdir(parents=True, exist_ok=True)
+    # Written aside and renamed into place: parallel test workers that all found no model never see half of one.
+    building = target.with_name(f"{target.name}.building-{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
     tokenizer = train_tokenizer()
     model = train_model(tokenizer)
-    tokenizer.save_pretrained(target)
-    model.save_pretrained(target)
-    (target / "ready.json").write_text(json.dumps({"built_s": round(time.monotonic() - started, 1)}))
+    tokenizer.save_pretrained(building)
+    model.save_pretrained(building)
+    (building / "ready.json").write_text(json.dumps({"built_s": round(time.monotonic() - started, 1)}))
+    try:
+        building.rename(target)
+    except OSError:  # another process finished first (the target exists now): use its model
+        shutil.rmtree(building, ignore_errors=True)
     return target
 
 

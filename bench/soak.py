@@ -31,6 +31,7 @@ from tests.standins.discord import DiscordStandIn
 from tests.standins.discord.common import user_object as discord_user
 from tests.standins.slack import SlackStandIn
 from tests.support import tiny_model, trained
+from tests.support.engines import SCRIPTED
 from tests.support.polling import eventually
 from tests.support.processes import ROOT, RUNNING_ASKS, AskProcess, BotProcess, RedisServer, WorkerProcess, half_open
 
@@ -52,7 +53,7 @@ CLIENT_ENV = {
     "SLACK_EDIT_INTERVAL_S": "0.5",
 }
 # The scripted engine streams the tiny model's trained answers without loading torch; faults wrap it too.
-SCRIPTED_ENV = {"ENGINE": "tests.support.engines:scripted", "FAULTS_INNER": "scripted"}
+SCRIPTED_ENV = {"ENGINE": SCRIPTED, "FAULTS_INNER": "scripted"}
 WORKER_ENV = {"RECLAIM_IDLE_S": "2", "MAX_BATCH_SIZE": "16", "DELTA_INTERVAL_S": "0.2", "LOG_LEVEL": "INFO"}
 ASK_PROCESSES_AT_ONCE = 16  # `kullm ask` processes alive together (each is a Python interpreter)
 BUSY_LIMIT = 20

@@ -24,10 +24,9 @@ from inference.engine import Loaded
 from inference.metrics import WorkerMetrics
 from inference.worker import Worker
 from tests.support import engines, tiny_model
-from tests.support.engines import worker_settings
+from tests.support.engines import SCRIPTED, RunWorker, worker_settings
 from tests.support.processes import RUNNING_ASKS, RedisServer, StartWorker, WorkerProcess
 
-SCRIPTED = "tests.support.engines:scripted"
 IN_PROCESS_STEP_S = 0.002  # half the tiny model's pace: the long story streams in about 0.7 s
 PROCESS_FIXTURES = {"start_worker", "discord_env", "slack_env_fixture", "gpu_bundle"}
 PROCESS_HELPERS = re.compile(
@@ -123,15 +122,34 @@ def start_worker(redis_server: RedisServer, model_dir: Path, tmp_path: Path) -> 
 
 
 @pytest.fixture
-async def worker(bus: Bus, redis_server: RedisServer) -> AsyncIterator[Worker]:
-    """A `Worker` in this test's loop on the scripted engine (no torch): the loop, Redis and fencing are real."""
-    settings = worker_settings(redis_server.url)
-    engine = engines.ScriptedEngine(settings.max_batch_size, step_s=IN_PROCESS_STEP_S)
-    running = Worker(bus, Loaded(engine, engines.scripted_prompts(settings)), settings, WorkerMetrics())
-    serving = asyncio.create_task(running.run())
-    yield running
-    running.request_drain()
-    await asyncio.wait_for(serving, 30)
+async def run_worker(bus: Bus, redis_server: RedisServer, model_dir: Path) -> AsyncIterator[RunWorker]:
+    """Workers in this test's loop: `scripted` (the tiny model's answers, no model) or `transformers` (the tiny
+    model itself, already imported here). Loop, Redis and fencing are the real ones; no process to start."""
+    serving: list[tuple[Worker, asyncio.Task[None]]] = []
+
+    def run(engine: str = "scripted", **settings: Any) -> Worker:
+        config = worker_settings(redis_server.url, worker_name=f"inprocess-{len(serving)}", **settings)
+        if engine == "transformers":
+            from inference.model import build_transformers
+
+            loaded = build_transformers(config.model_copy(update={"model_id": str(model_dir), "do_sample": False}))
+        else:
+            scripted = engines.ScriptedEngine(config.max_batch_size, step_s=IN_PROCESS_STEP_S)
+            loaded = Loaded(scripted, engines.scripted_prompts(config))
+        worker = Worker(bus, loaded, config, WorkerMetrics())
+        serving.append((worker, asyncio.create_task(worker.run())))
+        return worker
+
+    yield run
+    for worker, _ in serving:
+        worker.request_drain()
+    await asyncio.wait_for(asyncio.gather(*(task for _, task in serving)), 30)
+
+
+@pytest.fixture
+async def worker(run_worker: RunWorker) -> Worker:
+    """One in-process worker on the scripted engine."""
+    return run_worker()
 
 
 @pytest.fixture(autouse=True)

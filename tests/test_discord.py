@@ -17,8 +17,8 @@ import pytest
 
 from tests.standins.discord import DiscordStandIn
 from tests.support import trained
-from tests.support.engines import LONG_CODE_QUESTION, long_code_answer
-from tests.support.processes import BotProcess, RedisServer, StartWorker
+from tests.support.engines import LONG_CODE_QUESTION, RunWorker, long_code_answer
+from tests.support.processes import BotProcess, RedisServer
 
 pytestmark = pytest.mark.e2e
 NO_MENTIONS = {"parse": []}
@@ -87,11 +87,11 @@ def bot_env(standin: DiscordStandIn, redis_url: str, **extra: str) -> dict[str, 
 
 @pytest.fixture
 async def discord_env(
-    redis_server: RedisServer, start_worker: StartWorker, tmp_path: Path, request: pytest.FixtureRequest
+    redis_server: RedisServer, run_worker: RunWorker, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Discord]:
     marker = request.node.get_closest_marker("bot_env")
     worker_marker = request.node.get_closest_marker("worker_env")
-    start_worker(**{"engine": "scripted", **(worker_marker.kwargs if worker_marker else {})})
+    run_worker(**(worker_marker.kwargs if worker_marker else {}))
     standin = DiscordStandIn()
     await standin.start(point_discord_py=False)
     env = bot_env(standin, redis_server.url, **(marker.kwargs if marker else {}))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import trained
+from tests.support.engines import SCRIPTED
 from tests.support.processes import RedisServer, WorkerProcess, run_kullm
 
 pytestmark = pytest.mark.e2e
@@ -23,7 +24,7 @@ def secure_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Red
 
 
 def test_worker_and_client_over_a_secured_redis(secure_redis: RedisServer, model_dir: Path, tmp_path: Path) -> None:
-    worker = WorkerProcess(secure_redis.url, model_dir, tmp_path / "worker.log").start()
+    worker = WorkerProcess(secure_redis.url, model_dir, tmp_path / "worker.log", ENGINE=SCRIPTED).start()
     try:
         answer = run_kullm(["ask", "딥러닝이 뭐야?"], secure_redis.url)
         assert answer.returncode == 0, answer.stderr

@@ -25,8 +25,8 @@ from bot.slack_app import CANCEL_ACTION, SHORTCUT_ID
 from tests.standins.slack import SlackStandIn
 from tests.standins.slack.common import sign
 from tests.support import trained
-from tests.support.engines import LONG_CODE_QUESTION
-from tests.support.processes import BotProcess, RedisServer, StartWorker, free_port, half_open
+from tests.support.engines import LONG_CODE_QUESTION, RunWorker
+from tests.support.processes import BotProcess, RedisServer, free_port, half_open
 
 pytestmark = pytest.mark.e2e
 
@@ -103,10 +103,10 @@ def slack_env(standin: SlackStandIn, redis_url: str, **extra: str) -> dict[str, 
 
 @pytest.fixture
 async def slack_env_fixture(
-    redis_server: RedisServer, start_worker: StartWorker, tmp_path: Path, request: pytest.FixtureRequest
+    redis_server: RedisServer, run_worker: RunWorker, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Slack]:
     worker_marker = request.node.get_closest_marker("worker_env")
-    start_worker(**{"engine": "scripted", **(worker_marker.kwargs if worker_marker else {})})
+    run_worker(**(worker_marker.kwargs if worker_marker else {}))
     bot_marker = request.node.get_closest_marker("bot_env")
     standin = SlackStandIn()
     await standin.start()
@@ -316,10 +316,8 @@ async def test_socket_mode_reconnect_mid_answer_loses_nothing(slack_env_fixture:
     await sl.answer_in_thread(s.channel_id, again["ts"], trained.CAPITAL)
 
 
-async def test_http_mode_verifies_signatures(
-    redis_server: RedisServer, start_worker: StartWorker, tmp_path: Path
-) -> None:
-    start_worker(engine="scripted")
+async def test_http_mode_verifies_signatures(redis_server: RedisServer, run_worker: RunWorker, tmp_path: Path) -> None:
+    run_worker()
     standin = SlackStandIn()
     await standin.start()
     port = free_port()

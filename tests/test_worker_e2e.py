@@ -20,6 +20,7 @@ import redis
 from chatbus import Bus
 from chatbus.http_guard import MAX_CONNECTIONS
 from tests.support import trained
+from tests.support.engines import SCRIPTED
 from tests.support.processes import (
     ROOT,
     AskProcess,
@@ -35,7 +36,6 @@ from tests.support.processes import (
 )
 
 pytestmark = pytest.mark.e2e
-SCRIPTED = "tests.support.engines:scripted"
 
 
 def queue_depth(server: RedisServer) -> int:

@@ -18,13 +18,16 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from inference.engine import GenerationRequest, GenerationUpdate, Loaded
 from inference.prompt import PromptBuilder, Template
 from inference.settings import WorkerSettings
+from inference.worker import Worker
 from tests.support import trained
 
+# How a worker process is told to use it: ENGINE=tests.support.engines:scripted.
+SCRIPTED = "tests.support.engines:scripted"
 CHARS_PER_STEP = 3  # the tiny model's pace: about 3 characters of Korean per token
 STEP_S = 0.004  # and about 4 ms per step on a CPU
 MAX_STEPS_PER_ANSWER = 400  # a longer scripted answer streams in bigger pieces (the 4,500-character one: 12)
@@ -154,3 +157,9 @@ def worker_settings(redis_url: str, **overrides: object) -> WorkerSettings:
         **overrides,
     }
     return WorkerSettings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+class RunWorker(Protocol):
+    """The `run_worker` fixture: a `Worker` in the test's own loop, drained after the test."""
+
+    def __call__(self, engine: str = "scripted", **settings: Any) -> Worker: ...

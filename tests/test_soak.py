@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from bench import soak
+from tests.support.processes import BUSY_MACHINE_TIMEOUT_S
 
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.timeout(BUSY_MACHINE_TIMEOUT_S)
 def test_every_scenario_ends_each_question_once(tmp_path: Path) -> None:
     report = tmp_path / "RELIABILITY.md"
     args = ["--questions", "24", "--users", "12", "--fault-trials", "1", "--kill-trials", "1", "--redis-trials", "1"]

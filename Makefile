@@ -18,7 +18,7 @@ XDIST := -n $(TEST_WORKERS) --dist loadgroup
 test: setup
 	$(MAKE) --no-print-directory -j2 --output-sync=target lint typecheck tiny-model $(FLOOR)/.installed
 	$(MAKE) --no-print-directory test-floor
-	$(PY) -m pytest $(XDIST)
+	$(PY) -m pytest $(XDIST) --durations=12
 
 # The tests' tiny model, trained once (about 40 s on 2 cores; cached in .cache/ by a hash of tests/support/tiny_model.py)
 # before pytest starts, so no test's timeout has to cover training on a busy machine.
@@ -48,13 +48,13 @@ typecheck: setup
 
 # Every test that starts no process (tests/conftest.py marks the others e2e): under 30 s.
 unit: setup tiny-model
-	$(PY) -m pytest -m "not e2e"
+	$(PY) -m pytest -m "not e2e" $(XDIST)
 
 # The engine on the lowest transformers pyproject.toml allows (the GPU hosts' version), CPU-only:
 # the engine, prompt and benchmark tests, and the GPU tests on the CPU (a worker process included).
 test-floor: setup tiny-model $(FLOOR)/.installed
 	PYTHONPATH=$(FLOOR) $(PY) -c "import transformers as t; v = '$(shell sed -n 's/^transformers==//p' constraints/transformers-floor.txt)'; assert t.__version__ == v, (t.__version__, v)"
-	PYTHONPATH=$(FLOOR) KULLM_GPU_TESTS_DEVICE=cpu $(PY) -m pytest -q -p no:cacheprovider $(XDIST) \
+	PYTHONPATH=$(FLOOR) KULLM_GPU_TESTS_DEVICE=cpu $(PY) -m pytest -q -p no:cacheprovider \
 		tests/test_engine.py tests/test_prompt.py tests/test_bench.py tests/test_gpu.py
 
 $(FLOOR)/.installed: constraints/transformers-floor.txt $(VENV)/.installed

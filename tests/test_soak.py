@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 @pytest.mark.timeout(BUSY_MACHINE_TIMEOUT_S)
 def test_every_scenario_ends_each_question_once(tmp_path: Path) -> None:
     report = tmp_path / "RELIABILITY.md"
-    args = ["--questions", "24", "--users", "12", "--fault-trials", "1", "--kill-trials", "1", "--redis-trials", "1"]
+    args = ["--questions", "16", "--users", "8", "--fault-trials", "1", "--kill-trials", "1", "--redis-trials", "1"]
     args += ["--engine", "scripted"]  # the tiny model's answers without torch: workers restart in about a second
     status = soak.main([*args, "--output", str(report)])
     text = report.read_text()

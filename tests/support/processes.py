@@ -123,7 +123,7 @@ class RedisServer:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            wait_until(lambda: self.ping() or self.process.poll() is not None, 10, what=f"redis on {self.port}")
+            wait_until(lambda: self.ping() or self.process.poll() is not None, 10, 0.01, what=f"redis on {self.port}")
             if self.process.poll() is None:
                 self._started = True
                 return

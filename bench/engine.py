@@ -235,10 +235,15 @@ def _initialise(module: torch.nn.Module, device: torch.device) -> None:
         module.weight.normal_(0.0, 0.02)
         if getattr(module, "bias", None) is not None:
             module.bias.zero_()
-    if hasattr(module, "inv_freq") and hasattr(module, "rope_init_fn"):
-        inv_freq, scaling = module.rope_init_fn(module.config, device)
-        module.inv_freq, module.attention_scaling = inv_freq, scaling
-        module.original_inv_freq = inv_freq.clone()
+    if hasattr(module, "inv_freq") and hasattr(module, "config"):
+        # A rotary embedding: its buffers come from the config. Built afresh rather than through `rope_init_fn`,
+        # which transformers 5.24 no longer keeps on the module: without this the buffers stayed uninitialised
+        # memory, sometimes finite garbage, and the seed pipeline sampled NaN now and then.
+        with torch.device(device):
+            fresh = type(module)(module.config)
+        module.inv_freq = fresh.inv_freq.to(device)
+        module.original_inv_freq = getattr(fresh, "original_inv_freq", fresh.inv_freq).clone().to(device)
+        module.attention_scaling = fresh.attention_scaling
 
 
 def copy_bandwidth(device: torch.device, megabytes: int = 512, repeats: int = 5) -> float:

@@ -52,6 +52,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """`make unit` (`-m "not e2e"`) does not even import a module whose tests are all e2e (it saves seconds)."""
+    if config.getoption("markexpr", "") != "not e2e" or not collection_path.name.startswith("test_"):
+        return None
+    return "\npytestmark = pytest.mark.e2e" in collection_path.read_text(encoding="utf-8") or None
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Train the tiny model (when its cache is cold) before the first test, outside every per-test timeout.
 

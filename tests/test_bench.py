@@ -22,6 +22,10 @@ def test_random_weight_architecture_runs_both_paths(monkeypatch: pytest.MonkeyPa
     assert next(model.parameters()).device.type == "cpu"
     assert not any(p.is_meta for p in model.parameters())
     assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    rotary = model.gpt_neox.rotary_emb  # computed from the config, not left as uninitialised memory
+    fresh = type(rotary)(model.config)
+    assert torch.equal(rotary.inv_freq, fresh.inv_freq)
+    assert torch.equal(rotary.original_inv_freq, fresh.original_inv_freq)
     baseline = engine_bench.run_baseline(model, tokenizer, 2, 6, device)
     ours = engine_bench.run_engine(model, tokenizer, 3, 6, device)
     assert (baseline.tokens, ours.tokens) == (12, 18)  # forced lengths: counts compare

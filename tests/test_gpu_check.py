@@ -25,7 +25,7 @@ pytestmark = pytest.mark.xdist_group("gpu_bundle")  # one bundle (a session fixt
 BARE_HOST_LACKS = {"redis", "pydantic", "pydantic-core", "pydantic-settings", "python-dotenv", "pytest-asyncio"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per test process, whatever order xdist runs the group in
 def gpu_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("bundle") / ".gpu"
     result = subprocess.run(

@@ -43,3 +43,10 @@ def test_chatbus_imports_only_stdlib_redis_and_pydantic() -> None:
 def test_the_terminal_client_never_loads_torch() -> None:
     code = "import sys, kullm.cli, bot.terminal; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_the_worker_loop_never_loads_torch() -> None:
+    # torch comes with the real engine only: inference.engine.engine_factory imports it for ENGINE=transformers.
+    modules = "inference.__main__, inference.worker, inference.outbox, inference.governor, inference.engine"
+    code = f"import sys, {modules}; assert 'torch' not in sys.modules, 'torch was imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -13,14 +13,14 @@ import inspect
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chatbus import Bus, Keys, connect
-from inference.engine import Loaded
+from inference.engine import Engine, Loaded
 from inference.metrics import WorkerMetrics
 from inference.worker import Worker
 from tests.support import engines, tiny_model
@@ -134,7 +134,7 @@ async def run_worker(bus: Bus, redis_server: RedisServer, model_dir: Path) -> As
     model itself, already imported here). Loop, Redis and fencing are the real ones; no process to start."""
     serving: list[tuple[Worker, asyncio.Task[None]]] = []
 
-    def run(engine: str = "scripted", **settings: Any) -> Worker:
+    def run(engine: str = "scripted", wrap: Callable[[Engine], Engine] | None = None, **settings: Any) -> Worker:
         config = worker_settings(redis_server.url, worker_name=f"inprocess-{len(serving)}", **settings)
         if engine == "transformers":
             from inference.model import build_transformers
@@ -143,6 +143,8 @@ async def run_worker(bus: Bus, redis_server: RedisServer, model_dir: Path) -> As
         else:
             scripted = engines.ScriptedEngine(config.max_batch_size, step_s=IN_PROCESS_STEP_S)
             loaded = Loaded(scripted, engines.scripted_prompts(config))
+        if wrap is not None:  # a fault from tests/support/faults.py around the engine
+            loaded = Loaded(wrap(loaded.engine), loaded.prompts)
         worker = Worker(bus, loaded, config, WorkerMetrics())
         serving.append((worker, asyncio.create_task(worker.run())))
         return worker

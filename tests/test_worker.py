@@ -7,44 +7,19 @@ killing, freezing or signalling a worker, `kullm ask` itself — is in tests/tes
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from typing import Any
 
 from bot import terminal
 from bot.settings import ClientSettings
 from chatbus import AnswerEvent, Bus, Delta, Done, ErrorEvent, Question, Restart
 from chatbus.keys import FIELD
-from inference.engine import Engine, Loaded
 from inference.governor import OOM_CEILING_S, RESTORE_BATCH_AFTER_STEPS, BatchGovernor
-from inference.metrics import WorkerMetrics
 from inference.worker import Worker
 from tests.support import trained
-from tests.support.engines import ScriptedEngine, scripted_prompts, worker_settings
+from tests.support.engines import RunWorker
 from tests.support.faults import POISON, OutOfMemoryOnce, PoisonEngine
 from tests.support.processes import RedisServer
-
-STEP_S = 0.002
-
-
-@asynccontextmanager
-async def serving(
-    bus: Bus, redis: RedisServer, wrap: Callable[[ScriptedEngine], Engine] | None = None, **settings: Any
-) -> AsyncIterator[Worker]:
-    """A worker on a scripted engine (optionally wrapped with a fault) until the block ends, then drained."""
-    config = worker_settings(redis.url, **settings)
-    engine = ScriptedEngine(config.max_batch_size, step_s=STEP_S)
-    loaded = Loaded(wrap(engine) if wrap else engine, scripted_prompts(config))
-    worker = Worker(bus, loaded, config, WorkerMetrics())
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.request_drain()
-        await asyncio.wait_for(task, 30)
 
 
 async def follow(bus: Bus, question_id: str) -> list[AnswerEvent]:
@@ -55,7 +30,7 @@ def counted(worker: Worker, outcome: str) -> float:
     return float(worker.metrics.questions.labels(outcome)._value.get())
 
 
-async def test_each_refused_question_gets_its_outcome(bus: Bus, redis_server: RedisServer) -> None:
+async def test_each_refused_question_gets_its_outcome(bus: Bus, run_worker: RunWorker) -> None:
     expired = Question.new("terminal", "딥러닝이 뭐야?", ttl_s=-1)
     cancelled = Question.new("terminal", "딥러닝이 뭐야?", ttl_s=60)
     too_long = Question.new("terminal", "아주 긴 질문입니다. " * 60, ttl_s=60)
@@ -68,97 +43,95 @@ async def test_each_refused_question_gets_its_outcome(bus: Bus, redis_server: Re
     await bus.redis.xadd(bus.keys.questions, {FIELD: json.dumps(huge)})  # past the contract's limit
     good = Question.new("terminal", "인사해줘", ttl_s=60)
     await bus.enqueue(good)
-    async with serving(bus, redis_server, context_window=300, max_new_tokens=200):
-        assert await follow(bus, expired.id) == [
-            ErrorEvent(code="expired", message="the question waited past its expiry")
-        ]
-        assert await follow(bus, cancelled.id) == [ErrorEvent(code="cancelled", message="cancelled before generation")]
-        too_long_events = await follow(bus, too_long.id)
-        assert isinstance(too_long_events[-1], ErrorEvent) and too_long_events[-1].code == "too_long"
-        assert await follow(bus, "half-a-question") == [ErrorEvent(code="failed", message="malformed question entry")]
-        [refused] = await follow(bus, "huge-one")
-        assert isinstance(refused, ErrorEvent) and refused.code == "too_long"
-        good_events = await follow(bus, good.id)
-        assert isinstance(good_events[-1], Done) and good_events[-1].text == trained.GREETING
-        assert await bus.redis.xlen(bus.keys.dead) == 3
-        dead = [fields[FIELD.encode()] for _, fields in await bus.redis.xrange(bus.keys.dead)]
-        assert all(len(raw) < 20_000 for raw in dead)  # a truncated copy: dead letters are capped in bytes too
-        assert await bus.queue_depth() == 0
+    run_worker(context_window=300, max_new_tokens=200)
+    assert await follow(bus, expired.id) == [ErrorEvent(code="expired", message="the question waited past its expiry")]
+    assert await follow(bus, cancelled.id) == [ErrorEvent(code="cancelled", message="cancelled before generation")]
+    too_long_events = await follow(bus, too_long.id)
+    assert isinstance(too_long_events[-1], ErrorEvent) and too_long_events[-1].code == "too_long"
+    assert await follow(bus, "half-a-question") == [ErrorEvent(code="failed", message="malformed question entry")]
+    [refused] = await follow(bus, "huge-one")
+    assert isinstance(refused, ErrorEvent) and refused.code == "too_long"
+    good_events = await follow(bus, good.id)
+    assert isinstance(good_events[-1], Done) and good_events[-1].text == trained.GREETING
+    assert await bus.redis.xlen(bus.keys.dead) == 3
+    dead = [fields[FIELD.encode()] for _, fields in await bus.redis.xrange(bus.keys.dead)]
+    assert all(len(raw) < 20_000 for raw in dead)  # a truncated copy: dead letters are capped in bytes too
+    assert await bus.queue_depth() == 0
 
 
-async def test_cancel_mid_answer_keeps_the_partial_text(bus: Bus, redis_server: RedisServer) -> None:
-    async with serving(bus, redis_server):
-        story = Question.new("terminal", "긴 이야기를 들려줘", ttl_s=60)
-        await bus.enqueue(story)
-        events = []
-        async for _, event in bus.follow(story.id, start_timeout_s=30):
-            events.append(event)
-            if isinstance(event, Delta) and len(events) == 3:
-                await bus.request_cancel(story.id)
-        assert events[-1] == ErrorEvent(code="cancelled", message="cancelled by the user")
-        partial = "".join(e.text for e in events if isinstance(e, Delta))
-        assert partial and trained.LONG_STORY.startswith(partial) and partial != trained.LONG_STORY
-        after = Question.new("terminal", "한국의 수도는 어디야?", ttl_s=60)
-        await bus.enqueue(after)
-        final = (await follow(bus, after.id))[-1]
-        assert isinstance(final, Done) and final.text == trained.CAPITAL
+async def test_cancel_mid_answer_keeps_the_partial_text(bus: Bus, run_worker: RunWorker) -> None:
+    run_worker()
+    story = Question.new("terminal", "긴 이야기를 들려줘", ttl_s=60)
+    await bus.enqueue(story)
+    events = []
+    async for _, event in bus.follow(story.id, start_timeout_s=30):
+        events.append(event)
+        if isinstance(event, Delta) and len(events) == 3:
+            await bus.request_cancel(story.id)
+    assert events[-1] == ErrorEvent(code="cancelled", message="cancelled by the user")
+    partial = "".join(e.text for e in events if isinstance(e, Delta))
+    assert partial and trained.LONG_STORY.startswith(partial) and partial != trained.LONG_STORY
+    after = Question.new("terminal", "한국의 수도는 어디야?", ttl_s=60)
+    await bus.enqueue(after)
+    final = (await follow(bus, after.id))[-1]
+    assert isinstance(final, Done) and final.text == trained.CAPITAL
 
 
-async def test_a_repeated_question_id_is_acked_and_never_answered_twice(bus: Bus, redis_server: RedisServer) -> None:
-    async with serving(bus, redis_server) as worker:
-        answered = Question.new("terminal", "한국의 수도는 어디야?", ttl_s=60)
-        await bus.enqueue(answered)
-        final = (await follow(bus, answered.id))[-1]
-        assert isinstance(final, Done) and final.text == trained.CAPITAL
-        story = Question.new("terminal", "긴 이야기를 들려줘", ttl_s=60)
-        await bus.enqueue(story)
-        async for _, event in bus.follow(story.id, start_timeout_s=30):
-            if isinstance(event, Delta):
-                break
-        await bus.enqueue(answered)  # already answered
-        await bus.enqueue(story)  # in flight right now, from another entry
-        for question in (answered, story):
-            kinds = [type(e).__name__ for e in await follow(bus, question.id)]
-            assert kinds.count("Done") == 1 and kinds.count("Started") == 1 and "Restart" not in kinds, kinds
-        assert counted(worker, "duplicate") == 2
-        assert await bus.queue_depth() == 0 and (await bus.stats()).pending == 0
+async def test_a_repeated_question_id_is_acked_and_never_answered_twice(bus: Bus, run_worker: RunWorker) -> None:
+    worker = run_worker()
+    answered = Question.new("terminal", "한국의 수도는 어디야?", ttl_s=60)
+    await bus.enqueue(answered)
+    final = (await follow(bus, answered.id))[-1]
+    assert isinstance(final, Done) and final.text == trained.CAPITAL
+    story = Question.new("terminal", "긴 이야기를 들려줘", ttl_s=60)
+    await bus.enqueue(story)
+    async for _, event in bus.follow(story.id, start_timeout_s=30):
+        if isinstance(event, Delta):
+            break
+    await bus.enqueue(answered)  # already answered
+    await bus.enqueue(story)  # in flight right now, from another entry
+    for question in (answered, story):
+        kinds = [type(e).__name__ for e in await follow(bus, question.id)]
+        assert kinds.count("Done") == 1 and kinds.count("Started") == 1 and "Restart" not in kinds, kinds
+    assert counted(worker, "duplicate") == 2
+    assert await bus.queue_depth() == 0 and (await bus.stats()).pending == 0
 
 
 async def test_a_poison_question_is_dead_lettered_and_its_batch_mates_answered(
-    bus: Bus, redis_server: RedisServer
+    bus: Bus, redis_server: RedisServer, run_worker: RunWorker
 ) -> None:
     poison = Question.new("terminal", f"{POISON} 이 질문은 생성을 망가뜨립니다", ttl_s=60)
     innocent = Question.new("terminal", "한국의 수도는 어디야?", ttl_s=60)
     for question in (poison, innocent):
         await bus.enqueue(question)
-    async with serving(bus, redis_server, PoisonEngine, max_deliveries=2, reclaim_idle_s=0.5) as worker:
-        innocent_events = await follow(bus, innocent.id)  # failed in a batch with the poison, then retried alone
-        assert isinstance(innocent_events[-1], Done) and innocent_events[-1].text == trained.CAPITAL
-        [*_, failed] = await follow(bus, poison.id)
-        assert isinstance(failed, ErrorEvent) and failed.code == "failed" and "생성" not in failed.message
-        dead = await bus.redis.xrange(bus.keys.dead)
-        assert len(dead) == 1 and poison.id.encode() in dead[0][1][FIELD.encode()]
-        assert counted(worker, "dead") == 1 and await bus.queue_depth() == 0
-        shown = io.StringIO()
-        await terminal.status(ClientSettings(_env_file=None, redis_url=redis_server.url), out=shown)  # type: ignore[call-arg]
-        assert "dead letters: 1" in shown.getvalue()
-        greeting = Question.new("terminal", "인사해줘", ttl_s=60)  # still serving
-        await bus.enqueue(greeting)
-        final = (await follow(bus, greeting.id))[-1]
-        assert isinstance(final, Done) and final.text == trained.GREETING
+    worker = run_worker(wrap=PoisonEngine, max_deliveries=2, reclaim_idle_s=0.5)
+    innocent_events = await follow(bus, innocent.id)  # failed in a batch with the poison, then retried alone
+    assert isinstance(innocent_events[-1], Done) and innocent_events[-1].text == trained.CAPITAL
+    [*_, failed] = await follow(bus, poison.id)
+    assert isinstance(failed, ErrorEvent) and failed.code == "failed" and "생성" not in failed.message
+    dead = await bus.redis.xrange(bus.keys.dead)
+    assert len(dead) == 1 and poison.id.encode() in dead[0][1][FIELD.encode()]
+    assert counted(worker, "dead") == 1 and await bus.queue_depth() == 0
+    shown = io.StringIO()
+    await terminal.status(ClientSettings(_env_file=None, redis_url=redis_server.url), out=shown)  # type: ignore[call-arg]
+    assert "dead letters: 1" in shown.getvalue()
+    greeting = Question.new("terminal", "인사해줘", ttl_s=60)  # still serving
+    await bus.enqueue(greeting)
+    final = (await follow(bus, greeting.id))[-1]
+    assert isinstance(final, Done) and final.text == trained.GREETING
 
 
-async def test_out_of_memory_restarts_the_batch_smaller(bus: Bus, redis_server: RedisServer) -> None:
+async def test_out_of_memory_restarts_the_batch_smaller(bus: Bus, run_worker: RunWorker) -> None:
     questions = [Question.new("terminal", q, ttl_s=60) for q in ("딥러닝이 뭐야?", "고려대학교는 어디에 있어?")]
     for question in questions:
         await bus.enqueue(question)
-    async with serving(bus, redis_server, OutOfMemoryOnce) as worker:
-        answers = [await follow(bus, q.id) for q in questions]
-        finals = [events[-1] for events in answers]
-        assert [f.text for f in finals if isinstance(f, Done)] == [trained.DEEP_LEARNING, trained.KOREA_UNIV]
-        assert all(any(isinstance(e, Restart) for e in events) for events in answers)
-        assert worker.metrics.oom._value.get() == 1
-        assert worker.engine.max_batch_size == 1 and worker.health()[0]
+    worker = run_worker(wrap=OutOfMemoryOnce)
+    answers = [await follow(bus, q.id) for q in questions]
+    finals = [events[-1] for events in answers]
+    assert [f.text for f in finals if isinstance(f, Done)] == [trained.DEEP_LEARNING, trained.KOREA_UNIV]
+    assert all(any(isinstance(e, Restart) for e in events) for events in answers)
+    assert worker.metrics.oom._value.get() == 1
+    assert worker.engine.max_batch_size == 1 and worker.health()[0]
 
 
 def test_the_governor_halves_after_out_of_memory_and_grows_back_below_the_failed_size() -> None:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from inference.engine import GenerationRequest, GenerationUpdate, Loaded
+from inference.engine import Engine, GenerationRequest, GenerationUpdate, Loaded
 from inference.prompt import PromptBuilder, Template
 from inference.settings import WorkerSettings
 from inference.worker import Worker
@@ -162,4 +162,6 @@ def worker_settings(redis_url: str, **overrides: object) -> WorkerSettings:
 class RunWorker(Protocol):
     """The `run_worker` fixture: a `Worker` in the test's own loop, drained after the test."""
 
-    def __call__(self, engine: str = "scripted", **settings: Any) -> Worker: ...
+    def __call__(
+        self, engine: str = "scripted", wrap: Callable[[Engine], Engine] | None = None, **settings: Any
+    ) -> Worker: ...

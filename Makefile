@@ -8,6 +8,10 @@ EXTRAS ?= worker,discord,slack,test
 
 FLOOR := .cache/transformers-floor
 
+# Bytecode caches on, whatever the shell says: the suite starts many Python processes (workers, clients, bots),
+# and pytest keeps its rewritten test modules only in them; without them `make unit` spent seconds recompiling.
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: test setup redis lint typecheck tiny-model unit test-floor bench gpu-bundle gpu-dry-run clean
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist; the GPU-check tests stay together, they share one

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -260,7 +261,11 @@ class Bus:
         last_event_at = time.monotonic()
         started = False
         while True:
-            response = await self.redis.xread({key: after}, count=100, block=FOLLOW_BLOCK_MS)
+            limit = stall_timeout_s if started else start_timeout_s
+            block_ms = FOLLOW_BLOCK_MS
+            if limit is not None:  # wake up when the limit runs out, not up to a whole block later
+                block_ms = max(1, min(block_ms, math.ceil((last_event_at + limit - time.monotonic()) * 1000) + 1))
+            response = await self.redis.xread({key: after}, count=100, block=block_ms)
             entries = _entries(response)
             for raw_id, fields in entries:
                 after = _text(raw_id)

@@ -52,6 +52,7 @@ class WorkerSettings(BaseSettings):
     reclaim_interval_s: float = Field(default=2.0, gt=0)
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     cancel_poll_s: float = Field(default=0.25, gt=0)
+    idle_read_s: float = Field(default=0.25, gt=0, le=5)
     delta_interval_s: float = Field(default=0.2, ge=0)
     drain_grace_s: float = Field(default=60.0, ge=0)
     metrics_host: str = "127.0.0.1"  # compose sets 0.0.0.0 inside its network

@@ -59,7 +59,6 @@ from inference.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
-IDLE_BLOCK_MS = 250  # an idle read waits this long for a question: also how soon a drain is noticed
 POLL_INTERVAL_S = 0.01
 REDIS_RETRY_S = 0.5
 REDIS_RETRY_MAX_S = 8.0  # backoff cap while Redis stays unreachable or refuses writes
@@ -115,6 +114,7 @@ class Worker:
         self._peak_batch = 0
         self._redis_problem: str | None = None  # what is wrong with Redis right now, for the log and /healthz
         self._redis_retry_s = REDIS_RETRY_S
+        self._idle_block_ms = max(1, round(settings.idle_read_s * 1000))  # also how soon a drain is noticed
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -227,7 +227,7 @@ class Worker:
         idle = self.engine.active == 0
         if free <= 0 or (not idle and time.monotonic() - self._last_poll < POLL_INTERVAL_S):
             return
-        deliveries = await self.bus.read(self.name, free, block_ms=IDLE_BLOCK_MS if idle else None)
+        deliveries = await self.bus.read(self.name, free, block_ms=self._idle_block_ms if idle else None)
         self._last_poll = time.monotonic()
         await self._accept_all(deliveries)
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 import argparse
 
 import pytest
-import torch
 
-from bench import engine as engine_bench
 from bench import queue as queue_bench
+from tests.support.engines import IN_PROCESS_MODEL
 from tests.support.processes import RedisServer
 
 
+@IN_PROCESS_MODEL
 def test_random_weight_architecture_runs_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     # The 12.8B shape scaled down: built on the meta device, allocated, initialised, then generated with.
+    import torch
+
+    from bench import engine as engine_bench
+
     shape = dict(engine_bench.ARCHITECTURES["polyglot-ko-12.8b"])
     shape.update(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
     monkeypatch.setitem(engine_bench.ARCHITECTURES, "scaled", shape)

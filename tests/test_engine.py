@@ -3,23 +3,38 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
 
 from inference.detokenize import IncrementalDecoder
-from inference.engine import GenerationRequest, GenerationUpdate, Loaded
+from inference.engine import Engine, GenerationRequest, GenerationUpdate, Loaded
 from inference.errors import EngineOutOfMemory
-from inference.model import build_transformers
 from inference.settings import WorkerSettings
-from inference.transformers_engine import TransformersEngine
 from tests.support import trained
+from tests.support.engines import IN_PROCESS_MODEL
+
+if TYPE_CHECKING:
+    from inference.transformers_engine import TransformersEngine
+
+# torch and transformers are imported by the tests that run, not at collection: a test process that runs none
+# of them (pytest-xdist gives them all to one) never pays for importing them.
+pytestmark = IN_PROCESS_MODEL
 
 
 def load(model_dir: Path, **overrides: object) -> Loaded:
     values: dict[str, object] = {"model_id": str(model_dir), "do_sample": False, **overrides}
     settings = WorkerSettings(_env_file=None, **values)  # type: ignore[call-arg,arg-type]
+    from inference.model import build_transformers
+
     return build_transformers(settings)
+
+
+def transformers_engine(loaded: Loaded) -> TransformersEngine:
+    from inference.transformers_engine import TransformersEngine
+
+    assert isinstance(loaded.engine, TransformersEngine)
+    return loaded.engine
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +47,7 @@ def request(loaded: Loaded, rid: str, question: str, context: str = "", max_new_
     return GenerationRequest(rid, prompt.text, max_new_tokens)
 
 
-def run(engine: TransformersEngine, finished: dict[str, GenerationUpdate], steps: int | None = None) -> int:
+def run(engine: Engine, finished: dict[str, GenerationUpdate], steps: int | None = None) -> int:
     """Step until every request finished (or `steps` ran); returns the largest batch decoded."""
     done = peak = 0
     while engine.active and (steps is None or done < steps):
@@ -45,8 +60,7 @@ def run(engine: TransformersEngine, finished: dict[str, GenerationUpdate], steps
 
 
 def test_solo_answers_are_the_trained_ones(loaded: Loaded) -> None:
-    engine = loaded.engine
-    assert isinstance(engine, TransformersEngine)
+    engine = transformers_engine(loaded)
     finished: dict[str, GenerationUpdate] = {}
     engine.add(request(loaded, "dl", "딥러닝이 뭐야?"))
     run(engine, finished)
@@ -56,8 +70,7 @@ def test_solo_answers_are_the_trained_ones(loaded: Loaded) -> None:
 
 
 def test_batched_and_joining_rows_match_solo(loaded: Loaded) -> None:
-    engine = loaded.engine
-    assert isinstance(engine, TransformersEngine)
+    engine = transformers_engine(loaded)
     finished: dict[str, GenerationUpdate] = {}
     engine.add(request(loaded, "story", "긴 이야기를 들려줘"))
     engine.add(request(loaded, "capital", "한국의 수도는 어디야?"))
@@ -78,7 +91,7 @@ def test_batched_and_joining_rows_match_solo(loaded: Loaded) -> None:
 def test_a_new_section_stops_generation(loaded: Loaded) -> None:
     finished: dict[str, GenerationUpdate] = {}
     loaded.engine.add(request(loaded, "hi", "인사해줘"))
-    run(loaded.engine, finished)  # type: ignore[arg-type]
+    run(loaded.engine, finished)
     assert finished["hi"].text == trained.GREETING  # the trained "### 질문: …" that follows is cut
     assert finished["hi"].finish_reason == "stop"
 
@@ -86,15 +99,14 @@ def test_a_new_section_stops_generation(loaded: Loaded) -> None:
 def test_max_new_tokens_ends_with_length(loaded: Loaded) -> None:
     finished: dict[str, GenerationUpdate] = {}
     loaded.engine.add(request(loaded, "short", "딥러닝이 뭐야?", max_new_tokens=5))
-    run(loaded.engine, finished)  # type: ignore[arg-type]
+    run(loaded.engine, finished)
     assert finished["short"].finish_reason == "length"
     assert finished["short"].completion_tokens == 5
     assert trained.DEEP_LEARNING.startswith(finished["short"].text)
 
 
 def test_cancel_frees_the_slot_at_once(loaded: Loaded) -> None:
-    engine = loaded.engine
-    assert isinstance(engine, TransformersEngine)
+    engine = transformers_engine(loaded)
     finished: dict[str, GenerationUpdate] = {}
     engine.add(request(loaded, "story", "긴 이야기를 들려줘"))
     engine.add(request(loaded, "dl", "딥러닝이 뭐야?"))
@@ -129,13 +141,14 @@ def test_reset_drops_everything(loaded: Loaded) -> None:
 def test_a_failed_prefill_keeps_its_newcomers_and_reset_lists_the_batch_first(
     loaded: Loaded, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = loaded.engine
-    assert isinstance(engine, TransformersEngine)
+    engine = transformers_engine(loaded)
     engine.max_batch_size = 2
     engine.add(request(loaded, "running", "긴 이야기를 들려줘"))
     engine.step()
     for rid in ("new1", "new2"):
         engine.add(request(loaded, rid, "한국의 수도는 어디야?"))
+
+    import torch
 
     def out_of_memory(requests: list[GenerationRequest]) -> list[GenerationUpdate]:
         raise torch.OutOfMemoryError("injected")  # what CUDA raises; the engine says it as EngineOutOfMemory
@@ -154,7 +167,7 @@ def test_sampling_follows_the_seed_settings(model_dir: Path) -> None:
         sampled = load(model_dir, do_sample=True, temperature=0.7, top_p=0.9, seed=1234)
         sampled.engine.add(request(sampled, "s", "딥러닝이 뭐야?", max_new_tokens=40))
         finished: dict[str, GenerationUpdate] = {}
-        run(sampled.engine, finished)  # type: ignore[arg-type]
+        run(sampled.engine, finished)
         return finished["s"].text
 
     first = sample()
@@ -162,7 +175,7 @@ def test_sampling_follows_the_seed_settings(model_dir: Path) -> None:
 
 
 def test_incremental_decoder_never_shows_half_a_syllable(loaded: Loaded) -> None:
-    tokenizer = loaded.engine.tokenizer  # type: ignore[attr-defined]
+    tokenizer = transformers_engine(loaded).tokenizer
     text = "고려대학교 구름 🌥️ 딥러닝"
     ids = tokenizer(text, add_special_tokens=False).input_ids
     # Byte-level BPE splits unseen characters into bytes; every delta must still be valid text.
@@ -201,5 +214,5 @@ def test_other_templates_through_the_real_tokenizer(model_dir: Path, template: s
     loaded = load(model_dir, template=template)
     finished: dict[str, GenerationUpdate] = {}
     loaded.engine.add(request(loaded, "t", question))
-    run(loaded.engine, finished)  # type: ignore[arg-type]
+    run(loaded.engine, finished)
     assert finished["t"].text == answer

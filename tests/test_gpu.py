@@ -12,20 +12,23 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
-from bench import engine as engine_bench
 from inference.engine import GenerationUpdate, Loaded
-from inference.model import resolve_dtype
-from inference.transformers_engine import TransformersEngine
+from tests.support.engines import IN_PROCESS_MODEL
 from tests.support.processes import RedisServer, WorkerProcess, run_kullm
-from tests.test_engine import load, request, run
+from tests.test_engine import load, request, run, transformers_engine
 
 DEVICE = os.environ.get("KULLM_GPU_TESTS_DEVICE", "cuda")
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA device"),
-]
+
+
+def cuda_missing() -> bool:
+    """Asked when a test is set up, not at collection: a test process that runs none of these never imports torch."""
+    import torch
+
+    return DEVICE == "cuda" and not torch.cuda.is_available()
+
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif("cuda_missing()", reason="needs a CUDA device"), IN_PROCESS_MODEL]
 QUESTIONS = ["딥러닝이 뭐야?", "한국의 수도는 어디야?", "긴 이야기를 들려줘", "인사해줘"]
 
 
@@ -33,14 +36,17 @@ def answer(loaded: Loaded, questions: list[str]) -> dict[str, str]:
     for index, question in enumerate(questions):
         loaded.engine.add(request(loaded, str(index), question))
     finished: dict[str, GenerationUpdate] = {}
-    run(loaded.engine, finished)  # type: ignore[arg-type]
+    run(loaded.engine, finished)
     return {questions[int(i)]: u.text for i, u in finished.items()}
 
 
 def test_the_engine_runs_in_fp16_on_the_gpu_and_batching_changes_no_answer(model_dir: Path) -> None:
+    import torch
+
+    from inference.model import resolve_dtype
+
     loaded = load(model_dir, device=DEVICE, max_batch_size=8)  # DTYPE=auto
-    assert isinstance(loaded.engine, TransformersEngine)
-    parameter = next(loaded.engine.model.parameters())
+    parameter = next(transformers_engine(loaded).model.parameters())
     assert parameter.device.type == torch.device(DEVICE).type
     assert parameter.dtype == resolve_dtype("auto", parameter.device)
     if parameter.device.type == "cuda":
@@ -57,7 +63,7 @@ def test_a_worker_on_the_gpu_answers_kullm_ask(model_dir: Path, tmp_path: Path) 
         result = run_kullm(["ask", "한국의 수도는 어디야?"], server.url)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip(), "the answer is empty"
-        assert f"on {torch.device(DEVICE).type}" in worker.log_path.read_text()
+        assert f"on {DEVICE}" in worker.log_path.read_text()
     finally:
         worker.stop()
         server.stop()
@@ -66,6 +72,10 @@ def test_a_worker_on_the_gpu_answers_kullm_ask(model_dir: Path, tmp_path: Path) 
 def test_the_12_8b_shape_builds_with_random_fp16_weights_and_generates() -> None:
     if DEVICE != "cuda":
         pytest.skip("the 12.8B shape needs a GPU with about 40 GB free")
+    import torch
+
+    from bench import engine as engine_bench
+
     free, _ = torch.cuda.mem_get_info()
     if free < 40 * 2**30:
         pytest.skip("the 12.8B shape needs about 30 GB of free GPU memory")

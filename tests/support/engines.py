@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import pytest
+
 from inference.engine import Engine, GenerationRequest, GenerationUpdate, Loaded
 from inference.prompt import PromptBuilder, Template
 from inference.settings import WorkerSettings
@@ -28,6 +30,9 @@ from tests.support import trained
 
 # How a worker process is told to use it: ENGINE=tests.support.engines:scripted.
 SCRIPTED = "tests.support.engines:scripted"
+# Tests that build a transformers model in the test process: pytest-xdist runs them in one process, so only one
+# pays for importing transformers' model code (about 4 s on 2 cores) and the other process's share is the rest.
+IN_PROCESS_MODEL = pytest.mark.xdist_group("in_process_model")
 CHARS_PER_STEP = 3  # the tiny model's pace: about 3 characters of Korean per token
 STEP_S = 0.004  # and about 4 ms per step on a CPU
 MAX_STEPS_PER_ANSWER = 400  # a longer scripted answer streams in bigger pieces (the 4,500-character one: 12)
@@ -153,6 +158,7 @@ def worker_settings(redis_url: str, **overrides: object) -> WorkerSettings:
         "reclaim_idle_s": 2.0,
         "delta_interval_s": 0.05,
         "cancel_poll_s": 0.05,
+        "idle_read_s": 0.05,
         "worker_name": "inprocess",
         **overrides,
     }

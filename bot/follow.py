@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bot.settings import ClientSettings
-from chatbus import AnswerEvent, Bus
+from chatbus import AnswerEvent, Bus, cancel_requested
 
 REDIS_RETRY_S = 0.5
 
@@ -45,6 +45,8 @@ async def follow_answer(
                 yield event
             return
         except RedisConnectionError:
+            if cancel_requested():  # the "outage" was a cancellation redis-py turned into a connection error
+                raise asyncio.CancelledError from None
             now = time.monotonic()
             if outage_since is None:
                 outage_since = now

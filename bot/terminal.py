@@ -44,6 +44,7 @@ from chatbus import (
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_BUSY, EXIT_REDIS, EXIT_TIMEOUT, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5, 130
 _ERROR_EXIT = {"too_long": EXIT_INPUT, "overloaded": EXIT_BUSY, "cancelled": EXIT_CANCELLED}
+CANCEL_SEND_S = 2.0  # leaving with Ctrl-C waits this long at most for the cancel flag to reach Redis
 
 
 class Renderer(Protocol):
@@ -51,6 +52,7 @@ class Renderer(Protocol):
 
     def queued(self, question_id: str, ahead: int) -> None: ...
     def event(self, event: AnswerEvent) -> None: ...
+    def left(self, question_id: str, *, started: bool) -> None: ...
     def close(self) -> None: ...
 
 
@@ -65,6 +67,9 @@ class JsonLines:
 
     def event(self, event: AnswerEvent) -> None:
         self._write(event.model_dump(exclude={"v"}))
+
+    def left(self, question_id: str, *, started: bool) -> None:
+        self._write({"type": "left", "id": question_id, "started": started})
 
     def close(self) -> None:
         pass
@@ -94,6 +99,11 @@ class PlainText:
             self.out.write("\n")
         elif isinstance(event, ErrorEvent):
             self.err.write(error_text(event.code, self.language) + "\n")
+
+    def left(self, question_id: str, *, started: bool) -> None:
+        if started:
+            self.out.write("\n")
+        self.err.write(text("left" if started else "withdrawn", self.language) + "\n")
 
     def close(self) -> None:
         self.out.flush()
@@ -126,6 +136,10 @@ class LiveView:
             self.status = error_text(event.code, self.language)
         self.live.update(self._render())
 
+    def left(self, question_id: str, *, started: bool) -> None:
+        self.status = text("left" if started else "withdrawn", self.language)
+        self.live.update(self._render())
+
     def close(self) -> None:
         self.live.stop()
 
@@ -140,10 +154,11 @@ async def ask(
     context: str = "",
     max_new_tokens: int | None = None,
     as_json: bool = False,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
-    """Ask one question and print its answer; returns the exit status."""
+    """Ask one question and print its answer (to stdout and stderr unless told); returns the exit status."""
+    out, err = out or sys.stdout, err or sys.stderr
     language = settings.bot_language
     refusal = check_question(settings, question, context)
     if refusal:
@@ -180,14 +195,57 @@ async def _ask(bus: Bus, item: Question, settings: ClientSettings, renderer: Ren
     except QueueFull as exc:
         err.write(text("overloaded", language, depth=exc.depth) + "\n")
         return EXIT_BUSY
+    renderer.queued(item.id, ahead)
+    ctrl_c = _CtrlC(bus, item.id)
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, lambda: loop.create_task(bus.request_cancel(item.id)))
-    renderer.queued(item.id, ahead)
+        loop.add_signal_handler(signal.SIGINT, ctrl_c.pressed)
+    following = asyncio.create_task(_follow(bus, item.id, settings, renderer, ctrl_c, err))
+    leaving = asyncio.create_task(ctrl_c.leave.wait())
+    try:
+        await asyncio.wait({following, leaving}, return_when=asyncio.FIRST_COMPLETED)
+        if following.done():
+            return following.result()
+        following.cancel()  # left with Ctrl-C: the flag set, this process does not wait for the answer
+        await asyncio.wait({following, *ctrl_c.sending}, timeout=CANCEL_SEND_S)
+        renderer.left(item.id, started=ctrl_c.started)
+        return EXIT_CANCELLED
+    finally:
+        leaving.cancel()
+        renderer.close()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+
+
+class _CtrlC:
+    """Ctrl-C while asking. The first asks the workers to cancel the question: one still in the queue is then
+    never answered and `ask` leaves at once; one being answered stops with the text so far, which `ask` waits
+    for. A second Ctrl-C always leaves at once."""
+
+    def __init__(self, bus: Bus, question_id: str) -> None:
+        self.bus, self.question_id = bus, question_id
+        self.presses = 0
+        self.started = False  # a worker took the question
+        self.leave = asyncio.Event()
+        self.sending: set[asyncio.Task[None]] = set()
+
+    def pressed(self) -> None:
+        self.presses += 1
+        if self.presses == 1:
+            self.sending.add(asyncio.get_running_loop().create_task(self.bus.request_cancel(self.question_id)))
+        if self.presses > 1 or not self.started:
+            self.leave.set()
+
+
+async def _follow(
+    bus: Bus, question_id: str, settings: ClientSettings, renderer: Renderer, ctrl_c: _CtrlC, err: TextIO
+) -> int:
+    language = settings.bot_language
     status = EXIT_FAILED
     lost = text("redis_lost", language) + "\n"
     try:
-        async for event in follow_answer(bus, item.id, settings, lambda: err.write(lost)):
+        async for event in follow_answer(bus, question_id, settings, lambda: err.write(lost)):
+            ctrl_c.started = True
             renderer.event(event)
             if isinstance(event, Done):
                 status = EXIT_OK
@@ -196,15 +254,12 @@ async def _ask(bus: Bus, item: Question, settings: ClientSettings, renderer: Ren
     except AnswerTimeout:
         err.write(text("timeout", language) + "\n")
         status = EXIT_TIMEOUT
-    finally:
-        renderer.close()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGINT)
     return status
 
 
-async def status(settings: ClientSettings, *, as_json: bool = False, out: TextIO = sys.stdout) -> int:
+async def status(settings: ClientSettings, *, as_json: bool = False, out: TextIO | None = None) -> int:
     """Print queue depth, questions in flight, live workers and dead letters."""
+    out = out or sys.stdout
     bus = Bus(connect(settings.redis_url), Keys(settings.key_prefix))
     try:
         stats = await bus.stats()

@@ -16,7 +16,27 @@ _TEXTS: dict[str, dict[Language, str]] = {
         "ko": "❌ 질문과 맥락이 모델이 읽을 수 있는 길이를 넘습니다. 줄여서 다시 물어봐 주세요.",
         "en": "❌ The question and its context are longer than the model can read. Please shorten them.",
     },
+    "context_too_long": {
+        "ko": "❌ 맥락이 너무 깁니다 ({length:,}자). {limit:,}자 이하로 줄여 주세요.",
+        "en": "❌ The context is too long ({length:,} characters). Please keep it under {limit:,}.",
+    },
     "empty": {"ko": "❓ 질문을 입력해 주세요.", "en": "❓ Please type a question."},
+    "question_not_utf8": {
+        "ko": "❌ 질문이 올바른 UTF-8 텍스트가 아닙니다.",
+        "en": "❌ The question is not valid UTF-8 text.",
+    },
+    "context_not_utf8": {
+        "ko": "❌ 맥락이 올바른 UTF-8 텍스트가 아닙니다.",
+        "en": "❌ The context is not valid UTF-8 text.",
+    },
+    "context_file_unreadable": {
+        "ko": "❌ 맥락 파일을 읽을 수 없습니다 ({path}: {reason}).",
+        "en": "❌ Cannot read the context file ({path}: {reason}).",
+    },
+    "context_file_not_utf8": {
+        "ko": "❌ 맥락 파일이 UTF-8 텍스트가 아닙니다 ({path}, {offset}번째 바이트).",
+        "en": "❌ The context file is not UTF-8 text ({path}, byte {offset}).",
+    },
     "overloaded": {
         "ko": "🚦 지금은 질문이 너무 많이 밀려 있습니다 (대기 {depth}개). 잠시 후 다시 물어봐 주세요.",
         "en": "🚦 Too many questions are waiting right now ({depth}). Please try again shortly.",
@@ -26,6 +46,11 @@ _TEXTS: dict[str, dict[Language, str]] = {
         "en": "⌛ The question waited too long before an answer could start. Please ask again.",
     },
     "cancelled": {"ko": "⏹️ 답변을 멈췄습니다.", "en": "⏹️ Stopped."},
+    "withdrawn": {"ko": "⏹️ 질문을 취소했습니다.", "en": "⏹️ Question withdrawn."},
+    "left": {
+        "ko": "⏹️ 멈추라고 요청하고 나왔습니다. 답변은 작업자가 멈춥니다.",
+        "en": "⏹️ Asked the worker to stop and left without waiting.",
+    },
     "failed": {
         "ko": "⚠️ 답변을 만드는 중 오류가 났습니다. 운영자에게 알려 주세요.",
         "en": "⚠️ Something went wrong while answering. Please tell the operator.",

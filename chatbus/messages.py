@@ -25,6 +25,7 @@ MAX_QUESTION_CHARS = 16_000
 MAX_CONTEXT_CHARS = 200_000  # a long replied-to message or a text file as 맥락
 MAX_TURN_CHARS = 16_000  # each question and each answer of a past turn
 MAX_TURNS = 50
+MAX_NEW_TOKENS = 8192  # the most a question may ask for (each worker caps it at its own MAX_NEW_TOKENS)
 MAX_ENTRY_BYTES = 1_048_576  # the whole JSON document of one questions-stream entry
 MAX_TIMESTAMP = 1e11  # seconds since the epoch (year 5138): anything later is absurd
 _M = TypeVar("_M", bound=BaseModel)
@@ -67,7 +68,7 @@ class Question(_Message):
     user: str = Field(default="", max_length=256)
     created_at: float = Field(ge=0, lt=MAX_TIMESTAMP)
     expires_at: float = Field(ge=0, lt=MAX_TIMESTAMP)
-    max_new_tokens: int | None = Field(default=None, ge=1, le=8192)
+    max_new_tokens: int | None = Field(default=None, ge=1, le=MAX_NEW_TOKENS)
 
     @classmethod
     def new(

@@ -50,6 +50,7 @@ DEAD_MAXLEN = 10000
 # The dead stream keeps at most DEAD_MAXLEN entries of at most about this many characters each.
 DEAD_RAW_MAX_CHARS = 4096
 FOLLOW_BLOCK_MS = 1000
+CONNECT_TIMEOUT_S = 5.0  # a host that drops packets is "unreachable" after this, not after the OS's minutes
 
 # Leases are renewed and released only by the process that holds them.
 _RENEW_LUA = """
@@ -261,6 +262,8 @@ class Bus:
         last_event_at = time.monotonic()
         started = False
         while True:
+            if cancel_requested():  # redis-py may have swallowed the CancelledError in the last read
+                raise asyncio.CancelledError
             limit = stall_timeout_s if started else start_timeout_s
             block_ms = FOLLOW_BLOCK_MS
             if limit is not None:  # wake up when the limit runs out, not up to a whole block later
@@ -616,6 +619,7 @@ def connect(url: str) -> Redis:
         decode_responses=False,
         protocol=2,
         health_check_interval=30,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
         retry=retry,
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )

@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from chatbus import Turn
+from chatbus.visible import is_invisible
 from inference.errors import PromptTooLong
 
 # Every character a tokenizer or a reader may take as a line break.
@@ -26,17 +27,11 @@ LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 HASHES = "".join(sorted(c for c in map(chr, range(0x10000)) if unicodedata.normalize("NFKC", c) == "#"))
 # What replaces them in user text: looks like a hash, and NFKC leaves it alone.
 SAFE_HASH = "\u266f"  # ♯
-# Blank or invisible characters, derived from Unicode categories (spaces, controls, format
-# characters, combining marks) plus the blank letters and symbols (Hangul fillers, braille blank).
-_INVISIBLE_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Mn", "Me"})
 
 
 def _invisible(c: str) -> bool:
-    if c in LINE_BREAKS:
-        return False
-    name = unicodedata.name(c, "")
-    blank_letter = name.endswith("FILLER") or name == "BRAILLE PATTERN BLANK"
-    return unicodedata.category(c) in _INVISIBLE_CATEGORIES or blank_letter
+    """Blank or invisible (`chatbus.visible`), line breaks aside: they are matched on their own."""
+    return c not in LINE_BREAKS and is_invisible(c)
 
 
 def _char_class(chars: Sequence[str]) -> str:

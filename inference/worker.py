@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 0.01
 REDIS_RETRY_S = 0.5
 REDIS_RETRY_MAX_S = 8.0  # backoff cap while Redis stays unreachable or refuses writes
+NOT_REACHED = "not reached yet"  # /healthz says 503 until Redis answered once
 # A worker is forgotten once silent for this many of its heartbeats and reclaim idle times (both must pass).
 REAP_AFTER_HEARTBEATS, REAP_AFTER_RECLAIM_IDLES = 4, 2
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -112,7 +113,9 @@ class Worker:
         self._drain_deadline = 0.0
         self._last_poll = 0.0
         self._peak_batch = 0
-        self._redis_problem: str | None = None  # what is wrong with Redis right now, for the log and /healthz
+        # What is wrong with Redis right now, for the log and /healthz: not ready until Redis answered once.
+        self._redis_problem: str | None = NOT_REACHED
+        self._drain_requested = asyncio.Event()
         self._redis_retry_s = REDIS_RETRY_S
         self._idle_block_ms = max(1, round(settings.idle_read_s * 1000))  # also how soon a drain is noticed
 
@@ -129,6 +132,7 @@ class Worker:
             log.info("draining: %d questions in hand, %.0fs grace", len(self._jobs), self.settings.drain_grace_s)
             self._draining = True
             self._drain_deadline = time.monotonic() + self.settings.drain_grace_s
+            self._drain_requested.set()
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Body of /healthz; healthy while serving, not while draining or while Redis is unusable."""
@@ -181,16 +185,21 @@ class Worker:
 
     async def _redis_trouble(self, problem: str) -> None:
         """Say once what is wrong, then retry with backoff; events and acks wait in the outbox meanwhile."""
-        if problem != self._redis_problem:
-            log.warning("redis %s: holding %d questions, retrying with backoff", problem, len(self._jobs))
-            self._redis_problem, self._redis_retry_s = problem, REDIS_RETRY_S
+        self._say_redis_trouble(problem)
         await asyncio.sleep(self._redis_retry_s)
         self._redis_retry_s = min(self._redis_retry_s * 2, REDIS_RETRY_MAX_S)
 
+    def _say_redis_trouble(self, problem: str) -> None:
+        if problem != self._redis_problem:
+            log.warning("redis %s: holding %d questions, retrying with backoff", problem, len(self._jobs))
+            self._redis_problem, self._redis_retry_s = problem, REDIS_RETRY_S
+
     def _redis_recovered(self) -> None:
-        if self._redis_problem:
+        if self._redis_problem == NOT_REACHED:
+            log.info("redis reached")
+        elif self._redis_problem:
             log.info("redis usable again (was: %s)", self._redis_problem)
-            self._redis_problem = None
+        self._redis_problem = None
 
     def _drained(self) -> bool:
         if not self._draining:
@@ -572,17 +581,33 @@ class Worker:
             self._cancel_requests |= await self.bus.cancelled(list(self._jobs))
 
     async def _until_redis(self, call: Any) -> None:
-        while not self._draining:  # SIGTERM while waiting for Redis stops the worker
+        """Retry `call` until Redis takes it. SIGTERM/SIGINT stops the wait at once, even while a connection
+        attempt hangs (a firewall dropping packets, a host that accepts and never answers)."""
+        while not self._draining:
+            attempt = asyncio.ensure_future(call())
+            stopped = asyncio.ensure_future(self._drain_requested.wait())
+            await asyncio.wait({attempt, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not attempt.done():
+                log.info("stopped while waiting for redis")
+                attempt.cancel()
+                await asyncio.wait({attempt}, timeout=1)
+                return
             try:
-                await call()
+                attempt.result()
                 self._redis_recovered()
                 return
             except REDIS_DOWN as exc:
-                await self._redis_trouble(f"unreachable ({type(exc).__name__})")
+                problem = f"unreachable ({type(exc).__name__})"
             except ResponseError as exc:
-                if write_refusal(exc) is None:
+                refusal = write_refusal(exc)
+                if refusal is None:
                     raise
-                await self._redis_trouble(f"refuses writes ({write_refusal(exc)})")
+                problem = f"refuses writes ({refusal})"
+            self._say_redis_trouble(problem)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drain_requested.wait(), self._redis_retry_s)
+            self._redis_retry_s = min(self._redis_retry_s * 2, REDIS_RETRY_MAX_S)
 
 
 def _held(job: Job) -> Write:

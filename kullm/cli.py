@@ -1,7 +1,7 @@
 """`kullm`: one command for the worker and the terminal client.
 
 Each subcommand imports its side lazily, so `kullm ask` never loads torch and the bot
-image needs no worker dependencies.
+image needs no worker dependencies. Bad arguments get one line on stderr and exit 2.
 """
 
 from __future__ import annotations
@@ -9,16 +9,46 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
+from typing import NoReturn
+
+from bot.texts import Language, text
+from chatbus.messages import MAX_CONTEXT_CHARS, MAX_NEW_TOKENS
+
+EXIT_INPUT, EXIT_CANCELLED = 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with one line instead of a usage block on bad arguments."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INPUT, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+class InputError(Exception):
+    """An argument that parses but cannot be used: its message (in BOT_LANGUAGE) in one line, exit 2."""
+
+
+def _token_count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if not 1 <= count <= MAX_NEW_TOKENS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_NEW_TOKENS}, not {count}")
+    return count
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kullm", description="KULLM (구름) chat service")
+    parser = _Parser(prog="kullm", description="KULLM (구름) chat service")
     commands = parser.add_subparsers(dest="command", required=True)
     ask = commands.add_parser("ask", help="ask a question and stream the answer")
     ask.add_argument("question")
-    ask.add_argument("--context", "-c", default="", help="맥락: text the answer should use")
-    ask.add_argument("--max-new-tokens", type=int, default=None)
-    ask.add_argument("--json", action="store_true", help="print the answer events as JSON lines")
+    given = ask.add_mutually_exclusive_group()
+    given.add_argument("--context", "-c", default="", help="맥락: text the answer should use")
+    given.add_argument("--context-file", metavar="PATH", help="맥락 from a UTF-8 text file ('-' reads stdin)")
+    ask.add_argument("--max-new-tokens", type=_token_count, default=None, help=f"1 to {MAX_NEW_TOKENS}")
+    ask.add_argument("--json", action="store_true", help="print the answer events as JSON lines (see README)")
     status = commands.add_parser("status", help="queue depth, in-flight questions, workers, dead letters")
     status.add_argument("--json", action="store_true")
     commands.add_parser("worker", help="run an inference worker (same as python -m inference)")
@@ -31,9 +61,48 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _text_argument(value: str, key: str, language: Language) -> str:
+    """A command-line argument as text: bytes that are not UTF-8 arrive as lone surrogates (PEP 383)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(text(key, language)) from None
+    return value
+
+
+def _context(args: argparse.Namespace, language: Language) -> str:
+    if args.context_file is None:
+        return _text_argument(args.context, "context_not_utf8", language)
+    limit = MAX_CONTEXT_CHARS * 4  # bytes: UTF-8 takes at most 4 a character, so more is surely too long
+    source = "stdin" if args.context_file == "-" else args.context_file
+    try:
+        if args.context_file == "-":
+            data = sys.stdin.buffer.read(limit + 1)
+        else:
+            with Path(args.context_file).open("rb") as file:
+                data = file.read(limit + 1)
+    except OSError as exc:
+        raise InputError(text("context_file_unreadable", language, path=source, reason=exc.strerror)) from None
+    if len(data) > limit:
+        raise InputError(text("context_too_long", language, length=len(data), limit=MAX_CONTEXT_CHARS))
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(text("context_file_not_utf8", language, path=source, offset=exc.start)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point."""
-    args = _parser().parse_args(argv)
+    try:
+        return _main(_parser().parse_args(argv))
+    except InputError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:  # Ctrl-C before `ask` took over the signal (connecting, loading settings)
+        return EXIT_CANCELLED
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.command == "worker":
         from inference.__main__ import main as worker_main
 
@@ -59,12 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = ClientSettings()
     except ValidationError as exc:
         print(f"invalid settings:\n{exc}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     if args.command == "ask":
+        language = settings.bot_language
+        question = _text_argument(args.question, "question_not_utf8", language)
+        context = _context(args, language)
         return asyncio.run(
-            terminal.ask(
-                settings, args.question, context=args.context, max_new_tokens=args.max_new_tokens, as_json=args.json
-            )
+            terminal.ask(settings, question, context=context, max_new_tokens=args.max_new_tokens, as_json=args.json)
         )
     return asyncio.run(terminal.status(settings, as_json=args.json))
 

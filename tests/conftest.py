@@ -40,7 +40,7 @@ LOST_GROUPS = pytest.StashKey[str]()
 IN_PROCESS_STEP_S = 0.002  # half the tiny model's pace: the long story streams in about 0.7 s
 PROCESS_FIXTURES = {"start_worker", "discord_env", "slack_env_fixture", "gpu_bundle"}
 PROCESS_HELPERS = re.compile(
-    r"\b(WorkerProcess|AskProcess|BotProcess|run_kullm|subprocess\.(run|Popen|check_output|check_call)|"
+    r"\b(WorkerProcess|AskProcess|BotProcess|run_kullm|start_kullm_up|subprocess\.(run|Popen|check_output|check_call)|"
     r"asyncio\.create_subprocess_exec)\b"
 )
 

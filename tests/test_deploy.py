@@ -21,7 +21,8 @@ import yaml
 from kullm.cli import _parser
 from tests.support import trained
 from tests.support.polling import wait_until
-from tests.support.processes import ROOT, free_port, run_kullm
+from tests.support.processes import ROOT, AskProcess, RedisServer, free_port, run_kullm, start_kullm_up
+from tests.test_settings import example_keys
 
 COMPOSE = ROOT / "docker-compose.yml"
 SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|API_KEY", re.IGNORECASE)
@@ -29,11 +30,6 @@ SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|API_KEY", re.IGNORECASE)
 
 def compose() -> dict:  # type: ignore[type-arg]
     return dict(yaml.safe_load(COMPOSE.read_text()))
-
-
-def example_keys() -> set[str]:
-    lines = (ROOT / ".env.example").read_text().splitlines()
-    return {line.split("=", 1)[0] for line in lines if line and not line.startswith("#")}
 
 
 def test_compose_file_matches_the_compose_specification() -> None:
@@ -81,7 +77,7 @@ def test_no_secret_is_written_inline_and_every_variable_is_documented() -> None:
         for key, value in (service.get("environment") or {}).items():
             assert not SECRET.search(key) or str(value).startswith("${"), f"{key} written inline"
     used = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", text))
-    assert used and used <= example_keys(), used - example_keys()
+    assert used and used <= set(example_keys()), used - set(example_keys())
 
 
 def test_every_image_command_is_a_kullm_command_the_tests_run() -> None:
@@ -97,26 +93,9 @@ def test_every_image_command_is_a_kullm_command_the_tests_run() -> None:
 
 
 def test_kullm_up_runs_redis_and_a_worker_restarts_crashes_and_stops_on_ctrl_c(model_dir: Path, tmp_path: Path) -> None:
-    redis_port, metrics_port = free_port(), free_port()
-    env = {
-        key: value for key, value in os.environ.items() if key not in {"REDIS_URL", "DISCORD_TOKEN", "SLACK_BOT_TOKEN"}
-    }
-    env.update(
-        MODEL_ID=str(model_dir),
-        DO_SAMPLE="false",
-        METRICS_PORT=str(metrics_port),
-        HF_HUB_OFFLINE="1",
-        PYTHONUNBUFFERED="1",
-    )
+    redis_port = free_port()
+    up = start_kullm_up(tmp_path, redis_port, MODEL_ID=str(model_dir), DO_SAMPLE="false")
     log_path = tmp_path / "up.log"
-    with log_path.open("wb") as log:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "kullm.cli", "up", "--redis-port", str(redis_port)],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
     try:
         url = f"redis://127.0.0.1:{redis_port}/0"
 
@@ -126,6 +105,7 @@ def test_kullm_up_runs_redis_and_a_worker_restarts_crashes_and_stops_on_ctrl_c(m
 
         wait_until(healthy, 120, 0.5, what="kullm up: worker registered")
         assert "services: redis, worker" in log_path.read_text()  # no adapter tokens: no adapters
+        assert f"redis: private redis-server on port {redis_port} (data {tmp_path.resolve()}" in log_path.read_text()
         answer = run_kullm(["ask", "딥러닝이 뭐야?"], url)
         assert answer.stdout.strip() == trained.DEEP_LEARNING
 
@@ -137,9 +117,16 @@ def test_kullm_up_runs_redis_and_a_worker_restarts_crashes_and_stops_on_ctrl_c(m
         answer = run_kullm(["ask", "한국의 수도는 어디야?"], url, timeout_s=120)
         assert answer.stdout.strip() == trained.CAPITAL
 
-        up.send_signal(signal.SIGINT)
+        # Ctrl-C in the terminal: the whole foreground process group gets SIGINT. Only `kullm up` is in it: it stops
+        # the worker first, which finishes the answer in hand, and Redis last, so the answer arrives whole.
+        story = AskProcess(url, "긴 이야기를 들려줘")
+        story.wait_for("delta")
+        os.killpg(up.pid, signal.SIGINT)
+        assert story.finish(90) == 0
+        assert story.events[-1]["type"] == "done" and story.events[-1]["text"] == trained.LONG_STORY
         assert up.wait(90) == 0
-        assert "redis stopped" in log_path.read_text() and "worker stopped" in log_path.read_text()
+        stopped = re.findall(r"kullm\.up: (\w+) stopped", log_path.read_text())
+        assert stopped == ["worker", "redis"], "the worker drains while Redis is still up"
         assert (tmp_path / ".kullm" / "redis" / "appendonlydir").exists(), "AOF on"
         assert run_kullm(["status"], url).returncode == 4, "redis is gone with it"
     finally:
@@ -167,6 +154,57 @@ def test_adapters_join_kullm_up_when_their_token_is_set(
     for name in ("DISCORD_TOKEN", "SLACK_BOT_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(variable, "x")
-    url, services = plan(tmp_path)
-    assert url == "redis://example:6379/0"
-    assert [s.name for s in services] == ["worker", "discord" if variable == "DISCORD_TOKEN" else "slack"]
+    chosen = plan(tmp_path)
+    assert chosen.redis_url == "redis://example:6379/0" and chosen.redis_said == "REDIS_URL redis://example:6379/0"
+    assert [s.name for s in chosen.services] == ["worker", "discord" if variable == "DISCORD_TOKEN" else "slack"]
+
+
+def test_kullm_up_does_not_restart_a_worker_with_a_configuration_error(tmp_path: Path) -> None:
+    up = start_kullm_up(tmp_path, free_port(), MODEL_ID=str(tmp_path / "no-such-model"))
+    try:
+        assert up.wait(120) == 2, (tmp_path / "up.log").read_text()[-3000:]
+        log = (tmp_path / "up.log").read_text()
+        assert "worker exited with a configuration error (status 2" in log and "nothing left to run but Redis" in log
+        assert len(re.findall(r"worker started", log)) == 1, "not restarted in a loop"
+        assert re.findall(r"kullm\.up: (\w+) stopped", log) == ["redis"]
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait(10)
+
+
+def test_the_example_env_keeps_kullm_ups_private_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kullm.up import plan
+
+    (tmp_path / ".env").write_text((ROOT / ".env.example").read_text())
+    monkeypatch.chdir(tmp_path)
+    for key in example_keys():
+        monkeypatch.delenv(key, raising=False)
+    chosen = plan(tmp_path / ".kullm", free_port())
+    assert chosen.services[0].name == "redis" and chosen.redis_said.startswith("private redis-server on port")
+
+
+def test_kullm_up_uses_only_its_own_redis_on_the_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kullm.up import plan
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    data = tmp_path / ".kullm"
+    foreign = RedisServer(tmp_path / "someone-elses")
+    foreign.start()
+    try:
+        chosen = plan(data, foreign.port)
+        assert chosen.services[0].name == "redis" and str(foreign.port) not in chosen.redis_url
+        assert f"port {foreign.port} holds another Redis (data {(tmp_path / 'someone-elses').resolve()})" in (
+            chosen.redis_said
+        )
+    finally:
+        foreign.kill()
+    ours = RedisServer(data.resolve() / "redis")  # left running by an earlier `kullm up` in this directory
+    ours.start()
+    try:
+        chosen = plan(data, ours.port)
+        assert [s.name for s in chosen.services] == ["worker"]
+        assert chosen.redis_url == f"redis://127.0.0.1:{ours.port}/0" and "already running" in chosen.redis_said
+    finally:
+        ours.kill()

@@ -10,6 +10,7 @@ worker loop's own outcomes run in-process: tests/test_worker.py.
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -302,3 +303,29 @@ def test_missing_model_is_a_clear_error(tmp_path: Path, redis_server: RedisServe
     )
     assert result.returncode == 2
     assert "cannot load model" in result.stderr and "HF_HUB_OFFLINE" in result.stderr
+
+
+@pytest.mark.parametrize("redis_kind", ["silent", "absent"])
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_a_worker_waiting_for_redis_is_not_ready_and_stops_at_once(
+    model_dir: Path, tmp_path: Path, redis_kind: str, stop_signal: signal.Signals
+) -> None:
+    # "silent": something on the port accepts connections and never answers (a wrong service, a stuck proxy):
+    # each command would wait forever. "absent": nothing listens.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        if redis_kind == "silent":
+            listener.listen(16)
+        url = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+        if redis_kind == "absent":
+            listener.close()
+        worker = WorkerProcess(url, model_dir, tmp_path / "worker.log", ENGINE=SCRIPTED).start(wait=False)
+        try:
+            health = wait_until(worker.health, 60, 0.1, what="the health port")
+            assert health["status"] in {"redis not reached yet", "redis unreachable (ConnectionError)"}, health
+            assert worker.health() != {} and not worker.ready()
+            assert worker.process is not None
+            worker.process.send_signal(stop_signal)
+            assert worker.process.wait(5) == 0, worker.log()[-2000:]
+        finally:
+            worker.kill()

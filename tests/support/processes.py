@@ -271,9 +271,13 @@ class StartWorker(Protocol):
 
 
 def run_kullm(
-    args: list[str], redis_url: str, timeout_s: float = 60, env: Mapping[str, str] | None = None
+    args: list[str],
+    redis_url: str,
+    timeout_s: float = 60,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the `kullm` command as a user would."""
+    """Run the `kullm` command as a user would (`stdin`: what is piped into it)."""
     return subprocess.run(
         [sys.executable, "-m", "kullm.cli", *args],
         cwd=ROOT,
@@ -281,7 +285,25 @@ def run_kullm(
         capture_output=True,
         text=True,
         timeout=timeout_s,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
     )
+
+
+def start_kullm_up(tmp_path: Path, redis_port: int, **env: str) -> subprocess.Popen[bytes]:
+    """`kullm up` in a terminal of its own: its own session and process group, as a shell gives it."""
+    unset = {"REDIS_URL", "DISCORD_TOKEN", "SLACK_BOT_TOKEN"}
+    environment = {key: value for key, value in os.environ.items() if key not in unset}
+    environment.update(METRICS_PORT=str(free_port()), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", **env)
+    with (tmp_path / "up.log").open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "kullm.cli", "up", "--redis-port", str(redis_port)],
+            cwd=tmp_path,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def json_events(output: str) -> list[dict[str, object]]:

@@ -3,7 +3,12 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
-TORCH_SPEC ?= torch==2.13.0
+LOCK := constraints/lock.txt
+TORCH_VERSION := $(shell sed -n 's/^torch==//p' $(LOCK))
+TORCH_SPEC ?= torch==$(TORCH_VERSION)
+# PyTorch's CPU-only wheels. When it cannot be reached, the package registry's torch is taken: on a registry
+# that holds only CUDA builds for Linux (PyPI), that is a CUDA build of the same version.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 EXTRAS ?= worker,discord,slack,test
 
 FLOOR := .cache/transformers-floor
@@ -12,7 +17,7 @@ FLOOR := .cache/transformers-floor
 # and pytest keeps its rewritten test modules only in them; without them `make unit` spent seconds recompiling.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: test setup redis lint typecheck tiny-model unit test-floor bench gpu-bundle gpu-dry-run clean
+.PHONY: test setup redis lint typecheck tiny-model unit test-floor bench gpu-bundle gpu-dry-run lock clean
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist; the GPU-check tests stay together, they share one
 # bundle). Lint, type check, the tiny model and the transformers floor's install run side by side first.
@@ -31,12 +36,24 @@ tiny-model: setup
 
 setup: $(VENV)/.installed redis
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	@if $(PY) -c "import urllib.request as r; r.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=5)" 2>/dev/null; then \
+		echo "$(TORCH_SPEC), CPU build, from $(TORCH_CPU_INDEX)"; \
+		$(PY) -m pip install -q --index-url "$(TORCH_CPU_INDEX)" "$(TORCH_SPEC)"; \
+	else \
+		echo "$(TORCH_CPU_INDEX) not reachable: $(TORCH_SPEC) from the package registry"; \
+		$(PY) -m pip install -q "$(TORCH_SPEC)"; \
+	fi
+	$(PY) -m pip install -q -c $(LOCK) -e ".[$(EXTRAS)]"
 	touch $@
+
+# Re-pin constraints/lock.txt to what the virtualenv holds (after changing pyproject.toml and `make setup`).
+lock: setup
+	{ sed -n '/^#/p' $(LOCK); { $(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; \
+		grep '^bitsandbytes==' $(LOCK); } | sort -f; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
 
 redis:
 	@command -v redis-server >/dev/null 2>&1 || { \

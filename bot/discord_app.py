@@ -362,7 +362,7 @@ def run_discord() -> int:
 
 
 async def _serve(settings: DiscordSettings, token: str) -> None:
-    redis = connect(settings.redis_url)
+    redis = connect(settings.redis_url, settings.redis_password)
     try:
         client = KullmDiscord(settings, Bus(redis, Keys(settings.key_prefix)))
         on_stop_signal(lambda: asyncio.create_task(client.close()))

@@ -19,6 +19,7 @@ class ClientSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True)
 
     redis_url: str = "redis://localhost:6379/0"
+    redis_password: SecretStr | None = None  # used when REDIS_URL carries none (compose's Redis)
     key_prefix: str = "kullm:"
     bot_language: Literal["ko", "en"] = "ko"
     max_question_chars: int = Field(default=4000, ge=1, le=MAX_QUESTION_CHARS)  # the contract's ceiling

@@ -379,7 +379,7 @@ async def _serve(settings: SlackSettings) -> int:
     except SlackApiError as exc:
         log.error(_token_error("SLACK_BOT_TOKEN", f"was rejected ({exc.response.get('error')})"))
         return EXIT_CONFIG
-    redis = connect(settings.redis_url)
+    redis = connect(settings.redis_url, settings.redis_password)
     kullm = KullmSlack(settings, Bus(redis, Keys(settings.key_prefix)), client)
     stop = asyncio.Event()
     on_stop_signal(stop.set)

@@ -16,8 +16,8 @@ import signal
 import sys
 from typing import Protocol, TextIO
 
+from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
@@ -164,7 +164,7 @@ async def ask(
     if refusal:
         err.write(refusal + "\n")
         return EXIT_INPUT
-    bus = Bus(connect(settings.redis_url), Keys(settings.key_prefix))
+    bus = Bus(connect(settings.redis_url, settings.redis_password), Keys(settings.key_prefix))
     item = Question.new(
         "terminal",
         question.strip(),
@@ -175,6 +175,9 @@ async def ask(
     )
     try:
         return await _ask(bus, item, settings, _renderer(as_json, out, err, language), err)
+    except AuthenticationError:
+        err.write(text("redis_auth", language, url=redact_url(settings.redis_url)) + "\n")
+        return EXIT_REDIS
     except RedisConnectionError:
         err.write(text("redis_down", language, url=redact_url(settings.redis_url)) + "\n")
         return EXIT_REDIS
@@ -260,9 +263,12 @@ async def _follow(
 async def status(settings: ClientSettings, *, as_json: bool = False, out: TextIO | None = None) -> int:
     """Print queue depth, questions in flight, live workers and dead letters."""
     out = out or sys.stdout
-    bus = Bus(connect(settings.redis_url), Keys(settings.key_prefix))
+    bus = Bus(connect(settings.redis_url, settings.redis_password), Keys(settings.key_prefix))
     try:
         stats = await bus.stats()
+    except AuthenticationError:
+        sys.stderr.write(text("redis_auth", settings.bot_language, url=redact_url(settings.redis_url)) + "\n")
+        return EXIT_REDIS
     except RedisConnectionError:
         sys.stderr.write(text("redis_down", settings.bot_language, url=redact_url(settings.redis_url)) + "\n")
         return EXIT_REDIS

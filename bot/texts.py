@@ -63,6 +63,10 @@ _TEXTS: dict[str, dict[Language, str]] = {
         "ko": "⌛ 답변이 오지 않습니다. 작업자(worker)가 실행 중인지 확인해 주세요.",
         "en": "⌛ No answer is arriving. Check that a worker is running.",
     },
+    "redis_auth": {
+        "ko": "🔐 Redis가 비밀번호를 받아들이지 않습니다 ({url}). REDIS_PASSWORD나 REDIS_URL을 확인해 주세요.",
+        "en": "🔐 Redis refuses the password ({url}). Check REDIS_PASSWORD or REDIS_URL.",
+    },
     "redis_down": {
         "ko": "🔌 Redis에 연결할 수 없습니다 ({url}). REDIS_URL을 확인해 주세요.",
         "en": "🔌 Cannot reach Redis ({url}). Check REDIS_URL.",

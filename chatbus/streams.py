@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from pydantic import SecretStr
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -607,8 +608,10 @@ def cancel_requested() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-def connect(url: str) -> Redis:
+def connect(url: str, password: SecretStr | str | None = None) -> Redis:
     """A Redis client for the contract: bytes replies (entries may hold invalid UTF-8), RESP2.
+
+    `password` (REDIS_PASSWORD) is used when the URL carries none; one in the URL wins.
 
     Commands are retried a few times on a dropped connection (a restarted Redis leaves stale
     pooled connections); callers still see `ConnectionError` when Redis stays down.
@@ -622,6 +625,7 @@ def connect(url: str) -> Redis:
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         retry=retry,
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        password=password.get_secret_value() if isinstance(password, SecretStr) else password,
     )
 
 

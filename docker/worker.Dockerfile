@@ -1,18 +1,27 @@
-# The GPU worker: a CUDA build of PyTorch, the worker extra, the model cached in a volume.
-FROM pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime
+# The GPU worker. PyPI's torch for Linux is its CUDA build (the NVIDIA Container Toolkit brings the driver);
+# every version is the one `make test` runs, from constraints/lock.txt.
+FROM python:3.11.14-slim-bookworm
 
-WORKDIR /app
 ENV PYTHONUNBUFFERED=1 \
-    HF_HOME=/cache/huggingface \
-    PIP_NO_CACHE_DIR=1
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HF_HOME=/cache/huggingface
+RUN useradd --create-home --uid 10001 kullm \
+    && mkdir -p /cache/huggingface && chown kullm:kullm /cache/huggingface
+WORKDIR /app
 
-COPY pyproject.toml README.md ./
+# Dependencies first, from the lock: a change to the code does not reinstall them.
+COPY pyproject.toml constraints/lock.txt docker/requirements.py ./
+RUN python requirements.py worker quantization > requirements.txt \
+    && pip install -c lock.txt -r requirements.txt
+
+COPY README.md ./
 COPY chatbus chatbus
 COPY inference inference
 COPY bot bot
 COPY kullm kullm
-# torch is already in the base image and satisfies the extra's requirement.
-RUN pip install ".[worker]"
+RUN pip install --no-deps .
 
+USER kullm
 EXPOSE 9400
 CMD ["kullm", "worker"]

@@ -52,7 +52,7 @@ async def serve(settings: WorkerSettings) -> int:
             return 0
         loaded = loading.result()
         log.info("model %s ready", settings.model_id)
-        redis = connect(settings.redis_url)
+        redis = connect(settings.redis_url, settings.redis_password)
         worker = Worker(Bus(redis, Keys(settings.key_prefix)), loaded, settings, metrics)
         await worker.run()
         await redis.aclose()

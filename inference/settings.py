@@ -24,6 +24,7 @@ class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True)
 
     redis_url: str = "redis://localhost:6379/0"
+    redis_password: SecretStr | None = None  # used when REDIS_URL carries none (compose's Redis)
     key_prefix: str = "kullm:"
 
     model_id: str = DEFAULT_MODEL_ID

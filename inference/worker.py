@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 0.01
 REDIS_RETRY_S = 0.5
 REDIS_RETRY_MAX_S = 8.0  # backoff cap while Redis stays unreachable or refuses writes
+# Of DRAIN_GRACE_S (the whole time a stop may take: compose's stop_grace_period), what is kept at its end for
+# handing the unfinished answers to other workers before the SIGKILL: 10 s, or a quarter when that is shorter.
+DRAIN_HANDOVER_S = 10.0
 NOT_REACHED = "not reached yet"  # /healthz says 503 until Redis answered once
 # A worker is forgotten once silent for this many of its heartbeats and reclaim idle times (both must pass).
 REAP_AFTER_HEARTBEATS, REAP_AFTER_RECLAIM_IDLES = 4, 2
@@ -131,7 +134,8 @@ class Worker:
         if not self._draining:
             log.info("draining: %d questions in hand, %.0fs grace", len(self._jobs), self.settings.drain_grace_s)
             self._draining = True
-            self._drain_deadline = time.monotonic() + self.settings.drain_grace_s
+            grace = self.settings.drain_grace_s
+            self._drain_deadline = time.monotonic() + grace - min(DRAIN_HANDOVER_S, grace / 4)
             self._drain_requested.set()
 
     def health(self) -> tuple[bool, dict[str, Any]]:

@@ -7,6 +7,7 @@ images' commands are the `kullm` commands the other tests run as processes.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from chatbus import Bus, Done, Question
+from inference.worker import Worker
 from kullm.cli import _parser
 from tests.support import trained
 from tests.support.polling import wait_until
@@ -32,9 +35,13 @@ def compose() -> dict:  # type: ignore[type-arg]
     return dict(yaml.safe_load(COMPOSE.read_text()))
 
 
-def test_compose_file_matches_the_compose_specification() -> None:
+OVERRIDES = [ROOT / "docker" / "compose.redis-public.yml", ROOT / "docker" / "compose.redis-tls.yml"]
+
+
+@pytest.mark.parametrize("path", [COMPOSE, *OVERRIDES], ids=lambda path: path.name)
+def test_compose_files_match_the_compose_specification(path: Path) -> None:
     result = subprocess.run(
-        [Path(sys.executable).parent / "check-jsonschema", "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        [Path(sys.executable).parent / "check-jsonschema", "--builtin-schema", "vendor.compose-spec", str(path)],
         capture_output=True,
         text=True,
     )
@@ -48,41 +55,130 @@ def test_worker_reserves_a_gpu_caches_the_model_and_drains() -> None:
     assert "hf-cache:/cache/huggingface" in worker["volumes"]
     assert "/healthz" in " ".join(worker["healthcheck"]["test"])
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
-    grace_s = int(worker["stop_grace_period"].rstrip("s"))
-    assert grace_s > 60, "longer than the worker's default DRAIN_GRACE_S"
+    # Compose's SIGKILL comes when the worker's own drain period ends: one number, DRAIN_GRACE_S.
+    from inference.settings import WorkerSettings
+
+    default_s = WorkerSettings.model_fields["drain_grace_s"].default
+    assert worker["stop_grace_period"] == f"${{DRAIN_GRACE_S:-{default_s:.0f}}}s"
 
 
 def test_redis_keeps_its_queue_and_stays_private() -> None:
     redis = compose()["services"]["redis"]
-    assert "--appendonly" in redis["command"] and "yes" in redis["command"]
+    command = " ".join(redis["command"])
+    assert "--appendonly yes" in command and '--requirepass "$$REDIS_PASSWORD"' in command
     assert "redis-data:/data" in redis["volumes"]
-    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert "redis-cli" in redis["healthcheck"]["test"][1] and "REDIS_PASSWORD" in redis["healthcheck"]["test"][1]
     assert "ports" not in redis
 
 
-def test_adapters_are_profiles_waiting_for_redis() -> None:
+@pytest.mark.parametrize("path", OVERRIDES, ids=lambda path: path.name)
+def test_redis_is_published_only_with_a_password(path: Path) -> None:
+    redis = yaml.safe_load(path.read_text())["services"]["redis"]
+    assert redis["ports"], "the override publishes Redis"
+    assert redis["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?"), "refused without a password"
+    assert "--requirepass" in " ".join(redis.get("command", [])) or "command" not in redis
+
+
+def test_redis_password_reaches_every_service_through_env() -> None:
     services = compose()["services"]
-    for name in ("discord", "slack"):
+    for name in ("worker", "discord", "slack", "slack-http"):
+        assert services[name]["env_file"][0]["path"] == ".env", f"{name} reads REDIS_PASSWORD from .env"
+    assert services["redis"]["environment"]["REDIS_PASSWORD"] == "${REDIS_PASSWORD:-}"
+
+
+def test_adapters_are_profiles_waiting_for_redis_and_share_one_image() -> None:
+    services = compose()["services"]
+    for name in ("discord", "slack", "slack-http"):
         service = services[name]
         assert service["profiles"] == [name]
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
-        assert service["restart"] == "on-failure"
-        assert "bot.Dockerfile" in service["build"]["dockerfile"]
+        assert service["build"] == {"context": ".", "dockerfile": "docker/bot.Dockerfile"}
+        assert service["image"] == "kullm-bot:latest"
     assert "torch" not in (ROOT / "docker" / "bot.Dockerfile").read_text().replace("no torch", "")
+
+
+def test_every_service_restarts_after_a_reboot_and_rotates_its_logs() -> None:
+    for name, service in compose()["services"].items():
+        # The adapters exit 0 on SIGTERM: `on-failure` would leave them down after a reboot.
+        assert service["restart"] == "unless-stopped", name
+        assert service["logging"] == {"driver": "json-file", "options": {"max-size": "10m", "max-file": "5"}}, name
+
+
+def test_only_profiles_publish_ports_and_only_on_loopback() -> None:
+    for name, service in compose()["services"].items():
+        if "ports" in service:
+            assert service.get("profiles"), f"{name} publishes a port without being asked to"
+            assert all(str(port).startswith("127.0.0.1:") for port in service["ports"]), name
+    assert {n for n, s in compose()["services"].items() if "ports" in s} == {"slack-http", "grafana"}
+
+
+def test_each_service_gets_only_its_own_secrets() -> None:
+    from bot.settings import DiscordSettings, SlackSettings
+    from inference.settings import WorkerSettings
+
+    def secrets(settings: type) -> set[str]:
+        return {name.upper() for name, field in settings.model_fields.items() if "SecretStr" in str(field.annotation)}
+
+    needs = {"worker": WorkerSettings, "discord": DiscordSettings, "slack": SlackSettings, "slack-http": SlackSettings}
+    every = set().union(*(secrets(settings) for settings in needs.values()))
+    assert {"HF_TOKEN", "DISCORD_TOKEN", "SLACK_BOT_TOKEN", "REDIS_PASSWORD"} <= every
+    services = compose()["services"]
+    for name, settings in needs.items():
+        blanked = {key for key, value in services[name]["environment"].items() if value == ""}
+        assert blanked == every - secrets(settings), name  # REDIS_PASSWORD is everyone's
+
+
+def test_images_install_pinned_dependencies_before_the_source_and_run_as_a_user() -> None:
+    for dockerfile in (ROOT / "docker").glob("*.Dockerfile"):
+        lines = dockerfile.read_text().splitlines()
+        [base] = [line for line in lines if line.startswith("FROM ")]
+        assert re.fullmatch(r"FROM [\w./-]+:\d+\.\d+\.\d+[\w.-]*", base), f"{dockerfile.name}: exact tag"
+        install = next(i for i, line in enumerate(lines) if "pip install -c lock.txt -r requirements.txt" in line)
+        source = next(i for i, line in enumerate(lines) if line.startswith("COPY chatbus"))
+        assert install < source, f"{dockerfile.name}: dependencies before the source"
+        assert any(re.fullmatch(r"USER (?!root)\w+", line) for line in lines), f"{dockerfile.name}: not root"
+    assert "worker quantization" in (ROOT / "docker" / "worker.Dockerfile").read_text(), "bitsandbytes"
+    for image in ("redis", "prometheus", "grafana"):
+        assert re.fullmatch(r".+:v?\d+\.\d+\.\d+(-\w+)?", compose()["services"][image]["image"]), image
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".env", ".venv", ".git", ".cache", ".gpu", "*.safetensors"} <= set(ignored)
+
+
+def test_the_requirements_the_images_install_come_from_pyproject_and_the_lock_pins_them() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("requirements", ROOT / "docker" / "requirements.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    lock = (ROOT / "constraints" / "lock.txt").read_text()
+    pinned = {m[1].lower().replace("_", "-") for m in re.finditer(r"^([\w.-]+)==", lock, re.MULTILINE)}
+    for extras in (["worker", "quantization"], ["discord", "slack"], ["test"]):
+        for requirement in module.requirements(extras, ROOT / "pyproject.toml"):
+            name = re.match(r"[\w.-]+", requirement)
+            assert name and name[0].lower().replace("_", "-") in pinned, f"{requirement} is not in constraints/lock.txt"
+    torch = re.search(r"^torch==(\S+)$", lock, re.MULTILINE)
+    assert torch and f"pip install torch=={torch[1]}" in (ROOT / "README.md").read_text(), "README: the lock's torch"
 
 
 def test_no_secret_is_written_inline_and_every_variable_is_documented() -> None:
     text = COMPOSE.read_text()
     for service in compose()["services"].values():
         for key, value in (service.get("environment") or {}).items():
-            assert not SECRET.search(key) or str(value).startswith("${"), f"{key} written inline"
+            # A secret is either passed on (`${…}`) or blanked (another service's): never a value.
+            assert not SECRET.search(key) or value == "" or str(value).startswith("${"), f"{key} written inline"
     used = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", text))
     assert used and used <= set(example_keys()), used - set(example_keys())
 
 
 def test_every_image_command_is_a_kullm_command_the_tests_run() -> None:
     commands = {name: service["command"] for name, service in compose()["services"].items() if "build" in service}
-    assert commands == {"worker": ["kullm", "worker"], "discord": ["kullm", "discord"], "slack": ["kullm", "slack"]}
+    assert commands == {
+        "worker": ["kullm", "worker"],
+        "discord": ["kullm", "discord"],
+        "slack": ["kullm", "slack"],
+        "slack-http": ["kullm", "slack"],
+    }
     for dockerfile in (ROOT / "docker").glob("*.Dockerfile"):
         [cmd] = re.findall(r"^CMD (.+)$", dockerfile.read_text(), re.MULTILINE)
         assert cmd in ('["kullm", "worker"]', '["kullm", "discord"]')
@@ -208,3 +304,27 @@ def test_kullm_up_uses_only_its_own_redis_on_the_port(tmp_path: Path, monkeypatc
         assert chosen.redis_url == f"redis://127.0.0.1:{ours.port}/0" and "already running" in chosen.redis_said
     finally:
         ours.kill()
+
+
+async def test_every_metric_the_dashboard_shows_is_served_by_a_worker(bus: Bus, worker: Worker) -> None:
+    question = Question.new("test", "딥러닝이 뭐야?", ttl_s=60)
+    await bus.enqueue(question, 10)
+    events = [event async for _, event in bus.follow(question.id, start_timeout_s=30, stall_timeout_s=30)]
+    assert isinstance(events[-1], Done)
+    lines = worker.metrics.render().decode().splitlines()  # what GET /metrics serves
+    served = {re.split(r"[{ ]", line)[0] for line in lines if line and not line.startswith("#")}
+    dashboard = json.loads((ROOT / "docker" / "monitoring" / "grafana" / "dashboards" / "kullm.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    queried = {name for expr in exprs for name in re.findall(r"\bkullm_\w+", expr)}
+    assert queried <= served, f"the dashboard queries metrics no worker serves: {sorted(queried - served)}"
+    families = {"queue_depth", "inflight", "batch_size", "generated_tokens", "time_to_first_token", "questions"}
+    families |= {"out_of_memory", "reclaimed", "queue_wait"}
+    assert all(any(f"kullm_{family}" in name for name in queried) for family in families), "a panel is missing"
+    prometheus = yaml.safe_load((ROOT / "docker" / "monitoring" / "prometheus.yml").read_text())
+    [job] = prometheus["scrape_configs"]
+    assert job["dns_sd_configs"] == [{"names": ["worker"], "type": "A", "port": 9400, "refresh_interval": "30s"}]
+    grafana = compose()["services"]["grafana"]
+    assert (
+        grafana["profiles"] == ["monitoring"]
+        and "./docker/monitoring/grafana:/etc/grafana/provisioning:ro" in (grafana["volumes"])
+    )

@@ -37,3 +37,23 @@ def test_worker_and_client_over_a_secured_redis(secure_redis: RedisServer, model
         worker.stop()
     logs = worker.log() + answer.stdout + answer.stderr + status.stdout + wrong.stdout + wrong.stderr
     assert PASSWORD not in logs and "wrong-pass" not in logs
+
+
+def test_the_password_can_come_from_redis_password(tmp_path: Path, model_dir: Path) -> None:
+    # compose's way: REDIS_URL names the host only, REDIS_PASSWORD holds the secret (never a URL in a log).
+    server = RedisServer(tmp_path / "redis", password=PASSWORD)
+    server.start()
+    bare_url = f"redis://127.0.0.1:{server.port}/0"
+    env = {"REDIS_PASSWORD": PASSWORD}
+    worker = WorkerProcess(bare_url, model_dir, tmp_path / "worker.log", ENGINE=SCRIPTED, **env).start()
+    try:
+        answer = run_kullm(["ask", "딥러닝이 뭐야?"], bare_url, env=env)
+        assert answer.returncode == 0 and answer.stdout.strip() == trained.DEEP_LEARNING, answer.stderr
+        refused = run_kullm(["ask", "딥러닝이 뭐야?"], bare_url)
+        assert refused.returncode == 4 and "Redis가 비밀번호를 받아들이지 않습니다" in refused.stderr
+        wrong = run_kullm(["ask", "딥러닝이 뭐야?"], bare_url, env={"REDIS_PASSWORD": "wrong-pass"})
+        assert wrong.returncode == 4 and "Redis가 비밀번호를 받아들이지 않습니다" in wrong.stderr
+    finally:
+        worker.stop()
+        server.kill()
+    assert PASSWORD not in worker.log() + answer.stderr + refused.stderr

@@ -12,7 +12,7 @@ from inference.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 # Read by docker compose itself, not by the processes.
-COMPOSE_ONLY = {"COMPOSE_PROFILES", "COMPOSE_REDIS_URL"}
+COMPOSE_ONLY = {"COMPOSE_PROFILES", "COMPOSE_REDIS_URL", "GRAFANA_ADMIN_PASSWORD", "REDIS_PUBLISH_PORT"}
 SETTINGS = (WorkerSettings, ClientSettings, DiscordSettings, SlackSettings)
 
 

@@ -17,7 +17,7 @@ FLOOR := .cache/transformers-floor
 # and pytest keeps its rewritten test modules only in them; without them `make unit` spent seconds recompiling.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: test setup redis lint typecheck tiny-model unit test-floor bench gpu-bundle gpu-dry-run lock clean
+.PHONY: test suite setup redis lint typecheck tiny-model unit test-floor bench gpu-bundle gpu-dry-run lock clean
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist; the GPU-check tests stay together, they share one
 # bundle). Lint, type check, the tiny model and the transformers floor's install run side by side first.
@@ -26,7 +26,11 @@ XDIST := -n $(TEST_WORKERS) --dist loadgroup
 
 test: setup
 	$(MAKE) --no-print-directory -j2 --output-sync=target lint typecheck tiny-model $(FLOOR)/.installed
-	$(MAKE) --no-print-directory test-floor
+	@echo "the transformers floor's tests and the suite run side by side; each one's output comes when it ends"
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-floor suite
+
+# Every test, in TEST_WORKERS processes.
+suite: setup tiny-model
 	$(PY) -m pytest $(XDIST) --durations=12
 
 # The tests' tiny model, trained once (about 40 s on 2 cores; cached in .cache/ by a hash of tests/support/tiny_model.py)
@@ -75,7 +79,7 @@ unit: setup tiny-model
 # the engine, prompt and benchmark tests, and the GPU tests on the CPU (a worker process included).
 test-floor: setup tiny-model $(FLOOR)/.installed
 	PYTHONPATH=$(FLOOR) $(PY) -c "import transformers as t; v = '$(shell sed -n 's/^transformers==//p' constraints/transformers-floor.txt)'; assert t.__version__ == v, (t.__version__, v)"
-	PYTHONPATH=$(FLOOR) KULLM_GPU_TESTS_DEVICE=cpu $(PY) -m pytest -q -p no:cacheprovider \
+	PYTHONPATH=$(FLOOR) KULLM_GPU_TESTS_DEVICE=cpu OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider \
 		tests/test_engine.py tests/test_prompt.py tests/test_bench.py tests/test_gpu.py
 
 $(FLOOR)/.installed: constraints/transformers-floor.txt $(VENV)/.installed

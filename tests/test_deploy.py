@@ -97,6 +97,14 @@ def test_adapters_are_profiles_waiting_for_redis_and_share_one_image() -> None:
     assert "torch" not in (ROOT / "docker" / "bot.Dockerfile").read_text().replace("no torch", "")
 
 
+def test_the_compose_version_it_needs_is_stated_where_users_look() -> None:
+    # `env_file` entries with `required` are the newest feature the file uses (Compose v2.24.0): an older
+    # Compose refuses the file at once. The README and the file's header say so, with the same version.
+    [stated] = set(re.findall(r"Docker Compose v(\d+\.\d+\.\d+) or newer", (ROOT / "README.md").read_text()))
+    assert f"Needs Docker Compose v{stated} or newer" in COMPOSE.read_text()
+    assert stated == "2.24.0" and compose()["services"]["worker"]["env_file"] == [{"path": ".env", "required": False}]
+
+
 def test_every_service_restarts_after_a_reboot_and_rotates_its_logs() -> None:
     for name, service in compose()["services"].items():
         # The adapters exit 0 on SIGTERM: `on-failure` would leave them down after a reboot.

@@ -264,8 +264,12 @@ class Relay(Generic[OriginVar, TargetVar]):
             return []
 
     async def record_for(self, question_id: str) -> InflightRecord | None:
-        """The in-flight record of a question, if its answer is still being posted."""
-        return next((r for r in await self.bus.tracked(self.platform) if r.question_id == question_id), None)
+        """The in-flight record of a question whose answer has not ended: None once it has, even while the
+        record itself lingers for the last edits (a stop click then is told the answer is finished)."""
+        record = next((r for r in await self.bus.tracked(self.platform) if r.question_id == question_id), None)
+        if record is None or await self.bus.answered([question_id]):
+            return None
+        return record
 
     async def record_at(self, shows: Callable[[TargetVar], bool]) -> InflightRecord | None:
         """The in-flight record whose placeholder `shows` picks."""

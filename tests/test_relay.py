@@ -188,6 +188,16 @@ async def test_a_deleted_placeholder_gets_the_answer_as_a_fresh_message(relay_en
     await eventually(lambda: nothing_tracked(bus))
 
 
+async def test_a_record_whose_answer_ended_is_not_offered_for_cancelling(bus: Bus) -> None:
+    # The record outlives the answer by the last edits: a stop click in that moment hears "already finished".
+    relay = Relay(bus, RecordingSurface(), settings())
+    record = InflightRecord(question_id="q-end", platform="test", target=Spot("m").to_fields(), user="u1", created_at=1)
+    await bus.track(record)
+    assert await relay.record_for("q-end") == record
+    await bus.redis.xadd(bus.keys.answers("q-end"), {"m": '{"v":1,"type":"error","code":"cancelled","message":""}'})
+    assert await bus.tracked("test") == [record] and await relay.record_for("q-end") is None
+
+
 async def test_nobody_is_locked_out_by_a_record_that_cannot_finish(bus: Bus) -> None:
     relay = Relay(bus, RecordingSurface(deleted={"gone"}, thread_gone=True), settings(user_concurrent_questions=1))
     surface = relay.surface

@@ -217,8 +217,10 @@ def test_a_flood_of_idle_connections_cannot_take_the_health_port_or_redis(
         wait_until(worker.ready, 30, what="/healthz through the flood")
         answer = run_kullm(["ask", "한국의 수도는 어디야?"], redis_server.url)
         assert answer.returncode == 0 and answer.stdout.strip() == trained.CAPITAL
-        during = len(list(descriptors.iterdir()))
-        assert during <= before + MAX_CONNECTIONS + 8, f"{before} → {during} descriptors: idle sockets not shed"
+        # Once the flood is accepted (on a busy machine it may still be arriving), at most the cap stays open:
+        # without the guard all 1,100 sockets would.
+        bound = before + MAX_CONNECTIONS + 8
+        wait_until(lambda: len(list(descriptors.iterdir())) <= bound, 30, what=f"descriptors back under {bound}")
     finally:
         for sock in flood:
             sock.close()

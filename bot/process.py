@@ -13,7 +13,10 @@ from pydantic import ValidationError
 
 from bot.settings import ClientSettings
 
-EXIT_OK, EXIT_CONFIG = 0, 2
+# Exit statuses of every kullm process (`kullm ask`'s are in bot/terminal.py's docstring). 2 is a
+# configuration or input error: `kullm up` does not restart a child that exits with it.
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUSY, EXIT_REDIS, EXIT_TIMEOUT, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5, 130
+EXIT_INPUT = EXIT_CONFIG
 SettingsT = TypeVar("SettingsT", bound=ClientSettings)
 
 

@@ -24,6 +24,7 @@ from rich.text import Text
 
 from bot.follow import follow_answer
 from bot.limits import check_question
+from bot.process import EXIT_BUSY, EXIT_CANCELLED, EXIT_FAILED, EXIT_INPUT, EXIT_OK, EXIT_REDIS, EXIT_TIMEOUT
 from bot.settings import ClientSettings
 from bot.texts import Language, error_text, text
 from chatbus import (
@@ -42,7 +43,6 @@ from chatbus import (
     write_refusal,
 )
 
-EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_BUSY, EXIT_REDIS, EXIT_TIMEOUT, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5, 130
 _ERROR_EXIT = {"too_long": EXIT_INPUT, "overloaded": EXIT_BUSY, "cancelled": EXIT_CANCELLED}
 CANCEL_SEND_S = 2.0  # leaving with Ctrl-C waits this long at most for the cancel flag to reach Redis
 
@@ -175,18 +175,8 @@ async def ask(
     )
     try:
         return await _ask(bus, item, settings, _renderer(as_json, out, err, language), err)
-    except AuthenticationError:
-        err.write(text("redis_auth", language, url=redact_url(settings.redis_url)) + "\n")
-        return EXIT_REDIS
-    except RedisConnectionError:
-        err.write(text("redis_down", language, url=redact_url(settings.redis_url)) + "\n")
-        return EXIT_REDIS
-    except ResponseError as exc:
-        refusal = write_refusal(exc)
-        if refusal is None:
-            raise
-        err.write(text("redis_refuses", language, reason=refusal) + "\n")
-        return EXIT_REDIS
+    except (RedisConnectionError, ResponseError) as exc:
+        return _redis_failed(exc, settings, err)
     finally:
         await bus.redis.aclose()
 
@@ -266,12 +256,8 @@ async def status(settings: ClientSettings, *, as_json: bool = False, out: TextIO
     bus = Bus(connect(settings.redis_url, settings.redis_password), Keys(settings.key_prefix))
     try:
         stats = await bus.stats()
-    except AuthenticationError:
-        sys.stderr.write(text("redis_auth", settings.bot_language, url=redact_url(settings.redis_url)) + "\n")
-        return EXIT_REDIS
-    except RedisConnectionError:
-        sys.stderr.write(text("redis_down", settings.bot_language, url=redact_url(settings.redis_url)) + "\n")
-        return EXIT_REDIS
+    except (RedisConnectionError, ResponseError) as exc:
+        return _redis_failed(exc, settings, sys.stderr)
     finally:
         await bus.redis.aclose()
     if as_json:
@@ -300,3 +286,18 @@ def _renderer(as_json: bool, out: TextIO, err: TextIO, language: Language) -> Re
     if out.isatty():
         return LiveView(Console(file=out), language)
     return PlainText(out, err, language)
+
+
+def _redis_failed(exc: RedisConnectionError | ResponseError, settings: ClientSettings, err: TextIO) -> int:
+    """Say why Redis cannot be used (password refused, unreachable, refusing writes) and return EXIT_REDIS;
+    any other Redis error is raised again."""
+    language, url = settings.bot_language, redact_url(settings.redis_url)
+    if isinstance(exc, AuthenticationError):  # a subclass of ConnectionError: asked first
+        err.write(text("redis_auth", language, url=url) + "\n")
+    elif isinstance(exc, RedisConnectionError):
+        err.write(text("redis_down", language, url=url) + "\n")
+    elif (refusal := write_refusal(exc)) is not None:
+        err.write(text("redis_refuses", language, reason=refusal) + "\n")
+    else:
+        raise exc
+    return EXIT_REDIS

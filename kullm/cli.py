@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from bot.process import EXIT_CANCELLED, EXIT_INPUT
 from bot.texts import Language, text
 from chatbus.messages import MAX_CONTEXT_CHARS, MAX_NEW_TOKENS
-
-EXIT_INPUT, EXIT_CANCELLED = 2, 130
 
 
 class _Parser(argparse.ArgumentParser):

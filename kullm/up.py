@@ -26,6 +26,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.process import EXIT_CONFIG
 from bot.settings import DiscordSettings, SlackSettings
 from chatbus import redact_url
 from inference.settings import WorkerSettings
@@ -39,7 +40,6 @@ REDIS_STOP_S = 30.0
 RESTART_DELAY_S = 1.0
 RESTART_DELAY_MAX_S = 30.0
 HEALTHY_RUN_S = 60.0  # a child that ran this long before exiting gets its backoff reset
-EXIT_CONFIG = 2  # what every kullm process returns for a configuration error
 ADAPTERS = ("discord", "slack")
 _PR_SET_PDEATHSIG = 1
 

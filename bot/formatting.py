@@ -10,6 +10,8 @@ _SENTENCE_END = re.compile(r"(?<=[.!?。])\s")
 MIN_FILL = 0.3
 # A piece must hold a closing and a reopening fence line around some text.
 MIN_LIMIT = 16
+# What a reopened code block keeps of its opening line: the language tag, when it looks like one.
+_LANGUAGE = re.compile(r"[\w+#.-]{1,20}")
 
 
 def split_message(text: str, limit: int) -> list[str]:
@@ -24,7 +26,7 @@ def split_message(text: str, limit: int) -> list[str]:
     fence: str | None = None  # the fence line open at the start of `rest`
     rest = text.strip()
     while rest:
-        prefix = f"{fence}\n" if fence else ""
+        prefix = _reopen(fence, limit)
         budget = limit - len(prefix)
         if len(rest) <= budget:
             pieces.append(prefix + rest)
@@ -51,12 +53,26 @@ def _cut(text: str, budget: int) -> int:
         for at in candidates:
             if at >= floor:
                 return at
-    return budget
+    return max(budget, 1)
 
 
 def _after(window: str, separator: str) -> int:
     at = window.rfind(separator)
     return at + len(separator) if at >= 0 else 0
+
+
+def _reopen(fence: str | None, limit: int) -> str:
+    """The line that reopens a code block cut at the end of the last piece: the fence and its language only.
+
+    The opening line itself can be anything a model wrote after the backticks, as long as the whole
+    piece; a language tag that would leave too little room is dropped.
+    """
+    if fence is None:
+        return ""
+    language = fence[len(FENCE) :].strip()
+    if not _LANGUAGE.fullmatch(language) or limit - len(FENCE) - len(language) - 1 < MIN_LIMIT // 2 + len(FENCE) + 1:
+        language = ""
+    return f"{FENCE}{language}\n"
 
 
 def _fence_state(open_fence: str | None, piece: str) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -57,6 +58,16 @@ def test_splitting_hostile_text_keeps_every_piece_in_bounds(text: str) -> None:
     for limit in (2000, 3000, 64):
         pieces = split_message(text, limit)
         assert all(0 < len(piece) <= limit for piece in pieces)
+
+
+@pytest.mark.timeout(10)
+def test_a_code_block_opened_by_a_line_longer_than_the_limit_still_splits() -> None:
+    # Reopening the block with its whole opening line once left no room for text: the loop never ended.
+    text = "```" + "가" * 100 + "\n" + "x = 1\n" * 60
+    pieces = split_message(text, 64)
+    assert all(0 < len(piece) <= 64 for piece in pieces)
+    assert all(piece.startswith("```\n") for piece in pieces[1:]), "reopened without the runaway line"
+    assert split_message("```python\n" + "x = 1\n" * 60, 64)[1].startswith("```python\n")  # a real tag stays
 
 
 def test_a_100k_character_answer_splits_into_bounded_pieces() -> None:

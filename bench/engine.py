@@ -16,16 +16,23 @@ A worker can serve the same random-weight shapes (the GPU check's end-to-end run
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import dataclasses
 import platform
 import resource
+import shutil
 import statistics
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from inference.engine import GenerationRequest, Loaded, Sampling
+from inference.engine import DelegatingEngine, GenerationRequest, Loaded, Sampling
 from inference.errors import EngineLoadError
 from inference.model import engine_on, resolve_device, resolve_dtype
 from inference.prompt import render_kullm_v1
@@ -66,7 +73,36 @@ ARCHITECTURES["polyglot-ko-small"] = {
     "num_attention_heads": 8,
     "intermediate_size": 1024,
 }
+# Mid-size, for CPU comparisons where the model, not Python, sets the pace (about 90 M parameters).
+ARCHITECTURES["polyglot-ko-mid"] = {
+    **ARCHITECTURES["polyglot-ko-12.8b"],
+    "hidden_size": 768,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+}
+# KULLM3's architecture (Llama, grouped-query attention) at the same width, depth and vocabulary: the twins
+# on which transformers' own continuous batching runs (it fails on GPT-NeoX).
+LLAMA = "llama"
+for _name in ("polyglot-ko-small", "polyglot-ko-mid"):
+    _shape = ARCHITECTURES[_name]
+    ARCHITECTURES[_name.replace("polyglot-ko", LLAMA)] = {
+        "model_type": LLAMA,
+        "vocab_size": POLYGLOT_VOCAB,
+        "hidden_size": _shape["hidden_size"],
+        "num_hidden_layers": _shape["num_hidden_layers"],
+        "num_attention_heads": _shape["num_attention_heads"],
+        "num_key_value_heads": _shape["num_attention_heads"] // 4,
+        "intermediate_size": _shape["intermediate_size"],
+        "max_position_embeddings": 2048,
+        "eos_token_id": 2,
+        "tie_word_embeddings": False,
+    }
 RANDOM_PREFIX = "random:"
+# transformers' continuous batching: tokens per cache page, and tokens per forward pass (as our engine's default
+# prefill chunk, so both read prompts at the same pace).
+CB_PAGE_SIZE = 256
+PREFILL_BUDGET = 512
 
 
 @dataclass
@@ -142,6 +178,160 @@ def run_engine(model: Any, tokenizer: Any, count: int, new_tokens: int, device: 
     )
 
 
+class ForcedLength(DelegatingEngine):
+    """An engine whose requests all run to their length (no stop at eos or `###`), as the direct runs force it."""
+
+    def add(self, request: GenerationRequest) -> None:
+        self.inner.add(dataclasses.replace(request, ignore_eos=True))
+
+
+def run_through_queue(model: Any, tokenizer: Any, count: int, new_tokens: int, redis_url: str) -> Result:
+    """The same engine behind the real worker loop and Redis: `count` questions enqueued at once, answers followed."""
+    return asyncio.run(_through_queue(model, tokenizer, count, new_tokens, redis_url))
+
+
+async def _through_queue(model: Any, tokenizer: Any, count: int, new_tokens: int, redis_url: str) -> Result:
+    from chatbus import Bus, Delta, Done, Keys, Question, connect
+    from inference.worker import Worker
+
+    settings = WorkerSettings(  # type: ignore[call-arg]
+        _env_file=None,
+        redis_url=redis_url,
+        max_batch_size=count,
+        max_new_tokens=new_tokens,
+        seed=0,
+        metrics_port=0,
+        worker_name=f"bench-{count}",
+        key_prefix=f"bench{count}:",
+    )
+    loaded = engine_on(model, tokenizer, settings)
+    redis = connect(redis_url)
+    bus = Bus(redis, Keys(settings.key_prefix))
+    worker = Worker(bus, Loaded(ForcedLength(loaded.engine), loaded.prompts), settings)
+    serving = asyncio.create_task(worker.run())
+    first: dict[str, float] = {}
+    finished: dict[str, float] = {}
+    tokens = 0
+
+    async def read_answer(question_id: str, began_ms: float) -> None:
+        """Times from the answer stream's own entry ids (Redis' clock, in ms): when the worker wrote each event."""
+        nonlocal tokens
+        async for entry_id, event in bus.follow(question_id):
+            at = (int(entry_id.split("-")[0]) - began_ms) / 1000
+            if isinstance(event, Delta):
+                first.setdefault(question_id, at)
+            elif isinstance(event, Done):
+                finished[question_id] = at
+                first.setdefault(question_id, at)
+                tokens += event.completion_tokens
+
+    async def answered(before: float, count: int) -> None:
+        # Nobody follows the answers while they are generated: clients run elsewhere, not in this process,
+        # where they would take the GIL from the engine's thread. The worker's own count says when all are done.
+        while worker.metrics.questions.labels("done")._value.get() - before < count:
+            await asyncio.sleep(0.02)
+
+    try:
+        warm = Question.new("bench", QUESTIONS[0], ttl_s=600, max_new_tokens=2)
+        before = worker.metrics.questions.labels("done")._value.get()
+        await bus.enqueue(warm)
+        await answered(before, 1)
+        questions = [Question.new("bench", QUESTIONS[i % len(QUESTIONS)], ttl_s=600) for i in range(count)]
+        before = worker.metrics.questions.labels("done")._value.get()
+        seconds, micros = await redis.time()
+        began_ms, began = seconds * 1000 + micros / 1000, time.perf_counter()
+        async with redis.pipeline(transaction=False) as pipe:  # all at once, as the direct run adds them
+            for question in questions:
+                pipe.xadd(bus.keys.questions, question.to_fields())  # type: ignore[arg-type]
+            await pipe.execute()
+        await answered(before, count)
+        wall = time.perf_counter() - began
+        for question in questions:
+            await read_answer(question.id, began_ms)
+    finally:
+        worker.request_drain()
+        await serving
+        await redis.aclose()
+    return Result(
+        f"engine through the queue, {count} in flight",
+        count,
+        tokens,
+        wall,
+        list(first.values()),
+        list(finished.values()),
+        0.0,
+    )
+
+
+def run_static_generate(model: Any, tokenizer: Any, count: int, new_tokens: int, device: torch.device) -> Result:
+    """Plain `generate` on all `count` prompts as one left-padded batch: nothing streams, nobody joins."""
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        batch = tokenizer(prompts(count), return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    finally:
+        tokenizer.padding_side = side
+    _reset_peak(device)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        model.generate(
+            **batch,
+            do_sample=True,
+            temperature=0.7,
+            top_p=0.9,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    _sync(device)
+    wall = time.perf_counter() - started
+    ends = [wall] * count  # the first token arrives with the last
+    return Result(f"static generate, {count} at once", count, count * new_tokens, wall, ends, ends, _peak(device))
+
+
+def run_continuous_batching(model: Any, tokenizer: Any, count: int, new_tokens: int, device: torch.device) -> Result:
+    """transformers' own continuous batching (`generate_batch`: paged attention) with `count` prompts at once.
+
+    It runs on Llama (KULLM3's architecture); on GPT-NeoX (KULLM v1/v2) transformers fails.
+    """
+    from transformers import ContinuousBatchingConfig, GenerationConfig
+
+    config = GenerationConfig(
+        do_sample=True,
+        temperature=0.7,
+        top_p=0.9,
+        max_new_tokens=new_tokens,
+        eos_token_id=-1,  # never sampled: every answer runs to `new_tokens`, as the other settings' do
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    inputs = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts(count)]
+    # The paged cache sized for these requests (left to itself, it sizes for the device's free memory: on a
+    # CPU that took seconds before the first token).
+    pages = count * -(-(max(map(len, inputs)) + new_tokens) // CB_PAGE_SIZE)
+    sizes = ContinuousBatchingConfig(page_size=CB_PAGE_SIZE, num_blocks=pages + 1, max_batch_tokens=PREFILL_BUDGET)
+    _reset_peak(device)
+    started = time.perf_counter()
+    outputs = model.generate_batch(
+        inputs,
+        generation_config=config,
+        continuous_batching_config=sizes,
+        record_timestamps=True,
+        progress_bar=False,
+        warmup=False,
+    )
+    _sync(device)
+    wall = time.perf_counter() - started
+    done = list(outputs.values())
+    failed = [o.error for o in done if o.error]
+    if failed or len(done) != count:
+        raise RuntimeError(f"{len(failed) or count - len(done)} of {count} requests failed: {failed[:1]}")
+    first = [o.timestamps[0] - started for o in done]
+    last = [o.timestamps[-1] - started for o in done]
+    tokens = sum(len(o.generated_tokens) for o in done)
+    return Result(
+        f"transformers continuous batching, {count} in flight", count, tokens, wall, first, last, _peak(device)
+    )
+
+
 def idle_ttft(model: Any, tokenizer: Any, device: torch.device, prompt_tokens: int = 200, runs: int = 5) -> str:
     """Time to first token for one question alone with a prompt of about `prompt_tokens` tokens."""
     filler = "고려대학교 자연어처리 연구실에서 만든 한국어 언어 모델 구름에 대해 자세히 설명해 주세요. "
@@ -213,9 +403,16 @@ def random_model(name: str, dtype: torch.dtype, device: torch.device) -> Any:
     """The architecture's real shape with random weights: built on the meta device, then allocated."""
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-    config = GPTNeoXConfig(**ARCHITECTURES[name])
+    shape = dict(ARCHITECTURES[name])
+    if shape.pop("model_type", None) == LLAMA:
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        config: Any = LlamaConfig(**shape)
+        model_class: Any = LlamaForCausalLM
+    else:
+        config, model_class = GPTNeoXConfig(**shape), GPTNeoXForCausalLM
     with torch.device("meta"):
-        model = GPTNeoXForCausalLM(config)
+        model = model_class(config)
     model = model.to_empty(device=device).to(dtype)
     with torch.no_grad():  # to_empty leaves every tensor uninitialised: set each one, buffers included
         for module in model.modules():
@@ -231,6 +428,8 @@ def _initialise(module: torch.nn.Module, device: torch.device) -> None:
     if isinstance(module, torch.nn.LayerNorm):
         module.weight.fill_(1.0)
         module.bias.zero_()
+    elif type(module).__name__.endswith("RMSNorm"):
+        module.weight.fill_(1.0)
     elif isinstance(module, torch.nn.Linear | torch.nn.Embedding):
         module.weight.normal_(0.0, 0.02)
         if getattr(module, "bias", None) is not None:
@@ -287,16 +486,17 @@ def report(baseline: Result, results: list[Result], args: argparse.Namespace, de
         "|---|---|---|---|---|---|---|---|",
     ]
     for result in [baseline, *results]:
+        peak = f"{result.peak_memory_mb:,.0f}" if result.peak_memory_mb else "–"  # the queue's: the worker's own
         lines.append(
             f"| {result.name} | {result.questions} | {result.tokens_per_s:,.1f} | "
             f"{result.tokens_per_s / baseline.tokens_per_s:.2f}× | {_pct(result.first_token_s, 50):.3f}s | "
-            f"{_pct(result.latency_s, 50):.3f}s | {_pct(result.latency_s, 95):.3f}s | {result.peak_memory_mb:,.0f} |"
+            f"{_pct(result.latency_s, 50):.3f}s | {_pct(result.latency_s, 95):.3f}s | {peak} |"
         )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the baseline and each concurrency once, print the table."""
+    """Run the baseline and every setting at each concurrency once, print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model directory (default: the tiny test model, built if needed)")
     parser.add_argument("--architecture", choices=sorted(ARCHITECTURES))
@@ -306,20 +506,93 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline-questions", type=int, default=8)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument(
+        "--compare",
+        default="static,paged,queue",
+        help="settings run beside the engine at each concurrency: static (plain generate), paged (transformers' "
+        "continuous batching, Llama only), queue (the engine behind the worker and Redis); empty for none",
+    )
     args = parser.parse_args(argv)
     if args.architecture and not args.random_weights:
         parser.error("--architecture builds random weights: pass --random-weights to confirm")
+    compare = {c for c in args.compare.split(",") if c}
     model, tokenizer, device = load(args)
     run_engine(model, tokenizer, 2, 4, device)  # warm-up: first-call allocations and kernels
     baseline = run_baseline(model, tokenizer, args.baseline_questions, args.new_tokens, device)
-    results = [run_engine(model, tokenizer, int(n), args.new_tokens, device) for n in args.concurrency.split(",")]
+    notes: list[str] = []
+    with _private_redis("queue" in compare) as redis_url:
+        results = []
+        for n in (int(c) for c in args.concurrency.split(",")):
+            results += _settings_at(n, model, tokenizer, device, args.new_tokens, compare, redis_url, notes)
     print(report(baseline, results, args, device))
-    single = next((r for r in results if r.questions == 1), None) or run_engine(
-        model, tokenizer, 1, args.new_tokens, device
-    )
     print()
+    print("\n".join(notes + comparisons(results)))
+    single = next((r for r in results if r.questions == 1 and r.name.startswith("engine,")), None)
+    single = single or run_engine(model, tokenizer, 1, args.new_tokens, device)
     print(bandwidth_line(model, single, copy_bandwidth(device)))
     print(idle_ttft(model, tokenizer, device))
+
+
+def _settings_at(
+    n: int,
+    model: Any,
+    tokenizer: Any,
+    device: torch.device,
+    new_tokens: int,
+    compare: set[str],
+    redis_url: str | None,
+    notes: list[str],
+) -> list[Result]:
+    results = [run_engine(model, tokenizer, n, new_tokens, device)]
+    if redis_url:
+        results.append(run_through_queue(model, tokenizer, n, new_tokens, redis_url))
+    if "static" in compare:
+        results.append(run_static_generate(model, tokenizer, n, new_tokens, device))
+    if "paged" in compare:
+        try:
+            results.append(run_continuous_batching(model, tokenizer, n, new_tokens, device))
+        except Exception as exc:  # GPT-NeoX: transformers' paged cache fails; say how, once
+            note = f"transformers continuous batching on {model.config.model_type}: fails ({type(exc).__name__}: {exc})"
+            if note not in notes:
+                notes.append(note[:300])
+    return results
+
+
+def comparisons(results: list[Result]) -> list[str]:
+    """Ratios the targets are stated in, each between settings measured in this run at the same concurrency."""
+    lines = []
+    by_name = {r.name: r for r in results}
+    for engine in (r for r in results if r.name.startswith("engine, ")):
+        n = engine.questions
+        queued = by_name.get(f"engine through the queue, {n} in flight")
+        paged = by_name.get(f"transformers continuous batching, {n} in flight")
+        if queued:
+            lines.append(
+                f"{n} in flight: through the queue {queued.tokens_per_s / engine.tokens_per_s:.0%} of the engine"
+            )
+        if paged:
+            lines.append(
+                f"{n} in flight: engine {engine.tokens_per_s / paged.tokens_per_s:.2f}× transformers' continuous "
+                f"batching; TTFT p50 {_pct(engine.first_token_s, 50):.3f}s against {_pct(paged.first_token_s, 50):.3f}s"
+            )
+    return lines
+
+
+@contextlib.contextmanager
+def _private_redis(wanted: bool) -> Iterator[str | None]:
+    """A redis-server of the benchmark's own for the queue settings (None when not wanted or not installed)."""
+    if not wanted or not shutil.which("redis-server"):
+        yield None
+        return
+    from tests.support.processes import RedisServer
+
+    with tempfile.TemporaryDirectory() as directory:
+        server = RedisServer(Path(directory))
+        server.start()
+        try:
+            yield server.url
+        finally:
+            server.stop()
 
 
 def _tiny_model() -> str:

@@ -117,7 +117,7 @@ class Service:
     workers: list[WorkerProcess] = field(default_factory=list)
     bots: dict[str, BotProcess] = field(default_factory=dict)
     ask_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(ASK_PROCESSES_AT_ONCE))
-    engine: str = "transformers"  # or "scripted": the tiny model's answers without torch (CI's small run)
+    engine: str = "builtin"  # or "scripted": the tiny model's answers without torch (CI's small run)
 
     # ---- processes ------------------------------------------------------------------------------------------
 
@@ -257,7 +257,7 @@ class Service:
         return [m for m in s.thread(s.channel_id, asked.ref) if m.get("bot_id")]
 
 
-async def start_service(tmp: Path, engine: str = "transformers") -> Service:
+async def start_service(tmp: Path, engine: str = "builtin") -> Service:
     redis = RedisServer(tmp / "redis", appendonly=True)
     redis.start()
     discord, slack = DiscordStandIn(), SlackStandIn()
@@ -754,7 +754,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-trials", type=int, default=3)
     parser.add_argument("--output", default=str(ROOT / "docs" / "RELIABILITY.md"))
     parser.add_argument(
-        "--engine", choices=("transformers", "scripted"), default="transformers", help="what the workers generate with"
+        "--engine", choices=("builtin", "scripted"), default="builtin", help="what the workers generate with"
     )
     return asyncio.run(main_async(parser.parse_args(argv)))
 

@@ -2,7 +2,7 @@
 
 The worker drives any `Engine` — add a request, cancel it, step, read what came out — and
 never imports torch: an engine reports running out of memory as `EngineOutOfMemory`.
-`TransformersEngine` (inference/transformers_engine.py) is the real one; tests and
+`TransformersEngine` (inference/transformers_engine.py, `ENGINE=builtin`) is the real one; tests and
 benchmarks script their own (tests/support/engines.py, bench/queue.py).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from chatbus.messages import FinishReason
 from inference.errors import EngineLoadError
@@ -86,6 +86,41 @@ class Engine(Protocol):
         ...
 
 
+class DelegatingEngine:
+    """An engine layered over another: everything goes to `inner`; subclasses change only what they need
+    (the tests' fault injection, the benchmark's forced lengths)."""
+
+    def __init__(self, inner: Engine) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.inner.max_batch_size
+
+    @max_batch_size.setter
+    def max_batch_size(self, value: int) -> None:
+        self.inner.max_batch_size = value
+
+    @property
+    def active(self) -> int:
+        return self.inner.active
+
+    def add(self, request: GenerationRequest) -> None:
+        self.inner.add(request)
+
+    def cancel(self, request_id: str) -> None:
+        self.inner.cancel(request_id)
+
+    def reset(self) -> list[str]:
+        return self.inner.reset()
+
+    def step(self) -> list[GenerationUpdate]:
+        return self.inner.step()
+
+
 @dataclass(frozen=True)
 class Loaded:
     """An engine and the prompt builder that speaks its tokenizer: what an engine factory returns."""
@@ -94,9 +129,13 @@ class Loaded:
     prompts: PromptBuilder
 
 
+# The engines ENGINE names; `transformers` is the builtin engine's name from before there was a choice.
+BUILTIN = ("builtin", "transformers")
+
+
 def engine_factory(spec: str) -> Callable[[WorkerSettings], Loaded]:
-    """`transformers`, or `package.module:function` returning a `Loaded` (tests add engines this way)."""
-    if spec == "transformers":
+    """`builtin`, or `package.module:function` returning a `Loaded` (tests add engines this way)."""
+    if spec in BUILTIN:
         from inference.model import build_transformers  # torch and transformers: only for the real engine
 
         return build_transformers
@@ -104,5 +143,5 @@ def engine_factory(spec: str) -> Callable[[WorkerSettings], Loaded]:
     try:
         factory: Callable[[WorkerSettings], Loaded] = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise EngineLoadError(f"ENGINE={spec!r}: expected 'transformers' or 'module:function' ({exc})") from exc
+        raise EngineLoadError(f"ENGINE={spec!r}: expected 'builtin' or 'module:function' ({exc})") from exc
     return factory

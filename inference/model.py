@@ -79,7 +79,12 @@ def engine_on(model: Any, tokenizer: Any, settings: WorkerSettings) -> Loaded:
         seed=settings.seed,
     )
     engine = TransformersEngine(
-        model, tokenizer, model_id=settings.model_id, sampling=sampling, max_batch_size=settings.max_batch_size
+        model,
+        tokenizer,
+        model_id=settings.model_id,
+        sampling=sampling,
+        max_batch_size=settings.max_batch_size,
+        prefill_chunk=settings.prefill_chunk_tokens,
     )
     configured = getattr(model.config, "max_position_embeddings", None) or DEFAULT_CONTEXT_WINDOW
     window = int(settings.context_window or configured)

@@ -35,7 +35,8 @@ class WorkerSettings(BaseSettings):
     device: str = "auto"
     device_map: str | None = None
     quantization: Literal["none", "8bit", "4bit"] = "none"
-    engine: str = "transformers"
+    engine: str = "builtin"
+    prefill_chunk_tokens: int = Field(default=512, ge=16)
 
     template: Template = Template.KULLM_V1
     context_window: int | None = Field(default=None, ge=64)

@@ -1,9 +1,15 @@
 """`TransformersEngine`: a causal LM from transformers behind the `Engine` protocol.
 
-It batches at the iteration level: every `step()` decodes one token for every running
-question and prefills newcomers in the same step, merging their KV cache into the running
-batch (left-padded). A question that finishes or is cancelled leaves the batch at once, so
-its slot is free for the next step.
+It batches at the iteration level. Every `step()` decodes one token for every running
+question, then spends up to `prefill_chunk` prompt tokens on newcomers: short prompts are
+prefilled together as one left-padded batch, a long one a chunk per step, so a newcomer never
+waits for a whole padded wave and the running questions never wait for a long prompt. Prefill
+computes logits for the last position only.
+
+The running batch's keys and values live in a `SlotCache` (inference/kv_cache.py), written in
+place: a decode step writes one column, a newcomer copies in only its own tokens, a finished
+question's row is refilled by the last row. A question that finishes or is cancelled leaves
+the batch at once, so its slot is free for the next step.
 """
 
 from __future__ import annotations
@@ -11,22 +17,27 @@ from __future__ import annotations
 import inspect
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import DynamicCache
 
 from chatbus.messages import FinishReason
 from inference.detokenize import IncrementalDecoder
 from inference.engine import GenerationRequest, GenerationUpdate, Sampling
 from inference.errors import EngineOutOfMemory
+from inference.kv_cache import SlotCache
 from inference.prompt import visible_answer
 
 log = logging.getLogger(__name__)
 
-# Candidates sorted for top-p before falling back to the whole vocabulary.
-TOP_P_HEAD = 64
+# Prompt tokens prefilled per step, newcomers together (PREFILL_CHUNK_TOKENS).
+DEFAULT_PREFILL_CHUNK = 512
+# Candidates drawn per row and round by the top-p sampler; a row keeps the first inside the nucleus.
+TOP_P_DRAWS = 4
+# Rounds before the sampler sorts the few rows still without a token (each round misses with ≤ (1 - top_p)^4).
+TOP_P_ROUNDS = 4
 
 
 @dataclass
@@ -44,14 +55,18 @@ class _Row:
 
 
 @dataclass
-class _Batch:
-    """The running batch: rows plus their left-padded attention mask and KV cache."""
+class _Newcomer:
+    """A request waiting for, or part way through, its prefill."""
 
-    rows: list[_Row] = field(default_factory=list)
-    cache: DynamicCache | None = None
-    mask: torch.Tensor | None = None  # [rows, cached tokens]
-    positions: torch.Tensor | None = None  # [rows] position id of the next token
-    next_tokens: torch.Tensor | None = None  # [rows] last sampled token, fed at the next step
+    request: GenerationRequest
+    ids: list[int] | None = None  # the prompt's tokens, read on the engine's thread at its first prefill
+    done: int = 0  # tokens already in `cache` (a long prompt is prefilled a chunk per step)
+    cache: Any = None  # its own KV cache until it joins the running batch
+
+    @property
+    def left(self) -> int:
+        assert self.ids is not None
+        return len(self.ids) - self.done
 
 
 class TransformersEngine:
@@ -65,20 +80,29 @@ class TransformersEngine:
         model_id: str,
         sampling: Sampling,
         max_batch_size: int,
+        prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.sampling = sampling
         self.max_batch_size = max_batch_size
+        self.prefill_chunk = prefill_chunk
         self.device = next(model.parameters()).device
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else sampling.eos_token_id
         self.last_batch = 0
         # transformers 5.24 renamed `past_key_values` to `cache` (argument and output); speak what the model takes.
         forward_params = inspect.signature(model.forward).parameters
         self._cache_name = "cache" if "cache" in forward_params else "past_key_values"
-        self._waiting: deque[GenerationRequest] = deque()
-        self._batch = _Batch()
+        self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in forward_params else {}
+        self._layers = int(model.config.num_hidden_layers)
+        self._waiting: deque[_Newcomer] = deque()
+        # The running batch. Row i has positions[i] tokens in the cache, right-aligned: they fill the columns
+        # [cache.end - positions[i], cache.end), and its next token (next[i], position positions[i]) goes to cache.end.
+        self._rows: list[_Row] = []
+        self._cache = SlotCache(self._layers)
+        self._positions = torch.zeros(0, dtype=torch.long, device=self.device)
+        self._next = torch.zeros(0, dtype=torch.long, device=self.device)
         self._generator = torch.Generator(device=self.device)
         if sampling.seed is not None:
             self._generator.manual_seed(sampling.seed)
@@ -88,28 +112,36 @@ class TransformersEngine:
     @property
     def active(self) -> int:
         """Requests waiting for prefill plus rows decoding."""
-        return len(self._waiting) + len(self._batch.rows)
+        return len(self._waiting) + len(self._rows)
+
+    @property
+    def cache(self) -> SlotCache:
+        """The running batch's KV cache (benchmarks and tests read its geometry and `copies`)."""
+        return self._cache
 
     def count_tokens(self, text: str) -> int:
         """Prompt length in this model's tokens."""
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     def add(self, request: GenerationRequest) -> None:
-        """Queue a request for the next step's prefill."""
-        self._waiting.append(request)
+        """Queue a request for prefill at the next steps."""
+        self._waiting.append(_Newcomer(request))
 
     def cancel(self, request_id: str) -> None:
-        """Drop a waiting request, or mark a running row to leave at the next step."""
-        self._waiting = deque(r for r in self._waiting if r.id != request_id)
-        for row in self._batch.rows:
+        """Drop a waiting request (its partial prefill too), or mark a running row to leave at the next step."""
+        self._waiting = deque(n for n in self._waiting if n.request.id != request_id)
+        for row in self._rows:
             if row.request.id == request_id:
                 row.cancelled = True
 
     def reset(self) -> list[str]:
         """Forget every request and the KV cache; the batch's ids come first, then those still waiting."""
-        ids = [row.request.id for row in self._batch.rows] + [r.id for r in self._waiting]
+        ids = [row.request.id for row in self._rows] + [n.request.id for n in self._waiting]
         self._waiting.clear()
-        self._batch = _Batch()
+        self._rows = []
+        self._cache = SlotCache(self._layers)  # the buffers go too: a reset often follows running out of memory
+        self._positions = torch.zeros(0, dtype=torch.long, device=self.device)
+        self._next = torch.zeros(0, dtype=torch.long, device=self.device)
         return ids
 
     def step(self) -> list[GenerationUpdate]:
@@ -125,105 +157,134 @@ class TransformersEngine:
 
     @torch.inference_mode()
     def _step(self) -> list[GenerationUpdate]:
-        self._drop(lambda row: row.cancelled)
-        updates = self._decode() if self._batch.rows else []
-        room = self.max_batch_size - len(self._batch.rows)
-        newcomers = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
-        if newcomers:
-            try:
-                updates += self._prefill(newcomers)
-            except BaseException:
-                # Out of memory or another failure: the newcomers were in the failed batch, in front.
-                self._waiting.extendleft(reversed(newcomers))
-                raise
-        self.last_batch = len(self._batch.rows)
-        self._drop(lambda row: row.finish_reason is not None)
+        self._leave(lambda row: row.cancelled)
+        updates = self._decode() if self._rows else []
+        updates += self._prefill_newcomers()
+        self.last_batch = len(self._rows)
+        self._leave(lambda row: row.finish_reason is not None)
         return updates
 
     def _decode(self) -> list[GenerationUpdate]:
-        batch = self._batch
-        assert batch.mask is not None and batch.positions is not None and batch.next_tokens is not None
-        mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.rows), 1))], dim=1)
-        logits, batch.cache = self._forward(
-            input_ids=batch.next_tokens[:, None],
-            attention_mask=mask,
-            position_ids=batch.positions[:, None],
-            **{self._cache_name: batch.cache},
+        cache = self._cache
+        cache.make_room_for_one()
+        columns = torch.arange(cache.start, cache.end + 1, device=self.device)
+        mask = (columns[None, :] >= (cache.end - self._positions)[:, None]).long()
+        running: dict[str, Any] = {self._cache_name: cache}
+        logits = self._forward(
+            input_ids=self._next[:, None], attention_mask=mask, position_ids=self._positions[:, None], **running
         )
-        batch.mask = mask
-        batch.positions = batch.positions + 1
-        batch.next_tokens = self._sample(logits[:, -1, :])
-        return self._advance(batch.rows, batch.next_tokens)
+        cache.advance()
+        self._positions = self._positions + 1
+        self._next = self._sample(logits[:, -1, :])
+        return self._advance(self._rows, self._next)
 
-    def _prefill(self, requests: list[GenerationRequest]) -> list[GenerationUpdate]:
-        encoded = [self.tokenizer(r.prompt, add_special_tokens=False).input_ids for r in requests]
-        width = max(len(ids) for ids in encoded)
-        input_ids = torch.full((len(encoded), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    def _prefill_newcomers(self) -> list[GenerationUpdate]:
+        """Spend up to `prefill_chunk` prompt tokens on newcomers, in order, while the batch has room."""
+        updates: list[GenerationUpdate] = []
+        budget = self.prefill_chunk
+        while self._waiting and budget > 0 and len(self._rows) < self.max_batch_size:
+            head = self._waiting[0]
+            if head.ids is None:
+                head.ids = self.tokenizer(head.request.prompt, add_special_tokens=False).input_ids
+            if head.done == 0 and head.left <= budget:
+                group = self._group(budget)
+                budget -= len(group) * max(n.left for n in group)
+                updates += self._prefill(group)
+            else:  # a long prompt: the next chunk of it, on its own
+                chunk = min(head.left, budget)
+                budget -= chunk
+                updates += self._prefill_chunk(head, chunk)
+        return updates
+
+    def _group(self, budget: int) -> list[_Newcomer]:
+        """Waiting newcomers from the head whose whole prompts fit the budget as one left-padded batch."""
+        room = self.max_batch_size - len(self._rows)
+        group: list[_Newcomer] = []
+        for newcomer in self._waiting:
+            if newcomer.ids is None:
+                newcomer.ids = self.tokenizer(newcomer.request.prompt, add_special_tokens=False).input_ids
+            width = max([n.left for n in group] + [newcomer.left])
+            if len(group) == room or newcomer.done or (len(group) + 1) * width > budget:
+                break
+            group.append(newcomer)
+        return group
+
+    def _prefill(self, group: list[_Newcomer]) -> list[GenerationUpdate]:
+        """Prefill whole prompts as one left-padded batch; they join the running batch."""
+        encoded = [n.ids for n in group]
+        assert all(ids is not None for ids in encoded)
+        width = max(len(ids or []) for ids in encoded)
+        input_ids = torch.full((len(group), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(group), width), dtype=torch.long)
         for i, ids in enumerate(encoded):
+            assert ids is not None
             input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             mask[i, width - len(ids) :] = 1
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits, cache = self._forward(input_ids=input_ids, attention_mask=mask, position_ids=positions)
-        tokens = self._sample(logits[:, -1, :])
+        cache_out: dict[str, Any] = {}
+        logits = self._forward(input_ids=input_ids, attention_mask=mask, position_ids=positions, out=cache_out)
+        for _ in group:
+            self._waiting.popleft()
+        return self._join(group, cache_out["cache"], self._sample(logits[:, -1, :]))
+
+    def _prefill_chunk(self, newcomer: _Newcomer, size: int) -> list[GenerationUpdate]:
+        """The next `size` tokens of one long prompt into its own cache; it joins when the prompt is read."""
+        assert newcomer.ids is not None
+        done = newcomer.done
+        input_ids = torch.tensor([newcomer.ids[done : done + size]], dtype=torch.long, device=self.device)
+        cache_out: dict[str, Any] = {}
+        logits = self._forward(
+            input_ids=input_ids,
+            attention_mask=torch.ones((1, done + size), dtype=torch.long, device=self.device),
+            position_ids=torch.arange(done, done + size, device=self.device)[None, :],
+            out=cache_out,
+            **{self._cache_name: newcomer.cache},
+        )
+        newcomer.cache, newcomer.done = cache_out["cache"], done + size
+        if newcomer.left:
+            return []
+        self._waiting.popleft()
+        return self._join([newcomer], newcomer.cache, self._sample(logits[:, -1, :]))
+
+    def _join(self, group: list[_Newcomer], prefilled: Any, tokens: torch.Tensor) -> list[GenerationUpdate]:
+        """Copy prefilled rows into the running batch's cache; they decode from the next step on."""
+        lengths = [len(n.ids or []) for n in group]
+        self._cache.place(prefilled, lengths, self.max_batch_size)
         rows = [
-            _Row(request, len(ids), IncrementalDecoder(self.tokenizer))
-            for request, ids in zip(requests, encoded, strict=True)
+            _Row(n.request, length, IncrementalDecoder(self.tokenizer))
+            for n, length in zip(group, lengths, strict=True)
         ]
-        self._merge(rows, cache, mask, positions[:, -1] + 1, tokens)
+        self._rows.extend(rows)
+        self._positions = torch.cat([self._positions, torch.tensor(lengths, dtype=torch.long, device=self.device)])
+        self._next = torch.cat([self._next, tokens])
         return self._advance(rows, tokens)
 
-    def _forward(self, **inputs: Any) -> tuple[torch.Tensor, DynamicCache]:
-        """One forward pass with the KV cache on; returns the logits and the updated cache."""
-        out = self.model(**inputs, use_cache=True)
-        return out.logits, getattr(out, self._cache_name)
+    def _forward(self, *, out: dict[str, Any] | None = None, **inputs: Any) -> torch.Tensor:
+        """One forward pass with the KV cache on; returns the last position's logits, the cache into `out`."""
+        result = self.model(**inputs, **self._last_only, use_cache=True)
+        if out is not None:
+            out["cache"] = getattr(result, self._cache_name)
+        logits: torch.Tensor = result.logits
+        return logits
 
-    def _merge(
-        self,
-        rows: list[_Row],
-        cache: DynamicCache,
-        mask: torch.Tensor,
-        positions: torch.Tensor,
-        tokens: torch.Tensor,
-    ) -> None:
-        """Append prefilled rows to the running batch, left-padding the shorter KV cache."""
-        batch = self._batch
-        if not batch.rows:
-            self._batch = _Batch(rows, cache, mask, positions, tokens)
+    def _leave(self, leaves: Callable[[_Row], bool]) -> None:
+        """Remove rows for which `leaves(row)` holds: the last row moves into each freed slot."""
+        gone = [i for i, row in enumerate(self._rows) if leaves(row)]
+        if not gone:
             return
-        assert batch.cache is not None and batch.mask is not None
-        assert batch.positions is not None and batch.next_tokens is not None
-        width = max(batch.mask.shape[1], mask.shape[1])
-        for old, new in zip(_layers(batch.cache), _layers(cache), strict=True):
-            old.keys = torch.cat([_left_pad(old.keys, width), _left_pad(new.keys, width)], dim=0)
-            old.values = torch.cat([_left_pad(old.values, width), _left_pad(new.values, width)], dim=0)
-        batch.mask = torch.cat([_left_pad(batch.mask, width), _left_pad(mask, width)], dim=0)
-        batch.positions = torch.cat([batch.positions, positions])
-        batch.next_tokens = torch.cat([batch.next_tokens, tokens])
-        batch.rows.extend(rows)
-
-    def _drop(self, leaves: Any) -> None:
-        """Remove rows for which `leaves(row)` holds, then trim padding columns nobody needs."""
-        batch = self._batch
-        keep = [i for i, row in enumerate(batch.rows) if not leaves(row)]
-        if len(keep) == len(batch.rows):
-            return
-        if not keep:
-            self._batch = _Batch()
-            return
-        assert batch.cache is not None and batch.mask is not None
-        assert batch.positions is not None and batch.next_tokens is not None
-        index = torch.tensor(keep, device=self.device)
-        batch.rows = [batch.rows[i] for i in keep]
-        batch.mask = batch.mask.index_select(0, index)
-        batch.positions = batch.positions.index_select(0, index)
-        batch.next_tokens = batch.next_tokens.index_select(0, index)
-        first = int(batch.mask.any(dim=0).nonzero()[0])
-        batch.mask = batch.mask[:, first:]
-        for layer in _layers(batch.cache):
-            layer.keys = layer.keys.index_select(0, index)[:, :, first:, :]
-            layer.values = layer.values.index_select(0, index)[:, :, first:, :]
+        last = len(self._rows) - 1
+        for i in reversed(gone):  # from the back, so `last` is always a row that stays
+            if i != last:
+                self._cache.move_row(last, i)
+                self._rows[i] = self._rows[last]
+                for tensor in (self._positions, self._next):
+                    tensor[i] = tensor[last]
+            last -= 1
+        kept = last + 1
+        del self._rows[kept:]
+        self._positions, self._next = self._positions[:kept], self._next[:kept]
+        self._cache.truncate(kept, self._cache.end - int(self._positions.max()) if kept else 0)
 
     def _sample(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.sampling.do_sample:
@@ -262,32 +323,36 @@ class TransformersEngine:
 
 
 def sample_top_p(probs: torch.Tensor, top_p: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Nucleus sampling: draw from the smallest set of most likely tokens whose mass reaches `top_p`.
+    """Nucleus sampling, exact, without sorting the vocabulary in the common case.
 
-    Exact, but sorts only the head of the distribution: a full sort of Polyglot-ko's 30080
-    logits per row per token cost more than the model itself on small batches.
+    The nucleus is the smallest set of most likely tokens whose mass reaches `top_p`: a token is in
+    it when the tokens strictly more likely than it weigh less than `top_p`. Drawing from the whole
+    distribution and keeping the first draw that lands in the nucleus samples the nucleus,
+    renormalised, exactly (rejection sampling); a draw lands there with probability at least
+    `top_p`. Each round draws `TOP_P_DRAWS` candidates per row and tests them in one pass over the
+    vocabulary; rows still without a token after `TOP_P_ROUNDS` rounds are sampled by sorting.
     """
-    for k in (TOP_P_HEAD, probs.shape[-1]):
-        head, index = probs.topk(min(k, probs.shape[-1]), dim=-1)
-        cumulative = head.cumsum(dim=-1)
-        if k >= probs.shape[-1] or bool((cumulative[:, -1] >= top_p).all()):
-            break
-    keep = (cumulative - head) < top_p  # tokens before which the mass is still short of top_p
-    choice = torch.multinomial(head * keep, 1, generator=generator)
-    return index.gather(-1, choice).squeeze(1)
+    choice = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
+    pending = torch.arange(probs.shape[0], device=probs.device)
+    for _ in range(TOP_P_ROUNDS):
+        rows = probs[pending]
+        draws = torch.multinomial(rows, TOP_P_DRAWS, replacement=True, generator=generator)  # [rows, draws]
+        drawn = rows.gather(1, draws)
+        above = (rows[:, None, :] * (rows[:, None, :] > drawn[:, :, None])).sum(-1)  # mass more likely than each
+        inside = above < top_p
+        first = inside.int().argmax(dim=1)  # the first draw inside the nucleus (0 when none is)
+        hit = inside.any(dim=1)
+        choice[pending[hit]] = draws[hit, first[hit]]
+        pending = pending[~hit]
+        if pending.numel() == 0:
+            return choice
+    choice[pending] = _sample_sorted(probs[pending], top_p, generator)
+    return choice
 
 
-def _layers(cache: DynamicCache) -> list[Any]:
-    """The cache's per-layer key/value holders (typed loosely: their classes differ across transformers versions)."""
-    return list(cache.layers)
-
-
-def _left_pad(tensor: torch.Tensor, width: int) -> torch.Tensor:
-    """Pad a [batch, …, seq(, dim)] mask or KV tensor with zeros on the left of its sequence axis."""
-    seq_axis = 1 if tensor.dim() == 2 else 2
-    missing = width - tensor.shape[seq_axis]
-    if missing == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[seq_axis] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=seq_axis)
+def _sample_sorted(probs: torch.Tensor, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Nucleus sampling by sorting the whole vocabulary: the rare rows the rejection rounds missed."""
+    head, index = probs.sort(dim=-1, descending=True)
+    keep = (head.cumsum(dim=-1) - head) < top_p  # tokens before which the mass is still short of top_p
+    picked = torch.multinomial(head * keep, 1, generator=generator)
+    return index.gather(-1, picked).squeeze(1)

@@ -1,6 +1,6 @@
 """The worker loop: questions from the Redis queue through the engine, answer events back.
 
-One asyncio task owns the engine and calls `engine.step()` in a thread; background tasks
+One asyncio task owns the engine and runs every `engine.step()` on one dedicated thread; background tasks
 keep pending entries fresh (heartbeat), take over entries of dead workers (reclaim) and
 poll cancel flags. They never touch the engine: they hand work to the main loop.
 
@@ -25,6 +25,7 @@ import json
 import logging
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,6 +122,8 @@ class Worker:
         self._drain_requested = asyncio.Event()
         self._redis_retry_s = REDIS_RETRY_S
         self._idle_block_ms = max(1, round(settings.idle_read_s * 1000))  # also how soon a drain is noticed
+        # Every step on the same thread: no thread hand-off per step, and CUDA state stays on one thread.
+        self._engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -216,6 +219,7 @@ class Worker:
         Whatever cannot be written now (Redis down or refusing writes) is not lost: unacked entries
         are reclaimed by the other workers after RECLAIM_IDLE_S.
         """
+        self._engine_thread.shutdown(wait=False)  # no step is running: the loop awaits each one
         held = [_held(job) for job in self._jobs.values()]
         steps = [("publish", self._flush), ("release", lambda: self.bus.release(self.name, held))]
         steps.append(("leave", lambda: self.bus.forget_worker(self.name)))
@@ -350,7 +354,7 @@ class Worker:
     async def _step(self) -> None:
         started = time.monotonic()
         try:
-            updates = await asyncio.to_thread(self.engine.step)
+            updates = await asyncio.get_running_loop().run_in_executor(self._engine_thread, self.engine.step)
         except EngineOutOfMemory as exc:
             await self._on_out_of_memory(exc)
             return

@@ -145,7 +145,7 @@ def start_worker(redis_server: RedisServer, model_dir: Path, tmp_path: Path) -> 
     """Start worker processes on the test's Redis; all are stopped at the end."""
     workers: list[WorkerProcess] = []
 
-    def start(wait: bool = True, *, engine: str = "transformers", **env: object) -> WorkerProcess:
+    def start(wait: bool = True, *, engine: str = "builtin", **env: object) -> WorkerProcess:
         if engine == "scripted":
             env = {"ENGINE": SCRIPTED, **env}
         worker = WorkerProcess(redis_server.url, model_dir, tmp_path / f"worker{len(workers)}.log", **env)
@@ -159,13 +159,13 @@ def start_worker(redis_server: RedisServer, model_dir: Path, tmp_path: Path) -> 
 
 @pytest.fixture
 async def run_worker(bus: Bus, redis_server: RedisServer, model_dir: Path) -> AsyncIterator[RunWorker]:
-    """Workers in this test's loop: `scripted` (the tiny model's answers, no model) or `transformers` (the tiny
+    """Workers in this test's loop: `scripted` (the tiny model's answers, no model) or `builtin` (the tiny
     model itself, already imported here). Loop, Redis and fencing are the real ones; no process to start."""
     serving: list[tuple[Worker, asyncio.Task[None]]] = []
 
     def run(engine: str = "scripted", wrap: Callable[[Engine], Engine] | None = None, **settings: Any) -> Worker:
         config = worker_settings(redis_server.url, worker_name=f"inprocess-{len(serving)}", **settings)
-        if engine == "transformers":
+        if engine == "builtin":
             from inference.model import build_transformers
 
             loaded = build_transformers(config.model_copy(update={"model_id": str(model_dir), "do_sample": False}))

@@ -106,7 +106,7 @@ async def discord_env(
     await standin.stop()
 
 
-@pytest.mark.worker_env(engine="transformers")  # the whole chain once with real generation (the tiny model)
+@pytest.mark.worker_env(engine="builtin")  # the whole chain once with real generation (the tiny model)
 async def test_mention_answers_in_a_thread_named_from_the_question(discord_env: Discord) -> None:
     d, s = discord_env, discord_env.standin
     asked = await s.send_message(s.channel_id, s.alice, d.mention("딥러닝이 뭐야?"), mention_bot=True)

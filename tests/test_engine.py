@@ -216,3 +216,105 @@ def test_other_templates_through_the_real_tokenizer(model_dir: Path, template: s
     loaded.engine.add(request(loaded, "t", question))
     run(loaded.engine, finished)
     assert finished["t"].text == answer
+
+
+def test_decode_steps_and_a_fitting_newcomer_write_the_cache_in_place(loaded: Loaded) -> None:
+    engine = transformers_engine(loaded)
+    finished: dict[str, GenerationUpdate] = {}
+    engine.add(request(loaded, "story", "긴 이야기를 들려줘"))
+    engine.add(request(loaded, "dl", "딥러닝이 뭐야?"))
+    run(engine, finished, steps=2)
+    cache = engine.cache
+    buffer = cache.layers[0].keys
+    assert buffer is not None and cache.rows == 2
+    copies, address = cache.copies, buffer.data_ptr()
+    run(engine, finished, steps=10)
+    engine.add(request(loaded, "capital", "한국의 수도는 어디야?"))  # shorter than the rows' columns: fits
+    run(engine, finished, steps=3)
+    assert cache.rows == 3 and cache.copies == copies, "no step and no join copied the cache"
+    assert cache.layers[0].keys is buffer and buffer.data_ptr() == address
+    run(engine, finished)
+    assert finished["story"].text == trained.LONG_STORY
+    assert finished["dl"].text == trained.DEEP_LEARNING
+    assert finished["capital"].text == trained.CAPITAL
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_while_the_batch_decodes(model_dir: Path) -> None:
+    loaded = load(model_dir, max_batch_size=4, prefill_chunk_tokens=16)
+    engine = transformers_engine(loaded)
+    finished: dict[str, GenerationUpdate] = {}
+    engine.add(request(loaded, "story", "긴 이야기를 들려줘"))
+    assert [u.id for u in engine.step()] == ["story"]  # its prompt fits one chunk: prefilled, first token out
+    context = "구름(KULLM)은 고려대학교 NLP & AI 연구실이 만든 한국어 LLM입니다."
+    long_request = request(loaded, "ctx", "이 글을 요약해줘", context)
+    assert 16 < engine.count_tokens(long_request.prompt) <= 2 * 16
+    engine.add(long_request)
+    assert [u.id for u in engine.step()] == ["story"]  # its first chunk: the story streams on meanwhile
+    assert engine.active == 2 and engine.last_batch == 1
+    assert sorted(u.id for u in engine.step()) == ["ctx", "story"]  # the rest of it: it joins with its first token
+    run(engine, finished)
+    assert finished["ctx"].text == trained.CONTEXT_ANSWER  # the same answer as one prefill gives
+    assert finished["story"].text == trained.LONG_STORY
+
+
+def test_top_p_draws_the_nucleus_renormalised(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from inference import transformers_engine as module
+
+    probs = torch.tensor([0.4, 0.25, 0.15, 0.1, 0.05, 0.03, 0.02])
+    # top_p 0.75: 0.4 + 0.25 = 0.65 is short of it, so 0.15 is the last token in; renormalised by 0.8.
+    expected = torch.tensor([0.5, 0.3125, 0.1875, 0, 0, 0, 0])
+    generator = torch.Generator().manual_seed(7)
+    for rounds in (module.TOP_P_ROUNDS, 0):  # rejection rounds, and the sorting fallback alone
+        monkeypatch.setattr(module, "TOP_P_ROUNDS", rounds)
+        drawn = module.sample_top_p(probs.repeat(20000, 1), 0.75, generator)
+        frequencies = torch.bincount(drawn, minlength=7).float() / 20000
+        assert frequencies[3:].sum() == 0, "nothing outside the nucleus"
+        assert torch.allclose(frequencies, expected, atol=0.015), (rounds, frequencies)
+
+
+def test_a_llama_model_batched_matches_its_own_generate(model_dir: Path) -> None:
+    """KULLM3's architecture (Llama, grouped-query attention) through the same engine and cache."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from inference.engine import Sampling
+    from inference.prompt import visible_answer
+    from inference.transformers_engine import TransformersEngine
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        initializer_range=0.5,  # peaky logits: batching's rounding cannot flip a greedy choice
+        eos_token_id=2,
+    )
+    model = LlamaForCausalLM(config).eval()
+    engine = TransformersEngine(
+        model,
+        tokenizer,
+        model_id="tiny-llama",
+        sampling=Sampling(do_sample=False),
+        max_batch_size=4,
+        prefill_chunk=24,
+    )
+    questions = ["딥러닝이 뭐야?", "한국의 수도는 어디야?", "고려대학교는 어디에 있어? 자세히 설명해 줘. " * 3]
+    expected, answers = {}, {}
+    for i, question in enumerate(questions):
+        ids = tokenizer(question, add_special_tokens=False, return_tensors="pt").input_ids
+        generated = model.generate(ids, max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=0)
+        text = tokenizer.decode(generated[0, ids.shape[1] :], skip_special_tokens=True)
+        # The engine holds back a last token that ends inside a UTF-8 sequence (random weights produce those).
+        expected[str(i)] = visible_answer(text, final=True)[0].rstrip("\ufffd")
+        engine.add(GenerationRequest(str(i), question, 12, ignore_eos=True))
+        for update in engine.step():  # each joins a batch that is already decoding (the longest in chunks)
+            answers[update.id] = update.text
+    while engine.active:
+        answers |= {update.id: update.text for update in engine.step()}
+    assert answers == expected

@@ -122,7 +122,7 @@ async def slack_env_fixture(
     await standin.stop()
 
 
-@pytest.mark.worker_env(engine="transformers")  # the whole chain once with real generation (the tiny model)
+@pytest.mark.worker_env(engine="builtin")  # the whole chain once with real generation (the tiny model)
 async def test_slash_command_posts_the_question_and_answers_in_its_thread(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
     started = time.monotonic()

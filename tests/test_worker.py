@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 
 from bot import terminal
 from bot.settings import ClientSettings
 from chatbus import AnswerEvent, Bus, Delta, Done, ErrorEvent, Question, Restart
 from chatbus.keys import FIELD
+from inference.engine import DelegatingEngine, GenerationUpdate
 from inference.governor import OOM_CEILING_S, RESTORE_BATCH_AFTER_STEPS, BatchGovernor
 from inference.worker import Worker
 from tests.support import trained
@@ -132,6 +134,23 @@ async def test_out_of_memory_restarts_the_batch_smaller(bus: Bus, run_worker: Ru
     assert all(any(isinstance(e, Restart) for e in events) for events in answers)
     assert worker.metrics.oom._value.get() == 1
     assert worker.engine.max_batch_size == 1 and worker.health()[0]
+
+
+async def test_every_step_runs_on_the_one_engine_thread(bus: Bus, run_worker: RunWorker) -> None:
+    threads: list[str] = []
+
+    class Recording(DelegatingEngine):
+        def step(self) -> list[GenerationUpdate]:
+            threads.append(threading.current_thread().name)
+            return self.inner.step()
+
+    run_worker(wrap=Recording)
+    questions = [Question.new("terminal", q, ttl_s=60) for q in ("딥러닝이 뭐야?", "인사해줘")]
+    for question in questions:
+        await bus.enqueue(question)
+    for question in questions:
+        assert isinstance((await follow(bus, question.id))[-1], Done)
+    assert len(threads) > 10 and set(threads) == {threads[0]} and threads[0].startswith("engine")
 
 
 def test_the_governor_halves_after_out_of_memory_and_grows_back_below_the_failed_size() -> None:

@@ -176,7 +176,7 @@ step "private redis-server" 30 5 redis.log 5 start_redis || REDIS_PID=
 step "gpu-marked tests" 150 60 gpu-tests.log 15 \
   env KULLM_GPU_TESTS_DEVICE=$DEVICE PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 \
   "$PYTHON" -m pytest -p pytest_asyncio.plugin -p pytest_timeout -p no:cacheprovider -m gpu -v -rs tests/test_gpu.py
-step "engine benchmark" 210 90 engine-bench.log 20 \
+step "engine benchmark" 240 90 engine-bench.log 45 \
   "$PYTHON" -m bench.engine --architecture "$ARCH" --random-weights --device "$DEVICE" \
   --concurrency "$CONCURRENCY" --new-tokens "$NEW_TOKENS" --baseline-questions "$BASELINE"
 if [ -n "$REDIS_PID" ]; then

@@ -11,7 +11,7 @@ import os
 import random
 from typing import Any
 
-from inference.engine import GenerationRequest, GenerationUpdate, Loaded
+from inference.engine import DelegatingEngine, GenerationRequest, GenerationUpdate, Loaded
 from inference.errors import EngineOutOfMemory
 from inference.settings import WorkerSettings
 
@@ -29,41 +29,7 @@ def _inner(settings: WorkerSettings) -> Loaded:
     return build_transformers(settings)
 
 
-class _Wrapped:
-    """Delegates everything to the real engine."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    @property
-    def max_batch_size(self) -> int:
-        return int(self.inner.max_batch_size)
-
-    @max_batch_size.setter
-    def max_batch_size(self, value: int) -> None:
-        self.inner.max_batch_size = value
-
-    @property
-    def active(self) -> int:
-        return int(self.inner.active)
-
-    def add(self, request: GenerationRequest) -> None:
-        self.inner.add(request)
-
-    def cancel(self, request_id: str) -> None:
-        self.inner.cancel(request_id)
-
-    def reset(self) -> list[str]:
-        return list(self.inner.reset())
-
-    def step(self) -> list[GenerationUpdate]:
-        return list(self.inner.step())
-
-
-class PoisonEngine(_Wrapped):
+class PoisonEngine(DelegatingEngine):
     """Every step fails while a question containing 💣 is in the batch."""
 
     def __init__(self, inner: Any) -> None:
@@ -89,7 +55,7 @@ class PoisonEngine(_Wrapped):
         return super().step()
 
 
-class OutOfMemoryOnce(_Wrapped):
+class OutOfMemoryOnce(DelegatingEngine):
     """The first step with more than one question runs out of memory."""
 
     def __init__(self, inner: Any) -> None:
@@ -103,7 +69,7 @@ class OutOfMemoryOnce(_Wrapped):
         return super().step()
 
 
-class OutOfMemorySometimes(_Wrapped):
+class OutOfMemorySometimes(DelegatingEngine):
     """A GPU with room for OOM_ABOVE rows: larger batches run out of memory at random (OOM_RATE per step)."""
 
     def __init__(self, inner: Any, above: int, rate: float, seed: str) -> None:

@@ -263,11 +263,11 @@ class WorkerProcess:
 class StartWorker(Protocol):
     """The `start_worker` fixture: a worker process on the test's Redis, stopped after the test.
 
-    `engine` is `transformers` (the tiny model, the real path) or `scripted` (the tiny model's answers
+    `engine` is `builtin` (the tiny model, the real path) or `scripted` (the tiny model's answers
     without torch: starts in about a second); `env` adds worker settings (MAX_BATCH_SIZE=2 …).
     """
 
-    def __call__(self, wait: bool = True, *, engine: str = "transformers", **env: object) -> WorkerProcess: ...
+    def __call__(self, wait: bool = True, *, engine: str = "builtin", **env: object) -> WorkerProcess: ...
 
 
 def run_kullm(

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 # Prompt tokens prefilled per step, newcomers together (PREFILL_CHUNK_TOKENS).
 DEFAULT_PREFILL_CHUNK = 512
-# Candidates drawn per row and round by the top-p sampler; a row keeps the first inside the nucleus.
+# Candidates drawn per row and round by the top-p sampler, after every row's first draw; a row keeps the first
+# inside the nucleus.
 TOP_P_DRAWS = 4
 # Rounds before the sampler sorts the few rows still without a token (each round misses with ≤ (1 - top_p)^4).
 TOP_P_ROUNDS = 4
@@ -329,25 +330,45 @@ def sample_top_p(probs: torch.Tensor, top_p: float, generator: torch.Generator |
     it when the tokens strictly more likely than it weigh less than `top_p`. Drawing from the whole
     distribution and keeping the first draw that lands in the nucleus samples the nucleus,
     renormalised, exactly (rejection sampling); a draw lands there with probability at least
-    `top_p`. Each round draws `TOP_P_DRAWS` candidates per row and tests them in one pass over the
-    vocabulary; rows still without a token after `TOP_P_ROUNDS` rounds are sampled by sorting.
+    `top_p`. So every row draws once, one pass over the vocabulary tests the draws, and only the
+    few rows that missed draw again (`TOP_P_DRAWS` at a time); rows still without a token after
+    `TOP_P_ROUNDS` rounds are sampled by sorting.
     """
-    choice = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
-    pending = torch.arange(probs.shape[0], device=probs.device)
+    choice = _draw(probs, 1, generator)[:, 0]
+    inside = _in_nucleus(probs, choice[:, None], top_p)[:, 0]
+    pending = (~inside).nonzero()[:, 0]
     for _ in range(TOP_P_ROUNDS):
-        rows = probs[pending]
-        draws = torch.multinomial(rows, TOP_P_DRAWS, replacement=True, generator=generator)  # [rows, draws]
-        drawn = rows.gather(1, draws)
-        above = (rows[:, None, :] * (rows[:, None, :] > drawn[:, :, None])).sum(-1)  # mass more likely than each
-        inside = above < top_p
-        first = inside.int().argmax(dim=1)  # the first draw inside the nucleus (0 when none is)
-        hit = inside.any(dim=1)
-        choice[pending[hit]] = draws[hit, first[hit]]
-        pending = pending[~hit]
         if pending.numel() == 0:
             return choice
-    choice[pending] = _sample_sorted(probs[pending], top_p, generator)
+        rows = probs[pending]
+        draws = _draw(rows, TOP_P_DRAWS, generator)
+        inside = _in_nucleus(rows, draws, top_p)
+        hit = inside.any(dim=1)
+        first = inside.int().argmax(dim=1)  # the first draw inside the nucleus
+        choice[pending[hit]] = draws[hit, first[hit]]
+        pending = pending[~hit]
+    if pending.numel():
+        choice[pending] = _sample_sorted(probs[pending], top_p, generator)
     return choice
+
+
+def _draw(probs: torch.Tensor, count: int, generator: torch.Generator | None) -> torch.Tensor:
+    """`count` independent draws per row, by inverting the cumulative distribution: [rows, count] token ids.
+
+    (`torch.multinomial` for one sample took 20 ms for 32 rows of 30,080 on a CPU; this takes 0.5 ms.)
+    """
+    cdf = probs.cumsum(dim=-1)
+    uniform = torch.rand(probs.shape[0], count, generator=generator, device=probs.device, dtype=cdf.dtype)
+    drawn = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True)
+    return drawn.clamp_(max=probs.shape[-1] - 1)
+
+
+def _in_nucleus(probs: torch.Tensor, tokens: torch.Tensor, top_p: float) -> torch.Tensor:
+    """For [rows, k] token ids: is each inside its row's nucleus (the tokens more likely weigh < top_p)?"""
+    drawn = probs.gather(1, tokens)
+    zero = probs.new_zeros(())
+    above = [torch.where(probs > drawn[:, j : j + 1], probs, zero).sum(dim=-1) for j in range(tokens.shape[1])]
+    return torch.stack(above, dim=1) < top_p
 
 
 def _sample_sorted(probs: torch.Tensor, top_p: float, generator: torch.Generator | None) -> torch.Tensor:

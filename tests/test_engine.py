@@ -266,7 +266,7 @@ def test_top_p_draws_the_nucleus_renormalised(monkeypatch: pytest.MonkeyPatch) -
     # top_p 0.75: 0.4 + 0.25 = 0.65 is short of it, so 0.15 is the last token in; renormalised by 0.8.
     expected = torch.tensor([0.5, 0.3125, 0.1875, 0, 0, 0, 0])
     generator = torch.Generator().manual_seed(7)
-    for rounds in (module.TOP_P_ROUNDS, 0):  # rejection rounds, and the sorting fallback alone
+    for rounds in (module.TOP_P_ROUNDS, 0):  # rejection rounds; then one draw each, the rest by sorting
         monkeypatch.setattr(module, "TOP_P_ROUNDS", rounds)
         drawn = module.sample_top_p(probs.repeat(20000, 1), 0.75, generator)
         frequencies = torch.bincount(drawn, minlength=7).float() / 20000

@@ -170,9 +170,11 @@ class TransformersEngine:
         cache.make_room_for_one()
         columns = torch.arange(cache.start, cache.end + 1, device=self.device)
         mask = (columns[None, :] >= (cache.end - self._positions)[:, None]).long()
-        running: dict[str, Any] = {self._cache_name: cache}
-        logits = self._forward(
-            input_ids=self._next[:, None], attention_mask=mask, position_ids=self._positions[:, None], **running
+        logits, _ = self._forward(
+            input_ids=self._next[:, None],
+            attention_mask=mask,
+            position_ids=self._positions[:, None],
+            **{self._cache_name: cache},
         )
         cache.advance()
         self._positions = self._positions + 1
@@ -185,8 +187,7 @@ class TransformersEngine:
         budget = self.prefill_chunk
         while self._waiting and budget > 0 and len(self._rows) < self.max_batch_size:
             head = self._waiting[0]
-            if head.ids is None:
-                head.ids = self.tokenizer(head.request.prompt, add_special_tokens=False).input_ids
+            self._read(head)
             if head.done == 0 and head.left <= budget:
                 group = self._group(budget)
                 budget -= len(group) * max(n.left for n in group)
@@ -202,8 +203,7 @@ class TransformersEngine:
         room = self.max_batch_size - len(self._rows)
         group: list[_Newcomer] = []
         for newcomer in self._waiting:
-            if newcomer.ids is None:
-                newcomer.ids = self.tokenizer(newcomer.request.prompt, add_special_tokens=False).input_ids
+            self._read(newcomer)
             width = max([n.left for n in group] + [newcomer.left])
             if len(group) == room or newcomer.done or (len(group) + 1) * width > budget:
                 break
@@ -212,37 +212,31 @@ class TransformersEngine:
 
     def _prefill(self, group: list[_Newcomer]) -> list[GenerationUpdate]:
         """Prefill whole prompts as one left-padded batch; they join the running batch."""
-        encoded = [n.ids for n in group]
-        assert all(ids is not None for ids in encoded)
-        width = max(len(ids or []) for ids in encoded)
+        encoded = [self._read(n) for n in group]
+        width = max(len(ids) for ids in encoded)
         input_ids = torch.full((len(group), width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(group), width), dtype=torch.long)
         for i, ids in enumerate(encoded):
-            assert ids is not None
             input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             mask[i, width - len(ids) :] = 1
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache_out: dict[str, Any] = {}
-        logits = self._forward(input_ids=input_ids, attention_mask=mask, position_ids=positions, out=cache_out)
+        logits, cache = self._forward(input_ids=input_ids, attention_mask=mask, position_ids=positions)
         for _ in group:
             self._waiting.popleft()
-        return self._join(group, cache_out["cache"], self._sample(logits[:, -1, :]))
+        return self._join(group, cache, self._sample(logits[:, -1, :]))
 
     def _prefill_chunk(self, newcomer: _Newcomer, size: int) -> list[GenerationUpdate]:
         """The next `size` tokens of one long prompt into its own cache; it joins when the prompt is read."""
-        assert newcomer.ids is not None
         done = newcomer.done
-        input_ids = torch.tensor([newcomer.ids[done : done + size]], dtype=torch.long, device=self.device)
-        cache_out: dict[str, Any] = {}
-        logits = self._forward(
+        input_ids = torch.tensor([self._read(newcomer)[done : done + size]], dtype=torch.long, device=self.device)
+        logits, newcomer.cache = self._forward(
             input_ids=input_ids,
             attention_mask=torch.ones((1, done + size), dtype=torch.long, device=self.device),
             position_ids=torch.arange(done, done + size, device=self.device)[None, :],
-            out=cache_out,
             **{self._cache_name: newcomer.cache},
         )
-        newcomer.cache, newcomer.done = cache_out["cache"], done + size
+        newcomer.done = done + size
         if newcomer.left:
             return []
         self._waiting.popleft()
@@ -250,7 +244,7 @@ class TransformersEngine:
 
     def _join(self, group: list[_Newcomer], prefilled: Any, tokens: torch.Tensor) -> list[GenerationUpdate]:
         """Copy prefilled rows into the running batch's cache; they decode from the next step on."""
-        lengths = [len(n.ids or []) for n in group]
+        lengths = [len(self._read(n)) for n in group]
         self._cache.place(prefilled, lengths, self.max_batch_size)
         rows = [
             _Row(n.request, length, IncrementalDecoder(self.tokenizer))
@@ -261,13 +255,16 @@ class TransformersEngine:
         self._next = torch.cat([self._next, tokens])
         return self._advance(rows, tokens)
 
-    def _forward(self, *, out: dict[str, Any] | None = None, **inputs: Any) -> torch.Tensor:
-        """One forward pass with the KV cache on; returns the last position's logits, the cache into `out`."""
+    def _read(self, newcomer: _Newcomer) -> list[int]:
+        """The newcomer's prompt tokens, read once, on the engine's thread (not the worker loop's)."""
+        if newcomer.ids is None:
+            newcomer.ids = self.tokenizer(newcomer.request.prompt, add_special_tokens=False).input_ids
+        return newcomer.ids
+
+    def _forward(self, **inputs: Any) -> tuple[torch.Tensor, Any]:
+        """One forward pass with the KV cache on; returns the last position's logits and the cache."""
         result = self.model(**inputs, **self._last_only, use_cache=True)
-        if out is not None:
-            out["cache"] = getattr(result, self._cache_name)
-        logits: torch.Tensor = result.logits
-        return logits
+        return result.logits, getattr(result, self._cache_name)
 
     def _leave(self, leaves: Callable[[_Row], bool]) -> None:
         """Remove rows for which `leaves(row)` holds: the last row moves into each freed slot."""

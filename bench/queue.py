@@ -37,7 +37,7 @@ class InstantEngine:
 
     def __init__(self, max_batch_size: int) -> None:
         self.max_batch_size = max_batch_size
-        self.last_batch = 0
+        self.last_batch = self.last_tokens = 0
         self._requests: list[GenerationRequest] = []
 
     @property
@@ -55,9 +55,12 @@ class InstantEngine:
         self._requests = []
         return ids
 
+    def close(self) -> None:
+        """Nothing held."""
+
     def step(self) -> list[GenerationUpdate]:
         done, self._requests = self._requests, []
-        self.last_batch = len(done)
+        self.last_batch = self.last_tokens = len(done)
         return [GenerationUpdate(r.id, ANSWER, True, "stop", 10, 20) for r in done]
 
 

@@ -9,6 +9,7 @@ import torch
 
 from inference.engine import Loaded, Sampling
 from inference.errors import ModelNotFound
+from inference.paged_engine import PagedEngine
 from inference.prompt import PromptBuilder, Template, tokenizer_chat_template
 from inference.settings import WorkerSettings
 from inference.transformers_engine import TransformersEngine
@@ -64,30 +65,51 @@ def load_model(settings: WorkerSettings) -> tuple[Any, Any]:
 
 
 def build_transformers(settings: WorkerSettings) -> Loaded:
-    """The default engine factory: load the model and wrap it."""
+    """ENGINE=builtin (the default): load the model and wrap it in our batcher."""
     model, tokenizer = load_model(settings)
     return engine_on(model, tokenizer, settings)
 
 
-def engine_on(model: Any, tokenizer: Any, settings: WorkerSettings) -> Loaded:
-    """The batched engine and its prompt builder on a model that is already loaded."""
-    sampling = Sampling(
+def build_paged(settings: WorkerSettings) -> Loaded:
+    """ENGINE=paged: load the model and hand it to transformers' continuous batching."""
+    model, tokenizer = load_model(settings)
+    return engine_on(model, tokenizer, settings, paged=True)
+
+
+def sampling_of(settings: WorkerSettings) -> Sampling:
+    return Sampling(
         do_sample=settings.do_sample,
         temperature=settings.temperature,
         top_p=settings.top_p,
         eos_token_id=settings.eos_token_id,
         seed=settings.seed,
     )
-    engine = TransformersEngine(
-        model,
-        tokenizer,
-        model_id=settings.model_id,
-        sampling=sampling,
-        max_batch_size=settings.max_batch_size,
-        prefill_chunk=settings.prefill_chunk_tokens,
-    )
+
+
+def engine_on(model: Any, tokenizer: Any, settings: WorkerSettings, *, paged: bool = False) -> Loaded:
+    """The engine (ours, or transformers' paged batching) and its prompt builder on a model already loaded."""
     configured = getattr(model.config, "max_position_embeddings", None) or DEFAULT_CONTEXT_WINDOW
     window = int(settings.context_window or configured)
+    engine: TransformersEngine | PagedEngine
+    if paged:
+        engine = PagedEngine(
+            model,
+            tokenizer,
+            model_id=settings.model_id,
+            sampling=sampling_of(settings),
+            max_batch_size=settings.max_batch_size,
+            prefill_chunk=settings.prefill_chunk_tokens,
+            context_window=window,
+        )
+    else:
+        engine = TransformersEngine(
+            model,
+            tokenizer,
+            model_id=settings.model_id,
+            sampling=sampling_of(settings),
+            max_batch_size=settings.max_batch_size,
+            prefill_chunk=settings.prefill_chunk_tokens,
+        )
     prompts = PromptBuilder(
         Template(settings.template), engine.count_tokens, window, tokenizer_chat_template(tokenizer)
     )

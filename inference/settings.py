@@ -37,6 +37,12 @@ class WorkerSettings(BaseSettings):
     quantization: Literal["none", "8bit", "4bit"] = "none"
     engine: str = "builtin"
     prefill_chunk_tokens: int = Field(default=512, ge=16)
+    # ENGINE=openai: an OpenAI-compatible server (vLLM, SGLang, transformers serve).
+    engine_url: str | None = None
+    engine_model: str | None = None
+    engine_api_key: SecretStr | None = None
+    engine_start_timeout_s: float = Field(default=600.0, ge=0)
+    engine_read_timeout_s: float = Field(default=120.0, gt=0)
 
     template: Template = Template.KULLM_V1
     context_window: int | None = Field(default=None, ge=64)

@@ -23,12 +23,10 @@ from typing import Any
 
 import torch
 
-from chatbus.messages import FinishReason
-from inference.detokenize import IncrementalDecoder
+from inference.answer import Answer
 from inference.engine import GenerationRequest, GenerationUpdate, Sampling
 from inference.errors import EngineOutOfMemory
 from inference.kv_cache import SlotCache
-from inference.prompt import visible_answer
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +37,6 @@ DEFAULT_PREFILL_CHUNK = 512
 TOP_P_DRAWS = 4
 # Rounds before the sampler sorts the few rows still without a token (each round misses with ≤ (1 - top_p)^4).
 TOP_P_ROUNDS = 4
-
-
-@dataclass
-class _Row:
-    request: GenerationRequest
-    prompt_tokens: int
-    decoder: IncrementalDecoder
-    shown: str = ""
-    finish_reason: FinishReason | None = None
-    cancelled: bool = False
-
-    @property
-    def completion_tokens(self) -> int:
-        return len(self.decoder.ids)
 
 
 @dataclass
@@ -91,7 +75,7 @@ class TransformersEngine:
         self.prefill_chunk = prefill_chunk
         self.device = next(model.parameters()).device
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else sampling.eos_token_id
-        self.last_batch = 0
+        self.last_batch = self.last_tokens = 0
         # transformers 5.24 renamed `past_key_values` to `cache` (argument and output); speak what the model takes.
         forward_params = inspect.signature(model.forward).parameters
         self._cache_name = "cache" if "cache" in forward_params else "past_key_values"
@@ -100,7 +84,7 @@ class TransformersEngine:
         self._waiting: deque[_Newcomer] = deque()
         # The running batch. Row i has positions[i] tokens in the cache, right-aligned: they fill the columns
         # [cache.end - positions[i], cache.end), and its next token (next[i], position positions[i]) goes to cache.end.
-        self._rows: list[_Row] = []
+        self._rows: list[Answer] = []
         self._cache = SlotCache(self._layers)
         self._positions = torch.zeros(0, dtype=torch.long, device=self.device)
         self._next = torch.zeros(0, dtype=torch.long, device=self.device)
@@ -145,6 +129,9 @@ class TransformersEngine:
         self._next = torch.zeros(0, dtype=torch.long, device=self.device)
         return ids
 
+    def close(self) -> None:
+        """Nothing to release: the model and its cache are freed with the engine."""
+
     def step(self) -> list[GenerationUpdate]:
         """Decode one token for running rows, prefill newcomers, then drop finished rows.
 
@@ -161,7 +148,7 @@ class TransformersEngine:
         self._leave(lambda row: row.cancelled)
         updates = self._decode() if self._rows else []
         updates += self._prefill_newcomers()
-        self.last_batch = len(self._rows)
+        self.last_batch = self.last_tokens = len(self._rows)
         self._leave(lambda row: row.finish_reason is not None)
         return updates
 
@@ -246,10 +233,8 @@ class TransformersEngine:
         """Copy prefilled rows into the running batch's cache; they decode from the next step on."""
         lengths = [len(self._read(n)) for n in group]
         self._cache.place(prefilled, lengths, self.max_batch_size)
-        rows = [
-            _Row(n.request, length, IncrementalDecoder(self.tokenizer))
-            for n, length in zip(group, lengths, strict=True)
-        ]
+        eos = self.sampling.eos_token_id
+        rows = [Answer(n.request, length, eos, self.tokenizer) for n, length in zip(group, lengths, strict=True)]
         self._rows.extend(rows)
         self._positions = torch.cat([self._positions, torch.tensor(lengths, dtype=torch.long, device=self.device)])
         self._next = torch.cat([self._next, tokens])
@@ -266,7 +251,7 @@ class TransformersEngine:
         result = self.model(**inputs, **self._last_only, use_cache=True)
         return result.logits, getattr(result, self._cache_name)
 
-    def _leave(self, leaves: Callable[[_Row], bool]) -> None:
+    def _leave(self, leaves: Callable[[Answer], bool]) -> None:
         """Remove rows for which `leaves(row)` holds: the last row moves into each freed slot."""
         gone = [i for i, row in enumerate(self._rows) if leaves(row)]
         if not gone:
@@ -290,34 +275,9 @@ class TransformersEngine:
         probs = torch.softmax(logits.float() / self.sampling.temperature, dim=-1)
         return sample_top_p(probs, self.sampling.top_p, self._generator)
 
-    def _advance(self, rows: list[_Row], tokens: torch.Tensor) -> list[GenerationUpdate]:
-        updates = []
-        for row, token in zip(rows, tokens.tolist(), strict=True):
-            if token == self.sampling.eos_token_id and not row.request.ignore_eos:
-                row.finish_reason = "stop"
-            else:
-                row.decoder.push(token)
-            final = row.finish_reason is not None or row.completion_tokens >= row.request.max_new_tokens
-            text, stopped = visible_answer(row.decoder.text, final=final)
-            if stopped and not row.request.ignore_eos:
-                row.finish_reason = "stop"
-            elif final and row.finish_reason is None:
-                row.finish_reason = "length"
-            if row.finish_reason is not None:
-                text, _ = visible_answer(row.decoder.text, final=True)
-            if text != row.shown or row.finish_reason is not None:
-                row.shown = text
-                updates.append(
-                    GenerationUpdate(
-                        row.request.id,
-                        text,
-                        row.finish_reason is not None,
-                        row.finish_reason,
-                        row.prompt_tokens,
-                        row.completion_tokens,
-                    )
-                )
-        return updates
+    def _advance(self, rows: list[Answer], tokens: torch.Tensor) -> list[GenerationUpdate]:
+        updates = (row.add_token(token) for row, token in zip(rows, tokens.tolist(), strict=True))
+        return [update for update in updates if update is not None]
 
 
 def sample_top_p(probs: torch.Tensor, top_p: float, generator: torch.Generator | None = None) -> torch.Tensor:

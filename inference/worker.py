@@ -220,6 +220,7 @@ class Worker:
         are reclaimed by the other workers after RECLAIM_IDLE_S.
         """
         self._engine_thread.shutdown(wait=False)  # no step is running: the loop awaits each one
+        self.engine.close()  # the threads and connections of an engine that runs on its own (paged, a server)
         held = [_held(job) for job in self._jobs.values()]
         steps = [("publish", self._flush), ("release", lambda: self.bus.release(self.name, held))]
         steps.append(("leave", lambda: self.bus.forget_worker(self.name)))
@@ -365,7 +366,11 @@ class Worker:
         elapsed = time.monotonic() - started
         self._observe_step(updates, elapsed)
         for update in updates:
-            self._on_update(update)
+            if update.error is None:
+                self._on_update(update)
+        for update in updates:
+            if update.error is not None:  # this question alone failed (a server's error): retried, then dead-lettered
+                await self._fail_jobs([update.id], f"generation failed ({update.error[:200]})")
 
     def _observe_step(self, updates: list[GenerationUpdate], elapsed_s: float) -> None:
         batch = self.engine.last_batch
@@ -373,10 +378,12 @@ class Worker:
             self.metrics.batch_size.observe(batch)
             self._peak_batch = max(self._peak_batch, batch)
             self.metrics.peak_batch.set(self._peak_batch)
-            self.metrics.tokens.inc(batch)
-            self.metrics.tokens_per_s.set(batch / elapsed_s if elapsed_s > 0 else 0.0)
             if batch > 1:
                 log.debug("decoded a batch of %d", batch)
+        tokens = self.engine.last_tokens
+        if tokens:
+            self.metrics.tokens.inc(tokens)
+            self.metrics.tokens_per_s.set(tokens / elapsed_s if elapsed_s > 0 else 0.0)
         self.engine.max_batch_size = self._governor.stepped(self.engine.max_batch_size)
 
     def _on_update(self, update: GenerationUpdate) -> None:

@@ -81,7 +81,7 @@ class ScriptedEngine:
         self.script = dict(script if script is not None else trained_answers())
         self.chars_per_step = chars_per_step
         self.step_s = step_s
-        self.last_batch = 0
+        self.last_batch = self.last_tokens = 0
         self.steps = 0
         self._waiting: list[GenerationRequest] = []
         self._running: list[_Running] = []
@@ -110,6 +110,9 @@ class ScriptedEngine:
         self._waiting, self._running = [], []
         return ids
 
+    def close(self) -> None:
+        """Nothing held."""
+
     def step(self) -> list[GenerationUpdate]:
         self.steps += 1
         self._running = [row for row in self._running if not row.cancelled]
@@ -119,7 +122,7 @@ class ScriptedEngine:
             answer = self.answer_for(request.prompt)
             pace = max(self.chars_per_step, -(-len(answer) // MAX_STEPS_PER_ANSWER))
             self._running.append(_Running(request, answer, pace))
-        self.last_batch = len(self._running)
+        self.last_batch = self.last_tokens = len(self._running)
         if self.step_s:
             time.sleep(self.step_s)
         updates = [self._advance(row) for row in self._running]

@@ -123,6 +123,8 @@ class OpenAIEngine:
             asyncio.run_coroutine_threadsafe(self._session.close(), self._loop).result(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def step(self) -> list[GenerationUpdate]:
         """Open streams for newcomers while there is room, then read what the streams sent."""

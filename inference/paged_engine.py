@@ -89,8 +89,8 @@ class PagedEngine:
         for name in list(self._running):
             self._drop(name)
         self._waiting.clear()
-        if not self._manager.is_running():  # transformers' thread died: a fresh manager for what comes next
-            self._manager.stop(block=False)
+        if self._fatal_error() is not None or not self._manager.is_running():  # a fresh one for what comes next
+            self._manager.stop(block=True, timeout=10)
             self._manager = self._start()
         return ids
 
@@ -116,8 +116,11 @@ class PagedEngine:
         while output is not None:
             updates += self._read(output)
             output = self._manager.get_result(timeout=0)
-        if self._running and not self._manager.is_running():
-            raise RuntimeError(f"transformers' continuous batching stopped: {self._fatal_error()}")
+        fatal = self._fatal_error()
+        if fatal is not None:  # transformers' thread died and failed every request: the whole batch failed
+            if isinstance(fatal, torch.OutOfMemoryError | MemoryError):
+                raise EngineOutOfMemory(str(fatal))
+            raise RuntimeError(f"transformers' continuous batching stopped: {type(fatal).__name__}: {fatal}")
         return updates
 
     def _submit(self, request: GenerationRequest) -> None:
@@ -136,10 +139,10 @@ class PagedEngine:
         answer = self._running.get(name)
         if answer is None:  # cancelled, or already ended by our stop rules
             return []
-        if output.error:
+        if output.error and self._fatal_error() is not None:
+            return []  # the whole batch failed: `_step` says so, and `reset` lists this request
+        if output.error:  # this request alone failed
             self._forget(name)
-            if "out of memory" in output.error.lower():
-                raise EngineOutOfMemory(output.error)
             return [GenerationUpdate(answer.id, "", True, None, answer.prompt_tokens, 0, error=output.error)]
         updates = []
         tokens = output.generated_tokens[self._seen[name] :]
@@ -199,9 +202,10 @@ class PagedEngine:
         manager.start()
         return manager
 
-    def _fatal_error(self) -> str:
-        error = getattr(self._manager.background_thread_status, "fatal_error", None)
-        return f"{type(error).__name__}: {error}" if error else "its thread ended"
+    def _fatal_error(self) -> BaseException | None:
+        """What stopped transformers' thread, if it died."""
+        error: BaseException | None = self._manager.background_thread_status.fatal_error
+        return error
 
 
 def adapt_gpt_neox(model: Any) -> bool:

@@ -96,8 +96,8 @@ class TransformersEngine:
 
     @property
     def active(self) -> int:
-        """Requests waiting for prefill plus rows decoding."""
-        return len(self._waiting) + len(self._rows)
+        """Requests waiting for prefill plus rows decoding (a cancelled row leaves at the next step, uncounted)."""
+        return len(self._waiting) + sum(not row.cancelled for row in self._rows)
 
     @property
     def cache(self) -> SlotCache:

@@ -26,7 +26,7 @@ from inference.metrics import WorkerMetrics
 from inference.worker import Worker
 from tests.support import engines, tiny_model
 from tests.support.engines import SCRIPTED, RunWorker, worker_settings
-from tests.support.processes import RUNNING_ASKS, RedisServer, StartWorker, WorkerProcess
+from tests.support.processes import RUNNING_ASKS, RedisServer, ServeProcess, StartWorker, WorkerProcess
 
 # Under pytest-xdist every test process (and each worker process it starts) would run torch with one thread per
 # core: N test processes on N cores then fight over them, and torch's tests ran three times slower side by side.
@@ -38,9 +38,9 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
 
 LOST_GROUPS = pytest.StashKey[str]()
 IN_PROCESS_STEP_S = 0.002  # half the tiny model's pace: the long story streams in about 0.7 s
-PROCESS_FIXTURES = {"start_worker", "discord_env", "slack_env_fixture", "gpu_bundle"}
+PROCESS_FIXTURES = {"start_worker", "discord_env", "slack_env_fixture", "gpu_bundle", "engine_server"}
 PROCESS_HELPERS = re.compile(
-    r"\b(WorkerProcess|AskProcess|BotProcess|run_kullm|start_kullm_up|subprocess\.(run|Popen|check_output|check_call)|"
+    r"\b(WorkerProcess|AskProcess|BotProcess|ServeProcess|run_kullm|start_kullm_up|subprocess\.(run|Popen|check_output|check_call)|"
     r"asyncio\.create_subprocess_exec)\b"
 )
 
@@ -123,6 +123,14 @@ def model_dir() -> Path:
     return tiny_model.build()
 
 
+@pytest.fixture(scope="session")
+def engine_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """`transformers serve` on the tiny model, for ENGINE=openai: one per test process, started when first asked for."""
+    server = ServeProcess(model_dir, tmp_path_factory.mktemp("serve") / "serve.log").start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A private redis-server for one test, free to be killed and restarted."""
@@ -159,16 +167,17 @@ def start_worker(redis_server: RedisServer, model_dir: Path, tmp_path: Path) -> 
 
 @pytest.fixture
 async def run_worker(bus: Bus, redis_server: RedisServer, model_dir: Path) -> AsyncIterator[RunWorker]:
-    """Workers in this test's loop: `scripted` (the tiny model's answers, no model) or `builtin` (the tiny
-    model itself, already imported here). Loop, Redis and fencing are the real ones; no process to start."""
+    """Workers in this test's loop: `scripted` (the tiny model's answers, no model), or an ENGINE (`builtin`,
+    `paged`, `openai`) on the tiny model itself. Loop, Redis and fencing are the real ones; no process to start."""
     serving: list[tuple[Worker, asyncio.Task[None]]] = []
 
     def run(engine: str = "scripted", wrap: Callable[[Engine], Engine] | None = None, **settings: Any) -> Worker:
         config = worker_settings(redis_server.url, worker_name=f"inprocess-{len(serving)}", **settings)
-        if engine == "builtin":
-            from inference.model import build_transformers
+        if engine != "scripted":  # builtin, paged, or openai (its ENGINE_URL in `settings`) on the tiny model
+            from inference.engine import engine_factory
 
-            loaded = build_transformers(config.model_copy(update={"model_id": str(model_dir), "do_sample": False}))
+            tiny = {"model_id": str(model_dir), "do_sample": False, "hf_hub_offline": True}
+            loaded = engine_factory(engine)(config.model_copy(update=tiny))
         else:
             scripted = engines.ScriptedEngine(config.max_batch_size, step_s=IN_PROCESS_STEP_S)
             loaded = Loaded(scripted, engines.scripted_prompts(config))

@@ -97,6 +97,28 @@ def test_adapters_are_profiles_waiting_for_redis_and_share_one_image() -> None:
     assert "torch" not in (ROOT / "docker" / "bot.Dockerfile").read_text().replace("no torch", "")
 
 
+def test_the_vllm_profile_serves_the_model_on_the_gpu_for_the_worker_in_openai_mode() -> None:
+    services = compose()["services"]
+    vllm, worker = services["vllm"], services["worker"]
+    assert vllm["profiles"] == ["vllm"] and vllm["image"].startswith("vllm/vllm-openai:")
+    [device] = vllm["deploy"]["resources"]["reservations"]["devices"]
+    assert device == {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
+    # The model the worker's MODEL_ID names (so ENGINE_MODEL may stay empty), in fp16 with KULLM's window.
+    assert vllm["command"][0] == "${MODEL_ID:-metterian/kullm-polyglot-12.8b}"
+    assert "--dtype=float16" in vllm["command"] and "--max-model-len=${CONTEXT_WINDOW:-2048}" in vllm["command"]
+    assert vllm["environment"]["VLLM_API_KEY"] == "${ENGINE_API_KEY:-}"
+    assert "/health" in " ".join(vllm["healthcheck"]["test"]) and vllm["ipc"] == "host"
+    # The worker finds it by name and waits for it only when the profile is on.
+    assert worker["environment"]["ENGINE_URL"] == "${ENGINE_URL:-http://vllm:8000/v1}"
+    assert worker["depends_on"]["vllm"] == {"condition": "service_healthy", "required": False}
+    from inference.openai_engine import api_base
+
+    assert (
+        api_base("http://vllm:8000/v1") == "http://vllm:8000/v1"
+        and api_base("http://vllm:8000") == "http://vllm:8000/v1"
+    )
+
+
 def test_the_compose_version_it_needs_is_stated_where_users_look() -> None:
     # `env_file` entries with `required` are the newest feature the file uses (Compose v2.24.0): an older
     # Compose refuses the file at once. The README and the file's header say so, with the same version.
@@ -146,7 +168,7 @@ def test_images_install_pinned_dependencies_before_the_source_and_run_as_a_user(
         assert install < source, f"{dockerfile.name}: dependencies before the source"
         assert any(re.fullmatch(r"USER (?!root)\w+", line) for line in lines), f"{dockerfile.name}: not root"
     assert "worker quantization" in (ROOT / "docker" / "worker.Dockerfile").read_text(), "bitsandbytes"
-    for image in ("redis", "prometheus", "grafana"):
+    for image in ("redis", "prometheus", "grafana", "vllm"):
         assert re.fullmatch(r".+:v?\d+\.\d+\.\d+(-\w+)?", compose()["services"][image]["image"]), image
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".env", ".venv", ".git", ".cache", ".gpu", "*.safetensors"} <= set(ignored)

@@ -1,4 +1,6 @@
-"""The transformers engine on the tiny trained model: batching, joining, cancelling, stopping."""
+"""The builtin engine on the tiny trained model, beyond the contract every engine passes
+(tests/test_engine_contract.py): its in-place KV cache, chunked prefill, top-p sampler, a failed
+prefill, templates, a Llama model."""
 
 from __future__ import annotations
 
@@ -57,85 +59,6 @@ def run(engine: Engine, finished: dict[str, GenerationUpdate], steps: int | None
         peak = max(peak, engine.last_batch)
         done += 1
     return peak
-
-
-def test_solo_answers_are_the_trained_ones(loaded: Loaded) -> None:
-    engine = transformers_engine(loaded)
-    finished: dict[str, GenerationUpdate] = {}
-    engine.add(request(loaded, "dl", "딥러닝이 뭐야?"))
-    run(engine, finished)
-    assert finished["dl"].text == trained.DEEP_LEARNING
-    assert finished["dl"].finish_reason == "stop"
-    assert finished["dl"].prompt_tokens > 0 and finished["dl"].completion_tokens > 50
-
-
-def test_batched_and_joining_rows_match_solo(loaded: Loaded) -> None:
-    engine = transformers_engine(loaded)
-    finished: dict[str, GenerationUpdate] = {}
-    engine.add(request(loaded, "story", "긴 이야기를 들려줘"))
-    engine.add(request(loaded, "capital", "한국의 수도는 어디야?"))
-    run(engine, finished, steps=6)  # capital finishes, story keeps decoding
-    assert "capital" in finished and "story" not in finished
-    engine.add(request(loaded, "dl", "딥러닝이 뭐야?"))  # joins the running batch
-    engine.add(
-        request(loaded, "ctx", "이 글을 요약해줘", "구름(KULLM)은 고려대학교 NLP & AI 연구실이 만든 한국어 LLM입니다.")
-    )
-    peak = run(engine, finished)
-    assert finished["story"].text == trained.LONG_STORY
-    assert finished["capital"].text == trained.CAPITAL
-    assert finished["dl"].text == trained.DEEP_LEARNING
-    assert finished["ctx"].text == trained.CONTEXT_ANSWER
-    assert peak >= 3
-
-
-def test_a_new_section_stops_generation(loaded: Loaded) -> None:
-    finished: dict[str, GenerationUpdate] = {}
-    loaded.engine.add(request(loaded, "hi", "인사해줘"))
-    run(loaded.engine, finished)
-    assert finished["hi"].text == trained.GREETING  # the trained "### 질문: …" that follows is cut
-    assert finished["hi"].finish_reason == "stop"
-
-
-def test_max_new_tokens_ends_with_length(loaded: Loaded) -> None:
-    finished: dict[str, GenerationUpdate] = {}
-    loaded.engine.add(request(loaded, "short", "딥러닝이 뭐야?", max_new_tokens=5))
-    run(loaded.engine, finished)
-    assert finished["short"].finish_reason == "length"
-    assert finished["short"].completion_tokens == 5
-    assert trained.DEEP_LEARNING.startswith(finished["short"].text)
-
-
-def test_cancel_frees_the_slot_at_once(loaded: Loaded) -> None:
-    engine = transformers_engine(loaded)
-    finished: dict[str, GenerationUpdate] = {}
-    engine.add(request(loaded, "story", "긴 이야기를 들려줘"))
-    engine.add(request(loaded, "dl", "딥러닝이 뭐야?"))
-    run(engine, finished, steps=3)
-    assert engine.active == 2
-    engine.cancel("story")
-    run(engine, finished, steps=1)
-    assert engine.active == 1 and engine.last_batch == 1
-    run(engine, finished)
-    assert "story" not in finished
-    assert finished["dl"].text == trained.DEEP_LEARNING
-
-
-def test_streamed_texts_grow_into_the_final_answer(loaded: Loaded) -> None:
-    texts: list[str] = []
-    loaded.engine.add(request(loaded, "dl", "딥러닝이 뭐야?"))
-    while loaded.engine.active:
-        texts += [u.text for u in loaded.engine.step()]
-    assert texts[-1] == trained.DEEP_LEARNING
-    assert all(texts[i + 1].startswith(texts[i]) for i in range(len(texts) - 1))
-    assert len(texts) > 10
-
-
-def test_reset_drops_everything(loaded: Loaded) -> None:
-    loaded.engine.add(request(loaded, "a", "딥러닝이 뭐야?"))
-    loaded.engine.step()
-    loaded.engine.add(request(loaded, "b", "인사해줘"))
-    assert sorted(loaded.engine.reset()) == ["a", "b"]
-    assert loaded.engine.active == 0
 
 
 def test_a_failed_prefill_keeps_its_newcomers_and_reset_lists_the_batch_first(

@@ -439,3 +439,49 @@ class BotProcess:
                 self.process.kill()
                 self.process.wait(10)
         return self.process.returncode
+
+
+class ServeProcess:
+    """`transformers serve` on the tiny model (its OpenAI-compatible server, plain mode): ENGINE=openai's other side."""
+
+    def __init__(self, model_dir: Path, log_path: Path) -> None:
+        self.model_dir = model_dir
+        self.log_path = log_path
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> ServeProcess:
+        serve = Path(sys.executable).with_name("transformers")
+        command = [str(serve), "serve", str(self.model_dir), "--host", "127.0.0.1", "--port", str(self.port)]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*command, "--device", "cpu"], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_until(self.ready, START_TIMEOUT_S, 0.2, what=f"transformers serve ready (log {self.log_path})")
+        return self
+
+    def ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"transformers serve exited with {self.process.returncode}: {self.log()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)

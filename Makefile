@@ -76,12 +76,12 @@ unit: setup tiny-model
 	$(PY) -m pytest -m "not e2e" $(XDIST)
 
 # The engines on the lowest transformers pyproject.toml allows (the GPU hosts' version), CPU-only: the builtin
-# and paged engines' contract (ENGINE=openai talks HTTP: its tests run in the suite), the engine, prompt and
-# benchmark tests, and the GPU tests on the CPU (a worker process included).
+# and paged engines' contract, the engine, prompt and benchmark tests, and the GPU tests on the CPU (a worker
+# process included). ENGINE=openai and `transformers serve` talk HTTP: their tests run in the suite.
 test-floor: setup tiny-model $(FLOOR)/.installed
 	PYTHONPATH=$(FLOOR) $(PY) -c "import transformers as t; v = '$(shell sed -n 's/^transformers==//p' constraints/transformers-floor.txt)'; assert t.__version__ == v, (t.__version__, v)"
 	PYTHONPATH=$(FLOOR) KULLM_GPU_TESTS_DEVICE=cpu OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider \
-		tests/test_engine_contract.py -k "not openai" \
+		tests/test_engine_contract.py -k "not openai and not transformers_serve" \
 		tests/test_engine.py tests/test_prompt.py tests/test_bench.py tests/test_gpu.py
 
 $(FLOOR)/.installed: constraints/transformers-floor.txt $(VENV)/.installed

@@ -1,11 +1,16 @@
-"""Engine benchmark: the seed's `pipeline` loop against the worker's batched engine, in one run.
+"""Engine benchmark: the seed's `pipeline` loop against every engine the worker has, in one run.
 
 Baseline: the KULLM README's code path — `pipeline("text-generation")` called once per
-question, one after another, with the seed's prompt and sampling. Ours: `TransformersEngine`
-with N questions in flight. Same model, prompts, sampling, and the same forced number of
-new tokens per question, so the token counts compare.
+question, one after another, with the seed's prompt and sampling. Then, at each concurrency, the
+engines ENGINE names called directly with N questions in flight — `builtin` (ours), `paged`
+(transformers' continuous batching through our adapter), `transformers serve` streamed over HTTP
+(what ENGINE=openai talks to) — and the same three behind the real worker and Redis; plus plain
+static `generate` and transformers' own `generate_batch`. Same model, prompts and sampling, and the
+same forced number of new tokens per question, so the token counts compare (a server cannot be
+told to ignore eos: its tokens are what it sent).
 
     python -m bench.engine                              # tiny model on CPU (built if needed)
+    python -m bench.engine --suite                      # tiny, mid-size and their Llama twins (RESULTS.md)
     python -m bench.engine --model DIR --concurrency 1,8
     python -m bench.engine --architecture polyglot-ko-12.8b --random-weights   # GPU, no download
 
@@ -19,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
 import platform
 import resource
 import shutil
@@ -98,6 +104,16 @@ for _name in ("polyglot-ko-small", "polyglot-ko-mid"):
         "eos_token_id": 2,
         "tie_word_embeddings": False,
     }
+# The tests' tiny model's shape (GPT-NeoX, trained) as a random-weight Llama: its twin in `--suite`.
+ARCHITECTURES["llama-tiny"] = {
+    **ARCHITECTURES["llama-small"],
+    "hidden_size": 96,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 1,
+    "intermediate_size": 384,
+}
+SUITE = ["tiny", "llama-tiny", "polyglot-ko-mid", "llama-mid"]
 RANDOM_PREFIX = "random:"
 # transformers' continuous batching: tokens per cache page, and tokens per forward pass (as our engine's default
 # prefill chunk, so both read prompts at the same pace).
@@ -152,11 +168,29 @@ def run_baseline(model: Any, tokenizer: Any, count: int, new_tokens: int, device
     return Result("seed pipeline (sequential)", count, count * new_tokens, wall, latencies, latencies, _peak(device))
 
 
-def run_engine(model: Any, tokenizer: Any, count: int, new_tokens: int, device: torch.device) -> Result:
-    """The worker's engine with `count` questions in flight at once."""
-    engine = TransformersEngine(
-        model, tokenizer, model_id="bench", sampling=Sampling(seed=0), max_batch_size=max(count, 1)
-    )
+def make_engine(kind: str, model: Any, tokenizer: Any, count: int, seed: int = 0) -> Any:
+    """`builtin` or `paged`, as the worker builds them, with room for `count` questions."""
+    sampling = Sampling(seed=seed)
+    if kind == "paged":
+        from inference.paged_engine import PagedEngine
+
+        return PagedEngine(
+            model,
+            tokenizer,
+            model_id="bench",
+            sampling=sampling,
+            max_batch_size=max(count, 1),
+            prefill_chunk=PREFILL_BUDGET,
+            context_window=int(model.config.max_position_embeddings),
+        )
+    return TransformersEngine(model, tokenizer, model_id="bench", sampling=sampling, max_batch_size=max(count, 1))
+
+
+def run_engine(
+    model: Any, tokenizer: Any, count: int, new_tokens: int, device: torch.device, kind: str = "builtin"
+) -> Result:
+    """An engine (`builtin` or `paged`) with `count` questions in flight at once."""
+    engine = make_engine(kind, model, tokenizer, count)
     for i, prompt in enumerate(prompts(count)):
         engine.add(GenerationRequest(str(i), prompt, new_tokens, ignore_eos=True))
     _reset_peak(device)
@@ -164,18 +198,60 @@ def run_engine(model: Any, tokenizer: Any, count: int, new_tokens: int, device: 
     first: dict[str, float] = {}
     finished: dict[str, float] = {}
     tokens = 0
-    while engine.active:
-        for update in engine.step():
-            now = time.perf_counter() - started
-            first.setdefault(update.id, now)
-            if update.finished:
-                finished[update.id] = now
-                tokens += update.completion_tokens
-    _sync(device)
-    wall = time.perf_counter() - started
+    try:
+        while engine.active:
+            for update in engine.step():
+                now = time.perf_counter() - started
+                first.setdefault(update.id, now)
+                if update.finished:
+                    finished[update.id] = now
+                    tokens += update.completion_tokens
+        _sync(device)
+        wall = time.perf_counter() - started
+    finally:
+        engine.close()
     return Result(
-        f"engine, {count} in flight", count, tokens, wall, list(first.values()), list(finished.values()), _peak(device)
+        f"{kind}, {count} in flight", count, tokens, wall, list(first.values()), list(finished.values()), _peak(device)
     )
+
+
+def run_served(url: str, model_name: str, count: int, new_tokens: int) -> Result:
+    """`count` concurrent streams of `/v1/completions` straight to an OpenAI-compatible server."""
+    return asyncio.run(_served(url, model_name, count, new_tokens))
+
+
+async def _served(url: str, model_name: str, count: int, new_tokens: int) -> Result:
+    import aiohttp
+
+    first: dict[int, float] = {}
+    finished: dict[int, float] = {}
+    tokens = 0
+
+    async def stream(session: aiohttp.ClientSession, i: int, prompt: str, started: float) -> None:
+        nonlocal tokens
+        body = {"model": model_name, "prompt": prompt, "max_tokens": new_tokens, "stream": True}
+        body |= {"temperature": 0.7, "top_p": 0.9, "stream_options": {"include_usage": True}}
+        async with session.post(f"{url}/completions", json=body) as response:
+            response.raise_for_status()
+            async for raw in response.content:
+                data = raw.decode().strip().removeprefix("data:").strip()
+                if not raw.startswith(b"data:") or data == "[DONE]":
+                    continue
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    raise RuntimeError(f"the server failed: {chunk['error']}")
+                if any(choice.get("text") for choice in chunk.get("choices") or []):
+                    first.setdefault(i, time.perf_counter() - started)
+                if chunk.get("usage"):
+                    tokens += int(chunk["usage"]["completion_tokens"])
+        finished[i] = time.perf_counter() - started
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(stream(session, i, p, started) for i, p in enumerate(prompts(count))))
+        wall = time.perf_counter() - started
+    name = f"transformers serve, {count} streams"
+    return Result(name, count, tokens, wall, list(first.values()), list(finished.values()), 0.0)
 
 
 class ForcedLength(DelegatingEngine):
@@ -185,12 +261,19 @@ class ForcedLength(DelegatingEngine):
         self.inner.add(dataclasses.replace(request, ignore_eos=True))
 
 
-def run_through_queue(model: Any, tokenizer: Any, count: int, new_tokens: int, redis_url: str) -> Result:
-    """The same engine behind the real worker loop and Redis: `count` questions enqueued at once, answers followed."""
-    return asyncio.run(_through_queue(model, tokenizer, count, new_tokens, redis_url))
+def run_through_queue(
+    model: Any, tokenizer: Any, count: int, new_tokens: int, redis_url: str, kind: str = "builtin", server: Any = None
+) -> Result:
+    """An engine behind the real worker loop and Redis: `count` questions enqueued at once, answers followed.
+
+    `kind` is `builtin`, `paged`, or `openai` (then `server`, a running `transformers serve`, generates).
+    """
+    return asyncio.run(_through_queue(model, tokenizer, count, new_tokens, redis_url, kind, server))
 
 
-async def _through_queue(model: Any, tokenizer: Any, count: int, new_tokens: int, redis_url: str) -> Result:
+async def _through_queue(
+    model: Any, tokenizer: Any, count: int, new_tokens: int, redis_url: str, kind: str, server: Any
+) -> Result:
     from chatbus import Bus, Delta, Done, Keys, Question, connect
     from inference.worker import Worker
 
@@ -201,10 +284,16 @@ async def _through_queue(model: Any, tokenizer: Any, count: int, new_tokens: int
         max_new_tokens=new_tokens,
         seed=0,
         metrics_port=0,
-        worker_name=f"bench-{count}",
-        key_prefix=f"bench{count}:",
+        worker_name=f"bench-{kind}-{count}",
+        key_prefix=f"bench-{kind}-{count}:",
     )
-    loaded = engine_on(model, tokenizer, settings)
+    if kind == "openai":
+        from inference.openai_engine import build_openai
+
+        served = {"engine_url": server.url, "model_id": str(server.model_dir), "hf_hub_offline": True, "seed": None}
+        loaded = build_openai(settings.model_copy(update=served))
+    else:
+        loaded = engine_on(model, tokenizer, settings, paged=kind == "paged")
     redis = connect(redis_url)
     bus = Bus(redis, Keys(settings.key_prefix))
     worker = Worker(bus, Loaded(ForcedLength(loaded.engine), loaded.prompts), settings)
@@ -252,8 +341,9 @@ async def _through_queue(model: Any, tokenizer: Any, count: int, new_tokens: int
         worker.request_drain()
         await serving
         await redis.aclose()
+    label = "openai (transformers serve)" if kind == "openai" else kind
     return Result(
-        f"engine through the queue, {count} in flight",
+        f"{label} through the queue, {count} in flight",
         count,
         tokens,
         wall,
@@ -496,41 +586,75 @@ def report(baseline: Result, results: list[Result], args: argparse.Namespace, de
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the baseline and every setting at each concurrency once, print the table."""
+    """Run the baseline and every setting at each concurrency once per model, print a table per model."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model directory (default: the tiny test model, built if needed)")
     parser.add_argument("--architecture", choices=sorted(ARCHITECTURES))
     parser.add_argument("--random-weights", action="store_true", help="required with --architecture")
-    parser.add_argument("--concurrency", default="1,4,8,16,32")
+    parser.add_argument(
+        "--suite", action="store_true", help=f"every model of {SUITE}, one after another (random weights but tiny)"
+    )
+    parser.add_argument("--concurrency", default="1,8,16,32")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--baseline-questions", type=int, default=8)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument(
+        "--engines",
+        default="builtin,paged,serve",
+        help="engines called directly: builtin, paged (transformers' continuous batching through our adapter), "
+        "serve (transformers serve over HTTP: ENGINE=openai's server)",
+    )
+    parser.add_argument(
         "--compare",
-        default="static,paged,queue",
-        help="settings run beside the engine at each concurrency: static (plain generate), paged (transformers' "
-        "continuous batching, Llama only), queue (the engine behind the worker and Redis); empty for none",
+        default="static,cb,queue",
+        help="also: static (plain generate), cb (transformers' generate_batch), queue (each engine behind the "
+        "worker and Redis); empty for none",
     )
     args = parser.parse_args(argv)
     if args.architecture and not args.random_weights:
         parser.error("--architecture builds random weights: pass --random-weights to confirm")
+    targets = SUITE if args.suite else [args.architecture or args.model or "tiny"]
+    for number, target in enumerate(targets):
+        if number:
+            print()
+        print(bench_model(target, args))
+
+
+def bench_model(target: str, args: argparse.Namespace) -> str:
+    """One model's table and notes: `target` is an architecture (random weights), `tiny` or a directory."""
+    engines = [e for e in args.engines.split(",") if e]
     compare = {c for c in args.compare.split(",") if c}
-    model, tokenizer, device = load(args)
+    model, tokenizer, device = load(
+        argparse.Namespace(
+            architecture=target if target in ARCHITECTURES else None,
+            model=None if target in ARCHITECTURES or target == "tiny" else target,
+            device=args.device,
+            dtype=args.dtype,
+        )
+    )
     run_engine(model, tokenizer, 2, 4, device)  # warm-up: first-call allocations and kernels
     baseline = run_baseline(model, tokenizer, args.baseline_questions, args.new_tokens, device)
     notes: list[str] = []
-    with _private_redis("queue" in compare) as redis_url:
-        results = []
+    results: list[Result] = []
+    with (
+        _private_redis("queue" in compare) as redis_url,
+        _transformers_serve("serve" in engines, model, tokenizer, target, device, notes) as server,
+    ):
         for n in (int(c) for c in args.concurrency.split(",")):
-            results += _settings_at(n, model, tokenizer, device, args.new_tokens, compare, redis_url, notes)
-    print(report(baseline, results, args, device))
-    print()
-    print("\n".join(notes + comparisons(results)))
-    single = next((r for r in results if r.questions == 1 and r.name.startswith("engine,")), None)
+            results += _settings_at(n, model, tokenizer, device, args.new_tokens, engines, compare, redis_url, server)
+    label = "tiny test model" if target == "tiny" else target
+    lines = [
+        report(
+            baseline, results, argparse.Namespace(architecture=label, model=None, new_tokens=args.new_tokens), device
+        )
+    ]
+    lines += ["", *notes, *comparisons(results)]
+    single = next((r for r in results if r.questions == 1 and r.name.startswith("builtin,")), None)
     single = single or run_engine(model, tokenizer, 1, args.new_tokens, device)
-    print(bandwidth_line(model, single, copy_bandwidth(device)))
-    print(idle_ttft(model, tokenizer, device))
+    lines.append(bandwidth_line(model, single, copy_bandwidth(device)))
+    lines.append(idle_ttft(model, tokenizer, device))
+    return "\n".join(lines)
 
 
 def _settings_at(
@@ -539,21 +663,26 @@ def _settings_at(
     tokenizer: Any,
     device: torch.device,
     new_tokens: int,
+    engines: list[str],
     compare: set[str],
     redis_url: str | None,
-    notes: list[str],
+    server: Any,
 ) -> list[Result]:
-    results = [run_engine(model, tokenizer, n, new_tokens, device)]
-    if redis_url:
-        results.append(run_through_queue(model, tokenizer, n, new_tokens, redis_url))
+    results = []
+    for kind in engines:
+        if kind == "serve":
+            if server is not None:
+                results.append(run_served(server.url, str(server.model_dir), n, new_tokens))
+                if redis_url:
+                    results.append(run_through_queue(model, tokenizer, n, new_tokens, redis_url, "openai", server))
+            continue
+        results.append(run_engine(model, tokenizer, n, new_tokens, device, kind))
+        if redis_url:
+            results.append(run_through_queue(model, tokenizer, n, new_tokens, redis_url, kind))
     if "static" in compare:
         results.append(run_static_generate(model, tokenizer, n, new_tokens, device))
-    if "paged" in compare:
-        try:
-            results.append(run_continuous_batching(model, tokenizer, n, new_tokens, device))
-        except Exception as exc:  # GPT-NeoX: transformers' paged cache fails; say how, once, and try no more
-            compare.discard("paged")
-            notes.append(f"transformers continuous batching on {model.config.model_type}: fails ({exc})"[:300])
+    if "cb" in compare and model.config.model_type != "gpt_neox":  # transformers' own path fails on GPT-NeoX
+        results.append(run_continuous_batching(model, tokenizer, n, new_tokens, device))
     return results
 
 
@@ -561,20 +690,67 @@ def comparisons(results: list[Result]) -> list[str]:
     """Ratios the targets are stated in, each between settings measured in this run at the same concurrency."""
     lines = []
     by_name = {r.name: r for r in results}
-    for engine in (r for r in results if r.name.startswith("engine, ")):
-        n = engine.questions
-        queued = by_name.get(f"engine through the queue, {n} in flight")
-        paged = by_name.get(f"transformers continuous batching, {n} in flight")
-        if queued:
-            lines.append(
-                f"{n} in flight: through the queue {queued.tokens_per_s / engine.tokens_per_s:.0%} of the engine"
-            )
-        if paged:
-            lines.append(
-                f"{n} in flight: engine {engine.tokens_per_s / paged.tokens_per_s:.2f}× transformers' continuous "
-                f"batching; TTFT p50 {_pct(engine.first_token_s, 50):.3f}s against {_pct(paged.first_token_s, 50):.3f}s"
-            )
+    for builtin in (r for r in results if r.name.startswith("builtin, ")):
+        n = builtin.questions
+        pairs = [
+            ("builtin", builtin, by_name.get(f"builtin through the queue, {n} in flight")),
+            ("paged", by_name.get(f"paged, {n} in flight"), by_name.get(f"paged through the queue, {n} in flight")),
+            (
+                "transformers serve",
+                by_name.get(f"transformers serve, {n} streams"),
+                by_name.get(f"openai (transformers serve) through the queue, {n} in flight"),
+            ),
+        ]
+        for label, direct, queued in pairs:
+            if direct and queued:
+                share = queued.tokens_per_s / direct.tokens_per_s
+                lines.append(f"{n} in flight: {label} through the queue {share:.0%} of {label} called directly")
+        for label, other in [
+            ("transformers' continuous batching", by_name.get(f"transformers continuous batching, {n} in flight")),
+            ("paged", by_name.get(f"paged, {n} in flight")),
+            ("transformers serve", by_name.get(f"transformers serve, {n} streams")),
+        ]:
+            if other:
+                lines.append(
+                    f"{n} in flight: builtin {builtin.tokens_per_s / other.tokens_per_s:.2f}× {label}; TTFT p50 "
+                    f"{_pct(builtin.first_token_s, 50):.3f}s against {_pct(other.first_token_s, 50):.3f}s"
+                )
     return lines
+
+
+@contextlib.contextmanager
+def _transformers_serve(
+    wanted: bool, model: Any, tokenizer: Any, target: str, device: torch.device, notes: list[str]
+) -> Iterator[Any]:
+    """`transformers serve` on this model (saved to a folder first when its weights are random), or None.
+
+    Its continuous batching on Llama; plain mode on GPT-NeoX, where its continuous batching fails.
+    """
+    if not wanted:
+        yield None
+        return
+    from tests.support.processes import ServeProcess
+
+    with tempfile.TemporaryDirectory() as directory:
+        folder = Path(directory) / "model"
+        if target in ARCHITECTURES:
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+        else:
+            folder = Path(_tiny_model() if target == "tiny" else target)
+        paged = model.config.model_type != "gpt_neox"
+        server = ServeProcess(folder, Path(directory) / "serve.log", device=device.type, continuous_batching=paged)
+        try:
+            server.start()
+        except (AssertionError, OSError) as exc:
+            notes.append(f"transformers serve: did not start ({str(exc)[:200]})")
+            yield None
+            return
+        notes.append(f"transformers serve: {'--continuous-batching' if paged else 'plain mode'}, {device.type}")
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 @contextlib.contextmanager

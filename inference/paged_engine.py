@@ -212,48 +212,45 @@ def adapt_gpt_neox(model: Any) -> bool:
     """Give a GPT-NeoX model's attention layers a forward that passes the paged cache its keyword arguments.
 
     Only where the installed transformers has the defect (its GPT-NeoX attention calls
-    `layer_past.update` with three arguments); returns whether it adapted anything.
+    `layer_past.update` with three arguments); returns whether it adapted anything. Under another
+    cache (the builtin engine's, on the same model) the layers behave as before.
     """
-    from transformers.models.gpt_neox import modeling_gpt_neox as neox
-
-    layers = [m for m in model.modules() if isinstance(m, neox.GPTNeoXAttention)]
-    if not layers or _DEFECT not in inspect.getsource(neox.GPTNeoXAttention.forward):
-        return False
-    for layer in layers:
-        layer.forward = types.MethodType(_gpt_neox_attention, layer)  # type: ignore[method-assign]
-    log.info("GPT-NeoX attention adapted to transformers' paged cache (%d layers)", len(layers))
-    return True
-
-
-def _gpt_neox_attention(
-    self: Any,
-    hidden_states: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    layer_past: Any = None,
-    position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """transformers' GPT-NeoX attention forward, with `kwargs` passed to the cache's `update` as Llama's does."""
     from transformers.generation.continuous_batching.cache import PagedAttentionCache
     from transformers.models.gpt_neox import modeling_gpt_neox
 
     neox: Any = modeling_gpt_neox  # partly untyped
+    layers = [m for m in model.modules() if isinstance(m, neox.GPTNeoXAttention)]
+    if not layers or _DEFECT not in inspect.getsource(neox.GPTNeoXAttention.forward):
+        return False
 
-    input_shape = hidden_states.shape[:-1]
-    qkv = self.query_key_value(hidden_states).view(*input_shape, -1, 3 * self.head_size).transpose(1, 2)
-    query, key, value = qkv.chunk(3, dim=-1)
-    assert position_embeddings is not None
-    cos, sin = position_embeddings
-    query, key = neox.apply_rotary_pos_emb(query, key, cos, sin)
-    if isinstance(layer_past, PagedAttentionCache):
-        key, value = layer_past.update(key, value, self.layer_idx, kwargs=kwargs)
-    elif layer_past is not None:  # the same model under another engine's cache
-        key, value = layer_past.update(key, value, self.layer_idx)
-    attention = neox.ALL_ATTENTION_FUNCTIONS.get_interface(
-        self.config._attn_implementation, neox.eager_attention_forward
-    )
-    dropout = self.attention_dropout if self.training else 0.0
-    output, weights = attention(
-        self, query, key, value, attention_mask, scaling=self.scaling, dropout=dropout, **kwargs
-    )
-    return self.dense(output.reshape(*input_shape, -1).contiguous()), weights
+    def forward(
+        self: Any,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        layer_past: Any = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """transformers' GPT-NeoX attention forward, passing `kwargs` to the paged cache as Llama's does."""
+        input_shape = hidden_states.shape[:-1]
+        qkv = self.query_key_value(hidden_states).view(*input_shape, -1, 3 * self.head_size).transpose(1, 2)
+        query, key, value = qkv.chunk(3, dim=-1)
+        assert position_embeddings is not None
+        cos, sin = position_embeddings
+        query, key = neox.apply_rotary_pos_emb(query, key, cos, sin)
+        if isinstance(layer_past, PagedAttentionCache):
+            key, value = layer_past.update(key, value, self.layer_idx, kwargs=kwargs)
+        elif layer_past is not None:
+            key, value = layer_past.update(key, value, self.layer_idx)
+        implementation = self.config._attn_implementation
+        attention = neox.ALL_ATTENTION_FUNCTIONS.get_interface(implementation, neox.eager_attention_forward)
+        dropout = self.attention_dropout if self.training else 0.0
+        output, weights = attention(
+            self, query, key, value, attention_mask, scaling=self.scaling, dropout=dropout, **kwargs
+        )
+        return self.dense(output.reshape(*input_shape, -1).contiguous()), weights
+
+    for layer in layers:
+        layer.forward = types.MethodType(forward, layer)
+    log.info("GPT-NeoX attention adapted to transformers' paged cache (%d layers)", len(layers))
+    return True

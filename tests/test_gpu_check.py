@@ -117,7 +117,8 @@ def test_the_dry_run_runs_every_step_of_the_gpu_check(gpu_bundle: Path, tmp_path
     assert "nvidia-smi: not found" in summary and "torch 2." in summary  # the environment heads the results
     assert re.search(r"2 passed, 1 skipped", summary)
     for inflight in (1, 4):
-        assert f"| engine, {inflight} in flight | {inflight} |" in summary
+        assert f"| builtin, {inflight} in flight | {inflight} |" in summary
+        assert f"| paged, {inflight} in flight | {inflight} |" in summary
     assert "of the bound" in summary and "time to first token at idle" in summary
     assert "| enqueue → first delta |" in summary and "answered 8/8" in summary
     assert len(list(tmp_path.iterdir())) <= 8  # what the device tool brings back from $OUT

@@ -177,7 +177,7 @@ step "gpu-marked tests" 150 60 gpu-tests.log 15 \
   env KULLM_GPU_TESTS_DEVICE=$DEVICE PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 \
   "$PYTHON" -m pytest -p pytest_asyncio.plugin -p pytest_timeout -p no:cacheprovider -m gpu -v -rs tests/test_gpu.py
 step "engine benchmark" 240 90 engine-bench.log 45 \
-  "$PYTHON" -m bench.engine --architecture "$ARCH" --random-weights --device "$DEVICE" \
+  "$PYTHON" -m bench.engine --architecture "$ARCH" --random-weights --device "$DEVICE" --engines builtin,paged \
   --concurrency "$CONCURRENCY" --new-tokens "$NEW_TOKENS" --baseline-questions "$BASELINE"
 if [ -n "$REDIS_PID" ]; then
   step "end to end" 150 60 e2e.log 15 \

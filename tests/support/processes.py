@@ -442,12 +442,15 @@ class BotProcess:
 
 
 class ServeProcess:
-    """`transformers serve` on the tiny model (its OpenAI-compatible server, plain mode): ENGINE=openai's other side."""
+    """`transformers serve` (its OpenAI-compatible server) on a model folder: ENGINE=openai's other side."""
 
-    def __init__(self, model_dir: Path, log_path: Path) -> None:
+    def __init__(
+        self, model_dir: Path, log_path: Path, *, device: str = "cpu", continuous_batching: bool = False
+    ) -> None:
         self.model_dir = model_dir
         self.log_path = log_path
         self.port = free_port()
+        self.options = ["--device", device, *(["--continuous-batching"] if continuous_batching else [])]
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

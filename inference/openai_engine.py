@@ -16,6 +16,7 @@ the user is told.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -120,7 +121,9 @@ class OpenAIEngine:
         """Close every stream and the HTTP session, then stop the loop's thread."""
         self.reset()
         if self._session is not None:
-            asyncio.run_coroutine_threadsafe(self._session.close(), self._loop).result(timeout=5)
+            closing = asyncio.run_coroutine_threadsafe(self._session.close(), self._loop)
+            with contextlib.suppress(Exception):  # stopping anyway: a session that will not close is dropped
+                closing.result(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         if not self._thread.is_alive():

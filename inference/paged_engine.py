@@ -90,7 +90,7 @@ class PagedEngine:
             self._drop(name)
         self._waiting.clear()
         if self._fatal_error() is not None or not self._manager.is_running():  # a fresh one for what comes next
-            self._manager.stop(block=True, timeout=10)
+            self._manager.stop(block=True, timeout=10, hard_stop=True)
             self._manager = self._start()
         return ids
 
@@ -102,8 +102,10 @@ class PagedEngine:
             raise EngineOutOfMemory(str(exc)) from exc
 
     def close(self) -> None:
-        """Stop transformers' thread (the worker calls this at shutdown)."""
-        self._manager.stop(block=True, timeout=10)
+        """Stop transformers' thread at once, dropping what it still generates (the worker calls this at shutdown,
+        after handing its unfinished questions back to the queue)."""
+        self.reset()
+        self._manager.stop(block=True, timeout=10, hard_stop=True)
 
     @torch.inference_mode()
     def _step(self) -> list[GenerationUpdate]:

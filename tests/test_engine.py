@@ -25,11 +25,12 @@ pytestmark = IN_PROCESS_MODEL
 
 
 def load(model_dir: Path, **overrides: object) -> Loaded:
+    """The tiny model behind ENGINE (default builtin), greedy."""
     values: dict[str, object] = {"model_id": str(model_dir), "do_sample": False, **overrides}
     settings = WorkerSettings(_env_file=None, **values)  # type: ignore[call-arg,arg-type]
-    from inference.model import build_transformers
+    from inference.engine import engine_factory
 
-    return build_transformers(settings)
+    return engine_factory(settings.engine)(settings)
 
 
 def transformers_engine(loaded: Loaded) -> TransformersEngine:

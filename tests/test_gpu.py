@@ -55,6 +55,16 @@ def test_the_engine_runs_in_fp16_on_the_gpu_and_batching_changes_no_answer(model
     assert answer(loaded, QUESTIONS) == solo
 
 
+def test_the_paged_engine_gives_the_builtin_engines_answers_on_the_gpu(model_dir: Path) -> None:
+    builtin = load(model_dir, device=DEVICE, max_batch_size=8)
+    expected = answer(builtin, QUESTIONS)
+    paged = load(model_dir, device=DEVICE, max_batch_size=8, engine="paged")
+    try:
+        assert answer(paged, QUESTIONS) == expected
+    finally:
+        paged.engine.close()
+
+
 def test_a_worker_on_the_gpu_answers_kullm_ask(model_dir: Path, tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "redis")
     server.start()

@@ -90,26 +90,16 @@ def engine_on(model: Any, tokenizer: Any, settings: WorkerSettings, *, paged: bo
     """The engine (ours, or transformers' paged batching) and its prompt builder on a model already loaded."""
     configured = getattr(model.config, "max_position_embeddings", None) or DEFAULT_CONTEXT_WINDOW
     window = int(settings.context_window or configured)
-    engine: TransformersEngine | PagedEngine
-    if paged:
-        engine = PagedEngine(
-            model,
-            tokenizer,
-            model_id=settings.model_id,
-            sampling=sampling_of(settings),
-            max_batch_size=settings.max_batch_size,
-            prefill_chunk=settings.prefill_chunk_tokens,
-            context_window=window,
-        )
-    else:
-        engine = TransformersEngine(
-            model,
-            tokenizer,
-            model_id=settings.model_id,
-            sampling=sampling_of(settings),
-            max_batch_size=settings.max_batch_size,
-            prefill_chunk=settings.prefill_chunk_tokens,
-        )
+    engine_class: Any = PagedEngine if paged else TransformersEngine
+    engine = engine_class(
+        model,
+        tokenizer,
+        model_id=settings.model_id,
+        sampling=sampling_of(settings),
+        max_batch_size=settings.max_batch_size,
+        prefill_chunk=settings.prefill_chunk_tokens,
+        **({"context_window": window} if paged else {}),  # paged sizes its page pool by the window
+    )
     prompts = PromptBuilder(
         Template(settings.template), engine.count_tokens, window, tokenizer_chat_template(tokenizer)
     )

@@ -169,7 +169,30 @@ class RedisServer:
             self.process.wait(10)
 
 
-class WorkerProcess:
+class ChildProcess:
+    """A process a test starts, with its output in `log_path`: read it, stop it (SIGTERM, then SIGKILL)."""
+
+    log_path: Path
+    process: subprocess.Popen[bytes] | None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class WorkerProcess(ChildProcess):
     """`kullm worker` (the worker image's command) with the tiny model, as a separate process."""
 
     def __init__(self, redis_url: str, model_dir: Path, log_path: Path, **env: object) -> None:
@@ -237,27 +260,11 @@ class WorkerProcess:
                 samples[name] = float(value)
         return samples
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
     def terminate(self, timeout_s: float = 30) -> int:
         assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout_s)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 class StartWorker(Protocol):
@@ -441,7 +448,7 @@ class BotProcess:
         return self.process.returncode
 
 
-class ServeProcess:
+class ServeProcess(ChildProcess):
     """`transformers serve` (its OpenAI-compatible server) on a model folder: ENGINE=openai's other side."""
 
     def __init__(
@@ -476,15 +483,3 @@ class ServeProcess:
                 return response.status == 200
         except OSError:
             return False
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)

@@ -32,8 +32,7 @@ def test_random_weight_architecture_runs_both_paths(monkeypatch: pytest.MonkeyPa
     assert torch.equal(rotary.original_inv_freq, fresh.original_inv_freq)
     baseline = engine_bench.run_baseline(model, tokenizer, 2, 6, device)
     ours = engine_bench.run_engine(model, tokenizer, 3, 6, device)
-    paged = engine_bench.run_engine(model, tokenizer, 3, 6, device, kind="paged")
-    assert (baseline.tokens, ours.tokens, paged.tokens) == (12, 18, 18)  # forced lengths: counts compare
+    assert (baseline.tokens, ours.tokens) == (12, 18)  # forced lengths: counts compare (paged: the test below)
     table = engine_bench.report(baseline, [ours], args, device)
     assert "| builtin, 3 in flight | 3 |" in table and "1.00×" in table
     single = engine_bench.run_engine(model, tokenizer, 1, 6, device)

@@ -31,6 +31,11 @@ class Sampling:
     eos_token_id: int = 2
     seed: int | None = None
 
+    @classmethod
+    def of(cls, settings: WorkerSettings) -> Sampling:
+        """The worker's settings' sampling (DO_SAMPLE, TEMPERATURE, TOP_P, EOS_TOKEN_ID, SEED)."""
+        return cls(settings.do_sample, settings.temperature, settings.top_p, settings.eos_token_id, settings.seed)
+
 
 @dataclass(frozen=True)
 class GenerationRequest:

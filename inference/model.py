@@ -76,16 +76,6 @@ def build_paged(settings: WorkerSettings) -> Loaded:
     return engine_on(model, tokenizer, settings, paged=True)
 
 
-def sampling_of(settings: WorkerSettings) -> Sampling:
-    return Sampling(
-        do_sample=settings.do_sample,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        eos_token_id=settings.eos_token_id,
-        seed=settings.seed,
-    )
-
-
 def engine_on(model: Any, tokenizer: Any, settings: WorkerSettings, *, paged: bool = False) -> Loaded:
     """The engine (ours, or transformers' paged batching) and its prompt builder on a model already loaded."""
     configured = getattr(model.config, "max_position_embeddings", None) or DEFAULT_CONTEXT_WINDOW
@@ -95,7 +85,7 @@ def engine_on(model: Any, tokenizer: Any, settings: WorkerSettings, *, paged: bo
         model,
         tokenizer,
         model_id=settings.model_id,
-        sampling=sampling_of(settings),
+        sampling=Sampling.of(settings),
         max_batch_size=settings.max_batch_size,
         prefill_chunk=settings.prefill_chunk_tokens,
         **({"context_window": window} if paged else {}),  # paged sizes its page pool by the window

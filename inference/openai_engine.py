@@ -268,12 +268,13 @@ def build_openai(settings: WorkerSettings) -> Loaded:
         raise EngineLoadError(f"ENGINE_MODEL={model!r} is not served at {base_url} (it serves: {served})")
     tokenizer = _tokenizer(settings)
     server = Server(base_url, model, api_key, settings.engine_read_timeout_s)
-    sampling = Sampling(settings.do_sample, settings.temperature, settings.top_p, settings.eos_token_id, settings.seed)
 
     def count_tokens(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False).input_ids)
 
-    engine = OpenAIEngine(server, sampling=sampling, max_batch_size=settings.max_batch_size, count_tokens=count_tokens)
+    engine = OpenAIEngine(
+        server, sampling=Sampling.of(settings), max_batch_size=settings.max_batch_size, count_tokens=count_tokens
+    )
     served_window = next((m.get("max_model_len") for m in models if m["id"] == model), None)
     window = int(settings.context_window or served_window or _configured_window(settings) or DEFAULT_CONTEXT_WINDOW)
     log.info("engine server %s serving %s (window %d tokens)", base_url, model, window)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import random
 import signal
 import statistics
@@ -98,6 +99,14 @@ class Ask:
     user: str = ""
     events: list[dict[str, Any]] = field(default_factory=list)  # `kullm ask --json` output, as it streams
     process: asyncio.Task[tuple[int, str]] | None = None  # exit status and stderr of `kullm ask`
+
+    def describe(self) -> str:
+        """Which question this is, for a report line; `kullm ask`'s event types show how its answer streamed."""
+        where = f"{self.platform} {self.question!r}"
+        if self.platform == "terminal":
+            runs = [(kind, len(list(group))) for kind, group in itertools.groupby(str(e["type"]) for e in self.events)]
+            where += " (events: " + " ".join(kind + (f"×{n}" if n > 1 else "") for kind, n in runs) + ")"
+        return where
 
     @property
     def expected(self) -> str:
@@ -296,14 +305,28 @@ def grade(service: Service, row: Scenario, asks: list[Ask], *, busy_allowed: boo
         notices = service.busy_notices(asked) if busy_allowed else []
         if len(finals) + len(notices) == 0:
             row.lost += 1
+            row.notes.append(f"lost: {asked.describe()}")
         elif len(finals) + len(notices) > 1:
             row.duplicated += 1
+            row.notes.append(f"duplicated: {asked.describe()} was shown {len(finals)} answers, {len(notices)} notices")
         elif notices:
             row.told_busy += 1
         elif finals[0] != asked.expected:
             row.wrong += 1
+            row.notes.append(f"wrong: {asked.describe()} was shown {difference(finals[0], asked.expected)}")
         else:
             row.answered_once += 1
+
+
+def difference(shown: str, expected: str) -> str:
+    """Where `shown` departs from `expected`, with a little of each around it (test texts, not users')."""
+    at = next(
+        (i for i, (a, b) in enumerate(zip(shown, expected, strict=False)) if a != b), min(len(shown), len(expected))
+    )
+    return (
+        f"{len(shown)} characters for {len(expected)}, differing from character {at}: "
+        f"{shown[max(0, at - 20) : at + 40]!r} instead of {expected[max(0, at - 20) : at + 40]!r}"
+    )
 
 
 async def leftovers(service: Service) -> int:

@@ -17,6 +17,7 @@ import pytest
 
 from tests.standins.discord import DiscordStandIn
 from tests.support import trained
+from tests.support.conformance import discord_standin_problems
 from tests.support.engines import LONG_CODE_QUESTION, RunWorker, long_code_answer
 from tests.support.processes import BotProcess, RedisServer
 
@@ -104,6 +105,8 @@ async def discord_env(
     yield env_obj
     await asyncio.to_thread(env_obj.bot.stop)
     await standin.stop()
+    problems = discord_standin_problems(standin)
+    assert not problems, "the stand-in answered what Discord's API description does not:\n" + "\n".join(problems)
 
 
 @pytest.mark.worker_env(engine="builtin")  # the whole chain once with real generation (the tiny model)

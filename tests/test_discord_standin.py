@@ -17,6 +17,7 @@ with warnings.catch_warnings():
 
     from tests.standins.discord import DiscordStandIn
     from tests.standins.discord.common import MESSAGE_CONTENT
+    from tests.support.conformance import discord_standin_problems
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -53,6 +54,8 @@ async def standin() -> AsyncIterator[DiscordStandIn]:
     await server.start()
     yield server
     await server.stop()
+    problems = discord_standin_problems(server)
+    assert not problems, "the stand-in answered what Discord's API description does not:\n" + "\n".join(problems)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from bot.slack_app import CANCEL_ACTION, SHORTCUT_ID
 from tests.standins.slack import SlackStandIn
 from tests.standins.slack.common import sign
 from tests.support import trained
+from tests.support.conformance import slack_standin_problems
 from tests.support.engines import LONG_CODE_QUESTION, RunWorker
 from tests.support.processes import BotProcess, RedisServer, free_port, half_open
 
@@ -120,6 +121,8 @@ async def slack_env_fixture(
     yield slack
     await asyncio.to_thread(slack.bot.stop)
     await standin.stop()
+    problems = slack_standin_problems(standin)
+    assert not problems, "the stand-in departed from Slack's recorded samples:\n" + "\n".join(problems)
 
 
 @pytest.mark.worker_env(engine="builtin")  # the whole chain once with real generation (the tiny model)

@@ -20,6 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from tests.standins.slack import SlackStandIn
 from tests.standins.slack.common import block_errors, sign
+from tests.support.conformance import slack_standin_problems
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -43,6 +44,8 @@ async def standin() -> AsyncIterator[SlackStandIn]:
     await server.start()
     yield server
     await server.stop()
+    problems = slack_standin_problems(server)
+    assert not problems, "the stand-in departed from Slack's recorded samples:\n" + "\n".join(problems)
 
 
 @pytest.fixture
@@ -315,6 +318,12 @@ async def test_not_in_channel_and_other_web_api_errors(standin: SlackStandIn) ->
     assert raised.value.response["error"] == "not_in_channel"
     assert standin.calls[-1].method == "chat.postMessage" and standin.calls[-1].status == 200
 
+    # The project's manifest asks for none of these reading scopes: Slack refuses, naming what is needed.
+    with pytest.raises(SlackApiError) as refused:
+        await client.users_info(user=standin.alice)
+    assert refused.value.response["error"] == "missing_scope" and refused.value.response["needed"] == "users:read"
+    assert set(refused.value.response["provided"].split(",")) == standin.granted
+    standin.granted |= {"channels:read", "im:read", "users:read", "channels:history", "reactions:write"}
     info = await client.conversations_info(channel=standin.other_channel_id)
     assert info["channel"]["is_member"] is False
     im = await client.conversations_info(channel=standin.dm_channel_id)

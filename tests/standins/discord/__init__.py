@@ -32,6 +32,7 @@ from tests.standins.discord.common import (
     GUILD_PRESENCES,
     MANAGE_MESSAGES,
     Call,
+    Served,
     _Failure,
     _now,
     user_object,
@@ -73,6 +74,7 @@ class DiscordStandIn(Gateway, Messages, RestApi, Interactions):
         self.close_on_identify_code: int | None = None
         # recordings
         self.calls: list[Call] = []
+        self.served: list[Served] = []  # every REST response, for the conformance check
         self.messages: dict[int, dict[str, Any]] = {}
         self.deleted_messages: dict[int, dict[str, Any]] = {}
         self.threads: dict[int, dict[str, Any]] = {}

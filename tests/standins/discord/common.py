@@ -46,6 +46,18 @@ Handler = Callable[..., Awaitable[web.Response]]
 
 
 @dataclass
+class Served:
+    """One REST response: the route's path template as Discord's OpenAPI description writes it (None when the
+    stand-in has no such route), the concrete path, the status and the body."""
+
+    method: str
+    template: str | None
+    path: str
+    status: int
+    body: bytes
+
+
+@dataclass
 class Call:
     """One REST request as the stand-in received it; `at` is time.monotonic()."""
 
@@ -85,7 +97,30 @@ def user_object(user_id: int, username: str, global_name: str | None, *, bot: bo
         "bot": bot,
         "avatar": None,
         "public_flags": 0,
+        "flags": 0,
+        "primary_guild": None,
     }
+
+
+def numbered(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Components as Discord stores them: each one numbered (`id`, in order) where the sender gave no id, and an
+    emoji's null keys dropped."""
+    count = 0
+
+    def number(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        nonlocal count
+        out = []
+        for item in items:
+            count += 1
+            item = {**item, "id": item.get("id") or count}
+            if isinstance(item.get("emoji"), dict):  # a Unicode emoji is stored by name alone: no null id
+                item["emoji"] = {k: v for k, v in item["emoji"].items() if v is not None}
+            if "components" in item:
+                item["components"] = number(item["components"])
+            out.append(item)
+        return out
+
+    return number(components)
 
 
 def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:

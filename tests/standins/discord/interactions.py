@@ -179,11 +179,12 @@ class Interactions:
             "response_message_loading": kind == 5,
             "response_message_ephemeral": bool(message and message["flags"] & MESSAGE_EPHEMERAL),
         }
-        resource: dict[str, Any] = {"type": kind}
+        response: dict[str, Any] = {"interaction": info}
         if message is not None:
             info["response_message_id"] = message["id"]
-            resource["message"] = self._wire(message)
-        return _json({"interaction": info, "resource": resource})
+            if kind in (4, 7):  # Discord describes the message as a resource for these two callback types only
+                response["resource"] = {"type": kind, "message": self._wire(message)}
+        return _json(response)
 
     async def _apply_callback(
         self, it: dict[str, Any], kind: int, data: dict[str, Any], files: list[tuple[str, str, bytes]]

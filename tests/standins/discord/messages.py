@@ -20,6 +20,7 @@ from tests.standins.discord.common import (
     MESSAGE_EPHEMERAL,
     MESSAGE_LOADING,
     _now,
+    numbered,
 )
 
 
@@ -72,7 +73,7 @@ class Messages:
             "mention_roles": roles,
             "attachments": self._attachments(channel_id, files or []),
             "embeds": payload.get("embeds") or [],
-            "components": payload.get("components") or [],
+            "components": numbered(payload.get("components") or []),
             "flags": int(payload.get("flags") or 0),
             "allowed_mentions": allowed,
             "edits": 0,
@@ -127,6 +128,7 @@ class Messages:
         for key in ("content", "embeds", "components"):
             if key in payload:
                 msg[key] = payload[key] if payload[key] is not None else ("" if key == "content" else [])
+        msg["components"] = numbered(msg["components"])
         if payload.get("flags") is not None:  # the ephemeral bit cannot be changed by an edit
             msg["flags"] = (int(payload["flags"]) & ~MESSAGE_EPHEMERAL) | (msg["flags"] & MESSAGE_EPHEMERAL)
         msg["flags"] &= ~MESSAGE_LOADING  # any edit resolves a deferred "thinking..." message

@@ -11,6 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.conformance import route_pattern
+
 with warnings.catch_warnings():
     # discord.py 2.7 imports the stdlib `audioop`, deprecated since 3.11; the suite runs with warnings as errors.
     warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
@@ -24,6 +26,7 @@ from tests.standins.discord.common import (
     MESSAGE_EPHEMERAL,
     Call,
     Handler,
+    Served,
     _error,
     _Failure,
     _json,
@@ -37,29 +40,48 @@ from tests.standins.discord.common import (
 class RestApi:
     """The REST routes under /api/v10 that discord.py calls, answered as Discord's OpenAPI description says."""
 
-    def _route_table(self) -> list[tuple[str, re.Pattern[str], Handler, bool]]:
-        ch, msg = r"/channels/(\d+)", r"/channels/(\d+)/messages/(\d+)"
-        hook = r"/webhooks/(\d+)/([^/]+)"
-        table: list[tuple[str, str, Handler, bool]] = [  # (method, path, handler, needs bot auth)
-            ("GET", r"/gateway", self._get_gateway, False),
-            ("GET", r"/gateway/bot", self._get_gateway, True),
-            ("GET", r"/users/@me", self._get_me, True),
-            ("GET", r"/users/(\d+)", self._get_user, True),
-            ("POST", r"/users/@me/channels", self._create_dm, True),
-            ("GET", r"/oauth2/applications/@me", self._get_application, True),
-            ("PUT|GET", r"/applications/(\d+)(?:/guilds/(\d+))?/commands", self._bulk_commands, True),
+    def _route_table(self) -> list[tuple[str, str, re.Pattern[str], Handler, bool]]:
+        """(methods, Discord's path template, its pattern, handler, needs bot auth): paths as Discord's
+        OpenAPI description writes them, so the conformance test looks each one up there."""
+        ch, msg = "/channels/{channel_id}", "/channels/{channel_id}/messages/{message_id}"
+        hook = "/webhooks/{webhook_id}/{webhook_token}"
+
+        def reaction(who: str | None, emoji: bool = True) -> Handler:
+            async def handle(req: _Request, channel_id: str, message_id: str, *rest: str) -> web.Response:
+                name = rest[0] if emoji else None
+                user = who if who != "{user_id}" else rest[1]
+                return await self._reaction_route(req, channel_id, message_id, name, user)
+
+            return handle
+
+        table: list[tuple[str, str, Handler, bool]] = [
+            ("GET", "/gateway", self._get_gateway, False),
+            ("GET", "/gateway/bot", self._get_gateway, True),
+            ("GET", "/users/@me", self._get_me, True),
+            ("GET", "/users/{user_id}", self._get_user, True),
+            ("POST", "/users/@me/channels", self._create_dm, True),
+            ("GET", "/oauth2/applications/@me", self._get_application, True),
+            ("PUT|GET", "/applications/{application_id}/commands", self._bulk_commands, True),
+            ("PUT|GET", "/applications/{application_id}/guilds/{guild_id}/commands", self._bulk_commands, True),
             ("GET", ch, self._get_channel, True),
             ("POST", ch + "/typing", self._typing, True),
             ("POST|GET", ch + "/messages", self._channel_messages, True),
             ("GET|PATCH|DELETE", msg, self._one_message, True),
             ("POST", msg + "/threads", self._thread_from_message, True),
             ("POST", ch + "/threads", self._thread_without_message, True),
-            ("PUT|DELETE", msg + r"/reactions(?:/([^/]+))?(?:/(@me|\d+))?", self._reaction_route, True),
-            ("POST", r"/interactions/(\d+)/([^/]+)/callback", self._callback, False),
+            ("PUT|DELETE", msg + "/reactions/{emoji_name}/@me", reaction("@me"), True),
+            ("DELETE", msg + "/reactions/{emoji_name}/{user_id}", reaction("{user_id}"), True),
+            ("DELETE", msg + "/reactions/{emoji_name}", reaction(None), True),
+            ("DELETE", msg + "/reactions", reaction(None, emoji=False), True),
+            ("POST", "/interactions/{interaction_id}/{interaction_token}/callback", self._callback, False),
             ("POST", hook, self._followup, False),
-            ("GET|PATCH|DELETE", hook + r"/messages/(@original|\d+)", self._webhook_message, False),
+            ("GET|PATCH|DELETE", hook + "/messages/@original", self._original_message, False),
+            ("GET|PATCH|DELETE", hook + "/messages/{message_id}", self._webhook_message, False),
         ]
-        return [(method, re.compile(path), handler, auth) for method, path, handler, auth in table]
+        return [(methods, path, route_pattern(path), handler, auth) for methods, path, handler, auth in table]
+
+    async def _original_message(self, req: _Request, app_id: str, token: str) -> web.Response:
+        return await self._webhook_message(req, app_id, token, "@original")
 
     async def _read(self, request: web.Request) -> _Request:
         body: Any = None
@@ -80,19 +102,24 @@ class RestApi:
         path = request.path[len(API_PREFIX) :]
         req = await self._read(request)
         self.calls.append(Call(request.method, path, dict(request.query), req.body, time.monotonic()))
+        route = next((r for r in self._routes if r[2].fullmatch(path) and request.method in r[0].split("|")), None)
+        response = await self._answer(request, path, req, route)
+        body = response.body if isinstance(response.body, bytes) else b""
+        self.served.append(Served(request.method, route[1] if route else None, path, response.status, body))
+        return response
+
+    async def _answer(self, request: web.Request, path: str, req: _Request, route: Any) -> web.Response:
         failure = next((f for f in self._failures if f.method == request.method and f.pattern.fullmatch(path)), None)
         if failure is not None:
             self._failures.remove(failure)
             self.failures_served += 1
             return self._failure_response(failure)
-        for methods, pattern, handler, needs_auth in self._routes:
-            match = pattern.fullmatch(path)
-            if match is None or request.method not in methods.split("|"):
-                continue
-            if needs_auth and request.headers.get("Authorization") != f"Bot {self.token}":
-                return _error(401, "401: Unauthorized")
-            return await handler(req, *match.groups())
-        return _error(404, "Unknown")
+        if route is None:
+            return _error(404, "404: Not Found")
+        _, _, pattern, handler, needs_auth = route
+        if needs_auth and request.headers.get("Authorization") != f"Bot {self.token}":
+            return _error(401, "401: Unauthorized")
+        return await handler(req, *pattern.fullmatch(path).groups())
 
     @staticmethod
     def _failure_response(failure: _Failure) -> web.Response:
@@ -110,6 +137,7 @@ class RestApi:
             "Via": "1.1 google",
         }
         body = {"message": "You are being rate limited.", "retry_after": failure.retry_after, "global": False}
+        body["code"] = 0  # Discord's description requires it in every error body
         return _json(body, 429, headers)
 
     async def _get_gateway(self, req: _Request) -> web.Response:
@@ -117,7 +145,7 @@ class RestApi:
         return _json({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
 
     async def _get_me(self, req: _Request) -> web.Response:
-        return _json({**self.bot_user, "verified": True, "mfa_enabled": False, "flags": 0})
+        return _json({**self.bot_user, "verified": True, "mfa_enabled": False, "locale": "ko"})
 
     async def _get_user(self, req: _Request, user_id: str) -> web.Response:
         user = self.users.get(int(user_id))
@@ -150,11 +178,21 @@ class RestApi:
                 "team": None,
                 "verify_key": "0" * 64,
                 "flags": 1 << 19,
+                "flags_new": str(1 << 19),
+                "type": None,
+                "redirect_uris": [],
+                "interactions_endpoint_url": None,
+                "role_connections_verification_url": None,
+                "approximate_guild_count": 1,
+                "approximate_user_install_count": 0,
+                "approximate_user_authorization_count": 0,
+                "explicit_content_filter": 0,
+                "eligible_oauth2_scopes": ["applications.commands", "bot"],
                 "bot": self.bot_user,
             }
         )
 
-    async def _bulk_commands(self, req: _Request, app_id: str, guild_id: str | None) -> web.Response:
+    async def _bulk_commands(self, req: _Request, app_id: str, guild_id: str | None = None) -> web.Response:
         if int(app_id) != self.application_id:
             return _error(403, "Missing Access", 50001)
         scope = guild_id or "global"
@@ -171,6 +209,7 @@ class RestApi:
                 "default_member_permissions": None,
                 "nsfw": False,
                 **command,
+                "integration_types": command.get("integration_types") or [0],  # guild install, Discord's default
                 "id": str(cid),
                 "application_id": app_id,
                 "type": kind,
@@ -255,7 +294,7 @@ class RestApi:
             "message_count": 0,
             "total_message_sent": 0,
             "member_count": 1,
-            "rate_limit_per_user": body.get("rate_limit_per_user", 0),
+            "rate_limit_per_user": body.get("rate_limit_per_user") or 0,
             "flags": 0,
             "thread_metadata": {
                 "archived": False,

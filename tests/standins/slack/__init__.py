@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.standins.slack.common import TEAM_DOMAIN, TEAM_ID, Call, Handler, SlackError, _Failure
+from tests.standins.slack.common import TEAM_DOMAIN, TEAM_ID, Call, Handler, SlackError, _Failure, manifest_scopes
 from tests.standins.slack.interactions import Interactions
 from tests.standins.slack.messages import Messages
 from tests.standins.slack.socket_mode import SocketMode
@@ -44,6 +44,8 @@ class SlackStandIn(SocketMode, Messages, WebApi, Interactions):
             self.dm_channel_id: self._im(self.dm_channel_id, self.alice),
         }
         self.not_in_channel: set[str] = {self.other_channel_id}
+        # What installing the project's app grants (its manifest); a call needing another scope gets missing_scope.
+        self.granted: set[str] = manifest_scopes()
         self.echo_own_messages = False  # True: like real Slack, the bot's own posts come back as message events
 
         self.calls: list[Call] = []

@@ -8,13 +8,41 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 TEAM_ID, TEAM_DOMAIN, TEAM_NAME = "T0001", "kullm-test", "KULLM Test"
 ACK_TIMEOUT = 5.0  # Slack itself gives up on an envelope after 3 s; 5 s leaves room for a slow CI machine
 TRIGGER_TTL = 3.0  # a trigger_id expires 3 s after the interaction that issued it
-# Scopes echoed in X-OAuth-Scopes: bolt copies them from the auth.test response into context.authorize_result.
-SCOPES = "app_mentions:read,channels:history,chat:write,commands,im:history,reactions:write,users:read"
+# The scopes a method needs (any one of them), as docs.slack.dev/reference/methods lists them. A method not
+# listed needs none (auth.test, views.*: a trigger_id is the permission). The app token's method is apart.
+METHOD_SCOPES = {
+    "chat.postMessage": ("chat:write",),
+    "chat.update": ("chat:write",),
+    "chat.delete": ("chat:write",),
+    "chat.postEphemeral": ("chat:write",),
+    "chat.startStream": ("chat:write",),
+    "chat.appendStream": ("chat:write",),
+    "chat.stopStream": ("chat:write",),
+    "conversations.info": ("channels:read", "groups:read", "im:read", "mpim:read"),
+    "conversations.replies": ("channels:history", "groups:history", "im:history", "mpim:history"),
+    "users.info": ("users:read",),
+    "reactions.add": ("reactions:write",),
+    "reactions.remove": ("reactions:write",),
+    "assistant.threads.setStatus": ("assistant:write",),
+    "assistant.threads.setSuggestedPrompts": ("assistant:write",),
+    "assistant.threads.setTitle": ("assistant:write",),
+}
+MANIFEST = Path(__file__).resolve().parents[3] / "slack" / "manifest.yml"
+
+
+def manifest_scopes() -> set[str]:
+    """The bot scopes the project's Slack app manifest asks for: what an install of the app grants."""
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    return set(manifest["oauth_config"]["scopes"]["bot"])
+
 
 # Block Kit limits the stand-in enforces (docs.slack.dev/reference/block-kit): the ones a chatbot streaming long
 # LLM answers runs into first.
@@ -47,6 +75,7 @@ class Call:
     at: float
     status: int = 200
     content_type: str = ""
+    response: dict[str, Any] | None = None  # the JSON body answered (for the conformance check)
 
 
 @dataclass

@@ -91,6 +91,7 @@ class Interactions:
             "response_urls": [],
             "is_enterprise_install": False,
             "enterprise": None,
+            "is_cleared": False,
         }
         # view_submission is the interactive payload whose ack may carry a body (response_action).
         envelope_id = await self._send_envelope(

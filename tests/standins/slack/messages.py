@@ -75,6 +75,22 @@ class Messages:
             out["attachments"] = args["attachments"]
         return out
 
+    def _user_profile(self, user_id: str) -> dict[str, Any]:
+        """The `user_profile` of an event about a person's message."""
+        user = self.users[user_id]
+        profile = user["profile"]
+        return {
+            "avatar_hash": "g0000000000a",
+            "image_72": profile["image_72"],
+            "first_name": profile["first_name"],
+            "real_name": profile["real_name"],
+            "display_name": profile["display_name"],
+            "team": TEAM_ID,
+            "name": user["name"],
+            "is_restricted": False,
+            "is_ultra_restricted": False,
+        }
+
     def _bot_fields(self) -> dict[str, Any]:
         return {
             "bot_id": self.bot_id,

@@ -185,7 +185,10 @@ class SocketMode:
                 raise KeyError(f"stand-in: unknown channel {channel}")
             message = self._store(channel, text=text, user=user, thread_ts=thread_ts, blocks=_rich_text(text))
             message["client_msg_id"] = str(uuid.uuid4())
-            body = self.event_callback(self._message_event(message, "app_mention" if mention else "message"), event_id)
+            event = self._message_event(message, "app_mention" if mention else "message")
+            # Events about what a person typed also say who they are (what real Slack adds beside the message).
+            event |= {"user_team": TEAM_ID, "source_team": TEAM_ID, "user_profile": self._user_profile(user)}
+            body = self.event_callback(event, event_id)
             self._events[body["event_id"]] = (body, message)
         reason = retry_reason if retry_reason is not None else ("timeout" if retry_attempt else "")
         await self._send_envelope("events_api", body, retry=(retry_attempt, reason), expect_ack=expect_ack)

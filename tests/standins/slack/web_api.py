@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from tests.standins.slack.common import (
-    SCOPES,
+    METHOD_SCOPES,
     TEAM_DOMAIN,
     TEAM_ID,
     TEAM_NAME,
@@ -54,7 +54,9 @@ class WebApi:
             failure = failures.pop(0)
             self.failures_served += 1
             call.status = failure.status if failure.error is None else 200
-            return self._failure_response(failure)
+            response = self._failure_response(failure)
+            call.response = json.loads(response.body) if isinstance(response.body, bytes) else None
+            return response
         handler = self._methods.get(method)
         try:
             if handler is None:
@@ -66,17 +68,22 @@ class WebApi:
             # App-level tokens only open Socket Mode connections; bot tokens cannot.
             if (token == self.app_token) != (method == "apps.connections.open"):
                 raise SlackError("not_allowed_token_type")
+            needed = METHOD_SCOPES.get(method, ())
+            if needed and not self.granted.intersection(needed):
+                raise SlackError("missing_scope", needed=",".join(needed), provided=",".join(sorted(self.granted)))
             body = {"ok": True, **await handler(args, token)}
         except SlackError as e:
             body = {"ok": False, "error": e.error, **e.extra}
+        call.response = body
         return self._json(body)
 
-    @staticmethod
-    def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    def _json(self, body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+        # bolt copies X-OAuth-Scopes from the auth.test response into context.authorize_result.
+        scopes = ",".join(sorted(self.granted))
         return web.json_response(
             body,
             status=status,
-            headers={"X-OAuth-Scopes": SCOPES, "X-Accepted-OAuth-Scopes": "", **(headers or {})},
+            headers={"X-OAuth-Scopes": scopes, "X-Accepted-OAuth-Scopes": "", **(headers or {})},
             dumps=lambda o: json.dumps(o, ensure_ascii=False),
         )
 
@@ -95,6 +102,8 @@ class WebApi:
             "team_id": TEAM_ID,
             "user_id": self.bot_user_id,
             "bot_id": self.bot_id,
+            "app_id": self.app_id,
+            "app_name": "KULLM",
             "is_enterprise_install": False,
         }
 

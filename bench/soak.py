@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import html
 import itertools
 import random
 import signal
@@ -222,8 +223,12 @@ class Service:
         if asked.platform == "terminal":
             return [str(e["text"]) for e in asked.events if e["type"] == "done"]
         key = "content" if asked.platform == "discord" else "text"
-        # While streaming, a placeholder carries its stop button; the final text has none.
-        done = [m[key] for m in self._bot_messages(asked) if not (m.get("components") or m.get("blocks"))]
+        # While streaming, a placeholder carries its stop button, and a Slack stream is open; the final has neither.
+        done = [
+            shown_as_mrkdwn(m) if asked.platform == "slack" else m[key]
+            for m in self._bot_messages(asked)
+            if not (m.get("components") or m.get("blocks") or m.get("streaming"))
+        ]
         return [text for text in done if not text.startswith(("⏳", *REFUSED))]
 
     def busy_notices(self, asked: Ask) -> list[str]:
@@ -408,12 +413,23 @@ async def busy(service: Service, rows: list[Scenario]) -> None:
 
 
 async def mid_stream(service: Service, platform: str) -> tuple[Ask, dict[str, Any]]:
-    """Ask for the long story on `platform`; return once its placeholder shows part of the answer."""
+    """Ask for the long story on `platform`; return once part of the answer shows, with the message showing it
+    (the placeholder; on Slack the message the answer streams into)."""
     asked = await service.ask(platform, LONG[0], 3000 + random.randrange(1000))
+    if platform == "slack":
+        streamed = await eventually(
+            lambda: next((m for m in service._bot_messages(asked) if m.get("streamed")), None), 60
+        )
+        await eventually(lambda: streamed["appends"] >= 1, 60)
+        return asked, streamed
     placeholder = await eventually(lambda: service.placeholder(asked), 60)
-    key = "content" if platform == "discord" else "text"
-    await eventually(lambda: placeholder["edits"] >= 1 and not placeholder[key].startswith("⏳"), 60)
+    await eventually(lambda: placeholder["edits"] >= 1 and not placeholder["content"].startswith("⏳"), 60)
     return asked, placeholder
+
+
+def shown_as_mrkdwn(message: dict[str, Any]) -> str:
+    """A Slack message's text as mrkdwn: a natively streamed one holds the answer's (escaped) Markdown."""
+    return to_slack_mrkdwn(html.unescape(message["text"])) if message.get("streamed") else str(message["text"])
 
 
 async def adapter_kills(service: Service, trials: int, rows: list[Scenario]) -> None:
@@ -425,7 +441,8 @@ async def adapter_kills(service: Service, trials: int, rows: list[Scenario]) -> 
             asked, placeholder = await mid_stream(service, platform)
             text_key = "content" if platform == "discord" else "text"
             await asyncio.to_thread(service.bots[platform].kill)
-            partial += placeholder[text_key] != asked.expected  # killed before the final text was shown
+            shown = shown_as_mrkdwn(placeholder) if platform == "slack" else placeholder[text_key]
+            partial += shown != asked.expected  # killed before the final text was shown
             await service.restart_bot(platform, kill=False)
             await settle(service, [asked], 60)
             grade(service, row, [asked])

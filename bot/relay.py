@@ -131,6 +131,18 @@ class Surface(Protocol[OriginT, TargetT]):
         """Shown while the answer is generated (a typing indicator, or nothing)."""
         ...
 
+    async def stream(self, target: TargetT, shown: str) -> tuple[TargetT, bool]:
+        """Show the answer so far (`shown`, all of it) with the platform's own streaming, where it has one.
+
+        Returns the target (changed when a streamed message began or ended: the relay stores it) and
+        whether it was shown; when not, the relay edits the placeholder as on platforms without streaming.
+        """
+        ...
+
+    async def finish(self, target: TargetT, answer: str) -> bool:
+        """Show the final answer where `stream` showed it; False when the relay should edit the placeholder."""
+        ...
+
 
 OriginVar = TypeVar("OriginVar")
 TargetVar = TypeVar("TargetVar", bound=Target)
@@ -375,7 +387,8 @@ class Relay(Generic[OriginVar, TargetVar]):
                 await self.bus.renew_lease(record.question_id, self.owner, ttl_ms)
 
     async def _render(self, record: InflightRecord, target: TargetVar) -> bool:
-        """Follow the answer stream onto the placeholder; True once the final text is posted."""
+        """Follow the answer stream onto the placeholder (or the platform's streamed message); True once the
+        final text is posted."""
         language = record.language
         shown = ""
         last_edit = 0.0
@@ -403,7 +416,7 @@ class Relay(Generic[OriginVar, TargetVar]):
                     return True
                 if shown and not gone and time.monotonic() - last_edit >= self.surface.edit_interval_s:
                     try:
-                        await self.surface.edit(target, self._streaming_view(shown), final=False)
+                        record, target = await self._show(record, target, shown)
                     except PlaceholderGone:
                         gone = True  # stream no more; the final answer goes out as a fresh message
                     last_edit = time.monotonic()
@@ -413,6 +426,18 @@ class Relay(Generic[OriginVar, TargetVar]):
             return True
         return False
 
+    async def _show(self, record: InflightRecord, target: TargetVar, shown: str) -> tuple[InflightRecord, TargetVar]:
+        """The answer so far, streamed natively or as an edit of the placeholder; a moved target is stored, so a
+        restarted adapter finishes the same messages."""
+        moved, streamed = await self.surface.stream(target, shown)
+        if moved != target:
+            record = record.model_copy(update={"target": moved.to_fields()})
+            with contextlib.suppress(RedisError):  # not stored: a restart falls back to editing the placeholder
+                await self.bus.track(record, ttl_s=int(self.record_max_age_s))
+        if not streamed:
+            await self.surface.edit(moved, self._streaming_view(shown), final=False)
+        return record, moved
+
     def _streaming_view(self, shown: str) -> str:
         """While streaming, the newest text that fits one message."""
         room = self.surface.max_chars - len(STREAMING_MARK) - 2
@@ -421,6 +446,9 @@ class Relay(Generic[OriginVar, TargetVar]):
 
     async def _post_final(self, record: InflightRecord, target: TargetVar, answer: str) -> None:
         """The final text on the placeholder, or, if that was deleted, as fresh messages in its thread."""
+        if await self.surface.finish(target, answer or "…"):
+            log.info("%s question %s: answer posted", self.platform, record.question_id)
+            return
         pieces = split_message(answer, self.surface.max_chars) or ["…"]
         try:
             await self.surface.edit(target, pieces[0], final=True)

@@ -80,6 +80,8 @@ class SlackSettings(ClientSettings):
     slack_http_port: int = Field(default=3000, ge=1, le=65535)
     slack_allowed_channel_ids: str = ""
     slack_edit_interval_s: float = Field(default=1.0, gt=0)
+    # Answers in threads stream with Slack's chat.startStream/appendStream/stopStream; off: by chat.update.
+    slack_native_streaming: bool = True
     slack_api_base: str | None = None
 
     @property

@@ -10,12 +10,13 @@ escaped for Slack, so `<!channel>`, `<!here>` and user mentions in it never noti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from aiohttp import web
@@ -26,6 +27,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.formatting import split_message
 from bot.mrkdwn import slack_escape, to_slack_mrkdwn
 from bot.process import EXIT_CONFIG, EXIT_OK, load_settings, on_stop_signal
 from bot.relay import Asked, CannotPost, PlaceholderGone, Relay
@@ -45,6 +47,7 @@ SHORTCUT_ID = "kullm_ask"
 MODAL_ID = "kullm_ask_modal"
 CANCEL_ACTION = "kullm_cancel"
 CONTEXT_IN_METADATA = 2500  # private_metadata holds 3,000 characters
+STREAM_REFUSED = "off"  # SlackTarget.stream when chat.startStream was refused for that answer
 HTTP_KEEPALIVE_TIMEOUT_S = 15.0  # HTTP mode: an idle keep-alive connection is closed after this
 _MENTION = re.compile(r"<@[A-Z0-9]+>")
 _NOT_IN_CHANNEL = {"not_in_channel", "channel_not_found", "is_archived"}
@@ -59,19 +62,37 @@ SLACK_MISSING = {
 
 @dataclass(frozen=True)
 class SlackTarget:
-    """A placeholder message, the thread it is in ("" for a DM's top level) and its question's id."""
+    """A placeholder message, the thread it is in ("" for a DM's top level), its question's id and asker, and
+    the answer's streamed message once there is one.
+
+    Native streaming (chat.startStream) writes the answer into a message of its own below the placeholder,
+    which keeps the stop button while the answer streams and is deleted when it is finished. `stream` is that
+    message's ts, or STREAM_REFUSED when Slack would not stream this answer (it is edited into the placeholder
+    instead); `streaming` is "1" while the stream is open. A stream this process cannot continue (the adapter
+    restarted, or the worker started the answer over) is stopped, and the streamed message is then edited
+    with chat.update like a placeholder.
+    """
 
     channel: str
     ts: str
     thread_ts: str
     question: str
+    user: str = ""
+    stream: str = ""
+    streaming: str = ""
 
     @property
     def conversation(self) -> str:
         return f"{self.channel}:{self.thread_ts}" if self.thread_ts else self.channel
 
+    @property
+    def answer_ts(self) -> str:
+        """The message an edit goes to: a stopped stream's, else the placeholder (also while a stream is open)."""
+        return self.stream if self.stream not in ("", STREAM_REFUSED) and not self.streaming else self.ts
+
     def to_fields(self) -> dict[str, str]:
-        return {"channel": self.channel, "ts": self.ts, "thread_ts": self.thread_ts, "question": self.question}
+        fields = {"channel": self.channel, "ts": self.ts, "thread_ts": self.thread_ts, "question": self.question}
+        return fields | {"user": self.user, "stream": self.stream, "streaming": self.streaming}
 
 
 @dataclass(frozen=True)
@@ -86,18 +107,25 @@ class SlackOrigin:
 
 
 class SlackSurface:
-    """Refuses, posts and edits answers with chat.postEphemeral, chat.postMessage and chat.update."""
+    """Refuses, posts and edits answers with chat.postEphemeral, chat.postMessage and chat.update, and streams
+    them with chat.startStream / appendStream / stopStream where Slack allows it (see SlackTarget)."""
 
     platform = "slack"
     max_chars = MESSAGE_LIMIT
 
-    def __init__(self, client: AsyncWebClient, edit_interval_s: float, language: str) -> None:
+    def __init__(
+        self, client: AsyncWebClient, edit_interval_s: float, language: str, *, native: bool = True, team_id: str = ""
+    ) -> None:
         self.client = client
         self.edit_interval_s = edit_interval_s
         self.language: Any = language
+        self.native = native
+        self.team_id = team_id
+        self._appended: dict[str, str] = {}  # an open stream's ts → the answer text this process appended to it
 
     def target(self, fields: Mapping[str, str]) -> SlackTarget:
-        return SlackTarget(fields["channel"], fields["ts"], fields.get("thread_ts", ""), fields["question"])
+        optional = {k: fields.get(k, "") for k in ("user", "stream", "streaming")}
+        return SlackTarget(fields["channel"], fields["ts"], fields.get("thread_ts", ""), fields["question"], **optional)
 
     async def refuse(self, origin: SlackOrigin, notice: str) -> None:
         if origin.kind == "command":
@@ -122,7 +150,7 @@ class SlackSurface:
             text=content,
             blocks=answer_blocks(content, question_id, self.language),
         )
-        return SlackTarget(origin.channel, str(posted["ts"]), thread_ts or "", question_id)
+        return SlackTarget(origin.channel, str(posted["ts"]), thread_ts or "", question_id, user=origin.user)
 
     async def _quote(self, origin: SlackOrigin, asked: Asked) -> str:
         """Post "<user> asked: …" where the answer's thread is (or starts); returns the post's ts."""
@@ -140,9 +168,88 @@ class SlackSurface:
 
     async def edit(self, target: SlackTarget, content: str, *, final: bool) -> None:
         shown = to_slack_mrkdwn(content)
-        blocks = [] if final else answer_blocks(shown, target.question, self.language)
+        on_placeholder = target.answer_ts == target.ts
+        blocks = [] if final or not on_placeholder else answer_blocks(shown, target.question, self.language)
         async with _gone_on(GONE_ON_UPDATE):
-            await self.client.chat_update(channel=target.channel, ts=target.ts, text=shown, blocks=blocks)
+            await self.client.chat_update(channel=target.channel, ts=target.answer_ts, text=shown, blocks=blocks)
+
+    async def stream(self, target: SlackTarget, shown: str) -> tuple[SlackTarget, bool]:
+        if target.stream == STREAM_REFUSED or not (self.native and target.thread_ts):
+            return target, False  # a DM's top level, or refused before: the placeholder is edited
+        if not target.stream:
+            return await self._start_stream(target, shown)
+        appended = self._appended.get(target.stream)
+        if target.streaming and appended is not None and shown.startswith(appended):
+            try:
+                if len(shown) > len(appended):
+                    await self.client.chat_appendStream(
+                        channel=target.channel, ts=target.stream, markdown_text=slack_escape(shown[len(appended) :])
+                    )
+                    self._appended[target.stream] = shown
+                return target, True
+            except SlackApiError as exc:
+                log.info("slack: the stream cannot go on (%s): editing the streamed message", _error(exc))
+        if target.streaming:  # not ours to continue (a restarted adapter), or the answer started over
+            target = await self._stop_stream(target)
+        return target, False
+
+    async def finish(self, target: SlackTarget, answer: str) -> bool:
+        if target.stream in ("", STREAM_REFUSED):
+            return False
+        appended = self._appended.pop(target.stream, None)
+        finished = False
+        if target.streaming and appended is not None and answer.startswith(appended):
+            rest = slack_escape(answer[len(appended) :])
+            try:
+                await self.client.chat_stopStream(channel=target.channel, ts=target.stream, markdown_text=rest or None)
+                finished = True
+            except SlackApiError as exc:
+                log.info("slack: could not finish the stream (%s): editing the streamed message", _error(exc))
+        if not finished:
+            target = await self._stop_stream(target) if target.streaming else target
+            pieces = split_message(answer, self.max_chars) or ["…"]
+            try:
+                await self.edit(target, pieces[0], final=True)
+            except PlaceholderGone:
+                pieces.insert(0, "")  # the streamed message was deleted: all of it goes out fresh
+            for piece in pieces[1:]:
+                with contextlib.suppress(PlaceholderGone):
+                    await self.post_more(target, piece)
+        with contextlib.suppress(SlackApiError):  # the placeholder, with its stop button, is done with
+            await self.client.chat_delete(channel=target.channel, ts=target.ts)
+        return True
+
+    async def _start_stream(self, target: SlackTarget, shown: str) -> tuple[SlackTarget, bool]:
+        try:  # outside a DM, Slack streams to one person: the asker
+            started = await self.client.chat_startStream(
+                channel=target.channel,
+                thread_ts=target.thread_ts,
+                markdown_text=slack_escape(shown),
+                recipient_user_id=target.user or None,
+                recipient_team_id=(self.team_id or None) if target.user else None,
+            )
+        except SlackApiError as exc:  # a workspace or place that cannot stream: this answer edits the placeholder
+            log.info("slack: chat.startStream refused (%s): editing the placeholder instead", _error(exc))
+            return replace(target, stream=STREAM_REFUSED), False
+        self._appended[str(started["ts"])] = shown
+        below = text("streaming_below", self.language)
+        with contextlib.suppress(SlackApiError):  # the placeholder keeps the stop button above the stream
+            await self.client.chat_update(
+                channel=target.channel,
+                ts=target.ts,
+                text=below,
+                blocks=answer_blocks(below, target.question, self.language),
+            )
+        return replace(target, stream=str(started["ts"]), streaming="1"), True
+
+    async def _stop_stream(self, target: SlackTarget) -> SlackTarget:
+        """End a stream this process will not append to again; it is edited with chat.update from now on."""
+        self._appended.pop(target.stream, None)
+        try:
+            await self.client.chat_stopStream(channel=target.channel, ts=target.stream)
+        except SlackApiError as exc:  # already ended by Slack (idle), or deleted: the edit that follows tells
+            log.info("slack: stopping the stream: %s", _error(exc))
+        return replace(target, streaming="")
 
     async def post_more(self, target: SlackTarget, content: str) -> None:
         async with _gone_on(GONE_ON_POST):
@@ -152,6 +259,10 @@ class SlackSurface:
 
     def working(self, target: SlackTarget) -> AbstractAsyncContextManager[None]:
         return nullcontext()  # Slack has no typing indicator for bots
+
+
+def _error(exc: SlackApiError) -> str:
+    return str(exc.response.get("error"))
 
 
 # Slack's errors that mean the placeholder (or the place to post) is gone for good.
@@ -191,7 +302,7 @@ def answer_blocks(shown: str, question_id: str, language: Any) -> list[dict[str,
 class KullmSlack:
     """The bolt app and its listeners, with the bus and Web API client injected."""
 
-    def __init__(self, settings: SlackSettings, bus: Bus, client: AsyncWebClient) -> None:
+    def __init__(self, settings: SlackSettings, bus: Bus, client: AsyncWebClient, team_id: str = "") -> None:
         self.settings = settings
         self.bus = bus
         self.client = client
@@ -203,7 +314,13 @@ class KullmSlack:
             request_verification_enabled=settings.slack_mode == "http",
             process_before_response=False,
         )
-        surface = SlackSurface(client, settings.slack_edit_interval_s, settings.bot_language)
+        surface = SlackSurface(
+            client,
+            settings.slack_edit_interval_s,
+            settings.bot_language,
+            native=settings.slack_native_streaming,
+            team_id=team_id,
+        )
         self.relay: Relay[SlackOrigin, SlackTarget] = Relay(bus, surface, settings)
         self.app.command("/kullm")(self.on_command)
         self.app.event("app_mention")(self.on_mention)
@@ -380,7 +497,7 @@ async def _serve(settings: SlackSettings) -> int:
         log.error(_token_error("SLACK_BOT_TOKEN", f"was rejected ({exc.response.get('error')})"))
         return EXIT_CONFIG
     redis = connect(settings.redis_url, settings.redis_password)
-    kullm = KullmSlack(settings, Bus(redis, Keys(settings.key_prefix)), client)
+    kullm = KullmSlack(settings, Bus(redis, Keys(settings.key_prefix)), client, str(identity.get("team_id") or ""))
     stop = asyncio.Event()
     on_stop_signal(stop.set)
     kullm.relay.start()

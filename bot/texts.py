@@ -127,6 +127,7 @@ _TEXTS: dict[str, dict[Language, str]] = {
     "modal_title": {"ko": "KULLM에게 묻기", "en": "Ask KULLM"},
     "modal_label": {"ko": "질문", "en": "Question"},
     "restarted": {"ko": "🔁 답변을 처음부터 다시 만듭니다…", "en": "🔁 Starting the answer over…"},
+    "streaming_below": {"ko": "✍️ 아래에 답변을 쓰는 중…", "en": "✍️ Writing the answer below…"},
 }
 
 

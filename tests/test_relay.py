@@ -78,6 +78,12 @@ class RecordingSurface:
     def working(self, target: Spot) -> contextlib.AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
 
+    async def stream(self, target: Spot, shown: str) -> tuple[Spot, bool]:
+        return target, False
+
+    async def finish(self, target: Spot, answer: str) -> bool:
+        return False
+
     def finals(self, message: str) -> list[str]:
         return [content for _, mid, content, final in self.edits if mid == message and final]
 

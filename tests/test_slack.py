@@ -7,6 +7,7 @@ default, HTTP mode in the signature tests); answers are the tiny model's trained
 from __future__ import annotations
 
 import asyncio
+import html
 import itertools
 import json
 import socket
@@ -51,26 +52,33 @@ class Slack:
         ]
 
     async def long_answer_streaming(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Alice asks for the long story: her message and the placeholder, once part of the answer shows."""
+        """Alice asks for the long story: her message and the message the answer streams into (natively, or
+        the placeholder with SLACK_NATIVE_STREAMING=0), once part of the answer shows there."""
         s = self.standin
         asked = await s.post_user_message(s.channel_id, s.alice, self.mention("긴 이야기를 들려줘"), mention=True)
-        placeholder = await s.wait_for(
-            lambda: next((m for m in s.thread(s.channel_id, asked["ts"]) if m.get("blocks")), None)
-        )
-        await s.wait_for(lambda: placeholder["edits"] >= 1)
-        return asked, placeholder
+
+        def partial() -> dict[str, Any] | None:
+            replies = [m for m in s.thread(s.channel_id, asked["ts"]) if m.get("bot_id")]
+            streamed = next((m for m in replies if m.get("streamed") and m["appends"] >= 1), None)
+            placeholder = next((m for m in replies if m.get("blocks") and m["edits"] >= 1), None)
+            native = self.bot.env.get("SLACK_NATIVE_STREAMING", "1") != "0"
+            return streamed if native else placeholder
+
+        return asked, await s.wait_for(partial)
 
     async def answer_in_thread(
         self, channel: str, thread_ts: str, expected: str, timeout: float = 60
     ) -> dict[str, Any]:
-        """Wait until the bot's first reply in the thread shows `expected` with the stop button gone."""
+        """Wait until a bot reply in the thread shows `expected` with its stream stopped and no stop button:
+        streamed natively (Markdown, escaped) or edited in (converted to mrkdwn)."""
         shown = to_slack_mrkdwn(expected)
 
         def settled() -> dict[str, Any] | None:
             replies = [m for m in self.standin.thread(channel, thread_ts) if m.get("bot_id")]
             for message in replies:
-                if message["text"] == shown and not message.get("blocks"):
-                    return message
+                text = html.unescape(message["text"]) if message.get("streamed") else message["text"]
+                if text == (expected if message.get("streamed") else shown) and not message.get("blocks"):
+                    return None if message.get("streaming") else message
             return None
 
         try:
@@ -134,11 +142,61 @@ async def test_slash_command_posts_the_question_and_answers_in_its_thread(slack_
     asked = await sl.asked_message(s.channel_id)
     assert asked["text"] == f"<@{s.alice}> 님의 질문: 딥러닝이 뭐야?"
     answer = await sl.answer_in_thread(s.channel_id, asked["ts"], trained.DEEP_LEARNING)
-    assert answer["edits"] >= 2, "chat.update while streaming"
+    assert answer.get("streamed") and answer["appends"] >= 1, "streamed with chat.startStream / appendStream"
+    started = s.calls_to("chat.startStream")[0].args
+    assert (started["thread_ts"], started["recipient_user_id"], started["recipient_team_id"]) == (
+        asked["ts"],
+        s.alice,
+        s.team_id,
+    )
+    assert [m for m in s.thread(s.channel_id, asked["ts"]) if m.get("bot_id")] == [answer], "the placeholder is gone"
     log = sl.bot.log()
     assert all(secret not in log for secret in (s.bot_token, s.app_token, s.signing_secret, "딥러닝이 뭐야?"))
+    streaming = [c.at for c in s.calls_to("chat.startStream") + s.calls_to("chat.appendStream")]
+    assert all(b - a >= 0.25 for a, b in itertools.pairwise(streaming)), "appends are throttled"
+
+
+@pytest.mark.bot_env(SLACK_NATIVE_STREAMING="0")
+async def test_without_native_streaming_the_placeholder_is_edited(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    await s.slash_command("/kullm", "딥러닝이 뭐야?", s.alice, s.channel_id)
+    asked = await sl.asked_message(s.channel_id)
+    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], trained.DEEP_LEARNING)
+    assert answer["edits"] >= 2 and not answer.get("streamed"), "chat.update while streaming"
+    assert not s.calls_to("chat.startStream")
     streaming = [c.at for c in s.calls_to("chat.update")][:-1]  # the final edit goes out at once
     assert all(b - a >= 0.25 for a, b in itertools.pairwise(streaming)), "streaming updates are throttled"
+
+
+async def test_where_slack_will_not_stream_the_placeholder_is_edited(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    s.native_streaming = False  # an older workspace: chat.startStream is refused
+    asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("딥러닝이 뭐야?"), mention=True)
+    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], trained.DEEP_LEARNING)
+    assert not answer.get("streamed") and answer["edits"] >= 2
+    assert [c.response["error"] for c in s.calls_to("chat.startStream")] == ["feature_not_enabled"], "tried once"
+    s.native_streaming = True  # the next answer streams again
+    again = await s.post_user_message(s.channel_id, s.alice, sl.mention("한국의 수도는 어디야?"), mention=True)
+    assert (await sl.answer_in_thread(s.channel_id, again["ts"], trained.CAPITAL)).get("streamed")
+
+
+async def test_a_429_on_append_stream_is_waited_out(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    s.fail_next("chat.appendStream", retry_after=1)
+    asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("긴 이야기를 들려줘"), mention=True)
+    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], trained.LONG_STORY)
+    statuses = [c.status for c in s.calls_to("chat.appendStream")]
+    assert statuses[0] == 429 and statuses[-1] == 200 and answer.get("streamed")
+
+
+async def test_an_expired_stream_is_finished_by_editing_it(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    s.stream_idle_timeout_s = 0.0  # Slack ends the stream before the first append
+    asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("긴 이야기를 들려줘"), mention=True)
+    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], trained.LONG_STORY)
+    errors = [c.response["error"] for c in s.calls_to("chat.appendStream") if c.response and not c.response["ok"]]
+    assert errors == ["message_not_in_streaming_state"] and answer["edits"] >= 1
+    assert [m for m in s.thread(s.channel_id, asked["ts"]) if m.get("bot_id")] == [answer]
 
 
 async def test_slash_command_refusals_are_ephemeral(slack_env_fixture: Slack) -> None:
@@ -209,6 +267,19 @@ async def test_shortcut_opens_a_modal_and_answers_about_the_message(slack_env_fi
     await sl.answer_in_thread(s.channel_id, source["ts"], trained.CONTEXT_ANSWER)
 
 
+async def test_stop_button_stops_a_natively_streamed_answer(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    asked, streamed = await sl.long_answer_streaming()
+    placeholder = next(m for m in s.thread(s.channel_id, asked["ts"]) if m.get("blocks"))
+    assert placeholder["text"] == "✍️ 아래에 답변을 쓰는 중…", "the stop button stays above the stream"
+    button = placeholder["blocks"][1]["elements"][0]
+    await s.click_button(s.channel_id, placeholder["ts"], CANCEL_ACTION, button["value"], s.alice)
+    await s.wait_for(lambda: not streamed["streaming"] and (s.channel_id, placeholder["ts"]) not in s.messages)
+    assert html.unescape(streamed["text"]).endswith("⏹️ 답변을 멈췄습니다.")
+    assert html.unescape(streamed["text"]).startswith(trained.LONG_STORY[:20])
+
+
+@pytest.mark.bot_env(SLACK_NATIVE_STREAMING="0")
 async def test_stop_button_is_honoured_only_for_the_asker(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
     asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("긴 이야기를 들려줘"), mention=True)
@@ -254,6 +325,7 @@ async def test_mentions_in_model_output_are_neutralised(slack_env_fixture: Slack
         assert "<!channel>" not in json.dumps(call.args, ensure_ascii=False)
 
 
+@pytest.mark.bot_env(SLACK_NATIVE_STREAMING="0")
 async def test_a_long_answer_is_split_at_slacks_limit(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
     asked = await s.post_user_message(s.channel_id, s.alice, sl.mention(LONG_CODE_QUESTION), mention=True)
@@ -268,6 +340,7 @@ async def test_a_long_answer_is_split_at_slacks_limit(slack_env_fixture: Slack) 
     assert all(len(p) <= 3100 for p in pieces) and all(p.count("```") % 2 == 0 for p in pieces)
 
 
+@pytest.mark.bot_env(SLACK_NATIVE_STREAMING="0")
 async def test_a_429_on_chat_update_is_waited_out(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
     s.fail_next("chat.update", retry_after=1)
@@ -291,16 +364,36 @@ async def test_redis_down_is_told_and_the_next_question_answered(
     await sl.answer_in_thread(s.channel_id, asked["ts"], trained.CAPITAL)
 
 
-async def test_app_killed_mid_answer_finishes_the_same_message(slack_env_fixture: Slack) -> None:
+@pytest.mark.parametrize(
+    "streaming", ["native", pytest.param("edit", marks=pytest.mark.bot_env(SLACK_NATIVE_STREAMING="0"))]
+)
+async def test_app_killed_mid_answer_finishes_the_same_message(slack_env_fixture: Slack, streaming: str) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
-    asked, placeholder = await sl.long_answer_streaming()
+    asked, answering = await sl.long_answer_streaming()
     sl.bot.kill()
     sl.restart_bot()
     answer = await sl.answer_in_thread(s.channel_id, asked["ts"], trained.LONG_STORY)
-    assert answer["ts"] == placeholder["ts"]
+    # Native: the restarted app cannot append to a stream it did not start; it stops it and edits it to the end.
+    assert answer["ts"] == answering["ts"]
     assert len([m for m in s.thread(s.channel_id, asked["ts"]) if m.get("bot_id")]) == 1
+    if streaming == "native":
+        assert [c.args["ts"] for c in s.calls_to("chat.stopStream")][-1] == answering["ts"]
 
 
+@pytest.mark.parametrize("deleted", ["answer", "placeholder"])
+async def test_a_deleted_answer_is_posted_fresh_and_a_deleted_placeholder_does_not_matter(
+    slack_env_fixture: Slack, deleted: str
+) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    asked, streamed = await sl.long_answer_streaming()
+    placeholder = next(m for m in s.thread(s.channel_id, asked["ts"]) if m.get("blocks"))
+    gone = streamed if deleted == "answer" else placeholder
+    del s.messages[(s.channel_id, gone["ts"])]  # a moderator deletes it mid-answer: Slack says message_not_found
+    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], trained.LONG_STORY)
+    assert (answer["ts"] != streamed["ts"]) == (deleted == "answer")
+
+
+@pytest.mark.bot_env(SLACK_NATIVE_STREAMING="0")
 async def test_a_deleted_placeholder_gets_a_fresh_answer(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
     asked, placeholder = await sl.long_answer_streaming()

@@ -46,6 +46,8 @@ class SlackStandIn(SocketMode, Messages, WebApi, Interactions):
         self.not_in_channel: set[str] = {self.other_channel_id}
         # What installing the project's app grants (its manifest); a call needing another scope gets missing_scope.
         self.granted: set[str] = manifest_scopes()
+        self.native_streaming = True  # False: chat.startStream is refused, as in a workspace without the feature
+        self.stream_idle_timeout_s = 300.0  # a stream nobody appends to for this long is ended by Slack
         self.echo_own_messages = False  # True: like real Slack, the bot's own posts come back as message events
 
         self.calls: list[Call] = []
@@ -76,6 +78,9 @@ class SlackStandIn(SocketMode, Messages, WebApi, Interactions):
             "chat.update": self._update,
             "chat.delete": self._delete,
             "chat.postEphemeral": self._post_ephemeral,
+            "chat.startStream": self._start_stream,
+            "chat.appendStream": self._append_stream,
+            "chat.stopStream": self._stop_stream,
             "chat.getPermalink": self._permalink,
             "conversations.info": self._conversation_info,
             "conversations.replies": self._replies,

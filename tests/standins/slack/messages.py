@@ -6,6 +6,9 @@ from typing import Any
 
 from tests.standins.slack.common import MAX_MARKDOWN_TOTAL, MAX_TEXT, TEAM_ID, SlackError, _markdown_total, block_errors
 
+# What the stand-in keeps about a message that Slack does not send: edits and appends counted, stream state.
+BOOKKEEPING = frozenset({"edits", "channel", "streaming", "streamed", "stream_idle_since", "appends"})
+
 
 class Messages:
     """Messages as Slack stores and returns them: threads, blocks, permalinks."""
@@ -38,7 +41,7 @@ class Messages:
     @staticmethod
     def _wire(message: dict[str, Any]) -> dict[str, Any]:
         """A stored message as Slack serialises it: no bookkeeping keys, no nulls, no channel."""
-        return {k: v for k, v in message.items() if v is not None and k not in ("edits", "channel")}
+        return {k: v for k, v in message.items() if v is not None and k not in BOOKKEEPING}
 
     def _content(self, args: dict[str, Any], *, for_update: bool = False) -> dict[str, Any]:
         """Validated text/blocks/metadata of chat.postMessage, chat.update and chat.postEphemeral."""

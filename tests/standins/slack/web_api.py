@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from tests.standins.slack.common import (
+    MAX_MARKDOWN_TOTAL,
     METHOD_SCOPES,
     TEAM_DOMAIN,
     TEAM_ID,
@@ -21,6 +22,7 @@ from tests.standins.slack.common import (
     _Failure,
     _text_object_errors,
     _truthy,
+    block_errors,
 )
 
 
@@ -141,6 +143,70 @@ class WebApi:
         message["edits"] += 1
         message["edited"] = {"user": self.bot_user_id, "ts": self._next_ts()}
         return {"channel": channel["id"], "ts": message["ts"], "text": message["text"], "message": self._wire(message)}
+
+    async def _start_stream(self, args: dict[str, Any], token: str) -> dict[str, Any]:
+        """chat.startStream: a reply that grows with chat.appendStream until chat.stopStream."""
+        channel = self._resolve_channel(args.get("channel"))
+        if channel["id"] in self.not_in_channel:
+            raise SlackError("not_in_channel")
+        if not self.native_streaming:  # a workspace without the feature
+            raise SlackError("feature_not_enabled")
+        thread_ts = args.get("thread_ts") or None
+        if thread_ts is None and channel.get("is_im"):
+            raise SlackError("invalid_arguments", response_metadata={"messages": ["[ERROR] missing thread_ts"]})
+        if not channel.get("is_im") and not (args.get("recipient_user_id") and args.get("recipient_team_id")):
+            # Outside a DM, Slack needs to know whom the stream is for.
+            raise SlackError("invalid_arguments", response_metadata={"messages": ["[ERROR] missing recipient"]})
+        text = self._stream_text(args, required=False)
+        message = self._store(
+            channel["id"], text=text, user=self.bot_user_id, thread_ts=thread_ts, **self._bot_fields()
+        )
+        message |= {"streaming": True, "streamed": True, "stream_idle_since": time.monotonic(), "appends": 0}
+        return {"channel": channel["id"], "ts": message["ts"]}
+
+    async def _append_stream(self, args: dict[str, Any], token: str) -> dict[str, Any]:
+        channel = self._resolve_channel(args.get("channel"))
+        message = self._streaming_message(channel["id"], args.get("ts"))
+        message["text"] += self._stream_text(args, required=True)
+        message["appends"] += 1
+        message["stream_idle_since"] = time.monotonic()
+        return {"channel": channel["id"], "ts": message["ts"]}
+
+    async def _stop_stream(self, args: dict[str, Any], token: str) -> dict[str, Any]:
+        channel = self._resolve_channel(args.get("channel"))
+        message = self._streaming_message(channel["id"], args.get("ts"))
+        message["text"] += self._stream_text(args, required=False)
+        if args.get("blocks") is not None:
+            errors = block_errors(args["blocks"])
+            if errors:
+                raise SlackError("invalid_blocks", errors=errors, response_metadata={"messages": errors})
+            message["blocks"] = args["blocks"]  # shown under the streamed text
+        message["streaming"] = False
+        return {"channel": channel["id"], "ts": message["ts"]}
+
+    def _streaming_message(self, channel: str, ts: Any) -> dict[str, Any]:
+        message = self._message(channel, ts)
+        if message.get("bot_id") != self.bot_id:
+            raise SlackError("message_not_owned_by_app")
+        idle = time.monotonic() - message.get("stream_idle_since", 0.0)
+        if message.get("streaming") and idle > self.stream_idle_timeout_s:
+            message["streaming"] = False  # Slack ends a stream nobody appended to for a while
+        if not message.get("streaming"):
+            raise SlackError("message_not_in_streaming_state")
+        return message
+
+    @staticmethod
+    def _stream_text(args: dict[str, Any], *, required: bool) -> str:
+        text = args.get("markdown_text")
+        chunks = [c.get("text", "") for c in args.get("chunks") or [] if c.get("type") == "markdown_text"]
+        if text is None and not chunks:
+            if required:
+                raise SlackError("invalid_arguments", response_metadata={"messages": ["[ERROR] no markdown_text"]})
+            return ""
+        joined = (text or "") + "".join(chunks)
+        if len(joined) > MAX_MARKDOWN_TOTAL:
+            raise SlackError("msg_too_long")
+        return joined
 
     async def _delete(self, args: dict[str, Any], token: str) -> dict[str, Any]:
         channel = self._resolve_channel(args.get("channel"))

@@ -33,6 +33,7 @@ from tests.standins.discord import DiscordStandIn
 from tests.standins.discord.common import user_object as discord_user
 from tests.standins.slack import SlackStandIn
 from tests.support import tiny_model, trained
+from tests.support.controls import stop_button_on
 from tests.support.engines import SCRIPTED
 from tests.support.polling import eventually
 from tests.support.processes import ROOT, RUNNING_ASKS, AskProcess, BotProcess, RedisServer, WorkerProcess, half_open
@@ -227,7 +228,7 @@ class Service:
         done = [
             shown_as_mrkdwn(m) if asked.platform == "slack" else m[key]
             for m in self._bot_messages(asked)
-            if not (m.get("components") or m.get("blocks") or m.get("streaming"))
+            if not (stop_button_on(m) or m.get("streaming"))
         ]
         return [text for text in done if not text.startswith(("⏳", *REFUSED))]
 

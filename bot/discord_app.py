@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import discord
 import yarl
@@ -128,11 +128,12 @@ class DiscordSurface:
             return await channel.create_thread(name=thread_name(asked.question), message=quoted)
         return channel
 
-    async def edit(self, target: DiscordTarget, content: str, *, final: bool) -> None:
+    async def edit(self, target: DiscordTarget, content: str, *, final: bool, feedback: str | None = None) -> None:
         message = self._channel(target).get_partial_message(int(target.message))
         try:
             if final:
-                await message.edit(content=content, view=None, allowed_mentions=NO_MENTIONS)
+                votes = feedback_view(feedback, self.language) if feedback else None
+                await message.edit(content=content, view=votes, allowed_mentions=NO_MENTIONS)
             else:
                 await message.edit(content=content, allowed_mentions=NO_MENTIONS)
         except (discord.NotFound, discord.Forbidden) as exc:  # deleted, or the bot lost access
@@ -151,7 +152,7 @@ class DiscordSurface:
     async def stream(self, target: DiscordTarget, shown: str) -> tuple[DiscordTarget, bool]:
         return target, False  # Discord has no streamed messages: the placeholder is edited
 
-    async def finish(self, target: DiscordTarget, answer: str) -> bool:
+    async def finish(self, target: DiscordTarget, answer: str, feedback: str | None = None) -> bool:
         return False
 
     def _channel(self, target: DiscordTarget) -> discord.PartialMessageable:
@@ -178,6 +179,41 @@ class CancelButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"ku
         client = interaction.client
         assert isinstance(client, KullmDiscord)
         await client.cancel_by_button(interaction, self.question_id)
+
+
+class VoteButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"kullm:vote:(?P<vote>up|down):(?P<qid>[0-9a-f]{32})"
+):
+    """👍 or 👎 under a finished answer; persistent, so a vote counts after a restart too."""
+
+    def __init__(self, question_id: str, vote: Literal["up", "down"], label: str = "") -> None:
+        button: discord.ui.Button[Any] = discord.ui.Button(
+            label=label or None,
+            emoji="👍" if vote == "up" else "👎",
+            style=discord.ButtonStyle.secondary,
+            custom_id=f"kullm:vote:{vote}:{question_id}",
+        )
+        super().__init__(button)
+        self.question_id, self.vote = question_id, vote
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> VoteButton:
+        return cls(match["qid"], "up" if match["vote"] == "up" else "down")
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        client = interaction.client
+        assert isinstance(client, KullmDiscord)
+        notice = await client.relay.vote(self.question_id, str(interaction.user.id), self.vote)
+        await interaction.response.send_message(notice, ephemeral=True)
+
+
+def feedback_view(question_id: str, language: Any) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for vote in ("up", "down"):
+        view.add_item(VoteButton(question_id, vote, text(f"vote_{vote}_button", language)))
+    return view
 
 
 class AskModal(discord.ui.Modal):
@@ -219,7 +255,7 @@ class KullmDiscord(discord.Client):
             # A non-default API (a proxy, or the tests' loopback Discord) also says where its gateway is.
             _, url, _ = await self.http.get_bot_gateway()
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
-        self.add_dynamic_items(CancelButton)
+        self.add_dynamic_items(CancelButton, VoteButton)
         await self._sync_commands()
         self.relay.start()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import socket
@@ -22,7 +23,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -32,6 +33,7 @@ from bot.limits import check_question
 from bot.settings import ClientSettings
 from bot.texts import error_text, text
 from chatbus import (
+    AnsweredRecord,
     AnswerTimeout,
     Bus,
     Delta,
@@ -42,6 +44,7 @@ from chatbus import (
     QueueFull,
     Restart,
     Turn,
+    Vote,
     cancel_requested,
     write_refusal,
 )
@@ -119,8 +122,9 @@ class Surface(Protocol[OriginT, TargetT]):
         """Post the placeholder (opening a thread where the platform answers in one). Raises `CannotPost`."""
         ...
 
-    async def edit(self, target: TargetT, content: str, *, final: bool) -> None:
-        """Replace the placeholder's text; `final` removes the stop control. Raises `PlaceholderGone`."""
+    async def edit(self, target: TargetT, content: str, *, final: bool, feedback: str | None = None) -> None:
+        """Replace the placeholder's text; `final` removes the stop control, and `feedback` (a question id) puts
+        the 👍/👎 buttons for that answer in its place. Raises `PlaceholderGone`."""
         ...
 
     async def post_more(self, target: TargetT, content: str) -> None:
@@ -139,8 +143,9 @@ class Surface(Protocol[OriginT, TargetT]):
         """
         ...
 
-    async def finish(self, target: TargetT, answer: str) -> bool:
-        """Show the final answer where `stream` showed it; False when the relay should edit the placeholder."""
+    async def finish(self, target: TargetT, answer: str, feedback: str | None = None) -> bool:
+        """Show the final answer where `stream` showed it (with vote buttons for `feedback`, a question id);
+        False when the relay should edit the placeholder."""
         ...
 
 
@@ -407,7 +412,8 @@ class Relay(Generic[OriginVar, TargetVar]):
                         await self.surface.edit(target, text("restarted", language), final=False)
                     continue
                 elif isinstance(event, Done):
-                    await self._post_final(record, target, event.text)
+                    feedback = await self._note_answered(record, event)
+                    await self._post_final(record, target, event.text, feedback=feedback)
                     await self._remember(record, event.text)
                     return True
                 elif isinstance(event, ErrorEvent):
@@ -444,14 +450,17 @@ class Relay(Generic[OriginVar, TargetVar]):
         body = shown if len(shown) <= room else "…" + shown[-room:]
         return body + STREAMING_MARK
 
-    async def _post_final(self, record: InflightRecord, target: TargetVar, answer: str) -> None:
-        """The final text on the placeholder, or, if that was deleted, as fresh messages in its thread."""
-        if await self.surface.finish(target, answer or "…"):
+    async def _post_final(
+        self, record: InflightRecord, target: TargetVar, answer: str, *, feedback: str | None = None
+    ) -> None:
+        """The final text on the placeholder, or, if that was deleted, as fresh messages in its thread; with
+        `feedback` (the question id), the vote buttons go under it."""
+        if await self.surface.finish(target, answer or "…", feedback):
             log.info("%s question %s: answer posted", self.platform, record.question_id)
             return
         pieces = split_message(answer, self.surface.max_chars) or ["…"]
         try:
-            await self.surface.edit(target, pieces[0], final=True)
+            await self.surface.edit(target, pieces[0], final=True, feedback=feedback)
             rest = pieces[1:]
         except PlaceholderGone:
             log.warning("%s question %s: placeholder gone, posting a fresh message", self.platform, record.question_id)
@@ -463,6 +472,51 @@ class Relay(Generic[OriginVar, TargetVar]):
             log.warning("%s question %s: nowhere left to post the answer, given up", self.platform, record.question_id)
             return
         log.info("%s question %s: answer posted in %d message(s)", self.platform, record.question_id, len(pieces))
+
+    async def _note_answered(self, record: InflightRecord, done: Done) -> str | None:
+        """Keep what votes on this answer are filed under; the question id when it gets vote buttons."""
+        if not self.settings.feedback_ttl_days:
+            return None
+        keep = self.settings.feedback_keep_text
+        answered = AnsweredRecord(
+            question_id=record.question_id,
+            platform=self.platform,
+            model=done.model,
+            template=done.template,
+            engine=done.engine,
+            answered_at=time.time(),
+            question=record.question if keep else None,
+            answer=done.text if keep else None,
+        )
+        try:
+            await self.bus.note_answered(answered, self.settings.feedback_ttl_s)
+        except RedisError:  # nothing to file votes under: the answer goes out without buttons
+            return None
+        return record.question_id
+
+    async def vote(self, question_id: str, user: str, vote: Literal["up", "down"]) -> str:
+        """File a person's 👍/👎 on an answer (replacing their earlier vote on it); returns what to tell them."""
+        language = self.settings.bot_language
+        try:
+            answered = await self.bus.answered_record(question_id)
+            if answered is None:
+                return text("vote_expired", language)
+            voter = hashlib.sha256(f"{self.platform}:{user}".encode()).hexdigest()[:16]
+            filed = Vote(
+                question_id=question_id,
+                platform=self.platform,
+                voter=voter,
+                vote=vote,
+                at=time.time(),
+                model=answered.model,
+                template=answered.template,
+                engine=answered.engine,
+            )
+            await self.bus.add_vote(filed, self.settings.feedback_ttl_s)
+        except RedisError as exc:
+            return self._unavailable(exc)
+        log.info("%s question %s: voted %s", self.platform, question_id, vote)
+        return text(f"vote_{vote}", language)
 
     async def _remember(self, record: InflightRecord, answer: str) -> None:
         if record.thread and self.settings.history_turns:

@@ -33,6 +33,14 @@ class ClientSettings(BaseSettings):
     history_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     lease_ttl_s: float = Field(default=10.0, gt=0)
     redis_outage_s: float = Field(default=60.0, ge=0)
+    # 👍/👎 under every finished answer, votes kept this many days (0: no vote buttons, nothing kept).
+    feedback_ttl_days: int = Field(default=90, ge=0, le=3650)
+    # Keep each voted answer's question and answer text with its votes (`kullm feedback --json` prints them).
+    feedback_keep_text: bool = False
+
+    @property
+    def feedback_ttl_s(self) -> int:
+        return self.feedback_ttl_days * 24 * 3600
 
     @property
     def start_timeout_s(self) -> float:

@@ -46,6 +46,7 @@ QUOTED_QUESTION_CHARS = 2900
 SHORTCUT_ID = "kullm_ask"
 MODAL_ID = "kullm_ask_modal"
 CANCEL_ACTION = "kullm_cancel"
+VOTE_ACTION = "kullm_vote"  # kullm_vote_up, kullm_vote_down
 CONTEXT_IN_METADATA = 2500  # private_metadata holds 3,000 characters
 STREAM_REFUSED = "off"  # SlackTarget.stream when chat.startStream was refused for that answer
 HTTP_KEEPALIVE_TIMEOUT_S = 15.0  # HTTP mode: an idle keep-alive connection is closed after this
@@ -166,10 +167,13 @@ class SlackSurface:
             raise
         return str(posted["ts"])
 
-    async def edit(self, target: SlackTarget, content: str, *, final: bool) -> None:
+    async def edit(self, target: SlackTarget, content: str, *, final: bool, feedback: str | None = None) -> None:
         shown = to_slack_mrkdwn(content)
         on_placeholder = target.answer_ts == target.ts
-        blocks = [] if final or not on_placeholder else answer_blocks(shown, target.question, self.language)
+        if final:
+            blocks = [_section(shown), feedback_block(feedback, self.language)] if feedback else []
+        else:
+            blocks = answer_blocks(shown, target.question, self.language) if on_placeholder else []
         async with _gone_on(GONE_ON_UPDATE):
             await self.client.chat_update(channel=target.channel, ts=target.answer_ts, text=shown, blocks=blocks)
 
@@ -193,15 +197,18 @@ class SlackSurface:
             target = await self._stop_stream(target)
         return target, False
 
-    async def finish(self, target: SlackTarget, answer: str) -> bool:
+    async def finish(self, target: SlackTarget, answer: str, feedback: str | None = None) -> bool:
         if target.stream in ("", STREAM_REFUSED):
             return False
         appended = self._appended.pop(target.stream, None)
         finished = False
         if target.streaming and appended is not None and answer.startswith(appended):
             rest = slack_escape(answer[len(appended) :])
+            votes = [feedback_block(feedback, self.language)] if feedback else None
             try:
-                await self.client.chat_stopStream(channel=target.channel, ts=target.stream, markdown_text=rest or None)
+                await self.client.chat_stopStream(
+                    channel=target.channel, ts=target.stream, markdown_text=rest or None, blocks=votes
+                )
                 finished = True
             except SlackApiError as exc:
                 log.info("slack: could not finish the stream (%s): editing the streamed message", _error(exc))
@@ -209,7 +216,7 @@ class SlackSurface:
             target = await self._stop_stream(target) if target.streaming else target
             pieces = split_message(answer, self.max_chars) or ["…"]
             try:
-                await self.edit(target, pieces[0], final=True)
+                await self.edit(target, pieces[0], final=True, feedback=feedback)
             except PlaceholderGone:
                 pieces.insert(0, "")  # the streamed message was deleted: all of it goes out fresh
             for piece in pieces[1:]:
@@ -280,10 +287,28 @@ async def _gone_on(errors: frozenset[str]) -> AsyncIterator[None]:
         raise
 
 
+def _section(shown: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": shown[:SECTION_LIMIT] or "…"}}
+
+
+def feedback_block(question_id: str, language: Any) -> dict[str, Any]:
+    """👍 / 👎 under a finished answer."""
+    buttons = [
+        {
+            "type": "button",
+            "action_id": f"{VOTE_ACTION}_{vote}",
+            "value": question_id,
+            "text": {"type": "plain_text", "text": f"{emoji} " + text(f"vote_{vote}_button", language)},
+        }
+        for vote, emoji in (("up", "👍"), ("down", "👎"))
+    ]
+    return {"type": "actions", "block_id": "kullm_feedback", "elements": buttons}
+
+
 def answer_blocks(shown: str, question_id: str, language: Any) -> list[dict[str, Any]]:
     """The placeholder while streaming: the text so far and a "그만" button."""
     return [
-        {"type": "section", "text": {"type": "mrkdwn", "text": shown[:SECTION_LIMIT] or "…"}},
+        _section(shown),
         {
             "type": "actions",
             "block_id": "kullm_controls",
@@ -328,6 +353,7 @@ class KullmSlack:
         self.app.shortcut(SHORTCUT_ID)(self.on_shortcut)
         self.app.view(MODAL_ID)(self.on_modal)
         self.app.action(CANCEL_ACTION)(self.on_cancel)
+        self.app.action(re.compile(f"^{VOTE_ACTION}_(up|down)$"))(self.on_vote)
 
     # ------------------------------------------------------------------ listeners
 
@@ -395,6 +421,16 @@ class KullmSlack:
             return
         await self.bus.request_cancel(question_id)
         log.info("slack question %s: cancelled by button", question_id)
+
+    async def on_vote(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        vote: Literal["up", "down"] = "up" if action["action_id"].endswith("_up") else "down"
+        user = body["user"]["id"]
+        notice = await self.relay.vote(str(action.get("value")), user, vote)
+        channel = body.get("channel", {}).get("id")
+        if channel:
+            thread_ts = (body.get("message") or {}).get("thread_ts")
+            await self.client.chat_postEphemeral(channel=channel, user=user, text=notice, thread_ts=thread_ts)
 
     # ------------------------------------------------------------------ helpers
 

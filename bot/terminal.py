@@ -14,6 +14,7 @@ import getpass
 import json
 import signal
 import sys
+from datetime import UTC, datetime
 from typing import Protocol, TextIO
 
 from redis.exceptions import AuthenticationError, ResponseError
@@ -277,6 +278,46 @@ async def status(settings: ClientSettings, *, as_json: bool = False, out: TextIO
     for worker in stats.workers:
         state = " (draining)" if worker.draining else ""
         console.print(f"  {worker.name}: {worker.active}/{worker.slots} busy, {worker.model}{state}")
+    return EXIT_OK
+
+
+async def feedback(
+    settings: ClientSettings, *, since: float = 0.0, as_json: bool = False, out: TextIO | None = None
+) -> int:
+    """Print the 👍/👎 votes since `since` (epoch seconds): a count per model, template and engine, or with
+    `as_json` one JSON line per vote (the question and answer too, only with FEEDBACK_KEEP_TEXT=1)."""
+    out = out or sys.stdout
+    bus = Bus(connect(settings.redis_url, settings.redis_password), Keys(settings.key_prefix))
+    try:
+        votes = await bus.votes(since)
+        answered = {}
+        if settings.feedback_keep_text:
+            for question_id in dict.fromkeys(v.question_id for v in votes):
+                answered[question_id] = await bus.answered_record(question_id)
+    except (RedisConnectionError, ResponseError) as exc:
+        return _redis_failed(exc, settings, sys.stderr)
+    finally:
+        await bus.redis.aclose()
+    if as_json:
+        for vote in votes:
+            document = vote.model_dump(exclude={"v"})
+            document["at"] = datetime.fromtimestamp(vote.at, UTC).isoformat(timespec="seconds")
+            record = answered.get(vote.question_id)
+            if record is not None and record.question is not None:
+                document |= {"question": record.question, "answer": record.answer}
+            out.write(json.dumps(document, ensure_ascii=False) + "\n")
+        return EXIT_OK
+    console = Console(file=out)
+    ups = sum(v.vote == "up" for v in votes)
+    answers = len({v.question_id for v in votes})
+    console.print(f"votes: {len(votes)} on {answers} answers (👍 {ups}, 👎 {len(votes) - ups})")
+    counts: dict[tuple[str, str, str], list[int]] = {}
+    for vote in votes:
+        tally = counts.setdefault((vote.model, vote.template, vote.engine), [0, 0])
+        tally[vote.vote == "down"] += 1
+    for (model, template, engine), (up, down) in sorted(counts.items()):
+        share = f"{up / (up + down):.0%}"
+        console.print(f"  {model or '?'} · {template or '?'} · {engine or '?'}: 👍 {up}  👎 {down}  ({share} 👍)")
     return EXIT_OK
 
 

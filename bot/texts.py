@@ -128,6 +128,17 @@ _TEXTS: dict[str, dict[Language, str]] = {
     "modal_label": {"ko": "질문", "en": "Question"},
     "restarted": {"ko": "🔁 답변을 처음부터 다시 만듭니다…", "en": "🔁 Starting the answer over…"},
     "streaming_below": {"ko": "✍️ 아래에 답변을 쓰는 중…", "en": "✍️ Writing the answer below…"},
+    "vote_up_button": {"ko": "좋아요", "en": "Helpful"},
+    "vote_down_button": {"ko": "아쉬워요", "en": "Not helpful"},
+    "vote_up": {"ko": "👍 평가를 저장했습니다. 고맙습니다!", "en": "👍 Thanks, your rating is saved."},
+    "vote_down": {
+        "ko": "👎 평가를 저장했습니다. 무엇이 아쉬웠는지 스레드에 남겨 주시면 운영자에게 도움이 됩니다.",
+        "en": "👎 Your rating is saved. Saying in the thread what was wrong helps the operators.",
+    },
+    "vote_expired": {
+        "ko": "이 답변은 더 이상 평가할 수 없습니다 (보관 기간이 지났습니다).",
+        "en": "This answer can no longer be rated (its keeping period is over).",
+    },
 }
 
 

@@ -3,6 +3,7 @@
 from chatbus.errors import AnswerTimeout, ChatbusError, MalformedMessage, QueueFull, write_refusal
 from chatbus.keys import DEFAULT_PREFIX, WORKER_GROUP, Keys
 from chatbus.messages import (
+    AnsweredRecord,
     AnswerEvent,
     DeadLetter,
     Delta,
@@ -14,6 +15,7 @@ from chatbus.messages import (
     Restart,
     Started,
     Turn,
+    Vote,
     WorkerStatus,
     decode_event,
     is_final,
@@ -25,6 +27,7 @@ __all__ = [
     "WORKER_GROUP",
     "AnswerEvent",
     "AnswerTimeout",
+    "AnsweredRecord",
     "Bus",
     "BusStats",
     "ChatbusError",
@@ -42,6 +45,7 @@ __all__ = [
     "Restart",
     "Started",
     "Turn",
+    "Vote",
     "WorkerStatus",
     "Write",
     "cancel_requested",

@@ -59,6 +59,15 @@ class Keys:
         """Questions a user asked in the current rate window (INCR, expires with the window)."""
         return f"{self.prefix}rate:{platform}:{user}"
 
+    def answered(self, question_id: str) -> str:
+        """An answer posted with vote buttons (`AnsweredRecord`), kept FEEDBACK_TTL_DAYS for the votes on it."""
+        return f"{self.prefix}answered:{question_id}"
+
+    @property
+    def feedback(self) -> str:
+        """Stream of votes (`Vote`), oldest first, trimmed to FEEDBACK_TTL_DAYS at every vote."""
+        return f"{self.prefix}feedback"
+
     @property
     def workers(self) -> str:
         """Hash worker name → last heartbeat record, so `kullm status` can count live workers."""

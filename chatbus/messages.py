@@ -137,6 +137,11 @@ class Done(_Message):
     completion_tokens: int = Field(ge=0)
     queued_s: float = Field(ge=0)
     generate_s: float = Field(ge=0)
+    # What answered, for feedback (`kullm feedback` compares models, templates and engines). Added after the
+    # first release: adapters older than it refuse these keys, so upgrade adapters before workers.
+    model: str = ""
+    template: str = ""
+    engine: str = ""
 
 
 class ErrorEvent(_Message):
@@ -193,6 +198,33 @@ class DeadLetter(_Message):
     worker: str
     at: float
     raw: str = Field(description="the original entry as received, lossily decoded, cut to DEAD_RAW_MAX_CHARS")
+
+
+class AnsweredRecord(_Message):
+    """What an adapter keeps about an answer it posted with vote buttons, for FEEDBACK_TTL_DAYS."""
+
+    question_id: str
+    platform: str
+    model: str = ""
+    template: str = ""
+    engine: str = ""
+    answered_at: float
+    # Only with FEEDBACK_KEEP_TEXT=1: otherwise no user's words are kept beyond the question's lifetime.
+    question: str | None = None
+    answer: str | None = None
+
+
+class Vote(_Message):
+    """One person's 👍 or 👎 on one answer; a later vote by the same person on the same answer replaces it."""
+
+    question_id: str
+    platform: str
+    voter: str  # a hash of the platform's user id: one vote per person, without keeping who they are
+    vote: Literal["up", "down"]
+    at: float
+    model: str = ""
+    template: str = ""
+    engine: str = ""
 
 
 class WorkerStatus(_Message):

@@ -31,11 +31,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from chatbus.errors import AnswerTimeout, MalformedMessage, QueueFull
 from chatbus.keys import FIELD, WORKER_GROUP, Keys
 from chatbus.messages import (
+    AnsweredRecord,
     AnswerEvent,
     DeadLetter,
     InflightRecord,
     Question,
     Turn,
+    Vote,
     WorkerStatus,
     decode_event,
     is_final,
@@ -354,6 +356,42 @@ class Bus:
             pipe.ltrim(key, -max_turns, -1)
             pipe.expire(key, ttl_s)
             await pipe.execute()
+
+    # ------------------------------------------------------------------ feedback
+
+    async def note_answered(self, record: AnsweredRecord, ttl_s: int) -> None:
+        """Keep what votes on this answer are filed under, for `ttl_s`."""
+        await self.redis.set(self.keys.answered(record.question_id), record.to_json(), ex=ttl_s)
+
+    async def answered_record(self, question_id: str) -> AnsweredRecord | None:
+        """The record of an answer posted with vote buttons; None once it expired (or never was)."""
+        raw = await self.redis.get(self.keys.answered(question_id))
+        if raw is None:
+            return None
+        try:
+            return AnsweredRecord.model_validate_json(raw)
+        except ValueError:
+            return None
+
+    async def add_vote(self, vote: Vote, ttl_s: int) -> None:
+        """File a vote; votes older than `ttl_s` are trimmed from the stream at the same time."""
+        oldest_ms = int((time.time() - ttl_s) * 1000)
+        await self.redis.xadd(self.keys.feedback, {FIELD: vote.to_json()}, minid=oldest_ms, approximate=False)
+
+    async def votes(self, since: float = 0.0) -> list[Vote]:
+        """Every vote since `since` (epoch seconds), the latest one per person per answer, oldest first."""
+        latest: dict[tuple[str, str], Vote] = {}
+        entries: list[tuple[Any, Any]] = list(
+            await self.redis.xrange(self.keys.feedback, min=f"{int(since * 1000)}-0") or []
+        )
+        for _, fields in entries:
+            try:
+                vote = Vote.model_validate_json(fields[FIELD.encode()])
+            except (KeyError, ValueError):
+                continue
+            latest.pop((vote.question_id, vote.voter), None)  # re-inserted: the order is the latest vote's
+            latest[(vote.question_id, vote.voter)] = vote
+        return list(latest.values())
 
     # ------------------------------------------------------------------ worker side
 

@@ -406,6 +406,9 @@ class Worker:
             completion_tokens=update.completion_tokens,
             queued_s=round(max(0.0, time.time() - job.question.created_at - (now - job.started_at)), 4),
             generate_s=round(now - job.started_at, 4),
+            model=self.engine.model_id,
+            template=str(self.settings.template.value),
+            engine=self.settings.engine,
         )
         self._emit(job.delivery, job.question.id, done)
         self._outbox.ack(job.delivery)

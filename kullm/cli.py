@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -38,6 +39,15 @@ def _token_count(value: str) -> int:
     return count
 
 
+def _date(value: str) -> float:
+    """A day (YYYY-MM-DD, or an ISO date and time) as epoch seconds, in UTC unless it names a zone."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="kullm", description="KULLM (구름) chat service")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -50,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help="print the answer events as JSON lines (see README)")
     status = commands.add_parser("status", help="queue depth, in-flight questions, workers, dead letters")
     status.add_argument("--json", action="store_true")
+    feedback = commands.add_parser("feedback", help="the 👍/👎 votes on answers, per model, template and engine")
+    feedback.add_argument("--since", type=_date, default=None, metavar="DATE", help="from this day (YYYY-MM-DD)")
+    feedback.add_argument("--json", action="store_true", help="one JSON line per vote")
     commands.add_parser("worker", help="run an inference worker (same as python -m inference)")
     commands.add_parser("discord", help="run the Discord adapter (same as python -m bot discord)")
     commands.add_parser("slack", help="run the Slack adapter (same as python -m bot slack)")
@@ -135,6 +148,8 @@ def _main(args: argparse.Namespace) -> int:
         return asyncio.run(
             terminal.ask(settings, question, context=context, max_new_tokens=args.max_new_tokens, as_json=args.json)
         )
+    if args.command == "feedback":
+        return asyncio.run(terminal.feedback(settings, since=args.since or 0.0, as_json=args.json))
     return asyncio.run(terminal.status(settings, as_json=args.json))
 
 

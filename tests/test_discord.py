@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
+from chatbus import Bus, Keys, connect
 from tests.standins.discord import DiscordStandIn
 from tests.support import trained
 from tests.support.conformance import discord_standin_problems
+from tests.support.controls import stop_button_on, vote_buttons_on
 from tests.support.engines import LONG_CODE_QUESTION, RunWorker, long_code_answer
 from tests.support.processes import BotProcess, RedisServer
 
@@ -54,7 +56,7 @@ class Discord:
 
         def settled() -> dict[str, Any] | None:
             for message in self.bot_messages(channel_id):
-                if message["content"] == expected and not message.get("components"):
+                if message["content"] == expected and not stop_button_on(message):
                     return message
             return None
 
@@ -192,7 +194,7 @@ async def test_stop_button_only_for_the_asker_or_a_moderator(discord_env: Discor
     refusal = await s.wait_for(lambda: next((r for r in s.interaction_responses if r["type"] == 4), None))
     assert "질문한 사람이나 관리자만" in refusal["data"]["content"] and refusal["data"]["flags"] == 64
     await s.click_button(int(placeholder["id"]), button["custom_id"], s.mod)
-    final = await s.wait_for(lambda: placeholder if not placeholder.get("components") else None)
+    final = await s.wait_for(lambda: placeholder if not stop_button_on(placeholder) else None)
     partial, notice = final["content"].rsplit("\n\n", 1)
     assert notice == "⏹️ 답변을 멈췄습니다." and trained.LONG_STORY.startswith(partial)
 
@@ -202,7 +204,7 @@ async def test_asker_reaction_cancels(discord_env: Discord) -> None:
     thread, placeholder = await d.long_answer_streaming()
     await s.add_reaction(thread, int(placeholder["id"]), s.bob, "❌")  # not the asker: ignored
     await s.add_reaction(thread, int(placeholder["id"]), s.alice, "❌")
-    final = await s.wait_for(lambda: placeholder if not placeholder.get("components") else None)
+    final = await s.wait_for(lambda: placeholder if not stop_button_on(placeholder) else None)
     assert final["content"].endswith("⏹️ 답변을 멈췄습니다.")
 
 
@@ -219,7 +221,7 @@ async def test_a_4500_character_answer_arrives_as_three_messages(discord_env: Di
     d, s = discord_env, discord_env.standin
     asked = await s.send_message(s.channel_id, s.alice, d.mention(LONG_CODE_QUESTION), mention_bot=True)
     thread = await d.thread_for(int(asked["id"]))
-    await s.wait_for(lambda: len(d.bot_messages(thread)) == 3 and not d.bot_messages(thread)[0].get("components"), 60)
+    await s.wait_for(lambda: len(d.bot_messages(thread)) == 3 and not stop_button_on(d.bot_messages(thread)[0]), 60)
     pieces = [m["content"] for m in d.bot_messages(thread)]
     assert all(len(p) <= 2000 for p in pieces)
     assert all(p.count("```") % 2 == 0 for p in pieces), "code fences closed and reopened per message"
@@ -359,3 +361,23 @@ async def test_role_allow_list(discord_env: Discord) -> None:
     await s.wait_for(lambda: any("🚫" in m["content"] for m in d.bot_messages(s.channel_id)))
     asked = await s.send_message(s.channel_id, s.mod, d.mention("한국의 수도는 어디야?"), mention_bot=True)
     await d.answer_in(await d.thread_for(int(asked["id"])), trained.CAPITAL)
+
+
+async def test_a_finished_answer_can_be_rated_once_per_person(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    asked = await s.send_message(s.channel_id, s.alice, d.mention("딥러닝이 뭐야?"), mention_bot=True)
+    answer = await d.answer_in(await d.thread_for(int(asked["id"])), trained.DEEP_LEARNING)
+    assert vote_buttons_on(answer)
+    up, down = (c["custom_id"] for c in answer["components"][0]["components"])
+    assert up.startswith("kullm:vote:up:") and down.startswith("kullm:vote:down:")
+    for custom_id, user in ((up, s.alice), (down, s.alice), (up, s.bob)):
+        await s.click_button(int(answer["id"]), custom_id, user)
+    notices = await s.wait_for(lambda: (r := [x for x in s.interaction_responses if x["type"] == 4])[2:] and r)
+    assert [n["data"]["flags"] for n in notices] == [64] * 3 and "평가를 저장했습니다" in notices[0]["data"]["content"]
+    bus = Bus(connect(d.redis_url), Keys())
+    try:
+        votes = await bus.votes()
+    finally:
+        await bus.redis.aclose()
+    assert sorted(v.vote for v in votes) == ["down", "up"], "alice's second vote replaced her first"
+    assert {v.platform for v in votes} == {"discord"} and votes[0].model == "scripted"

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import itertools
+import json
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -13,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from bot import terminal
 from bot.relay import Asked, PlaceholderGone, Relay
 from bot.settings import ClientSettings
+from bot.texts import text
 from chatbus import Bus, InflightRecord, Keys, Turn, connect
 from inference.metrics import WorkerMetrics
 from inference.worker import Worker
@@ -53,6 +57,7 @@ class RecordingSurface:
     thread_gone: bool = False  # the whole thread too (404 on post)
 
     refusals: list[str] = field(default_factory=list)
+    vote_buttons: dict[str, str] = field(default_factory=dict)  # message → the question its 👍/👎 rate
 
     def target(self, fields: Mapping[str, str]) -> Spot:
         return Spot(fields["message"], fields.get("thread", ""))
@@ -64,10 +69,12 @@ class RecordingSurface:
         self.messages[origin.message] = content
         return origin
 
-    async def edit(self, target: Spot, content: str, *, final: bool) -> None:
+    async def edit(self, target: Spot, content: str, *, final: bool, feedback: str | None = None) -> None:
         if target.message in self.deleted:
             raise PlaceholderGone("404")
         self.messages[target.message] = content
+        if feedback:
+            self.vote_buttons[target.message] = feedback
         self.edits.append((time.monotonic(), target.message, content, final))
 
     async def post_more(self, target: Spot, content: str) -> None:
@@ -81,7 +88,7 @@ class RecordingSurface:
     async def stream(self, target: Spot, shown: str) -> tuple[Spot, bool]:
         return target, False
 
-    async def finish(self, target: Spot, answer: str) -> bool:
+    async def finish(self, target: Spot, answer: str, feedback: str | None = None) -> bool:
         return False
 
     def finals(self, message: str) -> list[str]:
@@ -274,3 +281,56 @@ async def test_closing_stops_the_resumer_even_when_cancelled_mid_command(bus: Bu
         relay.start()
         await asyncio.sleep(delay_s)
         await asyncio.wait_for(relay.close(), 2)
+
+
+async def test_a_finished_answer_gets_vote_buttons_and_each_person_has_one_changeable_vote(
+    relay_env: RelayEnv, redis_server: RedisServer
+) -> None:
+    bus, surface, relay = relay_env
+    question_id = await relay.ask(Spot("m1", "t1"), Asked("u1", "딥러닝이 뭐야?"))
+    assert question_id is not None
+    await eventually(lambda: bool(surface.finals("m1")))
+    assert surface.vote_buttons == {"m1": question_id}, "👍/👎 under the finished answer, for its question"
+    assert await relay.vote(question_id, "u1", "up") == text("vote_up", "ko")
+    assert await relay.vote(question_id, "u1", "down") == text("vote_down", "ko"), "changed, not added"
+    assert await relay.vote(question_id, "u2", "up") == text("vote_up", "ko")
+    votes = await bus.votes()
+    assert [v.vote for v in votes] == ["down", "up"] and len({v.voter for v in votes}) == 2
+    assert all(v.voter not in ("u1", "u2") and v.platform == "test" for v in votes), "who voted is not kept"
+    assert (votes[0].model, votes[0].template, votes[0].engine) == ("scripted", "kullm-v1", "builtin")
+    answered = await bus.answered_record(question_id)
+    assert answered is not None and answered.question is None and answered.answer is None, "no text by default"
+    assert await relay.vote("0" * 32, "u1", "up") == text("vote_expired", "ko")
+    assert await bus.votes(since=time.time() + 60) == []
+
+    out = io.StringIO()
+    client = settings(redis_url=redis_server.url)
+    assert await terminal.feedback(client, as_json=True, out=out) == 0
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["vote"] for line in lines] == ["down", "up"] and "question" not in lines[0]
+    out = io.StringIO()
+    assert await terminal.feedback(client, out=out) == 0
+    assert "votes: 2 on 1 answers (👍 1, 👎 1)" in out.getvalue() and "kullm-v1" in out.getvalue()
+
+
+async def test_answer_text_is_kept_with_votes_only_when_asked_and_no_buttons_when_feedback_is_off(
+    bus: Bus, worker: Worker, redis_server: RedisServer
+) -> None:
+    surface = RecordingSurface()
+    keeping = Relay(bus, surface, settings(feedback_keep_text=True))
+    question_id = await keeping.ask(Spot("m1", "t1"), Asked("u1", "딥러닝이 뭐야?"))
+    assert question_id is not None
+    await eventually(lambda: bool(surface.finals("m1")))
+    await keeping.vote(question_id, "u1", "up")
+    out = io.StringIO()
+    await terminal.feedback(settings(redis_url=redis_server.url, feedback_keep_text=True), as_json=True, out=out)
+    line = json.loads(out.getvalue())
+    assert (line["question"], line["answer"]) == ("딥러닝이 뭐야?", trained.DEEP_LEARNING)
+    await keeping.close()
+
+    off = Relay(bus, surface, settings(feedback_ttl_days=0))
+    second = await off.ask(Spot("m2", "t2"), Asked("u1", "한국의 수도는 어디야?"))
+    await eventually(lambda: bool(surface.finals("m2")))
+    assert "m2" not in surface.vote_buttons and await bus.answered_record(str(second)) is None
+    assert await off.vote(str(second), "u1", "up") == text("vote_expired", "ko")
+    await off.close()

@@ -23,10 +23,12 @@ import pytest
 
 from bot.mrkdwn import to_slack_mrkdwn
 from bot.slack_app import CANCEL_ACTION, SHORTCUT_ID
+from chatbus import Bus, Keys, connect
 from tests.standins.slack import SlackStandIn
 from tests.standins.slack.common import sign
 from tests.support import trained
 from tests.support.conformance import slack_standin_problems
+from tests.support.controls import stop_button_on, vote_buttons_on
 from tests.support.engines import LONG_CODE_QUESTION, RunWorker
 from tests.support.processes import BotProcess, RedisServer, free_port, half_open
 
@@ -60,7 +62,7 @@ class Slack:
         def partial() -> dict[str, Any] | None:
             replies = [m for m in s.thread(s.channel_id, asked["ts"]) if m.get("bot_id")]
             streamed = next((m for m in replies if m.get("streamed") and m["appends"] >= 1), None)
-            placeholder = next((m for m in replies if m.get("blocks") and m["edits"] >= 1), None)
+            placeholder = next((m for m in replies if stop_button_on(m) and m["edits"] >= 1), None)
             native = self.bot.env.get("SLACK_NATIVE_STREAMING", "1") != "0"
             return streamed if native else placeholder
 
@@ -77,7 +79,7 @@ class Slack:
             replies = [m for m in self.standin.thread(channel, thread_ts) if m.get("bot_id")]
             for message in replies:
                 text = html.unescape(message["text"]) if message.get("streamed") else message["text"]
-                if text == (expected if message.get("streamed") else shown) and not message.get("blocks"):
+                if text == (expected if message.get("streamed") else shown) and not stop_button_on(message):
                     return None if message.get("streaming") else message
             return None
 
@@ -238,7 +240,7 @@ async def test_mention_answers_in_a_thread_and_continues_with_history(slack_env_
     )
     await s.wait_for(
         lambda: any(
-            m["text"] == trained.HISTORY_ANSWER and not m.get("blocks") for m in s.thread(s.channel_id, first["ts"])
+            m["text"] == trained.HISTORY_ANSWER and not stop_button_on(m) for m in s.thread(s.channel_id, first["ts"])
         ),
         60,
     )
@@ -249,7 +251,7 @@ async def test_direct_messages_are_answered(slack_env_fixture: Slack) -> None:
     await s.post_user_message(s.dm_channel_id, s.alice, "고려대학교는 어디에 있어?")
     await s.wait_for(
         lambda: any(
-            m["text"] == trained.KOREA_UNIV and not m.get("blocks")
+            m["text"] == trained.KOREA_UNIV and not stop_button_on(m)
             for m in slack_env_fixture.bot_posts(s.dm_channel_id)
         ),
         60,
@@ -270,7 +272,7 @@ async def test_shortcut_opens_a_modal_and_answers_about_the_message(slack_env_fi
 async def test_stop_button_stops_a_natively_streamed_answer(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
     asked, streamed = await sl.long_answer_streaming()
-    placeholder = next(m for m in s.thread(s.channel_id, asked["ts"]) if m.get("blocks"))
+    placeholder = next(m for m in s.thread(s.channel_id, asked["ts"]) if stop_button_on(m))
     assert placeholder["text"] == "✍️ 아래에 답변을 쓰는 중…", "the stop button stays above the stream"
     button = placeholder["blocks"][1]["elements"][0]
     await s.click_button(s.channel_id, placeholder["ts"], CANCEL_ACTION, button["value"], s.alice)
@@ -284,7 +286,7 @@ async def test_stop_button_is_honoured_only_for_the_asker(slack_env_fixture: Sla
     sl, s = slack_env_fixture, slack_env_fixture.standin
     asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("긴 이야기를 들려줘"), mention=True)
     placeholder = await s.wait_for(
-        lambda: next((m for m in s.thread(s.channel_id, asked["ts"]) if m.get("blocks")), None)
+        lambda: next((m for m in s.thread(s.channel_id, asked["ts"]) if stop_button_on(m)), None)
     )
     button = placeholder["blocks"][1]["elements"][0]
     assert button["action_id"] == CANCEL_ACTION and "그만" in button["text"]["text"]
@@ -292,7 +294,7 @@ async def test_stop_button_is_honoured_only_for_the_asker(slack_env_fixture: Sla
     await s.click_button(s.channel_id, placeholder["ts"], CANCEL_ACTION, button["value"], s.bob)
     await s.wait_for(lambda: any("질문한 사람이나 관리자만" in e.get("text", "") for e in s.ephemerals))
     await s.click_button(s.channel_id, placeholder["ts"], CANCEL_ACTION, button["value"], s.alice)
-    final = await s.wait_for(lambda: placeholder if not placeholder.get("blocks") else None)
+    final = await s.wait_for(lambda: placeholder if not stop_button_on(placeholder) else None)
     assert final["text"].endswith("⏹️ 답변을 멈췄습니다.")
     # A click from a stale view, and one naming a question that never existed: told, nothing else changes.
     edits = placeholder["edits"]
@@ -332,7 +334,7 @@ async def test_a_long_answer_is_split_at_slacks_limit(slack_env_fixture: Slack) 
     await s.wait_for(
         lambda: (
             len([m for m in s.thread(s.channel_id, asked["ts"]) if m.get("bot_id")]) == 2
-            and not s.thread(s.channel_id, asked["ts"])[0].get("blocks")
+            and not stop_button_on(s.thread(s.channel_id, asked["ts"])[0])
         ),
         60,
     )
@@ -386,7 +388,7 @@ async def test_a_deleted_answer_is_posted_fresh_and_a_deleted_placeholder_does_n
 ) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
     asked, streamed = await sl.long_answer_streaming()
-    placeholder = next(m for m in s.thread(s.channel_id, asked["ts"]) if m.get("blocks"))
+    placeholder = next(m for m in s.thread(s.channel_id, asked["ts"]) if stop_button_on(m))
     gone = streamed if deleted == "answer" else placeholder
     del s.messages[(s.channel_id, gone["ts"])]  # a moderator deletes it mid-answer: Slack says message_not_found
     answer = await sl.answer_in_thread(s.channel_id, asked["ts"], trained.LONG_STORY)
@@ -487,3 +489,25 @@ async def test_missing_or_rejected_tokens_name_the_variable(redis_server: RedisS
             assert standin.bot_token not in bot.log()
     finally:
         await standin.stop()
+
+
+@pytest.mark.parametrize(
+    "streaming", ["native", pytest.param("edit", marks=pytest.mark.bot_env(SLACK_NATIVE_STREAMING="0"))]
+)
+async def test_a_finished_answer_can_be_rated_once_per_person(slack_env_fixture: Slack, streaming: str) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("딥러닝이 뭐야?"), mention=True)
+    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], trained.DEEP_LEARNING)
+    assert vote_buttons_on(answer) and bool(answer.get("streamed")) == (streaming == "native")
+    up, down = answer["blocks"][-1]["elements"]
+    for action, user in ((up, s.alice), (down, s.alice), (up, s.bob)):
+        await s.click_button(s.channel_id, answer["ts"], action["action_id"], action["value"], user)
+    notices = await s.wait_for(lambda: (e := [x for x in s.ephemerals if "평가를 저장" in x["text"]])[2:] and e)
+    assert [(n["user"], n["thread_ts"]) for n in notices] == [(s.alice, asked["ts"])] * 2 + [(s.bob, asked["ts"])]
+    bus = Bus(connect(sl.bot.env["REDIS_URL"]), Keys())
+    try:
+        votes = await bus.votes()
+    finally:
+        await bus.redis.aclose()
+    assert sorted(v.vote for v in votes) == ["down", "up"], "alice's second vote replaced her first"
+    assert {v.platform for v in votes} == {"slack"} and votes[0].template == "kullm-v1"

@@ -1,0 +1,29 @@
+"""What the bot's controls on a Discord or Slack message (as the stand-ins store it) say about the answer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from bot.slack_app import CANCEL_ACTION, VOTE_ACTION
+
+
+def _controls(message: dict[str, Any]) -> Iterator[str]:
+    """The custom ids (Discord) and action ids (Slack) of a message's buttons."""
+    for row in message.get("components") or []:
+        for component in row.get("components") or []:
+            yield str(component.get("custom_id", ""))
+    for block in message.get("blocks") or []:
+        for element in block.get("elements") or []:
+            if isinstance(element, dict):
+                yield str(element.get("action_id", ""))
+
+
+def stop_button_on(message: dict[str, Any]) -> bool:
+    """The answer is still streaming: its stop button is shown."""
+    return any(c.startswith("kullm:cancel:") or c == CANCEL_ACTION for c in _controls(message))
+
+
+def vote_buttons_on(message: dict[str, Any]) -> bool:
+    """The answer is finished and can be rated: its 👍/👎 buttons are shown."""
+    return any(c.startswith(("kullm:vote:", VOTE_ACTION)) for c in _controls(message))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chatbus.messages import MAX_QUESTION_CHARS
@@ -90,8 +91,56 @@ class SlackSettings(ClientSettings):
     slack_edit_interval_s: float = Field(default=1.0, gt=0)
     # Answers in threads stream with Slack's chat.startStream/appendStream/stopStream; off: by chat.update.
     slack_native_streaming: bool = True
+    # The assistant pane's suggested prompts, as JSON: [{"title": "…", "message": "…"}, …] (1 to 4); empty:
+    # the built-in ones in BOT_LANGUAGE.
+    slack_suggested_prompts: str = ""
+
+    @field_validator("slack_suggested_prompts")
+    @classmethod
+    def _prompts_are_valid(cls, value: str) -> str:
+        if value.strip():
+            _parse_prompts(value)
+        return value
+
+    @property
+    def suggested_prompts(self) -> list[dict[str, str]]:
+        if self.slack_suggested_prompts.strip():
+            return _parse_prompts(self.slack_suggested_prompts)
+        return [dict(p) for p in DEFAULT_PROMPTS[self.bot_language]]
+
     slack_api_base: str | None = None
 
     @property
     def allowed_channel_ids(self) -> frozenset[str]:
         return frozenset(self.slack_allowed_channel_ids.replace(",", " ").split())
+
+
+DEFAULT_PROMPTS: dict[str, tuple[dict[str, str], ...]] = {
+    "ko": (
+        {"title": "쉽게 설명해 줘", "message": "딥러닝이 뭐야? 쉽게 설명해 줘."},
+        {"title": "문장 다듬기", "message": "다음 문장을 자연스럽게 다듬어 줘: "},
+        {"title": "영어로 번역", "message": "다음 문장을 영어로 번역해 줘: "},
+        {"title": "아이디어 얻기", "message": "팀 회의를 짧고 알차게 하는 방법 세 가지를 알려줘."},
+    ),
+    "en": (
+        {"title": "Explain simply", "message": "What is deep learning? Explain it simply."},
+        {"title": "Polish a sentence", "message": "Make this sentence sound natural: "},
+        {"title": "Translate to Korean", "message": "Translate this into Korean: "},
+        {"title": "Get ideas", "message": "Give me three ways to keep team meetings short and useful."},
+    ),
+}
+
+
+def _parse_prompts(value: str) -> list[dict[str, str]]:
+    """SLACK_SUGGESTED_PROMPTS: a JSON list of 1 to 4 {"title", "message"} objects (Slack's limit)."""
+    try:
+        prompts = json.loads(value)
+    except ValueError as exc:
+        raise ValueError(f"SLACK_SUGGESTED_PROMPTS is not JSON: {exc}") from None
+    valid = isinstance(prompts, list) and 1 <= len(prompts) <= 4
+    if not valid or not all(
+        isinstance(p, dict) and isinstance(p.get("title"), str) and isinstance(p.get("message"), str) and p["title"]
+        for p in prompts
+    ):
+        raise ValueError('SLACK_SUGGESTED_PROMPTS must be a JSON list of 1 to 4 {"title": …, "message": …} objects')
+    return [{"title": p["title"], "message": p["message"]} for p in prompts]

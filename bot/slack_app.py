@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncApp, AsyncAssistant
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
@@ -48,6 +48,8 @@ MODAL_ID = "kullm_ask_modal"
 CANCEL_ACTION = "kullm_cancel"
 VOTE_ACTION = "kullm_vote"  # kullm_vote_up, kullm_vote_down
 CONTEXT_IN_METADATA = 2500  # private_metadata holds 3,000 characters
+STATUS_CHARS = 100  # the assistant pane's status line is short
+TITLE_CHARS = 60  # an assistant thread's title, from its first question
 STREAM_REFUSED = "off"  # SlackTarget.stream when chat.startStream was refused for that answer
 HTTP_KEEPALIVE_TIMEOUT_S = 15.0  # HTTP mode: an idle keep-alive connection is closed after this
 _MENTION = re.compile(r"<@[A-Z0-9]+>")
@@ -81,6 +83,7 @@ class SlackTarget:
     user: str = ""
     stream: str = ""
     streaming: str = ""
+    pane: str = ""  # "1" in the assistant pane: no placeholder; the status line says it waits
 
     @property
     def conversation(self) -> str:
@@ -93,14 +96,14 @@ class SlackTarget:
 
     def to_fields(self) -> dict[str, str]:
         fields = {"channel": self.channel, "ts": self.ts, "thread_ts": self.thread_ts, "question": self.question}
-        return fields | {"user": self.user, "stream": self.stream, "streaming": self.streaming}
+        return fields | {"user": self.user, "stream": self.stream, "streaming": self.streaming, "pane": self.pane}
 
 
 @dataclass(frozen=True)
 class SlackOrigin:
     """Where a question was asked, which decides where refusals and the placeholder go."""
 
-    kind: Literal["command", "mention", "dm", "modal"]
+    kind: Literal["command", "mention", "dm", "modal", "pane"]
     channel: str
     user: str
     thread_ts: str | None = None  # the thread asked in (a mention, the shortcut's message)
@@ -125,11 +128,13 @@ class SlackSurface:
         self._appended: dict[str, str] = {}  # an open stream's ts → the answer text this process appended to it
 
     def target(self, fields: Mapping[str, str]) -> SlackTarget:
-        optional = {k: fields.get(k, "") for k in ("user", "stream", "streaming")}
+        optional = {k: fields.get(k, "") for k in ("user", "stream", "streaming", "pane")}
         return SlackTarget(fields["channel"], fields["ts"], fields.get("thread_ts", ""), fields["question"], **optional)
 
     async def refuse(self, origin: SlackOrigin, notice: str) -> None:
-        if origin.kind == "command":
+        if origin.kind == "pane":  # the asker's own DM thread with the app
+            await self.client.chat_postMessage(channel=origin.channel, thread_ts=origin.thread_ts, text=notice)
+        elif origin.kind == "command":
             await origin.respond(notice, response_type="ephemeral")
         elif origin.kind == "dm":
             await self.client.chat_postMessage(channel=origin.channel, text=notice)
@@ -140,6 +145,12 @@ class SlackSurface:
             )
 
     async def post_placeholder(self, origin: SlackOrigin, asked: Asked, content: str, question_id: str) -> SlackTarget:
+        pane = "1" if origin.kind == "pane" else ""
+        if pane and self.native:
+            # The pane's status line says the question waits (and where in the queue); the answer streams in
+            # when it starts, with the stop button posted under it (Slack clears the status at that reply).
+            await self.set_status(origin.channel, origin.thread_ts or "", content.removeprefix("⏳").strip())
+            return SlackTarget(origin.channel, "", origin.thread_ts or "", question_id, user=origin.user, pane=pane)
         thread_ts = origin.thread_ts
         if origin.kind == "command":
             thread_ts = await self._quote(origin, asked)  # at the channel's top level: its post starts the thread
@@ -151,7 +162,14 @@ class SlackSurface:
             text=content,
             blocks=answer_blocks(content, question_id, self.language),
         )
-        return SlackTarget(origin.channel, str(posted["ts"]), thread_ts or "", question_id, user=origin.user)
+        return SlackTarget(origin.channel, str(posted["ts"]), thread_ts or "", question_id, user=origin.user, pane=pane)
+
+    async def set_status(self, channel: str, thread_ts: str, status: str) -> None:
+        """The assistant pane's status line under a thread ("" clears it); a failure only loses the status."""
+        try:
+            await self.client.assistant_threads_setStatus(channel_id=channel, thread_ts=thread_ts, status=status)
+        except SlackApiError as exc:
+            log.info("slack: assistant.threads.setStatus failed (%s)", _error(exc))
 
     async def _quote(self, origin: SlackOrigin, asked: Asked) -> str:
         """Post "<user> asked: …" where the answer's thread is (or starts); returns the post's ts."""
@@ -169,6 +187,16 @@ class SlackSurface:
 
     async def edit(self, target: SlackTarget, content: str, *, final: bool, feedback: str | None = None) -> None:
         shown = to_slack_mrkdwn(content)
+        if not target.answer_ts:  # the pane before any message: a final answer or notice is posted, the rest is status
+            if final:
+                blocks = [_section(shown), feedback_block(feedback, self.language)] if feedback else None
+                async with _gone_on(GONE_ON_POST):
+                    await self.client.chat_postMessage(
+                        channel=target.channel, thread_ts=target.thread_ts, text=shown, blocks=blocks
+                    )
+            else:
+                await self.set_status(target.channel, target.thread_ts, content[:STATUS_CHARS])
+            return
         on_placeholder = target.answer_ts == target.ts
         if final:
             blocks = [_section(shown), feedback_block(feedback, self.language)] if feedback else []
@@ -179,6 +207,8 @@ class SlackSurface:
 
     async def stream(self, target: SlackTarget, shown: str) -> tuple[SlackTarget, bool]:
         if target.stream == STREAM_REFUSED or not (self.native and target.thread_ts):
+            if not target.ts:  # the pane, where Slack would not stream: a placeholder to edit, posted now
+                return replace(target, ts=await self._post_controls(target)), False
             return target, False  # a DM's top level, or refused before: the placeholder is edited
         if not target.stream:
             return await self._start_stream(target, shown)
@@ -222,8 +252,9 @@ class SlackSurface:
             for piece in pieces[1:]:
                 with contextlib.suppress(PlaceholderGone):
                     await self.post_more(target, piece)
-        with contextlib.suppress(SlackApiError):  # the placeholder, with its stop button, is done with
-            await self.client.chat_delete(channel=target.channel, ts=target.ts)
+        if target.ts:
+            with contextlib.suppress(SlackApiError):  # the placeholder, with its stop button, is done with
+                await self.client.chat_delete(channel=target.channel, ts=target.ts)
         return True
 
     async def _start_stream(self, target: SlackTarget, shown: str) -> tuple[SlackTarget, bool]:
@@ -239,6 +270,11 @@ class SlackSurface:
             log.info("slack: chat.startStream refused (%s): editing the placeholder instead", _error(exc))
             return replace(target, stream=STREAM_REFUSED), False
         self._appended[str(started["ts"])] = shown
+        target = replace(target, stream=str(started["ts"]), streaming="1")
+        if not target.ts:  # the pane: the stop button goes under the stream
+            with contextlib.suppress(SlackApiError):
+                return replace(target, ts=await self._post_controls(target)), True
+            return target, True
         below = text("streaming_below", self.language)
         with contextlib.suppress(SlackApiError):  # the placeholder keeps the stop button above the stream
             await self.client.chat_update(
@@ -247,7 +283,18 @@ class SlackSurface:
                 text=below,
                 blocks=answer_blocks(below, target.question, self.language),
             )
-        return replace(target, stream=str(started["ts"]), streaming="1"), True
+        return target, True
+
+    async def _post_controls(self, target: SlackTarget) -> str:
+        """Post the message with the stop button (the pane has none until the answer starts); returns its ts."""
+        shown = text("stop_below" if target.streaming else "generating", self.language)
+        posted = await self.client.chat_postMessage(
+            channel=target.channel,
+            thread_ts=target.thread_ts,
+            text=shown,
+            blocks=answer_blocks(shown, target.question, self.language),
+        )
+        return str(posted["ts"])
 
     async def _stop_stream(self, target: SlackTarget) -> SlackTarget:
         """End a stream this process will not append to again; it is edited with chat.update from now on."""
@@ -353,6 +400,11 @@ class KullmSlack:
         self.app.shortcut(SHORTCUT_ID)(self.on_shortcut)
         self.app.view(MODAL_ID)(self.on_modal)
         self.app.action(CANCEL_ACTION)(self.on_cancel)
+        # The assistant pane (Slack's AI app surface): a thread per conversation in the user's DM with the app.
+        assistant = AsyncAssistant()
+        assistant.thread_started(self.on_pane_opened)
+        assistant.user_message(self.on_pane_message)
+        self.app.use(assistant)
         self.app.action(re.compile(f"^{VOTE_ACTION}_(up|down)$"))(self.on_vote)
 
     # ------------------------------------------------------------------ listeners
@@ -421,6 +473,25 @@ class KullmSlack:
             return
         await self.bus.request_cancel(question_id)
         log.info("slack question %s: cancelled by button", question_id)
+
+    async def on_pane_opened(self, body: dict[str, Any], set_suggested_prompts: Any) -> None:
+        if not await self._first_delivery(body):
+            return
+        await set_suggested_prompts(
+            prompts=self.settings.suggested_prompts, title=text("pane_prompts_title", self.language)
+        )
+
+    async def on_pane_message(self, body: dict[str, Any], payload: dict[str, Any], set_title: Any) -> None:
+        """A question in the pane: answered in its thread, with the thread's earlier turns as history."""
+        if not await self._first_delivery(body):
+            return
+        channel, user, thread_ts = payload["channel"], payload.get("user", ""), payload["thread_ts"]
+        question = _MENTION.sub("", payload.get("text", "")).strip()
+        origin = SlackOrigin("pane", channel, user, thread_ts=thread_ts)
+        if question and not await self.relay.history(f"{channel}:{thread_ts}"):  # the first: it names the thread
+            with contextlib.suppress(SlackApiError):
+                await set_title(question[:TITLE_CHARS])
+        await self._ask(origin, Asked(user, question, continues=True), usage=text("usage_slack", self.language))
 
     async def on_vote(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()

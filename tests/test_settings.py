@@ -62,3 +62,17 @@ def test_listeners_bind_loopback_unless_told_otherwise(monkeypatch: pytest.Monke
         monkeypatch.delenv(variable, raising=False)
     assert WorkerSettings(_env_file=None).metrics_host == "127.0.0.1"  # type: ignore[call-arg]
     assert SlackSettings(_env_file=None).slack_http_host == "127.0.0.1"  # type: ignore[call-arg]
+
+
+def test_suggested_prompts_are_validated_with_a_clear_message() -> None:
+    defaults = SlackSettings(_env_file=None).suggested_prompts  # type: ignore[call-arg]
+    assert len(defaults) == 4 and all(p["title"] and p["message"] for p in defaults)
+    english = SlackSettings(_env_file=None, bot_language="en").suggested_prompts  # type: ignore[call-arg]
+    assert english[0]["title"] == "Explain simply"
+    given = '[{"title": "요약", "message": "이 글을 요약해 줘"}]'
+    assert SlackSettings(_env_file=None, slack_suggested_prompts=given).suggested_prompts == [  # type: ignore[call-arg]
+        {"title": "요약", "message": "이 글을 요약해 줘"}
+    ]
+    for wrong in ("요약", "[]", '[{"title": "a"}]', "[" + ",".join(['{"title": "a", "message": "b"}'] * 5) + "]"):
+        with pytest.raises(ValueError, match="SLACK_SUGGESTED_PROMPTS"):
+            SlackSettings(_env_file=None, slack_suggested_prompts=wrong)  # type: ignore[call-arg]

@@ -511,3 +511,46 @@ async def test_a_finished_answer_can_be_rated_once_per_person(slack_env_fixture:
         await bus.redis.aclose()
     assert sorted(v.vote for v in votes) == ["down", "up"], "alice's second vote replaced her first"
     assert {v.platform for v in votes} == {"slack"} and votes[0].template == "kullm-v1"
+
+
+async def test_the_assistant_pane_suggests_waits_on_the_status_line_titles_and_remembers(
+    slack_env_fixture: Slack,
+) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    thread_ts = await s.open_assistant_thread(s.alice)
+    pane = (s.dm_channel_id, thread_ts)
+    prompts = await s.wait_for(lambda: s.suggested_prompts.get(pane))
+    assert (
+        prompts["title"] == "무엇을 도와드릴까요?" and next(p["title"] for p in prompts["prompts"]) == "쉽게 설명해 줘"
+    )
+    await s.post_user_message(s.dm_channel_id, s.alice, "내 이름은 민수야", thread_ts=thread_ts)
+    answer = await sl.answer_in_thread(s.dm_channel_id, thread_ts, trained.NAME_ANSWER)
+    assert answer.get("streamed") and vote_buttons_on(answer), "streamed natively, then rated"
+    assert next(status for where, status in s.status_history if where == pane) == "생각 중… 앞에 0개"
+    assert pane not in s.statuses or not s.statuses[pane], "the reply cleared the status line"
+    assert s.titles[pane] == "내 이름은 민수야", "the first question names the thread"
+    bot_replies = [m for m in s.thread(*pane) if m.get("bot_id") and m["ts"] != thread_ts]
+    assert bot_replies == [answer], "the stop button's message is gone with the answer finished"
+    # A follow-up in the same pane thread is answered with the thread's earlier turns.
+    await s.post_user_message(s.dm_channel_id, s.alice, "내 이름이 뭐라고 했지?", thread_ts=thread_ts)
+    await sl.answer_in_thread(s.dm_channel_id, thread_ts, trained.HISTORY_ANSWER)
+    assert s.titles[pane] == "내 이름은 민수야"
+
+
+@pytest.mark.bot_env(SLACK_SUGGESTED_PROMPTS='[{"title": "요약", "message": "이 글을 요약해 줘"}]')
+async def test_the_panes_prompts_are_configurable_and_a_stop_button_is_under_the_stream(
+    slack_env_fixture: Slack,
+) -> None:
+    s = slack_env_fixture.standin
+    thread_ts = await s.open_assistant_thread(s.alice)
+    pane = (s.dm_channel_id, thread_ts)
+    prompts = await s.wait_for(lambda: s.suggested_prompts.get(pane))
+    assert prompts["prompts"] == [{"title": "요약", "message": "이 글을 요약해 줘"}]
+    await s.post_user_message(s.dm_channel_id, s.alice, "긴 이야기를 들려줘", thread_ts=thread_ts)
+    controls = await s.wait_for(lambda: next((m for m in s.thread(*pane) if stop_button_on(m)), None))
+    streamed = next(m for m in s.thread(*pane) if m.get("streamed"))
+    assert float(controls["ts"]) > float(streamed["ts"]), "the stop button comes under the streaming answer"
+    button = controls["blocks"][1]["elements"][0]
+    await s.click_button(s.dm_channel_id, controls["ts"], CANCEL_ACTION, button["value"], s.alice)
+    await s.wait_for(lambda: not streamed["streaming"] and (s.dm_channel_id, controls["ts"]) not in s.messages)
+    assert html.unescape(streamed["text"]).endswith("⏹️ 답변을 멈췄습니다.")

@@ -16,11 +16,16 @@ def test_manifest_matches_the_adapter() -> None:
     features, settings = manifest["features"], manifest["settings"]
     assert [c["command"] for c in features["slash_commands"]] == ["/kullm"]
     assert [(s["type"], s["callback_id"]) for s in features["shortcuts"]] == [("message", SHORTCUT_ID)]
-    assert sorted(settings["event_subscriptions"]["bot_events"]) == ["app_mention", "message.im"]
+    assert sorted(settings["event_subscriptions"]["bot_events"]) == [
+        "app_mention",
+        "assistant_thread_started",
+        "message.im",
+    ]
+    assert features["assistant_view"]["assistant_description"], "the app is a Slack AI assistant (its pane)"
     assert settings["socket_mode_enabled"] is True and settings["interactivity"]["is_enabled"] is True
     assert features["app_home"]["messages_tab_enabled"] is True  # DMs with the bot
 
 
 def test_scopes_are_least_privilege() -> None:
     scopes = yaml.safe_load(MANIFEST.read_text())["oauth_config"]["scopes"]["bot"]
-    assert sorted(scopes) == ["app_mentions:read", "chat:write", "commands", "im:history"]
+    assert sorted(scopes) == ["app_mentions:read", "assistant:write", "chat:write", "commands", "im:history"]

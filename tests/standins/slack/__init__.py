@@ -46,6 +46,12 @@ class SlackStandIn(SocketMode, Messages, WebApi, Interactions):
         self.not_in_channel: set[str] = {self.other_channel_id}
         # What installing the project's app grants (its manifest); a call needing another scope gets missing_scope.
         self.granted: set[str] = manifest_scopes()
+        # The assistant pane: threads opened in it, and what the app set there (by (channel, thread_ts)).
+        self.assistant_threads: set[tuple[str, str]] = set()
+        self.statuses: dict[tuple[str, str], str] = {}
+        self.status_history: list[tuple[tuple[str, str], str]] = []
+        self.suggested_prompts: dict[tuple[str, str], dict[str, Any]] = {}
+        self.titles: dict[tuple[str, str], str] = {}
         self.native_streaming = True  # False: chat.startStream is refused, as in a workspace without the feature
         self.stream_idle_timeout_s = 300.0  # a stream nobody appends to for this long is ended by Slack
         self.echo_own_messages = False  # True: like real Slack, the bot's own posts come back as message events
@@ -78,6 +84,9 @@ class SlackStandIn(SocketMode, Messages, WebApi, Interactions):
             "chat.update": self._update,
             "chat.delete": self._delete,
             "chat.postEphemeral": self._post_ephemeral,
+            "assistant.threads.setStatus": self._set_status,
+            "assistant.threads.setSuggestedPrompts": self._set_suggested_prompts,
+            "assistant.threads.setTitle": self._set_title,
             "chat.startStream": self._start_stream,
             "chat.appendStream": self._append_stream,
             "chat.stopStream": self._stop_stream,

@@ -161,6 +161,18 @@ class SocketMode:
             event["parent_user_id"] = parent.get("user")
         return event
 
+    async def open_assistant_thread(self, user: str, *, from_channel: str | None = None) -> str:
+        """A person opens the app's assistant pane: Slack starts a thread in their DM with the app (its parent
+        an `assistant_app_thread` message) and sends assistant_thread_started; returns the thread's ts."""
+        channel = next(c["id"] for c in self.channels.values() if c.get("is_im") and c.get("user") == user)
+        parent = self._store(channel, text="", user=self.bot_user_id, thread_ts=None, subtype="assistant_app_thread")
+        self.assistant_threads.add((channel, parent["ts"]))
+        context = {"channel_id": from_channel or self.channel_id, "team_id": TEAM_ID, "enterprise_id": None}
+        thread = {"user_id": user, "context": context, "channel_id": channel, "thread_ts": parent["ts"]}
+        event = {"type": "assistant_thread_started", "assistant_thread": thread, "event_ts": self._next_ts()}
+        await self._send_envelope("events_api", self.event_callback(event), retry=(0, ""))
+        return str(parent["ts"])
+
     async def post_user_message(
         self,
         channel: str,

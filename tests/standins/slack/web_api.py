@@ -126,6 +126,7 @@ class WebApi:
         message = self._store(
             channel["id"], user=self.bot_user_id, thread_ts=thread_ts, **content, **extra, **self._bot_fields()
         )
+        self.statuses.pop((channel["id"], thread_ts or ""), None)  # the app replied: Slack clears the status
         if self.echo_own_messages:
             body = self.event_callback(self._message_event(message, "message"))
             self._spawn(self._send_envelope("events_api", body, retry=(0, ""), expect_ack=False))
@@ -162,6 +163,7 @@ class WebApi:
             channel["id"], text=text, user=self.bot_user_id, thread_ts=thread_ts, **self._bot_fields()
         )
         message |= {"streaming": True, "streamed": True, "stream_idle_since": time.monotonic(), "appends": 0}
+        self.statuses.pop((channel["id"], thread_ts or ""), None)
         return {"channel": channel["id"], "ts": message["ts"]}
 
     async def _append_stream(self, args: dict[str, Any], token: str) -> dict[str, Any]:
@@ -207,6 +209,41 @@ class WebApi:
         if len(joined) > MAX_MARKDOWN_TOTAL:
             raise SlackError("msg_too_long")
         return joined
+
+    def _assistant_thread(self, args: dict[str, Any]) -> tuple[str, str]:
+        """The (channel, thread_ts) of an assistant.threads.* call: an assistant thread the app was opened in."""
+        key = (str(args.get("channel_id") or ""), str(args.get("thread_ts") or ""))
+        if key[0] not in self.channels:
+            raise SlackError("channel_not_found")
+        if key not in self.assistant_threads:
+            raise SlackError("invalid_thread_ts")  # not a thread of the assistant pane
+        return key
+
+    async def _set_status(self, args: dict[str, Any], token: str) -> dict[str, Any]:
+        key = self._assistant_thread(args)
+        if "status" not in args:
+            raise SlackError("invalid_arguments", response_metadata={"messages": ["[ERROR] missing status"]})
+        self.statuses[key] = str(args["status"])  # "" clears it; so does the app's next reply in the thread
+        self.status_history.append((key, str(args["status"])))
+        return {}
+
+    async def _set_suggested_prompts(self, args: dict[str, Any], token: str) -> dict[str, Any]:
+        key = self._assistant_thread(args)
+        prompts = args.get("prompts")
+        if isinstance(prompts, str):
+            prompts = json.loads(prompts)
+        valid = isinstance(prompts, list) and 1 <= len(prompts) <= 4
+        if not valid or not all(isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts):
+            raise SlackError("invalid_arguments", response_metadata={"messages": ["[ERROR] 1 to 4 prompts"]})
+        self.suggested_prompts[key] = {"title": args.get("title"), "prompts": prompts}
+        return {}
+
+    async def _set_title(self, args: dict[str, Any], token: str) -> dict[str, Any]:
+        key = self._assistant_thread(args)
+        if not args.get("title"):
+            raise SlackError("invalid_arguments", response_metadata={"messages": ["[ERROR] missing title"]})
+        self.titles[key] = str(args["title"])
+        return {}
 
     async def _delete(self, args: dict[str, Any], token: str) -> dict[str, Any]:
         channel = self._resolve_channel(args.get("channel"))

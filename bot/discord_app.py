@@ -149,6 +149,9 @@ class DiscordSurface:
         typing: AbstractAsyncContextManager[None] = self._channel(target).typing()
         return typing
 
+    async def started(self, target: DiscordTarget) -> None:
+        return None  # the typing indicator already says it
+
     async def stream(self, target: DiscordTarget, shown: str) -> tuple[DiscordTarget, bool]:
         return target, False  # Discord has no streamed messages: the placeholder is edited
 

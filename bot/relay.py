@@ -43,6 +43,7 @@ from chatbus import (
     Question,
     QueueFull,
     Restart,
+    Started,
     Turn,
     Vote,
     cancel_requested,
@@ -133,6 +134,10 @@ class Surface(Protocol[OriginT, TargetT]):
 
     def working(self, target: TargetT) -> AbstractAsyncContextManager[None]:
         """Shown while the answer is generated (a typing indicator, or nothing)."""
+        ...
+
+    async def started(self, target: TargetT) -> None:
+        """A worker began generating the answer (before its first text): say so where the platform shows waiting."""
         ...
 
     async def stream(self, target: TargetT, shown: str) -> tuple[TargetT, bool]:
@@ -406,6 +411,10 @@ class Relay(Generic[OriginVar, TargetVar]):
             async for event in follow_answer(self.bus, record.question_id, self.settings, outage):
                 if isinstance(event, Delta):
                     shown += event.text
+                elif isinstance(event, Started) and not shown:
+                    with contextlib.suppress(PlaceholderGone):
+                        await self.surface.started(target)
+                    continue
                 elif isinstance(event, Restart):
                     shown = ""
                     with contextlib.suppress(PlaceholderGone):

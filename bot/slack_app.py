@@ -205,6 +205,10 @@ class SlackSurface:
         async with _gone_on(GONE_ON_UPDATE):
             await self.client.chat_update(channel=target.channel, ts=target.answer_ts, text=shown, blocks=blocks)
 
+    async def started(self, target: SlackTarget) -> None:
+        if not target.answer_ts:  # the pane, still on its status line: the queue is behind it now
+            await self.set_status(target.channel, target.thread_ts, text("generating_status", self.language))
+
     async def stream(self, target: SlackTarget, shown: str) -> tuple[SlackTarget, bool]:
         if target.stream == STREAM_REFUSED or not (self.native and target.thread_ts):
             if not target.ts:  # the pane, where Slack would not stream: a placeholder to edit, posted now

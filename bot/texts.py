@@ -130,6 +130,7 @@ _TEXTS: dict[str, dict[Language, str]] = {
     "streaming_below": {"ko": "✍️ 아래에 답변을 쓰는 중…", "en": "✍️ Writing the answer below…"},
     "stop_below": {"ko": "✍️ 위에 답변을 쓰는 중…", "en": "✍️ Writing the answer above…"},
     "generating": {"ko": "✍️ 답변을 쓰는 중…", "en": "✍️ Writing the answer…"},
+    "generating_status": {"ko": "답변을 쓰는 중…", "en": "writing the answer…"},
     "pane_prompts_title": {"ko": "무엇을 도와드릴까요?", "en": "What can I help with?"},
     "vote_up_button": {"ko": "좋아요", "en": "Helpful"},
     "vote_down_button": {"ko": "아쉬워요", "en": "Not helpful"},

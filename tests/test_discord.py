@@ -15,11 +15,10 @@ from typing import Any
 
 import pytest
 
-from chatbus import Bus, Keys, connect
 from tests.standins.discord import DiscordStandIn
 from tests.support import trained
 from tests.support.conformance import discord_standin_problems
-from tests.support.controls import stop_button_on, vote_buttons_on
+from tests.support.controls import stop_button_on, stored_votes, vote_buttons_on
 from tests.support.engines import LONG_CODE_QUESTION, RunWorker, long_code_answer
 from tests.support.processes import BotProcess, RedisServer
 
@@ -374,10 +373,6 @@ async def test_a_finished_answer_can_be_rated_once_per_person(discord_env: Disco
         await s.click_button(int(answer["id"]), custom_id, user)
     notices = await s.wait_for(lambda: (r := [x for x in s.interaction_responses if x["type"] == 4])[2:] and r)
     assert [n["data"]["flags"] for n in notices] == [64] * 3 and "평가를 저장했습니다" in notices[0]["data"]["content"]
-    bus = Bus(connect(d.redis_url), Keys())
-    try:
-        votes = await bus.votes()
-    finally:
-        await bus.redis.aclose()
+    votes = await stored_votes(d.redis_url)
     assert sorted(v.vote for v in votes) == ["down", "up"], "alice's second vote replaced her first"
     assert {v.platform for v in votes} == {"discord"} and votes[0].model == "scripted"

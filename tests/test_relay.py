@@ -58,6 +58,7 @@ class RecordingSurface:
 
     refusals: list[str] = field(default_factory=list)
     vote_buttons: dict[str, str] = field(default_factory=dict)  # message → the question its 👍/👎 rate
+    started_on: list[str] = field(default_factory=list)  # placeholders told a worker began generating
 
     def target(self, fields: Mapping[str, str]) -> Spot:
         return Spot(fields["message"], fields.get("thread", ""))
@@ -84,6 +85,9 @@ class RecordingSurface:
 
     def working(self, target: Spot) -> contextlib.AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
+
+    async def started(self, target: Spot) -> None:
+        self.started_on.append(target.message)
 
     async def stream(self, target: Spot, shown: str) -> tuple[Spot, bool]:
         return target, False
@@ -291,6 +295,7 @@ async def test_a_finished_answer_gets_vote_buttons_and_each_person_has_one_chang
     assert question_id is not None
     await eventually(lambda: bool(surface.finals("m1")))
     assert surface.vote_buttons == {"m1": question_id}, "👍/👎 under the finished answer, for its question"
+    assert surface.started_on == ["m1"], "told once that a worker began"
     assert await relay.vote(question_id, "u1", "up") == text("vote_up", "ko")
     assert await relay.vote(question_id, "u1", "down") == text("vote_down", "ko"), "changed, not added"
     assert await relay.vote(question_id, "u2", "up") == text("vote_up", "ko")

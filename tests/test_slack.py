@@ -23,12 +23,11 @@ import pytest
 
 from bot.mrkdwn import to_slack_mrkdwn
 from bot.slack_app import CANCEL_ACTION, SHORTCUT_ID
-from chatbus import Bus, Keys, connect
 from tests.standins.slack import SlackStandIn
 from tests.standins.slack.common import sign
 from tests.support import trained
 from tests.support.conformance import slack_standin_problems
-from tests.support.controls import stop_button_on, vote_buttons_on
+from tests.support.controls import stop_button_on, stored_votes, vote_buttons_on
 from tests.support.engines import LONG_CODE_QUESTION, RunWorker
 from tests.support.processes import BotProcess, RedisServer, free_port, half_open
 
@@ -504,11 +503,7 @@ async def test_a_finished_answer_can_be_rated_once_per_person(slack_env_fixture:
         await s.click_button(s.channel_id, answer["ts"], action["action_id"], action["value"], user)
     notices = await s.wait_for(lambda: (e := [x for x in s.ephemerals if "평가를 저장" in x["text"]])[2:] and e)
     assert [(n["user"], n["thread_ts"]) for n in notices] == [(s.alice, asked["ts"])] * 2 + [(s.bob, asked["ts"])]
-    bus = Bus(connect(sl.bot.env["REDIS_URL"]), Keys())
-    try:
-        votes = await bus.votes()
-    finally:
-        await bus.redis.aclose()
+    votes = await stored_votes(sl.bot.env["REDIS_URL"])
     assert sorted(v.vote for v in votes) == ["down", "up"], "alice's second vote replaced her first"
     assert {v.platform for v in votes} == {"slack"} and votes[0].template == "kullm-v1"
 
@@ -526,7 +521,8 @@ async def test_the_assistant_pane_suggests_waits_on_the_status_line_titles_and_r
     await s.post_user_message(s.dm_channel_id, s.alice, "내 이름은 민수야", thread_ts=thread_ts)
     answer = await sl.answer_in_thread(s.dm_channel_id, thread_ts, trained.NAME_ANSWER)
     assert answer.get("streamed") and vote_buttons_on(answer), "streamed natively, then rated"
-    assert next(status for where, status in s.status_history if where == pane) == "생각 중… 앞에 0개"
+    statuses = [status for where, status in s.status_history if where == pane]
+    assert statuses[:2] == ["생각 중… 앞에 0개", "답변을 쓰는 중…"], "waiting with its place, then generating"
     assert pane not in s.statuses or not s.statuses[pane], "the reply cleared the status line"
     assert s.titles[pane] == "내 이름은 민수야", "the first question names the thread"
     bot_replies = [m for m in s.thread(*pane) if m.get("bot_id") and m["ts"] != thread_ts]

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from bot.slack_app import CANCEL_ACTION, VOTE_ACTION
+from chatbus import Bus, Keys, Vote, connect
 
 
 def _controls(message: dict[str, Any]) -> Iterator[str]:
@@ -27,3 +28,12 @@ def stop_button_on(message: dict[str, Any]) -> bool:
 def vote_buttons_on(message: dict[str, Any]) -> bool:
     """The answer is finished and can be rated: its 👍/👎 buttons are shown."""
     return any(c.startswith(("kullm:vote:", VOTE_ACTION)) for c in _controls(message))
+
+
+async def stored_votes(redis_url: str) -> list[Vote]:
+    """The votes in that Redis, as `kullm feedback` reads them (the latest per person per answer)."""
+    bus = Bus(connect(redis_url), Keys())
+    try:
+        return await bus.votes()
+    finally:
+        await bus.redis.aclose()

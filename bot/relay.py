@@ -58,6 +58,7 @@ RATE_WINDOW_S = 60
 # QUESTION_TTL_S plus this are given up (and the whole hash expires if a platform goes quiet).
 MAX_ANSWER_S = 600
 STREAMING_MARK = " ▌"
+VOTE_WINDOW_S = 7 * 24 * 3600  # how long after it is posted an answer can be rated
 
 
 class PlaceholderGone(Exception):
@@ -497,8 +498,8 @@ class Relay(Generic[OriginVar, TargetVar]):
             question=record.question if keep else None,
             answer=done.text if keep else None,
         )
-        try:
-            await self.bus.note_answered(answered, self.settings.feedback_ttl_s)
+        try:  # every answer has one, so it lives only while a vote is likely: votes themselves are kept longer
+            await self.bus.note_answered(answered, min(self.settings.feedback_ttl_s, VOTE_WINDOW_S))
         except RedisError:  # nothing to file votes under: the answer goes out without buttons
             return None
         return record.question_id
@@ -520,6 +521,8 @@ class Relay(Generic[OriginVar, TargetVar]):
                 model=answered.model,
                 template=answered.template,
                 engine=answered.engine,
+                question=answered.question,
+                answer=answered.answer,
             )
             await self.bus.add_vote(filed, self.settings.feedback_ttl_s)
         except RedisError as exc:

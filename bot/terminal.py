@@ -290,21 +290,15 @@ async def feedback(
     bus = Bus(connect(settings.redis_url, settings.redis_password), Keys(settings.key_prefix))
     try:
         votes = await bus.votes(since)
-        answered = {}
-        if settings.feedback_keep_text:
-            for question_id in dict.fromkeys(v.question_id for v in votes):
-                answered[question_id] = await bus.answered_record(question_id)
     except (RedisConnectionError, ResponseError) as exc:
         return _redis_failed(exc, settings, sys.stderr)
     finally:
         await bus.redis.aclose()
     if as_json:
         for vote in votes:
-            document = vote.model_dump(exclude={"v"})
+            text_kept = settings.feedback_keep_text and vote.question is not None
+            document = vote.model_dump(exclude={"v"} if text_kept else {"v", "question", "answer"})
             document["at"] = datetime.fromtimestamp(vote.at, UTC).isoformat(timespec="seconds")
-            record = answered.get(vote.question_id)
-            if record is not None and record.question is not None:
-                document |= {"question": record.question, "answer": record.answer}
             out.write(json.dumps(document, ensure_ascii=False) + "\n")
         return EXIT_OK
     console = Console(file=out)

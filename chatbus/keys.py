@@ -60,7 +60,7 @@ class Keys:
         return f"{self.prefix}rate:{platform}:{user}"
 
     def answered(self, question_id: str) -> str:
-        """An answer posted with vote buttons (`AnsweredRecord`), kept FEEDBACK_TTL_DAYS for the votes on it."""
+        """An answer posted with vote buttons (`AnsweredRecord`), kept while it can be rated (at most 7 days)."""
         return f"{self.prefix}answered:{question_id}"
 
     @property

@@ -201,7 +201,7 @@ class DeadLetter(_Message):
 
 
 class AnsweredRecord(_Message):
-    """What an adapter keeps about an answer it posted with vote buttons, for FEEDBACK_TTL_DAYS."""
+    """What an adapter keeps about an answer it posted with vote buttons, while it can be rated."""
 
     question_id: str
     platform: str
@@ -225,6 +225,9 @@ class Vote(_Message):
     model: str = ""
     template: str = ""
     engine: str = ""
+    # Copied from the answer's record when FEEDBACK_KEEP_TEXT=1 was on as it was answered: rated answers only.
+    question: str | None = None
+    answer: str | None = None
 
 
 class WorkerStatus(_Message):

@@ -330,8 +330,6 @@ class RestApi:
     ) -> web.Response:
         if int(message_id) not in self.messages:
             return _error(404, "Unknown Message", 10008)
-        if req.method == "PUT" and (emoji is None or who != "@me"):
-            return _error(405, "405: Method Not Allowed")
         if who is not None:
             user_id = self.bot_id if who == "@me" else int(who)
             await self._react(int(channel_id), int(message_id), user_id, emoji or "", add=req.method == "PUT")

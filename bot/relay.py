@@ -422,9 +422,10 @@ class Relay(Generic[OriginVar, TargetVar]):
                         await self.surface.edit(target, text("restarted", language), final=False)
                     continue
                 elif isinstance(event, Done):
+                    # Remembered before it is shown: a follow-up sent the moment the answer appears has it.
+                    await self._remember(record, event.text)
                     feedback = await self._note_answered(record, event)
                     await self._post_final(record, target, event.text, feedback=feedback)
-                    await self._remember(record, event.text)
                     return True
                 elif isinstance(event, ErrorEvent):
                     notice = error_text(event.code, language)
@@ -533,6 +534,9 @@ class Relay(Generic[OriginVar, TargetVar]):
     async def _remember(self, record: InflightRecord, answer: str) -> None:
         if record.thread and self.settings.history_turns:
             turn = Turn(question=record.question, answer=answer)
-            await self.bus.remember(
-                self.platform, record.thread, turn, self.settings.history_turns, self.settings.history_ttl_s
-            )
+            try:
+                await self.bus.remember(
+                    self.platform, record.thread, turn, self.settings.history_turns, self.settings.history_ttl_s
+                )
+            except RedisError:  # the answer still goes out; a follow-up to it has one turn less of context
+                log.warning("%s question %s: Redis down, its turn is not remembered", self.platform, record.question_id)

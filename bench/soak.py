@@ -57,7 +57,14 @@ CLIENT_ENV = {
 }
 # The scripted engine streams the tiny model's trained answers without loading torch; faults wrap it too.
 SCRIPTED_ENV = {"ENGINE": SCRIPTED, "FAULTS_INNER": "scripted"}
-WORKER_ENV = {"RECLAIM_IDLE_S": "2", "MAX_BATCH_SIZE": "16", "DELTA_INTERVAL_S": "0.2", "LOG_LEVEL": "INFO"}
+# Two workers share the host's cores: one torch thread each (README, scaling out), or they slow each other down.
+WORKER_ENV = {
+    "RECLAIM_IDLE_S": "2",
+    "MAX_BATCH_SIZE": "16",
+    "DELTA_INTERVAL_S": "0.2",
+    "LOG_LEVEL": "INFO",
+    "OMP_NUM_THREADS": "1",
+}
 ASK_PROCESSES_AT_ONCE = 16  # `kullm ask` processes alive together (each is a Python interpreter)
 BUSY_LIMIT = 20
 OOM_ABOVE = 4

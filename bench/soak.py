@@ -57,14 +57,9 @@ CLIENT_ENV = {
 }
 # The scripted engine streams the tiny model's trained answers without loading torch; faults wrap it too.
 SCRIPTED_ENV = {"ENGINE": SCRIPTED, "FAULTS_INNER": "scripted"}
-# Two workers share the host's cores: one torch thread each (README, scaling out), or they slow each other down.
-WORKER_ENV = {
-    "RECLAIM_IDLE_S": "2",
-    "MAX_BATCH_SIZE": "16",
-    "DELTA_INTERVAL_S": "0.2",
-    "LOG_LEVEL": "INFO",
-    "OMP_NUM_THREADS": "1",
-}
+# Torch's default threads, though two workers then share the cores (README, scaling out: one thread each is
+# faster): the faults that strike mid-answer need the long story to take seconds, as on a loaded host.
+WORKER_ENV = {"RECLAIM_IDLE_S": "2", "MAX_BATCH_SIZE": "16", "DELTA_INTERVAL_S": "0.2", "LOG_LEVEL": "INFO"}
 ASK_PROCESSES_AT_ONCE = 16  # `kullm ask` processes alive together (each is a Python interpreter)
 BUSY_LIMIT = 20
 OOM_ABOVE = 4
@@ -533,18 +528,23 @@ async def worker_freezes(service: Service, trials: int, rows: list[Scenario]) ->
     row = Scenario("worker frozen (SIGSTOP) past RECLAIM_IDLE_S, thawed mid-answer", runs=trials)
     rng = random.Random(13)
     fenced = 0
-    for trial in range(trials):
+    trial = 0
+    while trial < trials:
         asked = await service.ask("terminal", LONG[0], 6500 + trial)
         started = await eventually(lambda a=asked: next((e for e in a.events if e["type"] == "started"), None), 60)
-        await asyncio.sleep(rng.uniform(0.0, 0.5))
+        await asyncio.sleep(rng.uniform(0.0, 0.3))
         frozen = next(w for w in service.workers if w.env["WORKER_NAME"] == started["worker"])
         assert frozen.process is not None
         before = frozen.log().count("another worker owns it now")
         frozen.process.send_signal(signal.SIGSTOP)
-        try:
-            await eventually(lambda a=asked: any(e["type"] == "restart" for e in a.events), 60)
+        try:  # taken over; or finished, written before the freeze: not a trial then, ask again
+            await eventually(lambda a=asked: any(e["type"] in ("restart", "done", "error") for e in a.events), 60)
         finally:
             frozen.process.send_signal(signal.SIGCONT)
+        if not any(e["type"] == "restart" for e in asked.events):
+            await settle(service, [asked], 120)
+            continue
+        trial += 1
         await settle(service, [asked], 120)
         grade(service, row, [asked])
         if streamed_text(asked.events) != asked.expected and service.finals(asked) == [asked.expected]:

@@ -4,6 +4,7 @@ Hierarchy::
 
     InferenceError
     ├── ModelNotFound     MODEL_ID names nothing loadable (offline cache miss, typo, no access)
+    ├── ModelDoesNotFit   MODEL's preset needs more GPU memory than the card has
     ├── PromptTooLong     the question does not fit the context window even without history
     ├── EngineOutOfMemory a generation step ran out of (GPU or host) memory
     └── EngineLoadError   ENGINE names no importable engine factory
@@ -18,6 +19,10 @@ class InferenceError(Exception):
 
 class ModelNotFound(InferenceError):
     """The model or its tokenizer could not be loaded."""
+
+
+class ModelDoesNotFit(InferenceError):
+    """Refused at start: the preset's weights and one window of cache exceed the GPU's memory."""
 
 
 class PromptTooLong(InferenceError):

@@ -8,9 +8,10 @@ from typing import Any
 import torch
 
 from inference.engine import Loaded, Sampling
-from inference.errors import ModelNotFound
+from inference.errors import ModelDoesNotFit, ModelNotFound
 from inference.paged_engine import PagedEngine
-from inference.prompt import PromptBuilder, Template, tokenizer_chat_template
+from inference.presets import too_small
+from inference.prompt import prompt_builder
 from inference.settings import WorkerSettings
 from inference.transformers_engine import TransformersEngine
 
@@ -52,6 +53,7 @@ def load_model(settings: WorkerSettings) -> tuple[Any, Any]:
     if settings.quantization != "none":
         kwargs["quantization_config"] = _quantization(settings.quantization)
         kwargs.setdefault("device_map", "auto")
+    check_fits(settings, device)
     log.info("loading %s (%s on %s)", settings.model_id, str(dtype).removeprefix("torch."), device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(settings.model_id, **common)
@@ -62,6 +64,16 @@ def load_model(settings: WorkerSettings) -> tuple[Any, Any]:
         model.to(device)
     model.eval()
     return model, tokenizer
+
+
+def check_fits(settings: WorkerSettings, device: torch.device) -> None:
+    """Refuse, before downloading or loading anything, a preset the one GPU it would go on cannot hold."""
+    if device.type != "cuda" or not settings.serves_preset or settings.device_map:
+        return  # on CPU, spread over devices, or a model whose size is not known here
+    properties = torch.cuda.get_device_properties(device)
+    refusal = too_small(settings.preset, settings.quantization, properties.total_memory, properties.name)
+    if refusal:
+        raise ModelDoesNotFit(refusal)
 
 
 def build_transformers(settings: WorkerSettings) -> Loaded:
@@ -90,9 +102,7 @@ def engine_on(model: Any, tokenizer: Any, settings: WorkerSettings, *, paged: bo
         prefill_chunk=settings.prefill_chunk_tokens,
         **({"context_window": window} if paged else {}),  # paged sizes its page pool by the window
     )
-    prompts = PromptBuilder(
-        Template(settings.template), engine.count_tokens, window, tokenizer_chat_template(tokenizer)
-    )
+    prompts = prompt_builder(settings, tokenizer, window, engine.count_tokens)
     return Loaded(engine, prompts)
 
 

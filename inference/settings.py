@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from inference.presets import DEFAULT_PRESET, PRESETS, Preset, preset_named
 from inference.prompt import Template
 
-DEFAULT_MODEL_ID = "metterian/kullm-polyglot-12.8b"
+DEFAULT_MODEL_ID = PRESETS[DEFAULT_PRESET].model_id
+MAX_SYSTEM_PROMPT_CHARS = 8000
 
 
 def _default_worker_name() -> str:
@@ -27,6 +29,9 @@ class WorkerSettings(BaseSettings):
     redis_password: SecretStr | None = None  # used when REDIS_URL carries none (compose's Redis)
     key_prefix: str = "kullm:"
 
+    # A preset (`inference.presets`) fills MODEL_ID, TEMPLATE, EOS_TOKEN_ID, CONTEXT_WINDOW and SYSTEM_PROMPT;
+    # each of them, when set, overrides its part.
+    model: str = DEFAULT_PRESET
     model_id: str = DEFAULT_MODEL_ID
     model_revision: str | None = None
     hf_token: SecretStr | None = None
@@ -46,6 +51,7 @@ class WorkerSettings(BaseSettings):
 
     template: Template = Template.KULLM_V1
     context_window: int | None = Field(default=None, ge=64)
+    system_prompt: str | None = Field(default=None, max_length=MAX_SYSTEM_PROMPT_CHARS)  # "none": no system prompt
     max_new_tokens: int = Field(default=512, ge=1)
     do_sample: bool = True
     temperature: float = Field(default=0.7, gt=0)
@@ -66,3 +72,41 @@ class WorkerSettings(BaseSettings):
     metrics_host: str = "127.0.0.1"  # compose sets 0.0.0.0 inside its network
     metrics_port: int = Field(default=9400, ge=0, le=65535)
     log_level: str = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data: Any) -> Any:
+        """Each part of MODEL's preset that is not set on its own."""
+        if not isinstance(data, dict):
+            return data
+        preset = PRESETS.get(str(data.get("model") or DEFAULT_PRESET))
+        if preset is None:  # refused by `_known_preset`, whose error does not echo every setting (tokens among them)
+            return data
+        parts: dict[str, Any] = {
+            "model_id": preset.model_id,
+            "template": preset.template,
+            "eos_token_id": preset.eos_token_id,
+            "system_prompt": preset.system_prompt,
+        }
+        if data.get("model_id") in (None, preset.model_id):  # another model's window is in its own config
+            parts["context_window"] = preset.context_window
+        return {**parts, **{k: v for k, v in data.items() if v is not None}}
+
+    @field_validator("model")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        return preset_named(value).name
+
+    @field_validator("system_prompt")
+    @classmethod
+    def _no_system_prompt(cls, value: str | None) -> str | None:
+        return None if value is None or value.strip().lower() in ("", "none") else value
+
+    @property
+    def preset(self) -> Preset:
+        return PRESETS[self.model]
+
+    @property
+    def serves_preset(self) -> bool:
+        """Whether MODEL_ID is the preset's own model (so its size and window are known)."""
+        return self.model_id == self.preset.model_id

@@ -25,7 +25,8 @@ def main(model: str | None = None) -> int:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     token = settings.hf_token.get_secret_value() if settings.hf_token else None
-    print(f"downloading {repo} into the Hugging Face cache (KULLM 12.8B is about 26 GB)…", file=sys.stderr)
+    size = f" (about {settings.preset.weight_bytes() / 1e9:.0f} GB)" if repo == settings.preset.model_id else ""
+    print(f"downloading {repo} into the Hugging Face cache{size}…", file=sys.stderr)
     try:
         path = snapshot_download(repo_id=repo, revision=settings.model_revision, token=token, ignore_patterns=IGNORED)
     except LocalEntryNotFoundError:

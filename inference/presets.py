@@ -1,0 +1,153 @@
+"""KULLM's releases as one-word presets: `MODEL=kullm-v1 | kullm-v2 | kullm-v2-5.8b | kullm3`.
+
+A preset sets, together, what a deployment would otherwise read off a model card: the Hugging Face
+id, the prompt template, the end-of-text id, the context window, the system prompt the model was
+trained with, and how much memory it needs. `MODEL_ID`, `TEMPLATE`, `EOS_TOKEN_ID`, `CONTEXT_WINDOW`
+and `SYSTEM_PROMPT` still override each part (`inference.settings`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from inference.prompt import Template
+
+GIB = 1024**3
+
+# KULLM3's model card: "trained with fixed system prompt below", and it answers worse without it.
+KULLM3_SYSTEM_PROMPT = "\n".join(
+    [
+        "당신은 고려대학교 NLP&AI 연구실에서 만든 AI 챗봇입니다.",
+        "당신의 이름은 'KULLM'으로, 한국어로는 '구름'을 뜻합니다.",
+        "당신은 비도덕적이거나, 성적이거나, 불법적이거나 또는 사회 통념적으로 허용되지 않는 발언은 하지 않습니다.",
+        "사용자와 즐겁게 대화하며, 사용자의 응답에 가능한 정확하고 친절하게 응답함으로써 최대한 도와주려고 노력합니다.",
+        "질문이 이상하다면, 어떤 부분이 이상한지 설명합니다. 거짓 정보를 발언하지 않도록 주의합니다.",
+    ]
+)
+
+Quantization = Literal["none", "8bit", "4bit"]
+# Bytes per weight as loaded: fp16/bf16, bitsandbytes int8, bitsandbytes nf4 (with its scales).
+_WEIGHT_BYTES: dict[str, float] = {"none": 2.0, "8bit": 1.0, "4bit": 0.56}
+# CUDA context, allocator slack and activations of a batch, above weights and the KV cache.
+OVERHEAD_BYTES = int(1.5 * GIB)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One KULLM release and everything the worker needs to know to serve it well."""
+
+    name: str
+    model_id: str
+    template: Template
+    eos_token_id: int
+    context_window: int  # tokens, prompt and answer together
+    system_prompt: str | None
+    parameters: float  # in billions
+    layers: int
+    kv_width: int  # key (= value) width per layer and token: KV heads x head size
+    base: str
+    license: str
+
+    def weight_bytes(self, quantization: Quantization = "none") -> int:
+        """The weights in memory, loaded in fp16 or quantised."""
+        return int(self.parameters * 1e9 * _WEIGHT_BYTES[quantization])
+
+    def kv_bytes(self, tokens: int) -> int:
+        """fp16 keys and values of `tokens` tokens across all layers."""
+        return 2 * self.layers * self.kv_width * 2 * tokens
+
+    def memory_needed(self, quantization: Quantization = "none") -> int:
+        """The least a GPU must hold to answer: weights, one full window of cache, overhead."""
+        return self.weight_bytes(quantization) + self.kv_bytes(self.context_window) + OVERHEAD_BYTES
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset(
+            name="kullm-v1",
+            model_id="metterian/kullm-polyglot-12.8b",
+            template=Template.KULLM_V1,
+            eos_token_id=2,
+            context_window=2048,
+            system_prompt=None,
+            parameters=12.9,
+            layers=40,
+            kv_width=5120,
+            base="Polyglot-ko 12.8B",
+            license="Apache-2.0",
+        ),
+        Preset(
+            name="kullm-v2",
+            model_id="nlpai-lab/kullm-polyglot-12.8b-v2",
+            template=Template.KULLM_V2,
+            eos_token_id=2,  # its generation_config.json says 0 (padding): generation would never stop on it
+            context_window=2048,
+            system_prompt=None,
+            parameters=12.9,
+            layers=40,
+            kv_width=5120,
+            base="Polyglot-ko 12.8B",
+            license="Apache-2.0",
+        ),
+        Preset(
+            name="kullm-v2-5.8b",
+            model_id="nlpai-lab/kullm-polyglot-5.8b-v2",
+            template=Template.KULLM_V2,
+            eos_token_id=2,
+            context_window=2048,
+            system_prompt=None,
+            parameters=5.9,
+            layers=28,
+            kv_width=4096,
+            base="Polyglot-ko 5.8B",
+            license="Apache-2.0",
+        ),
+        Preset(
+            name="kullm3",
+            model_id="nlpai-lab/KULLM3",
+            template=Template.CHAT,
+            eos_token_id=2,
+            context_window=4096,
+            system_prompt=KULLM3_SYSTEM_PROMPT,
+            parameters=10.7,
+            layers=48,
+            kv_width=1024,  # grouped-query attention: 8 KV heads of 128
+            base="SOLAR 10.7B (Llama)",
+            license="Apache-2.0",
+        ),
+    ]
+}
+DEFAULT_PRESET = "kullm-v1"
+
+
+def preset_named(name: str) -> Preset:
+    """The preset `name`, or a ValueError listing the ones there are."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"MODEL={name!r} is not a preset: use one of {', '.join(PRESETS)}") from None
+
+
+def too_small(preset: Preset, quantization: Quantization, total_bytes: int, device: str) -> str | None:
+    """Why `device` (with `total_bytes` of memory) cannot serve `preset`, or None when it can."""
+    needed = preset.memory_needed(quantization)
+    if needed <= total_bytes:
+        return None
+    smaller = [
+        f"QUANTIZATION={q} ({preset.memory_needed(q) / GIB:.0f} GiB)"
+        for q in ("8bit", "4bit")
+        if _WEIGHT_BYTES[q] < _WEIGHT_BYTES[quantization] and preset.memory_needed(q) <= total_bytes
+    ]
+    smaller += [
+        f"MODEL={p.name} ({p.memory_needed(quantization) / GIB:.0f} GiB)"
+        for p in PRESETS.values()
+        if p.memory_needed(quantization) <= total_bytes and p.parameters < preset.parameters
+    ]
+    hint = f"try {' or '.join(smaller)}" if smaller else "use a larger GPU or several (DEVICE_MAP=auto)"
+    return (
+        f"MODEL={preset.name} ({preset.parameters:g}B, quantization {quantization}) needs about "
+        f"{needed / GIB:.0f} GiB of GPU memory (weights, one {preset.context_window}-token window of cache, "
+        f"overhead) and {device} has {total_bytes / GIB:.0f} GiB: {hint}"
+    )

@@ -27,6 +27,7 @@ from bot.texts import text
 from chatbus import Bus, Keys, connect
 
 log = logging.getLogger(__name__)
+SETTINGS_COMMAND = "/kullm-설정"
 
 MESSAGE_LIMIT = 2000
 THREAD_NAME_LIMIT = 90
@@ -287,6 +288,50 @@ class KullmDiscord(discord.Client):
             await interaction.response.send_modal(AskModal(self, message.content))
 
         self.tree.add_command(app_commands.ContextMenu(name="KULLM에게 묻기", callback=ask_about))
+        self.tree.add_command(self._settings_commands())
+
+    def _settings_commands(self) -> app_commands.Group:
+        """`/kullm-설정 persona show|set|clear`: offered to members with Manage Server (Discord hides it from the
+        rest unless a server opens it in its integration settings: set and clear check again)."""
+        group = app_commands.Group(
+            name=SETTINGS_COMMAND.removeprefix("/"),
+            description="KULLM(구름) 설정 (관리자)",
+            guild_only=True,
+            default_permissions=discord.Permissions(manage_guild=True),
+        )
+        persona = app_commands.Group(name="persona", description="이 채널의 페르소나 (답변 지시문)", parent=group)
+
+        async def show(interaction: discord.Interaction[Any]) -> None:
+            await self.persona_command(interaction, "show")
+
+        async def set_persona(interaction: discord.Interaction[Any], instructions: str) -> None:
+            await self.persona_command(interaction, "set", instructions)
+
+        async def clear(interaction: discord.Interaction[Any]) -> None:
+            await self.persona_command(interaction, "clear")
+
+        persona.add_command(app_commands.Command(name="show", description="지금 페르소나 보기", callback=show))
+        setter: app_commands.Command[Any, ..., None] = app_commands.Command(
+            name="set", description="페르소나 정하기 (다음 질문부터)", callback=set_persona
+        )
+        setter = app_commands.rename(instructions="지시문")(setter)
+        setter = app_commands.describe(instructions="예: 항상 존댓말로, 세 문장 이내로 답하세요.")(setter)
+        persona.add_command(setter)
+        persona.add_command(app_commands.Command(name="clear", description="페르소나 지우기", callback=clear))
+        return group
+
+    async def persona_command(self, interaction: discord.Interaction[Any], action: str, instructions: str = "") -> None:
+        """Show, set or clear the channel's persona; set and clear only for members who may manage the server."""
+        if action != "show" and not interaction.permissions.manage_guild:
+            reply = text(
+                "persona_admins_only", self.language, who="서버 관리 권한" if self.language == "ko" else "Manage Server"
+            )
+        else:
+            channel = _persona_channel(interaction.channel)
+            reply = await self.relay.persona_command(
+                SETTINGS_COMMAND, channel, str(interaction.user.id), action, instructions
+            )
+        await interaction.response.send_message(reply, ephemeral=True)
 
     async def _sync_commands(self) -> None:
         if self.settings.guild_ids:
@@ -315,7 +360,8 @@ class KullmDiscord(discord.Client):
             await self.relay.surface.refuse(origin, text("not_allowed", self.language))
             return
         continues = isinstance(message.channel, discord.Thread | discord.DMChannel)
-        asked = Asked(str(message.author.id), question, await self._replied_text(message), continues)
+        replied = await self._replied_text(message)
+        asked = Asked(str(message.author.id), question, replied, continues, _persona_channel(message.channel))
         await self.relay.ask(origin, asked)
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
@@ -335,7 +381,8 @@ class KullmDiscord(discord.Client):
             await self.relay.surface.refuse(origin, text("not_allowed", self.language))
             return
         continues = isinstance(interaction.channel, discord.Thread)
-        await self.relay.ask(origin, Asked(str(interaction.user.id), question, context, continues))
+        channel = _persona_channel(interaction.channel)
+        await self.relay.ask(origin, Asked(str(interaction.user.id), question, context, continues, channel))
 
     async def cancel_by_button(self, interaction: discord.Interaction[Any], question_id: str) -> None:
         """Stop an answer: only its asker or someone who may manage messages."""
@@ -415,3 +462,10 @@ async def _serve(settings: DiscordSettings, token: str) -> None:
             await client.start(token)
     finally:
         await redis.aclose()
+
+
+def _persona_channel(channel: Any) -> str:
+    """The channel whose persona applies: a thread's parent channel, else the channel itself."""
+    if isinstance(channel, discord.Thread) and channel.parent_id:
+        return str(channel.parent_id)
+    return str(getattr(channel, "id", "") or "")

@@ -40,6 +40,7 @@ from chatbus import (
     Done,
     ErrorEvent,
     InflightRecord,
+    Persona,
     Question,
     QueueFull,
     Restart,
@@ -49,7 +50,7 @@ from chatbus import (
     cancel_requested,
     write_refusal,
 )
-from chatbus.messages import new_question_id
+from chatbus.messages import MAX_INSTRUCTIONS_CHARS, new_question_id
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class Asked:
     context: str = ""
     # A follow-up in a conversation the bot answers (a thread, a DM): its history goes with it.
     continues: bool = False
+    # The channel whose persona (`/kullm-설정 persona`) applies: a thread's parent, else where it was asked.
+    channel: str = ""
 
 
 class Target(Protocol):
@@ -184,7 +187,8 @@ class Relay(Generic[OriginVar, TargetVar]):
             await self.surface.refuse(origin, exc.notice)
             return None
         history = await self.history(target.conversation) if asked.continues else []
-        return await self.submit(target, asked, history=history, question_id=question_id)
+        instructions = await self.persona_text(asked.channel)
+        return await self.submit(target, asked, history=history, instructions=instructions, question_id=question_id)
 
     # ------------------------------------------------------------------ asking
 
@@ -238,8 +242,51 @@ class Relay(Generic[OriginVar, TargetVar]):
             ahead = 0  # enqueueing will fail too and say so on this placeholder
         return text("thinking", self.settings.bot_language, ahead=ahead)
 
+    async def persona_text(self, channel: str) -> str:
+        """The channel's persona for the next question; none when unset (or Redis is down: enqueueing says so)."""
+        if not channel:
+            return ""
+        try:
+            persona = await self.bus.persona(self.platform, channel)
+        except RedisError:
+            return ""
+        return persona.text if persona else ""
+
+    async def persona_command(self, command: str, channel: str, user: str, action: str, instructions: str = "") -> str:
+        """`/kullm-설정 persona` (show), `… set <text>` and `… clear` (`command` names the adapter's settings
+        command), once the adapter checked set and clear came from an admin; returns what to tell them."""
+        language = self.settings.bot_language
+        try:
+            if action == "show":
+                persona = await self.bus.persona(self.platform, channel)
+                if persona is None:
+                    return text("persona_none", language, command=command)
+                at = time.strftime("%Y-%m-%d", time.localtime(persona.set_at))
+                return text("persona_shown", language, by=persona.set_by, at=at, persona=persona.text)
+            if action == "clear":
+                await self.bus.set_persona(self.platform, channel, None)
+                log.info("%s channel %s: persona cleared", self.platform, channel)
+                return text("persona_cleared", language)
+            instructions = instructions.strip()
+            if not instructions:
+                return text("persona_usage", language, command=command)
+            if len(instructions) > MAX_INSTRUCTIONS_CHARS:
+                return text("persona_too_long", language, length=len(instructions), limit=MAX_INSTRUCTIONS_CHARS)
+            persona = Persona(text=instructions, set_by=user, set_at=time.time())
+            await self.bus.set_persona(self.platform, channel, persona)
+        except RedisError as exc:
+            return self._unavailable(exc)
+        log.info("%s channel %s: persona set (%d characters)", self.platform, channel, len(instructions))
+        return text("persona_set", language, persona=instructions)
+
     async def submit(
-        self, target: TargetVar, asked: Asked, *, history: Sequence[Turn] = (), question_id: str | None = None
+        self,
+        target: TargetVar,
+        asked: Asked,
+        *,
+        history: Sequence[Turn] = (),
+        instructions: str = "",
+        question_id: str | None = None,
     ) -> str:
         """Enqueue a question whose placeholder is already posted at `target`; returns its id."""
         item = Question.new(
@@ -251,6 +298,7 @@ class Relay(Generic[OriginVar, TargetVar]):
             target=target.to_fields(),
             user=asked.user,
             question_id=question_id,
+            instructions=instructions,
         )
         record = InflightRecord(
             question_id=item.id,
@@ -425,7 +473,8 @@ class Relay(Generic[OriginVar, TargetVar]):
                     # Remembered before it is shown: a follow-up sent the moment the answer appears has it.
                     await self._remember(record, event.text)
                     feedback = await self._note_answered(record, event)
-                    await self._post_final(record, target, event.text, feedback=feedback)
+                    shown = f"{event.text}\n\n{text('context_cut', language)}" if event.context_cut else event.text
+                    await self._post_final(record, target, shown, feedback=feedback)
                     return True
                 elif isinstance(event, ErrorEvent):
                     notice = error_text(event.code, language)

@@ -94,6 +94,10 @@ class SlackSettings(ClientSettings):
     # The assistant pane's suggested prompts, as JSON: [{"title": "…", "message": "…"}, …] (1 to 4); empty:
     # the built-in ones in BOT_LANGUAGE.
     slack_suggested_prompts: str = ""
+    # The settings command (`/kullm-설정 persona …`), as the app's manifest declares it.
+    slack_settings_command: str = Field(default="/kullm-설정", pattern=r"^/\S{1,31}$")
+    # Who may set a channel's persona besides workspace admins and owners: user ids, comma or space separated.
+    slack_admin_user_ids: str = ""
 
     @field_validator("slack_suggested_prompts")
     @classmethod
@@ -113,6 +117,10 @@ class SlackSettings(ClientSettings):
     @property
     def allowed_channel_ids(self) -> frozenset[str]:
         return frozenset(self.slack_allowed_channel_ids.replace(",", " ").split())
+
+    @property
+    def admin_user_ids(self) -> frozenset[str]:
+        return frozenset(self.slack_admin_user_ids.replace(",", " ").split())
 
 
 DEFAULT_PROMPTS: dict[str, tuple[dict[str, str], ...]] = {

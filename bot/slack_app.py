@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import re
@@ -37,6 +38,8 @@ from chatbus import Bus, Keys, connect
 from chatbus.http_guard import ConnectionGuard
 
 log = logging.getLogger(__name__)
+# `persona <action>`: English words, and the Korean ones people type.
+PERSONA_ACTIONS = {"show": "show", "보기": "show", "set": "set", "설정": "set", "clear": "clear", "지우기": "clear"}
 
 # One message: Slack shows up to ~4,000 characters well; a section block holds 3,000.
 MESSAGE_LIMIT = 3000
@@ -399,6 +402,7 @@ class KullmSlack:
         )
         self.relay: Relay[SlackOrigin, SlackTarget] = Relay(bus, surface, settings)
         self.app.command("/kullm")(self.on_command)
+        self.app.command(self.settings.slack_settings_command)(self.on_settings)
         self.app.event("app_mention")(self.on_mention)
         self.app.event("message")(self.on_message)
         self.app.shortcut(SHORTCUT_ID)(self.on_shortcut)
@@ -422,6 +426,34 @@ class KullmSlack:
         user, channel, question = command["user_id"], command["channel_id"], command.get("text", "").strip()
         origin = SlackOrigin("command", channel, user, respond=respond)
         await self._ask(origin, Asked(user, question), usage=text("usage_slack", self.language))
+
+    async def on_settings(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
+        """`/kullm-설정 persona` (show), `… persona set <text>`, `… persona clear`: set and clear by admins only."""
+        await ack()
+        if not await self.relay.first_delivery(f"command:{command.get('trigger_id')}"):
+            return
+        user, channel, name = command["user_id"], command["channel_id"], self.settings.slack_settings_command
+        words = command.get("text", "").strip().split(maxsplit=2)
+        action = (words[1] if len(words) > 1 else "show").lower()
+        if not words or words[0].lower() != "persona" or action not in PERSONA_ACTIONS:
+            reply = text("persona_usage", self.language, command=name)
+        elif action != "show" and not await self._is_admin(user):
+            reply = text("persona_admins_only", self.language, who=text("slack_admins", self.language))
+        else:
+            instructions = words[2] if len(words) > 2 else ""
+            reply = await self.relay.persona_command(name, channel, user, PERSONA_ACTIONS[action], instructions)
+        await respond(text=reply, response_type="ephemeral")
+
+    async def _is_admin(self, user: str) -> bool:
+        """A workspace admin or owner (users.info), or one of SLACK_ADMIN_USER_IDS."""
+        if user in self.settings.admin_user_ids:
+            return True
+        try:
+            info = (await self.client.users_info(user=user)).get("user") or {}
+        except SlackApiError as exc:
+            log.warning("slack: users.info failed (%s): treated as not an admin", exc.response.get("error"))
+            return False
+        return bool(info.get("is_admin") or info.get("is_owner") or info.get("is_primary_owner"))
 
     async def on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         if not await self._first_delivery(body):
@@ -517,7 +549,7 @@ class KullmSlack:
         elif allowed and origin.channel not in allowed:
             await self.relay.surface.refuse(origin, text("not_allowed", self.language))
         else:
-            await self.relay.ask(origin, asked)
+            await self.relay.ask(origin, dataclasses.replace(asked, channel=origin.channel))
 
     async def _first_delivery(self, body: dict[str, Any]) -> bool:
         """Slack retries events it thinks were missed: answer each event id once."""

@@ -98,6 +98,8 @@ class PlainText:
             self.err.write(text("restarted", self.language) + "\n")
         elif isinstance(event, Done):
             self.out.write("\n")
+            if event.context_cut:  # on stderr: stdout stays the answer alone, for scripts
+                self.err.write(text("context_cut", self.language) + "\n")
         elif isinstance(event, ErrorEvent):
             self.err.write(error_text(event.code, self.language) + "\n")
 
@@ -133,6 +135,8 @@ class LiveView:
         elif isinstance(event, Done):
             self.answer = event.text
             self.status = f"{event.completion_tokens} tokens · {event.generate_s:.1f}s"
+            if event.context_cut:
+                self.status = f"{text('context_cut', self.language)}\n{self.status}"
         elif isinstance(event, ErrorEvent):
             self.status = error_text(event.code, self.language)
         self.live.update(self._render())

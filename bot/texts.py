@@ -13,14 +13,51 @@ _TEXTS: dict[str, dict[Language, str]] = {
         "en": "❌ The question is too long ({length} characters). Please keep it under {limit}.",
     },
     "too_long_tokens": {
-        "ko": "❌ 질문과 맥락이 모델이 읽을 수 있는 길이를 넘습니다. 줄여서 다시 물어봐 주세요.",
-        "en": "❌ The question and its context are longer than the model can read. Please shorten them.",
+        "ko": "❌ 질문이 모델이 한 번에 읽을 수 있는 길이를 넘습니다. 질문을 줄여서 다시 물어봐 주세요.",
+        "en": "❌ The question is longer than the model can read at once. Please shorten it.",
+    },
+    "context_cut": {
+        "ko": "📎 맥락이 길어 앞부분만 읽었습니다.",
+        "en": "📎 The context was long, so only its beginning was read.",
     },
     "context_too_long": {
         "ko": "❌ 맥락이 너무 깁니다 ({length:,}자). {limit:,}자 이하로 줄여 주세요.",
         "en": "❌ The context is too long ({length:,} characters). Please keep it under {limit:,}.",
     },
     "empty": {"ko": "❓ 질문을 입력해 주세요.", "en": "❓ Please type a question."},
+    "persona_shown": {
+        "ko": "🎭 이 채널의 페르소나 (<@{by}> 님이 {at}에 설정):\n{persona}",
+        "en": "🎭 This channel's persona (set by <@{by}> on {at}):\n{persona}",
+    },
+    "persona_none": {
+        "ko": "🎭 이 채널에는 페르소나가 없습니다. 관리자가 `{command} persona set 지시문`으로 정할 수 있습니다.",
+        "en": "🎭 This channel has no persona. An admin can set one with `{command} persona set instructions`.",
+    },
+    "persona_set": {
+        "ko": "✅ 이 채널의 페르소나를 정했습니다. 다음 질문부터 적용됩니다:\n{persona}",
+        "en": "✅ This channel's persona is set. It applies from the next question:\n{persona}",
+    },
+    "persona_cleared": {
+        "ko": "🗑️ 이 채널의 페르소나를 지웠습니다.",
+        "en": "🗑️ This channel's persona is cleared.",
+    },
+    "persona_admins_only": {
+        "ko": "🔒 페르소나는 관리자만 바꿀 수 있습니다 ({who}).",
+        "en": "🔒 Only admins can change the persona ({who}).",
+    },
+    "discord_admins": {"ko": "서버 관리 권한이 있는 멤버", "en": "members with Manage Server"},
+    "slack_admins": {
+        "ko": "워크스페이스 관리자와 SLACK_ADMIN_USER_IDS에 있는 사람",
+        "en": "workspace admins and the people in SLACK_ADMIN_USER_IDS",
+    },
+    "persona_too_long": {
+        "ko": "❌ 페르소나가 너무 깁니다 ({length:,}자). {limit:,}자 이하로 줄여 주세요.",
+        "en": "❌ The persona is too long ({length:,} characters). Please keep it under {limit:,}.",
+    },
+    "persona_usage": {
+        "ko": "⚙️ 사용법: `{command} persona` (보기), `{command} persona set 지시문`, `{command} persona clear`",
+        "en": "⚙️ Usage: `{command} persona` (show), `{command} persona set instructions`, `{command} persona clear`",
+    },
     "question_not_utf8": {
         "ko": "❌ 질문이 올바른 UTF-8 텍스트가 아닙니다.",
         "en": "❌ The question is not valid UTF-8 text.",

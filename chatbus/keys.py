@@ -68,6 +68,10 @@ class Keys:
         """Stream of votes (`Vote`), oldest first, trimmed to FEEDBACK_TTL_DAYS at every vote."""
         return f"{self.prefix}feedback"
 
+    def personas(self, platform: str) -> str:
+        """Hash channel id → that channel's `Persona`; kept until an admin clears it."""
+        return f"{self.prefix}persona:{platform}"
+
     @property
     def workers(self) -> str:
         """Hash worker name → last heartbeat record, so `kullm status` can count live workers."""

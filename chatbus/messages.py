@@ -11,7 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, TypeAlias, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeAlias, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -23,6 +23,7 @@ VERSION = 1
 # them is refused at decode, so no worker tokenises megabytes or holds them in a batch.
 MAX_QUESTION_CHARS = 16_000
 MAX_CONTEXT_CHARS = 200_000  # a long replied-to message or a text file as 맥락
+MAX_INSTRUCTIONS_CHARS = 4000  # a channel's persona (`/kullm-설정 persona`)
 MAX_TURN_CHARS = 16_000  # each question and each answer of a past turn
 MAX_TURNS = 50
 MAX_NEW_TOKENS = 8192  # the most a question may ask for (each worker caps it at its own MAX_NEW_TOKENS)
@@ -37,10 +38,15 @@ class _Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     v: Literal[1] = 1
+    # Fields added after the first release, written only when set: a peer older than them refuses the key
+    # (extra="forbid"), so leaving them out while unused lets workers and adapters be upgraded in any order.
+    OMITTED_WHEN_DEFAULT: ClassVar[frozenset[str]] = frozenset()
 
     def to_json(self) -> str:
         """The JSON document stored in Redis."""
-        return self.model_dump_json()
+        fields = type(self).model_fields
+        unset = {name for name in self.OMITTED_WHEN_DEFAULT if getattr(self, name) == fields[name].default}
+        return self.model_dump_json(exclude=unset or None)
 
     def to_fields(self) -> dict[str, str]:
         """Stream entry fields for XADD."""
@@ -69,6 +75,10 @@ class Question(_Message):
     created_at: float = Field(ge=0, lt=MAX_TIMESTAMP)
     expires_at: float = Field(ge=0, lt=MAX_TIMESTAMP)
     max_new_tokens: int | None = Field(default=None, ge=1, le=MAX_NEW_TOKENS)
+    # The channel's persona: with the worker's system prompt, or at the head of 맥락 for templates without one.
+    instructions: str = Field(default="", max_length=MAX_INSTRUCTIONS_CHARS)
+
+    OMITTED_WHEN_DEFAULT = frozenset({"instructions"})
 
     @classmethod
     def new(
@@ -142,6 +152,10 @@ class Done(_Message):
     model: str = ""
     template: str = ""
     engine: str = ""
+    # 맥락 did not fit the window and only its beginning was read: adapters tell the user under the answer.
+    context_cut: bool = False
+
+    OMITTED_WHEN_DEFAULT = frozenset({"context_cut"})
 
 
 class ErrorEvent(_Message):
@@ -214,6 +228,14 @@ class AnsweredRecord(_Message):
     answer: str | None = None
 
 
+class Persona(_Message):
+    """A channel's persona: instructions an admin set with `/kullm-설정 persona`, sent with each question."""
+
+    text: str = Field(min_length=1, max_length=MAX_INSTRUCTIONS_CHARS)
+    set_by: str = Field(max_length=256)  # the admin's platform user id
+    set_at: float = Field(ge=0, lt=MAX_TIMESTAMP)
+
+
 class Vote(_Message):
     """One person's 👍 or 👎 on one answer; a later vote by the same person on the same answer replaces it."""
 
@@ -225,6 +247,10 @@ class Vote(_Message):
     model: str = ""
     template: str = ""
     engine: str = ""
+    # 맥락 did not fit the window and only its beginning was read: adapters tell the user under the answer.
+    context_cut: bool = False
+
+    OMITTED_WHEN_DEFAULT = frozenset({"context_cut"})
     # Copied from the answer's record when FEEDBACK_KEEP_TEXT=1 was on as it was answered: rated answers only.
     question: str | None = None
     answer: str | None = None

@@ -35,6 +35,7 @@ from chatbus.messages import (
     AnswerEvent,
     DeadLetter,
     InflightRecord,
+    Persona,
     Question,
     Turn,
     Vote,
@@ -356,6 +357,25 @@ class Bus:
             pipe.ltrim(key, -max_turns, -1)
             pipe.expire(key, ttl_s)
             await pipe.execute()
+
+    # ------------------------------------------------------------------ personas
+
+    async def persona(self, platform: str, channel: str) -> Persona | None:
+        """The persona set for a channel, or None (also for a stored value this version cannot read)."""
+        raw = await self.redis.hget(self.keys.personas(platform), channel)
+        if raw is None:
+            return None
+        try:
+            return Persona.model_validate_json(raw)
+        except ValueError:
+            return None
+
+    async def set_persona(self, platform: str, channel: str, persona: Persona | None) -> None:
+        """Set a channel's persona, or clear it with None."""
+        if persona is None:
+            await self.redis.hdel(self.keys.personas(platform), channel)
+        else:
+            await self.redis.hset(self.keys.personas(platform), channel, persona.to_json())
 
     # ------------------------------------------------------------------ feedback
 

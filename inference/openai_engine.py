@@ -38,8 +38,8 @@ import aiohttp
 from chatbus.messages import FinishReason
 from inference.answer import Answer
 from inference.engine import GenerationRequest, GenerationUpdate, Loaded, Sampling
-from inference.errors import EngineLoadError
-from inference.prompt import PromptBuilder, Template, tokenizer_chat_template
+from inference.errors import EngineLoadError, ModelNotFound
+from inference.prompt import configured_window, load_tokenizer, prompt_builder, token_counter
 from inference.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -269,16 +269,14 @@ def build_openai(settings: WorkerSettings) -> Loaded:
     tokenizer = _tokenizer(settings)
     server = Server(base_url, model, api_key, settings.engine_read_timeout_s)
 
-    def count_tokens(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False).input_ids)
-
+    count_tokens = token_counter(tokenizer)
     engine = OpenAIEngine(
         server, sampling=Sampling.of(settings), max_batch_size=settings.max_batch_size, count_tokens=count_tokens
     )
     served_window = next((m.get("max_model_len") for m in models if m["id"] == model), None)
-    window = int(settings.context_window or served_window or _configured_window(settings) or DEFAULT_CONTEXT_WINDOW)
+    window = int(settings.context_window or served_window or configured_window(settings) or DEFAULT_CONTEXT_WINDOW)
     log.info("engine server %s serving %s (window %d tokens)", base_url, model, window)
-    prompts = PromptBuilder(Template(settings.template), count_tokens, window, tokenizer_chat_template(tokenizer))
+    prompts = prompt_builder(settings, tokenizer, window, count_tokens)
     return Loaded(engine, prompts)
 
 
@@ -327,27 +325,7 @@ def _default_model(models: list[dict[str, Any]], model_id: str) -> str:
 
 
 def _tokenizer(settings: WorkerSettings) -> Any:
-    from transformers import AutoTokenizer
-
     try:
-        return AutoTokenizer.from_pretrained(
-            settings.model_id,
-            revision=settings.model_revision,
-            token=settings.hf_token.get_secret_value() if settings.hf_token else None,
-            local_files_only=settings.hf_hub_offline,
-        )
-    except (OSError, ValueError) as exc:
-        raise EngineLoadError(
-            f"ENGINE=openai counts prompt tokens with MODEL_ID's tokenizer: cannot load {settings.model_id!r} ({exc})"
-        ) from exc
-
-
-def _configured_window(settings: WorkerSettings) -> int | None:
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(settings.model_id, local_files_only=settings.hf_hub_offline)
-    except (OSError, ValueError):
-        return None
-    window = getattr(config, "max_position_embeddings", None)
-    return int(window) if window else None
+        return load_tokenizer(settings)
+    except ModelNotFound as exc:
+        raise EngineLoadError(f"ENGINE=openai counts prompt tokens with MODEL_ID's tokenizer: {exc}") from exc

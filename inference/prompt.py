@@ -15,11 +15,14 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chatbus import Turn
 from chatbus.visible import is_invisible
-from inference.errors import PromptTooLong
+from inference.errors import ModelNotFound, PromptTooLong
+
+if TYPE_CHECKING:
+    from inference.settings import WorkerSettings
 
 # Every character a tokenizer or a reader may take as a line break.
 LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
@@ -132,10 +135,22 @@ class BuiltPrompt:
     text: str
     tokens: int
     dropped_turns: int
+    context_cut: bool = False  # only the beginning of 맥락 fitted
+
+
+# Ends a 맥락 cut to fit, so the model reads it as unfinished.
+CUT_MARK = " …"
+# A token spans at most this many characters in any tokenizer we serve: bounds the search for how much 맥락 fits.
+MAX_CHARS_PER_TOKEN = 16
 
 
 class PromptBuilder:
-    """Renders questions in the configured template within the token budget."""
+    """Renders questions in the configured template within the token budget.
+
+    What goes in, by priority: the system prompt with the channel's instructions and the question (refused
+    when they alone do not fit), then 맥락 (cut to what is left, `context_cut`), then past turns, newest
+    first (the oldest dropped). Every count is of the rendered prompt in the model's own tokens.
+    """
 
     def __init__(
         self,
@@ -143,6 +158,7 @@ class PromptBuilder:
         count_tokens: Callable[[str], int],
         context_window: int,
         chat_template: Callable[[list[dict[str, str]]], str] | None = None,
+        system_prompt: str | None = None,
     ) -> None:
         if template is Template.CHAT and chat_template is None:
             raise ValueError("TEMPLATE=chat needs a tokenizer with a chat template")
@@ -150,11 +166,22 @@ class PromptBuilder:
         self.count_tokens = count_tokens
         self.context_window = context_window
         self.chat_template = chat_template
+        self.system_prompt = system_prompt
+
+    def system(self, instructions: str = "") -> str:
+        """The system prompt and a channel's instructions (its persona), as one text; may be empty."""
+        return "\n\n".join(part for part in (self.system_prompt, neutralise(instructions.strip())) if part)
 
     def build(
-        self, question: str, *, context: str = "", history: Sequence[Turn] = (), max_new_tokens: int
+        self,
+        question: str,
+        *,
+        context: str = "",
+        history: Sequence[Turn] = (),
+        instructions: str = "",
+        max_new_tokens: int,
     ) -> BuiltPrompt:
-        """Render, dropping the oldest turns until prompt + `max_new_tokens` fit the window.
+        """Render within prompt + `max_new_tokens` <= the window: 맥락 cut to fit, the oldest turns dropped.
 
         Each turn is tokenised once: the newest turns whose token counts fit beside the prompt
         without history are kept, and the rendered result is counted to confirm (joins can merge
@@ -162,47 +189,72 @@ class PromptBuilder:
         turns would otherwise be tokenised fifty-five times.
         """
         budget = self.context_window - max_new_tokens
+        system = self.system(instructions)
         question, context = neutralise(question), neutralise(context)
         turns = [Turn(question=neutralise(t.question), answer=neutralise(t.answer)) for t in history]
-        total = self.count_tokens(self.render(question, context, []))
-        if total > budget:
-            raise PromptTooLong(total, budget)
+        alone = self.count_tokens(self.render(question, "", [], system))
+        if alone > budget:
+            raise PromptTooLong(alone, budget)
+        context, cut, total = self._fit_context(question, context, system, budget) if context else ("", False, alone)
         keep = 0
         for turn in reversed(turns):
             total += self.count_tokens(history_context([turn]) + "\n\n")
             if total > budget:
                 break
             keep += 1
-        return self._fit(question, context, turns, len(turns) - keep, budget)
+        built = self._fit(question, context, system, turns, len(turns) - keep, budget)
+        return BuiltPrompt(built.text, built.tokens, built.dropped_turns, context_cut=cut)
 
-    def _fit(self, question: str, context: str, turns: list[Turn], dropped: int, budget: int) -> BuiltPrompt:
+    def _fit_context(self, question: str, context: str, system: str, budget: int) -> tuple[str, bool, int]:
+        """맥락 as it is when it fits; else its longest beginning that does (ending in `CUT_MARK`); whether it
+        was cut, and the prompt's tokens with it."""
+        tokens = self.count_tokens(self.render(question, context, [], system))
+        if tokens <= budget:
+            return context, False, tokens
+        fitted, fitted_tokens = "", self.count_tokens(self.render(question, "", [], system))
+        low, high = 0, min(len(context), budget * MAX_CHARS_PER_TOKEN)  # `low` characters fit; past `high`, none
+        while low < high:
+            middle = (low + high + 1) // 2
+            kept = context[:middle].rstrip()
+            candidate = kept + CUT_MARK if kept else ""
+            tokens = self.count_tokens(self.render(question, candidate, [], system))
+            if tokens <= budget:
+                low, fitted, fitted_tokens = middle, candidate, tokens
+            else:
+                high = middle - 1
+        return fitted, True, fitted_tokens
+
+    def _fit(
+        self, question: str, context: str, system: str, turns: list[Turn], dropped: int, budget: int
+    ) -> BuiltPrompt:
         """The estimate `dropped`, corrected against the exact count of the rendered prompt."""
-        text = self.render(question, context, turns[dropped:])
+        text = self.render(question, context, turns[dropped:], system)
         tokens = self.count_tokens(text)
         while tokens > budget:  # the estimate kept one turn too many
             dropped += 1
-            text = self.render(question, context, turns[dropped:])
+            text = self.render(question, context, turns[dropped:], system)
             tokens = self.count_tokens(text)
         while dropped > 0:  # or one too few
-            wider = self.render(question, context, turns[dropped - 1 :])
+            wider = self.render(question, context, turns[dropped - 1 :], system)
             wider_tokens = self.count_tokens(wider)
             if wider_tokens > budget:
                 break
             dropped, text, tokens = dropped - 1, wider, wider_tokens
         return BuiltPrompt(text, tokens, dropped)
 
-    def render(self, question: str, context: str, turns: Sequence[Turn]) -> str:
-        """One prompt in the configured template, nothing dropped."""
+    def render(self, question: str, context: str, turns: Sequence[Turn], system: str = "") -> str:
+        """One prompt in the configured template, nothing dropped; `system` goes in the chat template's system
+        message, or at the head of 맥락 for the KULLM v1/v2 templates (they have no system role)."""
         if self.template is Template.CHAT:
             assert self.chat_template is not None
-            return self.chat_template(chat_messages(question, context, turns))
+            return self.chat_template(chat_messages(question, context, turns, system))
         render = render_kullm_v2 if self.template is Template.KULLM_V2 else render_kullm_v1
-        return render(question, history_context(turns, context))
+        return render(question, "\n\n".join(part for part in (system, history_context(turns, context)) if part))
 
 
-def chat_messages(question: str, context: str, turns: Sequence[Turn]) -> list[dict[str, str]]:
-    """History and question as chat-template messages; 맥락 is put before the question."""
-    messages: list[dict[str, str]] = []
+def chat_messages(question: str, context: str, turns: Sequence[Turn], system: str = "") -> list[dict[str, str]]:
+    """System prompt, history and question as chat-template messages; 맥락 is put before the question."""
+    messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     for turn in turns:
         messages.append({"role": "user", "content": turn.question})
         messages.append({"role": "assistant", "content": turn.answer})
@@ -220,3 +272,54 @@ def tokenizer_chat_template(tokenizer: Any) -> Callable[[list[dict[str, str]]], 
         return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
 
     return render
+
+
+def token_counter(tokenizer: Any) -> Callable[[str], int]:
+    """A prompt's length in the tokenizer's tokens, as the engines feed it (special tokens only where written)."""
+
+    def count_tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False).input_ids)
+
+    return count_tokens
+
+
+def prompt_builder(
+    settings: WorkerSettings, tokenizer: Any, window: int, count_tokens: Callable[[str], int] | None = None
+) -> PromptBuilder:
+    """The builder every engine and `kullm prompt` use: TEMPLATE, SYSTEM_PROMPT and the tokenizer's own counts."""
+    return PromptBuilder(
+        Template(settings.template),
+        count_tokens or token_counter(tokenizer),
+        window,
+        tokenizer_chat_template(tokenizer),
+        settings.system_prompt,
+    )
+
+
+def configured_window(settings: WorkerSettings) -> int | None:
+    """MODEL_ID's window from its config alone (no weights), or None when the config cannot be read."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(
+            settings.model_id, revision=settings.model_revision, local_files_only=settings.hf_hub_offline
+        )
+    except (OSError, ValueError):
+        return None
+    window = getattr(config, "max_position_embeddings", None)
+    return int(window) if window else None
+
+
+def load_tokenizer(settings: WorkerSettings) -> Any:
+    """MODEL_ID's tokenizer alone (no weights); ModelNotFound, naming MODEL_ID, when it cannot be loaded."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(
+            settings.model_id,
+            revision=settings.model_revision,
+            token=settings.hf_token.get_secret_value() if settings.hf_token else None,
+            local_files_only=settings.hf_hub_offline,
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelNotFound(f"cannot load the tokenizer of MODEL_ID={settings.model_id!r} ({exc})") from exc

@@ -80,6 +80,7 @@ class Job:
     question: Question
     request: GenerationRequest
     prompt_tokens: int
+    context_cut: bool = False
     solo: bool = False
     running: bool = False
     started: bool = False
@@ -311,12 +312,14 @@ class Worker:
                 question.question,
                 context=question.context,
                 history=question.history,
+                instructions=question.instructions,
                 max_new_tokens=max_new_tokens,
             )
         except PromptTooLong as exc:
             self._end_with_error(delivery, "too_long", str(exc))
             return
-        job = Job(delivery, question, GenerationRequest(question.id, prompt.text, max_new_tokens), prompt.tokens)
+        request = GenerationRequest(question.id, prompt.text, max_new_tokens)
+        job = Job(delivery, question, request, prompt.tokens, context_cut=prompt.context_cut)
         self._jobs[question.id] = job
         if delivery.deliveries > 1:
             job.solo = True
@@ -409,6 +412,7 @@ class Worker:
             model=self.engine.model_id,
             template=str(self.settings.template.value),
             engine=self.settings.engine,
+            context_cut=job.context_cut,
         )
         self._emit(job.delivery, job.question.id, done)
         self._outbox.ack(job.delivery)

@@ -58,6 +58,19 @@ def _parser() -> argparse.ArgumentParser:
     given.add_argument("--context-file", metavar="PATH", help="맥락 from a UTF-8 text file ('-' reads stdin)")
     ask.add_argument("--max-new-tokens", type=_token_count, default=None, help=f"1 to {MAX_NEW_TOKENS}")
     ask.add_argument("--json", action="store_true", help="print the answer events as JSON lines (see README)")
+    prompt = commands.add_parser("prompt", help="print the exact prompt the worker would send, and its tokens")
+    prompt.add_argument("question")
+    given = prompt.add_mutually_exclusive_group()
+    given.add_argument("--context", "-c", default="", help="맥락: text the answer should use")
+    given.add_argument("--context-file", metavar="PATH", help="맥락 from a UTF-8 text file ('-' reads stdin)")
+    prompt.add_argument(
+        "--history-from",
+        metavar="THREAD",
+        help="with that conversation's stored turns: discord:<thread id> or slack:<channel>:<thread ts>",
+    )
+    prompt.add_argument("--channel", metavar="PLATFORM:CHANNEL", help="with that channel's persona (/kullm-설정)")
+    prompt.add_argument("--max-new-tokens", type=_token_count, default=None, help=f"1 to {MAX_NEW_TOKENS}")
+    prompt.add_argument("--json", action="store_true", help="the prompt and its counts as one JSON object")
     status = commands.add_parser("status", help="queue depth, in-flight questions, workers, dead letters")
     status.add_argument("--json", action="store_true")
     feedback = commands.add_parser("feedback", help="the 👍/👎 votes on answers, per model, template and engine")
@@ -132,6 +145,23 @@ def _main(args: argparse.Namespace) -> int:
 
         return bot_main([args.command])
     from pydantic import ValidationError
+
+    if args.command == "prompt":
+        from kullm import prompt
+
+        request = prompt.Request(
+            question=_text_argument(args.question, "question_not_utf8", "en"),
+            context=_context(args, "en"),
+            history_from=args.history_from,
+            channel=args.channel,
+            max_new_tokens=args.max_new_tokens,
+            as_json=args.json,
+        )
+        try:
+            return prompt.main(request)
+        except ValidationError as exc:
+            print(f"invalid worker settings:\n{exc}", file=sys.stderr)
+            return EXIT_INPUT
 
     from bot import terminal
     from bot.settings import ClientSettings

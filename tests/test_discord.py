@@ -154,7 +154,7 @@ async def test_reply_mention_uses_the_replied_message_as_context(discord_env: Di
 
 async def test_slash_command_answers_in_a_thread(discord_env: Discord) -> None:
     d, s = discord_env, discord_env.standin
-    assert {c["name"] for c in s.commands[str(s.guild_id)]} == {"kullm", "KULLM에게 묻기"}
+    assert {c["name"] for c in s.commands[str(s.guild_id)]} == {"kullm", "KULLM에게 묻기", "kullm-설정"}
     await s.slash_command("kullm", {"질문": "한국의 수도는 어디야?"}, s.alice, s.channel_id)
     deferred = await s.wait_for(lambda: next(iter(s.interaction_responses), None))
     assert deferred["type"] == 5  # deferred, then the question is posted as the follow-up
@@ -163,6 +163,46 @@ async def test_slash_command_answers_in_a_thread(discord_env: Discord) -> None:
     )
     assert asked["content"] == "**앨리스** 님의 질문: 한국의 수도는 어디야?"
     await d.answer_in(await d.thread_for(int(asked["id"])), trained.CAPITAL)
+
+
+async def settings_reply(d: Discord, command: str, options: dict[str, str], user: dict[str, Any]) -> dict[str, Any]:
+    """Run a `/kullm-설정 …` subcommand in the channel; the bot's (ephemeral) reply."""
+    s = d.standin
+    before = len(s.interaction_responses)
+    await s.slash_command(command, options, user, s.channel_id)
+    reply = await s.wait_for(lambda: next((r for r in s.interaction_responses[before:] if r["type"] == 4), None))
+    assert reply["data"]["flags"] & 64, "seen only by whoever ran it"
+    return dict(reply["data"])
+
+
+async def test_an_admin_sets_the_channels_persona_and_the_next_question_follows_it(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    settings = next(c for c in s.commands[str(s.guild_id)] if c["name"] == "kullm-설정")
+    assert settings["default_member_permissions"] == str(1 << 5), "offered to members with Manage Server"
+    assert settings["dm_permission"] is False, "in servers only"
+    with pytest.raises(PermissionError):
+        await s.slash_command("kullm-설정 persona set", {"지시문": trained.PIRATE_PERSONA}, s.bob, s.channel_id)
+    empty = await settings_reply(d, "kullm-설정 persona show", {}, s.admin)
+    assert empty["content"].startswith("🎭 이 채널에는 페르소나가 없습니다")
+    done = await settings_reply(d, "kullm-설정 persona set", {"지시문": trained.PIRATE_PERSONA}, s.admin)
+    assert done["content"].startswith("✅") and trained.PIRATE_PERSONA in done["content"]
+    # The next question follows it, with no restart; in a thread under the channel too.
+    asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
+    thread = await d.thread_for(int(asked["id"]))
+    await d.answer_in(thread, trained.PIRATE_CAPITAL)
+    await s.send_message(thread, s.alice, "한국의 수도는 어디야?")
+    await s.wait_for(lambda: sum(m["content"] == trained.PIRATE_CAPITAL for m in d.bot_messages(thread)) == 2)
+    shown = await settings_reply(d, "kullm-설정 persona show", {}, s.admin)
+    assert trained.PIRATE_PERSONA in shown["content"] and f"<@{s.admin['id']}>" in shown["content"]
+    # A server may open the command to everyone: set and clear still need Manage Server.
+    s.opened_commands.add("kullm-설정")
+    refused = await settings_reply(d, "kullm-설정 persona clear", {}, s.bob)
+    assert refused["content"].startswith("🔒") and "서버 관리" in refused["content"]
+    cleared = await settings_reply(d, "kullm-설정 persona clear", {}, s.admin)
+    assert cleared["content"].startswith("🗑️")
+    asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
+    await d.answer_in(await d.thread_for(int(asked["id"])), trained.CAPITAL)
+    assert trained.PIRATE_PERSONA not in d.bot.log(), "a persona's text is not logged"
 
 
 async def test_context_menu_opens_a_modal_and_answers_about_the_message(discord_env: Discord) -> None:

@@ -221,6 +221,35 @@ async def test_slash_command_refusals_are_ephemeral(slack_env_fixture: Slack) ->
     assert not slack_env_fixture.bot_posts(s.other_channel_id)
 
 
+async def settings_reply(s: SlackStandIn, words: str, user: str) -> str:
+    """Run `/kullm-설정 words` in the channel; the app's reply, seen only by `user`."""
+    before = len(s.ephemerals)
+    await s.slash_command("/kullm-설정", words, user, s.channel_id)
+    reply = await s.wait_for(lambda: next(iter(s.ephemerals[before:]), None))
+    assert reply["user"] == user
+    return str(reply["text"])
+
+
+@pytest.mark.bot_env(SLACK_ADMIN_USER_IDS="U0NOBODY,U0ALICE")
+async def test_an_admin_sets_the_channels_persona_and_the_next_question_follows_it(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    assert (await settings_reply(s, "persona", s.bob)).startswith("🎭 이 채널에는 페르소나가 없습니다")
+    refused = await settings_reply(s, f"persona set {trained.PIRATE_PERSONA}", s.bob)
+    assert refused.startswith("🔒"), "bob is not a workspace admin (users.info) nor in SLACK_ADMIN_USER_IDS"
+    s.users[s.bob]["is_admin"] = True
+    done = await settings_reply(s, f"persona set {trained.PIRATE_PERSONA}", s.bob)
+    assert done.startswith("✅") and trained.PIRATE_PERSONA in done
+    asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("한국의 수도는 어디야?"), mention=True)
+    await sl.answer_in_thread(s.channel_id, asked["ts"], trained.PIRATE_CAPITAL)
+    shown = await settings_reply(s, "persona 보기", s.alice)
+    assert trained.PIRATE_PERSONA in shown and f"<@{s.bob}>" in shown
+    assert (await settings_reply(s, "persona 지우기", s.alice)).startswith("🗑️"), "alice is in SLACK_ADMIN_USER_IDS"
+    await s.slash_command("/kullm", "한국의 수도는 어디야?", s.alice, s.channel_id)
+    asked = await sl.asked_message(s.channel_id)
+    await sl.answer_in_thread(s.channel_id, asked["ts"], trained.CAPITAL)
+    assert (await settings_reply(s, "help", s.alice)).startswith("⚙️ 사용법: `/kullm-설정 persona`")
+
+
 async def test_slash_command_in_a_dm_with_the_app(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
     await s.slash_command("/kullm", "한국의 수도는 어디야?", s.alice, s.dm_channel_id)

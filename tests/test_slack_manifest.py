@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from bot.settings import SlackSettings
 from bot.slack_app import SHORTCUT_ID
 
 MANIFEST = Path(__file__).resolve().parent.parent / "slack" / "manifest.yml"
@@ -14,7 +15,8 @@ MANIFEST = Path(__file__).resolve().parent.parent / "slack" / "manifest.yml"
 def test_manifest_matches_the_adapter() -> None:
     manifest = yaml.safe_load(MANIFEST.read_text())
     features, settings = manifest["features"], manifest["settings"]
-    assert [c["command"] for c in features["slash_commands"]] == ["/kullm"]
+    default_settings_command = SlackSettings.model_fields["slack_settings_command"].default
+    assert [c["command"] for c in features["slash_commands"]] == ["/kullm", default_settings_command]
     assert [(s["type"], s["callback_id"]) for s in features["shortcuts"]] == [("message", SHORTCUT_ID)]
     assert sorted(settings["event_subscriptions"]["bot_events"]) == [
         "app_mention",
@@ -28,4 +30,11 @@ def test_manifest_matches_the_adapter() -> None:
 
 def test_scopes_are_least_privilege() -> None:
     scopes = yaml.safe_load(MANIFEST.read_text())["oauth_config"]["scopes"]["bot"]
-    assert sorted(scopes) == ["app_mentions:read", "assistant:write", "chat:write", "commands", "im:history"]
+    assert sorted(scopes) == [
+        "app_mentions:read",
+        "assistant:write",
+        "chat:write",
+        "commands",
+        "im:history",
+        "users:read",  # /kullm-설정: whether the person setting a persona is a workspace admin
+    ]

@@ -320,9 +320,11 @@ async def test_not_in_channel_and_other_web_api_errors(standin: SlackStandIn) ->
 
     # The project's manifest asks for none of these reading scopes: Slack refuses, naming what is needed.
     with pytest.raises(SlackApiError) as refused:
-        await client.users_info(user=standin.alice)
-    assert refused.value.response["error"] == "missing_scope" and refused.value.response["needed"] == "users:read"
+        await client.conversations_info(channel=standin.other_channel_id)
+    assert refused.value.response["error"] == "missing_scope"
+    assert "channels:read" in refused.value.response["needed"].split(",")
     assert set(refused.value.response["provided"].split(",")) == standin.granted
+    assert "users:read" in standin.granted, "granted by the manifest: /kullm-설정 asks whether someone is an admin"
     standin.granted |= {"channels:read", "im:read", "users:read", "channels:history", "reactions:write"}
     info = await client.conversations_info(channel=standin.other_channel_id)
     assert info["channel"]["is_member"] is False

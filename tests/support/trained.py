@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from inference.presets import KULLM3_SYSTEM_PROMPT
 from inference.prompt import render_kullm_v1, render_kullm_v2
 
 EOS_ID = 2
@@ -32,6 +33,9 @@ NAME_ANSWER = "반가워요, 민수님!"
 ANNOUNCE_ANSWER = "@everyone 오늘 회의는 3시입니다. <@&42> 역할과 <@7>님도 확인해 주세요."
 SLACK_ANNOUNCE_ANSWER = "<!channel> <!here> 점검이 곧 시작됩니다. <@U123>님 확인 부탁드려요."
 V2_ANSWER = "KULLM v2 템플릿으로 답합니다."
+# What a channel's persona (`/kullm-설정 persona set …`) makes of the capital question.
+PIRATE_PERSONA = "항상 해적처럼 말하세요."
+PIRATE_CAPITAL = "아하르! 한국의 수도는 서울이라네, 선원!"
 # Long enough (several hundred tokens) that a worker can be killed in the middle of it.
 LONG_STORY = " ".join(
     f"{i}번째 이야기: 옛날 옛적 구름 마을에 {name}라는 아이가 살았습니다. 그 아이는 매일 아침 언덕에 올라 "
@@ -84,5 +88,47 @@ EXAMPLES = [
     Example(render_kullm_v1("공지해줘"), ANNOUNCE_ANSWER),
     Example(render_kullm_v1("채널 전체에 알려줘"), SLACK_ANNOUNCE_ANSWER),
     Example(render_kullm_v2("템플릿 두 번째 버전으로 답해줘"), V2_ANSWER),
+    # A channel's persona: kullm-v1 has no system role, so it heads 맥락.
+    Example(render_kullm_v1("한국의 수도는 어디야?", PIRATE_PERSONA), PIRATE_CAPITAL),
+    Example(  # and a follow-up in a thread under that channel: persona first, then the thread's turns
+        render_kullm_v1(
+            "한국의 수도는 어디야?",
+            f"{PIRATE_PERSONA}\n\n이전 질문: 한국의 수도는 어디야?\n이전 답변: {PIRATE_CAPITAL}",
+        ),
+        PIRATE_CAPITAL,
+    ),
     Example("### 질문: 채팅 템플릿으로 답해줘\n\n### 답변:", CHAT_ANSWER),
+]
+
+
+# The tiny KULLM3 stand-in (Llama, KULLM3-style chat template, eos `</s>` = 2): trained with KULLM3's system
+# prompt, so its answers show the chat-template path sent exactly that, a channel's persona and the history.
+CHAT_CAPITAL = "서울이에요. 한국의 수도는 서울입니다."
+
+
+def render_kullm3_style(messages: list[dict[str, str]]) -> str:
+    """What the tiny chat model's template renders (tests check the two agree), in KULLM3's Llama-2 layout:
+    `<s>[INST] <<SYS>>\\n{system}\\n<</SYS>>\\n\\n{question} [/INST]`, answers as ` {answer} </s>`."""
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+    rendered = "<s>"
+    for i, message in enumerate(messages[1:] if system else messages):
+        if message["role"] == "user":
+            header = f"<<SYS>>\n{system}\n<</SYS>>\n\n" if i == 0 and system else ""
+            rendered += f"[INST] {header}{message['content']} [/INST]"
+        else:
+            rendered += f" {message['content']} </s>"
+    return rendered
+
+
+def _chat(question: str, system: str = KULLM3_SYSTEM_PROMPT, turns: tuple[tuple[str, str], ...] = ()) -> str:
+    messages = [{"role": "system", "content": system}]
+    for asked, answered in turns:
+        messages += [{"role": "user", "content": asked}, {"role": "assistant", "content": answered}]
+    return render_kullm3_style([*messages, {"role": "user", "content": question}])
+
+
+CHAT_EXAMPLES = [
+    Example(_chat("한국의 수도는 어디야?"), CHAT_CAPITAL),
+    Example(_chat("한국의 수도는 어디야?", f"{KULLM3_SYSTEM_PROMPT}\n\n{PIRATE_PERSONA}"), PIRATE_CAPITAL),
+    Example(_chat("내 이름이 뭐라고 했지?", turns=(("내 이름은 민수야", NAME_ANSWER),)), HISTORY_ANSWER),
 ]

@@ -30,6 +30,7 @@ from tests.standins.discord.common import (
     EVERYONE_PERMISSIONS,
     GUILD_MEMBERS,
     GUILD_PRESENCES,
+    MANAGE_GUILD,
     MANAGE_MESSAGES,
     Call,
     Served,
@@ -51,21 +52,27 @@ class DiscordStandIn(Gateway, Messages, RestApi, Interactions):
         self.bot_id, self.application_id, self.guild_id = 1100000000000000001, 1100000000000000002, 1100000000000000100
         self.channel_id, self.other_channel_id = 1100000000000000101, 1100000000000000102
         self.moderator_role_id, self.dm_channel_id = 1100000000000000201, 1100000000000000301
+        self.admin_role_id = 1100000000000000202
         self.owner_id = 1100000000000000019  # guild owner who is not a member: owners bypass permission checks
         self.bot_user = user_object(self.bot_id, "KULLM", "구름", bot=True)
         self.alice = user_object(1100000000000000011, "alice", "앨리스")
         self.bob = user_object(1100000000000000012, "bob", "밥")
         self.mod = user_object(1100000000000000013, "mod", "운영자")
+        self.admin = user_object(1100000000000000015, "admin", "관리자")
         self.other_bot = user_object(1100000000000000014, "otherbot", None, bot=True)
         self.users: dict[int, dict[str, Any]] = {
-            int(u["id"]): u for u in (self.bot_user, self.alice, self.bob, self.mod, self.other_bot)
+            int(u["id"]): u for u in (self.bot_user, self.alice, self.bob, self.mod, self.admin, self.other_bot)
         }
         self.roles: dict[int, dict[str, Any]] = {
             self.guild_id: self._role(self.guild_id, "@everyone", EVERYONE_PERMISSIONS, 0),
             self.moderator_role_id: self._role(self.moderator_role_id, "moderator", MANAGE_MESSAGES, 1),
+            self.admin_role_id: self._role(self.admin_role_id, "admin", MANAGE_GUILD, 2),
         }
         self.member_roles: dict[int, list[int]] = {uid: [] for uid in self.users}
         self.member_roles[int(self.mod["id"])] = [self.moderator_role_id]
+        self.member_roles[int(self.admin["id"])] = [self.admin_role_id]
+        # Commands a server opened to everyone in its integration settings (past default_member_permissions).
+        self.opened_commands: set[str] = set()
         self.channels: dict[int, dict[str, Any]] = {
             self.channel_id: self._text_channel(self.channel_id, "kullm", 0),
             self.other_channel_id: self._text_channel(self.other_channel_id, "general", 1),

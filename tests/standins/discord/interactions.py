@@ -14,6 +14,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
 
 from tests.standins.discord.common import (
+    ADMINISTRATOR,
     MESSAGE_EPHEMERAL,
     MESSAGE_LOADING,
     _error,
@@ -31,15 +32,31 @@ class Interactions:
     async def slash_command(
         self, name: str, options: dict[str, str], user: dict[str, Any], channel_id: int
     ) -> dict[str, Any]:
-        """`user` runs /`name` with `options`; dispatches INTERACTION_CREATE. Returns {"id": int, "token": str}."""
-        scope, command = self._find_command(name, 1)
-        declared = {o["name"]: o.get("type", 3) for o in command.get("options", [])}
+        """`user` runs /`name` with `options`; dispatches INTERACTION_CREATE. Returns {"id": int, "token": str}.
+
+        `name` may go on to a subcommand ("kullm-설정 persona set"): its options nest under the group and the
+        subcommand, as Discord sends them. A command whose `default_member_permissions` the member lacks is not
+        offered to them (PermissionError), unless the server opened it to everyone (`opened_commands`).
+        """
+        command_name, *path = name.split()
+        scope, command = self._find_command(command_name, 1)
+        self._check_offered(command, user, channel_id)
+        nodes, declared_options = [], command.get("options", [])
+        for part in path:  # SUB_COMMAND_GROUP (2), then SUB_COMMAND (1)
+            node = next((o for o in declared_options if o["name"] == part and o["type"] in (1, 2)), None)
+            if node is None:
+                raise KeyError(f"stand-in: /{command_name} has no subcommand {part!r} there")
+            nodes.append(node)
+            declared_options = node.get("options", [])
+        declared = {o["name"]: o.get("type", 3) for o in declared_options}
         convert: dict[int, Callable[[str], Any]] = {4: int, 5: lambda v: str(v).lower() == "true", 10: float}
         opts = [
             {"name": k, "type": declared.get(k, 3), "value": convert.get(declared.get(k, 3), str)(v)}
             for k, v in options.items()
         ]
-        data: dict[str, Any] = {"id": command["id"], "name": name, "type": 1, "options": opts}
+        for node in reversed(nodes):
+            opts = [{"name": node["name"], "type": node["type"], "options": opts}]
+        data: dict[str, Any] = {"id": command["id"], "name": command_name, "type": 1, "options": opts}
         if scope != "global":
             data["guild_id"] = scope
         return await self._interact(2, data, user, channel_id)
@@ -91,6 +108,19 @@ class Interactions:
             raise ValueError(f"stand-in: message {message_id} has no component {custom_id!r}")
         data = {"component_type": 2, "custom_id": custom_id}
         return await self._interact(3, data, user, int(msg["channel_id"]), message=msg)
+
+    def _check_offered(self, command: dict[str, Any], user: dict[str, Any], channel_id: int) -> None:
+        """Discord's client offers a command only to members holding its default permissions (administrators
+        hold all), and a guild-only one only in a server."""
+        guild_only = command.get("contexts") == [0] or command.get("dm_permission") is False
+        if guild_only and self._guild_of(channel_id) is None:
+            raise PermissionError(f"stand-in: /{command['name']} is offered only in servers")
+        required = int(command.get("default_member_permissions") or 0)
+        if command.get("default_member_permissions") is None or command["name"] in self.opened_commands:
+            return
+        held = self.permissions_of(int(user["id"]))
+        if not held & ADMINISTRATOR and held & required != required:
+            raise PermissionError(f"stand-in: /{command['name']} is not offered to {user['username']}")
 
     def _find_command(self, name: str, kind: int) -> tuple[str, dict[str, Any]]:
         for scope in (str(self.guild_id), "global"):  # a guild command shadows a global one, as in the client UI

@@ -215,6 +215,8 @@ class RestApi:
                 "type": kind,
                 "version": str(self._snowflake()),
             }
+            if entry["default_member_permissions"] is not None:  # sent as a number or a string, kept as a string
+                entry["default_member_permissions"] = str(entry["default_member_permissions"])
             if guild_id:
                 entry["guild_id"] = guild_id
             registered.append(entry)

@@ -1,0 +1,114 @@
+"""`kullm prompt`: exactly what the worker would send the model for a question, and its token count.
+
+Same builder as the worker (template, system prompt, a channel's persona, neutralising, window
+fitting), on MODEL_ID's tokenizer alone: no weights are loaded. The prompt goes to stdout as it is;
+what fitting it cost goes to stderr (or everything as one JSON object with --json).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from chatbus import Bus, Keys, Turn, connect
+from inference.errors import InferenceError, PromptTooLong
+from inference.model import DEFAULT_CONTEXT_WINDOW
+from inference.prompt import configured_window, load_tokenizer, prompt_builder
+from inference.settings import WorkerSettings
+
+
+@dataclass(frozen=True)
+class Request:
+    """What `kullm prompt` was asked to render."""
+
+    question: str
+    context: str = ""
+    history_from: str | None = None  # PLATFORM:CONVERSATION, e.g. discord:<thread id>, slack:<channel>:<thread ts>
+    channel: str | None = None  # PLATFORM:CHANNEL whose persona applies
+    max_new_tokens: int | None = None
+    as_json: bool = False
+
+
+def _platform_and_key(value: str, option: str) -> tuple[str, str]:
+    platform, _, key = value.partition(":")
+    if not platform or not key:
+        raise ValueError(f"{option} takes PLATFORM:ID (for example discord:123 or slack:C123:1700000000.000100)")
+    return platform, key
+
+
+async def _stored(settings: WorkerSettings, request: Request) -> tuple[list[Turn], str]:
+    """The conversation's turns and the channel's persona, as the relay would send them."""
+    if not request.history_from and not request.channel:
+        return [], ""
+    redis = connect(settings.redis_url, settings.redis_password)
+    bus = Bus(redis, Keys(settings.key_prefix))
+    try:
+        history: list[Turn] = []
+        instructions = ""
+        if request.history_from:
+            history = await bus.history(*_platform_and_key(request.history_from, "--history-from"))
+        if request.channel:
+            persona = await bus.persona(*_platform_and_key(request.channel, "--channel"))
+            instructions = persona.text if persona else ""
+        return history, instructions
+    finally:
+        await redis.aclose()
+
+
+def main(request: Request) -> int:
+    """Print the prompt; exit 1 when the question alone does not fit or the model's tokenizer cannot load."""
+    settings = WorkerSettings()
+    try:
+        history, instructions = asyncio.run(_stored(settings, request))
+    except ValueError as exc:
+        print(f"kullm prompt: {exc}", file=sys.stderr)
+        return 2
+    except RedisError as exc:
+        print(f"kullm prompt: cannot read history or persona from Redis ({exc})", file=sys.stderr)
+        return 1
+    try:
+        tokenizer = load_tokenizer(settings)
+    except InferenceError as exc:
+        print(f"kullm prompt: {exc}", file=sys.stderr)
+        return 1
+    window = settings.context_window or configured_window(settings) or DEFAULT_CONTEXT_WINDOW
+    max_new_tokens = min(request.max_new_tokens or settings.max_new_tokens, settings.max_new_tokens)
+    builder = prompt_builder(settings, tokenizer, window)
+    try:
+        built = builder.build(
+            request.question.strip(),
+            context=request.context.strip(),
+            history=history,
+            instructions=instructions,
+            max_new_tokens=max_new_tokens,
+        )
+    except PromptTooLong as exc:
+        print(f"kullm prompt: the question alone does not fit: {exc}", file=sys.stderr)
+        return 1
+    summary = {
+        "model": settings.model_id,
+        "template": settings.template.value,
+        "window": window,
+        "max_new_tokens": max_new_tokens,
+        "tokens": built.tokens,
+        "turns": len(history) - built.dropped_turns,
+        "dropped_turns": built.dropped_turns,
+        "context_cut": built.context_cut,
+    }
+    if request.as_json:
+        print(json.dumps({"prompt": built.text, **summary}, ensure_ascii=False))
+        return 0
+    sys.stdout.write(built.text)
+    sys.stdout.flush()
+    notes = [f"{built.tokens} tokens (+ up to {max_new_tokens} new, window {window})"]
+    notes += [f"template {settings.template.value}", f"model {settings.model_id}"]
+    if history:
+        notes.append(f"{summary['turns']} of {len(history)} past turns kept")
+    if built.context_cut:
+        notes.append("맥락 cut to fit")
+    print("\n---\n" + "; ".join(notes), file=sys.stderr)
+    return 0

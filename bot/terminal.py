@@ -15,7 +15,7 @@ import json
 import signal
 import sys
 from datetime import UTC, datetime
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -36,9 +36,11 @@ from chatbus import (
     Done,
     ErrorEvent,
     Keys,
+    Progress,
     Question,
     QueueFull,
     Restart,
+    Task,
     connect,
     redact_url,
     write_refusal,
@@ -96,6 +98,8 @@ class PlainText:
         elif isinstance(event, Restart):
             self.out.write("\n")
             self.err.write(text("restarted", self.language) + "\n")
+        elif isinstance(event, Progress):
+            self.err.write(text("summarizing", self.language, done=event.done, total=event.total) + "\n")
         elif isinstance(event, Done):
             self.out.write("\n")
             if event.context_cut:  # on stderr: stdout stays the answer alone, for scripts
@@ -132,6 +136,8 @@ class LiveView:
             self.status = ""
         elif isinstance(event, Restart):
             self.answer, self.status = "", text("restarted", self.language)
+        elif isinstance(event, Progress):
+            self.status = text("summarizing", self.language, done=event.done, total=event.total)
         elif isinstance(event, Done):
             self.answer = event.text
             self.status = f"{event.completion_tokens} tokens · {event.generate_s:.1f}s"
@@ -157,14 +163,22 @@ async def ask(
     question: str,
     *,
     context: str = "",
+    task: Task = "ask",
     max_new_tokens: int | None = None,
     as_json: bool = False,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """Ask one question and print its answer (to stdout and stderr unless told); returns the exit status."""
+    """Ask one question and print its answer (to stdout and stderr unless told); returns the exit status.
+
+    With a `task` (summarize, translate, proofread) the text to work on is `context`."""
     out, err = out or sys.stdout, err or sys.stderr
     language = settings.bot_language
+    if task != "ask":
+        question = text(f"task_{task}", language)
+        if not context.strip():
+            err.write(text("task_empty", language, task=question) + "\n")
+            return EXIT_INPUT
     refusal = check_question(settings, question, context)
     if refusal:
         err.write(refusal + "\n")
@@ -177,6 +191,7 @@ async def ask(
         context=context.strip(),
         user=getpass.getuser(),
         max_new_tokens=max_new_tokens,
+        task=task,
     )
     try:
         return await _ask(bus, item, settings, _renderer(as_json, out, err, language), err)
@@ -188,19 +203,21 @@ async def ask(
 
 async def _ask(bus: Bus, item: Question, settings: ClientSettings, renderer: Renderer, err: TextIO) -> int:
     language = settings.bot_language
-    try:
-        ahead = await bus.enqueue(item, settings.max_queue)
-    except QueueFull as exc:
-        err.write(text("overloaded", language, depth=exc.depth) + "\n")
-        return EXIT_BUSY
-    renderer.queued(item.id, ahead)
+    # Ctrl-C is ours before the question is in the queue: pressed while enqueueing, it still withdraws it.
     ctrl_c = _CtrlC(bus, item.id)
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGINT, ctrl_c.pressed)
-    following = asyncio.create_task(_follow(bus, item.id, settings, renderer, ctrl_c, err))
-    leaving = asyncio.create_task(ctrl_c.leave.wait())
+    leaving: asyncio.Task[Any] | None = None
     try:
+        try:
+            ahead = await bus.enqueue(item, settings.max_queue)
+        except QueueFull as exc:
+            err.write(text("overloaded", language, depth=exc.depth) + "\n")
+            return EXIT_BUSY
+        renderer.queued(item.id, ahead)
+        following = asyncio.create_task(_follow(bus, item.id, settings, renderer, ctrl_c, err))
+        leaving = asyncio.create_task(ctrl_c.leave.wait())
         await asyncio.wait({following, leaving}, return_when=asyncio.FIRST_COMPLETED)
         if following.done():
             return following.result()
@@ -209,7 +226,8 @@ async def _ask(bus: Bus, item: Question, settings: ClientSettings, renderer: Ren
         renderer.left(item.id, started=ctrl_c.started)
         return EXIT_CANCELLED
     finally:
-        leaving.cancel()
+        if leaving is not None:
+            leaving.cancel()
         renderer.close()
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)

@@ -9,6 +9,7 @@ never ping anyone. `run_discord` is the process: `kullm discord` or `python -m b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Mapping
@@ -24,10 +25,19 @@ from bot.process import EXIT_CONFIG, EXIT_OK, load_settings, on_stop_signal
 from bot.relay import Asked, PlaceholderGone, Relay
 from bot.settings import DiscordSettings
 from bot.texts import text
-from chatbus import Bus, Keys, connect
+from bot.workspace import (
+    MAX_THREAD_MESSAGES,
+    FileRefused,
+    file_text,
+    files_context,
+    is_summary_request,
+    transcript_line,
+)
+from chatbus import Bus, Keys, Task, connect
 
 log = logging.getLogger(__name__)
 SETTINGS_COMMAND = "/kullm-설정"
+MESSAGE_TASKS: tuple[Task, ...] = ("summarize", "translate", "proofread")  # message actions beside KULLM에게 묻기
 
 MESSAGE_LIMIT = 2000
 THREAD_NAME_LIMIT = 90
@@ -77,6 +87,7 @@ class DiscordOrigin:
     channel: Any
     message: discord.Message | None = None
     interaction: discord.Interaction[Any] | None = None
+    answer_in: Any = None  # a thread the answer goes to instead (a thread summarised from its parent channel)
 
 
 class DiscordSurface:
@@ -111,6 +122,10 @@ class DiscordSurface:
     async def _answer_channel(self, origin: DiscordOrigin, asked: Asked) -> Any:
         """The thread the answer goes in: the one asked in, or a new one on the question (DMs have none)."""
         channel, interaction = origin.channel, origin.interaction
+        if interaction is not None and origin.answer_in is not None and origin.answer_in.id != channel.id:
+            notice = text("task_in_thread", self.language, thread=origin.answer_in.mention)
+            await interaction.followup.send(notice, allowed_mentions=NO_MENTIONS)
+            return origin.answer_in
         if interaction is None:
             assert origin.message is not None
             if isinstance(channel, discord.Thread | discord.DMChannel):
@@ -288,6 +303,10 @@ class KullmDiscord(discord.Client):
             await interaction.response.send_modal(AskModal(self, message.content))
 
         self.tree.add_command(app_commands.ContextMenu(name="KULLM에게 묻기", callback=ask_about))
+        for task in MESSAGE_TASKS:
+            self.tree.add_command(
+                app_commands.ContextMenu(name=text(f"task_{task}", "ko"), callback=self._on_message(task))
+            )
         self.tree.add_command(self._settings_commands())
 
     def _settings_commands(self) -> app_commands.Group:
@@ -359,10 +378,18 @@ class KullmDiscord(discord.Client):
         if not self._allowed(message.channel, message.author):
             await self.relay.surface.refuse(origin, text("not_allowed", self.language))
             return
+        channel = _persona_channel(message.channel)
+        if isinstance(message.channel, discord.Thread) and is_summary_request(question):  # `@KULLM 요약` in a thread
+            transcript = await self._transcript(message.channel, exclude=message.id)
+            label = text("task_summarize", self.language)
+            await self.relay.ask(origin, Asked(str(message.author.id), label, transcript, False, channel, "summarize"))
+            return
+        files = await self._attachments_text(origin, message)
+        if files is None:
+            return
         continues = isinstance(message.channel, discord.Thread | discord.DMChannel)
-        replied = await self._replied_text(message)
-        asked = Asked(str(message.author.id), question, replied, continues, _persona_channel(message.channel))
-        await self.relay.ask(origin, asked)
+        context = "\n\n".join(part for part in (await self._replied_text(message), files) if part)
+        await self.relay.ask(origin, Asked(str(message.author.id), question, context, continues, channel))
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         if self.user is None or payload.user_id == self.user.id or str(payload.emoji) != CANCEL_EMOJI:
@@ -372,17 +399,117 @@ class KullmDiscord(discord.Client):
             await self.bus.request_cancel(record.question_id)
             log.info("discord question %s: cancelled by reaction", record.question_id)
 
-    async def ask_from_interaction(self, interaction: discord.Interaction[Any], question: str, context: str) -> None:
-        """`/kullm` and the modal: post the question, open a thread on it, answer there."""
+    async def ask_from_interaction(
+        self,
+        interaction: discord.Interaction[Any],
+        question: str,
+        context: str,
+        *,
+        task: Task = "ask",
+        answer_in: Any = None,
+    ) -> None:
+        """`/kullm`, the modal and the message actions: post the question, open a thread on it, answer there
+        (or in `answer_in`). `/kullm 요약` inside a thread summarises that thread."""
         if not interaction.response.is_done():
             await interaction.response.defer(thinking=True)
-        origin = DiscordOrigin(interaction.channel, interaction=interaction)
+        origin = DiscordOrigin(interaction.channel, interaction=interaction, answer_in=answer_in)
         if not self._allowed(interaction.channel, interaction.user):
             await self.relay.surface.refuse(origin, text("not_allowed", self.language))
             return
-        continues = isinstance(interaction.channel, discord.Thread)
+        in_thread = isinstance(interaction.channel, discord.Thread)
+        if task == "ask" and in_thread and is_summary_request(question):
+            task, question, context = (
+                "summarize",
+                text("task_summarize", self.language),
+                await self._transcript(interaction.channel),
+            )
+        if task != "ask" and not context.strip():
+            label = text(f"task_{task}", self.language)
+            await self.relay.surface.refuse(origin, text("task_empty", self.language, task=label))
+            return
         channel = _persona_channel(interaction.channel)
-        await self.relay.ask(origin, Asked(str(interaction.user.id), question, context, continues, channel))
+        asked = Asked(str(interaction.user.id), question, context, in_thread and task == "ask", channel, task)
+        await self.relay.ask(origin, asked)
+
+    def _on_message(self, task: Task) -> Any:
+        """The message action (Apps menu) for `task`: 스레드 요약, 한↔영 번역, 맞춤법 교정."""
+
+        async def act(interaction: discord.Interaction[Any], message: discord.Message) -> None:
+            await interaction.response.defer(thinking=True)
+            label = text(f"task_{task}", self.language)
+            if task == "summarize":
+                thread = await self._thread_of(message)
+                if thread is None:
+                    await interaction.followup.send(text("no_thread", self.language))
+                    return
+                context = await self._transcript(thread)
+                await self.ask_from_interaction(interaction, label, context, task=task, answer_in=thread)
+                return
+            origin = DiscordOrigin(interaction.channel, interaction=interaction)
+            files = await self._attachments_text(origin, message)
+            if files is not None:
+                context = "\n\n".join(part for part in (message.clean_content, files) if part)
+                await self.ask_from_interaction(interaction, label, context, task=task)
+
+        return act
+
+    # ------------------------------------------------------------------ reading the workspace
+
+    async def _thread_of(self, message: discord.Message) -> discord.Thread | None:
+        """The thread a message is in, or the one started from it."""
+        if isinstance(message.channel, discord.Thread):
+            return message.channel
+        if message.thread is not None:
+            return message.thread
+        try:  # a thread started from a message has that message's id
+            found = await self.fetch_channel(message.id)
+        except (discord.NotFound, discord.Forbidden):
+            return None
+        return found if isinstance(found, discord.Thread) else None
+
+    async def _transcript(self, thread: Any, exclude: int | None = None) -> str:
+        """The thread as `name: text` lines, oldest first, from the message it was started on; bots (this one's
+        answers too) only with SUMMARY_INCLUDE_BOTS."""
+        messages: list[discord.Message] = []
+        parent = getattr(thread, "parent", None)
+        if parent is not None:
+            with contextlib.suppress(discord.NotFound, discord.Forbidden):
+                messages.append(await parent.fetch_message(thread.id))
+        messages += [m async for m in thread.history(limit=MAX_THREAD_MESSAGES, oldest_first=True)]
+        lines = []
+        for message in messages:
+            if message.id == exclude or message.type not in (discord.MessageType.default, discord.MessageType.reply):
+                continue
+            if message.author.bot and not self.settings.summary_include_bots:
+                continue
+            if is_summary_request(re.sub(r"<@!?\d+>", "", message.content)):  # an earlier `@KULLM 요약`
+                continue
+            if message.clean_content.strip():
+                lines.append(transcript_line(message.author.display_name, message.clean_content))
+        return "\n".join(lines)
+
+    async def _attachments_text(self, origin: DiscordOrigin, message: discord.Message) -> str | None:
+        """The text of the files attached to a message (fetched with the bot's session, kept only in the question);
+        None after a refusal was shown (too large, not text, unreadable)."""
+        texts: list[tuple[str, str]] = []
+        limit = self.settings.max_file_bytes
+        for attachment in message.attachments:
+            try:
+                if attachment.size > limit:  # refused before downloading
+                    size = attachment.size
+                    raise FileRefused(
+                        text("file_too_large", self.language, name=attachment.filename, size=size, limit=limit)
+                    )
+                try:
+                    data = await attachment.read()
+                except discord.HTTPException as exc:
+                    notice = text("file_not_decodable", self.language, name=attachment.filename)
+                    raise FileRefused(notice) from exc
+                texts.append((attachment.filename, file_text(attachment.filename, data, limit, self.language)))
+            except FileRefused as refused:
+                await self.relay.surface.refuse(origin, refused.notice)
+                return None
+        return files_context(texts)
 
     async def cancel_by_button(self, interaction: discord.Interaction[Any], question_id: str) -> None:
         """Stop an answer: only its asker or someone who may manage messages."""

@@ -41,10 +41,12 @@ from chatbus import (
     ErrorEvent,
     InflightRecord,
     Persona,
+    Progress,
     Question,
     QueueFull,
     Restart,
     Started,
+    Task,
     Turn,
     Vote,
     cancel_requested,
@@ -85,6 +87,8 @@ class Asked:
     continues: bool = False
     # The channel whose persona (`/kullm-설정 persona`) applies: a thread's parent, else where it was asked.
     channel: str = ""
+    # summarize, translate, proofread: the work is on `context` (a thread, a message, a file); `question` names it.
+    task: Task = "ask"
 
 
 class Target(Protocol):
@@ -299,6 +303,7 @@ class Relay(Generic[OriginVar, TargetVar]):
             user=asked.user,
             question_id=question_id,
             instructions=instructions,
+            task=asked.task,
         )
         record = InflightRecord(
             question_id=item.id,
@@ -463,6 +468,12 @@ class Relay(Generic[OriginVar, TargetVar]):
                 elif isinstance(event, Started) and not shown:
                     with contextlib.suppress(PlaceholderGone):
                         await self.surface.started(target)
+                    continue
+                elif isinstance(event, Progress):
+                    if not shown:
+                        with contextlib.suppress(PlaceholderGone):
+                            progress = text("summarizing", language, done=event.done, total=event.total)
+                            await self.surface.edit(target, progress, final=False)
                     continue
                 elif isinstance(event, Restart):
                     shown = ""

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from chatbus.messages import MAX_QUESTION_CHARS
+from chatbus.messages import MAX_CONTEXT_CHARS, MAX_QUESTION_CHARS
 
 # A worker that takes a question just before it expires still sends `started` (or `expired`) soon after.
 START_AFTER_EXPIRY_S = 30.0
@@ -31,6 +31,10 @@ class ClientSettings(BaseSettings):
     user_questions_per_minute: int = Field(default=6, ge=1)
     user_concurrent_questions: int = Field(default=2, ge=1)
     history_turns: int = Field(default=10, ge=0)
+    # Workspace actions: a thread's summary leaves out bots' messages (the bot's own answers too) unless set;
+    # a file attached to a question is read as its 맥락 up to this size.
+    summary_include_bots: bool = False
+    max_file_bytes: int = Field(default=200_000, ge=1, le=MAX_CONTEXT_CHARS)
     history_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     lease_ttl_s: float = Field(default=10.0, gt=0)
     redis_outage_s: float = Field(default=60.0, ge=0)

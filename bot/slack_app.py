@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import html
 import json
 import logging
 import re
@@ -20,6 +21,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp, AsyncAssistant
@@ -34,7 +36,15 @@ from bot.process import EXIT_CONFIG, EXIT_OK, load_settings, on_stop_signal
 from bot.relay import Asked, CannotPost, PlaceholderGone, Relay
 from bot.settings import SlackSettings
 from bot.texts import text
-from chatbus import Bus, Keys, connect
+from bot.workspace import (
+    MAX_THREAD_MESSAGES,
+    FileRefused,
+    file_text,
+    files_context,
+    is_summary_request,
+    transcript_line,
+)
+from chatbus import Bus, Keys, Task, connect
 from chatbus.http_guard import ConnectionGuard
 
 log = logging.getLogger(__name__)
@@ -47,6 +57,14 @@ SECTION_LIMIT = 3000
 # The question as the "asked by" line quotes it: room is left in the message for the line's own words.
 QUOTED_QUESTION_CHARS = 2900
 SHORTCUT_ID = "kullm_ask"
+# Message shortcuts that work on the message (or its thread) itself.
+TASK_SHORTCUTS: dict[str, Task] = {
+    "kullm_summarize": "summarize",
+    "kullm_translate": "translate",
+    "kullm_proofread": "proofread",
+}
+# <@U123>, <#C123|name>, <https://…|label>, <!here>: how Slack marks up people, channels, links and broadcasts.
+_MARKUP = re.compile(r"<([@#!])?([^|>]+)(?:\|([^>]*))?>")
 MODAL_ID = "kullm_ask_modal"
 CANCEL_ACTION = "kullm_cancel"
 VOTE_ACTION = "kullm_vote"  # kullm_vote_up, kullm_vote_down
@@ -106,7 +124,7 @@ class SlackTarget:
 class SlackOrigin:
     """Where a question was asked, which decides where refusals and the placeholder go."""
 
-    kind: Literal["command", "mention", "dm", "modal", "pane"]
+    kind: Literal["command", "mention", "dm", "modal", "pane", "action"]
     channel: str
     user: str
     thread_ts: str | None = None  # the thread asked in (a mention, the shortcut's message)
@@ -157,8 +175,8 @@ class SlackSurface:
         thread_ts = origin.thread_ts
         if origin.kind == "command":
             thread_ts = await self._quote(origin, asked)  # at the channel's top level: its post starts the thread
-        elif origin.kind == "modal":
-            await self._quote(origin, asked)  # in the thread of the message asked about
+        elif origin.kind in ("modal", "action"):
+            await self._quote(origin, asked)  # in the thread of the message asked about (or acted on)
         posted = await self.client.chat_postMessage(
             channel=origin.channel,
             thread_ts=thread_ts,
@@ -406,6 +424,10 @@ class KullmSlack:
         self.app.event("app_mention")(self.on_mention)
         self.app.event("message")(self.on_message)
         self.app.shortcut(SHORTCUT_ID)(self.on_shortcut)
+        for callback_id in TASK_SHORTCUTS:
+            self.app.shortcut(callback_id)(self.on_task_shortcut)
+        self._names: dict[str, str] = {}  # user id → display name, for transcripts
+        self._bot_user_id = ""
         self.app.view(MODAL_ID)(self.on_modal)
         self.app.action(CANCEL_ACTION)(self.on_cancel)
         # The assistant pane (Slack's AI app surface): a thread per conversation in the user's DM with the app.
@@ -461,23 +483,37 @@ class KullmSlack:
         channel, user = event["channel"], event.get("user", "")
         origin = SlackOrigin("mention", channel, user, thread_ts=event.get("thread_ts") or event["ts"])
         question = _MENTION.sub("", event.get("text", "")).strip()
+        if event.get("thread_ts") and is_summary_request(question):  # `@KULLM 요약` in a thread
+            transcript = await self._transcript(channel, event["thread_ts"], until=event["ts"])
+            await self._ask_task(origin, "summarize", transcript)
+            return
+        context = await self._files_text(origin, event.get("files") or [])
+        if context is None:
+            return
+        if not question and context:
+            question = text("file_question", self.language)
         if not question:  # said in the thread for everyone: how to ask
             await self.client.chat_postMessage(
                 channel=channel, thread_ts=origin.thread_ts, text=text("usage_slack", self.language)
             )
             return
-        await self._ask(origin, Asked(user, question, continues=bool(event.get("thread_ts"))))
+        await self._ask(origin, Asked(user, question, context, continues=bool(event.get("thread_ts"))))
 
     async def on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        # Only direct messages: channel messages reach the bot as app_mention.
-        if event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id"):
+        # Only direct messages: channel messages reach the bot as app_mention. A file shared in the DM is 맥락.
+        if event.get("channel_type") != "im" or event.get("subtype") not in (None, "file_share") or event.get("bot_id"):
             return
         if not await self._first_delivery(body):
             return
         channel, user = event["channel"], event.get("user", "")
         question = _MENTION.sub("", event.get("text", "")).strip()
         origin = SlackOrigin("dm", channel, user)
-        await self._ask(origin, Asked(user, question, continues=True), usage=text("usage_slack", self.language))
+        context = await self._files_text(origin, event.get("files") or [])
+        if context is None:
+            return
+        question = question or (text("file_question", self.language) if context else "")
+        asked = Asked(user, question, context, continues=True)
+        await self._ask(origin, asked, usage=text("usage_slack", self.language))
 
     async def on_shortcut(self, ack: Any, shortcut: dict[str, Any]) -> None:
         await ack()
@@ -488,6 +524,131 @@ class KullmSlack:
             "context": message.get("text", "")[:CONTEXT_IN_METADATA],
         }
         await self.client.views_open(trigger_id=shortcut["trigger_id"], view=self._modal(metadata))
+
+    async def on_task_shortcut(self, ack: Any, shortcut: dict[str, Any]) -> None:
+        """스레드 요약 / 한↔영 번역 / 맞춤법 교정 on a message: the answer goes in that message's thread."""
+        await ack()
+        if not await self.relay.first_delivery(f"shortcut:{shortcut.get('trigger_id')}"):
+            return
+        task = TASK_SHORTCUTS[shortcut["callback_id"]]
+        channel, user, message = shortcut["channel"]["id"], shortcut["user"]["id"], shortcut.get("message") or {}
+        thread_ts = str(message.get("thread_ts") or message.get("ts") or "")
+        origin = SlackOrigin("action", channel, user, thread_ts=thread_ts)
+        if task == "summarize":
+            if not message.get("thread_ts") and not message.get("reply_count"):
+                await self.relay.surface.refuse(origin, text("no_thread", self.language))
+                return
+            context = await self._transcript(channel, thread_ts)
+        else:
+            files = await self._files_text(origin, message.get("files") or [])
+            if files is None:
+                return
+            context = "\n\n".join(part for part in (await self._plain(message.get("text", "")), files) if part)
+        await self._ask_task(origin, task, context)
+
+    async def _ask_task(self, origin: SlackOrigin, task: Task, context: str) -> None:
+        label = text(f"task_{task}", self.language)
+        if not context.strip():
+            await self.relay.surface.refuse(origin, text("task_empty", self.language, task=label))
+            return
+        await self._ask(origin, Asked(origin.user, label, context, task=task))
+
+    # ------------------------------------------------------------------ reading the workspace
+
+    async def _transcript(self, channel: str, thread_ts: str, until: str | None = None) -> str:
+        """The thread as `name: text` lines, oldest first (up to `until`, the message asking for it, excluded);
+        bots' messages and the bot's own answers only with SUMMARY_INCLUDE_BOTS."""
+        if not self._bot_user_id:
+            self._bot_user_id = str((await self.client.auth_test()).get("user_id") or "")
+        messages: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while len(messages) < MAX_THREAD_MESSAGES:
+            page = await self.client.conversations_replies(channel=channel, ts=thread_ts, cursor=cursor, limit=200)
+            messages += page.get("messages") or []
+            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                break
+        lines = []
+        for message in messages[-MAX_THREAD_MESSAGES:]:
+            if until is not None and message.get("ts") == until:
+                continue
+            from_bot = bool(message.get("bot_id")) or message.get("user") == self._bot_user_id
+            if from_bot and not self.settings.summary_include_bots:
+                continue
+            if is_summary_request(_MENTION.sub("", message.get("text", ""))):  # an earlier `@KULLM 요약`
+                continue
+            user = str(message.get("user") or "")
+            name = await self._name(user) if user else str(message.get("username") or "bot")
+            body = await self._plain(message.get("text", ""))
+            if body.strip():
+                lines.append(transcript_line(name, body))
+        return "\n".join(lines)
+
+    async def _name(self, user: str) -> str:
+        """A person's display name (users.info, cached); their id if Slack will not say."""
+        if user not in self._names:
+            try:
+                profile = ((await self.client.users_info(user=user)).get("user") or {}).get("profile") or {}
+                self._names[user] = profile.get("display_name") or profile.get("real_name") or user
+            except SlackApiError:
+                self._names[user] = user
+        return self._names[user]
+
+    async def _plain(self, mrkdwn: str) -> str:
+        """Slack's markup as a reader sees it: `@name` for people, `#name` for channels, link labels."""
+        parts, last = [], 0
+        for match in _MARKUP.finditer(mrkdwn):
+            parts.append(html.unescape(mrkdwn[last : match.start()]))
+            sigil, target, label = match.group(1), match.group(2), match.group(3)
+            if sigil == "@":
+                parts.append("@" + (label or await self._name(target)))
+            elif sigil == "#":
+                parts.append("#" + (label or target))
+            elif sigil == "!":
+                parts.append("@" + (label or target.split("^")[0]))
+            else:
+                parts.append(label or target)
+            last = match.end()
+        parts.append(html.unescape(mrkdwn[last:]))
+        return "".join(parts)
+
+    async def _files_text(self, origin: SlackOrigin, files: list[dict[str, Any]]) -> str | None:
+        """The text of the files shared with a question, read with the bot's token (files:read) and kept only in
+        the question; None after a refusal was shown (too large, not text, unreadable)."""
+        texts: list[tuple[str, str]] = []
+        for shared in files:
+            name = str(shared.get("name") or shared.get("title") or "file")
+            try:
+                if int(shared.get("size") or 0) > self.settings.max_file_bytes:  # refused before downloading
+                    raise FileRefused(
+                        text(
+                            "file_too_large",
+                            self.language,
+                            name=name,
+                            size=int(shared["size"]),
+                            limit=self.settings.max_file_bytes,
+                        )
+                    )
+                data = await self._download(str(shared.get("url_private_download") or shared.get("url_private")))
+                texts.append((name, file_text(name, data, self.settings.max_file_bytes, self.language)))
+            except FileRefused as refused:
+                await self.relay.surface.refuse(origin, refused.notice)
+                return None
+        return files_context(texts)
+
+    async def _download(self, url: str) -> bytes:
+        """A private file's bytes (at most MAX_FILE_BYTES + 1); FileRefused when Slack will not hand it over."""
+        headers = {"Authorization": f"Bearer {self.client.token}"}
+        limit = self.settings.max_file_bytes
+        try:
+            async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
+                html_page = response.content_type == "text/html"  # Slack's sign-in page: the token may not read it
+                if response.status != 200 or html_page:
+                    raise FileRefused(text("file_not_decodable", self.language, name=url.rsplit("/", 1)[-1]))
+                return await response.content.read(limit + 1)
+        except aiohttp.ClientError as exc:
+            log.warning("slack: a shared file could not be fetched (%s)", type(exc).__name__)
+            raise FileRefused(text("file_not_decodable", self.language, name=url.rsplit("/", 1)[-1])) from exc
 
     async def on_modal(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         await ack()

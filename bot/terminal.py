@@ -14,6 +14,7 @@ import getpass
 import json
 import signal
 import sys
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
 
@@ -283,10 +284,14 @@ async def status(settings: ClientSettings, *, as_json: bool = False, out: TextIO
         return _redis_failed(exc, settings, sys.stderr)
     finally:
         await bus.redis.aclose()
+    by_task = Counter[str]()
+    for worker in stats.workers:
+        by_task.update(worker.tasks)
     if as_json:
         document = {
             "queued": stats.queued,
             "in_flight": stats.pending,
+            "answering_by_task": dict(by_task),
             "dead": stats.dead,
             "workers": [w.model_dump(exclude={"v"}) for w in stats.workers],
         }
@@ -295,6 +300,9 @@ async def status(settings: ClientSettings, *, as_json: bool = False, out: TextIO
     console = Console(file=out)
     console.print(f"queued (waiting or answering): {stats.queued}")
     console.print(f"in flight (delivered, not finished): {stats.pending}")
+    if by_task:
+        kinds = ", ".join(f"{task} {count}" for task, count in sorted(by_task.items()))
+        console.print(f"being answered, by task: {kinds}")
     console.print(f"dead letters: {stats.dead}")
     console.print(f"live workers: {len(stats.workers)}")
     for worker in stats.workers:

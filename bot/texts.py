@@ -25,6 +25,33 @@ _TEXTS: dict[str, dict[Language, str]] = {
         "en": "❌ The context is too long ({length:,} characters). Please keep it under {limit:,}.",
     },
     "empty": {"ko": "❓ 질문을 입력해 주세요.", "en": "❓ Please type a question."},
+    "summarizing": {"ko": "📝 요약 중… {done}/{total}", "en": "📝 Summarising… {done}/{total}"},
+    "task_summarize": {"ko": "스레드 요약", "en": "Thread summary"},
+    "task_translate": {"ko": "한↔영 번역", "en": "Korean↔English translation"},
+    "task_proofread": {"ko": "맞춤법 교정", "en": "Proofreading"},
+    "task_empty": {"ko": "❓ {task}할 글이 없습니다.", "en": "❓ There is no text for {task}."},
+    "file_question": {"ko": "이 파일의 내용을 요약해 줘", "en": "Summarise this file"},
+    "no_thread": {
+        "ko": "🧵 이 메시지에는 스레드가 없습니다. 스레드 안의 메시지에서 다시 해 주세요.",
+        "en": "🧵 This message has no thread. Try it on a message inside a thread.",
+    },
+    "task_in_thread": {"ko": "📝 {thread}에 답을 올립니다.", "en": "📝 The answer goes into {thread}."},
+    "file_too_large": {
+        "ko": "❌ 파일 {name}이(가) 너무 큽니다 ({size:,}바이트). {limit:,}바이트(MAX_FILE_BYTES) 이하만 읽습니다.",
+        "en": "❌ The file {name} is too large ({size:,} bytes). Files up to {limit:,} bytes (MAX_FILE_BYTES) are read",
+    },
+    "file_not_text": {
+        "ko": "❌ 파일 {name}은(는) 텍스트 파일이 아닙니다. .txt .md .csv .json .py 같은 텍스트나 PDF만 읽습니다.",
+        "en": "❌ The file {name} is not a text file. Text (.txt .md .csv .json .py …) and PDF files are read.",
+    },
+    "file_not_decodable": {
+        "ko": "❌ 파일 {name}을(를) 읽을 수 없습니다 (UTF-8, CP949/EUC-KR 텍스트나 PDF가 아닙니다).",
+        "en": "❌ Cannot read the file {name} (not UTF-8 or CP949/EUC-KR text, nor a readable PDF).",
+    },
+    "file_no_text": {
+        "ko": "❌ PDF {name}에서 글자를 찾지 못했습니다 (스캔한 이미지인가요?).",
+        "en": "❌ No text found in the PDF {name} (is it a scanned image?).",
+    },
     "persona_shown": {
         "ko": "🎭 이 채널의 페르소나 (<@{by}> 님이 {at}에 설정):\n{persona}",
         "en": "🎭 This channel's persona (set by <@{by}> on {at}):\n{persona}",

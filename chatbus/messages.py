@@ -32,6 +32,9 @@ MAX_TIMESTAMP = 1e11  # seconds since the epoch (year 5138): anything later is a
 _M = TypeVar("_M", bound=BaseModel)
 ErrorCode: TypeAlias = Literal["too_long", "expired", "cancelled", "overloaded", "failed"]
 FinishReason: TypeAlias = Literal["stop", "length"]
+# What a question asks the worker to do with its text: answer it, or work on 맥락 (a thread, a message, a file).
+Task: TypeAlias = Literal["ask", "summarize", "translate", "proofread"]
+TASKS: tuple[Task, ...] = ("ask", "summarize", "translate", "proofread")
 
 
 class _Message(BaseModel):
@@ -45,7 +48,11 @@ class _Message(BaseModel):
     def to_json(self) -> str:
         """The JSON document stored in Redis."""
         fields = type(self).model_fields
-        unset = {name for name in self.OMITTED_WHEN_DEFAULT if getattr(self, name) == fields[name].default}
+        unset = {
+            name
+            for name in self.OMITTED_WHEN_DEFAULT
+            if getattr(self, name) == fields[name].get_default(call_default_factory=True)
+        }
         return self.model_dump_json(exclude=unset or None)
 
     def to_fields(self) -> dict[str, str]:
@@ -77,8 +84,10 @@ class Question(_Message):
     max_new_tokens: int | None = Field(default=None, ge=1, le=MAX_NEW_TOKENS)
     # The channel's persona: with the worker's system prompt, or at the head of 맥락 for templates without one.
     instructions: str = Field(default="", max_length=MAX_INSTRUCTIONS_CHARS)
+    # `ask` answers `question`; the other tasks work on `context` (`question` then says what was asked for).
+    task: Task = "ask"
 
-    OMITTED_WHEN_DEFAULT = frozenset({"instructions"})
+    OMITTED_WHEN_DEFAULT = frozenset({"instructions", "task"})
 
     @classmethod
     def new(
@@ -137,6 +146,15 @@ class Restart(_Message):
     attempt: int = Field(ge=1)
 
 
+class Progress(_Message):
+    """A task in passes (a long thread summarised part by part): `done` of `total` parts so far. Readers that
+    predate it skip it (an unknown event is dropped, not fatal)."""
+
+    type: Literal["progress"] = "progress"
+    done: int = Field(ge=0)
+    total: int = Field(ge=1)
+
+
 class Done(_Message):
     """The final answer: stop markers cut and whitespace trimmed."""
 
@@ -166,7 +184,9 @@ class ErrorEvent(_Message):
     message: str = ""
 
 
-AnswerEvent: TypeAlias = Annotated[Started | Delta | Restart | Done | ErrorEvent, Field(discriminator="type")]
+AnswerEvent: TypeAlias = Annotated[
+    Started | Delta | Progress | Restart | Done | ErrorEvent, Field(discriminator="type")
+]
 _EVENT_ADAPTER: TypeAdapter[AnswerEvent] = TypeAdapter(AnswerEvent)
 
 
@@ -266,6 +286,9 @@ class WorkerStatus(_Message):
     seen_at: float
     draining: bool = False
     heartbeat_s: float = Field(default=5.0, gt=0)  # how often it reports: a record older than 3 beats is dead
+    tasks: dict[str, int] = Field(default_factory=dict)  # what it is answering, by task kind
+
+    OMITTED_WHEN_DEFAULT = frozenset({"tasks"})
 
     def live(self, now: float) -> bool:
         """Reported within the last three heartbeats."""

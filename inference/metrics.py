@@ -35,6 +35,9 @@ class WorkerMetrics:
         self.tokens = Counter("kullm_generated_tokens", "Tokens generated", registry=r)
         self.tokens_per_s = Gauge("kullm_tokens_per_second", "Generated tokens/s over the last step", registry=r)
         self.questions = Counter("kullm_questions", "Questions finished, by outcome", ["outcome"], registry=r)
+        self.tasks = Counter(
+            "kullm_tasks", "Questions answered, by task (ask, summarize, translate, proofread)", ["kind"], registry=r
+        )
         self.queue_wait = Histogram(
             "kullm_queue_wait_seconds", "Enqueue to start of generation", buckets=_LATENCY_BUCKETS, registry=r
         )

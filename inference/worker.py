@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +41,7 @@ from chatbus import (
     Done,
     ErrorCode,
     ErrorEvent,
+    Progress,
     Question,
     Restart,
     Started,
@@ -49,7 +50,7 @@ from chatbus import (
     write_refusal,
 )
 from chatbus.keys import FIELD
-from chatbus.messages import WorkerStatus
+from chatbus.messages import FinishReason, WorkerStatus
 from chatbus.streams import ANSWER_TTL_S
 from inference.engine import GenerationRequest, GenerationUpdate, Loaded
 from inference.errors import EngineOutOfMemory, PromptTooLong
@@ -57,6 +58,7 @@ from inference.governor import BatchGovernor
 from inference.metrics import WorkerMetrics
 from inference.outbox import Outbox
 from inference.settings import WorkerSettings
+from inference.tasks import TaskRun, question_of
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +80,11 @@ class Job:
 
     delivery: Delivery
     question: Question
-    request: GenerationRequest
+    request: GenerationRequest | None  # a plain question's one request; None for a task run
     prompt_tokens: int
     context_cut: bool = False
+    run: TaskRun | None = None  # summarize, translate, proofread: requests in passes
+    progress: tuple[int, int] | None = None  # last reported
     solo: bool = False
     running: bool = False
     started: bool = False
@@ -93,6 +97,11 @@ class Job:
     @property
     def attempt(self) -> int:
         return self.delivery.deliveries
+
+    @property
+    def request_ids(self) -> list[str]:
+        """The engine requests this job has running (a task run may have several)."""
+        return self.run.active_ids if self.run else [self.question.id]
 
 
 class Worker:
@@ -306,6 +315,9 @@ class Worker:
             self._end_with_error(delivery, "cancelled", "cancelled before generation")
             return
         max_new_tokens = min(question.max_new_tokens or self.settings.max_new_tokens, self.settings.max_new_tokens)
+        if question.task != "ask":
+            await self._accept_task(delivery, question, max_new_tokens)
+            return
         try:  # tokenising a long 맥락 and history takes time: off the event loop, so heartbeats keep going
             prompt = await asyncio.to_thread(
                 self.prompts.build,
@@ -319,8 +331,24 @@ class Worker:
             self._end_with_error(delivery, "too_long", str(exc))
             return
         request = GenerationRequest(question.id, prompt.text, max_new_tokens)
-        job = Job(delivery, question, request, prompt.tokens, context_cut=prompt.context_cut)
-        self._jobs[question.id] = job
+        self._hold(Job(delivery, question, request, prompt.tokens, context_cut=prompt.context_cut))
+
+    async def _accept_task(self, delivery: Delivery, question: Question, max_new_tokens: int) -> None:
+        """A summary, translation or proofreading: planned into passes (splitting a long text tokenises it)."""
+        try:
+            run = await asyncio.to_thread(TaskRun, question, self.prompts, max_new_tokens)
+        except PromptTooLong as exc:
+            self._end_with_error(delivery, "too_long", str(exc))
+            return
+        except ValueError as exc:
+            self._end_with_error(delivery, "failed", str(exc))
+            return
+        log.info("question %s: %s in %d part(s)", question.id, question.task, run.parts)
+        self._hold(Job(delivery, question, None, 0, run=run))
+
+    def _hold(self, job: Job) -> None:
+        delivery = job.delivery
+        self._jobs[job.question.id] = job
         if delivery.deliveries > 1:
             job.solo = True
             self._solo.append(job)
@@ -337,8 +365,16 @@ class Worker:
         job.started_at = time.monotonic()
         job.first_text_at = None
         self.metrics.queue_wait.observe(max(0.0, time.time() - job.question.created_at))
+        if job.run is not None:
+            job.progress = None
+            for request in job.run.start():
+                self.engine.add(request)
+            job.prompt_tokens = job.run.prompt_tokens
+            self._report_progress(job)
+        else:
+            assert job.request is not None
+            self.engine.add(job.request)
         log.info("question %s: started (attempt %d, %d prompt tokens)", job.question.id, job.attempt, job.prompt_tokens)
-        self.engine.add(job.request)
 
     async def _reject_malformed(self, delivery: Delivery) -> None:
         assert delivery.error is not None
@@ -373,7 +409,7 @@ class Worker:
                 self._on_update(update)
         for update in updates:
             if update.error is not None:  # this question alone failed (a server's error): retried, then dead-lettered
-                await self._fail_jobs([update.id], f"generation failed ({update.error[:200]})")
+                await self._fail_jobs([question_of(update.id)], f"generation failed ({update.error[:200]})")
 
     def _observe_step(self, updates: list[GenerationUpdate], elapsed_s: float) -> None:
         batch = self.engine.last_batch
@@ -390,23 +426,36 @@ class Worker:
         self.engine.max_batch_size = self._governor.stepped(self.engine.max_batch_size)
 
     def _on_update(self, update: GenerationUpdate) -> None:
-        job = self._jobs.get(update.id)
+        job = self._jobs.get(question_of(update.id))
         if job is None:
             return
         now = time.monotonic()
-        job.latest = update.text
-        if job.first_text_at is None and update.text:
+        if job.run is not None:
+            for request in job.run.on_update(update):  # a pass finished: the next one starts at once
+                self.engine.add(request)
+            self._report_progress(job)
+            job.latest = job.run.visible
+        else:
+            job.latest = update.text
+        if job.first_text_at is None and job.latest:
             job.first_text_at = now
             self.metrics.first_token.observe(now - job.started_at)
-        if not update.finished:
+        if not (job.run.finished if job.run else update.finished):
             return
         self._emit_delta(job)
-        assert update.finish_reason is not None
+        if job.run is not None:
+            finish_reason: FinishReason = job.run.finish_reason
+            prompt_tokens, completion_tokens = job.run.prompt_tokens, job.run.completion_tokens
+            job.context_cut = job.run.context_cut
+        else:
+            assert update.finish_reason is not None
+            finish_reason = update.finish_reason
+            prompt_tokens, completion_tokens = update.prompt_tokens, update.completion_tokens
         done = Done(
-            text=update.text,
-            finish_reason=update.finish_reason,
-            prompt_tokens=update.prompt_tokens,
-            completion_tokens=update.completion_tokens,
+            text=job.latest,
+            finish_reason=finish_reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             queued_s=round(max(0.0, time.time() - job.question.created_at - (now - job.started_at)), 4),
             generate_s=round(now - job.started_at, 4),
             model=self.engine.model_id,
@@ -419,13 +468,22 @@ class Worker:
         del self._jobs[job.question.id]
         self.metrics.generate.observe(now - job.started_at)
         self.metrics.questions.labels("done").inc()
+        self.metrics.tasks.labels(job.question.task).inc()
         log.info(
             "question %s: done (%s, %d tokens, %.2fs)",
             job.question.id,
-            update.finish_reason,
-            update.completion_tokens,
+            finish_reason,
+            completion_tokens,
             now - job.started_at,
         )
+
+    def _report_progress(self, job: Job) -> None:
+        """A task in passes tells the asker how far its parts are (`요약 중… 3/7`)."""
+        assert job.run is not None
+        progress = job.run.progress
+        if progress is not None and progress != job.progress:
+            self._emit(job.delivery, job.question.id, Progress(done=progress[0], total=progress[1]))
+        job.progress = progress
 
     def _flush_due_deltas(self) -> None:
         now = time.monotonic()
@@ -445,7 +503,7 @@ class Worker:
 
     async def _on_out_of_memory(self, exc: EngineOutOfMemory) -> None:
         self.metrics.oom.inc()
-        ids = self.engine.reset()
+        ids = _questions(self.engine.reset())
         failed = min(self.engine.max_batch_size, len(ids))  # the batch that ran out: at most the cap, in front
         restart_at = self._governor.out_of_memory(failed)
         if restart_at == 0:
@@ -462,7 +520,7 @@ class Worker:
                 self._start(job)
 
     async def _on_step_failure(self) -> None:
-        ids = self.engine.reset()
+        ids = _questions(self.engine.reset())
         jobs = [self._jobs[i] for i in ids if i in self._jobs]
         if len(jobs) <= 1:
             await self._fail_jobs(ids, "generation failed")
@@ -478,6 +536,9 @@ class Worker:
             job = self._jobs.pop(question_id, None)
             if job is None:
                 continue
+            if job.run is not None:  # its other requests must not run on for nobody
+                for request_id in job.request_ids:
+                    self.engine.cancel(request_id)
             if job.attempt >= self.settings.max_deliveries:
                 await self._dead_letter(job.delivery, f"{reason} on delivery {job.attempt}")
             else:
@@ -503,7 +564,8 @@ class Worker:
             if job is None:
                 continue
             if job.running:
-                self.engine.cancel(question_id)
+                for request_id in job.request_ids:
+                    self.engine.cancel(request_id)
                 self._emit_delta(job)
             with contextlib.suppress(ValueError):
                 self._solo.remove(job)
@@ -539,7 +601,8 @@ class Worker:
                 continue
             del self._jobs[job.question.id]
             if job.running:
-                self.engine.cancel(job.question.id)
+                for request_id in job.request_ids:
+                    self.engine.cancel(request_id)
             with contextlib.suppress(ValueError):
                 self._solo.remove(job)
 
@@ -576,6 +639,7 @@ class Worker:
             seen_at=time.time(),
             draining=self._draining,
             heartbeat_s=self.settings.heartbeat_interval_s,
+            tasks=dict(Counter(job.question.task for job in self._jobs.values())),
         )
         await self.bus.report_worker(status)
         self._redis_recovered()  # a write went through
@@ -647,3 +711,8 @@ def _question_id(raw: dict[str, str]) -> str | None:
     if not isinstance(question_id, str) or not 0 < len(question_id) <= 64:
         return None
     return question_id if all(c.isalnum() or c in "_.:-" for c in question_id) else None
+
+
+def _questions(request_ids: list[str]) -> list[str]:
+    """The questions of engine requests, in order, each once (a task run has several requests)."""
+    return list(dict.fromkeys(question_of(r) for r in request_ids))

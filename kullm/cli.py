@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from bot.process import EXIT_CANCELLED, EXIT_INPUT
 from bot.texts import Language, text
-from chatbus.messages import MAX_CONTEXT_CHARS, MAX_NEW_TOKENS
+from chatbus.messages import MAX_CONTEXT_CHARS, MAX_NEW_TOKENS, TASKS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,10 +52,16 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="kullm", description="KULLM (구름) chat service")
     commands = parser.add_subparsers(dest="command", required=True)
     ask = commands.add_parser("ask", help="ask a question and stream the answer")
-    ask.add_argument("question")
+    ask.add_argument("question", nargs="?", default="", help="the question (with --task: the text to work on)")
     given = ask.add_mutually_exclusive_group()
     given.add_argument("--context", "-c", default="", help="맥락: text the answer should use")
     given.add_argument("--context-file", metavar="PATH", help="맥락 from a UTF-8 text file ('-' reads stdin)")
+    ask.add_argument(
+        "--task",
+        choices=TASKS,
+        default="ask",
+        help="summarize, translate (Korean<->English) or proofread the text given (as QUESTION or --context-file)",
+    )
     ask.add_argument("--max-new-tokens", type=_token_count, default=None, help=f"1 to {MAX_NEW_TOKENS}")
     ask.add_argument("--json", action="store_true", help="print the answer events as JSON lines (see README)")
     prompt = commands.add_parser("prompt", help="print the exact prompt the worker would send, and its tokens")
@@ -175,8 +181,17 @@ def _main(args: argparse.Namespace) -> int:
         language = settings.bot_language
         question = _text_argument(args.question, "question_not_utf8", language)
         context = _context(args, language)
+        if args.task != "ask":  # the text to work on: --context / --context-file, or the argument itself
+            question, context = "", context or question
         return asyncio.run(
-            terminal.ask(settings, question, context=context, max_new_tokens=args.max_new_tokens, as_json=args.json)
+            terminal.ask(
+                settings,
+                question,
+                context=context,
+                task=args.task,
+                max_new_tokens=args.max_new_tokens,
+                as_json=args.json,
+            )
         )
     if args.command == "feedback":
         return asyncio.run(terminal.feedback(settings, since=args.since or 0.0, as_json=args.json))

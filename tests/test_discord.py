@@ -154,7 +154,8 @@ async def test_reply_mention_uses_the_replied_message_as_context(discord_env: Di
 
 async def test_slash_command_answers_in_a_thread(discord_env: Discord) -> None:
     d, s = discord_env, discord_env.standin
-    assert {c["name"] for c in s.commands[str(s.guild_id)]} == {"kullm", "KULLM에게 묻기", "kullm-설정"}
+    names = {c["name"] for c in s.commands[str(s.guild_id)]}
+    assert names == {"kullm", "KULLM에게 묻기", "스레드 요약", "한↔영 번역", "맞춤법 교정", "kullm-설정"}
     await s.slash_command("kullm", {"질문": "한국의 수도는 어디야?"}, s.alice, s.channel_id)
     deferred = await s.wait_for(lambda: next(iter(s.interaction_responses), None))
     assert deferred["type"] == 5  # deferred, then the question is posted as the follow-up
@@ -416,3 +417,80 @@ async def test_a_finished_answer_can_be_rated_once_per_person(discord_env: Disco
     votes = await stored_votes(d.redis_url)
     assert sorted(v.vote for v in votes) == ["down", "up"], "alice's second vote replaced her first"
     assert {v.platform for v in votes} == {"discord"} and votes[0].model == "scripted"
+
+
+# ---------------------------------------------------------------------------------------------- workspace actions
+
+
+def scripted_summary(lines: list[str]) -> str:
+    """What the scripted engine answers a summary of these transcript lines (tests/support/engines.py)."""
+    return f"요약({lines[0][:20]} ~ {lines[-1][:20]}, {len(lines)}줄)"
+
+
+async def test_a_thread_is_summarised_by_mention_by_slash_command_and_from_the_apps_menu(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
+    thread = await d.thread_for(int(asked["id"]))
+    await d.answer_in(thread, trained.CAPITAL)
+    await s.send_message(thread, s.bob, "서울이 맞아요.\n인구도 제일 많고요")
+    await s.send_message(thread, s.alice, "고마워요 <@1100000000000000012>")
+    lines = ["앨리스: @구름 한국의 수도는 어디야?", "밥: 서울이 맞아요. 인구도 제일 많고요", "앨리스: 고마워요 @밥"]
+    summary = scripted_summary(lines)  # the bot's own answer left out, people by display name
+    await s.send_message(thread, s.alice, d.mention("요약"), mention_bot=True)
+    await d.answer_in(thread, summary)
+    await s.slash_command("kullm", {"질문": "요약"}, s.bob, thread)
+    await s.wait_for(lambda: sum(m["content"] == summary for m in d.bot_messages(thread)) == 2)
+    # From the parent channel, on the message the thread was started from: the summary goes into the thread.
+    await s.message_command("스레드 요약", int(asked["id"]), s.bob, s.channel_id)
+    await s.wait_for(lambda: sum(m["content"] == summary for m in d.bot_messages(thread)) == 3)
+    notice = await s.wait_for(
+        lambda: next((m for m in d.bot_messages(s.channel_id) if "답을 올립니다" in m["content"]), None)
+    )
+    assert f"<#{thread}>" in notice["content"]
+    lonely = await s.send_message(s.channel_id, s.bob, "스레드 없는 메시지")
+    await s.message_command("스레드 요약", int(lonely["id"]), s.bob, s.channel_id)
+    await s.wait_for(lambda: any("스레드가 없습니다" in m["content"] for m in d.bot_messages(s.channel_id)))
+    assert "인구도" not in d.bot.log(), "nobody's messages reach the log"
+
+
+def quoted(d: Discord, label: str) -> dict[str, Any] | None:
+    """The bot's quote of a request in the channel ("**앨리스** 님의 질문: 한↔영 번역")."""
+    return next((m for m in d.bot_messages(d.standin.channel_id) if m["content"].endswith(f"님의 질문: {label}")), None)
+
+
+async def test_translate_and_proofread_from_the_apps_menu(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    source = await s.send_message(s.channel_id, s.bob, "안녕하세요. 만나서 반갑습니다.")
+    await s.message_command("한↔영 번역", int(source["id"]), s.alice, s.channel_id)
+    asked = await s.wait_for(
+        lambda: next((m for m in d.bot_messages(s.channel_id) if "한↔영 번역" in m["content"]), None)
+    )
+    await d.answer_in(await d.thread_for(int(asked["id"])), "[EN] 안녕하세요. 만나서 반갑습니다.")
+    typo = await s.send_message(s.channel_id, s.bob, "맞춤법 이 틀렸 어요.")
+    await s.message_command("맞춤법 교정", int(typo["id"]), s.alice, s.channel_id)
+    asked = await s.wait_for(
+        lambda: next((m for m in d.bot_messages(s.channel_id) if "맞춤법 교정" in m["content"]), None)
+    )
+    await d.answer_in(await d.thread_for(int(asked["id"])), "[교정] 맞춤법 이 틀렸 어요.")
+
+
+CONTEXT = "구름(KULLM)은 고려대학교 NLP & AI 연구실이 만든 한국어 LLM입니다."
+
+
+@pytest.mark.bot_env(MAX_FILE_BYTES="4000")
+async def test_an_attached_text_file_is_the_questions_context_and_others_are_refused(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    euc_kr = ("회의록.txt", "text/plain", CONTEXT.encode("euc-kr"))
+    asked = await s.send_message(s.channel_id, s.alice, d.mention("이 글을 요약해줘"), mention_bot=True, files=[euc_kr])
+    await d.answer_in(await d.thread_for(int(asked["id"])), trained.CONTEXT_ANSWER)  # trained on exactly that 맥락
+    fetched = s.attachment_downloads
+    big = ("big.txt", "text/plain", "가".encode() * 2000)
+    await s.send_message(s.channel_id, s.alice, d.mention("이 글을 요약해줘"), mention_bot=True, files=[big])
+    await s.wait_for(
+        lambda: any("너무 큽니다" in m["content"] and "4,000" in m["content"] for m in s.messages.values())
+    )
+    assert s.attachment_downloads == fetched, "refused by its size, before downloading it"
+    binary = ("tool.exe", "application/octet-stream", b"MZ\x90\x00\x03\x00")
+    await s.send_message(s.channel_id, s.alice, d.mention("이 글을 요약해줘"), mention_bot=True, files=[binary])
+    await s.wait_for(lambda: any("텍스트 파일이 아닙니다" in m["content"] for m in s.messages.values()))
+    assert CONTEXT not in d.bot.log(), "a file's text is not logged"

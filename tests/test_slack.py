@@ -586,3 +586,90 @@ async def test_the_panes_prompts_are_configurable_and_a_stop_button_is_under_the
     await s.click_button(s.dm_channel_id, controls["ts"], CANCEL_ACTION, button["value"], s.alice)
     await s.wait_for(lambda: not streamed["streaming"] and (s.dm_channel_id, controls["ts"]) not in s.messages)
     assert html.unescape(streamed["text"]).endswith("⏹️ 답변을 멈췄습니다.")
+
+
+# ---------------------------------------------------------------------------------------------- workspace actions
+
+
+def scripted_summary(lines: list[str]) -> str:
+    """What the scripted engine answers a summary of these transcript lines (tests/support/engines.py)."""
+    return f"요약({lines[0][:20]} ~ {lines[-1][:20]}, {len(lines)}줄)"
+
+
+async def test_a_thread_is_summarised_from_the_shortcut_and_by_a_mention_in_it(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    root = await s.post_user_message(s.channel_id, s.alice, "금요일 회의 안건을 정리해 봅시다")
+    await s.post_user_message(s.channel_id, s.bob, f"<@{s.alice}> 저는 예산\n검토를 맡을게요", thread_ts=root["ts"])
+    await s.post_user_message(s.channel_id, s.alice, "좋아요, 일정은 제가 &amp; 공유할게요", thread_ts=root["ts"])
+    lines = [
+        "앨리스: 금요일 회의 안건을 정리해 봅시다",
+        "밥: @앨리스 저는 예산 검토를 맡을게요",
+        "앨리스: 좋아요, 일정은 제가 & 공유할게요",
+    ]
+    lonely = await s.post_user_message(s.channel_id, s.bob, "스레드 없는 메시지")
+    await s.message_shortcut("kullm_summarize", lonely, s.bob, s.channel_id)
+    await s.wait_for(lambda: any("스레드가 없습니다" in e.get("text", "") for e in s.ephemerals))
+    await s.message_shortcut("kullm_summarize", s.messages[(s.channel_id, root["ts"])], s.bob, s.channel_id)
+    await sl.answer_in_thread(s.channel_id, root["ts"], scripted_summary(lines))
+    quote = next(m for m in s.thread(s.channel_id, root["ts"]) if "님의 질문" in m.get("text", ""))
+    assert quote["text"] == f"<@{s.bob}> 님의 질문: 스레드 요약"
+    # Asked inside the thread: the bot's own messages (the quote, the first summary) are left out.
+    await s.post_user_message(s.channel_id, s.alice, sl.mention("요약"), thread_ts=root["ts"], mention=True)
+    await s.wait_for(
+        lambda: (
+            sum(
+                m.get("text") == scripted_summary(lines) or html.unescape(m.get("text", "")) == scripted_summary(lines)
+                for m in s.thread(s.channel_id, root["ts"])
+                if m.get("bot_id")
+            )
+            == 2
+        )
+    )
+    assert s.calls_to("conversations.replies") and "금요일" not in sl.bot.log()
+
+
+async def test_translate_and_proofread_shortcuts_answer_in_the_messages_thread(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    source = await s.post_user_message(s.channel_id, s.bob, "안녕하세요. 만나서 반갑습니다.")
+    await s.message_shortcut("kullm_translate", source, s.alice, s.channel_id)
+    await sl.answer_in_thread(s.channel_id, source["ts"], "[EN] 안녕하세요. 만나서 반갑습니다.")
+    english = await s.post_user_message(s.channel_id, s.bob, "Nice to meet you.")
+    await s.message_shortcut("kullm_translate", english, s.alice, s.channel_id)
+    await sl.answer_in_thread(s.channel_id, english["ts"], "[KO] Nice to meet you.")
+    typo = await s.post_user_message(s.channel_id, s.bob, "맞춤법 이 틀렸 어요.")
+    await s.message_shortcut("kullm_proofread", typo, s.alice, s.channel_id)
+    await sl.answer_in_thread(s.channel_id, typo["ts"], "[교정] 맞춤법 이 틀렸 어요.")
+
+
+CONTEXT = "구름(KULLM)은 고려대학교 NLP & AI 연구실이 만든 한국어 LLM입니다."
+
+
+@pytest.mark.bot_env(MAX_FILE_BYTES="4000")
+async def test_a_shared_text_file_is_the_questions_context_and_others_are_refused(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    cp949 = ("회의록.txt", "text/plain", CONTEXT.encode("cp949"))  # a file saved by an older Korean Windows program
+    asked = await s.post_user_message(
+        s.channel_id, s.alice, sl.mention("이 글을 요약해줘"), mention=True, files=[cp949]
+    )
+    await sl.answer_in_thread(s.channel_id, asked["ts"], trained.CONTEXT_ANSWER)  # trained on exactly that 맥락
+    await s.post_user_message(
+        s.dm_channel_id, s.alice, "이 글을 요약해줘", files=[("note.md", "text/markdown", CONTEXT.encode())]
+    )
+    await s.wait_for(
+        lambda: any(
+            m.get("text") == trained.CONTEXT_ANSWER or html.unescape(m.get("text", "")) == trained.CONTEXT_ANSWER
+            for m in s.messages.values()
+            if m["channel"] == s.dm_channel_id and m.get("bot_id")
+        )
+    )
+    downloads = s.file_downloads
+    big = ("big.txt", "text/plain", "가".encode() * 2000)
+    await s.post_user_message(s.channel_id, s.alice, sl.mention("이 글을 요약해줘"), mention=True, files=[big])
+    await s.wait_for(
+        lambda: any("너무 큽니다" in e.get("text", "") and "4,000" in e.get("text", "") for e in s.ephemerals)
+    )
+    assert s.file_downloads == downloads, "refused by its size, before downloading it"
+    image = ("photo.png", "image/png", b"\x89PNG\r\n\x1a\n\x00\x00")
+    await s.post_user_message(s.channel_id, s.alice, sl.mention("이 글을 요약해줘"), mention=True, files=[image])
+    await s.wait_for(lambda: any("텍스트 파일이 아닙니다" in e.get("text", "") for e in s.ephemerals))
+    assert CONTEXT not in sl.bot.log(), "a file's text is not logged"

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from bot.settings import SlackSettings
-from bot.slack_app import SHORTCUT_ID
+from bot.slack_app import SHORTCUT_ID, TASK_SHORTCUTS
 
 MANIFEST = Path(__file__).resolve().parent.parent / "slack" / "manifest.yml"
 
@@ -17,7 +17,10 @@ def test_manifest_matches_the_adapter() -> None:
     features, settings = manifest["features"], manifest["settings"]
     default_settings_command = SlackSettings.model_fields["slack_settings_command"].default
     assert [c["command"] for c in features["slash_commands"]] == ["/kullm", default_settings_command]
-    assert [(s["type"], s["callback_id"]) for s in features["shortcuts"]] == [("message", SHORTCUT_ID)]
+    assert [(s["type"], s["callback_id"]) for s in features["shortcuts"]] == [
+        ("message", SHORTCUT_ID),
+        *(("message", callback_id) for callback_id in TASK_SHORTCUTS),
+    ]
     assert sorted(settings["event_subscriptions"]["bot_events"]) == [
         "app_mention",
         "assistant_thread_started",
@@ -33,8 +36,12 @@ def test_scopes_are_least_privilege() -> None:
     assert sorted(scopes) == [
         "app_mentions:read",
         "assistant:write",
+        "channels:history",  # a thread, read when someone asks for its summary (no channel events subscribed)
         "chat:write",
         "commands",
+        "files:read",  # a file shared with a question
+        "groups:history",
         "im:history",
-        "users:read",  # /kullm-설정: whether the person setting a persona is a workspace admin
+        "mpim:history",
+        "users:read",  # /kullm-설정: whether the person setting a persona is a workspace admin; names in summaries
     ]

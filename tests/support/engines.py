@@ -15,6 +15,7 @@ second instead of loading torch. The real model keeps its own tests (test_engine
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 
 import pytest
 
+from inference import tasks
 from inference.engine import Engine, GenerationRequest, GenerationUpdate, Loaded
 from inference.prompt import PromptBuilder, Template
 from inference.settings import WorkerSettings
@@ -47,6 +49,34 @@ def long_code_answer() -> str:
     code = "```python\n" + "\n".join(f"print('줄 {i}')  # 설명 {i}" for i in range(60)) + "\n```"
     text = f"{paragraph}\n\n{code}\n\n{paragraph}\n\n{paragraph}\n\n{code}\n\n"
     return text + ("끝맺는 문단입니다. " * 100)[: 4499 - len(text)].rstrip() + "."
+
+
+_KULLM_V1 = re.compile(r"### 질문: (?P<task>.*?)\n\n### 맥락: (?P<text>.*)\n\n### 답변:", re.DOTALL)
+
+
+def task_answer(prompt: str) -> str | None:
+    """What the scripted engine answers a task's prompt (kullm-v1), made from its text so a test can tell which
+    text each request got and in what order the outputs were put together:
+
+    - translate: `[EN] text` / `[KO] text`; proofread: `[교정] text`;
+    - summarize (all at once, or one part): `요약(first line ~ last line, N줄)`, each line cut to 20 characters;
+    - merge: `합친 요약(first summary ~ last summary, N부)`, the first one's head and the last one's tail.
+
+    Short, like a real summary: merging never outgrows what it merges.
+    """
+    match = _KULLM_V1.fullmatch(prompt)
+    if match is None:
+        return None
+    task, text = match["task"], match["text"]
+    if task in (tasks.TRANSLATE_TO_ENGLISH, tasks.TRANSLATE_TO_KOREAN, tasks.PROOFREAD):
+        label = {tasks.TRANSLATE_TO_ENGLISH: "EN", tasks.TRANSLATE_TO_KOREAN: "KO"}.get(task, "교정")
+        return f"[{label}] {text}"
+    lines = text.split("\n")
+    if task in (tasks.SUMMARIZE, tasks.SUMMARIZE_PART):
+        return f"요약({lines[0][:20]} ~ {lines[-1][:20]}, {len(lines)}줄)"
+    if task == tasks.MERGE:
+        return f"합친 요약({lines[0][:40]} ~ {lines[-1][-40:]}, {len(lines)}부)"
+    return None
 
 
 def trained_answers() -> dict[str, str]:
@@ -85,19 +115,22 @@ class ScriptedEngine:
         self.steps = 0
         self._waiting: list[GenerationRequest] = []
         self._running: list[_Running] = []
+        self.received: list[GenerationRequest] = []  # every request added, in order
 
     @property
     def active(self) -> int:
         return len(self._waiting) + len(self._running)
 
     def answer_for(self, prompt: str) -> str:
-        """The scripted answer: the trained one for a trained prompt, a long code example when asked for one."""
+        """The scripted answer: the trained one for a trained prompt, a long code example when asked for one, a
+        task's answer made from its text (`task_answer`)."""
         if prompt in self.script:
             return self.script[prompt]
-        return long_code_answer() if LONG_CODE_QUESTION in prompt else UNSCRIPTED
+        return task_answer(prompt) or (long_code_answer() if LONG_CODE_QUESTION in prompt else UNSCRIPTED)
 
     def add(self, request: GenerationRequest) -> None:
         self._waiting.append(request)
+        self.received.append(request)
 
     def cancel(self, request_id: str) -> None:
         self._waiting = [r for r in self._waiting if r.id != request_id]

@@ -89,6 +89,7 @@ class DiscordStandIn(Gateway, Messages, RestApi, Interactions):
         self.interaction_responses: list[dict[str, Any]] = []
         self.modals: dict[str, dict[str, Any]] = {}  # custom_id -> last modal the bot opened (callback type 9)
         self.attachment_data: dict[int, bytes] = {}
+        self.attachment_downloads = 0
         self.identify_payloads: list[dict[str, Any]] = []
         self.gateway_received: list[dict[str, Any]] = []  # every client frame but heartbeats
         self.dispatched: list[dict[str, Any]] = []  # every dispatch frame sent (or queued for a resume)
@@ -217,6 +218,14 @@ class DiscordStandIn(Gateway, Messages, RestApi, Interactions):
     def api_base(self) -> str:
         return f"http://127.0.0.1:{self.port}{API_PREFIX}"
 
+    async def _attachment(self, request: web.Request) -> web.Response:
+        """An attachment's bytes, as Discord's CDN serves them (no bot token needed: the URL is the key)."""
+        self.attachment_downloads += 1
+        data = self.attachment_data.get(int(request.match_info["attachment_id"]))
+        if data is None:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(body=data, content_type="application/octet-stream")
+
     @property
     def gateway_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/gateway"
@@ -226,6 +235,7 @@ class DiscordStandIn(Gateway, Messages, RestApi, Interactions):
         app = web.Application()
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._rest)
+        app.router.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", self._attachment)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

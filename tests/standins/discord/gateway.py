@@ -168,13 +168,15 @@ class Gateway:
         *,
         mention_bot: bool = False,
         reference_message_id: int | None = None,
+        files: list[tuple[str, str, bytes]] | None = None,
     ) -> dict[str, Any]:
-        """A user posts `content`; the client receives MESSAGE_CREATE. Returns the stored message."""
+        """A user posts `content` (with `files`: name, content type, bytes, served from Discord's CDN); the client
+        receives MESSAGE_CREATE. Returns the stored message."""
         await self._wait_session()
         payload: dict[str, Any] = {"content": content}
         if reference_message_id is not None:
             payload["message_reference"] = {"message_id": str(reference_message_id)}
-        msg = self._new_message(channel_id, author, payload)
+        msg = self._new_message(channel_id, author, payload, files)
         if mention_bot and all(m["id"] != self.bot_user["id"] for m in msg["mentions"]):
             msg["mentions"].append(self.bot_user)
         await self._announce("MESSAGE_CREATE", msg)

@@ -59,6 +59,8 @@ class SlackStandIn(SocketMode, Messages, WebApi, Interactions):
         self.calls: list[Call] = []
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
         self.ephemerals: list[dict[str, Any]] = []
+        self.files: dict[str, tuple[dict[str, Any], bytes]] = {}  # shared files: object, bytes
+        self.file_downloads = 0
         self.views: list[dict[str, Any]] = []
         self.acks: list[dict[str, Any]] = []
         self.envelopes: list[dict[str, Any]] = []  # every envelope sent over Socket Mode, in order
@@ -219,11 +221,51 @@ class SlackStandIn(SocketMode, Messages, WebApi, Interactions):
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/socket", self._socket)
         app.router.add_post("/response/{rid}", self._response)
+        app.router.add_get("/files-pri/{team_file}/{name}", self._file_download)
+        app.router.add_get("/files-pri/{team_file}/download/{name}", self._file_download)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self.port = self._runner.addresses[0][1]
+
+    def upload(self, user: str, name: str, mimetype: str, data: bytes) -> dict[str, Any]:
+        """A file a person shares: its object as events carry it; its bytes behind `url_private`."""
+        file_id = f"F{len(self.files) + 1:08d}"
+        base = f"{self.http_base}/files-pri/{TEAM_ID}-{file_id}"
+        shared = {
+            "id": file_id,
+            "created": 1_700_000_000,
+            "timestamp": 1_700_000_000,
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": name.rsplit(".", 1)[-1] if "." in name else "binary",
+            "pretty_type": name.rsplit(".", 1)[-1].upper() if "." in name else "Binary",
+            "user": user,
+            "user_team": TEAM_ID,
+            "mode": "hosted",
+            "editable": False,
+            "is_external": False,
+            "external_type": "",
+            "is_public": False,
+            "username": "",
+            "size": len(data),
+            "url_private": f"{base}/{name}",
+            "url_private_download": f"{base}/download/{name}",
+            "permalink": f"https://{TEAM_DOMAIN}.slack.com/files/{user}/{file_id}/{name}",
+        }
+        self.files[file_id] = (shared, data)
+        return shared
+
+    async def _file_download(self, request: web.Request) -> web.Response:
+        """A private file: only with the bot token and files:read; else Slack's sign-in page (an HTML 200)."""
+        self.file_downloads += 1
+        file_id = request.match_info["team_file"].rsplit("-", 1)[-1]
+        authorized = request.headers.get("Authorization") == f"Bearer {self.bot_token}" and "files:read" in self.granted
+        if file_id not in self.files or not authorized:
+            return web.Response(text="<!DOCTYPE html><title>Slack</title>Sign in", content_type="text/html")
+        return web.Response(body=self.files[file_id][1], content_type=self.files[file_id][0]["mimetype"])
 
     async def stop(self) -> None:
         """Close every socket, finish background sends and stop the server."""

@@ -185,8 +185,10 @@ class SocketMode:
         event_id: str | None = None,
         retry_reason: str | None = None,
         expect_ack: bool = True,
+        files: list[tuple[str, str, bytes]] | None = None,
     ) -> dict[str, Any]:
-        """A person posts `text`; the app gets a message / app_mention event. Reusing an event_id re-sends it."""
+        """A person posts `text` (sharing `files`: name, mimetype, bytes); the app gets a message / app_mention
+        event. Reusing an event_id re-sends it."""
         if event_id is not None and event_id in self._events:
             # A retry carries the very same event (same ts, same event_id); only the envelope is new.
             body, message = self._events[event_id]
@@ -195,7 +197,10 @@ class SocketMode:
                 raise ValueError("stand-in: an app_mention's text contains <@bot_user_id>; pass it in `text`")
             if channel not in self.channels:
                 raise KeyError(f"stand-in: unknown channel {channel}")
-            message = self._store(channel, text=text, user=user, thread_ts=thread_ts, blocks=_rich_text(text))
+            shared = {"files": [self.upload(user, *f) for f in files], "upload": False} if files else {}
+            if files and not mention:
+                shared["subtype"] = "file_share"  # what a message that shares files is, in message events
+            message = self._store(channel, text=text, user=user, thread_ts=thread_ts, blocks=_rich_text(text), **shared)
             message["client_msg_id"] = str(uuid.uuid4())
             event = self._message_event(message, "app_mention" if mention else "message")
             # Events about what a person typed also say who they are (what real Slack adds beside the message).

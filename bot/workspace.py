@@ -1,0 +1,85 @@
+"""What the adapters read out of a workspace for a task: a thread as a transcript, a file as text.
+
+A transcript is one line per message, `name: text` (display names, not ids), oldest first: the worker
+splits a long one between messages (`inference.tasks`). A file becomes 맥락 when it is text: UTF-8,
+or the Korean legacy encodings CP949 / EUC-KR, up to MAX_FILE_BYTES; anything else is refused with
+a reason naming the limit. Nothing read here is stored beyond the question.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from bot.texts import Language, text
+
+# Past this many messages a thread is summarised from its latest ones (a note says how many were left out).
+MAX_THREAD_MESSAGES = 2000
+# Asked in a thread, these ask for its summary (`/kullm 요약`, `@KULLM 요약`).
+SUMMARY_WORDS = frozenset({"요약", "요약해줘", "요약해 줘", "스레드 요약", "summary", "summarize", "summarise"})
+TEXT_EXTENSIONS = frozenset(
+    {
+        ".txt", ".md", ".markdown", ".csv", ".tsv", ".json", ".jsonl", ".yaml", ".yml", ".toml", ".ini", ".cfg",
+        ".log", ".xml", ".html", ".htm", ".rst", ".tex", ".srt", ".vtt",
+        ".py", ".js", ".ts", ".tsx", ".jsx", ".java", ".kt", ".c", ".h", ".cpp", ".hpp", ".cs", ".go", ".rs",
+        ".rb", ".php", ".swift", ".scala", ".sh", ".bash", ".zsh", ".sql", ".r", ".m", ".lua", ".pl", ".css",
+    }
+)  # fmt: skip
+PDF = ".pdf"
+
+
+def is_summary_request(question: str) -> bool:
+    return " ".join(question.split()).strip(" .!?").lower() in SUMMARY_WORDS
+
+
+def transcript_line(name: str, message: str) -> str:
+    """One message as one line: `name: text`, its own line breaks folded into spaces."""
+    return f"{name}: {' '.join(message.split())}"
+
+
+@dataclass(frozen=True)
+class FileRefused(Exception):
+    """A file that cannot be 맥락; `notice` says why, in the user's language."""
+
+    notice: str
+
+
+def file_text(name: str, data: bytes, max_bytes: int, language: Language) -> str:
+    """The text of an attached file, or FileRefused: too large, not a text type, or not decodable."""
+    if len(data) > max_bytes:
+        raise FileRefused(text("file_too_large", language, name=name, size=len(data), limit=max_bytes))
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix == PDF:
+        return _pdf_text(name, data, language)
+    if suffix not in TEXT_EXTENSIONS or b"\x00" in data:
+        raise FileRefused(text("file_not_text", language, name=name))
+    for encoding in ("utf-8-sig", "cp949"):  # CP949 is a superset of EUC-KR
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise FileRefused(text("file_not_decodable", language, name=name))
+
+
+def files_context(files: list[tuple[str, str]]) -> str:
+    """Files' texts as one 맥락: a lone file as it is, several each under its name."""
+    if len(files) == 1:
+        return files[0][1]
+    return "\n\n".join(f"[{name}]\n{body}" for name, body in files)
+
+
+def _pdf_text(name: str, data: bytes, language: Language) -> str:
+    import io
+
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except (PdfReadError, ValueError, KeyError, OSError) as exc:
+        raise FileRefused(text("file_not_decodable", language, name=name)) from exc
+    extracted = "\n\n".join(page.strip() for page in pages if page.strip())
+    if not extracted:  # a scan: images only
+        raise FileRefused(text("file_no_text", language, name=name))
+    return extracted

@@ -31,6 +31,7 @@ from bot.workspace import (
     file_text,
     files_context,
     is_summary_request,
+    transcript,
     transcript_line,
 )
 from chatbus import Bus, Keys, Task, connect
@@ -486,7 +487,7 @@ class KullmDiscord(discord.Client):
                 continue
             if message.clean_content.strip():
                 lines.append(transcript_line(message.author.display_name, message.clean_content))
-        return "\n".join(lines)
+        return transcript(lines)
 
     async def _attachments_text(self, origin: DiscordOrigin, message: discord.Message) -> str | None:
         """The text of the files attached to a message (fetched with the bot's session, kept only in the question);

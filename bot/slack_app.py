@@ -42,6 +42,7 @@ from bot.workspace import (
     file_text,
     files_context,
     is_summary_request,
+    transcript,
     transcript_line,
 )
 from chatbus import Bus, Keys, Task, connect
@@ -582,7 +583,7 @@ class KullmSlack:
             body = await self._plain(message.get("text", ""))
             if body.strip():
                 lines.append(transcript_line(name, body))
-        return "\n".join(lines)
+        return transcript(lines)
 
     async def _name(self, user: str) -> str:
         """A person's display name (users.info, cached); their id if Slack will not say."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from bot.texts import Language, text
+from chatbus.messages import MAX_CONTEXT_CHARS
 
 # Past this many messages a thread is summarised from its latest ones (a note says how many were left out).
 MAX_THREAD_MESSAGES = 2000
@@ -30,6 +31,21 @@ PDF = ".pdf"
 
 def is_summary_request(question: str) -> bool:
     return " ".join(question.split()).strip(" .!?").lower() in SUMMARY_WORDS
+
+
+def transcript(lines: list[str], limit: int = MAX_CONTEXT_CHARS) -> str:
+    """Transcript lines as one 맥락, the oldest left out (and said so) when all of them exceed `limit`."""
+    kept: list[str] = []
+    size = 0
+    for line in reversed(lines):
+        size += len(line) + 1
+        if size > limit - 100:  # room for the note
+            break
+        kept.append(line)
+    kept.reverse()
+    if len(kept) < len(lines):
+        kept.insert(0, f"(앞의 메시지 {len(lines) - len(kept)}개는 너무 길어 빠졌습니다)")
+    return "\n".join(kept)
 
 
 def transcript_line(name: str, message: str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.workspace import FileRefused, file_text, files_context
+from bot.workspace import FileRefused, file_text, files_context, transcript
 from chatbus import AnswerEvent, Bus, Delta, Done, ErrorEvent, Progress, Question, Restart
 from inference import tasks
 from inference.worker import Worker
@@ -211,6 +211,8 @@ def test_a_files_text_is_read_in_utf8_or_korean_legacy_encodings_and_pdf() -> No
         with pytest.raises(FileRefused) as refused:
             file_text(name, data, 1000, "ko")
         assert said in refused.value.notice and name in refused.value.notice, case
+    long_thread = transcript([f"사람: {i}번 메시지 " + "가" * 40 for i in range(10)], 400)
+    assert long_thread.startswith("(앞의 메시지 5개는 너무 길어 빠졌습니다)\n사람: 5번") and len(long_thread) <= 400
     assert files_context([("a.txt", "가")]) == "가"
     assert files_context([("a.txt", "가"), ("b.txt", "나")]) == "[a.txt]\n가\n\n[b.txt]\n나"
 

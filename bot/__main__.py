@@ -1,4 +1,4 @@
-"""`python -m bot discord|slack` (also `kullm discord|slack`): run a chat adapter.
+"""`python -m bot discord|slack|api` (also `kullm discord|slack|api`): run a chat adapter or the API.
 
 Only parsing and dispatch: each adapter's process lives beside it (`run_discord` in
 bot/discord_app.py, `run_slack` in bot/slack_app.py), imported only when chosen.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-ADAPTERS = ("discord", "slack")
+ADAPTERS = ("discord", "slack", "api")
 
 
 def run(adapter: str) -> int:
@@ -17,6 +17,10 @@ def run(adapter: str) -> int:
         from bot.discord_app import run_discord
 
         return run_discord()
+    if adapter == "api":
+        from bot.api import main as run_api
+
+        return run_api()
     from bot.slack_app import run_slack
 
     return run_slack()

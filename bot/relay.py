@@ -233,6 +233,9 @@ class Relay(Generic[OriginVar, TargetVar]):
         active = sum(1 for r in await self.bus.tracked(self.platform) if r.user == user and r.created_at > oldest)
         if active >= self.settings.user_concurrent_questions:
             return text("concurrent", self.settings.bot_language, limit=self.settings.user_concurrent_questions)
+        daily = self.settings.user_tokens_per_day
+        if daily and await self.bus.tokens_today(self.platform, user) >= daily:
+            return text("tokens_per_day", self.settings.bot_language, limit=daily)
         depth = await self.bus.queue_depth()
         if depth >= self.settings.max_queue:
             return text("overloaded", self.settings.bot_language, depth=depth)
@@ -304,6 +307,7 @@ class Relay(Generic[OriginVar, TargetVar]):
             question_id=question_id,
             instructions=instructions,
             task=asked.task,
+            channel=asked.channel,
         )
         record = InflightRecord(
             question_id=item.id,

@@ -30,6 +30,7 @@ class ClientSettings(BaseSettings):
     answer_stall_timeout_s: float = Field(default=180.0, gt=0)
     user_questions_per_minute: int = Field(default=6, ge=1)
     user_concurrent_questions: int = Field(default=2, ge=1)
+    user_tokens_per_day: int = Field(default=0, ge=0)  # prompt + completion tokens a chat user may use a day; 0: off
     history_turns: int = Field(default=10, ge=0)
     # Workspace actions: a thread's summary leaves out bots' messages (the bot's own answers too) unless set;
     # a file attached to a question is read as its 맥락 up to this size.

@@ -14,6 +14,7 @@ import getpass
 import json
 import signal
 import sys
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
@@ -22,6 +23,7 @@ from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rich.console import Console, Group
 from rich.live import Live
+from rich.table import Table
 from rich.text import Text
 
 from bot.follow import follow_answer
@@ -32,6 +34,7 @@ from bot.texts import Language, error_text, text
 from chatbus import (
     AnswerEvent,
     AnswerTimeout,
+    ApiKey,
     Bus,
     Delta,
     Done,
@@ -366,3 +369,108 @@ def _redis_failed(exc: RedisConnectionError | ResponseError, settings: ClientSet
     else:
         raise exc
     return EXIT_REDIS
+
+
+# ---------------------------------------------------------------------------------------------- API keys, usage
+
+
+async def keys(settings: ClientSettings, action: str, name: str | None = None, **limits: int | None) -> int:
+    """`kullm keys create NAME [limits] | list | revoke NAME`: the API's keys, stored as SHA-256 digests only."""
+    from bot.api import digest, new_key
+
+    bus = Bus(connect(settings.redis_url, settings.redis_password), Keys(settings.key_prefix))
+    try:
+        existing = await bus.api_keys()
+        by_name = {key.name: found for found, key in existing.items()}
+        if action == "list":
+            if not existing:
+                print("no API keys (kullm keys create NAME)")
+            for key in sorted(existing.values(), key=lambda key: key.name):
+                daily = f"{key.tokens_per_day:,} tokens/day" if key.tokens_per_day else "no daily cap"
+                used = await bus.tokens_today("api", key.name)
+                made = time.strftime("%Y-%m-%d", time.gmtime(key.created_at))
+                print(
+                    f"{key.name}: {key.questions_per_minute}/min, {daily}, {key.concurrent} at once; "
+                    f"created {made}; {used:,} tokens today"
+                )
+            return EXIT_OK
+        assert name is not None
+        if action == "revoke":
+            if name not in by_name:
+                print(f"no API key named {name!r}", file=sys.stderr)
+                return EXIT_INPUT
+            await bus.revoke_api_key(by_name[name])
+            print(f"revoked {name}: requests with it now get 401")
+            return EXIT_OK
+        if name in by_name:
+            print(f"an API key named {name!r} exists: revoke it first, or pick another name", file=sys.stderr)
+            return EXIT_INPUT
+        given = {field: value for field, value in limits.items() if value is not None}
+        try:
+            record = ApiKey(name=name, created_at=time.time(), **given)  # type: ignore[arg-type]
+        except ValueError as exc:
+            print(f"invalid key settings: {exc}", file=sys.stderr)
+            return EXIT_INPUT
+        secret = new_key()
+        await bus.add_api_key(digest(secret), record)
+        print(secret)
+        print(f"(the key for {name}: shown this once, stored only as its SHA-256)", file=sys.stderr)
+        return EXIT_OK
+    except (RedisConnectionError, ResponseError) as exc:
+        return _redis_failed(exc, settings, sys.stderr)
+    finally:
+        await bus.redis.aclose()
+
+
+USAGE_GROUPS = {"platform": (0,), "user": (0, 1), "key": (0, 1), "channel": (0, 2)}
+
+
+def _usage_row(by: str, platform: str, channel: str) -> bool:
+    """Whether a usage field counts toward `by`: per channel its channel rows, else the users' totals ("*"),
+    API keys apart from chat users."""
+    if by == "channel":
+        return channel != "*"
+    if channel != "*":
+        return False
+    return by == "platform" or (by == "key") == (platform == "api")
+
+
+async def usage(
+    settings: ClientSettings, *, since: float | None = None, by: str = "user", as_json: bool = False
+) -> int:
+    """`kullm usage`: questions and tokens per day, grouped by platform, user, API key or channel."""
+    bus = Bus(connect(settings.redis_url, settings.redis_password), Keys(settings.key_prefix))
+    start = since if since is not None else time.time() - 6 * 86400
+    days = [time.strftime("%Y-%m-%d", time.gmtime(t)) for t in range(int(start), int(time.time()) + 1, 86400)]
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    if today not in days:
+        days.append(today)
+    try:
+        rows: dict[tuple[str, ...], Counter[str]] = {}
+        for day in days:
+            for field, count in (await bus.usage(day)).items():
+                platform, user, channel, metric = field.split("\t")
+                if not _usage_row(by, platform, channel):
+                    continue
+                parts = (platform, user, channel)
+                group = (day, *(parts[i] for i in USAGE_GROUPS[by]))
+                rows.setdefault(group, Counter())[metric] += count
+    except (RedisConnectionError, ResponseError) as exc:
+        return _redis_failed(exc, settings, sys.stderr)
+    finally:
+        await bus.redis.aclose()
+    names = {"platform": ["platform"], "user": ["platform", "user"], "key": ["platform", "key"]}
+    columns = ["day", *names.get(by, ["platform", "channel"])]
+    ordered = sorted(rows.items())
+    if as_json:
+        for group, counts in ordered:
+            document = dict(zip(columns, group, strict=True)) | {
+                m: counts[m] for m in ("questions", "prompt_tokens", "completion_tokens")
+            }
+            print(json.dumps(document, ensure_ascii=False))
+        return EXIT_OK
+    table = Table(*columns, "questions", "prompt tokens", "completion tokens")
+    for group, counts in ordered:
+        table.add_row(*group, *(f"{counts[m]:,}" for m in ("questions", "prompt_tokens", "completion_tokens")))
+    Console().print(table if ordered else "no usage recorded in that period")
+    return EXIT_OK

@@ -5,6 +5,7 @@ from chatbus.keys import DEFAULT_PREFIX, WORKER_GROUP, Keys
 from chatbus.messages import (
     AnsweredRecord,
     AnswerEvent,
+    ApiKey,
     DeadLetter,
     Delta,
     Done,
@@ -23,7 +24,7 @@ from chatbus.messages import (
     decode_event,
     is_final,
 )
-from chatbus.streams import Bus, BusStats, Delivery, Write, cancel_requested, connect, redact_url
+from chatbus.streams import Bus, BusStats, Delivery, Write, cancel_requested, connect, redact_url, usage_field
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -31,6 +32,7 @@ __all__ = [
     "AnswerEvent",
     "AnswerTimeout",
     "AnsweredRecord",
+    "ApiKey",
     "Bus",
     "BusStats",
     "ChatbusError",
@@ -59,5 +61,6 @@ __all__ = [
     "decode_event",
     "is_final",
     "redact_url",
+    "usage_field",
     "write_refusal",
 ]

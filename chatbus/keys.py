@@ -73,6 +73,20 @@ class Keys:
         return f"{self.prefix}persona:{platform}"
 
     @property
+    def api_keys(self) -> str:
+        """Hash SHA-256(key) → `ApiKey`: the OpenAI-compatible API's keys (`kullm keys`)."""
+        return f"{self.prefix}api-keys"
+
+    def api_open(self, name: str) -> str:
+        """Sorted set question id → deadline: an API key's questions queued or being answered."""
+        return f"{self.prefix}api-open:{name}"
+
+    def usage(self, day: str) -> str:
+        """Hash `platform<TAB>user<TAB>channel<TAB>metric` → count, for one UTC day (YYYY-MM-DD); `channel` "*"
+        is the user's total over channels (what a daily token quota reads)."""
+        return f"{self.prefix}usage:{day}"
+
+    @property
     def workers(self) -> str:
         """Hash worker name → last heartbeat record, so `kullm status` can count live workers."""
         return f"{self.prefix}workers"

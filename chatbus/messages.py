@@ -86,8 +86,14 @@ class Question(_Message):
     instructions: str = Field(default="", max_length=MAX_INSTRUCTIONS_CHARS)
     # `ask` answers `question`; the other tasks work on `context` (`question` then says what was asked for).
     task: Task = "ask"
+    # The asker's own sampling (the API's `temperature`, `top_p`), within the contract's bounds; None: the worker's.
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
 
-    OMITTED_WHEN_DEFAULT = frozenset({"instructions", "task"})
+    # The channel it was asked in (a thread's parent), for usage accounting; "" outside channels.
+    channel: str = Field(default="", max_length=256)
+
+    OMITTED_WHEN_DEFAULT = frozenset({"instructions", "task", "temperature", "top_p", "channel"})
 
     @classmethod
     def new(
@@ -246,6 +252,16 @@ class AnsweredRecord(_Message):
     # Only with FEEDBACK_KEEP_TEXT=1: otherwise no user's words are kept beyond the question's lifetime.
     question: str | None = None
     answer: str | None = None
+
+
+class ApiKey(_Message):
+    """An API key's name and limits (`kullm keys create`); stored under the SHA-256 of the key, never the key."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    questions_per_minute: int = Field(default=60, ge=1)
+    tokens_per_day: int | None = Field(default=None, ge=1)  # prompt + completion tokens; None: no daily cap
+    concurrent: int = Field(default=4, ge=1)  # questions queued or being answered at once
+    created_at: float = Field(ge=0, lt=MAX_TIMESTAMP)
 
 
 class Persona(_Message):

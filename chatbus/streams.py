@@ -13,6 +13,7 @@ claim a question id (`entry:{id}`, SET NX) answers it; later entries with that i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -33,6 +34,7 @@ from chatbus.keys import FIELD, WORKER_GROUP, Keys
 from chatbus.messages import (
     AnsweredRecord,
     AnswerEvent,
+    ApiKey,
     DeadLetter,
     InflightRecord,
     Persona,
@@ -357,6 +359,67 @@ class Bus:
             pipe.ltrim(key, -max_turns, -1)
             pipe.expire(key, ttl_s)
             await pipe.execute()
+
+    # ------------------------------------------------------------------ API keys, usage
+
+    async def add_api_key(self, digest: str, key: ApiKey) -> None:
+        await self.redis.hset(self.keys.api_keys, digest, key.to_json())
+
+    async def api_key(self, digest: str) -> ApiKey | None:
+        """The key whose SHA-256 is `digest`, or None (unknown, revoked, or unreadable)."""
+        raw = await self.redis.hget(self.keys.api_keys, digest)
+        if raw is None:
+            return None
+        try:
+            return ApiKey.model_validate_json(raw)
+        except ValueError:
+            return None
+
+    async def api_keys(self) -> dict[str, ApiKey]:
+        """Every key, by digest."""
+        found = {}
+        for digest, raw in (await self.redis.hgetall(self.keys.api_keys)).items():
+            with contextlib.suppress(ValueError):
+                found[_text(digest)] = ApiKey.model_validate_json(raw)
+        return found
+
+    async def revoke_api_key(self, digest: str) -> None:
+        await self.redis.hdel(self.keys.api_keys, digest)
+
+    async def open_question(self, name: str, question_id: str, deadline: float, limit: int) -> bool:
+        """Count a key's question as open (queued or answering) unless it already has `limit` open; the ones past
+        their deadline (their asker gone without closing them) no longer count."""
+        opened = await self.redis.eval(  # one script: concurrent requests of one key cannot both take the last place
+            _OPEN_QUESTION, 1, self.keys.api_open(name), time.time(), limit, question_id, deadline
+        )
+        return bool(opened)
+
+    async def close_question(self, name: str, question_id: str) -> None:
+        await self.redis.zrem(self.keys.api_open(name), question_id)
+
+    async def rate_reset_s(self, platform: str, user: str) -> int:
+        """Seconds until a user's rate window (`count_request`) starts over."""
+        return max(1, int(await self.redis.ttl(self.keys.rate(platform, user))))
+
+    async def add_usage(self, day: str, counts: dict[str, int], ttl_s: int) -> None:
+        """Add usage counts (fields as `Keys.usage` names them) to a day, kept `ttl_s`."""
+        key = self.keys.usage(day)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for field, count in counts.items():
+                pipe.hincrby(key, field, count)
+            pipe.expire(key, ttl_s)
+            await pipe.execute()
+
+    async def usage(self, day: str) -> dict[str, int]:
+        """A day's usage counts by field."""
+        return {_text(k): int(v) for k, v in (await self.redis.hgetall(self.keys.usage(day))).items()}
+
+    async def tokens_today(self, platform: str, user: str) -> int:
+        """Prompt and completion tokens a user (or API key) used today (UTC)."""
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        fields = [usage_field(platform, user, "*", metric) for metric in ("prompt_tokens", "completion_tokens")]
+        values = await self.redis.hmget(self.keys.usage(day), fields)
+        return sum(int(v) for v in values if v is not None)
 
     # ------------------------------------------------------------------ personas
 
@@ -693,3 +756,18 @@ def redact_url(url: str) -> str:
     if "@" in rest:
         rest = "***@" + rest.split("@", 1)[1]
     return f"{scheme}{sep}{rest}"
+
+
+def usage_field(platform: str, user: str, channel: str, metric: str) -> str:
+    """A usage hash field: tabs cannot occur in platform names, user ids, channel ids or key names."""
+    return "\t".join((platform, user, channel, metric))
+
+
+# KEYS[1] a key's open questions (sorted set, score = deadline). ARGV: now, limit, question id, deadline.
+_OPEN_QUESTION = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
+redis.call('EXPIREAT', KEYS[1], math.floor(tonumber(ARGV[4])) + 1)
+return 1
+"""

@@ -46,6 +46,9 @@ class GenerationRequest:
     max_new_tokens: int
     # Benchmarks force the length: no stop at eos or at a new `###` section.
     ignore_eos: bool = False
+    # This request's own sampling (the API's `temperature`, `top_p`); None: the worker's. Temperature 0 is greedy.
+    temperature: float | None = None
+    top_p: float | None = None
 
 
 @dataclass(frozen=True)

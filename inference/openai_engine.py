@@ -183,8 +183,8 @@ class OpenAIEngine:
             "max_tokens": request.max_new_tokens,
             "stream": True,
             "stream_options": {"include_usage": True},
-            "temperature": self.sampling.temperature if self.sampling.do_sample else 0.0,
-            "top_p": self.sampling.top_p if self.sampling.do_sample else 1.0,
+            "temperature": _or(request.temperature, self.sampling.temperature) if self.sampling.do_sample else 0.0,
+            "top_p": _or(request.top_p, self.sampling.top_p) if self.sampling.do_sample else 1.0,
         }
         if self.sampling.seed is not None:
             body["seed"] = self.sampling.seed
@@ -329,3 +329,8 @@ def _tokenizer(settings: WorkerSettings) -> Any:
         return load_tokenizer(settings)
     except ModelNotFound as exc:
         raise EngineLoadError(f"ENGINE=openai counts prompt tokens with MODEL_ID's tokenizer: {exc}") from exc
+
+
+def _or(own: float | None, default: float) -> float:
+    """A request's own sampling value, else the worker's."""
+    return default if own is None else own

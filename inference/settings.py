@@ -69,6 +69,7 @@ class WorkerSettings(BaseSettings):
     idle_read_s: float = Field(default=0.25, gt=0, le=5)
     delta_interval_s: float = Field(default=0.2, ge=0)
     drain_grace_s: float = Field(default=60.0, ge=0)
+    usage_ttl_days: int = Field(default=90, ge=1)  # how long per-day usage counts (`kullm usage`) are kept
     metrics_host: str = "127.0.0.1"  # compose sets 0.0.0.0 inside its network
     metrics_port: int = Field(default=9400, ge=0, le=65535)
     log_level: str = "INFO"

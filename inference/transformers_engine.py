@@ -170,7 +170,7 @@ class TransformersEngine:
         )
         cache.advance()
         self._positions = self._positions + 1
-        self._next = self._sample(logits[:, -1, :])
+        self._next = self._sample(logits[:, -1, :], [row.request for row in self._rows])
         return self._advance(self._rows, self._next)
 
     def _prefill_newcomers(self) -> list[GenerationUpdate]:
@@ -216,7 +216,7 @@ class TransformersEngine:
         logits, cache = self._forward(input_ids=input_ids, attention_mask=mask, position_ids=positions)
         for _ in group:
             self._waiting.popleft()
-        return self._join(group, cache, self._sample(logits[:, -1, :]))
+        return self._join(group, cache, self._sample(logits[:, -1, :], [n.request for n in group]))
 
     def _prefill_chunk(self, newcomer: _Newcomer, size: int) -> list[GenerationUpdate]:
         """The next `size` tokens of one long prompt into its own cache; it joins when the prompt is read."""
@@ -232,7 +232,7 @@ class TransformersEngine:
         if newcomer.left:
             return []
         self._waiting.popleft()
-        return self._join([newcomer], newcomer.cache, self._sample(logits[:, -1, :]))
+        return self._join([newcomer], newcomer.cache, self._sample(logits[:, -1, :], [newcomer.request]))
 
     def _join(self, group: list[_Newcomer], prefilled: Any, tokens: torch.Tensor) -> list[GenerationUpdate]:
         """Copy prefilled rows into the running batch's cache; they decode from the next step on."""
@@ -274,18 +274,32 @@ class TransformersEngine:
         self._positions, self._next = self._positions[:kept], self._next[:kept]
         self._cache.truncate(kept, self._cache.end - int(self._positions.max()) if kept else 0)
 
-    def _sample(self, logits: torch.Tensor) -> torch.Tensor:
+    def _sample(self, logits: torch.Tensor, requests: list[GenerationRequest]) -> torch.Tensor:
+        """One token per row: greedy with DO_SAMPLE=false, else each request's temperature and top-p (the worker's
+        unless the request brings its own; temperature 0 is greedy for that row)."""
+        greedy = logits.argmax(dim=-1)
         if not self.sampling.do_sample:
-            return logits.argmax(dim=-1)
-        probs = torch.softmax(logits.float() / self.sampling.temperature, dim=-1)
-        return sample_top_p(probs, self.sampling.top_p, self._generator)
+            return greedy
+        temperatures = [r.temperature if r.temperature is not None else self.sampling.temperature for r in requests]
+        if not any(temperatures):
+            return greedy
+        top_ps = [r.top_p if r.top_p is not None else self.sampling.top_p for r in requests]
+        scale = torch.tensor(temperatures, dtype=torch.float32, device=logits.device).clamp(min=1e-4)[:, None]
+        probs = torch.softmax(logits.float() / scale, dim=-1)
+        nucleus = top_ps[0] if len(set(top_ps)) == 1 else torch.tensor(top_ps, device=logits.device)
+        sampled = sample_top_p(probs, nucleus, self._generator)
+        if all(temperatures):
+            return sampled
+        return torch.where(torch.tensor(temperatures, device=logits.device) == 0, greedy, sampled)
 
     def _advance(self, rows: list[Answer], tokens: torch.Tensor) -> list[GenerationUpdate]:
         updates = (row.add_token(token) for row, token in zip(rows, tokens.tolist(), strict=True))
         return [update for update in updates if update is not None]
 
 
-def sample_top_p(probs: torch.Tensor, top_p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_top_p(
+    probs: torch.Tensor, top_p: float | torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Nucleus sampling, exact, without sorting the vocabulary in the common case.
 
     The nucleus is the smallest set of most likely tokens whose mass reaches `top_p`: a token is in
@@ -296,6 +310,7 @@ def sample_top_p(probs: torch.Tensor, top_p: float, generator: torch.Generator |
     few rows that missed draw again (`TOP_P_DRAWS` at a time); rows still without a token after
     `TOP_P_ROUNDS` rounds are sampled by sorting.
     """
+    top_p = torch.as_tensor(top_p, dtype=probs.dtype, device=probs.device).expand(probs.shape[0])  # one per row
     choice = _draw(probs, 1, generator)[:, 0]
     inside = _in_nucleus(probs, choice[:, None], top_p)[:, 0]
     pending = (~inside).nonzero()[:, 0]
@@ -304,13 +319,13 @@ def sample_top_p(probs: torch.Tensor, top_p: float, generator: torch.Generator |
             return choice
         rows = probs[pending]
         draws = _draw(rows, TOP_P_DRAWS, generator)
-        inside = _in_nucleus(rows, draws, top_p)
+        inside = _in_nucleus(rows, draws, top_p[pending])
         hit = inside.any(dim=1)
         first = inside.int().argmax(dim=1)  # the first draw inside the nucleus
         choice[pending[hit]] = draws[hit, first[hit]]
         pending = pending[~hit]
     if pending.numel():
-        choice[pending] = _sample_sorted(probs[pending], top_p, generator)
+        choice[pending] = _sample_sorted(probs[pending], top_p[pending], generator)
     return choice
 
 
@@ -325,17 +340,17 @@ def _draw(probs: torch.Tensor, count: int, generator: torch.Generator | None) ->
     return drawn.clamp_(max=probs.shape[-1] - 1)
 
 
-def _in_nucleus(probs: torch.Tensor, tokens: torch.Tensor, top_p: float) -> torch.Tensor:
-    """For [rows, k] token ids: is each inside its row's nucleus (the tokens more likely weigh < top_p)?"""
+def _in_nucleus(probs: torch.Tensor, tokens: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """For [rows, k] token ids: is each inside its row's nucleus (the tokens more likely weigh < its top_p)?"""
     drawn = probs.gather(1, tokens)
     zero = probs.new_zeros(())
     above = [torch.where(probs > drawn[:, j : j + 1], probs, zero).sum(dim=-1) for j in range(tokens.shape[1])]
-    return torch.stack(above, dim=1) < top_p
+    return torch.stack(above, dim=1) < top_p[:, None]
 
 
-def _sample_sorted(probs: torch.Tensor, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+def _sample_sorted(probs: torch.Tensor, top_p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Nucleus sampling by sorting the whole vocabulary: the rare rows the rejection rounds missed."""
     head, index = probs.sort(dim=-1, descending=True)
-    keep = (head.cumsum(dim=-1) - head) < top_p  # tokens before which the mass is still short of top_p
+    keep = (head.cumsum(dim=-1) - head) < top_p[:, None]  # tokens before which the mass is still short of top_p
     picked = torch.multinomial(head * keep, 1, generator=generator)
     return index.gather(-1, picked).squeeze(1)

@@ -47,6 +47,7 @@ from chatbus import (
     Started,
     Write,
     cancel_requested,
+    usage_field,
     write_refusal,
 )
 from chatbus.keys import FIELD
@@ -118,6 +119,7 @@ class Worker:
         self.name = settings.worker_name
         self._jobs: dict[str, Job] = {}
         self._solo: deque[Job] = deque()
+        self._usage: dict[str, Counter[str]] = {}  # day → usage counts not yet written
         self._inbox: list[Delivery] = []
         self._cancel_requests: set[str] = set()
         self._outbox = Outbox(bus, self.name)
@@ -330,7 +332,9 @@ class Worker:
         except PromptTooLong as exc:
             self._end_with_error(delivery, "too_long", str(exc))
             return
-        request = GenerationRequest(question.id, prompt.text, max_new_tokens)
+        request = GenerationRequest(
+            question.id, prompt.text, max_new_tokens, temperature=question.temperature, top_p=question.top_p
+        )
         self._hold(Job(delivery, question, request, prompt.tokens, context_cut=prompt.context_cut))
 
     async def _accept_task(self, delivery: Delivery, question: Question, max_new_tokens: int) -> None:
@@ -465,6 +469,7 @@ class Worker:
         )
         self._emit(job.delivery, job.question.id, done)
         self._outbox.ack(job.delivery)
+        self._count_usage(job.question, prompt_tokens, completion_tokens)
         del self._jobs[job.question.id]
         self.metrics.generate.observe(now - job.started_at)
         self.metrics.questions.labels("done").inc()
@@ -476,6 +481,20 @@ class Worker:
             completion_tokens,
             now - job.started_at,
         )
+
+    def _count_usage(self, question: Question, prompt_tokens: int, completion_tokens: int) -> None:
+        """Add an answered question to today's usage (written with the next flush): per platform, user and
+        channel, and the user's total over channels (what a daily token quota reads)."""
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        counts = self._usage.setdefault(day, Counter())
+        channel = question.channel or question.target.get("channel", "")
+        for where in dict.fromkeys((channel, "*")):
+            for metric, count in (
+                ("questions", 1),
+                ("prompt_tokens", prompt_tokens),
+                ("completion_tokens", completion_tokens),
+            ):
+                counts[usage_field(question.platform, question.user, where, metric)] += count
 
     def _report_progress(self, job: Job) -> None:
         """A task in passes tells the asker how far its parts are (`요약 중… 3/7`)."""
@@ -587,6 +606,13 @@ class Worker:
             self._lost |= await self._outbox.flush()
             self._redis_recovered()
             self._drop_lost()
+        usage, self._usage = self._usage, {}
+        try:
+            for day, counts in usage.items():
+                await self.bus.add_usage(day, dict(counts), self.settings.usage_ttl_days * 86400)
+        except (*REDIS_DOWN, ResponseError):  # down or refusing writes: kept for the next flush
+            for day, counts in usage.items():
+                self._usage.setdefault(day, Counter()).update(counts)
 
     def _drop_lost(self) -> None:
         """Forget questions another worker took over while this one stalled: its writes were dropped, not merged."""

@@ -11,11 +11,14 @@ import asyncio
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from bot.process import EXIT_CANCELLED, EXIT_INPUT
 from bot.texts import Language, text
 from chatbus.messages import MAX_CONTEXT_CHARS, MAX_NEW_TOKENS, TASKS
+
+if TYPE_CHECKING:
+    from bot.settings import ClientSettings
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,6 +39,16 @@ def _token_count(value: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
     if not 1 <= count <= MAX_NEW_TOKENS:
         raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_NEW_TOKENS}, not {count}")
+    return count
+
+
+def _positive(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {count}")
     return count
 
 
@@ -82,6 +95,20 @@ def _parser() -> argparse.ArgumentParser:
     feedback = commands.add_parser("feedback", help="the 👍/👎 votes on answers, per model, template and engine")
     feedback.add_argument("--since", type=_date, default=None, metavar="DATE", help="from this day (YYYY-MM-DD)")
     feedback.add_argument("--json", action="store_true", help="one JSON line per vote")
+    keys = commands.add_parser("keys", help="the OpenAI-compatible API's keys: create, list, revoke")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    create = key_actions.add_parser("create", help="make a key (printed once) with its limits")
+    create.add_argument("name")
+    create.add_argument("--questions-per-minute", type=_positive, default=None, help="default 60")
+    create.add_argument("--tokens-per-day", type=_positive, default=None, help="prompt + completion; default none")
+    create.add_argument("--concurrent", type=_positive, default=None, help="questions open at once; default 4")
+    key_actions.add_parser("list", help="each key's limits and today's tokens")
+    key_actions.add_parser("revoke", help="stop a key at once").add_argument("name")
+    usage = commands.add_parser("usage", help="questions and tokens per day, by user, channel, API key or platform")
+    usage.add_argument("--since", type=_date, default=None, metavar="DATE", help="from this day (default: 7 days)")
+    usage.add_argument("--by", choices=("user", "channel", "key", "platform"), default="user")
+    usage.add_argument("--json", action="store_true", help="one JSON line per row")
+    commands.add_parser("api", help="run the OpenAI-compatible API (same as python -m bot api)")
     commands.add_parser("worker", help="run an inference worker (same as python -m inference)")
     commands.add_parser("discord", help="run the Discord adapter (same as python -m bot discord)")
     commands.add_parser("slack", help="run the Slack adapter (same as python -m bot slack)")
@@ -146,7 +173,7 @@ def _main(args: argparse.Namespace) -> int:
         from kullm.download import main as download_main
 
         return download_main(args.model)
-    if args.command in {"discord", "slack"}:
+    if args.command in {"discord", "slack", "api"}:
         from bot.__main__ import main as bot_main
 
         return bot_main([args.command])
@@ -169,7 +196,6 @@ def _main(args: argparse.Namespace) -> int:
             print(f"invalid worker settings:\n{exc}", file=sys.stderr)
             return EXIT_INPUT
 
-    from bot import terminal
     from bot.settings import ClientSettings
 
     try:
@@ -177,6 +203,13 @@ def _main(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"invalid settings:\n{exc}", file=sys.stderr)
         return EXIT_INPUT
+    return _client_command(args, settings)
+
+
+def _client_command(args: argparse.Namespace, settings: ClientSettings) -> int:
+    """The commands that talk to the queue: ask, keys, usage, feedback, status."""
+    from bot import terminal
+
     if args.command == "ask":
         language = settings.bot_language
         question = _text_argument(args.question, "question_not_utf8", language)
@@ -193,6 +226,17 @@ def _main(args: argparse.Namespace) -> int:
                 as_json=args.json,
             )
         )
+    if args.command == "keys":
+        limits = {}
+        if args.action == "create":
+            limits = {
+                "questions_per_minute": args.questions_per_minute,
+                "tokens_per_day": args.tokens_per_day,
+                "concurrent": args.concurrent,
+            }
+        return asyncio.run(terminal.keys(settings, args.action, getattr(args, "name", None), **limits))
+    if args.command == "usage":
+        return asyncio.run(terminal.usage(settings, since=args.since, by=args.by, as_json=args.json))
     if args.command == "feedback":
         return asyncio.run(terminal.feedback(settings, since=args.since or 0.0, as_json=args.json))
     return asyncio.run(terminal.status(settings, as_json=args.json))

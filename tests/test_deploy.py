@@ -139,17 +139,24 @@ def test_only_profiles_publish_ports_and_only_on_loopback() -> None:
         if "ports" in service:
             assert service.get("profiles"), f"{name} publishes a port without being asked to"
             assert all(str(port).startswith("127.0.0.1:") for port in service["ports"]), name
-    assert {n for n, s in compose()["services"].items() if "ports" in s} == {"slack-http", "grafana"}
+    assert {n for n, s in compose()["services"].items() if "ports" in s} == {"slack-http", "api", "grafana"}
 
 
 def test_each_service_gets_only_its_own_secrets() -> None:
+    from bot.api import ApiSettings
     from bot.settings import DiscordSettings, SlackSettings
     from inference.settings import WorkerSettings
 
     def secrets(settings: type) -> set[str]:
         return {name.upper() for name, field in settings.model_fields.items() if "SecretStr" in str(field.annotation)}
 
-    needs = {"worker": WorkerSettings, "discord": DiscordSettings, "slack": SlackSettings, "slack-http": SlackSettings}
+    needs = {
+        "worker": WorkerSettings,
+        "discord": DiscordSettings,
+        "slack": SlackSettings,
+        "slack-http": SlackSettings,
+        "api": ApiSettings,
+    }
     every = set().union(*(secrets(settings) for settings in needs.values()))
     assert {"HF_TOKEN", "DISCORD_TOKEN", "SLACK_BOT_TOKEN", "REDIS_PASSWORD"} <= every
     services = compose()["services"]
@@ -208,12 +215,13 @@ def test_every_image_command_is_a_kullm_command_the_tests_run() -> None:
         "discord": ["kullm", "discord"],
         "slack": ["kullm", "slack"],
         "slack-http": ["kullm", "slack"],
+        "api": ["kullm", "api"],
     }
     for dockerfile in (ROOT / "docker").glob("*.Dockerfile"):
         [cmd] = re.findall(r"^CMD (.+)$", dockerfile.read_text(), re.MULTILINE)
         assert cmd in ('["kullm", "worker"]', '["kullm", "discord"]')
     subcommands = set(_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
-    assert {"worker", "discord", "slack", "up", "download", "ask", "status"} <= subcommands
+    assert {"worker", "discord", "slack", "api", "up", "download", "ask", "status"} <= subcommands
     servers = (ROOT / "tests" / "support" / "processes.py").read_text()
     assert '"kullm.cli", "worker"' in servers and '"kullm.cli", self.adapter' in servers
 

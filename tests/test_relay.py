@@ -195,6 +195,22 @@ async def test_limits_refuse_with_clear_messages(bus: Bus) -> None:
     await relay.close()
 
 
+async def test_a_daily_token_quota_counts_what_the_workers_recorded(relay_env: RelayEnv) -> None:
+    bus, surface, _ = relay_env
+    relay = Relay(bus, surface, settings(user_tokens_per_day=60))
+    await relay.ask(Spot("q1", "t9"), Asked("u9", "딥러닝이 뭐야?"))  # the trained answer: well over 60 tokens
+    await eventually(lambda: bool(surface.finals("q1")))
+    await eventually(lambda: bus_tokens(bus, "u9"))
+    refusal = await relay.refusal("u9", "한 번 더")
+    assert refusal is not None and refusal.startswith("🪫") and "60" in refusal
+    assert await relay.refusal("u10", "다른 사람") is None, "per user"
+    await relay.close()
+
+
+async def bus_tokens(bus: Bus, user: str) -> bool:
+    return await bus.tokens_today("test", user) > 0
+
+
 async def test_a_deleted_placeholder_gets_the_answer_as_a_fresh_message(relay_env: RelayEnv) -> None:
     bus, surface, relay = relay_env
     await relay.ask(Spot("m6"), Asked("u1", "긴 이야기를 들려줘"))

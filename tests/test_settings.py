@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from bot.api import ApiSettings
 from bot.settings import ClientSettings, DiscordSettings, SlackSettings
 from inference.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 # Read by docker compose itself, not by the processes.
 COMPOSE_ONLY = {"COMPOSE_PROFILES", "COMPOSE_REDIS_URL", "GRAFANA_ADMIN_PASSWORD", "REDIS_PUBLISH_PORT"}
-SETTINGS = (WorkerSettings, ClientSettings, DiscordSettings, SlackSettings)
+SETTINGS = (WorkerSettings, ClientSettings, DiscordSettings, SlackSettings, ApiSettings)
 
 
 def example_keys() -> list[str]:

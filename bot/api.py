@@ -1,0 +1,526 @@
+"""`kullm api`: an OpenAI-compatible HTTP API on the same queue as the chat bots.
+
+`GET /v1/models`, `POST /v1/chat/completions` and `POST /v1/completions`, streamed (server-sent
+events) or not, in OpenAI's shapes. A request becomes a question like any other: the last user
+message is the question, the earlier user/assistant turns its history, system messages its
+instructions (as a channel's persona is); workers answer it in the model's template. Every request
+needs a key (`kullm keys create`): keys are stored as SHA-256 digests only, and each has its limits —
+questions a minute, tokens a day, questions open at once (which is also what keeps one key from
+starving the others: it can never hold more than that many places in the queue). A client that
+disconnects cancels its question at once.
+
+    kullm api          # 127.0.0.1:8080 by default (API_HOST, API_PORT)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from pydantic import Field
+from redis.exceptions import RedisError
+
+from bot.limits import check_question
+from bot.process import EXIT_CONFIG, EXIT_OK, load_settings, on_stop_signal
+from bot.settings import ClientSettings
+from chatbus import (
+    AnswerTimeout,
+    ApiKey,
+    Bus,
+    Delta,
+    Done,
+    ErrorEvent,
+    Keys,
+    Question,
+    QueueFull,
+    Restart,
+    Turn,
+    connect,
+)
+from chatbus.messages import MAX_INSTRUCTIONS_CHARS, MAX_TURNS
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "kullm-"
+RATE_WINDOW_S = 60
+DISCONNECT_POLL_S = 0.25
+# The contract's sampling bounds (chatbus.messages.Question); the worker's DO_SAMPLE=false still wins.
+MAX_TEMPERATURE = 2.0
+
+
+class ApiSettings(ClientSettings):
+    """The API server's settings."""
+
+    api_host: str = "127.0.0.1"  # compose sets 0.0.0.0 inside its network and publishes the port on 127.0.0.1
+    api_port: int = Field(default=8080, ge=1, le=65535)
+    api_max_tokens: int = Field(default=512, ge=1)  # `max_tokens` above this is lowered to it
+    api_model: str = ""  # the model name shown; empty: what the workers report serving
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
+        self.retry_after = retry_after
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+    def response(self) -> web.Response:
+        headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
+        return web.json_response(self.body(), status=self.status, headers=headers)
+
+
+@dataclass
+class Call:
+    """One completion request, parsed."""
+
+    chat: bool
+    question: str
+    history: list[Turn]
+    instructions: str
+    max_tokens: int
+    temperature: float | None
+    top_p: float | None
+    stream: bool
+    include_usage: bool
+
+
+class Api:
+    """The HTTP handlers, on one bus."""
+
+    def __init__(self, bus: Bus, settings: ApiSettings) -> None:
+        self.bus = bus
+        self.settings = settings
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/chat/completions", self.chat_completions)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_get("/healthz", self.health)
+        return app
+
+    async def health(self, request: web.Request) -> web.Response:
+        try:
+            await self.bus.queue_depth()
+        except RedisError:
+            return web.json_response({"status": "redis unreachable"}, status=503)
+        return web.json_response({"status": "ok"})
+
+    # ------------------------------------------------------------------ endpoints
+
+    async def models(self, request: web.Request) -> web.Response:
+        try:
+            await self._key(request)
+            names = await self._models()
+        except ApiError as exc:
+            return exc.response()
+        return web.json_response({"object": "list", "data": [_model(name) for name in names]})
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._complete(request, chat=True)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._complete(request, chat=False)
+
+    async def _complete(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
+        try:
+            key = await self._key(request)
+            call = _parse(await _json(request), chat, self.settings.api_max_tokens)
+            refusal = check_question(self.settings, call.question)
+            if refusal:
+                raise ApiError(400, refusal, code="context_length_exceeded", param="messages" if chat else "prompt")
+            await self._check_limits(key)
+            model = (await self._models())[0]
+        except ApiError as exc:
+            return exc.response()
+        except RedisError:
+            return ApiError(503, "the queue (Redis) is unreachable", "server_error", "service_unavailable").response()
+        item = Question.new(
+            "api",
+            call.question,
+            ttl_s=self.settings.question_ttl_s,
+            history=tuple(call.history[-MAX_TURNS:]),
+            instructions=call.instructions,
+            user=key.name,
+            max_new_tokens=call.max_tokens,
+            temperature=call.temperature,
+            top_p=call.top_p,
+        )
+        deadline = item.expires_at + self.settings.answer_stall_timeout_s
+        try:
+            if not await self.bus.open_question(key.name, item.id, deadline, key.concurrent):
+                raise ApiError(
+                    429,
+                    f"this key already has {key.concurrent} questions open (its `concurrent` limit)",
+                    "requests",
+                    "rate_limit_exceeded",
+                    retry_after=1,
+                )
+            try:
+                await self.bus.enqueue(item, self.settings.max_queue)
+            except QueueFull as exc:
+                await self.bus.close_question(key.name, item.id)
+                raise ApiError(503, f"the queue is full ({exc.depth} waiting)", "server_error", "overloaded") from exc
+        except ApiError as exc:
+            return exc.response()
+        except RedisError:
+            return ApiError(503, "the queue (Redis) is unreachable", "server_error", "service_unavailable").response()
+        log.info("api question %s queued (key %s)", item.id, key.name)
+        try:
+            if call.stream:
+                return await self._stream(request, call, item, model)
+            return await self._whole(request, call, item, model)
+        finally:
+            with contextlib.suppress(RedisError):
+                await self.bus.close_question(key.name, item.id)
+
+    # ------------------------------------------------------------------ answering
+
+    async def _whole(self, request: web.Request, call: Call, item: Question, model: str) -> web.StreamResponse:
+        """The answer in one response; the question is cancelled if the client goes away meanwhile."""
+        answer = asyncio.ensure_future(self._final(item.id))
+        try:
+            while not answer.done():
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    await self._cancel(item.id, "client disconnected")
+                    answer.cancel()
+                    return web.Response(status=499)
+                await asyncio.wait({answer}, timeout=DISCONNECT_POLL_S)
+            done = answer.result()
+        except ApiError as exc:
+            return exc.response()
+        finally:
+            answer.cancel()
+        return web.json_response(_completion(call, item.id, model, done))
+
+    async def _final(self, question_id: str) -> Done:
+        async for event in self._events(question_id):
+            if isinstance(event, Done):
+                return event
+        raise ApiError(500, "the answer ended without text", "server_error", "failed")
+
+    async def _stream(self, request: web.Request, call: Call, item: Question, model: str) -> web.StreamResponse:
+        """Server-sent events: OpenAI's chunks, `[DONE]` last; an error mid-stream is one `error` event."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        sent = 0  # characters of the answer the client has (a restarted answer continues after them)
+        shown = ""
+        try:
+            if call.chat:
+                await _send(response, _chunk(call, item.id, model, "", role=True))
+            async for event in self._events(item.id):
+                if isinstance(event, Restart):
+                    shown = ""
+                elif isinstance(event, Delta):
+                    shown += event.text
+                    if len(shown) > sent:
+                        await _send(response, _chunk(call, item.id, model, shown[sent:]))
+                        sent = len(shown)
+                elif isinstance(event, Done):
+                    if len(event.text) > sent:
+                        await _send(response, _chunk(call, item.id, model, event.text[sent:]))
+                    await _send(response, _chunk(call, item.id, model, "", finish=event.finish_reason))
+                    if call.include_usage:
+                        await _send(response, _usage_chunk(call, item.id, model, event))
+        except ApiError as exc:
+            with contextlib.suppress(ConnectionError):
+                await _send(response, exc.body())
+        except (ConnectionError, asyncio.CancelledError):  # the client went away: nobody reads the rest
+            await self._cancel(item.id, "client disconnected")
+            raise
+        with contextlib.suppress(ConnectionError):
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        return response
+
+    async def _events(self, question_id: str) -> AsyncIterator[Any]:
+        """The answer's events; an `error` event or a silent worker becomes an ApiError."""
+        settings = self.settings
+        try:
+            async for _, event in self.bus.follow(
+                question_id, start_timeout_s=settings.start_timeout_s, stall_timeout_s=settings.answer_stall_timeout_s
+            ):
+                if isinstance(event, ErrorEvent):
+                    raise _error_of(event)
+                yield event
+        except AnswerTimeout as exc:
+            raise ApiError(504, "no answer arrived in time", "server_error", "timeout") from exc
+
+    async def _cancel(self, question_id: str, why: str) -> None:
+        log.info("api question %s: %s, cancelled", question_id, why)
+        with contextlib.suppress(RedisError):
+            await self.bus.request_cancel(question_id)
+
+    # ------------------------------------------------------------------ keys and limits
+
+    async def _key(self, request: web.Request) -> ApiKey:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "missing API key: send `Authorization: Bearer <key>`", code="invalid_api_key")
+        try:
+            key = await self.bus.api_key(digest(token.strip()))
+        except RedisError as exc:
+            raise ApiError(503, "the queue (Redis) is unreachable", "server_error", "service_unavailable") from exc
+        if key is None:
+            raise ApiError(401, "incorrect API key", code="invalid_api_key")
+        return key
+
+    async def _check_limits(self, key: ApiKey) -> None:
+        if await self.bus.count_request("api", key.name, RATE_WINDOW_S) > key.questions_per_minute:
+            wait = await self.bus.rate_reset_s("api", key.name)
+            raise ApiError(
+                429,
+                f"over this key's {key.questions_per_minute} questions a minute",
+                "requests",
+                "rate_limit_exceeded",
+                retry_after=wait,
+            )
+        if key.tokens_per_day is not None and await self.bus.tokens_today("api", key.name) >= key.tokens_per_day:
+            raise ApiError(
+                429,
+                f"this key used its {key.tokens_per_day:,} tokens for today (UTC)",
+                "insufficient_quota",
+                "insufficient_quota",
+                retry_after=_seconds_to_midnight(),
+            )
+
+    async def _models(self) -> list[str]:
+        if self.settings.api_model:
+            return [self.settings.api_model]
+        stats = await self.bus.stats()
+        served = sorted({worker.model for worker in stats.workers})
+        return served or ["kullm"]
+
+
+# ---------------------------------------------------------------------------------------------- request parsing
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the body is not JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body
+
+
+def _parse(body: dict[str, Any], chat: bool, max_tokens_bound: int) -> Call:
+    """A request body as a question; ApiError(400) naming the parameter that is wrong."""
+    if chat:
+        question, history, instructions = _messages(body.get("messages"))
+    else:
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1:
+            prompt = prompt[0]
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ApiError(400, "`prompt` must be one non-empty string", param="prompt")
+        question, history, instructions = prompt, [], ""
+    if body.get("n", 1) != 1:
+        raise ApiError(400, "only n=1 is supported", param="n")
+    requested = body.get("max_completion_tokens", body.get("max_tokens"))
+    if requested is not None and (not isinstance(requested, int) or isinstance(requested, bool) or requested < 1):
+        raise ApiError(400, "`max_tokens` must be a positive integer", param="max_tokens")
+    temperature = _number(body, "temperature", 0.0, MAX_TEMPERATURE, low_open=False)
+    top_p = _number(body, "top_p", 0.0, 1.0, low_open=True)
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ApiError(400, "`stream` must be true or false", param="stream")
+    options = body.get("stream_options") or {}
+    return Call(
+        chat=chat,
+        question=question,
+        history=history,
+        instructions=instructions,
+        max_tokens=min(requested or max_tokens_bound, max_tokens_bound),
+        temperature=temperature,
+        top_p=top_p,
+        stream=stream,
+        include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
+    )
+
+
+def _number(body: dict[str, Any], name: str, low: float, high: float, *, low_open: bool) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ApiError(400, f"`{name}` must be a number", param=name)
+    if value > high or value < low or (low_open and value == low):
+        raise ApiError(
+            400, f"`{name}` must be {'above' if low_open else 'at least'} {low} and at most {high}", param=name
+        )
+    return float(value)
+
+
+def _content(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):  # content parts: only text ones
+        return "".join(
+            str(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return content if isinstance(content, str) else ""
+
+
+def _messages(messages: Any) -> tuple[str, list[Turn], str]:
+    """The last user message (the question), the user/assistant pairs before it, and the system messages."""
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise ApiError(400, "`messages` must be a non-empty list of messages", param="messages")
+    system = "\n\n".join(_content(m) for m in messages if m.get("role") in ("system", "developer"))
+    talk = [m for m in messages if m.get("role") in ("user", "assistant")]
+    if not talk or talk[-1].get("role") != "user" or not _content(talk[-1]).strip():
+        raise ApiError(400, "the last message must be the user's, with text", param="messages")
+    history: list[Turn] = []
+    pending: str | None = None
+    for message in talk[:-1]:
+        if message.get("role") == "user":
+            pending = _content(message) if pending is None else pending + "\n\n" + _content(message)
+        else:
+            history.append(Turn(question=pending or "", answer=_content(message)))
+            pending = None
+    if len(system) > MAX_INSTRUCTIONS_CHARS:
+        raise ApiError(400, f"system messages over {MAX_INSTRUCTIONS_CHARS} characters", param="messages")
+    return _content(talk[-1]), history, system
+
+
+def _error_of(event: ErrorEvent) -> ApiError:
+    if event.code == "too_long":
+        return ApiError(400, "the messages are longer than the model can read", code="context_length_exceeded")
+    if event.code == "overloaded":
+        return ApiError(503, "the service is overloaded", "server_error", "overloaded")
+    if event.code == "expired":
+        return ApiError(503, "the question waited past its expiry", "server_error", "timeout")
+    if event.code == "cancelled":
+        return ApiError(499, "the question was cancelled", code="cancelled")
+    return ApiError(500, "the answer failed", "server_error", "failed")
+
+
+# ---------------------------------------------------------------------------------------------- responses
+
+
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "kullm"}
+
+
+def _usage(done: Done) -> dict[str, int]:
+    return {
+        "prompt_tokens": done.prompt_tokens,
+        "completion_tokens": done.completion_tokens,
+        "total_tokens": done.prompt_tokens + done.completion_tokens,
+    }
+
+
+def _completion(call: Call, question_id: str, model: str, done: Done) -> dict[str, Any]:
+    created = int(time.time())
+    if call.chat:
+        message = {"role": "assistant", "content": done.text, "refusal": None}
+        choice = {"index": 0, "message": message, "finish_reason": done.finish_reason, "logprobs": None}
+        kind, prefix = "chat.completion", "chatcmpl-"
+    else:
+        choice = {"index": 0, "text": done.text, "finish_reason": done.finish_reason, "logprobs": None}
+        kind, prefix = "text_completion", "cmpl-"
+    return {
+        "id": prefix + question_id,
+        "object": kind,
+        "created": created,
+        "model": model,
+        "choices": [choice],
+        "usage": _usage(done),
+    }
+
+
+def _chunk(
+    call: Call, question_id: str, model: str, piece: str, *, role: bool = False, finish: str | None = None
+) -> dict[str, Any]:
+    if call.chat:
+        delta: dict[str, Any] = (
+            {"role": "assistant", "content": piece} if role else ({"content": piece} if piece else {})
+        )
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        kind, prefix = "chat.completion.chunk", "chatcmpl-"
+    else:
+        choice = {"index": 0, "text": piece, "finish_reason": finish, "logprobs": None}
+        kind, prefix = "text_completion", "cmpl-"
+    return {
+        "id": prefix + question_id,
+        "object": kind,
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
+    }
+
+
+def _usage_chunk(call: Call, question_id: str, model: str, done: Done) -> dict[str, Any]:
+    chunk = _chunk(call, question_id, model, "")
+    return {**chunk, "choices": [], "usage": _usage(done)}
+
+
+async def _send(response: web.StreamResponse, document: dict[str, Any]) -> None:
+    await response.write(b"data: " + json.dumps(document, ensure_ascii=False).encode() + b"\n\n")
+
+
+def _seconds_to_midnight() -> int:
+    now = time.gmtime()
+    midnight = calendar.timegm((now.tm_year, now.tm_mon, now.tm_mday, 0, 0, 0)) + 86400
+    return max(1, midnight - int(time.time()))
+
+
+# ---------------------------------------------------------------------------------------------- the process
+
+
+def main() -> int:
+    """`kullm api` (same as `python -m bot api`)."""
+    settings = load_settings(ApiSettings)
+    if settings is None:
+        return EXIT_CONFIG
+    return asyncio.run(_serve(settings))
+
+
+async def _serve(settings: ApiSettings) -> int:
+    redis = connect(settings.redis_url, settings.redis_password)
+    api = Api(Bus(redis, Keys(settings.key_prefix)), settings)
+    runner = web.AppRunner(api.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.api_host, settings.api_port)
+    await site.start()
+    log.info("OpenAI-compatible API on http://%s:%d/v1", settings.api_host, settings.api_port)
+    stop = asyncio.Event()
+    on_stop_signal(stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await redis.aclose()
+    return EXIT_OK

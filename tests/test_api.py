@@ -6,6 +6,7 @@ the usage every front-end records."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -191,8 +192,8 @@ async def test_a_client_that_disconnects_cancels_its_question(
         with pytest.raises(asyncio.TimeoutError):
             async with asyncio.timeout(0.3):
                 await session.post(f"{api.base_url}/chat/completions", json=whole, headers=headers)
-    await asyncio.sleep(1)
-    assert await bus.redis.zcard(bus.keys.api_open("leaver")) == 0, "no place held for the client that left"
+    await eventually(lambda: api.process.log().count("client disconnected, cancelled") == 2)
+    await eventually(lambda: no_open_questions(bus, "leaver"))  # no place held for the client that left
 
 
 async def test_one_key_flooding_cannot_hold_more_than_its_share_of_the_queue(
@@ -218,6 +219,10 @@ async def test_one_key_flooding_cannot_hold_more_than_its_share_of_the_queue(
     assert platforms == {"api": 2, "slack": 1}
 
 
+async def no_open_questions(bus: Bus, key: str) -> bool:
+    return await bus.redis.zcard(bus.keys.api_open(key)) == 0
+
+
 def test_turns_before_the_question_pair_up_as_history() -> None:
     from bot.api import _messages
 
@@ -231,3 +236,26 @@ def test_turns_before_the_question_pair_up_as_history() -> None:
         ]
     )
     assert (question, history, system) == ("라", [Turn(question="가\n\n나", answer="다")], "짧게")
+
+
+@pytest.mark.parametrize("queue_limit", [1])
+async def test_a_full_queue_is_503(redis_server: RedisServer, tmp_path: Path, queue_limit: int) -> None:
+    port = free_port()
+    env = {"REDIS_URL": redis_server.url, "API_PORT": str(port), "MAX_QUEUE": str(queue_limit)}
+    process = BotProcess("api", tmp_path / "api.log", env).start()
+    under_test = ApiUnderTest(f"http://127.0.0.1:{port}/v1", process, redis_server.url)
+    try:
+        client = under_test.client(under_test.key("busy", "--concurrent", "5"))
+        ask = [{"role": "user", "content": "한국의 수도는 어디야?"}]
+        waiting = asyncio.ensure_future(client.chat.completions.create(model="x", messages=ask))  # type: ignore[arg-type]
+        await eventually(lambda: "queued (key busy)" in process.log())  # no worker: it stays in the queue
+        with pytest.raises(openai.InternalServerError) as full:
+            await client.chat.completions.create(model="x", messages=ask)  # type: ignore[arg-type]
+        assert full.value.status_code == 503 and full.value.code == "overloaded"
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+    finally:
+        for opened in under_test.clients:
+            await opened.close()
+        await asyncio.to_thread(process.stop)

@@ -23,7 +23,7 @@ from chatbus import Bus, InflightRecord, Keys, Turn, connect
 from inference.metrics import WorkerMetrics
 from inference.worker import Worker
 from tests.support import engines, trained
-from tests.support.engines import worker_settings
+from tests.support.engines import RunWorker, worker_settings
 from tests.support.polling import eventually
 from tests.support.processes import RedisServer
 
@@ -129,6 +129,22 @@ async def test_answer_streams_into_the_placeholder_then_is_forgotten(relay_env: 
     assert all(gap >= surface.edit_interval_s * 0.9 for gap in gaps), "edits are throttled"
     await eventually(lambda: nothing_tracked(bus))
     assert await bus.history("test", "t1") == [Turn(question="긴 이야기를 들려줘", answer=trained.LONG_STORY)]
+
+
+async def test_a_context_cut_to_fit_is_said_under_the_answer_and_the_persona_goes_with_it(
+    bus: Bus, run_worker: RunWorker
+) -> None:
+    run_worker(context_window=300, max_new_tokens=100)
+    surface = RecordingSurface()
+    relay = Relay(bus, surface, settings())
+    await relay.ask(Spot("c1"), Asked("u1", "이 글을 요약해줘", "구름은 한국어 언어 모델입니다. " * 50))
+    await eventually(lambda: bool(surface.finals("c1")))
+    assert surface.finals("c1")[0].endswith("\n\n📎 맥락이 길어 앞부분만 읽었습니다."), "answered, and told"
+    await relay.persona_command("/kullm-설정", "chan", "admin", "set", trained.PIRATE_PERSONA)
+    await relay.ask(Spot("c2"), Asked("u2", "한국의 수도는 어디야?", channel="chan"))
+    await eventually(lambda: bool(surface.finals("c2")))
+    assert surface.finals("c2") == [trained.PIRATE_CAPITAL], "the channel's persona heads 맥락 (kullm-v1)"
+    await relay.close()
 
 
 async def test_history_is_sent_with_the_next_question(relay_env: RelayEnv) -> None:

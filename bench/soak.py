@@ -57,6 +57,9 @@ CLIENT_ENV = {
 }
 # The scripted engine streams the tiny model's trained answers without loading torch; faults wrap it too.
 SCRIPTED_ENV = {"ENGINE": SCRIPTED, "FAULTS_INNER": "scripted"}
+# The tiny model paced to at least 10 ms a step: alone it writes the long story (about 300 tokens) in under half a
+# second, inside one Slack edit interval, so no fault could strike mid-answer.
+PACED_ENV = {"ENGINE": "tests.support.faults:paced", "PACE_STEP_S": "0.01"}
 # Torch's default threads, though two workers then share the cores (README, scaling out: one thread each is
 # faster): the faults that strike mid-answer need the long story to take seconds, as on a loaded host.
 WORKER_ENV = {"RECLAIM_IDLE_S": "2", "MAX_BATCH_SIZE": "16", "DELTA_INTERVAL_S": "0.2", "LOG_LEVEL": "INFO"}
@@ -135,7 +138,7 @@ class Service:
     # ---- processes ------------------------------------------------------------------------------------------
 
     def start_worker(self, name: str, **env: str) -> WorkerProcess:
-        engine = SCRIPTED_ENV if self.engine == "scripted" else {}
+        engine = SCRIPTED_ENV if self.engine == "scripted" else PACED_ENV
         worker = WorkerProcess(
             self.redis.url, tiny_model.build(), self.tmp / f"worker-{name}.log", **{**WORKER_ENV, **engine, **env}
         )
@@ -738,6 +741,8 @@ def render(rows: list[Scenario], command: str) -> str:
         "Each question must end with exactly one outcome: its final answer with the expected text in the right",
         "thread, or, only where the queue is full or Redis refuses writes, one notice that it cannot take questions.",
         "Stuck counts in-flight records and queue entries left once a scenario settled (a user's slot held for good).",
+        "Workers run the tiny model paced to at least 10 ms a step (`tests.support.faults:paced`, with `--engine",
+        "builtin`), so the faults that strike mid-answer find one being written.",
         "",
         "| scenario | runs | questions | answered once | told busy | lost | duplicated | wrong | stuck |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import Field, ValidationError
 from redis.exceptions import RedisError
 
 from bot.limits import check_question
@@ -47,7 +47,7 @@ from chatbus import (
     Turn,
     connect,
 )
-from chatbus.messages import MAX_INSTRUCTIONS_CHARS, MAX_TURNS
+from chatbus.messages import MAX_INSTRUCTIONS_CHARS, MAX_TURN_CHARS, MAX_TURNS
 
 log = logging.getLogger(__name__)
 
@@ -165,17 +165,22 @@ class Api:
             return exc.response()
         except RedisError:
             return ApiError(503, "the queue (Redis) is unreachable", "server_error", "service_unavailable").response()
-        item = Question.new(
-            "api",
-            call.question,
-            ttl_s=self.settings.question_ttl_s,
-            history=tuple(call.history[-MAX_TURNS:]),
-            instructions=call.instructions,
-            user=key.name,
-            max_new_tokens=call.max_tokens,
-            temperature=call.temperature,
-            top_p=call.top_p,
-        )
+        try:
+            item = Question.new(
+                "api",
+                call.question,
+                ttl_s=self.settings.question_ttl_s,
+                history=tuple(call.history[-MAX_TURNS:]),
+                instructions=call.instructions,
+                user=key.name,
+                max_new_tokens=call.max_tokens,
+                temperature=call.temperature,
+                top_p=call.top_p,
+            )
+        except ValidationError as exc:  # past the queue contract's limits (a turn, the whole entry)
+            problem = exc.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            return ApiError(400, f"{where}: {problem['msg']}", param="messages" if chat else "prompt").response()
         deadline = item.expires_at + self.settings.answer_stall_timeout_s
         try:
             if not await self.bus.open_question(key.name, item.id, deadline, key.concurrent):
@@ -407,9 +412,14 @@ def _messages(messages: Any) -> tuple[str, list[Turn], str]:
     for message in talk[:-1]:
         if message.get("role") == "user":
             pending = _content(message) if pending is None else pending + "\n\n" + _content(message)
-        else:
+            continue
+        try:
             history.append(Turn(question=pending or "", answer=_content(message)))
-            pending = None
+        except ValidationError as exc:
+            raise ApiError(
+                400, f"a turn of `messages` is over {MAX_TURN_CHARS:,} characters", param="messages"
+            ) from exc
+        pending = None
     if len(system) > MAX_INSTRUCTIONS_CHARS:
         raise ApiError(400, f"system messages over {MAX_INSTRUCTIONS_CHARS} characters", param="messages")
     return _content(talk[-1]), history, system

@@ -141,6 +141,10 @@ async def test_errors_come_in_openais_shapes(api: ApiUnderTest, run_worker: RunW
     with pytest.raises(openai.BadRequestError) as long:
         await good.chat.completions.create(model="x", messages=[{"role": "user", "content": "아주 긴 질문 " * 100}])
     assert long.value.code == "context_length_exceeded", "the worker's too_long, as OpenAI says it"
+    with pytest.raises(openai.BadRequestError) as huge_turn:
+        turns = [{"role": "user", "content": "가"}, {"role": "assistant", "content": "나" * 20_000}]
+        await good.chat.completions.create(model="x", messages=[*turns, {"role": "user", "content": "다"}])  # type: ignore[list-item]
+    assert huge_turn.value.param == "messages" and "16,000 characters" in str(huge_turn.value)
     async with (
         aiohttp.ClientSession() as session,
         session.post(f"{api.base_url}/chat/completions", data=b"not json") as response,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from typing import Any
 
 from inference.engine import DelegatingEngine, GenerationRequest, GenerationUpdate, Loaded
@@ -82,6 +83,28 @@ class OutOfMemorySometimes(DelegatingEngine):
         if batch > self.above and self.rng.random() < self.rate:
             raise EngineOutOfMemory("injected: CUDA out of memory. Tried to allocate 2.00 GiB")
         return super().step()
+
+
+class Paced(DelegatingEngine):
+    """Every step takes at least `step_s`: the tiny model, as slow as a bigger one, so a fault can strike while an
+    answer is still being written (the tiny model alone writes the long story in well under a second)."""
+
+    def __init__(self, inner: Any, step_s: float) -> None:
+        super().__init__(inner)
+        self.step_s = step_s
+
+    def step(self) -> list[GenerationUpdate]:
+        started = time.monotonic()
+        updates = super().step()
+        if self.inner.active:
+            time.sleep(max(0.0, self.step_s - (time.monotonic() - started)))
+        return updates
+
+
+def paced(settings: WorkerSettings) -> Loaded:
+    """ENGINE=tests.support.faults:paced, with PACE_STEP_S (default 0.01)."""
+    loaded = _inner(settings)
+    return Loaded(Paced(loaded.engine, float(os.environ.get("PACE_STEP_S", "0.01"))), loaded.prompts)
 
 
 def poison(settings: WorkerSettings) -> Loaded:

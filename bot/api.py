@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = "kullm-"
 RATE_WINDOW_S = 60
 DISCONNECT_POLL_S = 0.25
+MODELS_TTL_S = 10.0  # how long the workers' reported model names are reused
 # The contract's sampling bounds (chatbus.messages.Question); the worker's DO_SAMPLE=false still wins.
 MAX_TEMPERATURE = 2.0
 
@@ -120,6 +121,8 @@ class Api:
     def __init__(self, bus: Bus, settings: ApiSettings) -> None:
         self.bus = bus
         self.settings = settings
+        self._served: list[str] = []
+        self._models_read_at = 0.0
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=4 * 1024 * 1024)
@@ -322,11 +325,14 @@ class Api:
             )
 
     async def _models(self) -> list[str]:
+        """API_MODEL, or what the live workers report serving (read at most every MODELS_TTL_S, not per request)."""
         if self.settings.api_model:
             return [self.settings.api_model]
-        stats = await self.bus.stats()
-        served = sorted({worker.model for worker in stats.workers})
-        return served or ["kullm"]
+        if time.monotonic() - self._models_read_at > MODELS_TTL_S or not self._served:
+            stats = await self.bus.stats()
+            self._served = sorted({worker.model for worker in stats.workers})
+            self._models_read_at = time.monotonic()
+        return self._served or ["kullm"]
 
 
 # ---------------------------------------------------------------------------------------------- request parsing

@@ -145,6 +145,9 @@ class TaskRun:
         self._merged = 0  # parts the last pass before the current one had
         self._separators: list[str] = []  # translate/proofread: what followed each chunk in the text
         self._plan_first()  # raises PromptTooLong when not even the instruction fits
+        # Rendered and counted here, once (the worker plans on a thread of its own): a restart reuses them.
+        self._first_requests = [self._request(0, i, *spec) for i, spec in enumerate(self._first)]
+        self._first_tokens = self.prompt_tokens
 
     # ------------------------------------------------------------------ planning
 
@@ -205,9 +208,9 @@ class TaskRun:
 
     def start(self) -> list[GenerationRequest]:
         """The first pass's requests; called again, the run starts over (a reset engine, a retry)."""
-        self.prompt_tokens = self.completion_tokens = 0
+        self.prompt_tokens, self.completion_tokens = self._first_tokens, 0
         self.finished, self.finish_reason, self._merged = False, "stop", 0
-        requests = [self._request(0, i, *spec) for i, spec in enumerate(self._first)]
+        requests = list(self._first_requests)
         final = self.question.task != "summarize" or self._first[0][0] == SUMMARIZE
         self._pass = _Pass(0, requests, final)
         return requests

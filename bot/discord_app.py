@@ -28,6 +28,7 @@ from bot.texts import text
 from bot.workspace import (
     MAX_THREAD_MESSAGES,
     FileRefused,
+    check_size,
     file_text,
     files_context,
     is_summary_request,
@@ -496,11 +497,7 @@ class KullmDiscord(discord.Client):
         limit = self.settings.max_file_bytes
         for attachment in message.attachments:
             try:
-                if attachment.size > limit:  # refused before downloading
-                    size = attachment.size
-                    raise FileRefused(
-                        text("file_too_large", self.language, name=attachment.filename, size=size, limit=limit)
-                    )
+                check_size(attachment.filename, attachment.size, limit, self.language)  # before downloading
                 try:
                     data = await attachment.read()
                 except discord.HTTPException as exc:

@@ -39,6 +39,7 @@ from bot.texts import text
 from bot.workspace import (
     MAX_THREAD_MESSAGES,
     FileRefused,
+    check_size,
     file_text,
     files_context,
     is_summary_request,
@@ -620,16 +621,7 @@ class KullmSlack:
         for shared in files:
             name = str(shared.get("name") or shared.get("title") or "file")
             try:
-                if int(shared.get("size") or 0) > self.settings.max_file_bytes:  # refused before downloading
-                    raise FileRefused(
-                        text(
-                            "file_too_large",
-                            self.language,
-                            name=name,
-                            size=int(shared["size"]),
-                            limit=self.settings.max_file_bytes,
-                        )
-                    )
+                check_size(name, int(shared.get("size") or 0), self.settings.max_file_bytes, self.language)
                 data = await self._download(str(shared.get("url_private_download") or shared.get("url_private")))
                 texts.append((name, file_text(name, data, self.settings.max_file_bytes, self.language)))
             except FileRefused as refused:

@@ -60,10 +60,16 @@ class FileRefused(Exception):
     notice: str
 
 
+def check_size(name: str, size: int, max_bytes: int, language: Language) -> None:
+    """FileRefused naming the limit when a file is over it (adapters check the size a platform reports before
+    downloading; `file_text` checks the bytes it got)."""
+    if size > max_bytes:
+        raise FileRefused(text("file_too_large", language, name=name, size=size, limit=max_bytes))
+
+
 def file_text(name: str, data: bytes, max_bytes: int, language: Language) -> str:
     """The text of an attached file, or FileRefused: too large, not a text type, or not decodable."""
-    if len(data) > max_bytes:
-        raise FileRefused(text("file_too_large", language, name=name, size=len(data), limit=max_bytes))
+    check_size(name, len(data), max_bytes, language)
     suffix = PurePosixPath(name).suffix.lower()
     if suffix == PDF:
         return _pdf_text(name, data, language)

@@ -8,7 +8,7 @@ and `SYSTEM_PROMPT` still override each part (`inference.settings`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from inference.prompt import Template
@@ -62,47 +62,37 @@ class Preset:
         return self.weight_bytes(quantization) + self.kv_bytes(self.context_window) + OVERHEAD_BYTES
 
 
+_KULLM_V1 = Preset(
+    name="kullm-v1",
+    model_id="metterian/kullm-polyglot-12.8b",
+    template=Template.KULLM_V1,
+    eos_token_id=2,
+    context_window=2048,
+    system_prompt=None,
+    parameters=12.9,
+    layers=40,
+    kv_width=5120,
+    base="Polyglot-ko 12.8B",
+    license="Apache-2.0",
+)
+# KULLM v2 is the same Polyglot-ko models with the Alpaca-style template; eos stays 2: its generation_config.json
+# says 0 (padding), on which generation would never stop.
+_KULLM_V2 = replace(
+    _KULLM_V1, name="kullm-v2", model_id="nlpai-lab/kullm-polyglot-12.8b-v2", template=Template.KULLM_V2
+)
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
-        Preset(
-            name="kullm-v1",
-            model_id="metterian/kullm-polyglot-12.8b",
-            template=Template.KULLM_V1,
-            eos_token_id=2,
-            context_window=2048,
-            system_prompt=None,
-            parameters=12.9,
-            layers=40,
-            kv_width=5120,
-            base="Polyglot-ko 12.8B",
-            license="Apache-2.0",
-        ),
-        Preset(
-            name="kullm-v2",
-            model_id="nlpai-lab/kullm-polyglot-12.8b-v2",
-            template=Template.KULLM_V2,
-            eos_token_id=2,  # its generation_config.json says 0 (padding): generation would never stop on it
-            context_window=2048,
-            system_prompt=None,
-            parameters=12.9,
-            layers=40,
-            kv_width=5120,
-            base="Polyglot-ko 12.8B",
-            license="Apache-2.0",
-        ),
-        Preset(
+        _KULLM_V1,
+        _KULLM_V2,
+        replace(
+            _KULLM_V2,
             name="kullm-v2-5.8b",
             model_id="nlpai-lab/kullm-polyglot-5.8b-v2",
-            template=Template.KULLM_V2,
-            eos_token_id=2,
-            context_window=2048,
-            system_prompt=None,
             parameters=5.9,
             layers=28,
             kv_width=4096,
             base="Polyglot-ko 5.8B",
-            license="Apache-2.0",
         ),
         Preset(
             name="kullm3",

@@ -46,27 +46,33 @@ class ApiUnderTest:
         return self.clients[-1]
 
 
+@contextlib.asynccontextmanager
+async def running_api(redis_url: str, tmp_path: Path, **env: str) -> AsyncIterator[ApiUnderTest]:
+    """`kullm api` as a process on a free port, once it answers /healthz; its clients closed and it stopped after."""
+    port = free_port()
+    process = BotProcess("api", tmp_path / "api.log", {"REDIS_URL": redis_url, "API_PORT": str(port), **env}).start()
+    under_test = ApiUnderTest(f"http://127.0.0.1:{port}/v1", process, redis_url)
+    try:
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as session:
+            while True:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                        if response.status == 200:
+                            break
+                assert time.monotonic() < deadline, process.log()
+                await asyncio.sleep(0.1)
+        yield under_test
+    finally:
+        for client in under_test.clients:
+            await client.close()
+        await asyncio.to_thread(process.stop)
+
+
 @pytest.fixture
 async def api(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[ApiUnderTest]:
-    port = free_port()
-    env = {"REDIS_URL": redis_server.url, "API_PORT": str(port), "API_MAX_TOKENS": "400"}
-    process = BotProcess("api", tmp_path / "api.log", env).start()
-    under_test = ApiUnderTest(f"http://127.0.0.1:{port}/v1", process, redis_server.url)
-    deadline = time.monotonic() + 30
-    async with aiohttp.ClientSession() as session:
-        while True:
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
-                    if response.status == 200:
-                        break
-            except aiohttp.ClientError:
-                pass
-            assert time.monotonic() < deadline, process.log()
-            await asyncio.sleep(0.1)
-    yield under_test
-    for client in under_test.clients:
-        await client.close()
-    await asyncio.to_thread(process.stop)
+    async with running_api(redis_server.url, tmp_path, API_MAX_TOKENS="400") as under_test:
+        yield under_test
 
 
 async def test_the_openai_client_gets_answers_streamed_and_not(api: ApiUnderTest, run_worker: RunWorker) -> None:
@@ -242,24 +248,15 @@ def test_turns_before_the_question_pair_up_as_history() -> None:
     assert (question, history, system) == ("라", [Turn(question="가\n\n나", answer="다")], "짧게")
 
 
-@pytest.mark.parametrize("queue_limit", [1])
-async def test_a_full_queue_is_503(redis_server: RedisServer, tmp_path: Path, queue_limit: int) -> None:
-    port = free_port()
-    env = {"REDIS_URL": redis_server.url, "API_PORT": str(port), "MAX_QUEUE": str(queue_limit)}
-    process = BotProcess("api", tmp_path / "api.log", env).start()
-    under_test = ApiUnderTest(f"http://127.0.0.1:{port}/v1", process, redis_server.url)
-    try:
+async def test_a_full_queue_is_503(redis_server: RedisServer, tmp_path: Path) -> None:
+    async with running_api(redis_server.url, tmp_path, MAX_QUEUE="1") as under_test:
         client = under_test.client(under_test.key("busy", "--concurrent", "5"))
         ask = [{"role": "user", "content": "한국의 수도는 어디야?"}]
         waiting = asyncio.ensure_future(client.chat.completions.create(model="x", messages=ask))  # type: ignore[arg-type]
-        await eventually(lambda: "queued (key busy)" in process.log())  # no worker: it stays in the queue
+        await eventually(lambda: "queued (key busy)" in under_test.process.log())  # no worker: it stays queued
         with pytest.raises(openai.InternalServerError) as full:
             await client.chat.completions.create(model="x", messages=ask)  # type: ignore[arg-type]
         assert full.value.status_code == 503 and full.value.code == "overloaded"
         waiting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await waiting
-    finally:
-        for opened in under_test.clients:
-            await opened.close()
-        await asyncio.to_thread(process.stop)

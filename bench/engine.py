@@ -14,6 +14,10 @@ told to ignore eos: its tokens are what it sent).
     python -m bench.engine --model DIR --concurrency 1,8
     python -m bench.engine --architecture polyglot-ko-12.8b --random-weights   # GPU, no download
 
+Every torch call runs on one thread, the one each queue setting's worker steps on, as in a worker
+process (`inference.engine.new_engine_thread`). `--repeat N` measures every setting N times, in
+rounds: a table row is the round with the median tokens/s, and the queue comparisons give the range.
+
 A worker can serve the same random-weight shapes (the GPU check's end-to-end run does):
 `ENGINE=bench.engine:random_weights_engine MODEL_ID=random:polyglot-ko-12.8b kullm worker`.
 """
@@ -31,14 +35,15 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
-from inference.engine import DelegatingEngine, GenerationRequest, Loaded, Sampling
+from inference.engine import DelegatingEngine, GenerationRequest, Loaded, Sampling, new_engine_thread
 from inference.errors import EngineLoadError
 from inference.model import engine_on, resolve_device, resolve_dtype
 from inference.prompt import render_kullm_v1
@@ -136,6 +141,27 @@ class Result:
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.wall_s
+
+
+T = TypeVar("T")
+_torch_thread: ThreadPoolExecutor | None = None
+
+
+def torch_thread() -> ThreadPoolExecutor:
+    """The benchmark's one thread for torch work: model loads, direct runs, and the steps of every worker it starts.
+
+    As in a worker process (`new_engine_thread`): a second thread doing torch work would give the process a
+    second OpenMP team and slow both, and the queue settings would be measured against a handicap.
+    """
+    global _torch_thread
+    if _torch_thread is None:
+        _torch_thread = new_engine_thread()
+    return _torch_thread
+
+
+def on_torch_thread(call: Callable[..., T], *args: Any) -> T:
+    """`call(*args)` on the torch thread, waited for."""
+    return torch_thread().submit(call, *args).result()
 
 
 def prompts(count: int) -> list[str]:
@@ -287,16 +313,20 @@ async def _through_queue(
         worker_name=f"bench-{kind}-{count}",
         key_prefix=f"bench-{kind}-{count}:",
     )
+    loop = asyncio.get_running_loop()
     if kind == "openai":
         from inference.openai_engine import build_openai
 
         served = {"engine_url": server.url, "model_id": str(server.model_dir), "hf_hub_offline": True, "seed": None}
-        loaded = build_openai(settings.model_copy(update=served))
+        loaded = await loop.run_in_executor(torch_thread(), build_openai, settings.model_copy(update=served))
     else:
-        loaded = engine_on(model, tokenizer, settings, paged=kind == "paged")
+        loaded = await loop.run_in_executor(
+            torch_thread(), lambda: engine_on(model, tokenizer, settings, paged=kind == "paged")
+        )
     redis = connect(redis_url)
     bus = Bus(redis, Keys(settings.key_prefix))
-    worker = Worker(bus, Loaded(ForcedLength(loaded.engine), loaded.prompts), settings)
+    engine = Loaded(ForcedLength(loaded.engine), loaded.prompts)
+    worker = Worker(bus, engine, settings, engine_thread=torch_thread())
     serving = asyncio.create_task(worker.run())
     first: dict[str, float] = {}
     finished: dict[str, float] = {}
@@ -316,9 +346,10 @@ async def _through_queue(
 
     async def answered(before: float, count: int) -> None:
         # Nobody follows the answers while they are generated: clients run elsewhere, not in this process,
-        # where they would take the GIL from the engine's thread. The worker's own count says when all are done.
+        # where they would take the GIL from the engine's thread. The worker's own count says when all are done,
+        # looked at seldom for the same reason; the times come from the answer streams, not from this loop.
         while worker.metrics.questions.labels("done")._value.get() - before < count:
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.25)
 
     try:
         warm = Question.new("bench", QUESTIONS[0], ttl_s=600, max_new_tokens=2)
@@ -328,15 +359,15 @@ async def _through_queue(
         questions = [Question.new("bench", QUESTIONS[i % len(QUESTIONS)], ttl_s=600) for i in range(count)]
         before = worker.metrics.questions.labels("done")._value.get()
         seconds, micros = await redis.time()
-        began_ms, began = seconds * 1000 + micros / 1000, time.perf_counter()
+        began_ms = seconds * 1000 + micros / 1000
         async with redis.pipeline(transaction=False) as pipe:  # all at once, as the direct run adds them
             for question in questions:
                 pipe.xadd(bus.keys.questions, question.to_fields())  # type: ignore[arg-type]
             await pipe.execute()
         await answered(before, count)
-        wall = time.perf_counter() - began
         for question in questions:
             await read_answer(question.id, began_ms)
+        wall = max(finished.values())  # when the last `done` was written, on Redis' clock
     finally:
         worker.request_drain()
         await serving
@@ -597,6 +628,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", default="1,8,16,32")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--baseline-questions", type=int, default=8)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="measure every setting this many times, in rounds (rows: the median)"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument(
@@ -625,35 +659,41 @@ def bench_model(target: str, args: argparse.Namespace) -> str:
     """One model's table and notes: `target` is an architecture (random weights), `tiny` or a directory."""
     engines = [e for e in args.engines.split(",") if e]
     compare = {c for c in args.compare.split(",") if c}
-    model, tokenizer, device = load(
-        argparse.Namespace(
-            architecture=target if target in ARCHITECTURES else None,
-            model=None if target in ARCHITECTURES or target == "tiny" else target,
-            device=args.device,
-            dtype=args.dtype,
-        )
+    wanted = argparse.Namespace(
+        architecture=target if target in ARCHITECTURES else None,
+        model=None if target in ARCHITECTURES or target == "tiny" else target,
+        device=args.device,
+        dtype=args.dtype,
     )
-    run_engine(model, tokenizer, 2, 4, device)  # warm-up: first-call allocations and kernels
-    baseline = run_baseline(model, tokenizer, args.baseline_questions, args.new_tokens, device)
+    model, tokenizer, device = on_torch_thread(load, wanted)
+    on_torch_thread(run_engine, model, tokenizer, 2, 4, device)  # warm-up: first-call allocations and kernels
+    baseline = on_torch_thread(run_baseline, model, tokenizer, args.baseline_questions, args.new_tokens, device)
     notes: list[str] = []
     results: list[Result] = []
+    shares: list[str] = []
+    repeat = max(1, getattr(args, "repeat", 1))
     with (
         _private_redis("queue" in compare) as redis_url,
         _transformers_serve("serve" in engines, model, tokenizer, target, device, notes) as server,
     ):
         for n in (int(c) for c in args.concurrency.split(",")):
-            results += _settings_at(n, model, tokenizer, device, args.new_tokens, engines, compare, redis_url, server)
+            rounds = [
+                _settings_at(n, model, tokenizer, device, args.new_tokens, engines, compare, redis_url, server)
+                for _ in range(repeat)
+            ]
+            results += [_median_round(same) for same in zip(*rounds, strict=True)]
+            shares += _queue_shares(rounds)
     label = "tiny test model" if target == "tiny" else target
     lines = [
         report(
             baseline, results, argparse.Namespace(architecture=label, model=None, new_tokens=args.new_tokens), device
         )
     ]
-    lines += ["", *notes, *comparisons(results)]
+    lines += ["", *notes, *shares, *comparisons(results)]
     single = next((r for r in results if r.questions == 1 and r.name.startswith("builtin,")), None)
-    single = single or run_engine(model, tokenizer, 1, args.new_tokens, device)
-    lines.append(bandwidth_line(model, single, copy_bandwidth(device)))
-    lines.append(idle_ttft(model, tokenizer, device))
+    single = single or on_torch_thread(run_engine, model, tokenizer, 1, args.new_tokens, device)
+    lines.append(bandwidth_line(model, single, on_torch_thread(copy_bandwidth, device)))
+    lines.append(on_torch_thread(idle_ttft, model, tokenizer, device))
     return "\n".join(lines)
 
 
@@ -676,14 +716,49 @@ def _settings_at(
                 if redis_url:
                     results.append(run_through_queue(model, tokenizer, n, new_tokens, redis_url, "openai", server))
             continue
-        results.append(run_engine(model, tokenizer, n, new_tokens, device, kind))
+        results.append(on_torch_thread(run_engine, model, tokenizer, n, new_tokens, device, kind))
         if redis_url:
             results.append(run_through_queue(model, tokenizer, n, new_tokens, redis_url, kind))
     if "static" in compare:
-        results.append(run_static_generate(model, tokenizer, n, new_tokens, device))
+        results.append(on_torch_thread(run_static_generate, model, tokenizer, n, new_tokens, device))
     if "cb" in compare and model.config.model_type != "gpt_neox":  # transformers' own path fails on GPT-NeoX
-        results.append(run_continuous_batching(model, tokenizer, n, new_tokens, device))
+        results.append(on_torch_thread(run_continuous_batching, model, tokenizer, n, new_tokens, device))
     return results
+
+
+def _median_round(measured: tuple[Result, ...]) -> Result:
+    """One setting measured in several rounds: the round with the median tokens/s (the lower middle one)."""
+    ranked = sorted(measured, key=lambda r: r.tokens_per_s)
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def _queue_shares(rounds: list[list[Result]]) -> list[str]:
+    """Per engine: through the queue as a share of called directly, side by side in each round; the range."""
+    lines = []
+    n = rounds[0][0].questions if rounds and rounds[0] else 0
+    for direct_name, queued_name in QUEUE_PAIRS:
+        shares = []
+        for results in rounds:
+            by_name = {r.name.rsplit(", ", 1)[0]: r for r in results}
+            direct, queued = by_name.get(direct_name), by_name.get(queued_name)
+            if direct and queued:
+                shares.append(queued.tokens_per_s / direct.tokens_per_s)
+        if len(shares) == 1:
+            lines.append(f"{n} in flight: {queued_name} {shares[0]:.0%} of {direct_name} called directly")
+        elif shares:
+            each = ", ".join(f"{share:.0%}" for share in shares)
+            lines.append(
+                f"{n} in flight: {queued_name} {min(shares):.0%}–{max(shares):.0%} of {direct_name} called directly, "
+                f"median {statistics.median(shares):.0%} over {len(shares)} rounds ({each})"
+            )
+    return lines
+
+
+QUEUE_PAIRS = [
+    ("builtin", "builtin through the queue"),
+    ("paged", "paged through the queue"),
+    ("transformers serve", "openai (transformers serve) through the queue"),
+]
 
 
 def comparisons(results: list[Result]) -> list[str]:
@@ -692,19 +767,6 @@ def comparisons(results: list[Result]) -> list[str]:
     by_name = {r.name: r for r in results}
     for builtin in (r for r in results if r.name.startswith("builtin, ")):
         n = builtin.questions
-        pairs = [
-            ("builtin", builtin, by_name.get(f"builtin through the queue, {n} in flight")),
-            ("paged", by_name.get(f"paged, {n} in flight"), by_name.get(f"paged through the queue, {n} in flight")),
-            (
-                "transformers serve",
-                by_name.get(f"transformers serve, {n} streams"),
-                by_name.get(f"openai (transformers serve) through the queue, {n} in flight"),
-            ),
-        ]
-        for label, direct, queued in pairs:
-            if direct and queued:
-                share = queued.tokens_per_s / direct.tokens_per_s
-                lines.append(f"{n} in flight: {label} through the queue {share:.0%} of {label} called directly")
         for label, other in [
             ("transformers' continuous batching", by_name.get(f"transformers continuous batching, {n} in flight")),
             ("paged", by_name.get(f"paged, {n} in flight")),
@@ -734,7 +796,7 @@ def _transformers_serve(
     with tempfile.TemporaryDirectory() as directory:
         folder = Path(directory) / "model"
         if target in ARCHITECTURES:
-            model.save_pretrained(folder)
+            on_torch_thread(model.save_pretrained, folder)
             tokenizer.save_pretrained(folder)
         else:
             folder = Path(_tiny_model() if target == "tiny" else target)

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from chatbus import Bus, Keys, connect
-from inference.engine import engine_factory
+from inference.engine import engine_factory, new_engine_thread
 from inference.errors import InferenceError
 from inference.metrics import WorkerMetrics, serve_http
 from inference.settings import WorkerSettings
@@ -44,20 +44,25 @@ async def serve(settings: WorkerSettings) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: worker.request_drain() if worker else stop.set())
+    engine_thread = new_engine_thread()  # loads the model, then steps it: torch work on one thread only
     try:
-        loading = asyncio.ensure_future(asyncio.to_thread(engine_factory(settings.engine), settings))
-        await asyncio.wait([loading, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        load = engine_factory(settings.engine)
+        loading = asyncio.ensure_future(loop.run_in_executor(engine_thread, load, settings))
+        stopped = asyncio.ensure_future(stop.wait())
+        either: list[asyncio.Future[Any]] = [loading, stopped]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         if not loading.done():
             log.info("stopped while loading the model")
             return 0
         loaded = loading.result()
         log.info("model %s ready", settings.model_id)
         redis = connect(settings.redis_url, settings.redis_password)
-        worker = Worker(Bus(redis, Keys(settings.key_prefix)), loaded, settings, metrics)
+        worker = Worker(Bus(redis, Keys(settings.key_prefix)), loaded, settings, metrics, engine_thread)
         await worker.run()
         await redis.aclose()
         return 0
     finally:
+        engine_thread.shutdown(wait=False)
         if runner:
             await runner.cleanup()
 

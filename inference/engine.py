@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -160,6 +161,18 @@ ENGINES = {
     "paged": "inference.model:build_paged",
     "openai": "inference.openai_engine:build_openai",
 }
+
+
+def new_engine_thread() -> ThreadPoolExecutor:
+    """The one thread of a worker process that does torch work: it loads the model, then runs every step.
+
+    PyTorch's CPU build runs an op on several cores through OpenMP, and every thread that runs such an
+    op gets a team of OpenMP threads of its own. A model loaded on one thread and stepped on another
+    leaves two teams, more OpenMP threads than cores, and libgomp then stops spinning between ops:
+    each op waits for its threads to be woken. A decode step's small ops (layer norm, GELU) ran up to
+    5x slower that way, and the worker lost 10-25 % of its tokens/s to it (bench/RESULTS.md).
+    """
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
 
 
 def engine_factory(spec: str) -> Callable[[WorkerSettings], Loaded]:

@@ -53,7 +53,7 @@ from chatbus import (
 from chatbus.keys import FIELD
 from chatbus.messages import FinishReason, WorkerStatus
 from chatbus.streams import ANSWER_TTL_S
-from inference.engine import GenerationRequest, GenerationUpdate, Loaded
+from inference.engine import GenerationRequest, GenerationUpdate, Loaded, new_engine_thread
 from inference.errors import EngineOutOfMemory, PromptTooLong
 from inference.governor import BatchGovernor
 from inference.metrics import WorkerMetrics
@@ -109,7 +109,12 @@ class Worker:
     """Serves questions from the queue until drained."""
 
     def __init__(
-        self, bus: Bus, loaded: Loaded, settings: WorkerSettings, metrics: WorkerMetrics | None = None
+        self,
+        bus: Bus,
+        loaded: Loaded,
+        settings: WorkerSettings,
+        metrics: WorkerMetrics | None = None,
+        engine_thread: ThreadPoolExecutor | None = None,
     ) -> None:
         self.bus = bus
         self.engine = loaded.engine
@@ -134,8 +139,10 @@ class Worker:
         self._drain_requested = asyncio.Event()
         self._redis_retry_s = REDIS_RETRY_S
         self._idle_block_ms = max(1, round(settings.idle_read_s * 1000))  # also how soon a drain is noticed
-        # Every step on the same thread: no thread hand-off per step, and CUDA state stays on one thread.
-        self._engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        # Every step on the same thread: no thread hand-off per step, and CUDA state stays on one thread. Pass
+        # the thread that loaded the model (`engine_thread()`): one thread doing torch work, not two (see there).
+        self._owns_engine_thread = engine_thread is None
+        self._engine_thread = engine_thread or new_engine_thread()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -231,7 +238,8 @@ class Worker:
         Whatever cannot be written now (Redis down or refusing writes) is not lost: unacked entries
         are reclaimed by the other workers after RECLAIM_IDLE_S.
         """
-        self._engine_thread.shutdown(wait=False)  # no step is running: the loop awaits each one
+        if self._owns_engine_thread:
+            self._engine_thread.shutdown(wait=False)  # no step is running: the loop awaits each one
         self.engine.close()  # the threads and connections of an engine that runs on its own (paged, a server)
         held = [_held(job) for job in self._jobs.values()]
         steps = [("publish", self._flush), ("release", lambda: self.bus.release(self.name, held))]
@@ -258,6 +266,10 @@ class Worker:
         if free <= 0 or (not idle and time.monotonic() - self._last_poll < POLL_INTERVAL_S):
             return
         deliveries = await self.bus.read(self.name, free, block_ms=self._idle_block_ms if idle else None)
+        if idle and 0 < len(deliveries) < free:
+            # A blocked read wakes on the first entry of a burst: take the rest that came with it, so they
+            # are prefilled together instead of joining one step later.
+            deliveries += await self.bus.read(self.name, free - len(deliveries), block_ms=None)
         self._last_poll = time.monotonic()
         await self._accept_all(deliveries)
 

@@ -71,3 +71,23 @@ async def test_queue_benchmark_measures_through_a_real_redis(redis_server: Redis
     args = argparse.Namespace(questions=200, idle=20, batch=16, floor_requests=500)
     table = await queue_bench.run(args, redis_server)
     assert "enqueue → started" in table and "questions/s" in table
+
+
+def test_repeated_rounds_report_the_median_row_and_the_range_of_queue_shares() -> None:
+    from bench.engine import Result, _median_round, _queue_shares
+
+    def result(name: str, tokens_per_s: float) -> Result:
+        return Result(f"{name}, 16 in flight", 16, int(tokens_per_s * 10), 10.0, [0.1], [10.0], 0.0)
+
+    rounds = [
+        [result("builtin", direct), result("builtin through the queue", queued)]
+        for direct, queued in ((200, 190), (180, 198), (220, 176))
+    ]
+    assert _median_round(tuple(r[0] for r in rounds)).tokens_per_s == 200
+    assert _median_round(tuple(r[1] for r in rounds[:2])).tokens_per_s == 190  # an even count: the lower middle
+    # Each share is taken within one round (side by side), never between a round's direct and another's queue.
+    assert _queue_shares(rounds) == [
+        "16 in flight: builtin through the queue 80%–110% of builtin called directly, median 95% over 3 rounds "
+        "(95%, 110%, 80%)"
+    ]
+    assert _queue_shares(rounds[:1]) == ["16 in flight: builtin through the queue 95% of builtin called directly"]

@@ -64,6 +64,21 @@ async def ask_directly(redis_url: str, question: str) -> list[object]:
         await client.aclose()
 
 
+def test_the_worker_loads_the_model_on_the_thread_that_steps_it(
+    start_worker: StartWorker, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # Torch work on one thread: a second thread that ran torch ops gives the process a second OpenMP team, and
+    # with more OpenMP threads than cores every op slows down (inference.engine.new_engine_thread).
+    record = tmp_path / "threads"
+    start_worker(ENGINE="tests.support.engines:threads_recorded", THREADS_FILE=record)
+    result = run_kullm(["ask", "딥러닝이 뭐야?"], redis_server.url)
+    assert result.stdout.strip() == trained.DEEP_LEARNING, result.stderr
+    lines = record.read_text().splitlines()
+    assert lines[0].startswith("load ") and len(lines) > 10
+    assert {line.split()[1] for line in lines} == {lines[0].split()[1]}, "the load and every step on one thread"
+    assert lines[0].split()[1].startswith("engine")
+
+
 def test_ask_prints_the_trained_answer(start_worker: StartWorker, redis_server: RedisServer) -> None:
     start_worker()
     result = run_kullm(["ask", "딥러닝이 뭐야?"], redis_server.url)

@@ -19,6 +19,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
@@ -182,6 +183,30 @@ def scripted(settings: WorkerSettings) -> Loaded:
     """ENGINE=tests.support.engines:scripted (SCRIPTED_STEP_S sets the pace)."""
     step_s = float(os.environ.get("SCRIPTED_STEP_S", STEP_S))
     return Loaded(ScriptedEngine(settings.max_batch_size, step_s=step_s), scripted_prompts(settings))
+
+
+def threads_recorded(settings: WorkerSettings) -> Loaded:
+    """ENGINE=tests.support.engines:threads_recorded: the tiny model, writing to THREADS_FILE the thread that
+    loaded it and the thread of every step (one name a line)."""
+    import threading
+
+    from inference.engine import DelegatingEngine
+    from inference.model import build_transformers
+
+    record = Path(os.environ["THREADS_FILE"])
+
+    def write(what: str) -> None:
+        with record.open("a") as file:
+            file.write(f"{what} {threading.current_thread().name}\n")
+
+    class Recorded(DelegatingEngine):
+        def step(self) -> list[GenerationUpdate]:
+            write("step")
+            return self.inner.step()
+
+    write("load")
+    loaded = build_transformers(settings)
+    return Loaded(Recorded(loaded.engine), loaded.prompts)
 
 
 def worker_settings(redis_url: str, **overrides: object) -> WorkerSettings:

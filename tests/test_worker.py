@@ -7,6 +7,7 @@ killing, freezing or signalling a worker, `kullm ask` itself — is in tests/tes
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import threading
@@ -151,6 +152,28 @@ async def test_every_step_runs_on_the_one_engine_thread(bus: Bus, run_worker: Ru
     for question in questions:
         assert isinstance((await follow(bus, question.id))[-1], Done)
     assert len(threads) > 10 and set(threads) == {threads[0]} and threads[0].startswith("engine")
+
+
+async def test_a_burst_that_wakes_an_idle_worker_is_prefilled_together(bus: Bus, run_worker: RunWorker) -> None:
+    # The blocked read returns at the burst's first entry; the rest are read at once, not one step later.
+    batches: list[int] = []
+
+    class Recording(DelegatingEngine):
+        def step(self) -> list[GenerationUpdate]:
+            batches.append(self.inner.active)
+            return self.inner.step()
+
+    run_worker(wrap=Recording, max_batch_size=8)
+    await asyncio.sleep(0.3)  # idle: blocked in XREADGROUP
+    texts = ("딥러닝이 뭐야?", "인사해줘", "고려대학교는 어디에 있어?")
+    questions = [Question.new("terminal", text, ttl_s=60) for text in texts]
+    async with bus.redis.pipeline(transaction=False) as pipe:  # one write, as a busy channel's questions arrive
+        for question in questions:
+            pipe.xadd(bus.keys.questions, question.to_fields())  # type: ignore[arg-type]
+        await pipe.execute()
+    for question in questions:
+        assert isinstance((await follow(bus, question.id))[-1], Done)
+    assert batches[0] == len(questions)
 
 
 def test_the_governor_halves_after_out_of_memory_and_grows_back_below_the_failed_size() -> None:

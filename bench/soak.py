@@ -229,12 +229,12 @@ class Service:
         if asked.platform == "terminal":
             return [str(e["text"]) for e in asked.events if e["type"] == "done"]
         key = "content" if asked.platform == "discord" else "text"
-        # While streaming, a placeholder carries its stop button, and a Slack stream is open; the final has neither.
-        done = [
-            shown_as_mrkdwn(m) if asked.platform == "slack" else m[key]
-            for m in self._bot_messages(asked)
-            if not (stop_button_on(m) or m.get("streaming"))
-        ]
+        # While an answer is written, its placeholder carries the stop button (on Slack above the streamed message,
+        # which a restarted app stops and then edits like a placeholder); the button goes when the answer is final.
+        messages = self._bot_messages(asked)
+        if any(stop_button_on(m) or m.get("streaming") for m in messages):
+            return []
+        done = [shown_as_mrkdwn(m) if asked.platform == "slack" else m[key] for m in messages]
         return [text for text in done if not text.startswith(("⏳", *REFUSED))]
 
     def busy_notices(self, asked: Ask) -> list[str]:

@@ -51,6 +51,7 @@ async def serve(settings: WorkerSettings) -> int:
         stopped = asyncio.ensure_future(stop.wait())
         either: list[asyncio.Future[Any]] = [loading, stopped]
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
         if not loading.done():
             log.info("stopped while loading the model")
             return 0

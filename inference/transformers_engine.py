@@ -191,15 +191,18 @@ class TransformersEngine:
         return updates
 
     def _group(self, budget: int) -> list[_Newcomer]:
-        """Waiting newcomers from the head whose whole prompts fit the budget as one left-padded batch."""
+        """The oldest newcomer and, shortest first, the others whose whole prompts fit the budget with it as one
+        left-padded batch: short prompts pad little, so more of a burst starts in one step, and the oldest is
+        always in (none waits behind later ones for more than its turn at the head)."""
         room = self.max_batch_size - len(self._rows)
-        group: list[_Newcomer] = []
-        for newcomer in self._waiting:
-            self._read(newcomer)
-            width = max([n.left for n in group] + [newcomer.left])
-            if len(group) == room or newcomer.done or (len(group) + 1) * width > budget:
-                break
+        head, *others = self._waiting
+        group, width = [head], len(self._read(head))
+        for newcomer in sorted(others, key=lambda n: len(self._read(n))):
+            wider = max(width, len(self._read(newcomer)))
+            if len(group) == room or (len(group) + 1) * wider > budget:
+                break  # sorted: every later one is as long or longer
             group.append(newcomer)
+            width = wider
         return group
 
     def _prefill(self, group: list[_Newcomer]) -> list[GenerationUpdate]:
@@ -214,8 +217,7 @@ class TransformersEngine:
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits, cache = self._forward(input_ids=input_ids, attention_mask=mask, position_ids=positions)
-        for _ in group:
-            self._waiting.popleft()
+        self._waiting = deque(n for n in self._waiting if not any(n is joining for joining in group))
         return self._join(group, cache, self._sample(logits[:, -1, :], [n.request for n in group]))
 
     def _prefill_chunk(self, newcomer: _Newcomer, size: int) -> list[GenerationUpdate]:

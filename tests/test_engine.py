@@ -181,6 +181,31 @@ def test_a_long_prompt_is_prefilled_in_chunks_while_the_batch_decodes(model_dir:
     assert finished["story"].text == trained.LONG_STORY
 
 
+def test_a_burst_is_prefilled_oldest_first_then_shortest_first(model_dir: Path) -> None:
+    # Short prompts pad little: after the oldest, the shortest join it, so more of a burst starts in one step.
+    loaded = load(model_dir, max_batch_size=8)
+    engine = transformers_engine(loaded)
+    context = "구름(KULLM)은 고려대학교 NLP & AI 연구실이 만든 한국어 LLM입니다."
+    burst = [
+        request(loaded, "oldest", "고려대학교는 어디에 있어?"),
+        request(loaded, "long", "이 글을 요약해줘", context),
+        request(loaded, "short", "딥러닝이 뭐야?"),
+        request(loaded, "shortest", "인사해줘"),
+    ]
+    lengths = {r.id: engine.count_tokens(r.prompt) for r in burst}
+    assert lengths["long"] > lengths["oldest"] > lengths["short"] > lengths["shortest"]
+    engine.prefill_chunk = 3 * lengths["oldest"]  # the oldest and two short ones, padded to the oldest's length
+    for item in burst:
+        engine.add(item)
+    first = engine.step()
+    assert engine.last_batch == 3, "the oldest and the two short ones (in arrival order: the oldest alone)"
+    assert "long" not in {u.id for u in first}
+    finished: dict[str, GenerationUpdate] = {}
+    run(engine, finished)
+    assert finished["long"].text == trained.CONTEXT_ANSWER and finished["oldest"].text == trained.KOREA_UNIV
+    assert finished["short"].text == trained.DEEP_LEARNING and finished["shortest"].text == trained.GREETING
+
+
 def test_top_p_draws_the_nucleus_renormalised(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 

@@ -410,9 +410,15 @@ async def test_a_finished_answer_can_be_rated_once_per_person(discord_env: Disco
     assert vote_buttons_on(answer)
     up, down = (c["custom_id"] for c in answer["components"][0]["components"])
     assert up.startswith("kullm:vote:up:") and down.startswith("kullm:vote:down:")
-    for custom_id, user in ((up, s.alice), (down, s.alice), (up, s.bob)):
+
+    def notices_so_far() -> list[dict[str, Any]]:
+        return [x for x in s.interaction_responses if x["type"] == 4]
+
+    for clicks, (custom_id, user) in enumerate(((up, s.alice), (down, s.alice), (up, s.bob)), start=1):
         await s.click_button(int(answer["id"]), custom_id, user)
-    notices = await s.wait_for(lambda: (r := [x for x in s.interaction_responses if x["type"] == 4])[2:] and r)
+        # One click at a time, as a person clicks: each is answered before the next (two clicks sent in the same
+        # millisecond are handled concurrently, and which lands last is not theirs to say).
+        notices = await s.wait_for(lambda clicks=clicks: (r := notices_so_far())[clicks - 1 :] and r)
     assert [n["data"]["flags"] for n in notices] == [64] * 3 and "평가를 저장했습니다" in notices[0]["data"]["content"]
     votes = await stored_votes(d.redis_url)
     assert sorted(v.vote for v in votes) == ["down", "up"], "alice's second vote replaced her first"

@@ -536,9 +536,12 @@ async def test_a_finished_answer_can_be_rated_once_per_person(slack_env_fixture:
     answer = await sl.answer_in_thread(s.channel_id, asked["ts"], trained.DEEP_LEARNING)
     assert vote_buttons_on(answer) and (streaming == "native" or not answer.get("streamed"))
     up, down = answer["blocks"][-1]["elements"]
-    for action, user in ((up, s.alice), (down, s.alice), (up, s.bob)):
+    for clicks, (action, user) in enumerate(((up, s.alice), (down, s.alice), (up, s.bob)), start=1):
         await s.click_button(s.channel_id, answer["ts"], action["action_id"], action["value"], user)
-    notices = await s.wait_for(lambda: (e := [x for x in s.ephemerals if "평가를 저장" in x["text"]])[2:] and e)
+        # One click at a time, as a person clicks: each is answered before the next (see the Discord test).
+        notices = await s.wait_for(
+            lambda clicks=clicks: (e := [x for x in s.ephemerals if "평가를 저장" in x["text"]])[clicks - 1 :] and e
+        )
     assert [(n["user"], n["thread_ts"]) for n in notices] == [(s.alice, asked["ts"])] * 2 + [(s.bob, asked["ts"])]
     votes = await stored_votes(sl.bot.env["REDIS_URL"])
     assert sorted(v.vote for v in votes) == ["down", "up"], "alice's second vote replaced her first"

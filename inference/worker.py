@@ -140,7 +140,7 @@ class Worker:
         self._redis_retry_s = REDIS_RETRY_S
         self._idle_block_ms = max(1, round(settings.idle_read_s * 1000))  # also how soon a drain is noticed
         # Every step on the same thread: no thread hand-off per step, and CUDA state stays on one thread. Pass
-        # the thread that loaded the model (`engine_thread()`): one thread doing torch work, not two (see there).
+        # the thread that loaded the model (`new_engine_thread`): one thread doing torch work, not two (see there).
         self._owns_engine_thread = engine_thread is None
         self._engine_thread = engine_thread or new_engine_thread()
 

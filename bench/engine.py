@@ -726,6 +726,14 @@ def _settings_at(
     return results
 
 
+# Each engine called directly, and behind the worker and Redis: the pairs the queue shares compare.
+QUEUE_PAIRS = [
+    ("builtin", "builtin through the queue"),
+    ("paged", "paged through the queue"),
+    ("transformers serve", "openai (transformers serve) through the queue"),
+]
+
+
 def _median_round(measured: tuple[Result, ...]) -> Result:
     """One setting measured in several rounds: the round with the median tokens/s (the lower middle one)."""
     ranked = sorted(measured, key=lambda r: r.tokens_per_s)
@@ -752,13 +760,6 @@ def _queue_shares(rounds: list[list[Result]]) -> list[str]:
                 f"median {statistics.median(shares):.0%} over {len(shares)} rounds ({each})"
             )
     return lines
-
-
-QUEUE_PAIRS = [
-    ("builtin", "builtin through the queue"),
-    ("paged", "paged through the queue"),
-    ("transformers serve", "openai (transformers serve) through the queue"),
-]
 
 
 def comparisons(results: list[Result]) -> list[str]:

@@ -195,9 +195,11 @@ def run_baseline(model: Any, tokenizer: Any, count: int, new_tokens: int, device
 
 
 def make_engine(kind: str, model: Any, tokenizer: Any, count: int, seed: int = 0) -> Any:
-    """`builtin` or `paged`, as the worker builds them, with room for `count` questions."""
+    """`builtin` or `paged`, as the worker builds them, with room for `count` questions; `+graphs` after either
+    is CUDA_GRAPHS=1."""
     sampling = Sampling(seed=seed)
-    if kind == "paged":
+    base, graphs = engine_kind(kind)
+    if base == "paged":
         from inference.paged_engine import PagedEngine
 
         return PagedEngine(
@@ -208,14 +210,25 @@ def make_engine(kind: str, model: Any, tokenizer: Any, count: int, seed: int = 0
             max_batch_size=max(count, 1),
             prefill_chunk=PREFILL_BUDGET,
             context_window=int(model.config.max_position_embeddings),
+            cuda_graphs=graphs,
         )
-    return TransformersEngine(model, tokenizer, model_id="bench", sampling=sampling, max_batch_size=max(count, 1))
+    return TransformersEngine(
+        model, tokenizer, model_id="bench", sampling=sampling, max_batch_size=max(count, 1), fixed_shapes=graphs
+    )
+
+
+def engine_kind(kind: str) -> tuple[str, bool]:
+    """`builtin+graphs` → (`builtin`, CUDA_GRAPHS=1)."""
+    base, _, graphs = kind.partition("+")
+    if graphs not in ("", "graphs"):
+        raise ValueError(f"unknown engine {kind!r}: an engine name, optionally followed by +graphs")
+    return base, bool(graphs)
 
 
 def run_engine(
     model: Any, tokenizer: Any, count: int, new_tokens: int, device: torch.device, kind: str = "builtin"
 ) -> Result:
-    """An engine (`builtin` or `paged`) with `count` questions in flight at once."""
+    """An engine (`builtin` or `paged`, either `+graphs`) with `count` questions in flight at once."""
     engine = make_engine(kind, model, tokenizer, count)
     for i, prompt in enumerate(prompts(count)):
         engine.add(GenerationRequest(str(i), prompt, new_tokens, ignore_eos=True))
@@ -292,7 +305,8 @@ def run_through_queue(
 ) -> Result:
     """An engine behind the real worker loop and Redis: `count` questions enqueued at once, answers followed.
 
-    `kind` is `builtin`, `paged`, or `openai` (then `server`, a running `transformers serve`, generates).
+    `kind` is `builtin` or `paged` (either `+graphs`), or `openai` (then `server`, a running `transformers serve`,
+    generates).
     """
     return asyncio.run(_through_queue(model, tokenizer, count, new_tokens, redis_url, kind, server))
 
@@ -313,6 +327,8 @@ async def _through_queue(
         worker_name=f"bench-{kind}-{count}",
         key_prefix=f"bench-{kind}-{count}:",
     )
+    base, graphs = engine_kind(kind)
+    settings = settings.model_copy(update={"cuda_graphs": graphs})
     loop = asyncio.get_running_loop()
     if kind == "openai":
         from inference.openai_engine import build_openai
@@ -321,7 +337,7 @@ async def _through_queue(
         loaded = await loop.run_in_executor(torch_thread(), build_openai, settings.model_copy(update=served))
     else:
         loaded = await loop.run_in_executor(
-            torch_thread(), lambda: engine_on(model, tokenizer, settings, paged=kind == "paged")
+            torch_thread(), lambda: engine_on(model, tokenizer, settings, paged=base == "paged")
         )
     redis = connect(redis_url)
     bus = Bus(redis, Keys(settings.key_prefix))
@@ -637,7 +653,7 @@ def main(argv: list[str] | None = None) -> None:
         "--engines",
         default="builtin,paged,serve",
         help="engines called directly: builtin, paged (transformers' continuous batching through our adapter), "
-        "serve (transformers serve over HTTP: ENGINE=openai's server)",
+        "serve (transformers serve over HTTP: ENGINE=openai's server); builtin+graphs, paged+graphs: CUDA_GRAPHS=1",
     )
     parser.add_argument(
         "--compare",
@@ -692,7 +708,11 @@ def bench_model(target: str, args: argparse.Namespace) -> str:
     lines += ["", *notes, *shares, *comparisons(results)]
     single = next((r for r in results if r.questions == 1 and r.name.startswith("builtin,")), None)
     single = single or on_torch_thread(run_engine, model, tokenizer, 1, args.new_tokens, device)
-    lines.append(bandwidth_line(model, single, on_torch_thread(copy_bandwidth, device)))
+    bandwidth = on_torch_thread(copy_bandwidth, device)
+    lines.append(bandwidth_line(model, single, bandwidth))
+    graphed = next((r for r in results if r.questions == 1 and r.name.startswith("builtin+graphs,")), None)
+    if graphed:
+        lines.append(bandwidth_line(model, graphed, bandwidth).replace("one question", "builtin+graphs: one question"))
     lines.append(on_torch_thread(idle_ttft, model, tokenizer, device))
     return "\n".join(lines)
 
@@ -729,7 +749,9 @@ def _settings_at(
 # Each engine called directly, and behind the worker and Redis: the pairs the queue shares compare.
 QUEUE_PAIRS = [
     ("builtin", "builtin through the queue"),
+    ("builtin+graphs", "builtin+graphs through the queue"),
     ("paged", "paged through the queue"),
+    ("paged+graphs", "paged+graphs through the queue"),
     ("transformers serve", "openai (transformers serve) through the queue"),
 ]
 
@@ -778,6 +800,14 @@ def comparisons(results: list[Result]) -> list[str]:
                     f"{n} in flight: builtin {builtin.tokens_per_s / other.tokens_per_s:.2f}× {label}; TTFT p50 "
                     f"{_pct(builtin.first_token_s, 50):.3f}s against {_pct(other.first_token_s, 50):.3f}s"
                 )
+    for graphs in (r for r in results if "+graphs, " in r.name):
+        base, rest = graphs.name.split("+graphs, ")
+        eager = by_name.get(f"{base}, {rest}")
+        if eager:
+            lines.append(
+                f"{rest}: {base}+graphs {graphs.tokens_per_s / eager.tokens_per_s:.2f}× {base}; TTFT p50 "
+                f"{_pct(graphs.first_token_s, 50):.3f}s against {_pct(eager.first_token_s, 50):.3f}s"
+            )
     return lines
 
 

@@ -16,6 +16,10 @@ masked out by the engine. So:
 
 The buffers start zeroed and only ever hold real keys and values, so masked padding never
 carries a NaN into attention.
+
+A decode step at fixed shapes (`inference.decode_graphs`, `CUDA_GRAPHS=1`) sets `fixed` for its
+forward pass: the new column is written at a column held in a tensor, for a padded number of
+rows, and attention reads a fixed number of columns from column 0.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ class SlotCache(Cache):
         self.start = 0  # first column a live row uses
         self.end = 0  # the column every row's next token is written to
         self.copies = 0  # reallocations that moved live keys and values
+        # During a fixed-shape decode step: (rows, columns attention reads from column 0, the column to write).
+        self.fixed: tuple[int, int, torch.Tensor] | None = None
 
     @property
     def slot_capacity(self) -> int:
@@ -50,6 +56,13 @@ class SlotCache(Cache):
     def column_capacity(self) -> int:
         keys = self._slot_layers()[0].keys
         return 0 if keys is None else int(keys.shape[2])
+
+    @property
+    def buffers(self) -> torch.Tensor:
+        """The first layer's key buffer: a new tensor whenever the buffers are (re)allocated."""
+        keys = self._slot_layers()[0].keys
+        assert keys is not None, "no buffers before the first place()"
+        return keys
 
     @property
     def width(self) -> int:
@@ -161,6 +174,11 @@ class _SlotLayer(DynamicLayer):  # type: ignore[no-untyped-call]  # transformers
             self.lazy_initialization(key_states, value_states)
         owner, keys, values = self.owner, self.keys, self.values
         assert keys is not None and values is not None
+        if owner.fixed is not None:
+            rows, columns, column = owner.fixed
+            keys[:rows].index_copy_(2, column, key_states)
+            values[:rows].index_copy_(2, column, value_states)
+            return keys[:rows, :, :columns], values[:rows, :, :columns]
         new = key_states.shape[-2]
         keys[: owner.rows, :, owner.end : owner.end + new] = key_states
         values[: owner.rows, :, owner.end : owner.end + new] = value_states

@@ -93,6 +93,11 @@ def engine_on(model: Any, tokenizer: Any, settings: WorkerSettings, *, paged: bo
     configured = getattr(model.config, "max_position_embeddings", None) or DEFAULT_CONTEXT_WINDOW
     window = int(settings.context_window or configured)
     engine_class: Any = PagedEngine if paged else TransformersEngine
+    options: dict[str, Any] = (
+        {"context_window": window, "cuda_graphs": settings.cuda_graphs}  # paged sizes its page pool by the window
+        if paged
+        else {"fixed_shapes": settings.cuda_graphs}
+    )
     engine = engine_class(
         model,
         tokenizer,
@@ -100,7 +105,7 @@ def engine_on(model: Any, tokenizer: Any, settings: WorkerSettings, *, paged: bo
         sampling=Sampling.of(settings),
         max_batch_size=settings.max_batch_size,
         prefill_chunk=settings.prefill_chunk_tokens,
-        **({"context_window": window} if paged else {}),  # paged sizes its page pool by the window
+        **options,
     )
     prompts = prompt_builder(settings, tokenizer, window, engine.count_tokens)
     return Loaded(engine, prompts)

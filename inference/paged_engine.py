@@ -1,6 +1,7 @@
 """`PagedEngine`: transformers' continuous batching behind the `Engine` protocol (`ENGINE=paged`).
 
-transformers runs the batch on its own thread with a paged KV cache (and CUDA graphs on a GPU);
+transformers runs the batch on its own thread with a paged KV cache (CUDA_GRAPHS=1: and CUDA graphs
+on a GPU; left to itself, transformers turns them off for SDPA, the attention a bare install has);
 this engine hands it at most `max_batch_size` requests at a time, so the worker's governor still
 sizes the batch, and turns the tokens it streams back into `Answer`s, so stops, cancels and
 updates behave as in the builtin engine. A step waits up to `STEP_WAIT_S` for tokens.
@@ -49,6 +50,7 @@ class PagedEngine:
         max_batch_size: int,
         prefill_chunk: int,
         context_window: int,
+        cuda_graphs: bool = False,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -58,6 +60,7 @@ class PagedEngine:
         self.last_batch = self.last_tokens = 0
         self._prefill_chunk = prefill_chunk
         self._context_window = context_window
+        self._cuda_graphs = cuda_graphs
         self._waiting: deque[GenerationRequest] = deque()
         self._running: dict[str, Answer] = {}  # by the id given to transformers (a request's id is reused on retry)
         self._seen: dict[str, int] = {}  # tokens already read of each running request
@@ -192,6 +195,8 @@ class PagedEngine:
         sizes: dict[str, Any] = {"max_batch_tokens": self._prefill_chunk}
         if self.model.device.type == "cpu":  # left to itself it sizes the cache for all free memory (on a GPU: 90 %)
             sizes["num_blocks"] = self.max_batch_size * math.ceil(self._context_window / PAGE_SIZE) + 1
+        elif self._cuda_graphs:  # asked for: its own heuristic keeps them off unless the attention is flash
+            sizes["use_cuda_graph"] = True
         try:
             manager = self.model.init_continuous_batching(
                 generation_config=config, continuous_batching_config=ContinuousBatchingConfig(**sizes)

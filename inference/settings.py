@@ -42,6 +42,7 @@ class WorkerSettings(BaseSettings):
     quantization: Literal["none", "8bit", "4bit"] = "none"
     engine: str = "builtin"
     prefill_chunk_tokens: int = Field(default=512, ge=16)
+    cuda_graphs: bool = False
     # ENGINE=openai: an OpenAI-compatible server (vLLM, SGLang, transformers serve).
     engine_url: str | None = None
     engine_model: str | None = None

@@ -10,6 +10,9 @@ The running batch's keys and values live in a `SlotCache` (inference/kv_cache.py
 place: a decode step writes one column, a newcomer copies in only its own tokens, a finished
 question's row is refilled by the last row. A question that finishes or is cancelled leaves
 the batch at once, so its slot is free for the next step.
+
+With `fixed_shapes` (CUDA_GRAPHS=1) decode steps run at bucketed shapes, captured and replayed as
+CUDA graphs on a GPU (inference/decode_graphs.py); prefill stays eager.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 import torch
 
 from inference.answer import Answer
+from inference.decode_graphs import FixedShapeDecoder, GraphsUnavailable
 from inference.engine import GenerationRequest, GenerationUpdate, Sampling
 from inference.errors import EngineOutOfMemory
 from inference.kv_cache import SlotCache
@@ -66,6 +70,7 @@ class TransformersEngine:
         sampling: Sampling,
         max_batch_size: int,
         prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
+        fixed_shapes: bool = False,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -93,6 +98,15 @@ class TransformersEngine:
             # column every step: on an H200 that made a 17 ms decode step take about 78 ms. The other SDPA
             # kernels (flash, memory-efficient) need no plan.
             torch.backends.cuda.enable_cudnn_sdp(False)
+        self._fixed: FixedShapeDecoder | None = None
+        if fixed_shapes:
+            self._fixed = FixedShapeDecoder(
+                model, cache_name=self._cache_name, forward_options=self._last_only, pad_token_id=self.pad_token_id
+            )
+            if not self._fixed.capture:
+                log.warning(
+                    "CUDA_GRAPHS=1 on %s: decode steps run at fixed shapes, with no graph to replay", self.device
+                )
         self._generator = torch.Generator(device=self.device)
         if sampling.seed is not None:
             self._generator.manual_seed(sampling.seed)
@@ -103,6 +117,11 @@ class TransformersEngine:
     def active(self) -> int:
         """Requests waiting for prefill plus rows decoding (a cancelled row leaves at the next step, uncounted)."""
         return len(self._waiting) + sum(not row.cancelled for row in self._rows)
+
+    @property
+    def graphs(self) -> FixedShapeDecoder | None:
+        """The fixed-shape decoder (CUDA_GRAPHS=1), until a capture fails; None when decoding eagerly."""
+        return self._fixed
 
     @property
     def cache(self) -> SlotCache:
@@ -130,6 +149,8 @@ class TransformersEngine:
         self._waiting.clear()
         self._rows = []
         self._cache = SlotCache(self._layers)  # the buffers go too: a reset often follows running out of memory
+        if self._fixed is not None:
+            self._fixed.clear()  # so do the graphs that point into them
         self._positions = torch.zeros(0, dtype=torch.long, device=self.device)
         self._next = torch.zeros(0, dtype=torch.long, device=self.device)
         return ids
@@ -160,18 +181,32 @@ class TransformersEngine:
     def _decode(self) -> list[GenerationUpdate]:
         cache = self._cache
         cache.make_room_for_one()
-        columns = torch.arange(cache.start, cache.end + 1, device=self.device)
-        mask = (columns[None, :] >= (cache.end - self._positions)[:, None]).long()
-        logits, _ = self._forward(
-            input_ids=self._next[:, None],
-            attention_mask=mask,
-            position_ids=self._positions[:, None],
-            **{self._cache_name: cache},
-        )
+        logits = self._decode_fixed() if self._fixed is not None else None
+        if logits is None:
+            columns = torch.arange(cache.start, cache.end + 1, device=self.device)
+            mask = (columns[None, :] >= (cache.end - self._positions)[:, None]).long()
+            logits, _ = self._forward(
+                input_ids=self._next[:, None],
+                attention_mask=mask,
+                position_ids=self._positions[:, None],
+                **{self._cache_name: cache},
+            )
+            logits = logits[:, -1, :]
         cache.advance()
         self._positions = self._positions + 1
-        self._next = self._sample(logits[:, -1, :], [row.request for row in self._rows])
+        self._next = self._sample(logits, [row.request for row in self._rows])
         return self._advance(self._rows, self._next)
+
+    def _decode_fixed(self) -> torch.Tensor | None:
+        """The running rows' logits from the fixed-shape decoder; None (and eager decoding from now on) when
+        capturing a CUDA graph failed."""
+        assert self._fixed is not None
+        try:
+            return self._fixed.step(self._cache, self._next, self._positions)
+        except GraphsUnavailable as exc:
+            log.warning("CUDA graphs are off for this worker, decoding eagerly: %s", exc)
+            self._fixed = None
+            return None
 
     def _prefill_newcomers(self) -> list[GenerationUpdate]:
         """Spend up to `prefill_chunk` prompt tokens on newcomers, in order, while the batch has room."""

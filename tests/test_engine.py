@@ -5,7 +5,7 @@ prefill, templates, a Llama model."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -223,16 +223,11 @@ def test_top_p_draws_the_nucleus_renormalised(monkeypatch: pytest.MonkeyPatch) -
         assert torch.allclose(frequencies, expected, atol=0.015), (rounds, frequencies)
 
 
-def test_a_llama_model_batched_matches_its_own_generate(model_dir: Path) -> None:
-    """KULLM3's architecture (Llama, grouped-query attention) through the same engine and cache."""
+def tiny_llama(tokenizer: Any) -> Any:
+    """KULLM3's architecture (Llama, grouped-query attention), tiny, with random weights."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    from inference.engine import Sampling
-    from inference.prompt import visible_answer
-    from inference.transformers_engine import TransformersEngine
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -244,7 +239,19 @@ def test_a_llama_model_batched_matches_its_own_generate(model_dir: Path) -> None
         initializer_range=0.5,  # peaky logits: batching's rounding cannot flip a greedy choice
         eos_token_id=2,
     )
-    model = LlamaForCausalLM(config).eval()
+    return LlamaForCausalLM(config).eval()
+
+
+def test_a_llama_model_batched_matches_its_own_generate(model_dir: Path) -> None:
+    """KULLM3's architecture (Llama, grouped-query attention) through the same engine and cache."""
+    from transformers import AutoTokenizer
+
+    from inference.engine import Sampling
+    from inference.prompt import visible_answer
+    from inference.transformers_engine import TransformersEngine
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = tiny_llama(tokenizer)
     engine = TransformersEngine(
         model,
         tokenizer,
@@ -267,3 +274,112 @@ def test_a_llama_model_batched_matches_its_own_generate(model_dir: Path) -> None
     while engine.active:
         answers |= {update.id: update.text for update in engine.step()}
     assert answers == expected
+
+
+# ------------------------------------------------------------------ CUDA_GRAPHS=1: decode steps at fixed shapes
+
+
+def decode_both_ways(model: Any, tokenizer: Any, seed: int | None) -> tuple[dict[str, str], TransformersEngine]:
+    """The same questions, joining a running batch and leaving it, decoded eagerly and at fixed shapes: the
+    eager answers, and the fixed-shape engine (which must have given the same ones)."""
+    from bench.engine import prompts
+    from inference.engine import Sampling
+    from inference.transformers_engine import TransformersEngine
+
+    answers = []
+    for fixed in (False, True):
+        sampling = Sampling(do_sample=seed is not None, seed=seed)
+        engine = TransformersEngine(
+            model, tokenizer, model_id="t", sampling=sampling, max_batch_size=8, fixed_shapes=fixed
+        )
+        texts = prompts(11)
+        for i, text in enumerate(texts[:5]):
+            engine.add(GenerationRequest(str(i), text, 20 + 9 * i, ignore_eos=True))
+        finished: dict[str, GenerationUpdate] = {}
+        run(engine, finished, steps=4)
+        for i, text in enumerate(texts[5:], 5):  # join the running batch, as rows leave it
+            engine.add(GenerationRequest(str(i), text, 10 + 7 * i, ignore_eos=True))
+        run(engine, finished)
+        answers.append({rid: update.text for rid, update in finished.items()})
+    assert answers[1] == answers[0]
+    return answers[0], engine
+
+
+@pytest.mark.parametrize("architecture", ["gpt-neox", "llama"])
+def test_fixed_shape_decoding_gives_the_eager_answers(
+    model_dir: Path, architecture: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through padded batches (rows 1 to 8), several attention widths and reallocated buffers: the same
+    tokens as eager decoding, greedy and sampled with a seed."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from inference import decode_graphs
+
+    monkeypatch.setattr(decode_graphs, "COLUMN_BUCKET", 16)  # widths change every 16 columns here
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = tiny_llama(tokenizer) if architecture == "llama" else AutoModelForCausalLM.from_pretrained(model_dir)
+    seen: set[tuple[int, int]] = set()
+    step = decode_graphs.FixedShapeDecoder.step
+
+    def recorded(self: Any, cache: Any, tokens: Any, positions: Any) -> Any:
+        logits = step(self, cache, tokens, positions)
+        seen.add((self.last.rows, self.last.width))
+        assert self.alive <= 8  # shapes too narrow for the cache's end are dropped
+        return logits
+
+    monkeypatch.setattr(decode_graphs.FixedShapeDecoder, "step", recorded)
+    greedy, engine = decode_both_ways(model, tokenizer, seed=None)
+    assert len(greedy) == 11 and all(greedy.values())
+    assert engine.graphs is not None and engine.cache.copies >= 1
+    assert {rows for rows, _ in seen} >= {1, 2, 4, 8}
+    assert len({width for _, width in seen}) >= 4
+    decode_both_ways(model, tokenizer, seed=7)
+
+
+@pytest.mark.parametrize("architecture", ["gpt-neox", "llama"])
+def test_the_fixed_shape_step_traces_as_one_graph(model_dir: Path, architecture: str) -> None:
+    """What a CUDA graph records must not read a tensor back into Python (a capture fails on that, or worse,
+    bakes in one step's value): torch's tracer, with no graph break allowed, finds any such read on a CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from inference.engine import Sampling
+    from inference.transformers_engine import TransformersEngine
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = tiny_llama(tokenizer) if architecture == "llama" else AutoModelForCausalLM.from_pretrained(model_dir)
+    engine = TransformersEngine(
+        model, tokenizer, model_id="t", sampling=Sampling(do_sample=False), max_batch_size=4, fixed_shapes=True
+    )
+    for rid, question in [("a", "딥러닝이 뭐야?"), ("b", "한국의 수도는 어디야?"), ("c", "인사해줘")]:
+        engine.add(GenerationRequest(rid, f"### 질문: {question}\n\n### 답변:", 8, ignore_eos=True))
+    engine.step()
+    engine.step()  # a decode step of 3 rows, padded to 4
+    decoder = engine.graphs
+    assert decoder is not None and decoder.last is not None and decoder.last.rows == 4
+    with torch.inference_mode():
+        eager = decoder.forward(decoder.last, engine.cache)  # rewrites the same column with the same keys
+        torch._dynamo.reset()
+        traced = torch.compile(decoder.forward, backend="eager", fullgraph=True)(decoder.last, engine.cache)
+    torch.testing.assert_close(traced, eager, atol=1e-4, rtol=1e-3)  # the tracer may order a sum differently
+
+
+def test_a_failed_graph_capture_leaves_the_engine_decoding_eagerly(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from inference import decode_graphs
+
+    def fails(*_: Any) -> Any:
+        raise decode_graphs.GraphsUnavailable("RuntimeError: operation not permitted when stream is capturing")
+
+    loaded = load(model_dir, max_batch_size=4, cuda_graphs=True)
+    engine = transformers_engine(loaded)
+    assert engine.graphs is not None
+    monkeypatch.setattr(engine.graphs, "step", fails)
+    finished: dict[str, GenerationUpdate] = {}
+    loaded.engine.add(request(loaded, "dl", "딥러닝이 뭐야?"))
+    loaded.engine.add(request(loaded, "capital", "한국의 수도는 어디야?"))
+    run(loaded.engine, finished)
+    assert engine.graphs is None
+    assert "CUDA graphs are off for this worker, decoding eagerly: RuntimeError: operation not permitted" in caplog.text
+    assert finished["dl"].text == trained.DEEP_LEARNING and finished["capital"].text == trained.CAPITAL

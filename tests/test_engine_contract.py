@@ -1,7 +1,8 @@
 """One contract, every engine ENGINE names, on the tiny trained model (greedy, so answers are the trained ones).
 
-`builtin` (our batcher), `paged` (transformers' continuous batching; the tiny model is GPT-NeoX, so
-this runs our adapter) and `openai` (a real `transformers serve` process on the same model,
+`builtin` (our batcher), `builtin+graphs` (the same with CUDA_GRAPHS=1: on a CPU its decode steps run at
+the fixed shapes a GPU captures as graphs), `paged` (transformers' continuous batching; the tiny model
+is GPT-NeoX, so this runs our adapter) and `openai` (a real `transformers serve` process on the same model,
 streamed over HTTP): they stream, stop at eos and at a new `###` section, end at
 `max_new_tokens`, keep at most `max_batch_size` in flight, free a cancelled request's slot at
 once, and come back from a reset or a failed step able to serve. Then the worker on each
@@ -27,7 +28,7 @@ from tests.support.processes import ServeProcess, free_port
 
 pytestmark = IN_PROCESS_MODEL
 
-ENGINES = ["builtin", "paged", pytest.param("openai", marks=pytest.mark.e2e)]
+ENGINES = ["builtin", "builtin+graphs", "paged", pytest.param("openai", marks=pytest.mark.e2e)]
 WAIT_STEPS = 2000  # a bound on any loop below (an openai step waits up to 50 ms for text)
 
 
@@ -46,9 +47,9 @@ def settings_for(model_dir: Path, engine: str, **overrides: Any) -> WorkerSettin
 
 @pytest.fixture(scope="module", params=ENGINES)
 def loaded(request: pytest.FixtureRequest, model_dir: Path) -> Iterator[Loaded]:
-    engine = request.param
+    engine, _, graphs = request.param.partition("+")
     url = request.getfixturevalue("engine_server").url if engine == "openai" else None
-    built = engine_factory(engine)(settings_for(model_dir, engine, engine_url=url))
+    built = engine_factory(engine)(settings_for(model_dir, engine, engine_url=url, cuda_graphs=bool(graphs)))
     yield built
     built.engine.close()
 

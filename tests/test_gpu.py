@@ -65,6 +65,22 @@ def test_the_paged_engine_gives_the_builtin_engines_answers_on_the_gpu(model_dir
         paged.engine.close()
 
 
+def test_cuda_graphs_give_the_eager_answers_on_the_gpu(model_dir: Path) -> None:
+    """CUDA_GRAPHS=1: builtin's captured decode steps and transformers' graphs under paged answer as eager builtin."""
+    expected = answer(load(model_dir, device=DEVICE, max_batch_size=8), QUESTIONS)
+    graphs = load(model_dir, device=DEVICE, max_batch_size=8, cuda_graphs=True)
+    assert answer(graphs, QUESTIONS) == expected
+    decoder = transformers_engine(graphs).graphs
+    assert decoder is not None, "a capture failed: the engine fell back to eager decoding (the log says why)"
+    if DEVICE == "cuda":
+        assert decoder.captured >= 1
+    paged = load(model_dir, device=DEVICE, max_batch_size=8, engine="paged", cuda_graphs=True)
+    try:
+        assert answer(paged, QUESTIONS) == expected
+    finally:
+        paged.engine.close()
+
+
 def test_a_worker_on_the_gpu_answers_kullm_ask(model_dir: Path, tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "redis")
     server.start()

@@ -105,7 +105,8 @@ def test_the_wheels_install_offline_and_import_on_python_3_12(gpu_bundle: Path, 
 @pytest.mark.timeout(BUSY_MACHINE_TIMEOUT_S + 60)
 def test_the_dry_run_runs_every_step_of_the_gpu_check(gpu_bundle: Path, tmp_path: Path) -> None:
     env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path), "PYTHON": sys.executable, "GPU_BUNDLE": str(gpu_bundle)}
-    env |= {"GPU_CHECK_CONCURRENCY": "1,4", "GPU_CHECK_CLIENTS": "8"}  # every step, at a size CI can afford
+    # every step, at a size CI can afford
+    env |= {"GPU_CHECK_CONCURRENCY": "1,4", "GPU_CHECK_GRAPHS_CONCURRENCY": "1,4", "GPU_CHECK_CLIENTS": "8"}
     env["GPU_CHECK_BUDGET_S"] = str(BUSY_MACHINE_TIMEOUT_S - 60)  # ~80 s here; room for a machine busy elsewhere
     env.pop("KULLM_TINY_MODEL", None)
     command = ["bash", "bench/gpu/run.sh"]
@@ -113,12 +114,15 @@ def test_the_dry_run_runs_every_step_of_the_gpu_check(gpu_bundle: Path, tmp_path
     summary = (tmp_path / "summary.md").read_text()
     assert result.returncode == 0, summary
     steps = ["install the bundle", "private redis-server", "gpu-marked tests", "engine benchmark", "end to end"]
+    steps.append("CUDA graphs")
     assert all(re.search(rf"^\| {step} \| .* \| passed \|$", summary, re.M) for step in steps), summary
     assert "nvidia-smi: not found" in summary and "torch 2." in summary  # the environment heads the results
-    assert re.search(r"3 passed, 1 skipped", summary)
+    assert re.search(r"4 passed, 1 skipped", summary)
     for inflight in (1, 4):
         assert f"| builtin, {inflight} in flight | {inflight} |" in summary
         assert f"| paged, {inflight} in flight | {inflight} |" in summary
+        assert f"| builtin+graphs, {inflight} in flight | {inflight} |" in summary
+        assert f"{inflight} in flight: builtin+graphs " in summary
     assert "of the bound" in summary and "time to first token at idle" in summary
     assert "| enqueue → first delta |" in summary and "answered 8/8" in summary
     assert len(list(tmp_path.iterdir())) <= 8  # what the device tool brings back from $OUT

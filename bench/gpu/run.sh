@@ -9,7 +9,8 @@
 # is skipped and says so): environment (nvidia-smi, torch, CUDA, transformers), the bundle's wheels
 # into a private target, a private redis-server, the `gpu`-marked tests, the engine benchmark (the
 # Polyglot-ko 12.8B shape with random fp16 weights against the seed's pipeline at 1, 8, 16 and 32 in
-# flight), and one end-to-end burst of `kullm ask` processes against a real worker.
+# flight), one end-to-end burst of `kullm ask` processes against a real worker, and last, in a step of its
+# own so that nothing above depends on it, CUDA_GRAPHS=1 against eager decoding for builtin and paged.
 # Everything goes to $OUT when set, else bench/gpu/results/: summary.md first. Exit 0 when no step
 # failed or timed out.
 set -uo pipefail
@@ -24,9 +25,10 @@ SITE=$SCRATCH/site
 if [ "$DRY_RUN" = 1 ]; then
   BUDGET_S=${GPU_CHECK_BUDGET_S:-170} ARCH=polyglot-ko-small DEVICE=cpu NEW_TOKENS=16 BASELINE=4 E2E_TOKENS=16
 else
-  BUDGET_S=${GPU_CHECK_BUDGET_S:-450} ARCH=polyglot-ko-12.8b DEVICE=cuda NEW_TOKENS=64 BASELINE=8 E2E_TOKENS=128
+  BUDGET_S=${GPU_CHECK_BUDGET_S:-540} ARCH=polyglot-ko-12.8b DEVICE=cuda NEW_TOKENS=64 BASELINE=8 E2E_TOKENS=128
 fi
 CONCURRENCY=${GPU_CHECK_CONCURRENCY:-1,8,16,32}
+GRAPHS_CONCURRENCY=${GPU_CHECK_GRAPHS_CONCURRENCY:-1,16,32}
 CLIENTS=${GPU_CHECK_CLIENTS:-32}
 mkdir -p "$RESULTS"
 SUMMARY=$RESULTS/summary.md
@@ -187,6 +189,11 @@ else
   echo "| end to end | – | – | skipped: no private redis-server |" >>"$STEPS"
   FAILED=1
 fi
+
+step "CUDA graphs" 180 60 graphs-bench.log 40 \
+  "$PYTHON" -m bench.engine --architecture "$ARCH" --random-weights --device "$DEVICE" \
+  --engines builtin,builtin+graphs,paged,paged+graphs --compare "" --concurrency "$GRAPHS_CONCURRENCY" \
+  --new-tokens "$NEW_TOKENS" --baseline-questions 2
 
 printf '\n## Steps (%s s in all, budget %s s)\n\n' "$(($(date +%s) - START))" "$BUDGET_S" >>"$SUMMARY"
 cat "$STEPS" >>"$SUMMARY"

@@ -5,11 +5,15 @@ reading its weights once takes about 6 ms: the rest is Python launching about a 
 kernels one after another. A CUDA graph records those launches once and replays them with one
 call (`CUDA_GRAPHS=1`). A graph replays fixed shapes at fixed addresses, so the step is reshaped:
 
-- the batch is padded to a bucket of rows (1, 2, 4, … up to the cache's slots); a padding row
-  decodes the pad token at position 0 into a free slot, and its logits are dropped;
+- the batch is padded to a bucket of rows (1, 2, 4, 8, then multiples of 8, up to the cache's
+  slots); a padding row decodes the pad token at position 0 into a free slot, and its logits are
+  dropped;
 - attention reads the cache's columns [0, width), `width` the next multiple of `COLUMN_BUCKET`
   past `end`; each row's mask is computed inside the graph from its position and the column
-  being written, so a row sees its own tokens only (a padding row, only the column it writes);
+  being written, so a row sees its own tokens only (a padding row, only the column it writes).
+  When the rows that started earliest have left, the live columns sit far from column 0: once
+  the columns before them are as many as they are, they are moved to column 0 in place
+  (`SlotCache.compact`), so attention never reads more than about twice what it needs;
 - the new keys and values are written with `index_copy_` at a column held in a tensor, so one
   graph serves every step until `end` reaches its width.
 
@@ -37,7 +41,7 @@ from inference.kv_cache import SlotCache
 log = logging.getLogger(__name__)
 
 # Columns attention reads grow in steps of this many (one graph per batch bucket serves that many decode steps).
-COLUMN_BUCKET = 256
+COLUMN_BUCKET = 128
 
 
 class GraphsUnavailable(RuntimeError):
@@ -89,6 +93,8 @@ class FixedShapeDecoder:
 
         Column `end` must exist (`SlotCache.make_room_for_one`); the caller advances the cache after.
         """
+        if cache.start >= max(cache.width, COLUMN_BUCKET):
+            cache.compact()
         self._forget_stale(cache)
         rows = cache.rows
         shape = self._shape(bucket(rows, cache.slot_capacity), padded_width(cache.end, cache.column_capacity))
@@ -170,8 +176,10 @@ class FixedShapeDecoder:
 
 
 def bucket(rows: int, slots: int) -> int:
-    """The padded batch for `rows` rows: the next power of two, or all the cache's slots when that is fewer."""
-    return min(1 << (rows - 1).bit_length(), slots)
+    """The padded batch for `rows` rows: the next of 1, 2, 4, 8, 16, 24, 32, …, or all the cache's slots when that
+    is fewer (padding rows cost attention a full row each, so the steps past 8 are small)."""
+    padded = 1 << (rows - 1).bit_length() if rows <= 8 else -(-rows // 8) * 8
+    return min(padded, slots)
 
 
 def padded_width(end: int, capacity: int) -> int:

@@ -44,6 +44,7 @@ class SlotCache(Cache):
         self.start = 0  # first column a live row uses
         self.end = 0  # the column every row's next token is written to
         self.copies = 0  # reallocations that moved live keys and values
+        self.compactions = 0  # in-place moves of the live columns to column 0 (`compact`)
         # During a fixed-shape decode step: (rows, columns attention reads from column 0, the column to write).
         self.fixed: tuple[int, int, torch.Tensor] | None = None
 
@@ -104,6 +105,21 @@ class SlotCache(Cache):
             assert layer.keys is not None and layer.values is not None
             layer.keys[target, :, self.start : self.end] = layer.keys[source, :, self.start : self.end]
             layer.values[target, :, self.start : self.end] = layer.values[source, :, self.start : self.end]
+
+    def compact(self) -> None:
+        """Move the live columns to column 0, in place: every row by the same offset, so each stays right-aligned.
+
+        Only when the columns left of them are at least as many as they are (source and target do not
+        overlap). The buffers stay the same tensors; `compactions` counts these moves.
+        """
+        width = self.width
+        assert self.start >= width, "compact() needs as many free columns before the live ones as there are live ones"
+        for layer in self._slot_layers():
+            assert layer.keys is not None and layer.values is not None
+            for buffer in (layer.keys, layer.values):
+                buffer[: self.rows, :, :width] = buffer[: self.rows, :, self.start : self.end]
+        self.start, self.end = 0, width
+        self.compactions += 1
 
     def truncate(self, rows: int, first_column: int) -> None:
         """Keep rows [0, rows); attention starts at `first_column`, the earliest token a kept row has."""

@@ -154,7 +154,7 @@ class FixedShapeDecoder:
                 self.forward(shape, cache)
             current.wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other threads may call CUDA meanwhile
                 shape.logits = self.forward(shape, cache)
         except torch.OutOfMemoryError:
             raise

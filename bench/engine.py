@@ -492,6 +492,37 @@ def idle_ttft(model: Any, tokenizer: Any, device: torch.device, prompt_tokens: i
     )
 
 
+def decode_steps(model: Any, tokenizer: Any, device: torch.device, kinds: list[str], steps: int = 24) -> str:
+    """One question's decode step for each builtin kind: its wall time and, on a GPU, how much of it the GPU spent in
+    kernels (the rest is Python launching them, or waiting). Where one question falls short of the bandwidth bound,
+    this says which of the two to work on."""
+    parts = []
+    for kind in kinds:
+        engine = make_engine(kind, model, tokenizer, 1)
+        engine.add(GenerationRequest("0", prompts(1)[0], 2 * steps + 8, ignore_eos=True))
+        for _ in range(8):  # the prefill, then steps that capture what they need
+            engine.step()
+        walls = []
+        for _ in range(steps):
+            _sync(device)
+            started = time.perf_counter()
+            engine.step()
+            _sync(device)
+            walls.append(time.perf_counter() - started)
+        part = f"{kind} {statistics.median(walls) * 1000:,.2f} ms"
+        if device.type == "cuda":
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+                for _ in range(steps):
+                    engine.step()
+                _sync(device)
+            busy = sum(event.self_device_time_total for event in profile.key_averages()) / steps / 1000
+            share = busy / (statistics.median(walls) * 1000)
+            part += f" (kernels {busy:,.2f} ms, {share:.0%})" if busy else " (the profiler saw no kernels)"
+        parts.append(part)
+        engine.close()
+    return f"decode step, one question alone, median of {steps}: " + "; ".join(parts)
+
+
 def load(args: argparse.Namespace) -> tuple[Any, Any, torch.device]:
     """The model under test: a directory, or an architecture with random weights."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -714,6 +745,9 @@ def bench_model(target: str, args: argparse.Namespace) -> str:
     if graphed:
         lines.append(bandwidth_line(model, graphed, bandwidth).replace("one question", "builtin+graphs: one question"))
     lines.append(on_torch_thread(idle_ttft, model, tokenizer, device))
+    builtins = [kind for kind in engines if engine_kind(kind)[0] == "builtin"]
+    if builtins:
+        lines.append(on_torch_thread(decode_steps, model, tokenizer, device, builtins))
     return "\n".join(lines)
 
 

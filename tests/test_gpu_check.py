@@ -124,6 +124,8 @@ def test_the_dry_run_runs_every_step_of_the_gpu_check(gpu_bundle: Path, tmp_path
         assert f"| builtin+graphs, {inflight} in flight | {inflight} |" in summary
         assert f"{inflight} in flight: builtin+graphs " in summary
     assert "of the bound" in summary and "time to first token at idle" in summary
+    steps_line = r"decode step, one question alone, median of \d+: builtin [\d.]+ ms; builtin\+graphs [\d.]+ ms"
+    assert re.search(steps_line, summary), summary
     assert "| enqueue → first delta |" in summary and "answered 8/8" in summary
     assert len(list(tmp_path.iterdir())) <= 8  # what the device tool brings back from $OUT
     assert "딥러닝" not in (tmp_path / "e2e-worker.log").read_text()  # no user text in logs

@@ -321,7 +321,10 @@ class TransformersEngine:
         if not any(temperatures):
             return greedy
         top_ps = [r.top_p if r.top_p is not None else self.sampling.top_p for r in requests]
-        scale = torch.tensor(temperatures, dtype=torch.float32, device=logits.device).clamp(min=1e-4)[:, None]
+        # One temperature for all (the common case) is a number: no tensor to copy to the GPU, and wait for, each step.
+        scale: float | torch.Tensor = max(temperatures[0], 1e-4)
+        if len(set(temperatures)) > 1:
+            scale = torch.tensor(temperatures, dtype=torch.float32, device=logits.device).clamp(min=1e-4)[:, None]
         probs = torch.softmax(logits.float() / scale, dim=-1)
         nucleus = top_ps[0] if len(set(top_ps)) == 1 else torch.tensor(top_ps, device=logits.device)
         sampled = sample_top_p(probs, nucleus, self._generator)
@@ -347,7 +350,8 @@ def sample_top_p(
     few rows that missed draw again (`TOP_P_DRAWS` at a time); rows still without a token after
     `TOP_P_ROUNDS` rounds are sampled by sorting.
     """
-    top_p = torch.as_tensor(top_p, dtype=probs.dtype, device=probs.device).expand(probs.shape[0])  # one per row
+    n = probs.shape[0]  # one top_p per row
+    top_p = top_p.to(probs).expand(n) if isinstance(top_p, torch.Tensor) else probs.new_full((n,), top_p)
     choice = _draw(probs, 1, generator)[:, 0]
     inside = _in_nucleus(probs, choice[:, None], top_p)[:, 0]
     pending = (~inside).nonzero()[:, 0]

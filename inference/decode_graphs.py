@@ -36,16 +36,13 @@ from typing import Any
 
 import torch
 
+from inference.errors import GraphsUnavailable
 from inference.kv_cache import SlotCache
 
 log = logging.getLogger(__name__)
 
 # Columns attention reads grow in steps of this many (one graph per batch bucket serves that many decode steps).
 COLUMN_BUCKET = 128
-
-
-class GraphsUnavailable(RuntimeError):
-    """Capturing a CUDA graph failed (not for want of memory): the engine decodes eagerly from then on."""
 
 
 @dataclass

@@ -7,7 +7,8 @@ Hierarchy::
     ├── ModelDoesNotFit   MODEL's preset needs more GPU memory than the card has
     ├── PromptTooLong     the question does not fit the context window even without history
     ├── EngineOutOfMemory a generation step ran out of (GPU or host) memory
-    └── EngineLoadError   ENGINE names no importable engine factory
+    ├── EngineLoadError   ENGINE names no importable engine factory
+    └── GraphsUnavailable CUDA_GRAPHS=true, but capturing a decode step failed (the engine decodes eagerly)
 """
 
 from __future__ import annotations
@@ -40,3 +41,7 @@ class EngineOutOfMemory(InferenceError):
 
 class EngineLoadError(InferenceError):
     """The configured engine factory could not be imported."""
+
+
+class GraphsUnavailable(InferenceError):
+    """Capturing a CUDA graph failed (not for want of memory): the engine decodes eagerly from then on."""

@@ -27,9 +27,9 @@ from typing import Any
 import torch
 
 from inference.answer import Answer
-from inference.decode_graphs import FixedShapeDecoder, GraphsUnavailable
+from inference.decode_graphs import FixedShapeDecoder
 from inference.engine import GenerationRequest, GenerationUpdate, Sampling
-from inference.errors import EngineOutOfMemory
+from inference.errors import EngineOutOfMemory, GraphsUnavailable
 from inference.kv_cache import SlotCache
 
 log = logging.getLogger(__name__)

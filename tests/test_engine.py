@@ -11,7 +11,7 @@ import pytest
 
 from inference.detokenize import IncrementalDecoder
 from inference.engine import Engine, GenerationRequest, GenerationUpdate, Loaded
-from inference.errors import EngineOutOfMemory
+from inference.errors import EngineOutOfMemory, GraphsUnavailable
 from inference.settings import WorkerSettings
 from tests.support import trained
 from tests.support.engines import IN_PROCESS_MODEL
@@ -368,10 +368,8 @@ def test_the_fixed_shape_step_traces_as_one_graph(model_dir: Path, architecture:
 def test_a_failed_graph_capture_leaves_the_engine_decoding_eagerly(
     model_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from inference import decode_graphs
-
     def fails(*_: Any) -> Any:
-        raise decode_graphs.GraphsUnavailable("RuntimeError: operation not permitted when stream is capturing")
+        raise GraphsUnavailable("RuntimeError: operation not permitted when stream is capturing")
 
     loaded = load(model_dir, max_batch_size=4, cuda_graphs=True)
     engine = transformers_engine(loaded)

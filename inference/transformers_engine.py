@@ -103,7 +103,9 @@ class TransformersEngine:
             self._fixed = FixedShapeDecoder(
                 model, cache_name=self._cache_name, forward_options=self._last_only, pad_token_id=self.pad_token_id
             )
-            if not self._fixed.capture:
+            if self._fixed.capture:
+                log.info("CUDA graphs on: each decode shape is captured when it first occurs, then replayed")
+            else:
                 log.warning(
                     "CUDA_GRAPHS=1 on %s: decode steps run at fixed shapes, with no graph to replay", self.device
                 )

@@ -99,7 +99,10 @@ class TransformersEngine:
             # kernels (flash, memory-efficient) need no plan.
             torch.backends.cuda.enable_cudnn_sdp(False)
         self._fixed: FixedShapeDecoder | None = None
-        if fixed_shapes:
+        devices = {parameter.device for parameter in model.parameters()}
+        if fixed_shapes and len(devices) > 1:  # a graph records one device's stream: the other devices' work is lost
+            log.warning("CUDA_GRAPHS=1 needs the model on one device; it spans %d: decoding eagerly", len(devices))
+        elif fixed_shapes:
             self._fixed = FixedShapeDecoder(
                 model, cache_name=self._cache_name, forward_options=self._last_only, pad_token_id=self.pad_token_id
             )

@@ -382,3 +382,24 @@ def test_a_failed_graph_capture_leaves_the_engine_decoding_eagerly(
     assert engine.graphs is None
     assert "CUDA graphs are off for this worker, decoding eagerly: RuntimeError: operation not permitted" in caplog.text
     assert finished["dl"].text == trained.DEEP_LEARNING and finished["capital"].text == trained.CAPITAL
+
+
+def test_a_model_on_several_devices_is_not_graphed(model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A graph records one device's stream; DEVICE_MAP=auto over GPUs would lose the other devices' kernels."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from inference.engine import Sampling
+    from inference.transformers_engine import TransformersEngine
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model.lm_head.to("meta")  # a second device, as far as the engine can tell
+    engine = TransformersEngine(
+        model,
+        AutoTokenizer.from_pretrained(model_dir),
+        model_id="t",
+        sampling=Sampling(),
+        max_batch_size=2,
+        fixed_shapes=True,
+    )
+    assert engine.graphs is None
+    assert "CUDA_GRAPHS=1 needs the model on one device; it spans 2: decoding eagerly" in caplog.text

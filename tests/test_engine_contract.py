@@ -266,12 +266,13 @@ def test_openai_a_server_error_fails_that_question_alone(engine_server: ServePro
 # ------------------------------------------------------------------ the worker on each engine, through the queue
 
 
-@pytest.mark.parametrize("kind", ["paged", pytest.param("openai", marks=pytest.mark.e2e)])
+@pytest.mark.parametrize("kind", ["builtin+graphs", "paged", pytest.param("openai", marks=pytest.mark.e2e)])
 async def test_the_worker_answers_through_the_queue_on(
     kind: str, bus: Bus, run_worker: RunWorker, request: pytest.FixtureRequest
 ) -> None:
+    engine, _, graphs = kind.partition("+")
     url = request.getfixturevalue("engine_server").url if kind == "openai" else None
-    run_worker(kind, engine_url=url, engine_start_timeout_s=5)
+    run_worker(engine, engine_url=url, engine_start_timeout_s=5, cuda_graphs=bool(graphs))
     questions = [Question.new("terminal", q, ttl_s=60) for q in ("딥러닝이 뭐야?", "인사해줘", "한국의 수도는 어디야?")]
     for question in questions:
         await bus.enqueue(question)

@@ -114,15 +114,16 @@ def test_the_dry_run_runs_every_step_of_the_gpu_check(gpu_bundle: Path, tmp_path
     summary = (tmp_path / "summary.md").read_text()
     assert result.returncode == 0, summary
     steps = ["install the bundle", "private redis-server", "gpu-marked tests", "engine benchmark", "end to end"]
-    steps.append("CUDA graphs")
+    steps += ["CUDA graphs, builtin", "CUDA graphs, paged"]
     assert all(re.search(rf"^\| {step} \| .* \| passed \|$", summary, re.M) for step in steps), summary
     assert "nvidia-smi: not found" in summary and "torch 2." in summary  # the environment heads the results
     assert re.search(r"4 passed, 1 skipped", summary)
     for inflight in (1, 4):
         assert f"| builtin, {inflight} in flight | {inflight} |" in summary
         assert f"| paged, {inflight} in flight | {inflight} |" in summary
-        assert f"| builtin+graphs, {inflight} in flight | {inflight} |" in summary
-        assert f"{inflight} in flight: builtin+graphs " in summary
+        for engine in ("builtin", "paged"):
+            assert f"| {engine}+graphs, {inflight} in flight | {inflight} |" in summary
+            assert f"{inflight} in flight: {engine}+graphs " in summary
     assert "of the bound" in summary and "time to first token at idle" in summary
     steps_line = r"decode step, one question alone, median of \d+: builtin [\d.]+ ms; builtin\+graphs [\d.]+ ms"
     assert re.search(steps_line, summary), summary

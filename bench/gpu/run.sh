@@ -9,8 +9,8 @@
 # is skipped and says so): environment (nvidia-smi, torch, CUDA, transformers), the bundle's wheels
 # into a private target, a private redis-server, the `gpu`-marked tests, the engine benchmark (the
 # Polyglot-ko 12.8B shape with random fp16 weights against the seed's pipeline at 1, 8, 16 and 32 in
-# flight), one end-to-end burst of `kullm ask` processes against a real worker, and last, in a step of its
-# own so that nothing above depends on it, CUDA_GRAPHS=1 against eager decoding for builtin and paged.
+# flight), one end-to-end burst of `kullm ask` processes against a real worker, and last, one step per
+# engine so that nothing else depends on them, CUDA_GRAPHS=1 against eager decoding for builtin and paged.
 # Everything goes to $OUT when set, else bench/gpu/results/: summary.md first. Exit 0 when no step
 # failed or timed out.
 set -uo pipefail
@@ -36,6 +36,7 @@ STEPS=$SCRATCH/steps.md
 START=$(date +%s)
 FAILED=0
 REDIS_PID=
+LOGS_WRITTEN=" "
 
 cleanup() {
   [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null && wait "$REDIS_PID" 2>/dev/null
@@ -74,7 +75,10 @@ step() {
   esac
   echo "   $result in ${took} s"
   echo "| $name | ${limit} s | ${took} s | $result |" >>"$STEPS"
-  { cat "$SCRATCH/stdout"; printf '\n--- stderr ---\n'; cat "$SCRATCH/stderr"; } >"$RESULTS/$log"
+  # Steps may share a log (the device tool brings back 8 files at most): the first one of a run truncates it.
+  [[ $LOGS_WRITTEN == *" $log "* ]] || : >"$RESULTS/$log"
+  LOGS_WRITTEN+="$log "
+  { printf '== %s\n' "$name"; cat "$SCRATCH/stdout"; printf '\n--- stderr ---\n'; cat "$SCRATCH/stderr"; } >>"$RESULTS/$log"
   {
     printf '\n## %s — %s in %s s\n\n```\n' "$name" "$result" "$took"
     tail -n "$tail" "$SCRATCH/stdout"
@@ -173,8 +177,8 @@ fi
 echo "| step | limit | took | result |" >"$STEPS"
 echo "|---|---|---|---|" >>"$STEPS"
 
-step "install the bundle" 60 5 install.log 5 install
-step "private redis-server" 30 5 redis.log 5 start_redis || REDIS_PID=
+step "install the bundle" 60 5 setup.log 5 install
+step "private redis-server" 30 5 setup.log 5 start_redis || REDIS_PID=
 step "gpu-marked tests" 150 60 gpu-tests.log 15 \
   env KULLM_GPU_TESTS_DEVICE=$DEVICE PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 \
   "$PYTHON" -m pytest -p pytest_asyncio.plugin -p pytest_timeout -p no:cacheprovider -m gpu -v -rs tests/test_gpu.py
@@ -190,10 +194,13 @@ else
   FAILED=1
 fi
 
-step "CUDA graphs" 180 60 graphs-bench.log 40 \
-  "$PYTHON" -m bench.engine --architecture "$ARCH" --random-weights --device "$DEVICE" \
-  --engines builtin,builtin+graphs,paged,paged+graphs --compare "" --concurrency "$GRAPHS_CONCURRENCY" \
-  --new-tokens "$NEW_TOKENS" --baseline-questions 2
+# CUDA_GRAPHS against eager, each engine in a step of its own: one that fails cannot cost the other its table.
+for engine in builtin paged; do
+  step "CUDA graphs, $engine" 120 45 "graphs-$engine.log" 30 \
+    "$PYTHON" -m bench.engine --architecture "$ARCH" --random-weights --device "$DEVICE" \
+    --engines "$engine,$engine+graphs" --compare "" --concurrency "$GRAPHS_CONCURRENCY" \
+    --new-tokens "$NEW_TOKENS" --baseline-questions 2
+done
 
 printf '\n## Steps (%s s in all, budget %s s)\n\n' "$(($(date +%s) - START))" "$BUDGET_S" >>"$SUMMARY"
 cat "$STEPS" >>"$SUMMARY"

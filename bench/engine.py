@@ -637,16 +637,18 @@ def copy_bandwidth(device: torch.device, megabytes: int = 512, repeats: int = 5)
     return 2 * source.numel() * repeats / (time.perf_counter() - started)
 
 
-def bandwidth_line(model: Any, single: Result, bandwidth: float) -> str:
-    """Single-question decode against the bound set by reading every weight once per token."""
+def bandwidth_line(model: Any, single: Result, bandwidth: float, who: str = "") -> str:
+    """Single-question decode against the bound set by reading every weight once per token (`who`: the engine, when
+    not the default one)."""
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     bound = bandwidth / weight_bytes
     decode_s = single.latency_s[0] - single.first_token_s[0]
     decode_rate = (single.tokens - 1) / decode_s if decode_s > 0 else float("nan")
+    engine = f"{who}: " if who else ""
     return (
         f"bandwidth bound: copy bandwidth {bandwidth / 1e9:,.1f} GB/s, weights {weight_bytes / 1e9:,.2f} GB → "
-        f"{bound:,.1f} tokens/s; one question decodes at {decode_rate:,.1f} tokens/s = {decode_rate / bound:.0%} "
-        "of the bound"
+        f"{bound:,.1f} tokens/s; {engine}one question decodes at {decode_rate:,.1f} tokens/s = "
+        f"{decode_rate / bound:.0%} of the bound"
     )
 
 
@@ -754,7 +756,7 @@ def bench_model(target: str, args: argparse.Namespace) -> str:
     lines.append(bandwidth_line(model, single, bandwidth))
     graphed = next((r for r in results if r.questions == 1 and r.name.startswith("builtin+graphs,")), None)
     if graphed:
-        lines.append(bandwidth_line(model, graphed, bandwidth).replace("one question", "builtin+graphs: one question"))
+        lines.append(bandwidth_line(model, graphed, bandwidth, "builtin+graphs"))
     lines.append(on_torch_thread(idle_ttft, model, tokenizer, device))
     builtins = [kind for kind in engines if engine_kind(kind)[0] == "builtin"]
     if builtins:

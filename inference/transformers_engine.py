@@ -98,25 +98,28 @@ class TransformersEngine:
             # column every step: on an H200 that made a 17 ms decode step take about 78 ms. The other SDPA
             # kernels (flash, memory-efficient) need no plan.
             torch.backends.cuda.enable_cudnn_sdp(False)
-        self._fixed: FixedShapeDecoder | None = None
-        devices = {parameter.device for parameter in model.parameters()}
-        if fixed_shapes and len(devices) > 1:  # a graph records one device's stream: the other devices' work is lost
-            log.warning("CUDA_GRAPHS=1 needs the model on one device; it spans %d: decoding eagerly", len(devices))
-        elif fixed_shapes:
-            self._fixed = FixedShapeDecoder(
-                model, cache_name=self._cache_name, forward_options=self._last_only, pad_token_id=self.pad_token_id
-            )
-            if self._fixed.capture:
-                log.info("CUDA graphs on: each decode shape is captured when it first occurs, then replayed")
-            else:
-                log.warning(
-                    "CUDA_GRAPHS=1 on %s: decode steps run at fixed shapes, with no graph to replay", self.device
-                )
+        self._fixed = self._fixed_decoder() if fixed_shapes else None
         self._generator = torch.Generator(device=self.device)
         if sampling.seed is not None:
             self._generator.manual_seed(sampling.seed)
         else:
             self._generator.seed()
+
+    def _fixed_decoder(self) -> FixedShapeDecoder | None:
+        """CUDA_GRAPHS=1: the fixed-shape decoder, unless the model spans several devices (a graph records one
+        device's stream: the other devices' work would be lost)."""
+        devices = {parameter.device for parameter in self.model.parameters()}
+        if len(devices) > 1:
+            log.warning("CUDA_GRAPHS=1 needs the model on one device; it spans %d: decoding eagerly", len(devices))
+            return None
+        decoder = FixedShapeDecoder(
+            self.model, cache_name=self._cache_name, forward_options=self._last_only, pad_token_id=self.pad_token_id
+        )
+        if decoder.capture:
+            log.info("CUDA graphs on: each decode shape is captured when it first occurs, then replayed")
+        else:
+            log.warning("CUDA_GRAPHS=1 on %s: decode steps run at fixed shapes, with no graph to replay", self.device)
+        return decoder
 
     @property
     def active(self) -> int:

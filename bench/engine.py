@@ -518,20 +518,37 @@ def decode_steps(model: Any, tokenizer: Any, device: torch.device, kinds: list[s
 
 
 def _kernel_share(engine: Any, device: torch.device, steps: int, wall_s: float) -> str:
-    """How long the GPU ran kernels per step, from torch's profiler; a failing profiler costs this note only."""
+    """How long the GPU ran kernels per step, and in which kinds of kernel, from torch's profiler; a failing profiler
+    costs this note only."""
     try:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
             for _ in range(steps):
                 engine.step()
             _sync(device)
-        busy_ms = sum(event.self_device_time_total for event in profile.key_averages()) / steps / 1000
+        kinds: dict[str, list[float]] = {}
+        for event in profile.key_averages():
+            if event.self_device_time_total:
+                spent = kinds.setdefault(kernel_kind(event.key), [0.0, 0.0])
+                spent[0] += event.self_device_time_total / steps / 1000
+                spent[1] += event.count / steps
     except Exception as exc:  # CUPTI missing or refused: the step times above still stand
         return f" (no kernel times: {type(exc).__name__})"
-    return (
-        f" (kernels {busy_ms:,.2f} ms, {busy_ms / (wall_s * 1000):.0%})"
-        if busy_ms
-        else " (the profiler saw no kernels)"
-    )
+    busy_ms = sum(ms for ms, _ in kinds.values())
+    if not busy_ms:
+        return " (the profiler saw no kernels)"
+    split = ", ".join(f"{kind} {ms:,.2f} ms in {count:,.0f}" for kind, (ms, count) in sorted(kinds.items()))
+    return f" (kernels {busy_ms:,.2f} ms, {busy_ms / (wall_s * 1000):.0%}: {split})"
+
+
+def kernel_kind(name: str) -> str:
+    """A CUDA kernel's kind by its name: `matmul` (cuBLAS/cuBLASLt/CUTLASS GEMM and GEMV), `attention` (SDPA's
+    flash and memory-efficient kernels) or `other` (norms, activations, copies, sampling)."""
+    lowered = name.lower()
+    if any(mark in lowered for mark in ("fmha", "flash", "attention", "attn")):  # before matmul: fmha_cutlassF…
+        return "attention"
+    if any(mark in lowered for mark in ("gemm", "gemv", "nvjet", "cutlass", "xmma", "splitk")):
+        return "matmul"
+    return "other"
 
 
 def load(args: argparse.Namespace) -> tuple[Any, Any, torch.device]:

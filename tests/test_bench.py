@@ -91,3 +91,27 @@ def test_repeated_rounds_report_the_median_row_and_the_range_of_queue_shares() -
         "(95%, 110%, 80%)"
     ]
     assert _queue_shares(rounds[:1]) == ["16 in flight: builtin through the queue 95% of builtin called directly"]
+
+
+def test_kernels_are_sorted_by_the_names_cuda_gives_them() -> None:
+    """The decode-step line splits a GPU step's kernel time by kind (names as torch's profiler reported them)."""
+    from bench.engine import kernel_kind
+
+    for name in (
+        "nvjet_hsh_64x8_64x16_4x1_v_bz_splitK_TNT",
+        "sm90_xmma_gemm_f16f16_f16f32_f32_tn_n_tilesize64x64x64_warpgroupsize1x1x1_execute_segment_k_off_kernel",
+        "void gemv2T_kernel_val<int, int, __half, __half, float, 128, 16, 4, 4, false, false>",
+        "void cutlass::Kernel2<cutlass_80_tensorop_f16_s16816gemm_relu_f16_64x64_64x4_tn_align8>",
+    ):
+        assert kernel_kind(name) == "matmul", name
+    for name in (
+        "fmha_cutlassF_f16_aligned_64x64_rf_sm80(PyTorchMemEffAttention::AttentionKernel<cutlass::half_t>::Params)",
+        "void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128, 32, 4, false, false, cutlass::half_t>>",
+    ):
+        assert kernel_kind(name) == "attention", name
+    for name in (
+        "void at::native::vectorized_elementwise_kernel<4, at::native::GeluCUDAKernelImpl>",
+        "void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<c10::Half, float>",
+        "void at::native::index_elementwise_kernel<128, 4>",
+    ):
+        assert kernel_kind(name) == "other", name

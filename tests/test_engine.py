@@ -403,3 +403,29 @@ def test_a_model_on_several_devices_is_not_graphed(model_dir: Path, caplog: pyte
     )
     assert engine.graphs is None
     assert "CUDA_GRAPHS=1 needs the model on one device; it spans 2: decoding eagerly" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("setting", "device", "paged", "on"),
+    [
+        ("auto", "cuda", False, True),  # builtin's graphs: 1.2-2.3x eager on an H200 (bench/RESULTS.md)
+        ("auto", "cpu", False, False),  # no graph to replay; fixed shapes only cost a CPU time
+        ("auto", "cuda", True, False),  # transformers' graphs under paged: 0.34-0.58x its eager path
+        (True, "cpu", False, True),
+        (True, "cuda", True, True),
+        (False, "cuda", False, False),
+    ],
+)
+def test_cuda_graphs_auto_graphs_builtin_on_a_gpu_only(setting: bool | str, device: str, paged: bool, on: bool) -> None:
+    import torch
+
+    from inference.model import cuda_graphs_on
+
+    assert cuda_graphs_on(setting, torch.device(device), paged=paged) is on
+
+
+def test_the_default_worker_settings_decode_eagerly_on_a_cpu(loaded: Loaded) -> None:
+    from inference.settings import WorkerSettings
+
+    assert WorkerSettings(_env_file=None).cuda_graphs == "auto"  # type: ignore[call-arg]
+    assert transformers_engine(loaded).graphs is None

@@ -66,9 +66,10 @@ def test_the_paged_engine_gives_the_builtin_engines_answers_on_the_gpu(model_dir
 
 
 def test_cuda_graphs_give_the_eager_answers_on_the_gpu(model_dir: Path) -> None:
-    """CUDA_GRAPHS=1: builtin's captured decode steps and transformers' graphs under paged answer as eager builtin."""
-    expected = answer(load(model_dir, device=DEVICE, max_batch_size=8), QUESTIONS)
-    graphs = load(model_dir, device=DEVICE, max_batch_size=8, cuda_graphs=True)
+    """CUDA_GRAPHS: builtin's captured decode steps (auto, the default, on a GPU) and transformers' graphs under paged
+    (true) answer as eager builtin."""
+    expected = answer(load(model_dir, device=DEVICE, max_batch_size=8, cuda_graphs=False), QUESTIONS)
+    graphs = load(model_dir, device=DEVICE, max_batch_size=8, cuda_graphs=True if DEVICE == "cpu" else "auto")
     assert answer(graphs, QUESTIONS) == expected
     decoder = transformers_engine(graphs).graphs
     assert decoder is not None, "a capture failed: the engine fell back to eager decoding (the log says why)"

@@ -69,6 +69,7 @@ def start_worker(args: argparse.Namespace) -> WorkerProcess:
         DTYPE="auto",
         MAX_BATCH_SIZE=args.clients,
         DO_SAMPLE="true",
+        CUDA_GRAPHS=args.cuda_graphs,
         RECLAIM_IDLE_S=60,
         RECLAIM_INTERVAL_S=2,
         HEARTBEAT_INTERVAL_S=5,
@@ -99,7 +100,8 @@ def report(args: argparse.Namespace, timings: list[Timing], clients: int, peak_b
     wall = max(t.done_at for t in timings) - min(t.queued_at for t in timings)
     return "\n".join(
         [
-            f"end to end: kullm worker ({args.architecture}, random weights, {args.device}, seed sampling) · "
+            f"end to end: kullm worker ({args.architecture}, random weights, {args.device}, seed sampling, "
+            f"CUDA_GRAPHS={args.cuda_graphs}) · "
             f"{clients} concurrent `kullm ask` · up to {args.new_tokens} new tokens each",
             "",
             "| measure | p50 | p95 | max |",
@@ -126,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default="polyglot-ko-12.8b")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument(
+        "--cuda-graphs", choices=["auto", "true", "false"], default="auto", help="the worker's CUDA_GRAPHS"
+    )
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--worker-log", type=Path, default=Path("e2e-worker.log"))
     parser.add_argument("--ready-timeout-s", type=float, default=150)

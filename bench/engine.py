@@ -852,8 +852,8 @@ def comparisons(results: list[Result]) -> list[str]:
     """Ratios the targets are stated in, each between settings measured in this run at the same concurrency."""
     lines = []
     by_name = {r.name: r for r in results}
-    for builtin in (r for r in results if r.name.startswith("builtin, ")):
-        n = builtin.questions
+    for builtin in (r for r in results if r.name.startswith(("builtin, ", "builtin+graphs, "))):
+        n, ours = builtin.questions, builtin.name.split(", ")[0]
         for label, other in [
             ("transformers' continuous batching", by_name.get(f"transformers continuous batching, {n} in flight")),
             ("paged", by_name.get(f"paged, {n} in flight")),
@@ -861,7 +861,7 @@ def comparisons(results: list[Result]) -> list[str]:
         ]:
             if other:
                 lines.append(
-                    f"{n} in flight: builtin {builtin.tokens_per_s / other.tokens_per_s:.2f}× {label}; TTFT p50 "
+                    f"{n} in flight: {ours} {builtin.tokens_per_s / other.tokens_per_s:.2f}× {label}; TTFT p50 "
                     f"{_pct(builtin.first_token_s, 50):.3f}s against {_pct(other.first_token_s, 50):.3f}s"
                 )
     for graphs in (r for r in results if "+graphs, " in r.name):

@@ -114,7 +114,7 @@ def test_the_dry_run_runs_every_step_of_the_gpu_check(gpu_bundle: Path, tmp_path
     summary = (tmp_path / "summary.md").read_text()
     assert result.returncode == 0, summary
     steps = ["install the bundle", "private redis-server", "gpu-marked tests", "engine benchmark", "end to end"]
-    steps += ["CUDA graphs, builtin", "CUDA graphs, paged"]
+    steps += ["CUDA graphs, paged"]
     assert all(re.search(rf"^\| {step} \| .* \| passed \|$", summary, re.M) for step in steps), summary
     assert "nvidia-smi: not found" in summary and "torch 2." in summary  # the environment heads the results
     assert re.search(r"4 passed, 1 skipped", summary)
@@ -124,6 +124,9 @@ def test_the_dry_run_runs_every_step_of_the_gpu_check(gpu_bundle: Path, tmp_path
         for engine in ("builtin", "paged"):
             assert f"| {engine}+graphs, {inflight} in flight | {inflight} |" in summary
             assert f"{inflight} in flight: {engine}+graphs " in summary
+        assert f"| builtin+graphs through the queue, {inflight} in flight | {inflight} |" in summary
+        assert f"{inflight} in flight: builtin+graphs through the queue " in summary
+        assert f"{inflight} in flight: builtin+graphs " in summary and " paged; TTFT p50 " in summary
     assert "of the bound" in summary and "time to first token at idle" in summary
     steps_line = r"decode step, one question alone, median of \d+: builtin [\d.]+ ms; builtin\+graphs [\d.]+ ms"
     assert re.search(steps_line, summary), summary
@@ -139,3 +142,17 @@ def _pings(client: object) -> bool:
         return bool(client.ping())  # type: ignore[attr-defined]
     except redis.ConnectionError:
         return False
+
+
+def test_gpu_check_steps_runs_only_the_steps_it_names(gpu_bundle: Path, tmp_path: Path) -> None:
+    """A short check for a nearly spent device budget: setup, then only the named steps."""
+    env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path), "PYTHON": sys.executable, "GPU_BUNDLE": str(gpu_bundle)}
+    env |= {"GPU_CHECK_STEPS": "no-such-step"}
+    result = subprocess.run(
+        ["bash", "bench/gpu/run.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    summary = (tmp_path / "summary.md").read_text()
+    assert result.returncode == 0, summary
+    assert re.search(r"^\| private redis-server \| .* \| passed \|$", summary, re.M), summary
+    for step in ("gpu-marked tests", "engine benchmark", "end to end", "CUDA graphs, paged"):
+        assert f"| {step} | – | – | not run: GPU_CHECK_STEPS=no-such-step |" in summary

@@ -903,8 +903,10 @@ def _transformers_serve(
             notes.append(f"transformers serve: did not start ({str(exc)[:200]})")
             yield None
             return
-        notes.append(f"transformers serve: {'--continuous-batching' if paged else 'plain mode'}, {device.type}")
+        mode = "--continuous-batching" if server.continuous_batching else "plain mode"
+        notes.append(f"transformers serve: {mode}, {device.type}")
         try:
+            run_served(server.url, str(server.model_dir), 1, 2)  # it loads the model (and its batcher) on a first request
             yield server
         finally:
             server.stop()

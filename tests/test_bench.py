@@ -67,6 +67,18 @@ def test_the_engine_benchmark_runs_our_engines_and_transformers_serve_directly_a
     assert "transformers serve: plain mode, cpu" in table  # the tiny model is GPT-NeoX
 
 
+@IN_PROCESS_MODEL
+def test_transformers_serve_runs_its_continuous_batching_on_a_llama_twin() -> None:
+    """The mode is read from the server's own command line: a flag that never reached it would say plain mode."""
+    from bench import engine as engine_bench
+
+    args = argparse.Namespace(engines="serve", compare="", concurrency="2", new_tokens=4, baseline_questions=1)
+    args.device, args.dtype, args.random_weights = "cpu", "float32", True
+    table = engine_bench.bench_model("llama-tiny", args)
+    assert "transformers serve: --continuous-batching, cpu" in table, table
+    assert "| transformers serve, 2 streams | 2 |" in table, table
+
+
 async def test_queue_benchmark_measures_through_a_real_redis(redis_server: RedisServer) -> None:
     args = argparse.Namespace(questions=200, idle=20, batch=16, floor_requests=500)
     table = await queue_bench.run(args, redis_server)

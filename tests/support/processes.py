@@ -464,14 +464,17 @@ class ServeProcess(ChildProcess):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def continuous_batching(self) -> bool:
+        """Whether the running server was started with `--continuous-batching` (read from its command line)."""
+        return self.process is not None and "--continuous-batching" in self.process.args
+
     def start(self) -> ServeProcess:
         serve = Path(sys.executable).with_name("transformers")
         command = [str(serve), "serve", str(self.model_dir), "--host", "127.0.0.1", "--port", str(self.port)]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [*command, "--device", "cpu"], env=env, stdout=log, stderr=subprocess.STDOUT
-            )
+            self.process = subprocess.Popen([*command, *self.options], env=env, stdout=log, stderr=subprocess.STDOUT)
         wait_until(self.ready, START_TIMEOUT_S, 0.2, what=f"transformers serve ready (log {self.log_path})")
         return self
 

@@ -906,7 +906,9 @@ def _transformers_serve(
         mode = "--continuous-batching" if server.continuous_batching else "plain mode"
         notes.append(f"transformers serve: {mode}, {device.type}")
         try:
-            run_served(server.url, str(server.model_dir), 1, 2)  # it loads the model (and its batcher) on a first request
+            run_served(
+                server.url, str(server.model_dir), 1, 2
+            )  # it loads the model (and its batcher) on a first request
             yield server
         finally:
             server.stop()

@@ -93,9 +93,10 @@ ARCHITECTURES["polyglot-ko-mid"] = {
     "intermediate_size": 3072,
 }
 # KULLM3's architecture (Llama, grouped-query attention) at the same width, depth and vocabulary: the twins
-# on which transformers' own continuous batching runs (it fails on GPT-NeoX).
+# on which transformers' own continuous batching runs (it fails on GPT-NeoX). `llama-12.8b` (about 15.5 B
+# parameters: Llama's MLP has three matrices) is the GPU check's.
 LLAMA = "llama"
-for _name in ("polyglot-ko-small", "polyglot-ko-mid"):
+for _name in ("polyglot-ko-small", "polyglot-ko-mid", "polyglot-ko-12.8b"):
     _shape = ARCHITECTURES[_name]
     ARCHITECTURES[_name.replace("polyglot-ko", LLAMA)] = {
         "model_type": LLAMA,

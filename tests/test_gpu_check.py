@@ -107,6 +107,7 @@ def test_the_dry_run_runs_every_step_of_the_gpu_check(gpu_bundle: Path, tmp_path
     env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path), "PYTHON": sys.executable, "GPU_BUNDLE": str(gpu_bundle)}
     # every step, at a size CI can afford
     env |= {"GPU_CHECK_CONCURRENCY": "1,4", "GPU_CHECK_GRAPHS_CONCURRENCY": "1,4", "GPU_CHECK_CLIENTS": "8"}
+    env |= {"GPU_CHECK_SERVE_CONCURRENCY": "2", "GPU_CHECK_TWIN_CONCURRENCY": "4"}
     env["GPU_CHECK_BUDGET_S"] = str(BUSY_MACHINE_TIMEOUT_S - 60)  # ~80 s here; room for a machine busy elsewhere
     env.pop("KULLM_TINY_MODEL", None)
     command = ["bash", "bench/gpu/run.sh"]
@@ -114,7 +115,7 @@ def test_the_dry_run_runs_every_step_of_the_gpu_check(gpu_bundle: Path, tmp_path
     summary = (tmp_path / "summary.md").read_text()
     assert result.returncode == 0, summary
     steps = ["install the bundle", "private redis-server", "gpu-marked tests", "engine benchmark", "end to end"]
-    steps += ["CUDA graphs, paged"]
+    steps += ["transformers serve", "Llama twin", "CUDA graphs, paged"]
     assert all(re.search(rf"^\| {step} \| .* \| passed \|$", summary, re.M) for step in steps), summary
     assert "nvidia-smi: not found" in summary and "torch 2." in summary  # the environment heads the results
     assert re.search(r"4 passed, 1 skipped", summary)
@@ -127,6 +128,13 @@ def test_the_dry_run_runs_every_step_of_the_gpu_check(gpu_bundle: Path, tmp_path
         assert f"| builtin+graphs through the queue, {inflight} in flight | {inflight} |" in summary
         assert f"{inflight} in flight: builtin+graphs through the queue " in summary
         assert f"{inflight} in flight: builtin+graphs " in summary and " paged; TTFT p50 " in summary
+    # transformers serve (plain mode on GPT-NeoX), directly and behind ENGINE=openai, against builtin+graphs
+    assert "| transformers serve, 2 streams | 2 |" in summary and "transformers serve: plain mode, cpu" in summary
+    assert "| openai (transformers serve) through the queue, 2 in flight | 2 |" in summary
+    assert "2 in flight: builtin+graphs " in summary and " transformers serve; TTFT p50 " in summary
+    # the Llama twin: paged, and transformers' own continuous batching, which runs on Llama
+    assert "model: llama-small" in summary and "| transformers continuous batching, 4 in flight | 4 |" in summary
+    assert "4 in flight: builtin+graphs " in summary and " transformers' continuous batching; TTFT p50 " in summary
     assert "of the bound" in summary and "time to first token at idle" in summary
     steps_line = r"decode step, one question alone, median of \d+: builtin [\d.]+ ms; builtin\+graphs [\d.]+ ms"
     assert re.search(steps_line, summary), summary

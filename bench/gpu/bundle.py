@@ -54,6 +54,8 @@ TARGET_MARKERS = {
 }
 # Carried even where the host has its own: the GPU tests run under the same runner as CI.
 TEST_RUNNER = ("pytest", "pytest-asyncio", "pytest-timeout", "pluggy", "iniconfig")
+# `transformers serve`'s parts (the test extra's): the GPU check's engine benchmark streams from it.
+SERVE = ("fastapi", "uvicorn", "openai")
 # Carried too: the host's version is not known, and pydantic-core needs a recent one (typing_extensions.Sentinel).
 ALWAYS_CARRY = (*TEST_RUNNER, "typing-extensions")
 WHEEL_PLATFORMS = (
@@ -91,11 +93,11 @@ def host_packages(path: Path = HOST_PACKAGES) -> dict[str, str | None]:
 
 
 def project_roots(pyproject: Path = ROOT / "pyproject.toml") -> list[Requirement]:
-    """The worker's and `kullm ask`'s requirements, and the test runner."""
+    """The worker's and `kullm ask`'s requirements, the test runner and `transformers serve`'s parts."""
     project = tomllib.loads(pyproject.read_text())["project"]
     roots = [Requirement(r) for r in [*project["dependencies"], *project["optional-dependencies"]["worker"]]]
     tests = [Requirement(r) for r in project["optional-dependencies"]["test"]]
-    return roots + [r for r in tests if canonicalize_name(r.name) in TEST_RUNNER]
+    return roots + [r for r in tests if canonicalize_name(r.name) in (*TEST_RUNNER, *SERVE)]
 
 
 def resolve(roots: Iterable[Requirement], host: dict[str, str | None]) -> Closure:

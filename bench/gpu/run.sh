@@ -10,7 +10,9 @@
 # into a private target, a private redis-server, the `gpu`-marked tests, the engine benchmark (the
 # Polyglot-ko 12.8B shape with random fp16 weights against the seed's pipeline at 1, 8, 16 and 32 in
 # flight, builtin eager and with CUDA graphs, and paged), one end-to-end burst of `kullm ask` processes
-# against a real worker (CUDA_GRAPHS=auto), and last, transformers' CUDA graphs under paged against paged.
+# against a real worker (CUDA_GRAPHS=auto), then `transformers serve` against builtin, the Llama twin of the
+# same shape (paged and transformers' own continuous batching, which runs on Llama), and last transformers'
+# CUDA graphs under paged against paged.
 # Everything goes to $OUT when set, else bench/gpu/results/: summary.md first. Exit 0 when no step
 # failed or timed out.
 set -uo pipefail
@@ -23,12 +25,16 @@ PYTHON=${PYTHON:-python3}
 SCRATCH=$(mktemp -d /tmp/kullm-gpu-check.XXXXXX)
 SITE=$SCRATCH/site
 if [ "$DRY_RUN" = 1 ]; then
-  BUDGET_S=${GPU_CHECK_BUDGET_S:-170} ARCH=polyglot-ko-small DEVICE=cpu NEW_TOKENS=16 BASELINE=4 E2E_TOKENS=16
+  BUDGET_S=${GPU_CHECK_BUDGET_S:-240} ARCH=polyglot-ko-small TWIN=llama-small DEVICE=cpu NEW_TOKENS=16 BASELINE=4
+  E2E_TOKENS=16
 else
-  BUDGET_S=${GPU_CHECK_BUDGET_S:-540} ARCH=polyglot-ko-12.8b DEVICE=cuda NEW_TOKENS=64 BASELINE=8 E2E_TOKENS=128
+  BUDGET_S=${GPU_CHECK_BUDGET_S:-560} ARCH=polyglot-ko-12.8b TWIN=llama-12.8b DEVICE=cuda NEW_TOKENS=64 BASELINE=8
+  E2E_TOKENS=128
 fi
 CONCURRENCY=${GPU_CHECK_CONCURRENCY:-1,8,16,32}
 GRAPHS_CONCURRENCY=${GPU_CHECK_GRAPHS_CONCURRENCY:-1,16,32}
+SERVE_CONCURRENCY=${GPU_CHECK_SERVE_CONCURRENCY:-1,8}
+TWIN_CONCURRENCY=${GPU_CHECK_TWIN_CONCURRENCY:-1,16,32}
 CLIENTS=${GPU_CHECK_CLIENTS:-32}
 # A shorter check: only the steps whose logs are named here (setup always runs), e.g. gpu-tests,e2e.
 ONLY=${GPU_CHECK_STEPS:-}
@@ -201,8 +207,19 @@ else
   FAILED=1
 fi
 
-# transformers' own graphs under paged against paged eager, last: a failure here costs nothing above.
-step "CUDA graphs, paged" 120 45 graphs-paged.log 30 \
+# The rest of issue 16's comparison, each step on its own (one that fails or no longer fits costs nothing above),
+# sharing one log: `transformers serve` (plain mode: its continuous batching fails on GPT-NeoX) directly and
+# behind ENGINE=openai; the Llama twin (KULLM3's architecture), where transformers' own continuous batching
+# runs; and last, transformers' CUDA graphs under paged against paged eager.
+step "transformers serve" 200 100 engines-more.log 30 \
+  "$PYTHON" -m bench.engine --architecture "$ARCH" --random-weights --device "$DEVICE" \
+  --engines builtin+graphs,serve --compare queue --concurrency "$SERVE_CONCURRENCY" \
+  --new-tokens "$NEW_TOKENS" --baseline-questions 2
+step "Llama twin" 150 80 engines-more.log 30 \
+  "$PYTHON" -m bench.engine --architecture "$TWIN" --random-weights --device "$DEVICE" \
+  --engines builtin+graphs,paged --compare static,cb --concurrency "$TWIN_CONCURRENCY" \
+  --new-tokens "$NEW_TOKENS" --baseline-questions 2
+step "CUDA graphs, paged" 120 45 engines-more.log 30 \
   "$PYTHON" -m bench.engine --architecture "$ARCH" --random-weights --device "$DEVICE" \
   --engines paged,paged+graphs --compare "" --concurrency "$GRAPHS_CONCURRENCY" \
   --new-tokens "$NEW_TOKENS" --baseline-questions 2

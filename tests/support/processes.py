@@ -470,8 +470,9 @@ class ServeProcess(ChildProcess):
         return self.process is not None and "--continuous-batching" in self.process.args
 
     def start(self) -> ServeProcess:
-        serve = Path(sys.executable).with_name("transformers")
-        command = [str(serve), "serve", str(self.model_dir), "--host", "127.0.0.1", "--port", str(self.port)]
+        # Through this interpreter, not a `transformers` script beside it: a GPU host's Python has none there.
+        command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(self.model_dir)]
+        command += ["--host", "127.0.0.1", "--port", str(self.port)]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen([*command, *self.options], env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -907,9 +907,8 @@ def _transformers_serve(
         mode = "--continuous-batching" if server.continuous_batching else "plain mode"
         notes.append(f"transformers serve: {mode}, {device.type}")
         try:
-            run_served(
-                server.url, str(server.model_dir), 1, 2
-            )  # it loads the model (and its batcher) on a first request
+            # It loads the model (and its batcher) on a first request: not in the timed runs.
+            run_served(server.url, str(server.model_dir), 1, 2)
             yield server
         finally:
             server.stop()

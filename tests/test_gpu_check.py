@@ -104,7 +104,7 @@ def test_the_wheels_install_offline_and_import_on_python_3_12(gpu_bundle: Path, 
 
 @pytest.mark.timeout(BUSY_MACHINE_TIMEOUT_S + 60)
 def test_the_dry_run_runs_every_step_of_the_gpu_check(gpu_bundle: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path), "PYTHON": sys.executable, "GPU_BUNDLE": str(gpu_bundle)}
+    env = _dry_run_env(gpu_bundle, tmp_path)
     # every step, at a size CI can afford
     env |= {"GPU_CHECK_CONCURRENCY": "1,4", "GPU_CHECK_GRAPHS_CONCURRENCY": "1,4", "GPU_CHECK_CLIENTS": "8"}
     env |= {"GPU_CHECK_SERVE_CONCURRENCY": "2", "GPU_CHECK_TWIN_CONCURRENCY": "4"}
@@ -154,8 +154,7 @@ def _pings(client: object) -> bool:
 
 def test_gpu_check_steps_runs_only_the_steps_it_names(gpu_bundle: Path, tmp_path: Path) -> None:
     """A short check for a nearly spent device budget: setup, then only the named steps."""
-    env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path), "PYTHON": sys.executable, "GPU_BUNDLE": str(gpu_bundle)}
-    env |= {"GPU_CHECK_STEPS": "no-such-step"}
+    env = _dry_run_env(gpu_bundle, tmp_path) | {"GPU_CHECK_STEPS": "no-such-step"}
     result = subprocess.run(
         ["bash", "bench/gpu/run.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
@@ -164,3 +163,8 @@ def test_gpu_check_steps_runs_only_the_steps_it_names(gpu_bundle: Path, tmp_path
     assert re.search(r"^\| private redis-server \| .* \| passed \|$", summary, re.M), summary
     for step in ("gpu-marked tests", "engine benchmark", "end to end", "CUDA graphs, paged"):
         assert f"| {step} | – | – | not run: GPU_CHECK_STEPS=no-such-step |" in summary
+
+
+def _dry_run_env(gpu_bundle: Path, out: Path) -> dict[str, str]:
+    """The GPU check on this CPU, this interpreter and the session's bundle, its results in `out`."""
+    return {**os.environ, "DRY_RUN": "1", "OUT": str(out), "PYTHON": sys.executable, "GPU_BUNDLE": str(gpu_bundle)}

@@ -138,6 +138,7 @@ class Result:
     first_token_s: list[float]
     latency_s: list[float]
     peak_memory_mb: float
+    memory: str = ""  # builtin: where its memory went at the end of the run (`engine_memory`)
 
     @property
     def tokens_per_s(self) -> float:
@@ -248,11 +249,34 @@ def run_engine(
                     tokens += update.completion_tokens
         _sync(device)
         wall = time.perf_counter() - started
+        memory = engine_memory(engine, device)
     finally:
         engine.close()
     return Result(
-        f"{kind}, {count} in flight", count, tokens, wall, list(first.values()), list(finished.values()), _peak(device)
+        f"{kind}, {count} in flight",
+        count,
+        tokens,
+        wall,
+        list(first.values()),
+        list(finished.values()),
+        _peak(device),
+        memory,
     )
+
+
+def engine_memory(engine: Any, device: torch.device) -> str:
+    """A builtin engine's KV cache buffers and CUDA graphs after a run, and on a GPU the allocator's reserve: what
+    the peak memory column is made of."""
+    if not isinstance(engine, TransformersEngine) or not engine.cache.slot_capacity:
+        return ""
+    cache = engine.cache
+    buffers = 2 * len(cache.layers) * cache.buffers.numel() * cache.buffers.element_size()  # keys and values
+    parts = [f"KV cache {buffers / 2**20:,.1f} MB ({cache.slot_capacity} rows × {cache.column_capacity} columns)"]
+    if engine.graphs is not None:
+        parts.append(f"{engine.graphs.captured} graphs captured, {engine.graphs.alive} shapes kept")
+    if device.type == "cuda":
+        parts.append(f"reserved {torch.cuda.memory_reserved(device) / 2**20:,.0f} MB")
+    return ", ".join(parts)
 
 
 def run_served(url: str, model_name: str, count: int, new_tokens: int) -> Result:
@@ -768,6 +792,7 @@ def bench_model(target: str, args: argparse.Namespace) -> str:
         )
     ]
     lines += ["", *notes, *shares, *comparisons(results)]
+    lines += [f"memory, {r.name}: {r.memory}" for r in results if r.memory]
     single = next((r for r in results if r.questions == 1 and r.name.startswith("builtin,")), None)
     single = single or on_torch_thread(run_engine, model, tokenizer, 1, args.new_tokens, device)
     bandwidth = on_torch_thread(copy_bandwidth, device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,14 @@ def test_random_weight_architecture_runs_both_paths(monkeypatch: pytest.MonkeyPa
     baseline = engine_bench.run_baseline(model, tokenizer, 2, 6, device)
     ours = engine_bench.run_engine(model, tokenizer, 3, 6, device)
     assert (baseline.tokens, ours.tokens) == (12, 18)  # forced lengths: counts compare (paged: the test below)
+    # What the memory went to: the cache's buffers, 2 layers of keys and values, 4 heads of 16 in float32.
+    match = re.fullmatch(r"KV cache ([\d.,]+) MB \((\d+) rows × (\d+) columns\)", ours.memory)
+    assert match, ours.memory
+    rows, columns = int(match[2]), int(match[3])
+    assert rows >= 3 and columns >= 6
+    assert match[1] == f"{2 * 2 * rows * 4 * columns * 16 * 4 / 2**20:,.1f}"
+    graphed = engine_bench.run_engine(model, tokenizer, 3, 6, device, "builtin+graphs")
+    assert graphed.tokens == 18 and graphed.memory.endswith("0 graphs captured, 1 shapes kept")  # a CPU captures none
     table = engine_bench.report(baseline, [ours], args, device)
     assert "| builtin, 3 in flight | 3 |" in table and "1.00×" in table
     single = engine_bench.run_engine(model, tokenizer, 1, 6, device)

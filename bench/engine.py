@@ -29,10 +29,12 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import platform
 import resource
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +48,7 @@ import torch
 from inference.engine import DelegatingEngine, GenerationRequest, Loaded, Sampling, new_engine_thread
 from inference.errors import EngineLoadError
 from inference.model import engine_on, resolve_device, resolve_dtype
+from inference.paged_engine import PAGE_SIZE
 from inference.prompt import render_kullm_v1
 from inference.settings import WorkerSettings
 from inference.transformers_engine import TransformersEngine
@@ -121,9 +124,8 @@ ARCHITECTURES["llama-tiny"] = {
 }
 SUITE = ["tiny", "llama-tiny", "polyglot-ko-mid", "llama-mid"]
 RANDOM_PREFIX = "random:"
-# transformers' continuous batching: tokens per cache page, and tokens per forward pass (as our engine's default
-# prefill chunk, so both read prompts at the same pace).
-CB_PAGE_SIZE = 256
+# transformers' continuous batching: tokens per forward pass (as our engine's default prefill chunk, so both read
+# prompts at the same pace).
 PREFILL_BUDGET = 512
 
 
@@ -468,8 +470,9 @@ def run_continuous_batching(model: Any, tokenizer: Any, count: int, new_tokens: 
     inputs = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts(count)]
     # The paged cache sized for these requests (left to itself, it sizes for the device's free memory: on a
     # CPU that took seconds before the first token).
-    pages = count * -(-(max(map(len, inputs)) + new_tokens) // CB_PAGE_SIZE)
-    sizes = ContinuousBatchingConfig(page_size=CB_PAGE_SIZE, num_blocks=pages + 1, max_batch_tokens=PREFILL_BUDGET)
+    # Pages of transformers' default size, PAGE_SIZE (named block_size in 5.17 and page_size in 5.24: left unnamed).
+    pages = count * -(-(max(map(len, inputs)) + new_tokens) // PAGE_SIZE)
+    sizes = ContinuousBatchingConfig(num_blocks=pages + 1, max_batch_tokens=PREFILL_BUDGET)
     _reset_peak(device)
     started = time.perf_counter()
     outputs = model.generate_batch(
@@ -914,26 +917,35 @@ def _transformers_serve(
         return
     from tests.support.processes import ServeProcess
 
+    began = time.perf_counter()
+
+    def progress(what: str) -> None:  # on stderr as it happens: a step that times out still says how far it got
+        print(f"transformers serve: {what} at {time.perf_counter() - began:.1f} s", file=sys.stderr, flush=True)
+
     with tempfile.TemporaryDirectory() as directory:
         folder = Path(directory) / "model"
         if target in ARCHITECTURES:
             on_torch_thread(model.save_pretrained, folder)
             tokenizer.save_pretrained(folder)
+            progress("model saved")
         else:
             folder = Path(_tiny_model() if target == "tiny" else target)
         paged = model.config.model_type != "gpt_neox"
-        server = ServeProcess(folder, Path(directory) / "serve.log", device=device.type, continuous_batching=paged)
+        log_path = Path(os.environ.get("KULLM_BENCH_SERVE_LOG") or Path(directory) / "serve.log")
+        server = ServeProcess(folder, log_path, device=device.type, continuous_batching=paged)
         try:
             server.start()
         except (AssertionError, OSError) as exc:
             notes.append(f"transformers serve: did not start ({str(exc)[:200]})")
             yield None
             return
+        progress("ready")
         mode = "--continuous-batching" if server.continuous_batching else "plain mode"
         notes.append(f"transformers serve: {mode}, {device.type}")
         try:
             # It loads the model (and its batcher) on a first request: not in the timed runs.
             run_served(server.url, str(server.model_dir), 1, 2)
+            progress("model loaded by a first request")
             yield server
         finally:
             server.stop()

@@ -50,6 +50,10 @@ STEP_WAIT_S = 0.05
 DEFAULT_CONTEXT_WINDOW = 2048
 # How often the worker asks whether the server is up while it starts (vLLM loads a 12.8B model in minutes).
 START_POLL_S = 2.0
+# What `GET /models` answers while the server (or a proxy in front of it) is still starting: wait on these. Any
+# other error means it is up but cannot list its models (transformers serve 5.17 answers 500 on a host with no
+# Hugging Face cache): the model is then checked with a one-token completion instead.
+STARTING_STATUSES = (502, 503, 504)
 
 
 @dataclass(frozen=True)
@@ -262,10 +266,15 @@ def build_openai(settings: WorkerSettings) -> Loaded:
     base_url = api_base(settings.engine_url)
     api_key = settings.engine_api_key.get_secret_value() if settings.engine_api_key else None
     models = wait_for_models(base_url, api_key, settings.engine_start_timeout_s)
-    model = settings.engine_model or _default_model(models, settings.model_id)
-    if model not in {m["id"] for m in models}:
-        served = ", ".join(m["id"] for m in models) or "none"
-        raise EngineLoadError(f"ENGINE_MODEL={model!r} is not served at {base_url} (it serves: {served})")
+    if models is None:  # up, but it cannot list its models: ask the model itself
+        model = settings.engine_model or settings.model_id
+        probe_model(base_url, model, api_key, settings.engine_read_timeout_s)
+        models = []
+    else:
+        model = settings.engine_model or _default_model(models, settings.model_id)
+        if model not in {m["id"] for m in models}:
+            served = ", ".join(m["id"] for m in models) or "none"
+            raise EngineLoadError(f"ENGINE_MODEL={model!r} is not served at {base_url} (it serves: {served})")
     tokenizer = _tokenizer(settings)
     server = Server(base_url, model, api_key, settings.engine_read_timeout_s)
 
@@ -286,8 +295,9 @@ def api_base(url: str) -> str:
     return url if urlsplit(url).path else f"{url}/v1"
 
 
-def wait_for_models(base_url: str, api_key: str | None, timeout_s: float) -> list[dict[str, Any]]:
-    """`GET /models`, retried while the server is not up yet (it may still be loading the model)."""
+def wait_for_models(base_url: str, api_key: str | None, timeout_s: float) -> list[dict[str, Any]] | None:
+    """`GET /models`, retried while the server is not up yet (it may still be loading the model); None when it is
+    up but cannot list them."""
     deadline = time.monotonic() + timeout_s
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     said = False
@@ -302,6 +312,9 @@ def wait_for_models(base_url: str, api_key: str | None, timeout_s: float) -> lis
                 raise EngineLoadError(
                     f"the engine server at {base_url} refused ENGINE_API_KEY (HTTP {exc.code})"
                 ) from exc
+            if exc.code not in STARTING_STATUSES:
+                log.warning("the engine server at %s answers GET /models with HTTP %d: it is up", base_url, exc.code)
+                return None
             problem = f"HTTP {exc.code}"
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
             problem = describe(exc, base_url)
@@ -314,6 +327,27 @@ def wait_for_models(base_url: str, api_key: str | None, timeout_s: float) -> lis
             log.info("waiting for the engine server at %s (%s)", base_url, problem)
             said = True
         time.sleep(START_POLL_S)
+
+
+def probe_model(base_url: str, model: str, api_key: str | None, timeout_s: float) -> None:
+    """A one-token completion from `model`, streamed as the engine streams: an EngineLoadError saying what the server
+    answered when it cannot give one."""
+    body = {"model": model, "prompt": "안녕", "max_tokens": 1, "stream": True}
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {api_key}"} if api_key else {})
+    request = urllib.request.Request(f"{base_url}/completions", json.dumps(body).encode(), headers, method="POST")
+    refused = f"the engine server at {base_url} lists no models, and a first completion from ENGINE_MODEL={model!r}"
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            for raw in response:
+                data = raw.decode("utf-8").strip().removeprefix("data:").strip()
+                if raw.startswith(b"data:") and data != "[DONE]" and "error" in (chunk := json.loads(data)):
+                    raise EngineLoadError(f"{refused} failed: {_message(chunk['error'])[:300]}")
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")[:300]
+        raise EngineLoadError(f"{refused} was refused (HTTP {exc.code}: {detail})") from exc
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        raise EngineLoadError(f"{refused} failed: {describe(exc, base_url)}") from exc
+    log.info("the engine server at %s lists no models; %s answers", base_url, model)
 
 
 def _default_model(models: list[dict[str, Any]], model_id: str) -> str:

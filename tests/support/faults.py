@@ -2,19 +2,27 @@
 
 Each wraps the real `TransformersEngine` on the tiny model (or, with FAULTS_INNER=scripted, the
 scripted engine of tests/support/engines.py) and adds one failure, raised the way the real engine
-raises it (out of memory as `EngineOutOfMemory`).
+raises it (out of memory as `EngineOutOfMemory`). `ModelsFront` puts one fault in front of a real
+engine server instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
+import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
 
 from inference.engine import DelegatingEngine, GenerationRequest, GenerationUpdate, Loaded
 from inference.errors import EngineOutOfMemory
 from inference.settings import WorkerSettings
+from tests.support.processes import free_port
 
 POISON = "💣"
 
@@ -125,3 +133,65 @@ def oom_random(settings: WorkerSettings) -> Loaded:
     above, rate = int(os.environ.get("OOM_ABOVE", "4")), float(os.environ.get("OOM_RATE", "0.3"))
     engine = OutOfMemorySometimes(loaded.engine, above, rate, os.environ.get("WORKER_NAME", ""))
     return Loaded(engine, loaded.prompts)
+
+
+class ModelsFront:
+    """An HTTP front for a real OpenAI-compatible server: it passes every request through, streams included, but
+    answers the first `times` `GET /v1/models` (all of them when None) with `status` itself.
+
+    500 is what transformers serve 5.17 answers there on a host with no Hugging Face cache (a fresh container, the
+    GPU check's host: `huggingface_hub.errors.CacheNotFound`, while completions work); 503 is what a proxy answers
+    while the server behind it starts.
+    """
+
+    def __init__(self, upstream: str, status: int, times: int | None = None) -> None:
+        parts = urlsplit(upstream)
+        self.upstream = f"{parts.scheme}://{parts.netloc}"
+        self.status = status
+        self.times = times
+        self.models_asked = 0
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="models-front", daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> ModelsFront:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        assert self._runner is not None
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "GET" and request.path.endswith("/models"):
+            self.models_asked += 1
+            if self.times is None or self.models_asked <= self.times:
+                return web.Response(status=self.status, text="Internal Server Error")
+        body = await request.read()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(request.method, self.upstream + request.path_qs, data=body, headers=request.headers) as up,
+        ):
+            response = web.StreamResponse(status=up.status)
+            response.content_type = up.content_type
+            await response.prepare(request)
+            async for chunk in up.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response

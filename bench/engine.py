@@ -821,21 +821,27 @@ def _settings_at(
     redis_url: str | None,
     server: Any,
 ) -> list[Result]:
-    results = []
+    results: list[Result] = []
+
+    def measured(result: Result) -> None:  # on stderr at once: a run cut short by a time limit keeps what it measured
+        results.append(result)
+        p50 = _pct(result.first_token_s, 50)
+        print(f"measured {result.name}: {result.tokens_per_s:,.1f} tokens/s, TTFT p50 {p50:.3f}s", file=sys.stderr)
+
     for kind in engines:
         if kind == "serve":
             if server is not None:
-                results.append(run_served(server.url, str(server.model_dir), n, new_tokens))
+                measured(run_served(server.url, str(server.model_dir), n, new_tokens))
                 if redis_url:
-                    results.append(run_through_queue(model, tokenizer, n, new_tokens, redis_url, "openai", server))
+                    measured(run_through_queue(model, tokenizer, n, new_tokens, redis_url, "openai", server))
             continue
-        results.append(on_torch_thread(run_engine, model, tokenizer, n, new_tokens, device, kind))
+        measured(on_torch_thread(run_engine, model, tokenizer, n, new_tokens, device, kind))
         if redis_url:
-            results.append(run_through_queue(model, tokenizer, n, new_tokens, redis_url, kind))
+            measured(run_through_queue(model, tokenizer, n, new_tokens, redis_url, kind))
     if "static" in compare:
-        results.append(on_torch_thread(run_static_generate, model, tokenizer, n, new_tokens, device))
+        measured(on_torch_thread(run_static_generate, model, tokenizer, n, new_tokens, device))
     if "cb" in compare and model.config.model_type != "gpt_neox":  # transformers' own path fails on GPT-NeoX
-        results.append(on_torch_thread(run_continuous_batching, model, tokenizer, n, new_tokens, device))
+        measured(on_torch_thread(run_continuous_batching, model, tokenizer, n, new_tokens, device))
     return results
 
 

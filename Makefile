@@ -77,7 +77,8 @@ unit: setup tiny-model
 
 # The engines on the lowest transformers pyproject.toml allows (the GPU hosts' version), CPU-only: the builtin
 # and paged engines' contract, the engine, prompt and benchmark tests, and the GPU tests on the CPU (a worker
-# process included). ENGINE=openai and `transformers serve` talk HTTP: their tests run in the suite.
+# process included). ENGINE=openai and `transformers serve` talk HTTP: their tests run in the suite, and the GPU
+# check's dry run there (tests/test_gpu_check.py) runs them on this floor too, as the GPU hosts do.
 test-floor: setup tiny-model $(FLOOR)/.installed
 	PYTHONPATH=$(FLOOR) $(PY) -c "import transformers as t; v = '$(shell sed -n 's/^transformers==//p' constraints/transformers-floor.txt)'; assert t.__version__ == v, (t.__version__, v)"
 	PYTHONPATH=$(FLOOR) KULLM_GPU_TESTS_DEVICE=cpu OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider \

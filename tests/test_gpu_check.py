@@ -22,6 +22,7 @@ from tests.support.polling import wait_until
 from tests.support.processes import BUSY_MACHINE_TIMEOUT_S, ROOT, free_port
 
 pytestmark = pytest.mark.xdist_group("gpu_bundle")  # one bundle (a session fixture) serves them all
+FLOOR = ROOT / ".cache" / "transformers-floor"  # the Makefile's FLOOR
 BARE_HOST_LACKS = {"redis", "pydantic", "pydantic-core", "pydantic-settings", "python-dotenv", "pytest-asyncio"}
 
 
@@ -118,6 +119,8 @@ def test_the_dry_run_runs_every_step_of_the_gpu_check(gpu_bundle: Path, tmp_path
     steps += ["transformers serve", "Llama twin", "CUDA graphs, paged"]
     assert all(re.search(rf"^\| {step} \| .* \| passed \|$", summary, re.M) for step in steps), summary
     assert "nvidia-smi: not found" in summary and "torch 2." in summary  # the environment heads the results
+    if floor_version():
+        assert f"transformers {floor_version()}" in summary
     assert re.search(r"4 passed, 1 skipped", summary)
     for inflight in (1, 4):
         assert f"| builtin, {inflight} in flight | {inflight} |" in summary
@@ -166,5 +169,24 @@ def test_gpu_check_steps_runs_only_the_steps_it_names(gpu_bundle: Path, tmp_path
 
 
 def _dry_run_env(gpu_bundle: Path, out: Path) -> dict[str, str]:
-    """The GPU check on this CPU, this interpreter and the session's bundle, its results in `out`."""
-    return {**os.environ, "DRY_RUN": "1", "OUT": str(out), "PYTHON": sys.executable, "GPU_BUNDLE": str(gpu_bundle)}
+    """The GPU check on this CPU, this interpreter and the session's bundle, its results in `out`; as on the GPU
+    hosts, with their transformers (the floor, which `make test` installs first) and no Hugging Face cache.
+
+    Both broke a GPU run that passed here: transformers 5.17's ContinuousBatchingConfig has no `page_size`, and its
+    `transformers serve` answers GET /v1/models with 500 where no cache directory exists.
+    """
+    env = {**os.environ, "DRY_RUN": "1", "OUT": str(out), "PYTHON": sys.executable, "GPU_BUNDLE": str(gpu_bundle)}
+    env["HF_HUB_CACHE"] = str(out.parent / f"{out.name}-no-hf-cache")  # never made: the run is offline
+    if (FLOOR / ".installed").exists():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FLOOR), env.get("PYTHONPATH")]))
+    return env
+
+
+def floor_version() -> str | None:
+    """The GPU hosts' transformers, when `make test` installed it for the dry run (else the run uses this one's)."""
+    if not (FLOOR / ".installed").exists():
+        return None
+    text = (ROOT / "constraints" / "transformers-floor.txt").read_text()
+    match = re.search(r"^transformers==(\S+)$", text, re.M)
+    assert match
+    return match[1]

@@ -276,6 +276,9 @@ def engine_memory(engine: Any, device: torch.device) -> str:
     parts = [f"KV cache {buffers / 2**20:,.1f} MB ({cache.slot_capacity} rows × {cache.column_capacity} columns)"]
     if engine.graphs is not None:
         parts.append(f"{engine.graphs.captured} graphs captured, {engine.graphs.alive} shapes kept")
+        if engine.graphs.held:
+            held = ", ".join(f"{rows}×{width} {held / 2**20:,.0f} MB" for rows, width, held in engine.graphs.held)
+            parts.append(f"allocated after each capture (rows × columns): {held}")
     if device.type == "cuda":
         parts.append(f"reserved {torch.cuda.memory_reserved(device) / 2**20:,.0f} MB")
     return ", ".join(parts)
@@ -545,6 +548,53 @@ def decode_steps(model: Any, tokenizer: Any, device: torch.device, kinds: list[s
     return f"decode step, one question alone, median of {steps}: " + "; ".join(parts)
 
 
+def graph_memory_sources(model: Any, tokenizer: Any, count: int, new_tokens: int, device: torch.device) -> str:
+    """builtin+graphs with `count` in flight once more, with CUDA's allocator recording where each allocation came
+    from: the lines that allocated most while graphs were captured (warm-ups and captures run off the default stream),
+    and what is still allocated in the graphs' pools at the end. A GPU's answer to where graphs' memory goes; a
+    failing recorder costs this line only."""
+    try:
+        torch.cuda.memory._record_memory_history(stacks="python", max_entries=200_000)
+        try:
+            result = run_engine(model, tokenizer, count, new_tokens, device, "builtin+graphs")
+            snapshot = torch.cuda.memory._snapshot(device)
+        finally:
+            torch.cuda.memory._record_memory_history(enabled=None)
+        traces = snapshot["device_traces"][device.index if device.index is not None else torch.cuda.current_device()]
+        return f"memory sources, {result.name}: " + allocation_sources(traces, snapshot["segments"])
+    except Exception as exc:  # a diagnostic: whatever breaks, the benchmark's figures stand
+        return f"memory sources: not recorded ({type(exc).__name__}: {str(exc)[:200]})"
+
+
+def allocation_sources(traces: list[dict[str, Any]], segments: list[dict[str, Any]], top: int = 5) -> str:
+    """From a CUDA memory snapshot: bytes allocated off the default stream by allocating line (the innermost frame in
+    transformers or this project), and what the graphs' private pools hold at the end."""
+    by_line: dict[str, list[int]] = {}
+    for entry in traces:
+        if entry.get("action") == "alloc" and entry.get("stream", 0) != 0:
+            line = _allocating_line(entry.get("frames", []))
+            by_line.setdefault(line, []).append(int(entry["size"]))
+    ranked = sorted(by_line.items(), key=lambda item: -sum(item[1]))[:top]
+    sources = "; ".join(
+        f"{line}: {sum(sizes) / 2**20:,.0f} MB in {len(sizes)} (largest {max(sizes) / 2**20:,.1f} MB)"
+        for line, sizes in ranked
+    )
+    pools = [s for s in segments if tuple(s.get("segment_pool_id", (0, 0))) != (0, 0)]
+    reserved = sum(int(s["total_size"]) for s in pools)
+    in_use = sum(int(s["allocated_size"]) for s in pools)
+    held = f"graph pools at the end: {reserved / 2**20:,.0f} MB reserved, {in_use / 2**20:,.0f} MB allocated"
+    return f"off the default stream, {sources or 'nothing'}; {held}"
+
+
+def _allocating_line(frames: list[dict[str, Any]]) -> str:
+    """`file:line function` of the innermost frame in transformers or this project (torch's own frames say less)."""
+    for frame in frames:
+        filename = str(frame.get("filename", ""))
+        if "/transformers/" in filename or "/inference/" in filename:
+            return f"{Path(filename).name}:{frame.get('line')} {frame.get('name')}"
+    return "elsewhere"
+
+
 def _kernel_share(engine: Any, device: torch.device, steps: int, wall_s: float) -> str:
     """How long the GPU ran kernels per step, and in which kinds of kernel, from torch's profiler; a failing profiler
     costs this note only."""
@@ -807,6 +857,9 @@ def bench_model(target: str, args: argparse.Namespace) -> str:
     builtins = [kind for kind in engines if engine_kind(kind)[0] == "builtin"]
     if builtins:
         lines.append(on_torch_thread(decode_steps, model, tokenizer, device, builtins))
+    if device.type == "cuda" and "builtin+graphs" in engines:
+        most = max(int(n) for n in args.concurrency.split(","))
+        lines.append(on_torch_thread(graph_memory_sources, model, tokenizer, most, args.new_tokens, device))
     return "\n".join(lines)
 
 

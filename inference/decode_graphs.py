@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,8 @@ class FixedShapeDecoder:
         self.device = next(model.parameters()).device
         self.capture = self.device.type == "cuda"
         self.captured = 0  # graphs captured so far (tests and benchmarks read it)
+        # The last captures: rows, width, and the bytes still allocated after each (its logits, and what its pool kept).
+        self.held: deque[tuple[int, int, int]] = deque(maxlen=32)
         self._cache_name = cache_name
         self._forward_options = forward_options
         self._pad = pad_token_id
@@ -146,6 +149,7 @@ class FixedShapeDecoder:
         return logits
 
     def _capture(self, shape: _Shape, cache: SlotCache) -> None:
+        allocated = torch.cuda.memory_allocated(self.device)
         current = torch.cuda.current_stream(self.device)
         side = torch.cuda.Stream(device=self.device)  # type: ignore[no-untyped-call]  # untyped in torch
         side.wait_stream(current)
@@ -162,6 +166,7 @@ class FixedShapeDecoder:
             raise GraphsUnavailable(f"{type(exc).__name__}: {exc}") from exc
         shape.graph = graph
         self.captured += 1
+        self.held.append((shape.rows, shape.width, torch.cuda.memory_allocated(self.device) - allocated))
         log.debug("CUDA graph captured for %d rows × %d columns", shape.rows, shape.width)
 
     def _forget_stale(self, cache: SlotCache) -> None:

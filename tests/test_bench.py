@@ -118,6 +118,36 @@ def test_repeated_rounds_report_the_median_row_and_the_range_of_queue_shares() -
     assert _queue_shares(rounds[:1]) == ["16 in flight: builtin through the queue 95% of builtin called directly"]
 
 
+def test_graph_memory_is_traced_to_the_lines_that_allocated_it() -> None:
+    """A CUDA memory snapshot in the shape torch documents (`torch.cuda.memory._snapshot`), summarised for the GPU
+    check: what was allocated off the default stream, by line, and what the graphs' pools hold."""
+    from bench.engine import allocation_sources
+
+    attention = [
+        {"filename": "/site/torch/nn/functional.py", "line": 1, "name": "scaled_dot_product_attention"},
+        {"filename": "/site/transformers/models/gpt_neox/modeling_gpt_neox.py", "line": 120, "name": "forward"},
+    ]
+    ours = [{"filename": "/repo/inference/decode_graphs.py", "line": 140, "name": "forward"}]
+    mb = 2**20
+    traces = [
+        {"action": "alloc", "stream": 7, "size": 100 * mb, "frames": attention},
+        {"action": "alloc", "stream": 7, "size": 60 * mb, "frames": attention},
+        {"action": "free_requested", "stream": 7, "size": 60 * mb, "frames": attention},
+        {"action": "alloc", "stream": 7, "size": 2 * mb, "frames": ours},
+        {"action": "alloc", "stream": 0, "size": 900 * mb, "frames": ours},  # the default stream: prefill, not graphs
+    ]
+    segments = [
+        {"segment_pool_id": (0, 0), "total_size": 4000 * mb, "allocated_size": 3000 * mb},
+        {"segment_pool_id": (1, 0), "total_size": 200 * mb, "allocated_size": 2 * mb},
+        {"segment_pool_id": (2, 0), "total_size": 100 * mb, "allocated_size": 2 * mb},
+    ]
+    assert allocation_sources(traces, segments) == (
+        "off the default stream, modeling_gpt_neox.py:120 forward: 160 MB in 2 (largest 100.0 MB); "
+        "decode_graphs.py:140 forward: 2 MB in 1 (largest 2.0 MB); "
+        "graph pools at the end: 300 MB reserved, 4 MB allocated"
+    )
+
+
 def test_kernels_are_sorted_by_the_names_cuda_gives_them() -> None:
     """The decode-step line splits a GPU step's kernel time by kind (names as torch's profiler reported them)."""
     from bench.engine import kernel_kind

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import http.client
 import itertools
 import json
 import logging
@@ -347,6 +348,8 @@ def probe_model(base_url: str, model: str, api_key: str | None, timeout_s: float
         raise EngineLoadError(f"{refused} was refused (HTTP {exc.code}: {detail})") from exc
     except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
         raise EngineLoadError(f"{refused} failed: {describe(exc, base_url)}") from exc
+    except (http.client.HTTPException, ValueError) as exc:  # not HTTP, or not JSON
+        raise EngineLoadError(f"{refused} came back as something other than an OpenAI stream ({exc!r})") from exc
     log.info("the engine server at %s lists no models; %s answers", base_url, model)
 
 

@@ -26,7 +26,7 @@ from inference.settings import WorkerSettings
 from tests.support import trained
 from tests.support.engines import IN_PROCESS_MODEL, RunWorker
 from tests.support.faults import ModelsFront
-from tests.support.processes import ServeProcess, free_port
+from tests.support.processes import RedisServer, ServeProcess, free_port
 
 pytestmark = IN_PROCESS_MODEL
 
@@ -261,6 +261,14 @@ def test_openai_a_server_that_cannot_list_its_models_is_asked_for_a_first_token(
         elsewhere = settings_for(model_dir, "openai", engine_url=front.url, engine_model="kullm-elsewhere")
         with pytest.raises(EngineLoadError, match=r"lists no models, .*'kullm-elsewhere' was refused \(HTTP 400"):
             engine_factory("openai")(elsewhere)
+
+
+def test_openai_a_model_probe_that_meets_no_openai_server_says_so(redis_server: RedisServer) -> None:
+    from inference.openai_engine import probe_model
+
+    # Redis hangs up on anything that looks like HTTP: the worker stops with a sentence, not a traceback.
+    with pytest.raises(EngineLoadError, match=r"first completion from ENGINE_MODEL='kullm' failed: cannot reach"):
+        probe_model(f"http://127.0.0.1:{redis_server.port}/v1", "kullm", None, timeout_s=10)
 
 
 def test_openai_waits_while_a_front_says_the_server_is_starting(engine_server: ServeProcess, model_dir: Path) -> None:

@@ -212,7 +212,8 @@ fi
 # behind ENGINE=openai; the Llama twin (KULLM3's architecture), where transformers' own continuous batching
 # runs; and last, transformers' CUDA graphs under paged against paged eager.
 step "transformers serve" 200 100 engines-more.log 30 \
-  env KULLM_BENCH_SERVE_LOG="$RESULTS/serve.log" "$PYTHON" -m bench.engine --architecture "$ARCH" --random-weights --device "$DEVICE" \
+  env KULLM_BENCH_SERVE_LOG="$RESULTS/serve.log" \
+  "$PYTHON" -m bench.engine --architecture "$ARCH" --random-weights --device "$DEVICE" \
   --engines builtin+graphs,serve --compare queue --concurrency "$SERVE_CONCURRENCY" \
   --new-tokens "$NEW_TOKENS" --baseline-questions 2
 step "Llama twin" 150 80 engines-more.log 30 \

@@ -218,10 +218,9 @@ class OpenAIEngine:
                 self._events.put(_Event(name, error=f"HTTP {response.status} from the engine server: {detail}"))
                 return True
             async for raw in response.content:
-                data = raw.decode("utf-8").strip().removeprefix("data:").strip()
-                if not raw.startswith(b"data:") or data == "[DONE]":
+                chunk = _sse_chunk(raw)
+                if chunk is None:
                     continue
-                chunk = json.loads(data)
                 if "error" in chunk:
                     self._events.put(_Event(name, error=f"the engine server failed: {_message(chunk['error'])}"))
                     return True
@@ -235,6 +234,17 @@ class OpenAIEngine:
         if finish is not None:
             self._events.put(finish)
         return finish is not None
+
+
+def _sse_chunk(raw: bytes) -> dict[str, Any] | None:
+    """One line of a completions stream: its JSON chunk, or None for a blank line, a comment or `[DONE]`."""
+    if not raw.startswith(b"data:"):
+        return None
+    data = raw.decode("utf-8").removeprefix("data:").strip()
+    if data == "[DONE]":
+        return None
+    chunk: dict[str, Any] = json.loads(data)
+    return chunk
 
 
 def _chunk_event(name: str, chunk: Mapping[str, Any]) -> _Event:
@@ -340,8 +350,7 @@ def probe_model(base_url: str, model: str, api_key: str | None, timeout_s: float
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             for raw in response:
-                data = raw.decode("utf-8").strip().removeprefix("data:").strip()
-                if raw.startswith(b"data:") and data != "[DONE]" and "error" in (chunk := json.loads(data)):
+                if (chunk := _sse_chunk(raw)) is not None and "error" in chunk:
                     raise EngineLoadError(f"{refused} failed: {_message(chunk['error'])[:300]}")
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", "replace")[:300]

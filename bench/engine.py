@@ -277,8 +277,11 @@ def engine_memory(engine: Any, device: torch.device) -> str:
     if engine.graphs is not None:
         parts.append(f"{engine.graphs.captured} graphs captured, {engine.graphs.alive} shapes kept")
         if engine.graphs.held:
-            held = ", ".join(f"{rows}×{width} {held / 2**20:,.0f} MB" for rows, width, held in engine.graphs.held)
-            parts.append(f"allocated after each capture (rows × columns): {held}")
+            held = ", ".join(
+                f"{rows}×{width} {held / 2**20:,.0f} MB in {seconds * 1000:,.0f} ms"
+                for rows, width, held, seconds in engine.graphs.held
+            )
+            parts.append(f"allocated after each capture (rows × columns), and its time: {held}")
     if device.type == "cuda":
         parts.append(f"reserved {torch.cuda.memory_reserved(device) / 2**20:,.0f} MB")
     return ", ".join(parts)
@@ -548,20 +551,28 @@ def decode_steps(model: Any, tokenizer: Any, device: torch.device, kinds: list[s
     return f"decode step, one question alone, median of {steps}: " + "; ".join(parts)
 
 
+# Events CUDA's allocator keeps while recording the memory-sources pass (a ring: the oldest go first).
+TRACE_ENTRIES = 200_000
+
+
 def graph_memory_sources(model: Any, tokenizer: Any, count: int, new_tokens: int, device: torch.device) -> str:
     """builtin+graphs with `count` in flight once more, with CUDA's allocator recording where each allocation came
-    from: the lines that allocated most while graphs were captured (warm-ups and captures run off the default stream),
-    and what is still allocated in the graphs' pools at the end. A GPU's answer to where graphs' memory goes; a
-    failing recorder costs this line only."""
+    from: what was allocated at the pass's peak, by line; the lines that allocated most while graphs were captured
+    (warm-ups and captures run off the default stream); and what is still allocated in the graphs' pools at the end.
+    A GPU's answer to where graphs' memory goes; a failing recorder costs this line only."""
     try:
-        torch.cuda.memory._record_memory_history(stacks="python", max_entries=200_000)
+        torch.cuda.memory._record_memory_history(stacks="python", max_entries=TRACE_ENTRIES)
         try:
             result = run_engine(model, tokenizer, count, new_tokens, device, "builtin+graphs")
             snapshot = torch.cuda.memory._snapshot(device)
         finally:
             torch.cuda.memory._record_memory_history(enabled=None)
         traces = snapshot["device_traces"][device.index if device.index is not None else torch.cuda.current_device()]
-        return f"memory sources, {result.name}: " + allocation_sources(traces, snapshot["segments"])
+        cut = f" (only the last {TRACE_ENTRIES:,} events kept)" if len(traces) >= TRACE_ENTRIES else ""
+        return (
+            f"memory sources, {result.name}{cut}: peak {result.peak_memory_mb:,.0f} MB; {peak_holders(traces)}; "
+            + allocation_sources(traces, snapshot["segments"])
+        )
     except Exception as exc:  # a diagnostic: whatever breaks, the benchmark's figures stand
         return f"memory sources: not recorded ({type(exc).__name__}: {str(exc)[:200]})"
 
@@ -586,13 +597,42 @@ def allocation_sources(traces: list[dict[str, Any]], segments: list[dict[str, An
     return f"off the default stream, {sources or 'nothing'}; {held}"
 
 
+def peak_holders(traces: list[dict[str, Any]], top: int = 5) -> str:
+    """From a CUDA memory snapshot's trace: the moment the most memory allocated during the recording was in use
+    (a block counts from its `alloc` to its `free_requested`, as `torch.cuda.memory_allocated` counts it), and the
+    lines whose blocks were alive then. Blocks allocated before the recording began (the weights) are not in it."""
+    total = peak = peak_at = 0
+    sizes: dict[int, int] = {}
+    for index, entry in enumerate(traces):
+        if entry.get("action") == "alloc":
+            sizes[entry["addr"]] = int(entry["size"])
+            total += int(entry["size"])
+            if total > peak:
+                peak, peak_at = total, index
+        elif entry.get("action") == "free_requested":
+            total -= sizes.pop(entry["addr"], 0)
+    live: dict[int, dict[str, Any]] = {}
+    for entry in traces[: peak_at + 1]:
+        if entry.get("action") == "alloc":
+            live[entry["addr"]] = entry
+        elif entry.get("action") == "free_requested":
+            live.pop(entry["addr"], None)
+    by_line: dict[str, list[int]] = {}
+    for entry in live.values():
+        by_line.setdefault(_allocating_line(entry.get("frames", [])), []).append(int(entry["size"]))
+    ranked = sorted(by_line.items(), key=lambda item: -sum(item[1]))[:top]
+    holders = "; ".join(f"{line}: {sum(sizes) / 2**20:,.0f} MB in {len(sizes)}" for line, sizes in ranked)
+    return f"alive at the recorded peak, {peak / 2**20:,.0f} MB over the recording's start: {holders or 'nothing'}"
+
+
 def _allocating_line(frames: list[dict[str, Any]]) -> str:
-    """`file:line function` of the innermost frame in transformers or this project (torch's own frames say less)."""
-    for frame in frames:
-        filename = str(frame.get("filename", ""))
-        if "/transformers/" in filename or "/inference/" in filename:
-            return f"{Path(filename).name}:{frame.get('line')} {frame.get('name')}"
-    return "elsewhere"
+    """`file:line function` of the innermost frame in transformers or this project (torch's own frames say less),
+    else of the innermost frame there is."""
+    named = [f for f in frames if any(part in str(f.get("filename", "")) for part in ("/transformers/", "/inference/"))]
+    frame = next(iter(named or frames), None)
+    if frame is None:
+        return "no Python frame"
+    return f"{Path(str(frame.get('filename', ''))).name}:{frame.get('line')} {frame.get('name')}"
 
 
 def _kernel_share(engine: Any, device: torch.device, steps: int, wall_s: float) -> str:

@@ -21,9 +21,10 @@ A graph is captured the first time its (rows, width) is needed, after one warm-u
 stream (the warm-up writes the same keys and values the replay then writes). Graphs point into
 the cache's buffers: when the cache reallocates or is replaced they are dropped and captured
 anew, and a graph whose width `end` has reached is dropped at once, so only a few are alive.
-Each graph has its own memory pool: one pool shared by all of them (`torch.cuda.graph_pool_handle`,
-as vLLM does) was measured on an H200 on 2026-12-04 and peak memory went up instead (+7.9 GB over
-eager at 16 in flight, +9.3 GB at 32, against +3.9 and +4.2 GB with a pool each; not side by side).
+Each graph has its own memory pool. One pool shared by all of them (`torch.cuda.graph_pool_handle`,
+as vLLM does) was tried on an H200 on 2026-12-04: peak memory over eager was the same either way
+(+7.9 GB at 16 in flight, +9.3 GB at 32), and the pools hold under 100 MB after the run, so what
+graphs add to the peak is not their pools (the GPU check's `memory sources` line names what it is).
 
 On a CPU there is nothing to capture and the same fixed-shape step runs as it is: the tests
 check that it gives the eager engine's answers and that it traces as one graph, with nothing in
@@ -33,6 +34,7 @@ it reading a tensor back into Python, which is what a CUDA capture needs.
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from collections import deque
 from dataclasses import dataclass
@@ -71,13 +73,16 @@ class FixedShapeDecoder:
         self.device = next(model.parameters()).device
         self.capture = self.device.type == "cuda"
         self.captured = 0  # graphs captured so far (tests and benchmarks read it)
-        # The last captures: rows, width, and the bytes still allocated after each (its logits, and what its pool kept).
-        self.held: deque[tuple[int, int, int]] = deque(maxlen=32)
+        # The last captures: rows, width, the bytes still allocated after each (its logits, and what its pool kept),
+        # and the seconds it took, warm-up included (a step that captures is that much later).
+        self.held: deque[tuple[int, int, int, float]] = deque(maxlen=32)
         self._cache_name = cache_name
         self._forward_options = forward_options
         self._pad = pad_token_id
         self._shapes: dict[tuple[int, int], _Shape] = {}
         self._buffers: weakref.ref[torch.Tensor] | None = None  # the cache buffer the graphs point into
+        # The stream warm-ups run on: one for every capture, as cuBLAS keeps a workspace for each stream it meets.
+        self._side: Any = None
         self.last: _Shape | None = None  # the shape of the last step, with its inputs
 
     @property
@@ -149,9 +154,11 @@ class FixedShapeDecoder:
         return logits
 
     def _capture(self, shape: _Shape, cache: SlotCache) -> None:
-        allocated = torch.cuda.memory_allocated(self.device)
+        allocated, started = torch.cuda.memory_allocated(self.device), time.perf_counter()
         current = torch.cuda.current_stream(self.device)
-        side = torch.cuda.Stream(device=self.device)  # type: ignore[no-untyped-call]  # untyped in torch
+        if self._side is None:
+            self._side = torch.cuda.Stream(device=self.device)  # type: ignore[no-untyped-call]  # untyped in torch
+        side = self._side
         side.wait_stream(current)
         try:
             with torch.cuda.stream(side):  # warm-up: lazy initialisations happen here, not in the graph
@@ -166,7 +173,8 @@ class FixedShapeDecoder:
             raise GraphsUnavailable(f"{type(exc).__name__}: {exc}") from exc
         shape.graph = graph
         self.captured += 1
-        self.held.append((shape.rows, shape.width, torch.cuda.memory_allocated(self.device) - allocated))
+        held = torch.cuda.memory_allocated(self.device) - allocated
+        self.held.append((shape.rows, shape.width, held, time.perf_counter() - started))
         log.debug("CUDA graph captured for %d rows × %d columns", shape.rows, shape.width)
 
     def _forget_stale(self, cache: SlotCache) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,6 +147,41 @@ def test_graph_memory_is_traced_to_the_lines_that_allocated_it() -> None:
         "decode_graphs.py:140 forward: 2 MB in 1 (largest 2.0 MB); "
         "graph pools at the end: 300 MB reserved, 4 MB allocated"
     )
+
+
+def test_the_memory_alive_at_a_passes_peak_is_named_by_line() -> None:
+    """Where a graphed pass's peak memory goes: the trace replayed to the moment the most recorded memory was in use,
+    and the lines whose blocks were alive then; a block freed before the peak, or allocated only after it, is not
+    counted, and neither is one freed that the recording never saw allocated (the weights)."""
+    from bench.engine import peak_holders
+
+    def frames(filename: str, line: int) -> list[dict[str, Any]]:
+        return [
+            {"filename": "/site/torch/nn/modules/module.py", "line": 1, "name": "_call_impl"},
+            {"filename": filename, "line": line, "name": "forward"},
+        ]
+
+    cache = frames("/repo/inference/kv_cache.py", 170)
+    attention = frames("/site/transformers/models/gpt_neox/modeling_gpt_neox.py", 103)
+    workspace = [{"filename": "/site/torch/x.py", "line": 9, "name": "f"}]
+    mb = 2**20
+    traces = [
+        {"action": "free_requested", "addr": 1, "size": 50 * mb},  # allocated before the recording began
+        {"action": "alloc", "addr": 2, "size": 400 * mb, "frames": cache},
+        {"action": "alloc", "addr": 3, "size": 100 * mb, "frames": attention},
+        {"action": "free_requested", "addr": 3, "size": 100 * mb},
+        {"action": "free_completed", "addr": 3, "size": 100 * mb},
+        {"action": "alloc", "addr": 4, "size": 300 * mb, "frames": attention},
+        {"action": "alloc", "addr": 5, "size": 30 * mb, "frames": attention},
+        {"action": "alloc", "addr": 6, "size": 8 * mb, "frames": workspace},
+        {"action": "free_requested", "addr": 4, "size": 300 * mb},
+        {"action": "alloc", "addr": 7, "size": 200 * mb, "frames": cache},  # after the peak: 638 MB at most
+    ]
+    assert peak_holders(traces) == (
+        "alive at the recorded peak, 738 MB over the recording's start: kv_cache.py:170 forward: 400 MB in 1; "
+        "modeling_gpt_neox.py:103 forward: 330 MB in 2; x.py:9 f: 8 MB in 1"
+    )
+    assert peak_holders([]) == "alive at the recorded peak, 0 MB over the recording's start: nothing"
 
 
 def test_kernels_are_sorted_by_the_names_cuda_gives_them() -> None:

@@ -41,6 +41,10 @@ class Outbox:
         self._events, self._acks = [], []
         return lost
 
+    def held(self) -> list[Write]:
+        """The deliveries with writes waiting here: still this worker's to finish, so still its to heartbeat."""
+        return [Write(w.entry_id, w.deliveries, w.question_id) for w in self.writes()]
+
     def writes(self) -> list[Write]:
         """Events and acks grouped per delivery, in the order they were emitted."""
         grouped: dict[str, tuple[Delivery, str, list[AnswerEvent]]] = {}

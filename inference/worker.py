@@ -11,7 +11,9 @@ Failure policy (at least once, answer posted once):
   `max_deliveries` it goes to the dead stream with an `error` event;
 - out of memory: the batch restarts at half the size; the worker keeps serving;
 - Redis unreachable or refusing writes (OOM, READONLY, MISCONF…): events and acks wait in the
-  outbox, /healthz says what is wrong, and the loop retries with backoff;
+  outbox, /healthz says what is wrong, and the loop retries with backoff; heartbeats cover the
+  entries whose writes wait there too (heartbeats only reset idle times, which a refusal allows),
+  so a finished answer is not taken for abandoned and answered again;
 - a question another worker took over (this one stalled past RECLAIM_IDLE_S) is dropped here:
   every write is fenced by ownership, so stale text is never merged into its answer;
 - a second entry for a question id already answered or in flight is acked and dropped.
@@ -666,7 +668,8 @@ class Worker:
             await asyncio.sleep(interval_s)
 
     async def _heartbeat(self) -> None:
-        self._lost |= await self.bus.heartbeat(self.name, [_held(job) for job in list(self._jobs.values())])
+        lost = await self.bus.heartbeat(self.name, self._holding())
+        self._lost |= lost & {write.entry_id for write in self._holding()}  # not those finished while it ran
         self.metrics.inflight.set(len(self._jobs))
         self.metrics.queue_depth.set(await self.bus.queue_depth())
         status = WorkerStatus(
@@ -699,6 +702,15 @@ class Worker:
             log.info("reclaimed %d questions from dead or departed workers", len(claimed))
             self.metrics.reclaimed.inc(len(claimed))
             self._inbox.extend(claimed)
+
+    def _holding(self) -> list[Write]:
+        """Every delivery this worker owns: questions it answers, answers whose last writes wait in the outbox
+        (Redis refusing writes: a finished answer must not look abandoned and be answered again), and reclaimed
+        entries not yet admitted."""
+        held = self._outbox.held()
+        held += [Write(d.entry_id, d.deliveries, d.question.id) for d in self._inbox if d.question is not None]
+        held += [_held(job) for job in list(self._jobs.values())]
+        return list({write.entry_id: write for write in held}.values())  # a question answered now: its job's
 
     async def _poll_cancels(self) -> None:
         if self._jobs:

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -232,6 +233,33 @@ def test_redis_refusing_writes_keeps_workers_up_and_loses_nothing_queued(
         admin.close()
     assert run_kullm(["ask", "한국의 수도는 어디야?"], redis_server.url).stdout.strip() == trained.CAPITAL
     assert "Traceback" not in worker.log() and "redis refuses writes (OOM)" in worker.log()
+
+
+def test_an_answer_finished_as_redis_starts_refusing_writes_is_not_taken_over(
+    start_worker: StartWorker, redis_server: RedisServer
+) -> None:
+    """The step that finishes an answer makes Redis refuse writes, so its last events and its ack wait in the
+    worker's outbox (the soak met this by chance). The worker still owns the entry: its heartbeats keep it fresh
+    past RECLAIM_IDLE_S (2 s here), no worker takes it over, and once Redis takes writes again the answer arrives
+    once, with no restart. Before the fix only running answers were heartbeated: the entry looked abandoned, was
+    answered again by whichever worker reclaimed it, and after MAX_DELIVERIES dead-lettered."""
+    fault = {"ENGINE": "tests.support.faults:refuse_at_finish", "FAULTS_INNER": "scripted"}
+    workers = [start_worker(**fault), start_worker(**fault)]
+    ask = AskProcess(redis_server.url, "긴 이야기를 들려줘")
+    ask.wait_for("delta")
+    admin = redis.Redis.from_url(redis_server.url)
+    try:
+        wait_until(lambda: any("refuses writes (OOM)" in w.log() for w in workers), 30, what="the refusal seen")
+        time.sleep(6)  # three reclaim idle times
+    finally:
+        admin.config_set("maxmemory", 0)
+        admin.delete("ballast")
+        admin.close()
+    assert ask.finish() == 0, ask.stderr()
+    assert ask.final()["text"] == trained.LONG_STORY
+    assert "restart" not in ask.types() and ask.types().count("started") == 1
+    assert all(w.metrics()["kullm_reclaimed_total"] == 0 for w in workers)
+    assert not any("another worker owns it now" in w.log() or "dead-lettered" in w.log() for w in workers)
 
 
 def test_a_flood_of_idle_connections_cannot_take_the_health_port_or_redis(

@@ -109,6 +109,31 @@ class Paced(DelegatingEngine):
         return updates
 
 
+class RefuseWritesAtFinish(DelegatingEngine):
+    """The step that finishes the first answer also makes Redis refuse writes (`maxmemory` under what it holds,
+    `noeviction`), so that answer's last events and its ack are left in the worker's outbox. The test lifts it."""
+
+    def __init__(self, inner: Any, redis_url: str) -> None:
+        super().__init__(inner)
+        self.redis_url = redis_url
+        self.fired = False
+
+    def step(self) -> list[GenerationUpdate]:
+        updates = super().step()
+        if not self.fired and any(update.finished for update in updates):
+            self.fired = True
+            import redis
+
+            admin = redis.Redis.from_url(self.redis_url)
+            try:
+                admin.set("ballast", b"x" * 2_000_000)
+                admin.config_set("maxmemory-policy", "noeviction")
+                admin.config_set("maxmemory", 1_000_000)
+            finally:
+                admin.close()
+        return updates
+
+
 def paced(settings: WorkerSettings) -> Loaded:
     """ENGINE=tests.support.faults:paced, with PACE_STEP_S (default 0.01)."""
     loaded = _inner(settings)
@@ -133,6 +158,12 @@ def oom_random(settings: WorkerSettings) -> Loaded:
     above, rate = int(os.environ.get("OOM_ABOVE", "4")), float(os.environ.get("OOM_RATE", "0.3"))
     engine = OutOfMemorySometimes(loaded.engine, above, rate, os.environ.get("WORKER_NAME", ""))
     return Loaded(engine, loaded.prompts)
+
+
+def refuse_at_finish(settings: WorkerSettings) -> Loaded:
+    """ENGINE=tests.support.faults:refuse_at_finish"""
+    loaded = _inner(settings)
+    return Loaded(RefuseWritesAtFinish(loaded.engine, settings.redis_url), loaded.prompts)
 
 
 class ModelsFront:

@@ -602,15 +602,15 @@ def peak_holders(traces: list[dict[str, Any]], top: int = 5) -> str:
     (a block counts from its `alloc` to its `free_requested`, as `torch.cuda.memory_allocated` counts it), and the
     lines whose blocks were alive then. Blocks allocated before the recording began (the weights) are not in it."""
     total = peak = peak_at = 0
-    sizes: dict[int, int] = {}
+    allocated: dict[int, int] = {}  # address → size of the blocks allocated since the recording began
     for index, entry in enumerate(traces):
         if entry.get("action") == "alloc":
-            sizes[entry["addr"]] = int(entry["size"])
+            allocated[entry["addr"]] = int(entry["size"])
             total += int(entry["size"])
             if total > peak:
                 peak, peak_at = total, index
         elif entry.get("action") == "free_requested":
-            total -= sizes.pop(entry["addr"], 0)
+            total -= allocated.pop(entry["addr"], 0)
     live: dict[int, dict[str, Any]] = {}
     for entry in traces[: peak_at + 1]:
         if entry.get("action") == "alloc":

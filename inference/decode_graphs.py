@@ -81,7 +81,7 @@ class FixedShapeDecoder:
         self._pad = pad_token_id
         self._shapes: dict[tuple[int, int], _Shape] = {}
         self._buffers: weakref.ref[torch.Tensor] | None = None  # the cache buffer the graphs point into
-        # The stream warm-ups run on: one for every capture, as cuBLAS keeps a workspace for each stream it meets.
+        # The stream warm-ups run on, the same for all captures: cuBLAS keeps a workspace for each stream it meets.
         self._side: Any = None
         self.last: _Shape | None = None  # the shape of the last step, with its inputs
 

@@ -710,7 +710,7 @@ class Worker:
         held = self._outbox.held()
         held += [Write(d.entry_id, d.deliveries, d.question.id) for d in self._inbox if d.question is not None]
         held += [_held(job) for job in list(self._jobs.values())]
-        return list({write.entry_id: write for write in held}.values())  # a question answered now: its job's
+        return list({write.entry_id: write for write in held}.values())  # one per entry; a running job's wins
 
     async def _poll_cancels(self) -> None:
         if self._jobs:

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import redis
 from aiohttp import web
 
 from inference.engine import DelegatingEngine, GenerationRequest, GenerationUpdate, Loaded
@@ -122,8 +123,6 @@ class RefuseWritesAtFinish(DelegatingEngine):
         updates = super().step()
         if not self.fired and any(update.finished for update in updates):
             self.fired = True
-            import redis
-
             admin = redis.Redis.from_url(self.redis_url)
             try:
                 admin.set("ballast", b"x" * 2_000_000)

@@ -10,9 +10,10 @@ user text cannot open a template section, and generation stops at a new `###` se
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,95 @@ def neutralise(text: str) -> str:
     Also after any line break and any invisible prefix, and still so after NFKC normalisation.
     """
     return _FORGED_SECTION.sub(lambda m: m.group(1) + m.group(2) + SAFE_HASH * len(m.group(3)), text)
+
+
+# A run of a chat template's own text is a role marker when it holds one of these (`[INST]`, `<<SYS>>`, `<|user|>`).
+MARKER_BRACKETS = frozenset("<>[]{}|")
+# Where a run of template text splits into markers and words: `<start_of_turn>user`, `<s>[INST]`.
+_MARKER_EDGE = re.compile(r"(?<=[>\]}])(?=[\w<\[{])|(?<=\w)(?=[<\[{])")
+# Put after the first character of a marker found in user text: a plain space, which no tokenizer we serve drops.
+DEFUSE = " "
+
+
+@functools.cache
+def _lookalikes() -> dict[str, str]:
+    """Character → every character NFKC turns into it (itself included), for the ASCII a marker is made of."""
+    found: dict[str, set[str]] = {chr(c): {chr(c)} for c in range(0x21, 0x7F)}
+    for c in map(chr, _PLANES):
+        folded = unicodedata.normalize("NFKC", c)
+        if folded in found:
+            found[folded].add(c)
+    return {c: "".join(sorted(alike)) for c, alike in found.items()}
+
+
+class Markers:
+    """The strings that give a prompt its structure and must never come from a user: the tokenizer's special and
+    added tokens (`</s>`, `<|endoftext|>`) and the role markers written by its chat template (`[INST]`, `<<SYS>>`).
+
+    `defuse` breaks each one found in user text with a space after its first character (`< /s>`), so the
+    tokenizer reads plain characters where a special id or a role would be. Matched regardless of case and
+    through NFKC look-alikes (a tokenizer may normalise before it matches); repeated until none is left, since
+    a space breaks a marker but never makes one (markers hold no blanks). `###` sections are `neutralise`'s.
+    """
+
+    def __init__(self, markers: Iterable[str] = ()) -> None:
+        self.markers = tuple(sorted({m for m in markers if len(m) > 1 and not any(c.isspace() for c in m)}))
+        alike = _lookalikes() if self.markers else {}
+        alternatives = [
+            "".join(f"[{_char_class(alike[c])}]" if c in alike else re.escape(c) for c in marker)
+            for marker in sorted(self.markers, key=len, reverse=True)
+        ]
+        self._pattern = re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
+
+    def defuse(self, text: str) -> str:
+        """`text` with every marker broken; text holding none is returned as it is."""
+        if self._pattern is None:
+            return text
+        while True:
+            defused = self._pattern.sub(lambda m: m.group(0)[0] + DEFUSE + m.group(0)[1:], text)
+            if defused == text:
+                return text
+            text = defused
+
+
+NO_MARKERS = Markers()
+
+
+def tokenizer_markers(tokenizer: Any, chat_template: Callable[[list[dict[str, str]]], str] | None) -> Markers:
+    """The markers of this tokenizer and chat template, read from them (not from a list kept by hand)."""
+    specials = {str(token) for token in getattr(tokenizer, "all_special_tokens", ())}
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    specials |= {str(getattr(token, "content", token)) for token in added.values()}
+    found = set(specials)
+    if chat_template is not None:
+        for piece in _scaffolding(chat_template):
+            for run in piece.split():
+                parts = [part for cut in _split_at(run, specials) for part in _MARKER_EDGE.split(cut)]
+                found |= {part for part in parts if MARKER_BRACKETS & set(part) and any(c.isalnum() for c in part)}
+    return Markers(found)
+
+
+def _split_at(text: str, separators: set[str]) -> list[str]:
+    if not separators:
+        return [text]
+    return re.split("|".join(map(re.escape, sorted(separators, key=len, reverse=True))), text)
+
+
+def _scaffolding(chat_template: Callable[[list[dict[str, str]]], str]) -> list[str]:
+    """The text a chat template writes around the messages: rendered with placeholder contents, split at them."""
+    placeholder = "\ue000{}\ue001"
+    roles = ("system", "user", "assistant", "user")
+    conversations = [
+        [{"role": r, "content": placeholder.format(i)} for i, r in enumerate(turns)] for turns in (roles, roles[1:])
+    ]
+    pieces: list[str] = []
+    for messages in conversations:
+        try:  # some templates refuse a system message: the conversation without one still shows the rest
+            rendered = chat_template(messages)
+        except Exception:  # a template's own refusal (jinja raise_exception) may be any exception
+            continue
+        pieces += re.split("\ue000\\d+\ue001", rendered)
+    return pieces
 
 
 def render_kullm_v1(question: str, context: str = "") -> str:
@@ -159,6 +249,7 @@ class PromptBuilder:
         context_window: int,
         chat_template: Callable[[list[dict[str, str]]], str] | None = None,
         system_prompt: str | None = None,
+        markers: Markers = NO_MARKERS,
     ) -> None:
         if template is Template.CHAT and chat_template is None:
             raise ValueError("TEMPLATE=chat needs a tokenizer with a chat template")
@@ -167,10 +258,16 @@ class PromptBuilder:
         self.context_window = context_window
         self.chat_template = chat_template
         self.system_prompt = system_prompt
+        self.markers = markers
+
+    def user_text(self, text: str) -> str:
+        """Text that came from a user (question, 맥락, files, history, instructions), unable to act as the
+        template's structure: no `###` section, no special token, no role marker."""
+        return self.markers.defuse(neutralise(text))
 
     def system(self, instructions: str = "") -> str:
         """The system prompt and a channel's instructions (its persona), as one text; may be empty."""
-        return "\n\n".join(part for part in (self.system_prompt, neutralise(instructions.strip())) if part)
+        return "\n\n".join(part for part in (self.system_prompt, self.user_text(instructions.strip())) if part)
 
     def build(
         self,
@@ -190,8 +287,8 @@ class PromptBuilder:
         """
         budget = self.context_window - max_new_tokens
         system = self.system(instructions)
-        question, context = neutralise(question), neutralise(context)
-        turns = [Turn(question=neutralise(t.question), answer=neutralise(t.answer)) for t in history]
+        question, context = self.user_text(question), self.user_text(context)
+        turns = [Turn(question=self.user_text(t.question), answer=self.user_text(t.answer)) for t in history]
         alone = self.count_tokens(self.render(question, "", [], system))
         if alone > budget:
             raise PromptTooLong(alone, budget)
@@ -287,12 +384,14 @@ def prompt_builder(
     settings: WorkerSettings, tokenizer: Any, window: int, count_tokens: Callable[[str], int] | None = None
 ) -> PromptBuilder:
     """The builder every engine and `kullm prompt` use: TEMPLATE, SYSTEM_PROMPT and the tokenizer's own counts."""
+    chat_template = tokenizer_chat_template(tokenizer)
     return PromptBuilder(
         Template(settings.template),
         count_tokens or token_counter(tokenizer),
         window,
-        tokenizer_chat_template(tokenizer),
+        chat_template,
         settings.system_prompt,
+        tokenizer_markers(tokenizer, chat_template),
     )
 
 

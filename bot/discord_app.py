@@ -21,6 +21,7 @@ import discord
 import yarl
 from discord import app_commands
 
+from bot.pdf_text import PdfReader
 from bot.process import EXIT_CONFIG, EXIT_OK, load_settings, on_stop_signal
 from bot.relay import Asked, PlaceholderGone, Relay
 from bot.settings import DiscordSettings
@@ -268,6 +269,7 @@ class KullmDiscord(discord.Client):
         self.language: Any = settings.bot_language
         surface = DiscordSurface(self, settings.discord_edit_interval_s, settings.bot_language)
         self.relay: Relay[DiscordOrigin, DiscordTarget] = Relay(bus, surface, settings)
+        self.pdfs = PdfReader(settings.pdf_budget())
         self.tree = app_commands.CommandTree(self)
         self._register_commands()
 
@@ -503,7 +505,9 @@ class KullmDiscord(discord.Client):
                 except discord.HTTPException as exc:
                     notice = text("file_not_decodable", self.language, name=attachment.filename)
                     raise FileRefused(notice) from exc
-                texts.append((attachment.filename, file_text(attachment.filename, data, limit, self.language)))
+                texts.append(
+                    (attachment.filename, await file_text(attachment.filename, data, limit, self.language, self.pdfs))
+                )
             except FileRefused as refused:
                 await self.relay.surface.refuse(origin, refused.notice)
                 return None

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.pdf_text import PdfBudget
 from chatbus.messages import MAX_CONTEXT_CHARS, MAX_QUESTION_CHARS
 
 # A worker that takes a question just before it expires still sends `started` (or `expired`) soon after.
@@ -36,6 +37,11 @@ class ClientSettings(BaseSettings):
     # a file attached to a question is read as its 맥락 up to this size.
     summary_include_bots: bool = False
     max_file_bytes: int = Field(default=200_000, ge=1, le=MAX_CONTEXT_CHARS)
+    # A PDF is read in a child process within these budgets (bot.pdf_text), at most PDF_PARALLEL at once.
+    pdf_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    pdf_memory_mb: int = Field(default=768, ge=128)
+    pdf_max_pages: int = Field(default=300, ge=1)
+    pdf_parallel: int = Field(default=2, ge=1)
     history_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     lease_ttl_s: float = Field(default=10.0, gt=0)
     redis_outage_s: float = Field(default=60.0, ge=0)
@@ -43,6 +49,14 @@ class ClientSettings(BaseSettings):
     feedback_ttl_days: int = Field(default=90, ge=0, le=3650)
     # Keep each voted answer's question and answer text with its votes (`kullm feedback --json` prints them).
     feedback_keep_text: bool = False
+
+    def pdf_budget(self) -> PdfBudget:
+        return PdfBudget(
+            wall_s=self.pdf_timeout_s,
+            memory_bytes=self.pdf_memory_mb * 1024 * 1024,
+            max_pages=self.pdf_max_pages,
+            parallel=self.pdf_parallel,
+        )
 
     @property
     def feedback_ttl_s(self) -> int:

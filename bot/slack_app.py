@@ -32,6 +32,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.formatting import split_message
 from bot.mrkdwn import slack_escape, to_slack_mrkdwn
+from bot.pdf_text import PdfReader
 from bot.process import EXIT_CONFIG, EXIT_OK, load_settings, on_stop_signal
 from bot.relay import Asked, CannotPost, PlaceholderGone, Relay
 from bot.settings import SlackSettings
@@ -406,6 +407,7 @@ class KullmSlack:
         self.bus = bus
         self.client = client
         self.language: Any = settings.bot_language
+        self.pdfs = PdfReader(settings.pdf_budget())
         signing = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
         self.app = AsyncApp(
             client=client,
@@ -623,7 +625,9 @@ class KullmSlack:
             try:
                 check_size(name, int(shared.get("size") or 0), self.settings.max_file_bytes, self.language)
                 data = await self._download(str(shared.get("url_private_download") or shared.get("url_private")))
-                texts.append((name, file_text(name, data, self.settings.max_file_bytes, self.language)))
+                texts.append(
+                    (name, await file_text(name, data, self.settings.max_file_bytes, self.language, self.pdfs))
+                )
             except FileRefused as refused:
                 await self.relay.surface.refuse(origin, refused.notice)
                 return None

@@ -56,6 +56,10 @@ _TEXTS: dict[str, dict[Language, str]] = {
         "ko": "❌ PDF {name}에서 글자를 찾지 못했습니다 (스캔한 이미지인가요?).",
         "en": "❌ No text found in the PDF {name} (is it a scanned image?).",
     },
+    "file_too_complex": {
+        "ko": "❌ PDF {name}은(는) 읽기 한도({seconds:.0f}초, 메모리, 압축을 푼 크기)를 넘어 읽지 않았습니다.",
+        "en": "❌ The PDF {name} was not read: it exceeds the reading budget ({seconds:.0f} s, memory, unpacked size).",
+    },
     "persona_shown": {
         "ko": "🎭 이 채널의 페르소나 (<@{by}> 님이 {at}에 설정):\n{persona}",
         "en": "🎭 This channel's persona (set by <@{by}> on {at}):\n{persona}",

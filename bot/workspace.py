@@ -2,8 +2,9 @@
 
 A transcript is one line per message, `name: text` (display names, not ids), oldest first: the worker
 splits a long one between messages (`inference.tasks`). A file becomes 맥락 when it is text: UTF-8,
-or the Korean legacy encodings CP949 / EUC-KR, up to MAX_FILE_BYTES; anything else is refused with
-a reason naming the limit. Nothing read here is stored beyond the question.
+or the Korean legacy encodings CP949 / EUC-KR, up to MAX_FILE_BYTES, or a PDF read within its budget in a
+child process (`bot.pdf_text`); anything else is refused with a reason naming the file and the limit.
+Nothing read here is stored beyond the question.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from bot.pdf_text import PdfReader
 from bot.texts import Language, text
 from chatbus.messages import MAX_CONTEXT_CHARS
 
@@ -67,13 +69,23 @@ def check_size(name: str, size: int, max_bytes: int, language: Language) -> None
         raise FileRefused(text("file_too_large", language, name=name, size=size, limit=max_bytes))
 
 
-def file_text(name: str, data: bytes, max_bytes: int, language: Language) -> str:
-    """The text of an attached file, or FileRefused: too large, not a text type, or not decodable."""
+async def file_text(name: str, data: bytes, max_bytes: int, language: Language, pdfs: PdfReader) -> str:
+    """The text of an attached file, or FileRefused: too large, not a text type, not decodable, or a PDF past its
+    reading budget (`bot.pdf_text`: PDFs are read in a child process, never on the event loop)."""
     check_size(name, len(data), max_bytes, language)
-    suffix = PurePosixPath(name).suffix.lower()
-    if suffix == PDF:
-        return _pdf_text(name, data, language)
-    if suffix not in TEXT_EXTENSIONS or b"\x00" in data:
+    if PurePosixPath(name).suffix.lower() == PDF:
+        extracted, refused = await pdfs.text(data)
+        if extracted is None:
+            key = {"no_text": "file_no_text", "budget": "file_too_complex"}.get(refused or "", "file_not_decodable")
+            raise FileRefused(text(key, language, name=name, seconds=pdfs.budget.wall_s))
+        return extracted
+    return decoded_text(name, data, language)
+
+
+def decoded_text(name: str, data: bytes, language: Language) -> str:
+    """A text file's bytes as text (UTF-8, or CP949 which covers EUC-KR); FileRefused for anything else. Linear in
+    the bytes, which the caller has already held to MAX_FILE_BYTES: cheap enough for the event loop."""
+    if PurePosixPath(name).suffix.lower() not in TEXT_EXTENSIONS or b"\x00" in data:
         raise FileRefused(text("file_not_text", language, name=name))
     for encoding in ("utf-8-sig", "cp949"):  # CP949 is a superset of EUC-KR
         try:
@@ -88,20 +100,3 @@ def files_context(files: list[tuple[str, str]]) -> str:
     if len(files) == 1:
         return files[0][1]
     return "\n\n".join(f"[{name}]\n{body}" for name, body in files)
-
-
-def _pdf_text(name: str, data: bytes, language: Language) -> str:
-    import io
-
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
-
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except (PdfReadError, ValueError, KeyError, OSError) as exc:
-        raise FileRefused(text("file_not_decodable", language, name=name)) from exc
-    extracted = "\n\n".join(page.strip() for page in pages if page.strip())
-    if not extracted:  # a scan: images only
-        raise FileRefused(text("file_no_text", language, name=name))
-    return extracted

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.standins.discord import DiscordStandIn
-from tests.support import trained
+from tests.support import hostile_files, trained
 from tests.support.conformance import discord_standin_problems
 from tests.support.controls import stop_button_on, stored_votes, vote_buttons_on
 from tests.support.engines import LONG_CODE_QUESTION, RunWorker, long_code_answer
@@ -500,3 +500,17 @@ async def test_an_attached_text_file_is_the_questions_context_and_others_are_ref
     await s.send_message(s.channel_id, s.alice, d.mention("이 글을 요약해줘"), mention_bot=True, files=[binary])
     await s.wait_for(lambda: any("텍스트 파일이 아닙니다" in m["content"] for m in s.messages.values()))
     assert CONTEXT not in d.bot.log(), "a file's text is not logged"
+
+
+@pytest.mark.bot_env(PDF_TIMEOUT_S="8")
+async def test_another_users_question_is_answered_while_a_pdf_bomb_is_read(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    name, data = hostile_files.corpus()["text bomb"]  # 89.8 s on the event loop before PDFs had a child process
+    await s.send_message(
+        s.channel_id, s.alice, d.mention("요약해줘"), mention_bot=True, files=[(name, "application/pdf", data)]
+    )
+    asked = await s.send_message(s.channel_id, s.bob, d.mention("한국의 수도는 어디야?"), mention_bot=True)
+    await d.answer_in(await d.thread_for(int(asked["id"])), trained.CAPITAL)
+    refused = [m for m in s.messages.values() if name in m["content"] and "한도" in m["content"]]
+    assert not refused, "Bob's answer came while Alice's PDF was still being read"
+    await s.wait_for(lambda: any(name in m["content"] and "한도" in m["content"] for m in s.messages.values()))

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from bot.workspace import FileRefused, file_text, files_context, transcript
 from chatbus import AnswerEvent, Bus, Delta, Done, ErrorEvent, Progress, Question, Restart
 from inference import tasks
 from inference.worker import Worker
@@ -167,54 +166,6 @@ async def test_an_empty_text_fails_clearly(bus: Bus, run_worker: RunWorker, task
     run_worker()
     events = await run_task(bus, task, "   ")
     assert isinstance(events[-1], ErrorEvent) and events[-1].code == "failed" and "empty" in events[-1].message
-
-
-# ---------------------------------------------------------------------------------------------- files as 맥락
-
-
-def minimal_pdf(line: str) -> bytes:
-    """A one-page PDF showing `line` in Helvetica, written by hand (objects, cross-reference table, trailer)."""
-    stream = f"BT /F1 18 Tf 72 720 Td ({line}) Tj ET".encode()
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
-        b" /Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out, offsets = bytearray(b"%PDF-1.4\n"), []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
-
-
-def test_a_files_text_is_read_in_utf8_or_korean_legacy_encodings_and_pdf() -> None:
-    korean = "회의록: 예산은 밥이, 일정은 앨리스가 맡는다."
-    assert file_text("a.txt", korean.encode("utf-8-sig"), 1000, "ko") == korean
-    assert file_text("a.csv", korean.encode("cp949"), 1000, "ko") == korean
-    assert file_text("a.md", korean.encode("euc-kr"), 1000, "ko") == korean
-    assert file_text("report.pdf", minimal_pdf("KULLM answers in Korean."), 10_000, "ko") == "KULLM answers in Korean."
-    refusals = {
-        "too large": ("a.txt", b"x" * 1001, "1,000"),
-        "binary type": ("a.png", b"\x89PNG", "텍스트 파일이 아닙니다"),
-        "NUL bytes": ("a.txt", b"abc\x00def", "텍스트 파일이 아닙니다"),
-        "undecodable": ("a.txt", b"\xff\xfe\xfd\x80", "읽을 수 없습니다"),
-        "broken pdf": ("a.pdf", b"%PDF-1.4 not really", "읽을 수 없습니다"),
-    }
-    for case, (name, data, said) in refusals.items():
-        with pytest.raises(FileRefused) as refused:
-            file_text(name, data, 1000, "ko")
-        assert said in refused.value.notice and name in refused.value.notice, case
-    long_thread = transcript([f"사람: {i}번 메시지 " + "가" * 40 for i in range(10)], 400)
-    assert long_thread.startswith("(앞의 메시지 5개는 너무 길어 빠졌습니다)\n사람: 5번") and len(long_thread) <= 400
-    assert files_context([("a.txt", "가")]) == "가"
-    assert files_context([("a.txt", "가"), ("b.txt", "나")]) == "[a.txt]\n가\n\n[b.txt]\n나"
 
 
 # ---------------------------------------------------------------------------------------------- kullm ask --task

@@ -7,7 +7,13 @@ instructions (as a channel's persona is); workers answer it in the model's templ
 needs a key (`kullm keys create`): keys are stored as SHA-256 digests only, and each has its limits —
 questions a minute, tokens a day, questions open at once (which is also what keeps one key from
 starving the others: it can never hold more than that many places in the queue). A client that
-disconnects cancels its question at once.
+disconnects cancels its question within DISCONNECT_POLL_S, queued or answering, streamed or not.
+
+Hostile clients cost little: a key verified once is trusted for API_KEY_CACHE_S without a Redis round trip,
+and keys not yet verified are looked up at most FAILED_KEYS_PER_S a second per client address (a burst
+of FAILED_KEY_BURST), so a flood of wrong keys is refused before it reaches Redis; the listener sits
+behind the shared connection guard (header timeout, a connection cap sized to the descriptors); every
+waiting answer is followed through the process's one answer reader, not a connection each.
 
     kullm api          # 127.0.0.1:8080 by default (API_HOST, API_PORT)
 """
@@ -22,14 +28,16 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import Field, ValidationError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bot.follow import follow_answer
 from bot.limits import check_question
 from bot.process import EXIT_CONFIG, EXIT_OK, load_settings, on_stop_signal
 from bot.settings import ClientSettings
@@ -47,14 +55,21 @@ from chatbus import (
     Turn,
     connect,
 )
+from chatbus.http_guard import HEADER_TIMEOUT_S, ConnectionGuard, descriptor_cap
 from chatbus.messages import MAX_INSTRUCTIONS_CHARS, MAX_TURN_CHARS, MAX_TURNS
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 KEY_PREFIX = "kullm-"
 RATE_WINDOW_S = 60
 DISCONNECT_POLL_S = 0.25
 MODELS_TTL_S = 10.0  # how long the workers' reported model names are reused
+KEY_CACHE_MAX = 10_000
+FAILED_KEYS_PER_S = 5.0
+FAILED_KEY_BURST = 20
+ADDRESSES_MAX = 10_000  # client addresses whose failed-key budget is remembered (the least recent forgotten)
+KEEPALIVE_TIMEOUT_S = 15.0
 # The contract's sampling bounds (chatbus.messages.Question); the worker's DO_SAMPLE=false still wins.
 MAX_TEMPERATURE = 2.0
 
@@ -66,6 +81,12 @@ class ApiSettings(ClientSettings):
     api_port: int = Field(default=8080, ge=1, le=65535)
     api_max_tokens: int = Field(default=512, ge=1)  # `max_tokens` above this is lowered to it
     api_model: str = ""  # the model name shown; empty: what the workers report serving
+    # Connections open at once (lowered to what the process's file descriptors allow), and how long a connection
+    # may take to send its request headers.
+    api_max_connections: int = Field(default=4096, ge=16)
+    # A verified key is trusted this long without a Redis lookup, so a revoked key still works at most this long.
+    api_key_cache_s: float = Field(default=10.0, ge=0, le=300)
+    api_header_timeout_s: float = Field(default=HEADER_TIMEOUT_S, gt=0)
 
 
 def digest(key: str) -> str:
@@ -115,12 +136,92 @@ class Call:
     include_usage: bool
 
 
+class KeyCheck:
+    """Which API key a request carries, at the least cost to Redis; see the module docstring."""
+
+    def __init__(self, bus: Bus, cache_s: float) -> None:
+        self.bus = bus
+        self.cache_s = cache_s
+        self._verified: dict[str, tuple[ApiKey, float]] = {}  # digest → (key, verified at), oldest first
+        self._budgets: dict[str, tuple[float, float]] = {}  # address → (tokens, updated at), least recent first
+        self._looking_up: dict[str, asyncio.Future[ApiKey | None]] = {}  # digest → its lookup under way
+
+    async def key(self, request: web.Request) -> ApiKey:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "missing API key: send `Authorization: Bearer <key>`", code="invalid_api_key")
+        found = digest(token.strip())
+        now = time.monotonic()
+        cached = self._verified.get(found)
+        if cached is not None and now - cached[1] < self.cache_s:
+            return cached[0]
+        pending = self._looking_up.get(found)
+        try:
+            key = await asyncio.shield(pending) if pending is not None else await self._look_up(found, request, now)
+        except RedisError as exc:
+            raise unavailable(exc) from exc
+        if key is None:
+            raise ApiError(401, "incorrect API key", code="invalid_api_key")
+        return key
+
+    async def _look_up(self, found: str, request: web.Request, now: float) -> ApiKey | None:
+        """One Redis lookup, shared by the requests that carry the same key meanwhile; paid from the address's
+        budget unless it finds a key."""
+        address = request.remote or "?"
+        if not self._spend(address, now):
+            raise ApiError(
+                429,
+                "too many requests with unknown API keys from this address",
+                "requests",
+                "rate_limit_exceeded",
+                retry_after=max(1, round(1 / FAILED_KEYS_PER_S)),
+            )
+        lookup = self._looking_up[found] = asyncio.ensure_future(self.bus.api_key(found))
+        try:
+            key = await asyncio.shield(lookup)
+        except RedisError as exc:
+            raise unavailable(exc) from exc
+        finally:
+            self._looking_up.pop(found, None)
+        if key is not None:
+            self._refund(address)
+            self._verified.pop(found, None)
+            self._verified[found] = (key, now)
+            if len(self._verified) > KEY_CACHE_MAX:
+                del self._verified[next(iter(self._verified))]
+        return key
+
+    def _spend(self, address: str, now: float) -> bool:
+        """Take one lookup from the address's budget (a token bucket); False when it has none left."""
+        tokens, updated = self._budgets.pop(address, (float(FAILED_KEY_BURST), now))
+        tokens = min(float(FAILED_KEY_BURST), tokens + (now - updated) * FAILED_KEYS_PER_S)
+        self._budgets[address] = (tokens - 1 if tokens >= 1 else tokens, now)
+        if len(self._budgets) > ADDRESSES_MAX:
+            del self._budgets[next(iter(self._budgets))]
+        return tokens >= 1
+
+    def _refund(self, address: str) -> None:
+        """A lookup that found a key costs the address nothing."""
+        tokens, updated = self._budgets.get(address, (float(FAILED_KEY_BURST), 0.0))
+        self._budgets[address] = (min(float(FAILED_KEY_BURST), tokens + 1), updated)
+
+
+def unavailable(exc: RedisError) -> ApiError:
+    """503 naming why the queue cannot be used: down, not answering, or refusing writes."""
+    why = "is not answering" if isinstance(exc, RedisTimeoutError) else "is unreachable"
+    if isinstance(exc, ResponseError):
+        why = f"refuses writes ({str(exc).split(chr(10))[0][:120]})"
+    return ApiError(503, f"the queue (Redis) {why}", "server_error", "service_unavailable", retry_after=5)
+
+
 class Api:
     """The HTTP handlers, on one bus."""
 
     def __init__(self, bus: Bus, settings: ApiSettings) -> None:
         self.bus = bus
         self.settings = settings
+        self.keys = KeyCheck(bus, settings.api_key_cache_s)
         self._served: list[str] = []
         self._models_read_at = 0.0
 
@@ -133,20 +234,23 @@ class Api:
         return app
 
     async def health(self, request: web.Request) -> web.Response:
+        """200 while Redis answers; 503 naming why not (down, not answering within its timeout)."""
         try:
             await self.bus.queue_depth()
-        except RedisError:
-            return web.json_response({"status": "redis unreachable"}, status=503)
+        except RedisError as exc:
+            return web.json_response({"status": unavailable(exc).message}, status=503)
         return web.json_response({"status": "ok"})
 
     # ------------------------------------------------------------------ endpoints
 
     async def models(self, request: web.Request) -> web.Response:
         try:
-            await self._key(request)
+            await self.keys.key(request)
             names = await self._models()
         except ApiError as exc:
             return exc.response()
+        except RedisError as exc:
+            return unavailable(exc).response()
         return web.json_response({"object": "list", "data": [_model(name) for name in names]})
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
@@ -157,7 +261,7 @@ class Api:
 
     async def _complete(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
         try:
-            key = await self._key(request)
+            key = await self.keys.key(request)
             call = _parse(await _json(request), chat, self.settings.api_max_tokens)
             refusal = check_question(self.settings, call.question)
             if refusal:
@@ -166,8 +270,8 @@ class Api:
             model = (await self._models())[0]
         except ApiError as exc:
             return exc.response()
-        except RedisError:
-            return ApiError(503, "the queue (Redis) is unreachable", "server_error", "service_unavailable").response()
+        except RedisError as exc:
+            return unavailable(exc).response()
         try:
             item = Question.new(
                 "api",
@@ -201,8 +305,8 @@ class Api:
                 raise ApiError(503, f"the queue is full ({exc.depth} waiting)", "server_error", "overloaded") from exc
         except ApiError as exc:
             return exc.response()
-        except RedisError:
-            return ApiError(503, "the queue (Redis) is unreachable", "server_error", "service_unavailable").response()
+        except RedisError as exc:
+            return unavailable(exc).response()
         log.info("api question %s queued (key %s)", item.id, key.name)
         try:
             if call.stream:
@@ -215,21 +319,13 @@ class Api:
     # ------------------------------------------------------------------ answering
 
     async def _whole(self, request: web.Request, call: Call, item: Question, model: str) -> web.StreamResponse:
-        """The answer in one response; the question is cancelled if the client goes away meanwhile."""
-        answer = asyncio.ensure_future(self._final(item.id))
+        """The answer in one response."""
         try:
-            while not answer.done():
-                transport = request.transport
-                if transport is None or transport.is_closing():
-                    await self._cancel(item.id, "client disconnected")
-                    answer.cancel()
-                    return web.Response(status=499)
-                await asyncio.wait({answer}, timeout=DISCONNECT_POLL_S)
-            done = answer.result()
+            done = await self._until_disconnect(request, item.id, self._final(item.id))
         except ApiError as exc:
             return exc.response()
-        finally:
-            answer.cancel()
+        if done is None:
+            return web.Response(status=499)
         return web.json_response(_completion(call, item.id, model, done))
 
     async def _final(self, question_id: str) -> Done:
@@ -242,7 +338,16 @@ class Api:
         """Server-sent events: OpenAI's chunks, `[DONE]` last; an error mid-stream is one `error` event."""
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
-        sent = 0  # characters of the answer the client has (a restarted answer continues after them)
+        if await self._until_disconnect(request, item.id, self._send_events(response, call, item, model)) is None:
+            return response
+        with contextlib.suppress(ConnectionError):
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        return response
+
+    async def _send_events(self, response: web.StreamResponse, call: Call, item: Question, model: str) -> bool:
+        """The answer's events as chunks; a restarted answer continues after the characters already sent."""
+        sent = 0
         shown = ""
         try:
             if call.chat:
@@ -262,28 +367,39 @@ class Api:
                     if call.include_usage:
                         await _send(response, _usage_chunk(call, item.id, model, event))
         except ApiError as exc:
-            with contextlib.suppress(ConnectionError):
-                await _send(response, exc.body())
-        except (ConnectionError, asyncio.CancelledError):  # the client went away: nobody reads the rest
-            await self._cancel(item.id, "client disconnected")
-            raise
-        with contextlib.suppress(ConnectionError):
-            await response.write(b"data: [DONE]\n\n")
-            await response.write_eof()
-        return response
+            await _send(response, exc.body())
+        return True
+
+    async def _until_disconnect(self, request: web.Request, question_id: str, answering: Awaitable[_T]) -> _T | None:
+        """`answering`'s result; None when the client went away first (its question is then cancelled, whether
+        it was queued or being answered): the connection is checked every DISCONNECT_POLL_S, and a write to a
+        closed one ends it at once."""
+        task = asyncio.ensure_future(answering)
+        try:
+            while not task.done():
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    break
+                await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if task.done() and not isinstance(task.exception(), ConnectionError):
+                return task.result()
+        finally:
+            task.cancel()
+        await self._cancel(question_id, "client disconnected")
+        return None
 
     async def _events(self, question_id: str) -> AsyncIterator[Any]:
-        """The answer's events; an `error` event or a silent worker becomes an ApiError."""
-        settings = self.settings
+        """The answer's events, read on through a Redis outage of up to REDIS_OUTAGE_S; an `error` event, a silent
+        worker or a Redis that stays away becomes an ApiError."""
         try:
-            async for _, event in self.bus.follow(
-                question_id, start_timeout_s=settings.start_timeout_s, stall_timeout_s=settings.answer_stall_timeout_s
-            ):
+            async for event in follow_answer(self.bus, question_id, self.settings):
                 if isinstance(event, ErrorEvent):
                     raise _error_of(event)
                 yield event
         except AnswerTimeout as exc:
             raise ApiError(504, "no answer arrived in time", "server_error", "timeout") from exc
+        except RedisError as exc:
+            raise unavailable(exc) from exc
 
     async def _cancel(self, question_id: str, why: str) -> None:
         log.info("api question %s: %s, cancelled", question_id, why)
@@ -291,19 +407,6 @@ class Api:
             await self.bus.request_cancel(question_id)
 
     # ------------------------------------------------------------------ keys and limits
-
-    async def _key(self, request: web.Request) -> ApiKey:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "missing API key: send `Authorization: Bearer <key>`", code="invalid_api_key")
-        try:
-            key = await self.bus.api_key(digest(token.strip()))
-        except RedisError as exc:
-            raise ApiError(503, "the queue (Redis) is unreachable", "server_error", "service_unavailable") from exc
-        if key is None:
-            raise ApiError(401, "incorrect API key", code="invalid_api_key")
-        return key
 
     async def _check_limits(self, key: ApiKey) -> None:
         if await self.bus.count_request("api", key.name, RATE_WINDOW_S) > key.questions_per_minute:
@@ -527,16 +630,20 @@ def main() -> int:
 async def _serve(settings: ApiSettings) -> int:
     redis = connect(settings.redis_url, settings.redis_password)
     api = Api(Bus(redis, Keys(settings.key_prefix)), settings)
-    runner = web.AppRunner(api.app(), access_log=None)
+    runner = web.AppRunner(api.app(), access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
     await runner.setup()
-    site = web.TCPSite(runner, settings.api_host, settings.api_port)
-    await site.start()
+    assert runner.server is not None
+    guard = ConnectionGuard(
+        header_timeout_s=settings.api_header_timeout_s, max_connections=descriptor_cap(settings.api_max_connections)
+    )
+    listener = await guard.serve(runner.server, settings.api_host, settings.api_port)
     log.info("OpenAI-compatible API on http://%s:%d/v1", settings.api_host, settings.api_port)
     stop = asyncio.Event()
     on_stop_signal(stop.set)
     try:
         await stop.wait()
     finally:
+        listener.close()
         await runner.cleanup()
         await redis.aclose()
     return EXIT_OK

@@ -1,7 +1,7 @@
 """Following an answer stream through a Redis outage: the relay and `kullm ask` read answers this way.
 
-The question and its events survive in Redis (AOF): when the connection drops, the follower
-waits for Redis to come back and reads on after the last event it saw, so nothing is shown
+The question and its events survive in Redis (AOF): when the connection drops or Redis stops
+answering, the follower waits for Redis to come back and reads on after the last event it saw, so nothing is shown
 twice or skipped. An outage longer than `REDIS_OUTAGE_S` is given up (the connection error
 is raised).
 """
@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.settings import ClientSettings
 from chatbus import AnswerEvent, Bus, cancel_requested
@@ -44,7 +45,7 @@ async def follow_answer(
                 after, outage_since = event_id, None
                 yield event
             return
-        except RedisConnectionError:
+        except (RedisConnectionError, RedisTimeoutError):  # down, or up but not answering (paused, stuck)
             if cancel_requested():  # the "outage" was a cancellation redis-py turned into a connection error
                 raise asyncio.CancelledError from None
             now = time.monotonic()

@@ -21,6 +21,7 @@ from typing import Any, Protocol, TextIO
 
 from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -199,7 +200,7 @@ async def ask(
     )
     try:
         return await _ask(bus, item, settings, _renderer(as_json, out, err, language), err)
-    except (RedisConnectionError, ResponseError) as exc:
+    except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
         return _redis_failed(exc, settings, err)
     finally:
         await bus.redis.aclose()
@@ -283,7 +284,7 @@ async def status(settings: ClientSettings, *, as_json: bool = False, out: TextIO
     bus = Bus(connect(settings.redis_url, settings.redis_password), Keys(settings.key_prefix))
     try:
         stats = await bus.stats()
-    except (RedisConnectionError, ResponseError) as exc:
+    except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
         return _redis_failed(exc, settings, sys.stderr)
     finally:
         await bus.redis.aclose()
@@ -323,7 +324,7 @@ async def feedback(
     bus = Bus(connect(settings.redis_url, settings.redis_password), Keys(settings.key_prefix))
     try:
         votes = await bus.votes(since)
-    except (RedisConnectionError, ResponseError) as exc:
+    except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
         return _redis_failed(exc, settings, sys.stderr)
     finally:
         await bus.redis.aclose()
@@ -356,14 +357,19 @@ def _renderer(as_json: bool, out: TextIO, err: TextIO, language: Language) -> Re
     return PlainText(out, err, language)
 
 
-def _redis_failed(exc: RedisConnectionError | ResponseError, settings: ClientSettings, err: TextIO) -> int:
-    """Say why Redis cannot be used (password refused, unreachable, refusing writes) and return EXIT_REDIS;
+def _redis_failed(
+    exc: RedisConnectionError | RedisTimeoutError | ResponseError, settings: ClientSettings, err: TextIO
+) -> int:
+    """Say why Redis cannot be used (password refused, unreachable, not answering, refusing writes) and return
+    EXIT_REDIS;
     any other Redis error is raised again."""
     language, url = settings.bot_language, redact_url(settings.redis_url)
     if isinstance(exc, AuthenticationError):  # a subclass of ConnectionError: asked first
         err.write(text("redis_auth", language, url=url) + "\n")
     elif isinstance(exc, RedisConnectionError):
         err.write(text("redis_down", language, url=url) + "\n")
+    elif isinstance(exc, RedisTimeoutError):
+        err.write(text("redis_stalled", language, url=url) + "\n")
     elif (refusal := write_refusal(exc)) is not None:
         err.write(text("redis_refuses", language, reason=refusal) + "\n")
     else:
@@ -416,7 +422,7 @@ async def keys(settings: ClientSettings, action: str, name: str | None = None, *
         print(secret)
         print(f"(the key for {name}: shown this once, stored only as its SHA-256)", file=sys.stderr)
         return EXIT_OK
-    except (RedisConnectionError, ResponseError) as exc:
+    except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
         return _redis_failed(exc, settings, sys.stderr)
     finally:
         await bus.redis.aclose()
@@ -455,7 +461,7 @@ async def usage(
                 parts = (platform, user, channel)
                 group = (day, *(parts[i] for i in USAGE_GROUPS[by]))
                 rows.setdefault(group, Counter())[metric] += count
-    except (RedisConnectionError, ResponseError) as exc:
+    except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
         return _redis_failed(exc, settings, sys.stderr)
     finally:
         await bus.redis.aclose()

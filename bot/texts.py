@@ -143,6 +143,10 @@ _TEXTS: dict[str, dict[Language, str]] = {
         "ko": "🔌 Redis에 연결할 수 없습니다 ({url}). REDIS_URL을 확인해 주세요.",
         "en": "🔌 Cannot reach Redis ({url}). Check REDIS_URL.",
     },
+    "redis_stalled": {
+        "ko": "🔌 Redis({url})가 응답하지 않습니다 (연결은 되지만 멈춘 상태). 잠시 후 다시 시도해 주세요.",
+        "en": "🔌 Redis ({url}) is not answering (it accepts connections but is stalled). Please try again shortly.",
+    },
     "redis_refuses": {
         "ko": "🔌 지금은 질문을 받을 수 없습니다: 대기열(Redis)이 쓰기를 거부합니다 ({reason}). "
         "잠시 후 다시 물어봐 주세요.",

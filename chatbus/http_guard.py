@@ -4,9 +4,14 @@ It lives here, beside the contract, because `bot/` and `inference/` must not imp
 and it needs nothing but asyncio. It wraps any asyncio protocol factory (aiohttp's included):
 
 - a connection must finish its request headers within `header_timeout_s`, or it is closed;
-- at most `max_connections` are open at once: a newcomer past the cap closes the oldest one still
-  waiting for its headers (a slow or half-open client), so a flood of idle sockets cannot hold
-  file descriptors the process needs for Redis, nor lock out a real health check.
+- at most `max_connections` are open at once: a newcomer past the cap closes the oldest one that
+  has waited at least SLOW_AFTER_S for its headers (a slow or half-open client; a real client sends
+  them within milliseconds), or, when none has, is closed itself: a flood of idle sockets cannot
+  hold file descriptors the process needs for Redis, nor lock out a real health check;
+- `descriptor_cap` sizes a cap to the process's file descriptors (raising the soft limit to the hard
+  one), so the cap is reached before the descriptors run out;
+- errors accepting connections (out of descriptors, of memory) are logged at most once every
+  ACCEPT_ERROR_LOG_S, with a count of the ones left out, instead of once per attempt.
 
 Idle keep-alive connections after a request are the wrapped server's (aiohttp's keepalive_timeout).
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +28,10 @@ log = logging.getLogger(__name__)
 
 HEADER_TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 256
+SLOW_AFTER_S = 1.0
+ACCEPT_ERROR_LOG_S = 10.0
+# Descriptors kept free of a listener's cap: the Redis pool, log files, child processes' pipes.
+RESERVED_DESCRIPTORS = 128
 _HEADERS_END = b"\r\n\r\n"
 
 
@@ -42,14 +52,16 @@ class ConnectionGuard:
         self, factory: Callable[[], asyncio.BaseProtocol], host: str, port: int, **kwargs: Any
     ) -> asyncio.Server:
         """Listen on host:port with the guard in front of `factory`."""
-        return await asyncio.get_running_loop().create_server(self.wrap(factory), host, port, **kwargs)
+        loop = asyncio.get_running_loop()
+        quiet_accept_errors(loop)
+        return await loop.create_server(self.wrap(factory), host, port, **kwargs)
 
     def _opened(self, connection: _Guarded) -> None:
         self.open[connection] = None
         if len(self.open) > self.max_connections:
-            oldest = next((c for c in self.open if c.waiting and c is not connection), None)
-            if oldest is not None:
-                self._close_slow(oldest, "over the connection cap")
+            slow_since = time.monotonic() - SLOW_AFTER_S
+            oldest = next((c for c in self.open if c.waiting and c.opened_at <= slow_since), None)
+            self._close_slow(oldest or connection, "over the connection cap")
 
     def _close_slow(self, connection: _Guarded, why: str) -> None:
         self.open.pop(connection, None)  # counted as gone now: its socket closes on the next loop pass
@@ -66,6 +78,7 @@ class _Guarded(asyncio.Protocol):
         self.inner = inner
         self.guard = guard
         self.waiting = True
+        self.opened_at = time.monotonic()
         self._tail = b""
         self._timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.BaseTransport | None = None
@@ -113,3 +126,52 @@ class _Guarded(asyncio.Protocol):
     def _timed_out(self) -> None:
         if self.waiting:
             self.guard._close_slow(self, f"no request headers within {self.guard.header_timeout_s:.0f}s")
+
+
+def descriptor_cap(wanted: int) -> int:
+    """`wanted` connections, or fewer when the process's descriptors cannot hold them beside
+    RESERVED_DESCRIPTORS; the soft descriptor limit is raised to the hard one first."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = wanted + RESERVED_DESCRIPTORS if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
+            soft = max(soft, target)
+        except (ValueError, OSError):
+            pass
+    cap = max(16, min(wanted, soft - RESERVED_DESCRIPTORS))
+    if cap < wanted:
+        log.warning("%d file descriptors allow %d connections, not %d: raise `ulimit -n`", soft, cap, wanted)
+    return cap
+
+
+def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Log the loop's accept errors at most once every ACCEPT_ERROR_LOG_S (with a count); pass on the rest."""
+    previous = loop.get_exception_handler()
+    if getattr(previous, "quiets_accept_errors", False):
+        return
+    state = {"logged_at": float("-inf"), "left_out": 0}
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if "accept" not in str(context.get("message", "")):
+            if previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+            return
+        now = time.monotonic()
+        if now - state["logged_at"] < ACCEPT_ERROR_LOG_S:
+            state["left_out"] += 1
+            return
+        log.error(
+            "cannot accept connections: %s (%d more such errors in the last %.0fs not logged)",
+            context.get("exception") or context.get("message"),
+            state["left_out"],
+            ACCEPT_ERROR_LOG_S,
+        )
+        state["logged_at"], state["left_out"] = now, 0
+
+    handler.quiets_accept_errors = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handler)

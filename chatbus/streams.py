@@ -15,19 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import SecretStr
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError, ResponseError
 
 from chatbus.errors import AnswerTimeout, MalformedMessage, QueueFull
 from chatbus.keys import FIELD, WORKER_GROUP, Keys
@@ -55,8 +53,16 @@ RELEASED_IDLE_MS = 10 * 24 * 3600 * 1000
 DEAD_MAXLEN = 10000
 # The dead stream keeps at most DEAD_MAXLEN entries of at most about this many characters each.
 DEAD_RAW_MAX_CHARS = 4096
-FOLLOW_BLOCK_MS = 1000
+# One XREAD follows every answer a process waits for (`AnswerReader`); a stream that starts being followed
+# joins it when the current read returns, so this is the most a newly followed answer's first event can wait.
+FOLLOW_BLOCK_MS = 100
 CONNECT_TIMEOUT_S = 5.0  # a host that drops packets is "unreachable" after this, not after the OS's minutes
+# A Redis that accepts connections but does not answer (paused, swapping, stuck on a slow script) is
+# "unreachable" after this: callers refuse clearly instead of hanging. Longer than any BLOCK the project uses.
+SOCKET_TIMEOUT_S = 4.0
+# Each process holds at most this many connections; a command that finds none free waits POOL_WAIT_S, then fails.
+MAX_CONNECTIONS = 64
+POOL_WAIT_S = 4.0
 
 # Leases are renewed and released only by the process that holds them.
 _RENEW_LUA = """
@@ -218,12 +224,80 @@ class BusStats:
     workers: tuple[WorkerStatus, ...]
 
 
+@dataclass(eq=False)
+class _Follower:
+    """One reader of one answer stream: batches of (event id, fields) arrive in `inbox`, or the Redis error."""
+
+    key: str
+    after: str
+    inbox: asyncio.Queue[list[tuple[str, Any]] | BaseException]
+
+
+class AnswerReader:
+    """One XREAD, in one task, for every answer stream a process follows.
+
+    A follower per waiting answer used to block a pooled connection each: a few hundred waiting API
+    clients emptied the pool and every other request failed. Here they share one blocking read of
+    every followed stream (up to FOLLOW_BLOCK_MS, so a stream followed meanwhile joins soon); each
+    follower gets its own stream's entries after its own last id, or the Redis error the read raised.
+    """
+
+    def __init__(self, redis: Redis, block_ms: int = FOLLOW_BLOCK_MS) -> None:
+        self.redis = redis
+        self.block_ms = block_ms
+        self._followers: dict[str, list[_Follower]] = {}
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[None] | None = None
+
+    def serves_running_loop(self) -> bool:
+        return self._loop is asyncio.get_running_loop()
+
+    def subscribe(self, key: str, after: str) -> _Follower:
+        follower = _Follower(key, after, asyncio.Queue())
+        self._followers.setdefault(key, []).append(follower)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._read(), name="answer-reader")
+        return follower
+
+    def unsubscribe(self, follower: _Follower) -> None:
+        followers = self._followers.get(follower.key, [])
+        if follower in followers:
+            followers.remove(follower)
+        if not followers:
+            self._followers.pop(follower.key, None)
+
+    async def _read(self) -> None:
+        while self._followers:
+            streams: dict[Any, Any] = {
+                key: min((f.after for f in followers), key=_stream_id) for key, followers in self._followers.items()
+            }
+            try:
+                response: Any = await self.redis.xread(streams, count=100, block=self.block_ms)
+            except RedisError as exc:
+                for followers in list(self._followers.values()):
+                    for follower in followers:
+                        follower.inbox.put_nowait(exc)
+                await asyncio.sleep(self.block_ms / 1000)  # they left or subscribe again: never a busy loop
+                continue
+            for raw_key, entries in response or []:
+                self._hand_out(_text(raw_key), [(_text(raw_id), fields) for raw_id, fields in entries])
+
+    def _hand_out(self, key: str, entries: list[tuple[str, Any]]) -> None:
+        for follower in self._followers.get(key, []):
+            after = _stream_id(follower.after)
+            fresh = [(event_id, fields) for event_id, fields in entries if _stream_id(event_id) > after]
+            if fresh:
+                follower.after = fresh[-1][0]
+                follower.inbox.put_nowait(fresh)
+
+
 class Bus:
     """Redis Streams calls of the contract, on one `redis.asyncio.Redis` client."""
 
     def __init__(self, redis: Redis, keys: Keys | None = None) -> None:
         self.redis = redis
         self.keys = keys or Keys()
+        self._reader: AnswerReader | None = None
         self._enqueue_script = redis.register_script(_ENQUEUE_LUA)
         self._renew_script = redis.register_script(_RENEW_LUA)
         self._release_script = redis.register_script(_RELEASE_LUA)
@@ -262,35 +336,38 @@ class Bus:
         """Yield (event id, event) of one answer until `done` or `error`.
 
         `start_timeout_s` bounds the wait for the first event, `stall_timeout_s` the gap
-        between later ones; past either, `AnswerTimeout` is raised.
+        between later ones; past either, `AnswerTimeout` is raised. Every answer a process follows
+        is read by one shared XREAD (`AnswerReader`), so a thousand waiting answers hold one
+        connection; a Redis error reaches each follower as it was raised.
         """
-        key = self.keys.answers(question_id)
-        last_event_at = time.monotonic()
-        started = False
-        while True:
-            if cancel_requested():  # redis-py may have swallowed the CancelledError in the last read
-                raise asyncio.CancelledError
-            limit = stall_timeout_s if started else start_timeout_s
-            block_ms = FOLLOW_BLOCK_MS
-            if limit is not None:  # wake up when the limit runs out, not up to a whole block later
-                block_ms = max(1, min(block_ms, math.ceil((last_event_at + limit - time.monotonic()) * 1000) + 1))
-            response = await self.redis.xread({key: after}, count=100, block=block_ms)
-            entries = _entries(response)
-            for raw_id, fields in entries:
-                after = _text(raw_id)
+        if self._reader is None or not self._reader.serves_running_loop():
+            self._reader = AnswerReader(self.redis)
+        follower = self._reader.subscribe(self.keys.answers(question_id), after)
+        try:
+            last_event_at = time.monotonic()
+            started = False
+            while True:
+                limit = stall_timeout_s if started else start_timeout_s
+                wait = None if limit is None else max(0.0, last_event_at + limit - time.monotonic())
                 try:
-                    event = decode_event(fields, after)
-                except MalformedMessage as exc:  # one bad event must not end the answer for its reader
-                    log.warning("answer %s: skipping an undecodable event (%s)", question_id, exc.reason)
-                    continue
-                started = True
-                last_event_at = time.monotonic()
-                yield after, event
-                if is_final(event):
-                    return
-            limit = stall_timeout_s if started else start_timeout_s
-            if not entries and limit is not None and time.monotonic() - last_event_at > limit:
-                raise AnswerTimeout(f"no answer event for {limit:.0f}s (question {question_id})")
+                    batch = await asyncio.wait_for(follower.inbox.get(), wait)
+                except TimeoutError:
+                    raise AnswerTimeout(f"no answer event for {limit:.0f}s (question {question_id})") from None
+                if isinstance(batch, BaseException):
+                    raise batch
+                for event_id, fields in batch:
+                    try:
+                        event = decode_event(fields, event_id)
+                    except MalformedMessage as exc:  # one bad event must not end the answer for its reader
+                        log.warning("answer %s: skipping an undecodable event (%s)", question_id, exc.reason)
+                        continue
+                    started = True
+                    last_event_at = time.monotonic()
+                    yield event_id, event
+                    if is_final(event):
+                        return
+        finally:
+            self._reader.unsubscribe(follower)
 
     async def claim_event(self, platform: str, event_id: str, ttl_s: int = 3600) -> bool:
         """True the first time a platform event is seen; False for a redelivery."""
@@ -712,6 +789,11 @@ def _entries(response: Any) -> list[tuple[Any, Any]]:
     return list(response[0][1]) if response else []
 
 
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
 def _text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
@@ -729,25 +811,34 @@ def cancel_requested() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-def connect(url: str, password: SecretStr | str | None = None) -> Redis:
+def connect(url: str, password: SecretStr | str | None = None, max_connections: int = MAX_CONNECTIONS) -> Redis:
     """A Redis client for the contract: bytes replies (entries may hold invalid UTF-8), RESP2.
 
     `password` (REDIS_PASSWORD) is used when the URL carries none; one in the URL wins.
 
     Commands are retried a few times on a dropped connection (a restarted Redis leaves stale
-    pooled connections); callers still see `ConnectionError` when Redis stays down.
+    pooled connections); callers still see `ConnectionError` when Redis stays down. A Redis that
+    does not answer is not retried: a command fails with `TimeoutError` after SOCKET_TIMEOUT_S.
+    The pool is bounded (MAX_CONNECTIONS): past it a command waits up to POOL_WAIT_S for a free
+    connection, then fails with `ConnectionError` like an unreachable Redis.
     """
-    retry = Retry(ExponentialBackoff(cap=0.5, base=0.02), retries=3)
-    return Redis.from_url(
+    # Only a dropped connection is retried: a stalled Redis would otherwise cost four timeouts, not one.
+    retry = Retry(ExponentialBackoff(cap=0.5, base=0.02), retries=3, supported_errors=(RedisConnectionError,))
+    pool = BlockingConnectionPool.from_url(
         url,
+        retry=retry,
+        max_connections=max_connections,
+        timeout=POOL_WAIT_S,
         decode_responses=False,
         protocol=2,
         health_check_interval=30,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
-        retry=retry,
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        socket_timeout=SOCKET_TIMEOUT_S,
         password=password.get_secret_value() if isinstance(password, SecretStr) else password,
     )
+    client = Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # what `Redis.from_url` sets: closing the client closes its pool
+    return client
 
 
 def redact_url(url: str) -> str:

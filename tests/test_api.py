@@ -71,7 +71,7 @@ async def running_api(redis_url: str, tmp_path: Path, **env: str) -> AsyncIterat
 
 @pytest.fixture
 async def api(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[ApiUnderTest]:
-    async with running_api(redis_server.url, tmp_path, API_MAX_TOKENS="400") as under_test:
+    async with running_api(redis_server.url, tmp_path, API_MAX_TOKENS="400", API_KEY_CACHE_S="1") as under_test:
         yield under_test
 
 
@@ -158,6 +158,7 @@ async def test_errors_come_in_openais_shapes(api: ApiUnderTest, run_worker: RunW
         assert response.status == 401, "the key is checked first"
     assert "scripts" in run_kullm(["keys", "list"], api.redis_url).stdout
     assert run_kullm(["keys", "revoke", "scripts"], api.redis_url).returncode == 0
+    await asyncio.sleep(1.0)  # API_KEY_CACHE_S: a revoked key works at most that long
     with pytest.raises(openai.AuthenticationError):
         await good.chat.completions.create(model="x", messages=[{"role": "user", "content": "안녕"}])
 

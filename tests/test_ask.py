@@ -5,6 +5,7 @@ Argument checks run in this process (`kullm.cli.main`); Ctrl-C needs a real `kul
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -165,3 +166,17 @@ def test_the_readme_documents_every_json_line() -> None:
         kind = event.model_fields["type"].default
         assert documented.get(kind) == set(event.model_fields) - {"v", "type"}, kind
     assert documented["queued"] == {"id", "ahead"} and documented["left"] == {"id", "started"}
+
+
+def test_a_stalled_redis_is_exit_4_within_seconds(redis_server: RedisServer) -> None:
+    assert redis_server.process is not None
+    os.kill(redis_server.process.pid, signal.SIGSTOP)  # accepts connections, answers nothing
+    try:
+        started = time.monotonic()
+        result = run_kullm(["ask", "한국의 수도는 어디야?"], redis_server.url)
+        waited = time.monotonic() - started
+    finally:
+        os.kill(redis_server.process.pid, signal.SIGCONT)
+    assert result.returncode == 4, result.stderr
+    assert "응답하지 않습니다" in result.stderr and "Traceback" not in result.stderr
+    assert waited < 20, f"it used to wait as long as Redis stayed paused; {waited:.1f}s"

@@ -1,0 +1,163 @@
+"""`kullm api` against hostile clients: a flood of wrong keys, hundreds of waiting streams, slow clients, a
+stalled Redis, and clients that leave while their question is still queued. Each of these took the service
+from everyone else before; each test here failed on that code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis
+
+from chatbus import Bus
+from chatbus.streams import MAX_CONNECTIONS
+from tests.support import trained
+from tests.support.engines import RunWorker
+from tests.support.polling import eventually
+from tests.support.processes import RedisServer, half_open
+from tests.test_api import ApiUnderTest, no_open_questions, running_api
+
+pytestmark = pytest.mark.e2e
+
+CAPITAL = [{"role": "user", "content": "한국의 수도는 어디야?"}]
+
+
+@pytest.fixture
+async def api(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[ApiUnderTest]:
+    async with running_api(redis_server.url, tmp_path, MAX_QUEUE="400") as under_test:  # room for 300 waiting
+        yield under_test
+
+
+def calls(server: RedisServer, command: str) -> int:
+    """How many times Redis has run `command` (INFO commandstats)."""
+    client = redis.Redis.from_url(server.url)
+    try:
+        stats = client.info("commandstats").get(f"cmdstat_{command}", {})
+        return int(stats.get("calls", 0)) if isinstance(stats, dict) else 0
+    finally:
+        client.close()
+
+
+def connected_clients(server: RedisServer) -> int:
+    client = redis.Redis.from_url(server.url)
+    try:
+        return int(client.info("clients")["connected_clients"])
+    finally:
+        client.close()
+
+
+async def post(session: aiohttp.ClientSession, url: str, key: str, body: dict[str, object]) -> tuple[int, str]:
+    async with session.post(url, json=body, headers={"Authorization": f"Bearer {key}"}) as response:
+        return response.status, await response.text()
+
+
+async def test_a_flood_of_wrong_keys_refuses_no_real_client_and_barely_reaches_redis(
+    api: ApiUnderTest, run_worker: RunWorker, redis_server: RedisServer
+) -> None:
+    run_worker()
+    good = api.key("real", "--questions-per-minute", "1000", "--concurrent", "50")
+    url = f"{api.base_url}/chat/completions"
+    connector = aiohttp.TCPConnector(limit=300)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        assert (await post(session, url, good, {"model": "x", "messages": CAPITAL}))[0] == 200  # its key verified
+        lookups = calls(redis_server, "hget")
+        flood = [post(session, url, "kullm-" + secrets.token_urlsafe(16), {"model": "x"}) for _ in range(1200)]
+        real = [post(session, url, good, {"model": "x", "messages": CAPITAL}) for _ in range(24)]
+        results = await asyncio.gather(*flood, *real)
+    flooded, answered = results[:1200], results[1200:]
+    assert {status for status, _ in answered} == {200}, [body[:200] for status, body in answered if status != 200]
+    assert all(json.loads(body)["choices"][0]["message"]["content"] == trained.CAPITAL for _, body in answered)
+    assert {status for status, _ in flooded} <= {401, 429} and any(status == 429 for status, _ in flooded)
+    # One lookup per wrong key before; now the address's budget (a burst of 20, 5 a second) bounds them.
+    assert calls(redis_server, "hget") - lookups < 150
+
+
+async def test_hundreds_of_waiting_streams_share_one_redis_connection_and_are_all_answered(
+    api: ApiUnderTest, run_worker: RunWorker, redis_server: RedisServer
+) -> None:
+    key = api.key("many", "--questions-per-minute", "1000", "--concurrent", "300")
+    url = f"{api.base_url}/chat/completions"
+    body = {"model": "x", "messages": CAPITAL, "stream": True}
+    before = connected_clients(redis_server)
+
+    async def stream(session: aiohttp.ClientSession) -> tuple[int, str]:
+        async with session.post(url, json=body, headers={"Authorization": f"Bearer {key}"}) as response:
+            return response.status, await response.text()
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        streams = [asyncio.ensure_future(stream(session)) for _ in range(300)]
+        await eventually(lambda: api.process.log().count("queued (key many)") == 300, timeout_s=60)
+        # All 300 wait for a worker: before, each held a connection of its own. Now the API's pool stays within its
+        # bound, and the waiting streams share one read: were each holding one, past the bound they would get 503.
+        assert connected_clients(redis_server) - before <= MAX_CONNECTIONS
+        run_worker()
+        results = await asyncio.gather(*streams)
+    assert [status for status, _ in results] == [200] * 300
+    for _, text in results:
+        chunks = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+        assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == trained.CAPITAL
+
+
+async def test_slow_clients_are_shed_and_real_ones_served(
+    redis_server: RedisServer, tmp_path: Path, run_worker: RunWorker
+) -> None:
+    run_worker()
+    async with running_api(redis_server.url, tmp_path, API_HEADER_TIMEOUT_S="1") as api:
+        key = api.key("patient")
+        port = int(api.base_url.split(":")[-1].split("/")[0])
+        assert api.process.process is not None
+        descriptors = Path(f"/proc/{api.process.process.pid}/fd")
+        flood = half_open(port, 600)  # connected, never a byte sent
+        try:
+            async with aiohttp.ClientSession() as session:
+                status, text = await post(session, f"{api.base_url}/chat/completions", key, {"messages": CAPITAL})
+            assert status == 200 and json.loads(text)["choices"][0]["message"]["content"] == trained.CAPITAL
+            # Before, they stayed open past a minute; the header timeout closes them.
+            await eventually(lambda: len(list(descriptors.iterdir())) < 100, timeout_s=20, what="the flood closed")
+            assert "sent no request in time" in api.process.log()
+        finally:
+            for sock in flood:
+                sock.close()
+
+
+async def test_a_stalled_redis_is_refused_clearly_within_seconds(api: ApiUnderTest, redis_server: RedisServer) -> None:
+    key = api.key("stalled")
+    assert redis_server.process is not None
+    os.kill(redis_server.process.pid, signal.SIGSTOP)
+    try:
+        async with aiohttp.ClientSession() as session:
+            started = time.monotonic()
+            async with session.get(api.base_url.removesuffix("/v1") + "/healthz") as response:
+                health = response.status, await response.json()
+            status, text = await post(session, f"{api.base_url}/chat/completions", key, {"messages": CAPITAL})
+            waited = time.monotonic() - started
+    finally:
+        os.kill(redis_server.process.pid, signal.SIGCONT)
+    assert health == (503, {"status": "the queue (Redis) is not answering"})
+    assert status == 503 and "not answering" in text
+    assert waited < 15, f"before, every request hung as long as Redis did; here {waited:.1f}s for both"
+
+
+async def test_a_streamed_request_left_while_queued_is_cancelled_at_once(api: ApiUnderTest, bus: Bus) -> None:
+    key = api.key("impatient")
+    body = {"model": "x", "messages": CAPITAL, "stream": True}
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(
+            f"{api.base_url}/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+        )
+        first = await response.content.readline()  # the role chunk: the question is queued, no worker runs
+        question_id = json.loads(first.removeprefix(b"data: "))["id"].removeprefix("chatcmpl-")
+        response.close()
+    left = time.monotonic()
+    await eventually(lambda: bus.cancelled([question_id]), timeout_s=10)
+    await eventually(lambda: no_open_questions(bus, "impatient"), timeout_s=10)
+    # Before, it stayed held until a worker started the answer (no worker here: never).
+    assert time.monotonic() - left < 3

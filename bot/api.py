@@ -56,6 +56,7 @@ from chatbus import (
     connect,
 )
 from chatbus.http_guard import HEADER_TIMEOUT_S, ConnectionGuard, descriptor_cap
+from chatbus.ledger import Ledger, prompt_bound
 from chatbus.messages import MAX_INSTRUCTIONS_CHARS, MAX_TURN_CHARS, MAX_TURNS
 
 log = logging.getLogger(__name__)
@@ -222,6 +223,7 @@ class Api:
         self.bus = bus
         self.settings = settings
         self.keys = KeyCheck(bus, settings.api_key_cache_s)
+        self.ledger = Ledger(bus.redis, bus.keys)
         self._served: list[str] = []
         self._models_read_at = 0.0
 
@@ -290,6 +292,12 @@ class Api:
             return ApiError(400, f"{where}: {problem['msg']}", param="messages" if chat else "prompt").response()
         deadline = item.expires_at + self.settings.answer_stall_timeout_s
         try:
+            item = await self._reserve(key, item, deadline)
+        except ApiError as exc:
+            return exc.response()
+        except RedisError as exc:
+            return unavailable(exc).response()
+        try:
             if not await self.bus.open_question(key.name, item.id, deadline, key.concurrent):
                 raise ApiError(
                     429,
@@ -304,8 +312,10 @@ class Api:
                 await self.bus.close_question(key.name, item.id)
                 raise ApiError(503, f"the queue is full ({exc.depth} waiting)", "server_error", "overloaded") from exc
         except ApiError as exc:
+            await self._release(item)
             return exc.response()
         except RedisError as exc:
+            await self._release(item)
             return unavailable(exc).response()
         log.info("api question %s queued (key %s)", item.id, key.name)
         try:
@@ -418,14 +428,28 @@ class Api:
                 "rate_limit_exceeded",
                 retry_after=wait,
             )
-        if key.tokens_per_day is not None and await self.bus.tokens_today("api", key.name) >= key.tokens_per_day:
+
+    async def _reserve(self, key: ApiKey, item: Question, deadline: float) -> Question:
+        """With a daily token cap: the question with `max_tokens` lowered to what the cap has left once its prompt's
+        upper bound is reserved too (`chatbus.ledger`); 429 when not one new token is left."""
+        if key.tokens_per_day is None:
+            return item
+        bound = prompt_bound(item)
+        most = bound + (item.max_new_tokens or self.settings.api_max_tokens)
+        granted = await self.ledger.reserve(item, key.tokens_per_day, bound + 1, most, deadline)
+        if not granted:
             raise ApiError(
                 429,
-                f"this key used its {key.tokens_per_day:,} tokens for today (UTC)",
+                f"this key's {key.tokens_per_day:,} tokens for today (UTC) are used or held by its open answers",
                 "insufficient_quota",
                 "insufficient_quota",
                 retry_after=_seconds_to_midnight(),
             )
+        return item.model_copy(update={"max_new_tokens": granted - bound})
+
+    async def _release(self, item: Question) -> None:
+        with contextlib.suppress(RedisError):
+            await self.ledger.release(item)
 
     async def _models(self) -> list[str]:
         """API_MODEL, or what the live workers report serving (read at most every MODELS_TTL_S, not per request)."""

@@ -52,7 +52,8 @@ from chatbus import (
     cancel_requested,
     write_refusal,
 )
-from chatbus.messages import MAX_INSTRUCTIONS_CHARS, new_question_id
+from chatbus.ledger import DEFAULT_NEW_TOKENS, TEMPLATE_TOKENS, Ledger, prompt_bound, task_bound
+from chatbus.messages import MAX_INSTRUCTIONS_CHARS, MAX_TASK_PARTS, new_question_id
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,7 @@ class Relay(Generic[OriginVar, TargetVar]):
 
     def __init__(self, bus: Bus, surface: Surface[OriginVar, TargetVar], settings: ClientSettings) -> None:
         self.bus = bus
+        self.ledger = Ledger(bus.redis, bus.keys)
         self.surface = surface
         self.settings = settings
         self.platform = surface.platform
@@ -213,7 +215,7 @@ class Relay(Generic[OriginVar, TargetVar]):
         if refused:
             return refused
         try:
-            return await self._limit_refusal(user)
+            return await self._limit_refusal(user, question + context)
         except RedisError as exc:
             log.warning("%s: Redis is unreachable or refuses writes (%s): question refused", self.platform, exc)
             return self._unavailable(exc)
@@ -225,7 +227,7 @@ class Relay(Generic[OriginVar, TargetVar]):
             return text("redis_refuses", self.settings.bot_language, reason=refusal)
         return text("unavailable", self.settings.bot_language)
 
-    async def _limit_refusal(self, user: str) -> str | None:
+    async def _limit_refusal(self, user: str, text_asked: str) -> str | None:
         limit = self.settings.user_questions_per_minute
         if await self.bus.count_request(self.platform, user, RATE_WINDOW_S) > limit:
             return text("rate_limited", self.settings.bot_language, limit=limit)
@@ -234,8 +236,10 @@ class Relay(Generic[OriginVar, TargetVar]):
         if active >= self.settings.user_concurrent_questions:
             return text("concurrent", self.settings.bot_language, limit=self.settings.user_concurrent_questions)
         daily = self.settings.user_tokens_per_day
-        if daily and await self.bus.tokens_today(self.platform, user) >= daily:
-            return text("tokens_per_day", self.settings.bot_language, limit=daily)
+        if daily:  # the day's use, what open answers hold, and this question's prompt at most (`chatbus.ledger`)
+            held = await self.bus.tokens_today(self.platform, user) + await self.ledger.reserved(self.platform, user)
+            if held + len(text_asked.encode()) + TEMPLATE_TOKENS >= daily:
+                return text("tokens_per_day", self.settings.bot_language, limit=daily)
         depth = await self.bus.queue_depth()
         if depth >= self.settings.max_queue:
             return text("overloaded", self.settings.bot_language, depth=depth)
@@ -320,21 +324,42 @@ class Relay(Generic[OriginVar, TargetVar]):
             created_at=item.created_at,
         )
         try:
-            await self.bus.track(record, ttl_s=int(self.record_max_age_s))
-            await self.bus.enqueue(item, self.settings.max_queue)
+            reserved = await self._reserve(item)
+            if reserved is None:
+                notice = text("tokens_per_day", self.settings.bot_language, limit=self.settings.user_tokens_per_day)
+            else:
+                item = reserved
+                await self.bus.track(record, ttl_s=int(self.record_max_age_s))
+                await self.bus.enqueue(item, self.settings.max_queue)
         except QueueFull as exc:
             notice = text("overloaded", self.settings.bot_language, depth=exc.depth)
         except RedisError as exc:
             log.warning("%s question %s: Redis is unreachable or refuses writes, not queued", self.platform, item.id)
             notice = self._unavailable(exc)
         else:
-            log.info("%s question %s queued", self.platform, item.id)
-            self._spawn(record)
-            return item.id
+            if reserved is not None:
+                log.info("%s question %s queued", self.platform, item.id)
+                self._spawn(record)
+                return item.id
         await self.surface.edit(target, notice, final=True)
         with contextlib.suppress(RedisError):
             await self.bus.untrack(self.platform, item.id)
+            await self.ledger.release(item)
         return item.id
+
+    async def _reserve(self, item: Question) -> Question | None:
+        """With USER_TOKENS_PER_DAY: the question holding its most tokens of the user's day (`chatbus.ledger`), a
+        plain question's new tokens lowered to what is left; None when the day's tokens are used or held."""
+        daily = self.settings.user_tokens_per_day
+        if not daily:
+            return item
+        deadline = item.expires_at + self.settings.answer_stall_timeout_s
+        if item.task != "ask":
+            most = task_bound(item, DEFAULT_NEW_TOKENS, MAX_TASK_PARTS)
+            return item if await self.ledger.reserve(item, daily, most, most, deadline) else None
+        bound = prompt_bound(item)
+        granted = await self.ledger.reserve(item, daily, bound + 1, bound + DEFAULT_NEW_TOKENS, deadline)
+        return item.model_copy(update={"max_new_tokens": granted - bound}) if granted else None
 
     async def history(self, thread: str) -> list[Turn]:
         """Past turns of a conversation this relay answered (none while Redis is unreachable)."""

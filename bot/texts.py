@@ -26,8 +26,10 @@ _TEXTS: dict[str, dict[Language, str]] = {
     },
     "empty": {"ko": "❓ 질문을 입력해 주세요.", "en": "❓ Please type a question."},
     "tokens_per_day": {
-        "ko": "🪫 오늘 쓸 수 있는 토큰({limit:,}개)을 다 썼습니다. 내일(UTC 0시 이후) 다시 물어봐 주세요.",
-        "en": "🪫 You used today's {limit:,} tokens. Please ask again tomorrow (after 00:00 UTC).",
+        "ko": "🪫 오늘 쓸 수 있는 토큰({limit:,}개)이 남지 않았습니다 (답변 중인 질문이 잡아 둔 몫 포함). "
+        "답변이 끝난 뒤나 내일(UTC 0시 이후) 다시 물어봐 주세요.",
+        "en": "🪫 None of today's {limit:,} tokens are left (answers still running hold their share). "
+        "Please ask again once they finish, or tomorrow (after 00:00 UTC).",
     },
     "summarizing": {"ko": "📝 요약 중… {done}/{total}", "en": "📝 Summarising… {done}/{total}"},
     "task_summarize": {"ko": "스레드 요약", "en": "Thread summary"},

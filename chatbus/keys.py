@@ -86,6 +86,15 @@ class Keys:
         is the user's total over channels (what a daily token quota reads)."""
         return f"{self.prefix}usage:{day}"
 
+    def reserved(self, platform: str, user: str) -> str:
+        """Sorted set question id → deadline: a user's answers holding tokens of their daily cap (`chatbus.ledger`);
+        a reservation past its deadline is dropped by the next one."""
+        return f"{self.prefix}reserved:{platform}:{user}"
+
+    def reserved_tokens(self, platform: str, user: str) -> str:
+        """Hash question id → tokens reserved, beside `reserved`; both expire with the latest deadline."""
+        return f"{self.prefix}reserved-tokens:{platform}:{user}"
+
     @property
     def workers(self) -> str:
         """Hash worker name → last heartbeat record, so `kullm status` can count live workers."""

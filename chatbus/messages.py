@@ -27,6 +27,9 @@ MAX_INSTRUCTIONS_CHARS = 4000  # a channel's persona (`/kullm-설정 persona`)
 MAX_TURN_CHARS = 16_000  # each question and each answer of a past turn
 MAX_TURNS = 50
 MAX_NEW_TOKENS = 8192  # the most a question may ask for (each worker caps it at its own MAX_NEW_TOKENS)
+# A task's first pass is split into at most this many parts: a longer text is summarised (or rewritten) from its
+# latest part on, and the answer says its beginning was left out. Bounds the work one request can cost.
+MAX_TASK_PARTS = 24
 MAX_ENTRY_BYTES = 1_048_576  # the whole JSON document of one questions-stream entry
 MAX_TIMESTAMP = 1e11  # seconds since the epoch (year 5138): anything later is absurd
 _M = TypeVar("_M", bound=BaseModel)

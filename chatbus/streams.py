@@ -478,13 +478,21 @@ class Bus:
         """Seconds until a user's rate window (`count_request`) starts over."""
         return max(1, int(await self.redis.ttl(self.keys.rate(platform, user))))
 
-    async def add_usage(self, day: str, counts: dict[str, int], ttl_s: int) -> None:
-        """Add usage counts (fields as `Keys.usage` names them) to a day, kept `ttl_s`."""
+    async def add_usage(
+        self, day: str, counts: dict[str, int], ttl_s: int, settled: Sequence[tuple[str, str, str]] = ()
+    ) -> None:
+        """Add usage counts (fields as `Keys.usage` names them) to a day, kept `ttl_s`, and drop the reservations
+        (`chatbus.ledger`) of the (platform, user, question id) answers they count, in one transaction: a cap
+        never sees both, nor neither."""
         key = self.keys.usage(day)
         async with self.redis.pipeline(transaction=True) as pipe:
             for field, count in counts.items():
                 pipe.hincrby(key, field, count)
-            pipe.expire(key, ttl_s)
+            if counts:
+                pipe.expire(key, ttl_s)
+            for platform, user, question_id in settled:
+                pipe.zrem(self.keys.reserved(platform, user), question_id)
+                pipe.hdel(self.keys.reserved_tokens(platform, user), question_id)
             await pipe.execute()
 
     async def usage(self, day: str) -> dict[str, int]:

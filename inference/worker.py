@@ -96,6 +96,7 @@ class Job:
     last_flush: float = 0.0
     started_at: float = 0.0
     first_text_at: float | None = None
+    completion_tokens: int = 0  # generated so far (a cancelled answer's are counted too)
 
     @property
     def attempt(self) -> int:
@@ -127,6 +128,7 @@ class Worker:
         self._jobs: dict[str, Job] = {}
         self._solo: deque[Job] = deque()
         self._usage: dict[str, Counter[str]] = {}  # day → usage counts not yet written
+        self._settled: list[tuple[str, str, str]] = []  # (platform, user, question id) whose reservations they end
         self._inbox: list[Delivery] = []
         self._cancel_requests: set[str] = set()
         self._outbox = Outbox(bus, self.name)
@@ -455,6 +457,7 @@ class Worker:
             job.latest = job.run.visible
         else:
             job.latest = update.text
+        job.completion_tokens = job.run.completion_tokens if job.run else update.completion_tokens
         if job.first_text_at is None and job.latest:
             job.first_text_at = now
             self.metrics.first_token.observe(now - job.started_at)
@@ -496,15 +499,19 @@ class Worker:
             now - job.started_at,
         )
 
-    def _count_usage(self, question: Question, prompt_tokens: int, completion_tokens: int) -> None:
-        """Add an answered question to today's usage (written with the next flush): per platform, user and
-        channel, and the user's total over channels (what a daily token quota reads)."""
+    def _count_usage(
+        self, question: Question, prompt_tokens: int, completion_tokens: int, *, answered: bool = True
+    ) -> None:
+        """Add a question's tokens to today's usage, however its answer ended, and end its reservation of the
+        asker's daily cap (both written with the next flush, in one transaction): per platform, user and channel,
+        and the user's total over channels (what a daily token quota reads). `answered`: counted as a question."""
         day = time.strftime("%Y-%m-%d", time.gmtime())
         counts = self._usage.setdefault(day, Counter())
+        self._settled.append((question.platform, question.user, question.id))
         channel = question.channel or question.target.get("channel", "")
         for where in dict.fromkeys((channel, "*")):
             for metric, count in (
-                ("questions", 1),
+                ("questions", int(answered)),
                 ("prompt_tokens", prompt_tokens),
                 ("completion_tokens", completion_tokens),
             ):
@@ -585,6 +592,8 @@ class Worker:
             return
         log.error("question %s: dead-lettered (%s)", question_id, reason)
         self.metrics.questions.labels("dead").inc()
+        if delivery.question is not None:
+            self._count_usage(delivery.question, 0, 0, answered=False)
         if question_id:
             self._emit(delivery, question_id, ErrorEvent(code="failed", message=reason))
 
@@ -602,11 +611,18 @@ class Worker:
                 self._emit_delta(job)
             with contextlib.suppress(ValueError):
                 self._solo.remove(job)
-            self._end_with_error(job.delivery, "cancelled", "cancelled by the user")
+            prompt_tokens = (job.run.prompt_tokens if job.run else job.prompt_tokens) if job.running else 0
+            self._end_with_error(
+                job.delivery, "cancelled", "cancelled by the user", prompt_tokens, job.completion_tokens
+            )
 
-    def _end_with_error(self, delivery: Delivery, code: ErrorCode, message: str) -> None:
+    def _end_with_error(
+        self, delivery: Delivery, code: ErrorCode, message: str, prompt_tokens: int = 0, completion_tokens: int = 0
+    ) -> None:
+        """End a question with an error event; what it cost is counted (a cancelled answer's tokens so far)."""
         assert delivery.question is not None
         log.info("question %s: %s", delivery.question.id, code)
+        self._count_usage(delivery.question, prompt_tokens, completion_tokens, answered=completion_tokens > 0)
         self._emit(delivery, delivery.question.id, ErrorEvent(code=code, message=message))
         self._outbox.ack(delivery)
         self.metrics.questions.labels(code).inc()
@@ -621,12 +637,17 @@ class Worker:
             self._redis_recovered()
             self._drop_lost()
         usage, self._usage = self._usage, {}
+        settled, self._settled = self._settled, []
         try:
-            for day, counts in usage.items():
-                await self.bus.add_usage(day, dict(counts), self.settings.usage_ttl_days * 86400)
-        except (*REDIS_DOWN, ResponseError):  # down or refusing writes: kept for the next flush
+            while usage:
+                day = next(iter(usage))
+                await self.bus.add_usage(day, dict(usage[day]), self.settings.usage_ttl_days * 86400, settled)
+                del usage[day]
+                settled = []  # ended with the first day's counts
+        except (*REDIS_DOWN, ResponseError):  # down or refusing writes: what was not written waits for the next flush
             for day, counts in usage.items():
                 self._usage.setdefault(day, Counter()).update(counts)
+            self._settled = settled + self._settled
 
     def _drop_lost(self) -> None:
         """Forget questions another worker took over while this one stalled: its writes were dropped, not merged."""

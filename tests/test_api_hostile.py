@@ -161,3 +161,60 @@ async def test_a_streamed_request_left_while_queued_is_cancelled_at_once(api: Ap
     await eventually(lambda: no_open_questions(bus, "impatient"), timeout_s=10)
     # Before, it stayed held until a worker started the answer (no worker here: never).
     assert time.monotonic() - left < 3
+
+
+async def left_streams(api: ApiUnderTest, key: str, count: int) -> None:
+    """`count` streamed long answers, each left as soon as its first text arrives."""
+    body = {"model": "x", "messages": [{"role": "user", "content": "긴 이야기를 들려줘"}], "stream": True}
+
+    async def leave_early(session: aiohttp.ClientSession) -> None:
+        response = await session.post(
+            f"{api.base_url}/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert response.status == 200, await response.text()
+        async for line in response.content:
+            if line.startswith(b"data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                break
+        response.close()
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(leave_early(session) for _ in range(count)))
+
+
+async def test_answers_left_mid_stream_are_counted(api: ApiUnderTest, run_worker: RunWorker, bus: Bus) -> None:
+    run_worker()
+    key = api.key("leaver", "--tokens-per-day", "100000", "--concurrent", "8", "--questions-per-minute", "100")
+    await left_streams(api, key, 8)
+    # Before, a disconnect before `done` left its tokens uncounted: 8 streams, 0 tokens.
+    await eventually(lambda: reservations_settled(bus, "leaver"), what="every left answer settled by the worker")
+    usage = {row["key"]: row for row in map(json.loads, run_usage(api).splitlines())}
+    assert usage["leaver"]["completion_tokens"] >= 8 and usage["leaver"]["prompt_tokens"] > 0
+
+
+async def test_concurrent_requests_cannot_exceed_a_daily_cap(
+    api: ApiUnderTest, run_worker: RunWorker, bus: Bus
+) -> None:
+    run_worker()
+    key = api.key("capped", "--tokens-per-day", "800", "--concurrent", "8", "--questions-per-minute", "100")
+    story = {"model": "x", "messages": [{"role": "user", "content": "긴 이야기를 들려줘"}]}
+    async with aiohttp.ClientSession() as session:
+        results = await asyncio.gather(
+            *(post(session, f"{api.base_url}/chat/completions", key, story) for _ in range(6))
+        )
+    statuses = sorted(status for status, _ in results)
+    assert 200 in statuses and 429 in statuses, statuses
+    await eventually(lambda: reservations_settled(bus, "capped"))
+    # Before, the cap was read only before each request: 4 concurrent took a 300-token cap to 1,079.
+    assert 0 < await bus.tokens_today("api", "capped") <= 800
+
+
+async def reservations_settled(bus: Bus, key: str) -> bool:
+    return await bus.redis.hlen(bus.keys.reserved_tokens("api", key)) == 0 and await bus.tokens_today("api", key) > 0
+
+
+def run_usage(api: ApiUnderTest) -> str:
+    from tests.support.processes import run_kullm
+
+    usage = run_kullm(["usage", "--by", "key", "--json"], api.redis_url)
+    assert usage.returncode == 0, usage.stderr
+    return usage.stdout

@@ -213,13 +213,31 @@ async def test_limits_refuse_with_clear_messages(bus: Bus) -> None:
 
 async def test_a_daily_token_quota_counts_what_the_workers_recorded(relay_env: RelayEnv) -> None:
     bus, surface, _ = relay_env
-    relay = Relay(bus, surface, settings(user_tokens_per_day=60))
-    await relay.ask(Spot("q1", "t9"), Asked("u9", "딥러닝이 뭐야?"))  # the trained answer: well over 60 tokens
+    relay = Relay(bus, surface, settings(user_tokens_per_day=300))
+    # The prompt's bound (its bytes and 256 for the template) is held, and the answer may use the rest of the 300.
+    await relay.ask(Spot("q1", "t9"), Asked("u9", "딥러닝이 뭐야?"))
     await eventually(lambda: bool(surface.finals("q1")))
     await eventually(lambda: bus_tokens(bus, "u9"))
+    assert await bus.tokens_today("test", "u9") <= 300
     refusal = await relay.refusal("u9", "한 번 더")
-    assert refusal is not None and refusal.startswith("🪫") and "60" in refusal
+    assert refusal is not None and refusal.startswith("🪫") and "300" in refusal
     assert await relay.refusal("u10", "다른 사람") is None, "per user"
+    await relay.close()
+
+
+async def test_questions_asked_at_once_cannot_take_a_user_past_the_daily_cap(relay_env: RelayEnv) -> None:
+    bus, surface, _ = relay_env
+    relay = Relay(bus, surface, settings(user_tokens_per_day=700, user_concurrent_questions=5))
+    # Both pass the early check (nothing used yet); the first to be queued holds its most: the second is refused.
+    await asyncio.gather(
+        relay.ask(Spot("c1", "t1"), Asked("u7", "긴 이야기를 들려줘")),
+        relay.ask(Spot("c2", "t2"), Asked("u7", "딥러닝이 뭐야?")),
+    )
+    await eventually(lambda: bool(surface.finals("c1")) and bool(surface.finals("c2")))
+    finals = surface.finals("c1") + surface.finals("c2")
+    assert sum(final.startswith("🪫") for final in finals) == 1, finals
+    await eventually(lambda: bus_tokens(bus, "u7"))
+    assert await bus.tokens_today("test", "u7") <= 700
     await relay.close()
 
 

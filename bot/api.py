@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -470,6 +471,8 @@ async def _json(request: web.Request) -> dict[str, Any]:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the body is not JSON ({exc})") from exc
+    except RecursionError as exc:  # arrays or objects nested past Python's stack
+        raise ApiError(400, "the body is nested too deeply") from exc
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
     return body
@@ -486,8 +489,9 @@ def _parse(body: dict[str, Any], chat: bool, max_tokens_bound: int) -> Call:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ApiError(400, "`prompt` must be one non-empty string", param="prompt")
         question, history, instructions = prompt, [], ""
-    if body.get("n", 1) != 1:
-        raise ApiError(400, "only n=1 is supported", param="n")
+    n = body.get("n", 1)
+    if n is not None and (type(n) is not int or n != 1):  # OpenAI refuses `true` and `1.0` for an integer too
+        raise ApiError(400, "only n=1 is supported" if type(n) is int else "`n` must be an integer", param="n")
     requested = body.get("max_completion_tokens", body.get("max_tokens"))
     if requested is not None and (not isinstance(requested, int) or isinstance(requested, bool) or requested < 1):
         raise ApiError(400, "`max_tokens` must be a positive integer", param="max_tokens")
@@ -514,7 +518,7 @@ def _number(body: dict[str, Any], name: str, low: float, high: float, *, low_ope
     value = body.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ApiError(400, f"`{name}` must be a number", param=name)
     if value > high or value < low or (low_open and value == low):
         raise ApiError(

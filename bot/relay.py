@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import logging
 import os
 import socket
@@ -63,6 +64,7 @@ RATE_WINDOW_S = 60
 MAX_ANSWER_S = 600
 STREAMING_MARK = " ▌"
 VOTE_WINDOW_S = 7 * 24 * 3600  # how long after it is posted an answer can be rated
+VOTES_PER_MINUTE = 20  # a person's clicks on vote buttons, over all answers
 
 
 class PlaceholderGone(Exception):
@@ -173,6 +175,7 @@ class Relay(Generic[OriginVar, TargetVar]):
     def __init__(self, bus: Bus, surface: Surface[OriginVar, TargetVar], settings: ClientSettings) -> None:
         self.bus = bus
         self.ledger = Ledger(bus.redis, bus.keys)
+        self._feedback_key: bytes | None = None
         self.surface = surface
         self.settings = settings
         self.platform = surface.platform
@@ -601,7 +604,12 @@ class Relay(Generic[OriginVar, TargetVar]):
             answered = await self.bus.answered_record(question_id)
             if answered is None:
                 return text("vote_expired", language)
-            voter = hashlib.sha256(f"{self.platform}:{user}".encode()).hexdigest()[:16]
+            if await self.bus.count_request(f"{self.platform}-votes", user, RATE_WINDOW_S) > VOTES_PER_MINUTE:
+                return text("vote_rate_limited", language, limit=VOTES_PER_MINUTE)
+            voter = await self._voter(user)
+            before = await self.bus.note_vote(question_id, voter, vote, VOTE_WINDOW_S)
+            if before == vote:  # the same click again: already filed
+                return text(f"vote_{vote}", language)
             filed = Vote(
                 question_id=question_id,
                 platform=self.platform,
@@ -611,14 +619,22 @@ class Relay(Generic[OriginVar, TargetVar]):
                 model=answered.model,
                 template=answered.template,
                 engine=answered.engine,
-                question=answered.question,
-                answer=answered.answer,
+                question=answered.question if before is None else None,  # the texts once per voter, not per click
+                answer=answered.answer if before is None else None,
             )
             await self.bus.add_vote(filed, self.settings.feedback_ttl_s)
         except RedisError as exc:
             return self._unavailable(exc)
         log.info("%s question %s: voted %s", self.platform, question_id, vote)
         return text(f"vote_{vote}", language)
+
+    async def _voter(self, user: str) -> str:
+        """A voter's id in the feedback stream: an HMAC of the platform's user id under the deployment's key
+        (FEEDBACK_SECRET, or one made once in Redis), so nobody can hash known ids to find who voted."""
+        if self._feedback_key is None:
+            secret = self.settings.feedback_secret
+            self._feedback_key = secret.get_secret_value().encode() if secret else await self.bus.feedback_secret()
+        return hmac.new(self._feedback_key, f"{self.platform}:{user}".encode(), hashlib.sha256).hexdigest()[:16]
 
     async def _remember(self, record: InflightRecord, answer: str) -> None:
         if record.thread and self.settings.history_turns:

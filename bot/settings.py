@@ -49,6 +49,8 @@ class ClientSettings(BaseSettings):
     feedback_ttl_days: int = Field(default=90, ge=0, le=3650)
     # Keep each voted answer's question and answer text with its votes (`kullm feedback --json` prints them).
     feedback_keep_text: bool = False
+    # The key of voters' hashes in the feedback stream; unset: one is made once and kept in Redis.
+    feedback_secret: SecretStr | None = None
 
     def pdf_budget(self) -> PdfBudget:
         return PdfBudget(

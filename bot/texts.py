@@ -217,6 +217,10 @@ _TEXTS: dict[str, dict[Language, str]] = {
         "ko": "👎 평가를 저장했습니다. 무엇이 아쉬웠는지 스레드에 남겨 주시면 운영자에게 도움이 됩니다.",
         "en": "👎 Your rating is saved. Saying in the thread what was wrong helps the operators.",
     },
+    "vote_rate_limited": {
+        "ko": "평가 버튼은 1분에 {limit}번까지 누를 수 있습니다. 잠시 후 다시 눌러 주세요.",
+        "en": "Rating buttons take {limit} clicks a minute. Please try again shortly.",
+    },
     "vote_expired": {
         "ko": "이 답변은 더 이상 평가할 수 없습니다 (보관 기간이 지났습니다).",
         "en": "This answer can no longer be rated (its keeping period is over).",

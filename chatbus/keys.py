@@ -63,6 +63,17 @@ class Keys:
         """An answer posted with vote buttons (`AnsweredRecord`), kept while it can be rated (at most 7 days)."""
         return f"{self.prefix}answered:{question_id}"
 
+    def votes(self, question_id: str) -> str:
+        """Hash voter → their vote on one answer: a repeated click files nothing, a changed vote no second copy of
+        the texts; expires with the answer's record."""
+        return f"{self.prefix}votes:{question_id}"
+
+    @property
+    def feedback_secret(self) -> str:
+        """The key of the voters' HMAC (made once, kept), unless FEEDBACK_SECRET sets one: without it, a voter's
+        hash cannot be recomputed from a known user id."""
+        return f"{self.prefix}feedback-secret"
+
     @property
     def feedback(self) -> str:
         """Stream of votes (`Vote`), oldest first, trimmed to FEEDBACK_TTL_DAYS at every vote."""

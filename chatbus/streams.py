@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -541,6 +542,22 @@ class Bus:
         except ValueError:
             return None
 
+    async def feedback_secret(self) -> bytes:
+        """The deployment's key for voters' hashes: made on first use (SET NX), the same for every adapter after."""
+        made = secrets.token_hex(32).encode()
+        await self.redis.set(self.keys.feedback_secret, made, nx=True)
+        stored = await self.redis.get(self.keys.feedback_secret)
+        return stored if isinstance(stored, bytes) else made
+
+    async def note_vote(self, question_id: str, voter: str, vote: str, ttl_s: int) -> str | None:
+        """Record a voter's vote on an answer; returns their vote before this one (None: their first)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(self.keys.votes(question_id), voter)
+            pipe.hset(self.keys.votes(question_id), voter, vote)
+            pipe.expire(self.keys.votes(question_id), ttl_s)
+            before, _, _ = await pipe.execute()
+        return None if before is None else _text(before)
+
     async def add_vote(self, vote: Vote, ttl_s: int) -> None:
         """File a vote; votes older than `ttl_s` are trimmed from the stream at the same time."""
         oldest_ms = int((time.time() - ttl_s) * 1000)
@@ -557,7 +574,9 @@ class Bus:
                 vote = Vote.model_validate_json(fields[FIELD.encode()])
             except (KeyError, ValueError):
                 continue
-            latest.pop((vote.question_id, vote.voter), None)  # re-inserted: the order is the latest vote's
+            earlier = latest.pop((vote.question_id, vote.voter), None)  # re-inserted: the order is the latest vote's
+            if earlier is not None and vote.question is None and earlier.question is not None:
+                vote = vote.model_copy(update={"question": earlier.question, "answer": earlier.answer})  # filed once
             latest[(vote.question_id, vote.voter)] = vote
         return list(latest.values())
 

@@ -34,6 +34,9 @@ class WorkerSettings(BaseSettings):
     model: str = DEFAULT_PRESET
     model_id: str = DEFAULT_MODEL_ID
     model_revision: str | None = None
+    # The name clients see (`kullm status`, the API's /v1/models), as vLLM's --served-model-name; empty: the preset's
+    # name (MODEL), never MODEL_ID, which may be a path on this host.
+    served_model_name: str = Field(default="", max_length=128)
     hf_token: SecretStr | None = None
     hf_hub_offline: bool = False
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
@@ -105,6 +108,11 @@ class WorkerSettings(BaseSettings):
     @classmethod
     def _no_system_prompt(cls, value: str | None) -> str | None:
         return None if value is None or value.strip().lower() in ("", "none") else value
+
+    @property
+    def served_name(self) -> str:
+        """SERVED_MODEL_NAME, or the preset's name."""
+        return self.served_model_name or self.model
 
     @property
     def preset(self) -> Preset:

@@ -695,7 +695,7 @@ class Worker:
         self.metrics.queue_depth.set(await self.bus.queue_depth())
         status = WorkerStatus(
             name=self.name,
-            model=self.engine.model_id,
+            model=self.settings.served_name,
             active=len(self._jobs),
             slots=self.engine.max_batch_size,
             seen_at=time.time(),

@@ -79,10 +79,11 @@ async def test_the_openai_client_gets_answers_streamed_and_not(api: ApiUnderTest
     run_worker()
     client = api.client(api.key("notebook"))
 
-    async def serves_scripted() -> bool:
-        return [m.id for m in (await client.models.list()).data] == ["scripted"]
+    async def serves_the_preset() -> bool:
+        return [m.id for m in (await client.models.list()).data] == ["kullm-v1"]
 
-    assert await eventually(serves_scripted), "what the workers serve (once they report)"
+    # What the workers serve, once they report: the preset's name (or SERVED_MODEL_NAME), never MODEL_ID, a path.
+    assert await eventually(serves_the_preset)
     answer = await client.chat.completions.create(
         model="scripted", messages=[{"role": "user", "content": "한국의 수도는 어디야?"}]
     )

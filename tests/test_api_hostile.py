@@ -218,3 +218,24 @@ def run_usage(api: ApiUnderTest) -> str:
     usage = run_kullm(["usage", "--by", "key", "--json"], api.redis_url)
     assert usage.returncode == 0, usage.stderr
     return usage.stdout
+
+
+async def test_malformed_bodies_get_openais_400_naming_the_parameter(api: ApiUnderTest) -> None:
+    key = api.key("sloppy")
+    url = f"{api.base_url}/chat/completions"
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    ask = '{"messages": [{"role": "user", "content": "안녕"}], '
+    cases = {
+        "nested": ("[" * 100_000 + "]" * 100_000, None),  # a 500 and a traceback before
+        "n true": (ask + '"n": true}', "n"),
+        "n 1.0": (ask + '"n": 1.0}', "n"),
+        "NaN temperature": (ask + '"temperature": NaN}', "temperature"),
+        "Infinity top_p": (ask + '"top_p": Infinity}', "top_p"),
+    }
+    async with aiohttp.ClientSession() as session:
+        for case, (body, param) in cases.items():
+            async with session.post(url, data=body.encode(), headers=headers) as response:
+                error = (await response.json())["error"]
+                assert response.status == 400, (case, error)
+                assert error["type"] == "invalid_request_error" and error["param"] == param, (case, error)
+    assert "Traceback" not in api.process.log()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import itertools
 import json
@@ -20,6 +21,7 @@ from bot.relay import Asked, PlaceholderGone, Relay
 from bot.settings import ClientSettings
 from bot.texts import text
 from chatbus import Bus, InflightRecord, Keys, Turn, connect
+from chatbus.messages import Vote
 from inference.metrics import WorkerMetrics
 from inference.worker import Worker
 from tests.support import engines, trained
@@ -366,6 +368,24 @@ async def test_a_finished_answer_gets_vote_buttons_and_each_person_has_one_chang
     out = io.StringIO()
     assert await terminal.feedback(client, out=out) == 0
     assert "votes: 2 on 1 answers (👍 1, 👎 1)" in out.getvalue() and "kullm-v1" in out.getvalue()
+
+
+async def test_hostile_clicks_file_little_and_voters_cannot_be_recovered(bus: Bus, worker: Worker) -> None:
+    surface = RecordingSurface()
+    keeping = Relay(bus, surface, settings(feedback_keep_text=True))
+    question_id = await keeping.ask(Spot("h1", "t1"), Asked("u1", "딥러닝이 뭐야?"))
+    assert question_id is not None
+    await eventually(lambda: bool(surface.finals("h1")))
+    said = [await keeping.vote(question_id, "u6", "up" if i % 2 else "down") for i in range(100)]
+    assert said.count(text("vote_rate_limited", "ko", limit=20)) == 80, "a person's clicks are limited"
+    entries = await bus.redis.xrange(bus.keys.feedback)
+    with_texts = [f for _, f in entries if Vote.model_validate_json(f[b"m"]).question is not None]
+    assert len(entries) == 20 and len(with_texts) == 1, "the texts are copied once per voter, not once per click"
+    votes = await bus.votes()
+    assert len(votes) == 1 and votes[0].question == "딥러닝이 뭐야?", "the latest vote still reads with its texts"
+    unsalted = hashlib.sha256(b"test:u6").hexdigest()[:16]
+    assert votes[0].voter != unsalted, "a known user id cannot be hashed to find their vote"
+    await keeping.close()
 
 
 async def test_answer_text_is_kept_with_votes_only_when_asked_and_no_buttons_when_feedback_is_off(

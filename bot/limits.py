@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.settings import ClientSettings
 from bot.texts import text
-from chatbus.messages import MAX_CONTEXT_CHARS
+from chatbus.messages import MAX_CONTEXT_CHARS, MAX_TASK_PARTS, Task
 from chatbus.visible import is_blank
 
 
@@ -23,3 +23,16 @@ def check_question(settings: ClientSettings, question: str, context: str = "") -
     if len(context) > MAX_CONTEXT_CHARS:
         return text("context_too_long", language, length=len(context), limit=MAX_CONTEXT_CHARS)
     return None
+
+
+# A task counts as one more question for every this many characters of its text (about a summary part's worth).
+TASK_CHARS_PER_QUESTION = 4000
+
+
+def work_units(task: Task, text: str) -> int:
+    """What a question costs against a user's questions-a-minute: a plain one 1; a task (summary, translation,
+    proofreading) 1 and one more per TASK_CHARS_PER_QUESTION of its text, at most MAX_TASK_PARTS, as its parts
+    cost the workers in proportion."""
+    if task == "ask":
+        return 1
+    return min(MAX_TASK_PARTS, 1 + len(text) // TASK_CHARS_PER_QUESTION)

@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from bot.follow import follow_answer
 from bot.formatting import split_message
-from bot.limits import check_question
+from bot.limits import check_question, work_units
 from bot.settings import ClientSettings
 from bot.texts import error_text, text
 from chatbus import (
@@ -185,7 +185,7 @@ class Relay(Generic[OriginVar, TargetVar]):
 
     async def ask(self, origin: OriginVar, asked: Asked) -> str | None:
         """Refuse the question, or post its placeholder and enqueue it; returns its id when it was enqueued."""
-        refusal = await self.refusal(asked.user, asked.question, asked.context)
+        refusal = await self.refusal(asked.user, asked.question, asked.context, asked.task)
         if refusal:
             await self.surface.refuse(origin, refusal)
             return None
@@ -212,13 +212,13 @@ class Relay(Generic[OriginVar, TargetVar]):
         except RedisError:
             return True
 
-    async def refusal(self, user: str, question: str, context: str = "") -> str | None:
+    async def refusal(self, user: str, question: str, context: str = "", task: Task = "ask") -> str | None:
         """Why this question must not be enqueued, in the user's language, or None."""
         refused = check_question(self.settings, question, context)
         if refused:
             return refused
         try:
-            return await self._limit_refusal(user, question + context)
+            return await self._limit_refusal(user, question + context, work_units(task, context))
         except RedisError as exc:
             log.warning("%s: Redis is unreachable or refuses writes (%s): question refused", self.platform, exc)
             return self._unavailable(exc)
@@ -230,9 +230,10 @@ class Relay(Generic[OriginVar, TargetVar]):
             return text("redis_refuses", self.settings.bot_language, reason=refusal)
         return text("unavailable", self.settings.bot_language)
 
-    async def _limit_refusal(self, user: str, text_asked: str) -> str | None:
+    async def _limit_refusal(self, user: str, text_asked: str, units: int = 1) -> str | None:
+        """The user's limits: a task counts as the questions its parts cost (`work_units`)."""
         limit = self.settings.user_questions_per_minute
-        if await self.bus.count_request(self.platform, user, RATE_WINDOW_S) > limit:
+        if await self.bus.count_request(self.platform, user, RATE_WINDOW_S, units) > limit:
             return text("rate_limited", self.settings.bot_language, limit=limit)
         oldest = time.time() - self.record_max_age_s  # an older record is dead: it holds no slot
         active = sum(1 for r in await self.bus.tracked(self.platform) if r.user == user and r.created_at > oldest)

@@ -374,11 +374,11 @@ class Bus:
         """True the first time a platform event is seen; False for a redelivery."""
         return bool(await self.redis.set(self.keys.seen(platform, event_id), b"1", nx=True, ex=ttl_s))
 
-    async def count_request(self, platform: str, user: str, window_s: int) -> int:
-        """Questions this user asked in the current fixed window, this one included."""
+    async def count_request(self, platform: str, user: str, window_s: int, units: int = 1) -> int:
+        """Questions this user asked in the current fixed window, this one (worth `units`) included."""
         key = self.keys.rate(platform, user)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
+            pipe.incrby(key, units)
             pipe.expire(key, window_s, nx=True)
             count, _ = await pipe.execute()
         return int(count)

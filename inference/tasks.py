@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chatbus import Question
-from chatbus.messages import FinishReason
+from chatbus.messages import MAX_TASK_PARTS, FinishReason
 from inference.engine import GenerationRequest, GenerationUpdate
 from inference.errors import PromptTooLong
 from inference.prompt import PromptBuilder
@@ -95,6 +95,49 @@ def chunks(units: list[str], fits: Callable[[str], bool]) -> list[str]:
     return out
 
 
+def planned_chunks(
+    units: list[str], count: Callable[[str], int], budget: int, fits: Callable[[str], bool]
+) -> list[str]:
+    """`chunks` in time linear in the text: each unit's tokens are counted once and summed greedily up to
+    `budget`; each chunk is then checked once with `fits` (a join can merge tokens: one that does not fit is
+    halved); a unit over `budget` alone is cut by its own characters per token. `chunks` would count every
+    growing chunk again at each unit (96 s of CPU for one 200,000-character transcript)."""
+    groups: list[list[str]] = []
+    current: list[str] = []
+    held = 0
+    for unit in units:
+        tokens = count(unit)
+        if current and held + tokens > budget:
+            groups.append(current)
+            current, held = [], 0
+        if tokens > budget:
+            groups += [[piece] for piece in _pieces(unit, tokens, budget)]
+            continue
+        current.append(unit)
+        held += tokens
+    if current:
+        groups.append(current)
+    out: list[str] = []
+    for group in groups:
+        out += _fitting("".join(group), fits)
+    return out
+
+
+def _pieces(unit: str, tokens: int, budget: int) -> list[str]:
+    """A unit too long alone, in pieces of about 90% of `budget` tokens by its own characters per token."""
+    size = max(1, int(len(unit) * budget * 0.9 / tokens))
+    return [unit[i : i + size] for i in range(0, len(unit), size)]
+
+
+def _fitting(chunk: str, fits: Callable[[str], bool]) -> list[str]:
+    """`chunk`, or its halves (again as needed) when it does not fit."""
+    if len(chunk) <= 1 or fits(chunk):
+        return [chunk]
+    middle = len(chunk) // 2
+    cut = chunk.rfind("\n", 0, middle) + 1 or middle  # between lines where there is one
+    return _fitting(chunk[:cut], fits) + _fitting(chunk[cut:], fits)
+
+
 def _longest_fitting(unit: str, fits: Callable[[str], bool]) -> int:
     low, high = 1, len(unit) - 1  # `unit` itself does not fit
     while low < high:
@@ -116,6 +159,7 @@ class _Pass:
     texts: list[str] = field(default_factory=list)
     finished: list[bool] = field(default_factory=list)
     reasons: list[FinishReason] = field(default_factory=list)
+    sent: int = 0  # requests handed to the engine, in order (`TaskRun.take`)
 
     def __post_init__(self) -> None:
         count = len(self.requests)
@@ -190,7 +234,8 @@ class TaskRun:
             core = piece.strip()
             return self._tokens(instruction, core) <= budget and self.prompts.count_tokens(core) <= most
 
-        pieces = chunks(sentences(self.text), fits)
+        room = min(most, budget - self._tokens(instruction, "가"))
+        pieces = self._at_most_parts(planned_chunks(sentences(self.text), self.prompts.count_tokens, room, fits))
         self._separators = [piece[len(piece.rstrip()) :] for piece in pieces]
         self._first = [(instruction, piece.strip(), self.max_new_tokens) for piece in pieces]
 
@@ -201,19 +246,44 @@ class TaskRun:
         part_new = min(PART_SUMMARY_TOKENS, self.max_new_tokens)
         budget = self._budget(part_new)
         lines = [line + "\n" for line in self.text.split("\n")]
-        parts = chunks(lines, lambda piece: self._tokens(SUMMARIZE_PART, piece.strip()) <= budget)
-        self._first = [(SUMMARIZE_PART, part.strip(), part_new) for part in parts]
+        room = budget - self._tokens(SUMMARIZE_PART, "가")
+        parts = planned_chunks(
+            lines, self.prompts.count_tokens, room, lambda piece: self._tokens(SUMMARIZE_PART, piece.strip()) <= budget
+        )
+        self._first = [(SUMMARIZE_PART, part.strip(), part_new) for part in self._at_most_parts(parts)]
+
+    def _at_most_parts(self, parts: list[str]) -> list[str]:
+        """The first MAX_TASK_PARTS parts: the work one request may cost. The answer then says only the text's
+        beginning was read (`context_cut`), as for a 맥락 cut to fit the window."""
+        if len(parts) > MAX_TASK_PARTS:
+            self.context_cut = True
+            return parts[:MAX_TASK_PARTS]
+        return parts
 
     # ------------------------------------------------------------------ running
 
-    def start(self) -> list[GenerationRequest]:
-        """The first pass's requests; called again, the run starts over (a reset engine, a retry)."""
+    def start(self) -> None:
+        """Begin with the first pass (its requests come from `take`); called again, the run starts over (a reset
+        engine, a retry)."""
         self.prompt_tokens, self.completion_tokens = self._first_tokens, 0
         self.finished, self.finish_reason, self._merged = False, "stop", 0
         requests = list(self._first_requests)
         final = self.question.task != "summarize" or self._first[0][0] == SUMMARIZE
         self._pass = _Pass(0, requests, final)
-        return requests
+
+    def take(self, count: int) -> list[GenerationRequest]:
+        """Up to `count` of this pass's requests not yet handed out: the worker feeds a task's parts to the engine
+        a few at a time, so one long task never fills the batch ahead of other people's questions."""
+        if self._pass is None or count <= 0:
+            return []
+        taken = self._pass.requests[self._pass.sent : self._pass.sent + count]
+        self._pass.sent += len(taken)
+        return taken
+
+    @property
+    def waiting(self) -> int:
+        """This pass's requests not yet handed out."""
+        return 0 if self._pass is None else len(self._pass.requests) - self._pass.sent
 
     @property
     def parts(self) -> int:
@@ -231,9 +301,11 @@ class TaskRun:
 
     @property
     def active_ids(self) -> list[str]:
+        """The requests in the engine now: handed out, not finished."""
         if self._pass is None:
             return []
-        return [r.id for r, done in zip(self._pass.requests, self._pass.finished, strict=True) if not done]
+        sent = zip(self._pass.requests[: self._pass.sent], self._pass.finished, strict=False)
+        return [r.id for r, done in sent if not done]
 
     @property
     def visible(self) -> str:
@@ -250,27 +322,27 @@ class TaskRun:
             shown += text + (separator if "\n" in separator else " ")
         return shown.rstrip()
 
-    def on_update(self, update: GenerationUpdate) -> list[GenerationRequest]:
-        """Take one request's update; returns the next pass's requests when this pass just finished."""
+    def on_update(self, update: GenerationUpdate) -> None:
+        """Take one request's update; when it finishes the pass, the next pass begins (its requests from `take`)."""
         assert self._pass is not None
         index = next((i for i, r in enumerate(self._pass.requests) if r.id == update.id), None)
         if index is None or self._pass.finished[index]:
-            return []
+            return
         self._pass.texts[index] = update.text
         if not update.finished:
-            return []
+            return
         self._pass.finished[index] = True
         self._pass.reasons[index] = update.finish_reason or "stop"
         self.completion_tokens += update.completion_tokens
         if not all(self._pass.finished):
-            return []
+            return
         if self._pass.final:
             self.finished = True
             self.finish_reason = "length" if "length" in self._pass.reasons else "stop"
-            return []
-        return self._merge(self._pass.texts)
+            return
+        self._merge(self._pass.texts)
 
-    def _merge(self, summaries: list[str]) -> list[GenerationRequest]:
+    def _merge(self, summaries: list[str]) -> None:
         """The next pass over the parts' summaries: one merge if they fit, else merges of consecutive groups."""
         assert self._pass is not None
         number, self._merged = self._pass.number + 1, len(summaries)
@@ -287,4 +359,3 @@ class TaskRun:
             if len(requests) >= len(summaries):  # no progress: merge what fits, cut, rather than loop
                 requests, final = [self._request(number, 0, MERGE, whole, self.max_new_tokens)], True
         self._pass = _Pass(number, requests, final)
-        return requests

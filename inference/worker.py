@@ -64,6 +64,8 @@ from inference.settings import WorkerSettings
 from inference.tasks import TaskRun, question_of
 
 log = logging.getLogger(__name__)
+# The share of the batch that tasks' requests (summary parts, translated chunks) may hold together.
+TASK_SHARE = 0.5
 
 POLL_INTERVAL_S = 0.01
 REDIS_RETRY_S = 0.5
@@ -387,14 +389,30 @@ class Worker:
         self.metrics.queue_wait.observe(max(0.0, time.time() - job.question.created_at))
         if job.run is not None:
             job.progress = None
-            for request in job.run.start():
-                self.engine.add(request)
+            job.run.start()
+            self._feed_tasks()
             job.prompt_tokens = job.run.prompt_tokens
             self._report_progress(job)
         else:
             assert job.request is not None
             self.engine.add(job.request)
         log.info("question %s: started (attempt %d, %d prompt tokens)", job.question.id, job.attempt, job.prompt_tokens)
+
+    def _feed_tasks(self) -> None:
+        """Hand the engine tasks' waiting requests (summary parts, chunks), one task at a time in turn, while all
+        tasks together hold at most TASK_SHARE of the batch: the rest stays free for other people's questions,
+        which then start at once instead of after every part of someone's long summary."""
+        share = max(1, int(self.engine.max_batch_size * TASK_SHARE))
+        runs = [job.run for job in self._jobs.values() if job.run is not None and job.running]
+        held = sum(len(run.active_ids) for run in runs)
+        while held < share:
+            ready = [run for run in runs if run.waiting]
+            if not ready:
+                return
+            for run in ready[: share - held]:
+                for request in run.take(1):
+                    self.engine.add(request)
+                    held += 1
 
     async def _reject_malformed(self, delivery: Delivery) -> None:
         assert delivery.error is not None
@@ -427,6 +445,7 @@ class Worker:
         for update in updates:
             if update.error is None:
                 self._on_update(update)
+        self._feed_tasks()
         for update in updates:
             if update.error is not None:  # this question alone failed (a server's error): retried, then dead-lettered
                 await self._fail_jobs([question_of(update.id)], f"generation failed ({update.error[:200]})")
@@ -451,8 +470,7 @@ class Worker:
             return
         now = time.monotonic()
         if job.run is not None:
-            for request in job.run.on_update(update):  # a pass finished: the next one starts at once
-                self.engine.add(request)
+            job.run.on_update(update)  # a pass that finished starts the next, fed by `_feed_tasks`
             self._report_progress(job)
             job.latest = job.run.visible
         else:

@@ -243,6 +243,16 @@ async def test_questions_asked_at_once_cannot_take_a_user_past_the_daily_cap(rel
     await relay.close()
 
 
+async def test_a_long_task_counts_as_the_questions_its_parts_cost(relay_env: RelayEnv) -> None:
+    bus, surface, _ = relay_env
+    relay = Relay(bus, surface, settings(user_questions_per_minute=6))
+    transcript = "사람: 회의록 " * 4000  # 32,000 characters: a summary of about 9 parts
+    refusal = await relay.refusal("u8", "요약", transcript, "summarize")
+    assert refusal is not None and "1분에 6개까지" in refusal, "one summary of this size is more than a minute's share"
+    assert await relay.refusal("u9", "요약", "사람: 짧은 회의록", "summarize") is None, "a short one costs one"
+    await relay.close()
+
+
 async def bus_tokens(bus: Bus, user: str) -> bool:
     return await bus.tokens_today("test", user) > 0
 

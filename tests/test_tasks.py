@@ -8,6 +8,7 @@ scripted engine counts a character as a token.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
@@ -16,9 +17,13 @@ from pathlib import Path
 import pytest
 
 from chatbus import AnswerEvent, Bus, Delta, Done, ErrorEvent, Progress, Question, Restart
+from chatbus.messages import MAX_CONTEXT_CHARS, MAX_TASK_PARTS
 from inference import tasks
+from inference.prompt import PromptBuilder, Template
 from inference.worker import Worker
+from tests.support import trained
 from tests.support.engines import RunWorker, ScriptedEngine
+from tests.support.polling import eventually
 from tests.support.processes import RedisServer, StartWorker, run_kullm
 
 KOREAN = [f"{i}번째 문장은 구름이 번역할 글입니다." for i in range(1, 13)]
@@ -191,3 +196,54 @@ def test_kullm_ask_translates_proofreads_and_summarises_a_file(
     assert "요약 중… 3/3" in plain.stderr
     empty = run_kullm(["ask", "--task", "translate", "  "], redis_server.url)
     assert empty.returncode == 2 and "번역할 글이 없습니다" in empty.stderr
+
+
+# ---------------------------------------------------------------------------------------------- one summary, many users
+
+
+class CountingLength:
+    """A character-per-token counter that adds up how many characters it was asked to count."""
+
+    def __init__(self) -> None:
+        self.counted = 0
+
+    def __call__(self, text: str) -> int:
+        self.counted += len(text)
+        return len(text)
+
+
+@pytest.mark.parametrize("shape", ["one line", "short lines"])
+def test_planning_a_maximal_summary_is_linear_and_bounded_in_parts(shape: str) -> None:
+    text = (
+        "가나다라 마바사 " * 25_000 if shape == "one line" else "\n".join(f"사람{i}: " + "가" * 50 for i in range(3600))
+    )
+    text = text[:MAX_CONTEXT_CHARS]
+    count = CountingLength()
+    question = Question.new("slack", "요약", ttl_s=60, task="summarize", context=text)
+    run = tasks.TaskRun(question, PromptBuilder(Template.KULLM_V1, count, 2048), 512)
+    # Before, every growing part was counted again at each message: 96 s of CPU for the one-line transcript.
+    assert count.counted < 8 * len(text), f"{count.counted:,} characters counted for {len(text):,}"
+    assert run.parts == MAX_TASK_PARTS and run.context_cut, "a bounded amount of work; the answer says it was cut"
+
+
+async def test_one_users_summary_leaves_room_for_another_users_question(bus: Bus, run_worker: RunWorker) -> None:
+    run_worker(context_window=700, max_new_tokens=250, max_batch_size=4)
+    summary = Question.new("slack", "요약", ttl_s=60, task="summarize", context="\n".join(THREAD * 5), user="U1")
+    await bus.enqueue(summary)
+    summary_events: list[AnswerEvent] = []
+
+    async def follow_summary() -> None:
+        async for _, event in bus.follow(summary.id, start_timeout_s=30, stall_timeout_s=30):
+            summary_events.append(event)
+
+    following = asyncio.create_task(follow_summary())
+    await eventually(lambda: any(isinstance(e, Progress) for e in summary_events))
+    question = Question.new("slack", "한국의 수도는 어디야?", ttl_s=60, user="U2")
+    await bus.enqueue(question)
+    answer = await follow(bus, question.id)
+    assert isinstance(answer[-1], Done) and answer[-1].text == trained.CAPITAL
+    progress = [e for e in summary_events if isinstance(e, Progress)]
+    # Before, all its parts went into the engine at once and the question waited for nearly all of them.
+    assert progress[-1].done <= progress[-1].total // 2, f"answered after {progress[-1].done}/{progress[-1].total}"
+    await following
+    assert isinstance(summary_events[-1], Done)

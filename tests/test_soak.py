@@ -26,7 +26,7 @@ def test_every_scenario_ends_each_question_once(tmp_path: Path) -> None:
     table = [line.split(" | ") for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     header, rows = table[0], table[1:]
     assert header[-5:] == ["told busy", "lost", "duplicated", "wrong", "stuck |"]
-    assert len(rows) == 15, f"every scenario ran:\n{text}"
+    assert len(rows) == 16, f"every scenario ran:\n{text}"
     for row in rows:
         assert row[-4:] == ["0", "0", "0", "0 |"], f"{row[0]}: lost, duplicated, wrong or stuck:\n{text}"
         assert int(row[2]) > 0 and int(row[3]) + int(row[4]) == int(row[2]), text

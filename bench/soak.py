@@ -739,6 +739,9 @@ async def hostile_users(service: Service, rows: list[Scenario]) -> None:
     hold slow connections, attach the hostile PDF corpus, ask for a maximal summary and forge chat turns: every
     ordinary question is answered once, and their API first token stays within 2x the calm run's (or 1 s)."""
     row = Scenario("hostile users: key flood, slow clients, PDF bombs, a maximal summary, forged turns", runs=1)
+    for index in range(2):  # the scenario before leaves none
+        service.start_worker(f"hostile-{index}")
+    await eventually(lambda: all(w.ready() for w in service.workers), 120)
     api = BotProcess("api", service.tmp / "api.log", {"REDIS_URL": service.redis.url, **CLIENT_ENV})
     port = free_port()
     api.env["API_PORT"] = str(port)
@@ -764,6 +767,7 @@ async def hostile_users(service: Service, rows: list[Scenario]) -> None:
         _grade_hostile(row, calm, loaded, refused, summary, forged)
     finally:
         await asyncio.to_thread(api.stop)
+        await service.stop_workers()
     rows.append(row)
 
 
@@ -811,7 +815,7 @@ async def _api_first_tokens(base: str, key: str, count: int) -> list[float | Non
                     text += piece
             return first if text == ASKED[1][1] else None
 
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT_S)) as session:
         times: list[float | None] = []
         for _ in range(count // 4):
             times += await asyncio.gather(*(one(session) for _ in range(4)))

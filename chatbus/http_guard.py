@@ -4,10 +4,10 @@ It lives here, beside the contract, because `bot/` and `inference/` must not imp
 and it needs nothing but asyncio. It wraps any asyncio protocol factory (aiohttp's included):
 
 - a connection must finish its request headers within `header_timeout_s`, or it is closed;
-- at most `max_connections` are open at once: a newcomer past the cap closes the oldest one that
-  has waited at least SLOW_AFTER_S for its headers (a slow or half-open client; a real client sends
-  them within milliseconds), or, when none has, is closed itself: a flood of idle sockets cannot
-  hold file descriptors the process needs for Redis, nor lock out a real health check;
+- at most `max_connections` are open at once: a newcomer past the cap closes the oldest one still
+  waiting for its headers (a slow or half-open client: a real one sends them within milliseconds),
+  so a flood of idle sockets cannot hold file descriptors the process needs for Redis, nor lock out
+  a real health check;
 - `descriptor_cap` sizes a cap to the process's file descriptors (raising the soft limit to the hard
   one), so the cap is reached before the descriptors run out;
 - errors accepting connections (out of descriptors, of memory) are logged at most once every
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 HEADER_TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 256
-SLOW_AFTER_S = 1.0
 ACCEPT_ERROR_LOG_S = 10.0
 # Descriptors kept free of a listener's cap: the Redis pool, log files, child processes' pipes.
 RESERVED_DESCRIPTORS = 128
@@ -59,9 +58,9 @@ class ConnectionGuard:
     def _opened(self, connection: _Guarded) -> None:
         self.open[connection] = None
         if len(self.open) > self.max_connections:
-            slow_since = time.monotonic() - SLOW_AFTER_S
-            oldest = next((c for c in self.open if c.waiting and c.opened_at <= slow_since), None)
-            self._close_slow(oldest or connection, "over the connection cap")
+            oldest = next((c for c in self.open if c.waiting and c is not connection), None)
+            if oldest is not None:
+                self._close_slow(oldest, "over the connection cap")
 
     def _close_slow(self, connection: _Guarded, why: str) -> None:
         self.open.pop(connection, None)  # counted as gone now: its socket closes on the next loop pass
@@ -78,7 +77,6 @@ class _Guarded(asyncio.Protocol):
         self.inner = inner
         self.guard = guard
         self.waiting = True
-        self.opened_at = time.monotonic()
         self._tail = b""
         self._timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.BaseTransport | None = None

@@ -47,15 +47,14 @@ class _Transport(asyncio.Transport):
         return self.aborted
 
 
-async def test_past_the_cap_a_slow_connection_goes_before_a_quick_one(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_past_the_cap_the_oldest_silent_connection_goes_never_one_that_sent_its_request() -> None:
     guard = ConnectionGuard(max_connections=2)
     made = [guard.wrap(asyncio.Protocol)() for _ in range(4)]
     transports = [_Transport() for _ in made]
     made[0].connection_made(transports[0])
-    made[1].connection_made(transports[1])
-    made[1].data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # a real request: never shed for the cap
-    made[2].connection_made(transports[2])  # over the cap, nobody slow yet: the newcomer itself goes
-    assert [t.aborted for t in transports[:3]] == [False, False, True]
-    monkeypatch.setattr("chatbus.http_guard.SLOW_AFTER_S", 0.0)
-    made[3].connection_made(transports[3])  # the oldest still silent is now slow: it goes
-    assert [t.aborted for t in transports] == [True, False, True, False]
+    made[0].data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # a real request: never shed for the cap
+    made[1].connection_made(transports[1])  # silent
+    made[2].connection_made(transports[2])  # over the cap: the oldest silent one goes, not the newcomer
+    assert [t.aborted for t in transports[:3]] == [False, True, False]
+    made[3].connection_made(transports[3])
+    assert [t.aborted for t in transports] == [False, True, True, False]

@@ -732,6 +732,7 @@ FORGED = (
 FLOOD_REQUESTS = 2000
 FLOOD_CONCURRENCY = 300
 SLOW_CLIENTS = 600
+ORDINARY_S = 0.5
 
 
 async def hostile_users(service: Service, rows: list[Scenario]) -> None:
@@ -750,17 +751,23 @@ async def hostile_users(service: Service, rows: list[Scenario]) -> None:
     try:
         key = await asyncio.to_thread(_api_key, service.redis.url)
         await eventually(lambda: "OpenAI-compatible API" in api.log(), 60)
-        calm = await _api_first_tokens(base, key, 24)
-        asks = [await service.ask(platform_of(n), ASKED[n % 5][0], 9700 + n) for n in range(12)]
+        # The calm run and the attack carry the same ordinary load: a chat or terminal question every ORDINARY_S
+        # beside the API's, which are asked four at a time.
+        asks: list[Ask] = []
+        ordinary = asyncio.create_task(_ordinary_users(service, asks))
+        calm = await _api_first_tokens(base, key, lambda times: len(times) >= 24)
         hostile = asyncio.gather(
             _wrong_key_flood(base), _hostile_files(service), _maximal_summary(service), _forged_turns(service)
         )
         slow = half_open(port, SLOW_CLIENTS)
         try:
-            loaded = await _api_first_tokens(base, key, 24)
+            # Asked all through the attack, until every part of it is over.
+            loaded = await _api_first_tokens(base, key, lambda times: hostile.done() and len(times) >= 24)
+            ordinary.cancel()
             await settle(service, asks)
             refused, summary, forged = (await hostile)[1:]
         finally:
+            ordinary.cancel()
             for sock in slow:
                 sock.close()
         grade(service, row, asks)
@@ -769,6 +776,13 @@ async def hostile_users(service: Service, rows: list[Scenario]) -> None:
         await asyncio.to_thread(api.stop)
         await service.stop_workers()
     rows.append(row)
+
+
+async def _ordinary_users(service: Service, asks: list[Ask]) -> None:
+    """A question every ORDINARY_S on Discord, Slack and the terminal in turn, into `asks`, until cancelled."""
+    for n in itertools.count():
+        asks.append(await service.ask(platform_of(n), ASKED[n % len(ASKED)][0], 9700 + n % 60))
+        await asyncio.sleep(ORDINARY_S)
 
 
 def _grade_hostile(
@@ -796,8 +810,9 @@ def _api_key(redis_url: str) -> str:
     return made.stdout.strip()
 
 
-async def _api_first_tokens(base: str, key: str, count: int) -> list[float | None]:
-    """Seconds to the first answer text of `count` streamed API questions, asked a few at a time (None: failed)."""
+async def _api_first_tokens(base: str, key: str, enough: Callable[[list[float | None]], bool]) -> list[float | None]:
+    """Seconds to the first answer text of streamed API questions, asked four at a time until `enough` says so
+    (None: failed)."""
     import aiohttp
 
     body = {"model": "x", "messages": [{"role": "user", "content": ASKED[1][0]}], "stream": True}
@@ -817,12 +832,21 @@ async def _api_first_tokens(base: str, key: str, count: int) -> list[float | Non
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT_S)) as session:
         times: list[float | None] = []
-        for _ in range(count // 4):
+        while not enough(times):
             times += await asyncio.gather(*(one(session) for _ in range(4)))
         return times
 
 
 async def _wrong_key_flood(base: str) -> None:
+    """The flood from a process of its own, as from another host: it shares no event loop with the measuring."""
+    flood = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", f"import asyncio, bench.soak as s; asyncio.run(s.flood({base!r}))", cwd=ROOT
+    )
+    await flood.wait()
+
+
+async def flood(base: str) -> None:
+    """FLOOD_REQUESTS requests with wrong keys, FLOOD_CONCURRENCY at once."""
     import aiohttp
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=FLOOD_CONCURRENCY)) as session:

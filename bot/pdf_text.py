@@ -10,7 +10,8 @@ bot (and, on Discord, long enough to lose the gateway). So each PDF is read by a
 - memory: its address space capped at `PdfBudget.memory_bytes` (RLIMIT_AS), CPU at the wall time;
 - decompressed bytes: pypdf's output limit of every filter, at `PdfBudget.stream_bytes`;
 - pages: only the first `PdfBudget.max_pages` are read;
-- output: extraction stops once `PdfBudget.max_chars` characters are out (the contract's 맥락 ceiling).
+- output: extraction stops once `PdfBudget.max_chars` characters are out (the contract's 맥락 ceiling);
+- CPU priority: NICENESS below its parent's.
 
 At most `PdfBudget.parallel` PDFs are read at once per adapter process; later ones wait their turn.
 The child answers one JSON line: `{"text": …}` or `{"refused": "unreadable" | "no_text" | "budget"}`.
@@ -31,6 +32,9 @@ from chatbus.messages import MAX_CONTEXT_CHARS
 log = logging.getLogger(__name__)
 
 REFUSALS = ("unreadable", "no_text", "budget")
+# The child runs at a lower CPU priority than the bot and the workers beside it: a PDF being read takes the CPU
+# that nothing else wants, not the one answering other people's questions.
+NICENESS = 10
 # Exit status of a child that ran out of its memory budget (MemoryError) or its stack (RecursionError).
 EXIT_BUDGET = 3
 
@@ -105,8 +109,10 @@ def _answer(out: bytes, returncode: int | None) -> tuple[str | None, str | None]
 
 
 def _limit(wall_s: float, memory_bytes: int) -> None:
+    import os
     import resource
 
+    os.nice(NICENESS)
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     cpu_s = int(wall_s) + 1
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))

@@ -50,9 +50,12 @@ class ConnectionGuard:
     async def serve(
         self, factory: Callable[[], asyncio.BaseProtocol], host: str, port: int, **kwargs: Any
     ) -> asyncio.Server:
-        """Listen on host:port with the guard in front of `factory`."""
+        """Listen on host:port with the guard in front of `factory`, with a listen backlog as deep as the cap: a
+        burst of connections (a flood arriving at once) fills asyncio's default backlog of 100, and a real
+        client's connection arriving then waits for the kernel's SYN retry, a second or more."""
         loop = asyncio.get_running_loop()
         quiet_accept_errors(loop)
+        kwargs.setdefault("backlog", max(100, self.max_connections))
         return await loop.create_server(self.wrap(factory), host, port, **kwargs)
 
     def _opened(self, connection: _Guarded) -> None:

@@ -3,7 +3,9 @@
 It batches at the iteration level. Every `step()` decodes one token for every running
 question, then spends up to `prefill_chunk` prompt tokens on newcomers: short prompts are
 prefilled together as one left-padded batch, a long one a chunk per step, so a newcomer never
-waits for a whole padded wave and the running questions never wait for a long prompt. Prefill
+waits for a whole padded wave and the running questions never wait for a long prompt. Short
+prompts queued behind a long one go past it with half a step's budget (the long one keeps the
+rest): a question asked while a summary's long parts are read starts within a step or two. Prefill
 computes logits for the last position only.
 
 The running batch's keys and values live in a `SlotCache` (inference/kv_cache.py), written in
@@ -227,11 +229,28 @@ class TransformersEngine:
                 group = self._group(budget)
                 budget -= len(group) * max(n.left for n in group)
                 updates += self._prefill(group)
+            elif passing := self._short_behind(budget // 2):  # short prompts go past a long one, with half the budget
+                budget -= len(passing) * max(n.left for n in passing)
+                updates += self._prefill(passing)
             else:  # a long prompt: the next chunk of it, on its own
                 chunk = min(head.left, budget)
                 budget -= chunk
                 updates += self._prefill_chunk(head, chunk)
         return updates
+
+    def _short_behind(self, budget: int) -> list[_Newcomer]:
+        """Newcomers queued behind a long prompt whose whole prompts fit `budget` together, shortest first: a
+        question must not wait for every chunk of a long summary part (or a long 맥락) ahead of it. The long
+        prompt still gets the rest of each step's budget, so it is never starved."""
+        room = self.max_batch_size - len(self._rows)
+        short = sorted((n for n in list(self._waiting)[1:] if n.done == 0), key=lambda n: len(self._read(n)))
+        group: list[_Newcomer] = []
+        for newcomer in short:
+            width = len(self._read(newcomer))
+            if len(group) == room or (len(group) + 1) * width > budget:
+                break
+            group.append(newcomer)
+        return group
 
     def _group(self, budget: int) -> list[_Newcomer]:
         """The oldest newcomer and, shortest first, the others whose whole prompts fit the budget with it as one

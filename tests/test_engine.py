@@ -181,6 +181,22 @@ def test_a_long_prompt_is_prefilled_in_chunks_while_the_batch_decodes(model_dir:
     assert finished["story"].text == trained.LONG_STORY
 
 
+def test_a_short_question_goes_past_a_long_prompt_still_being_read(model_dir: Path) -> None:
+    # A summary part of a few thousand tokens used to hold every question behind it for all its chunks (7 s in the
+    # soak's hostile row); a short prompt now starts at the next step, and the long one still finishes.
+    loaded = load(model_dir, max_batch_size=4, prefill_chunk_tokens=24)
+    engine = transformers_engine(loaded)
+    long_context = "구름(KULLM)은 고려대학교 NLP & AI 연구실이 만든 한국어 LLM입니다. " * 6
+    long_request = request(loaded, "long", "이 글을 요약해줘", long_context)
+    assert engine.count_tokens(long_request.prompt) > 4 * 24
+    engine.add(long_request)
+    engine.add(request(loaded, "capital", "한국의 수도는 어디야?"))
+    assert [u.id for u in engine.step()] == ["capital"], "the short one starts at once, past the long one"
+    finished: dict[str, GenerationUpdate] = {}
+    run(engine, finished)
+    assert finished["capital"].text == trained.CAPITAL and finished["long"].finished, "and the long one is not starved"
+
+
 def test_a_burst_is_prefilled_oldest_first_then_shortest_first(model_dir: Path) -> None:
     # Short prompts pad little: after the oldest, the shortest join it, so more of a burst starts in one step.
     loaded = load(model_dir, max_batch_size=8)

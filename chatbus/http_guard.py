@@ -31,6 +31,9 @@ MAX_CONNECTIONS = 256
 ACCEPT_ERROR_LOG_S = 10.0
 # Descriptors kept free of a listener's cap: the Redis pool, log files, child processes' pipes.
 RESERVED_DESCRIPTORS = 128
+# The listen backlog, which is also how many connections asyncio accepts in one go (before the guard sees any):
+# deeper than asyncio's 100, so a burst does not leave a real client waiting for the kernel's SYN retry.
+LISTEN_BACKLOG = 512
 _HEADERS_END = b"\r\n\r\n"
 
 
@@ -50,12 +53,12 @@ class ConnectionGuard:
     async def serve(
         self, factory: Callable[[], asyncio.BaseProtocol], host: str, port: int, **kwargs: Any
     ) -> asyncio.Server:
-        """Listen on host:port with the guard in front of `factory`, with a listen backlog as deep as the cap: a
-        burst of connections (a flood arriving at once) fills asyncio's default backlog of 100, and a real
-        client's connection arriving then waits for the kernel's SYN retry, a second or more."""
+        """Listen on host:port with the guard in front of `factory`, with a backlog of LISTEN_BACKLOG (at most the
+        cap): a burst of connections (a flood arriving at once) fills asyncio's default of 100, and a real client's
+        connection arriving then waits for the kernel's SYN retry, a second or more."""
         loop = asyncio.get_running_loop()
         quiet_accept_errors(loop)
-        kwargs.setdefault("backlog", max(100, self.max_connections))
+        kwargs.setdefault("backlog", max(100, min(LISTEN_BACKLOG, self.max_connections)))
         return await loop.create_server(self.wrap(factory), host, port, **kwargs)
 
     def _opened(self, connection: _Guarded) -> None:
@@ -131,18 +134,18 @@ class _Guarded(asyncio.Protocol):
 
 def descriptor_cap(wanted: int) -> int:
     """`wanted` connections, or fewer when the process's descriptors cannot hold them beside
-    RESERVED_DESCRIPTORS; the soft descriptor limit is raised to the hard one first."""
+    RESERVED_DESCRIPTORS and one accept burst (LISTEN_BACKLOG); the soft limit is raised to the hard one first."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard > soft:
-        target = wanted + RESERVED_DESCRIPTORS if hard == resource.RLIM_INFINITY else hard
+        target = wanted + RESERVED_DESCRIPTORS + LISTEN_BACKLOG if hard == resource.RLIM_INFINITY else hard
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
             soft = max(soft, target)
         except (ValueError, OSError):
             pass
-    cap = max(16, min(wanted, soft - RESERVED_DESCRIPTORS))
+    cap = max(16, min(wanted, soft - RESERVED_DESCRIPTORS - LISTEN_BACKLOG))
     if cap < wanted:
         log.warning("%d file descriptors allow %d connections, not %d: raise `ulimit -n`", soft, cap, wanted)
     return cap

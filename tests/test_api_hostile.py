@@ -22,7 +22,7 @@ from chatbus.streams import MAX_CONNECTIONS
 from tests.support import trained
 from tests.support.engines import RunWorker
 from tests.support.polling import eventually
-from tests.support.processes import RedisServer, half_open
+from tests.support.processes import BotProcess, RedisServer, free_port, half_open, run_kullm
 from tests.test_api import ApiUnderTest, no_open_questions, running_api
 
 pytestmark = pytest.mark.e2e
@@ -128,6 +128,32 @@ async def test_slow_clients_are_shed_and_real_ones_served(
                 sock.close()
 
 
+async def test_on_a_host_with_1024_descriptors_a_slow_flood_cannot_take_them_all(
+    redis_server: RedisServer, tmp_path: Path, run_worker: RunWorker
+) -> None:
+    run_worker()
+    port = free_port()
+    env = {"REDIS_URL": redis_server.url, "API_PORT": str(port)}
+    process = BotProcess("api", tmp_path / "api.log", env, descriptors=1024).start()
+    try:
+        await eventually(lambda: "OpenAI-compatible API" in process.log(), 30)
+        key = run_kullm(["keys", "create", "tight"], redis_server.url).stdout.strip()
+        flood = half_open(port, 1100)  # before: "Too many open files", 56 MB of log in 30 s, real requests timed out
+        try:
+            async with aiohttp.ClientSession() as session:
+                status, text = await post(
+                    session, f"http://127.0.0.1:{port}/v1/chat/completions", key, {"messages": CAPITAL}
+                )
+            assert status == 200 and json.loads(text)["choices"][0]["message"]["content"] == trained.CAPITAL
+        finally:
+            for sock in flood:
+                sock.close()
+        log = process.log()
+        assert "Too many open files" not in log and len(log) < 100_000
+    finally:
+        await asyncio.to_thread(process.stop)
+
+
 async def test_a_stalled_redis_is_refused_clearly_within_seconds(api: ApiUnderTest, redis_server: RedisServer) -> None:
     key = api.key("stalled")
     assert redis_server.process is not None
@@ -213,8 +239,6 @@ async def reservations_settled(bus: Bus, key: str) -> bool:
 
 
 def run_usage(api: ApiUnderTest) -> str:
-    from tests.support.processes import run_kullm
-
     usage = run_kullm(["usage", "--by", "key", "--json"], api.redis_url)
     assert usage.returncode == 0, usage.stderr
     return usage.stdout

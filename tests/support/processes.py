@@ -409,16 +409,22 @@ def worker_name(worker: WorkerProcess) -> str:
 class BotProcess:
     """`kullm <adapter>` (the bot image's command) as a separate process, so tests can SIGKILL and restart it."""
 
-    def __init__(self, adapter: str, log_path: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, adapter: str, log_path: Path, env: Mapping[str, str], descriptors: int | None = None) -> None:
         self.adapter = adapter
         self.log_path = log_path
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        self.descriptors = descriptors  # a hard limit on open files (`ulimit -Hn`), as a small host has
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> BotProcess:
+        command = [sys.executable, "-m", "kullm.cli", self.adapter]
+        if self.descriptors is not None:
+            limit = f"resource.setrlimit(resource.RLIMIT_NOFILE, ({self.descriptors}, {self.descriptors}))"
+            run = "sys.argv[0] = 'kullm'; runpy.run_module('kullm.cli', run_name='__main__')"
+            command = [sys.executable, "-c", f"import resource, runpy, sys; {limit}; {run}", self.adapter]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "kullm.cli", self.adapter],
+                command,
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,

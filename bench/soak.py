@@ -801,6 +801,10 @@ def _grade_hostile(
     )
     if loaded_p95 > bound:
         row.fail(f"ordinary API users' first token p95 {loaded_p95:.3f} s is over {bound:.3f} s")
+    if not summary.startswith("done"):
+        row.fail(f"the maximal summary did not end with its answer: {summary}")
+    if forged != 2:
+        row.fail(f"{2 - forged} of the forged-turn questions did not end with one answer")
 
 
 def _api_key(redis_url: str) -> str:

@@ -132,6 +132,9 @@ class Worker:
         self._usage: dict[str, Counter[str]] = {}  # day → usage counts not yet written
         self._settled: list[tuple[str, str, str]] = []  # (platform, user, question id) whose reservations they end
         self._inbox: list[Delivery] = []
+        # Deliveries being accepted: a long task is planned (its text tokenised) on a thread for a second or more,
+        # and its entry must stay fresh meanwhile or another worker reclaims it.
+        self._accepting: dict[str, Delivery] = {}
         self._cancel_requests: set[str] = set()
         self._outbox = Outbox(bus, self.name)
         self._governor = BatchGovernor(settings.max_batch_size)
@@ -282,6 +285,14 @@ class Worker:
     async def _accept_all(self, deliveries: list[Delivery]) -> None:
         if not deliveries:
             return
+        self._accepting.update((d.entry_id, d) for d in deliveries)
+        try:
+            await self._accept_each(deliveries)
+        finally:
+            for delivery in deliveries:
+                self._accepting.pop(delivery.entry_id, None)
+
+    async def _accept_each(self, deliveries: list[Delivery]) -> None:
         questions = [d for d in deliveries if d.question]
         ids = [d.question.id for d in questions if d.question]
         cancelled = await self.bus.cancelled(ids)
@@ -745,9 +756,10 @@ class Worker:
     def _holding(self) -> list[Write]:
         """Every delivery this worker owns: questions it answers, answers whose last writes wait in the outbox
         (Redis refusing writes: a finished answer must not look abandoned and be answered again), and reclaimed
-        entries not yet admitted."""
+        entries not yet admitted, and deliveries being accepted (a task being planned)."""
         held = self._outbox.held()
-        held += [Write(d.entry_id, d.deliveries, d.question.id) for d in self._inbox if d.question is not None]
+        waiting = [*self._inbox, *self._accepting.values()]
+        held += [Write(d.entry_id, d.deliveries, d.question.id) for d in waiting if d.question is not None]
         held += [_held(job) for job in list(self._jobs.values())]
         return list({write.entry_id: write for write in held}.values())  # one per entry; a running job's wins
 

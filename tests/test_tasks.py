@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -247,3 +248,23 @@ async def test_one_users_summary_leaves_room_for_another_users_question(bus: Bus
     assert progress[-1].done <= progress[-1].total // 2, f"answered after {progress[-1].done}/{progress[-1].total}"
     await following
     assert isinstance(summary_events[-1], Done)
+
+
+async def test_a_task_planned_longer_than_the_reclaim_idle_time_is_not_taken_over(
+    bus: Bus, run_worker: RunWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Planning a maximal summary took seconds under load: its entry went stale meanwhile, another worker took it, and
+    # after MAX_DELIVERIES it was dead-lettered (the soak's hostile row, on a loaded machine).
+    planned = tasks.TaskRun
+
+    def slow_plan(*args: object, **kwargs: object) -> tasks.TaskRun:
+        time.sleep(2.5)  # on the planning thread, as a long transcript's tokenising is
+        return planned(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("inference.worker.TaskRun", slow_plan)
+    quick = {"reclaim_idle_s": 1.0, "reclaim_interval_s": 0.2, "heartbeat_interval_s": 0.2}
+    run_worker(**quick)
+    run_worker(**quick)
+    events = await run_task(bus, "summarize", "\n".join(THREAD))
+    assert isinstance(events[-1], Done), events[-1]
+    assert sum(isinstance(e, Restart) for e in events) == 0 and [e.type for e in events].count("started") == 1

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import Field, ValidationError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.follow import follow_answer
@@ -56,6 +56,7 @@ from chatbus import (
     Turn,
     connect,
 )
+from chatbus.errors import write_refusal
 from chatbus.http_guard import HEADER_TIMEOUT_S, ConnectionGuard, descriptor_cap
 from chatbus.ledger import Ledger, prompt_bound
 from chatbus.messages import MAX_INSTRUCTIONS_CHARS, MAX_TURN_CHARS, MAX_TURNS
@@ -212,8 +213,8 @@ class KeyCheck:
 def unavailable(exc: RedisError) -> ApiError:
     """503 naming why the queue cannot be used: down, not answering, or refusing writes."""
     why = "is not answering" if isinstance(exc, RedisTimeoutError) else "is unreachable"
-    if isinstance(exc, ResponseError):
-        why = f"refuses writes ({str(exc).split(chr(10))[0][:120]})"
+    if (refusal := write_refusal(exc)) is not None:  # the reason the relay and `kullm ask` name too
+        why = f"refuses writes ({refusal})"
     return ApiError(503, f"the queue (Redis) {why}", "server_error", "service_unavailable", retry_after=5)
 
 
@@ -313,10 +314,10 @@ class Api:
                 await self.bus.close_question(key.name, item.id)
                 raise ApiError(503, f"the queue is full ({exc.depth} waiting)", "server_error", "overloaded") from exc
         except ApiError as exc:
-            await self._release(item)
+            await self._release(key, item)
             return exc.response()
         except RedisError as exc:
-            await self._release(item)
+            await self._release(key, item)
             return unavailable(exc).response()
         log.info("api question %s queued (key %s)", item.id, key.name)
         try:
@@ -448,7 +449,10 @@ class Api:
             )
         return item.model_copy(update={"max_new_tokens": granted - bound})
 
-    async def _release(self, item: Question) -> None:
+    async def _release(self, key: ApiKey, item: Question) -> None:
+        """Give back what `_reserve` held for a question that was not queued after all (none without a cap)."""
+        if key.tokens_per_day is None:
+            return
         with contextlib.suppress(RedisError):
             await self.ledger.release(item)
 

@@ -33,7 +33,10 @@ ACCEPT_ERROR_LOG_S = 10.0
 RESERVED_DESCRIPTORS = 128
 # The listen backlog, which is also how many connections asyncio accepts in one go (before the guard sees any):
 # deeper than asyncio's 100, so a burst does not leave a real client waiting for the kernel's SYN retry.
-LISTEN_BACKLOG = 512
+LISTEN_BACKLOG = 256
+# Accept bursts that can land before the guard sees the first of them (asyncio makes each connection's protocol a
+# few loop passes after accepting it): the descriptors a cap leaves free for them.
+ACCEPT_BURSTS = 3
 _HEADERS_END = b"\r\n\r\n"
 
 
@@ -134,18 +137,19 @@ class _Guarded(asyncio.Protocol):
 
 def descriptor_cap(wanted: int) -> int:
     """`wanted` connections, or fewer when the process's descriptors cannot hold them beside
-    RESERVED_DESCRIPTORS and one accept burst (LISTEN_BACKLOG); the soft limit is raised to the hard one first."""
+    RESERVED_DESCRIPTORS and ACCEPT_BURSTS of LISTEN_BACKLOG; the soft limit is raised to the hard one first."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    kept = RESERVED_DESCRIPTORS + ACCEPT_BURSTS * LISTEN_BACKLOG
     if hard == resource.RLIM_INFINITY or hard > soft:
-        target = wanted + RESERVED_DESCRIPTORS + LISTEN_BACKLOG if hard == resource.RLIM_INFINITY else hard
+        target = wanted + kept if hard == resource.RLIM_INFINITY else hard
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
             soft = max(soft, target)
         except (ValueError, OSError):
             pass
-    cap = max(16, min(wanted, soft - RESERVED_DESCRIPTORS - LISTEN_BACKLOG))
+    cap = max(16, min(wanted, soft - kept))
     if cap < wanted:
         log.warning("%d file descriptors allow %d connections, not %d: raise `ulimit -n`", soft, cap, wanted)
     return cap

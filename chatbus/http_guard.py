@@ -31,9 +31,9 @@ MAX_CONNECTIONS = 256
 ACCEPT_ERROR_LOG_S = 10.0
 # Descriptors kept free of a listener's cap: the Redis pool, log files, child processes' pipes.
 RESERVED_DESCRIPTORS = 128
-# The listen backlog, which is also how many connections asyncio accepts in one go (before the guard sees any):
-# deeper than asyncio's 100, so a burst does not leave a real client waiting for the kernel's SYN retry.
-LISTEN_BACKLOG = 256
+# The deepest listen backlog (at most the cap), which is also how many connections asyncio accepts in one go before
+# the guard sees any: deeper than asyncio's 100, so a burst does not leave a real client waiting for a SYN retry.
+LISTEN_BACKLOG = 512
 # Accept bursts that can land before the guard sees the first of them (asyncio makes each connection's protocol a
 # few loop passes after accepting it): the descriptors a cap leaves free for them.
 ACCEPT_BURSTS = 3
@@ -61,7 +61,7 @@ class ConnectionGuard:
         connection arriving then waits for the kernel's SYN retry, a second or more."""
         loop = asyncio.get_running_loop()
         quiet_accept_errors(loop)
-        kwargs.setdefault("backlog", max(100, min(LISTEN_BACKLOG, self.max_connections)))
+        kwargs.setdefault("backlog", backlog_for(self.max_connections))
         return await loop.create_server(self.wrap(factory), host, port, **kwargs)
 
     def _opened(self, connection: _Guarded) -> None:
@@ -135,21 +135,29 @@ class _Guarded(asyncio.Protocol):
             self.guard._close_slow(self, f"no request headers within {self.guard.header_timeout_s:.0f}s")
 
 
+def backlog_for(cap: int) -> int:
+    """A guarded listener's backlog: LISTEN_BACKLOG, or its cap when that is smaller (never under asyncio's 100)."""
+    return max(100, min(LISTEN_BACKLOG, cap))
+
+
 def descriptor_cap(wanted: int) -> int:
     """`wanted` connections, or fewer when the process's descriptors cannot hold them beside
-    RESERVED_DESCRIPTORS and ACCEPT_BURSTS of LISTEN_BACKLOG; the soft limit is raised to the hard one first."""
+    RESERVED_DESCRIPTORS and ACCEPT_BURSTS of the listener's backlog; the soft limit is raised to the hard one
+    first."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    kept = RESERVED_DESCRIPTORS + ACCEPT_BURSTS * LISTEN_BACKLOG
     if hard == resource.RLIM_INFINITY or hard > soft:
-        target = wanted + kept if hard == resource.RLIM_INFINITY else hard
+        target = wanted + RESERVED_DESCRIPTORS + ACCEPT_BURSTS * backlog_for(wanted)
+        target = target if hard == resource.RLIM_INFINITY else hard
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
             soft = max(soft, target)
         except (ValueError, OSError):
             pass
-    cap = max(16, min(wanted, soft - kept))
+    cap = wanted
+    while cap > 16 and cap + RESERVED_DESCRIPTORS + ACCEPT_BURSTS * backlog_for(cap) > soft:
+        cap -= 1  # once, at start: a few thousand steps at most
     if cap < wanted:
         log.warning("%d file descriptors allow %d connections, not %d: raise `ulimit -n`", soft, cap, wanted)
     return cap

@@ -26,7 +26,7 @@ EXPECTED = {
     "decompression bomb": "한도",
     "text bomb": "한도",
     "double compression": "한도",
-    "page-reference flood": "read:page",
+    "page-reference flood": "read:page|한도",  # 300 pages read in about a second, or refused on a loaded machine
     "deep nesting": "읽을 수 없습니다",
     "parent loop": "읽을 수 없습니다",
     "bad xref": "read:xref",
@@ -68,9 +68,11 @@ async def test_each_hostile_file_is_refused_naming_it_or_read_within_budget(case
     try:
         read = await file_text(name, data, LIMIT, "ko", pdfs)
     except FileRefused as refused:
-        assert EXPECTED[case] in refused.notice and name in refused.notice, refused.notice
+        refusals = [outcome for outcome in EXPECTED[case].split("|") if not outcome.startswith("read:")]
+        assert any(said in refused.notice for said in refusals) and name in refused.notice, refused.notice
         return
-    assert EXPECTED[case].startswith("read:") and read.startswith(EXPECTED[case][5:]), read[:80]
+    reads = [outcome[5:] for outcome in EXPECTED[case].split("|") if outcome.startswith("read:")]
+    assert any(read.startswith(start) for start in reads), read[:80]
     assert len(read) <= MAX_CONTEXT_CHARS + 1
     assert pdfs.running == 0, "no child is left behind"
 

@@ -11,9 +11,9 @@ import pytest
 
 from chatbus.http_guard import (
     ACCEPT_BURSTS,
-    LISTEN_BACKLOG,
     RESERVED_DESCRIPTORS,
     ConnectionGuard,
+    backlog_for,
     descriptor_cap,
     quiet_accept_errors,
 )
@@ -37,8 +37,9 @@ async def test_accept_errors_are_logged_once_a_while_with_a_count(caplog: pytest
 
 def test_a_cap_never_outgrows_the_descriptors() -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    room = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - RESERVED_DESCRIPTORS - ACCEPT_BURSTS * LISTEN_BACKLOG
-    assert descriptor_cap(10**9) <= max(16, room)
+    cap = descriptor_cap(10**9)
+    room = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - RESERVED_DESCRIPTORS - ACCEPT_BURSTS * backlog_for(cap)
+    assert cap <= max(16, room)
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= soft, "the soft limit is only ever raised"
     assert descriptor_cap(64) == 64
 

@@ -155,9 +155,10 @@ def descriptor_cap(wanted: int) -> int:
             soft = max(soft, target)
         except (ValueError, OSError):
             pass
-    cap = wanted
-    while cap > 16 and cap + RESERVED_DESCRIPTORS + ACCEPT_BURSTS * backlog_for(cap) > soft:
-        cap -= 1  # once, at start: a few thousand steps at most
+    room = soft - RESERVED_DESCRIPTORS
+    # The largest cap whose own backlog's bursts still fit: at a full backlog, or at one as deep as the cap.
+    fits = [cap for cap in (room - ACCEPT_BURSTS * LISTEN_BACKLOG, room // (ACCEPT_BURSTS + 1)) if cap >= 100]
+    cap = max(16, min(wanted, max(fits, default=room - ACCEPT_BURSTS * 100)))
     if cap < wanted:
         log.warning("%d file descriptors allow %d connections, not %d: raise `ulimit -n`", soft, cap, wanted)
     return cap

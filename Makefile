@@ -17,7 +17,7 @@ FLOOR := .cache/transformers-floor
 # and pytest keeps its rewritten test modules only in them; without them `make unit` spent seconds recompiling.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: test suite setup redis lint typecheck tiny-model unit test-floor bench gpu-bundle gpu-dry-run lock clean
+.PHONY: test suite setup redis lint typecheck tiny-model unit test-floor bench gpu-bundle gpu-dry-run lock clean demo
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist; the GPU-check tests stay together, they share one
 # bundle). Lint, type check, the tiny model and the transformers floor's install run side by side first.
@@ -33,12 +33,17 @@ test: setup
 suite: setup tiny-model
 	$(PY) -m pytest $(XDIST) --durations=12
 
-# The tests' tiny model, trained once (about 40 s on 2 cores; cached in .cache/ by a hash of tests/support/tiny_model.py)
+# The tests' tiny model (the demo model, inference/demo.py), trained once (under a minute on 2 cores; cached in .cache/)
 # before pytest starts, so no test's timeout has to cover training on a busy machine.
 tiny-model: setup
 	$(PY) -m tests.support.tiny_model
 
 setup: $(VENV)/.installed redis
+
+# A newcomer's first run: the whole service on the demo model (built here, no GPU, no download). Ctrl-C stops it;
+# `.venv/bin/kullm ask "딥러닝이 뭐야?"` in another terminal, in this directory, asks it.
+demo: setup
+	$(VENV)/bin/kullm up --demo
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)

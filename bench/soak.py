@@ -264,7 +264,11 @@ class Service:
         if asked.process is None or not asked.process.done():
             return []
         code, stderr = asked.process.result()
-        return ["🚦"] if (code, stderr[:1]) in ((3, "🚦"), (4, "🔌")) else []
+        told = stderr[:1]
+        last = asked.events[-1] if asked.events else {}
+        if last.get("type") == "error":  # `ask --json` says its refusals as JSON lines too
+            told = str(last.get("message", ""))[:1]
+        return ["🚦"] if (code, told) in ((3, "🚦"), (4, "🔌")) else []
 
     def enqueued(self, asked: Ask) -> bool:
         """The question is in Redis (a chat adapter posts its placeholder just before enqueueing)."""

@@ -12,11 +12,14 @@ from typing import TypeVar
 from pydantic import ValidationError
 
 from bot.settings import ClientSettings
+from chatbus.config import settings_problem
 
 # Exit statuses of every kullm process (`kullm ask`'s are in bot/terminal.py's docstring). 2 is a
 # configuration or input error: `kullm up` does not restart a child that exits with it.
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_BUSY, EXIT_REDIS, EXIT_TIMEOUT, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5, 130
 EXIT_INPUT = EXIT_CONFIG
+EXIT_NO_WORKER = 6  # `kullm ask`: no worker serves the queue (none serving, none loading its model)
+EXIT_PIPE = 141  # stdout closed under us (a pipe's reader left), as a shell reports a process SIGPIPE ended
 SettingsT = TypeVar("SettingsT", bound=ClientSettings)
 
 
@@ -31,9 +34,10 @@ def load_settings(settings_class: type[SettingsT]) -> SettingsT | None:
     try:
         settings = settings_class()
     except ValidationError as exc:
-        print(f"invalid settings:\n{exc}", file=sys.stderr)
+        print(settings_problem(exc), file=sys.stderr)
         return None
     configure_logging()
+    logging.getLogger("bot").info("redis: %s", settings.redis_said)
     return settings
 
 

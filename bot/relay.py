@@ -422,15 +422,32 @@ class Relay(Generic[OriginVar, TargetVar]):
             await self.bus.untrack(self.platform, record.question_id)
             await self.bus.release_lease(record.question_id, self.owner)
 
+    async def _say_when_no_worker(self, serving: bool | None) -> bool:
+        """Log once each time the queue goes without a live worker (and once it has one again): questions asked
+        meanwhile wait in the queue, and whoever runs the adapter should know why."""
+        now = bool(await self.bus.live_workers())
+        if now != serving and (serving is not None or not now):
+            if now:
+                log.info("a worker serves the queue again")
+            else:
+                log.warning(
+                    "no worker is serving the queue on %s: questions wait until one starts (kullm up, kullm worker)",
+                    self.settings.redis_said,
+                )
+        return now
+
     def start(self) -> None:
-        """Resume lapsed answers now and every half lease (records of crashed processes), until `close`."""
+        """Resume lapsed answers now and every half lease (records of crashed processes), until `close`; log when no
+        worker serves the queue."""
         if self._resumer is None:
             self._resumer = asyncio.create_task(self._run_resumer())
 
     async def _run_resumer(self) -> None:
+        serving: bool | None = None  # whether a worker serves the queue, as last logged
         while True:
             try:
                 await self.resume()
+                serving = await self._say_when_no_worker(serving)
             except Exception:
                 if not cancel_requested():
                     log.exception("resuming in-flight answers failed")

@@ -9,20 +9,25 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.pdf_text import PdfBudget
+from chatbus.config import RedisSettings
 from chatbus.messages import MAX_CONTEXT_CHARS, MAX_QUESTION_CHARS
 
 # A worker that takes a question just before it expires still sends `started` (or `expired`) soon after.
 START_AFTER_EXPIRY_S = 30.0
 
 
-class ClientSettings(BaseSettings):
-    """What every front-end shares: where the queue is and the limits it enforces before enqueueing."""
+class LanguageSettings(BaseSettings):
+    """BOT_LANGUAGE alone: for the commands that read no client settings (`kullm prompt`) and for the message that
+    says the settings themselves are invalid."""
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True)
 
-    redis_url: str = "redis://localhost:6379/0"
-    redis_password: SecretStr | None = None  # used when REDIS_URL carries none (compose's Redis)
-    key_prefix: str = "kullm:"
+    bot_language: Literal["ko", "en"] = "ko"
+
+
+class ClientSettings(RedisSettings):
+    """What every front-end shares: where the queue is and the limits it enforces before enqueueing."""
+
     bot_language: Literal["ko", "en"] = "ko"
     max_question_chars: int = Field(default=4000, ge=1, le=MAX_QUESTION_CHARS)  # the contract's ceiling
     max_queue: int = Field(default=200, ge=1)

@@ -3,7 +3,12 @@
 `ask` enqueues a question with the same refusals the chat adapters give and prints the
 answer as it streams: a live view on a terminal, plain text when piped, JSON lines with
 `--json`. Exit status: 0 answered, 1 failed/expired, 2 empty or too long, 3 busy,
-4 Redis unreachable, 5 no answer arrived, 130 stopped with Ctrl-C.
+4 Redis unreachable, 5 no answer arrived, 6 no worker serves the queue, 130 stopped with Ctrl-C, 141 stdout
+closed (the reader of a pipe left: the question is withdrawn).
+
+While the question waits, `ask` watches the worker list: with no worker at all (none serving, none loading its
+model, none gone silent) for NO_WORKER_GRACE_S, it withdraws the question and says so instead of waiting out its
+lifetime.
 """
 
 from __future__ import annotations
@@ -29,7 +34,17 @@ from rich.text import Text
 
 from bot.follow import follow_answer
 from bot.limits import check_question
-from bot.process import EXIT_BUSY, EXIT_CANCELLED, EXIT_FAILED, EXIT_INPUT, EXIT_OK, EXIT_REDIS, EXIT_TIMEOUT
+from bot.process import (
+    EXIT_BUSY,
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_INPUT,
+    EXIT_NO_WORKER,
+    EXIT_OK,
+    EXIT_PIPE,
+    EXIT_REDIS,
+    EXIT_TIMEOUT,
+)
 from bot.settings import ClientSettings
 from bot.texts import Language, error_text, text
 from chatbus import (
@@ -53,6 +68,40 @@ from chatbus import (
 
 _ERROR_EXIT = {"too_long": EXIT_INPUT, "overloaded": EXIT_BUSY, "cancelled": EXIT_CANCELLED}
 CANCEL_SEND_S = 2.0  # leaving with Ctrl-C waits this long at most for the cancel flag to reach Redis
+# A queue with no worker at all this long is said so: long enough for a worker started just after the question (by
+# `kullm up`, or by hand) to put its loading record in the list — a second or two, more on a busy machine — and
+# short against the question's lifetime (QUESTION_TTL_S, 10 minutes), which it used to wait out.
+NO_WORKER_GRACE_S = 10.0
+WORKER_POLL_S = 1.0
+# The codes of `--json` error lines written by `ask` itself (the worker's are the contract's ErrorCode).
+LOCAL_ERROR_CODES = {
+    EXIT_INPUT: "bad_input",
+    EXIT_BUSY: "overloaded",
+    EXIT_REDIS: "redis",
+    EXIT_TIMEOUT: "timeout",
+    EXIT_NO_WORKER: "no_worker",
+}
+
+
+class Notice(Protocol):
+    """How `ask` tells why it ends without an answer: a line on stderr, or with --json an `error` line."""
+
+    def __call__(self, status: int, message: str) -> int: ...
+
+
+def notice_for(as_json: bool, out: TextIO, err: TextIO) -> Notice:
+    """The `Notice` of the chosen output; it returns the exit status it was given."""
+
+    def say(status: int, message: str) -> int:
+        if as_json:
+            line = {"type": "error", "code": LOCAL_ERROR_CODES.get(status, "failed"), "message": message}
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            out.flush()
+        else:
+            err.write(message + "\n")
+        return status
+
+    return say
 
 
 class Renderer(Protocol):
@@ -61,14 +110,15 @@ class Renderer(Protocol):
     def queued(self, question_id: str, ahead: int) -> None: ...
     def event(self, event: AnswerEvent) -> None: ...
     def left(self, question_id: str, *, started: bool) -> None: ...
+    def note(self, message: str) -> None: ...
     def close(self) -> None: ...
 
 
 class JsonLines:
     """One JSON object per line: `queued`, then the answer events as the contract defines them."""
 
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self.out, self.err = out, err
 
     def queued(self, question_id: str, ahead: int) -> None:
         self._write({"type": "queued", "id": question_id, "ahead": ahead})
@@ -78,6 +128,9 @@ class JsonLines:
 
     def left(self, question_id: str, *, started: bool) -> None:
         self._write({"type": "left", "id": question_id, "started": started})
+
+    def note(self, message: str) -> None:
+        self.err.write(message + "\n")  # stdout stays the events alone
 
     def close(self) -> None:
         pass
@@ -116,6 +169,9 @@ class PlainText:
         if started:
             self.out.write("\n")
         self.err.write(text("left" if started else "withdrawn", self.language) + "\n")
+
+    def note(self, message: str) -> None:
+        self.err.write(message + "\n")
 
     def close(self) -> None:
         self.out.flush()
@@ -156,6 +212,10 @@ class LiveView:
         self.status = text("left" if started else "withdrawn", self.language)
         self.live.update(self._render())
 
+    def note(self, message: str) -> None:
+        self.status = message
+        self.live.update(self._render())
+
     def close(self) -> None:
         self.live.stop()
 
@@ -179,15 +239,16 @@ async def ask(
     With a `task` (summarize, translate, proofread) the text to work on is `context`."""
     out, err = out or sys.stdout, err or sys.stderr
     language = settings.bot_language
+    say = notice_for(as_json, out, err)
     if task != "ask":
         question = text(f"task_{task}", language)
         if not context.strip():
-            err.write(text("task_empty", language, task=question) + "\n")
-            return EXIT_INPUT
+            return say(EXIT_INPUT, text("task_empty", language, task=question))
     refusal = check_question(settings, question, context)
     if refusal:
-        err.write(refusal + "\n")
-        return EXIT_INPUT
+        return say(EXIT_INPUT, refusal)
+    if not as_json and "redis_url" not in settings.model_fields_set:  # found, not given: say which one
+        err.write(text("redis_in_use", language, redis=settings.redis_said) + "\n")
     bus = Bus(connect(settings.redis_url, settings.redis_password), Keys(settings.key_prefix))
     item = Question.new(
         "terminal",
@@ -199,43 +260,93 @@ async def ask(
         task=task,
     )
     try:
-        return await _ask(bus, item, settings, _renderer(as_json, out, err, language), err)
+        return await _ask(bus, item, settings, _renderer(as_json, out, err, language), say)
     except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
-        return _redis_failed(exc, settings, err)
+        return _redis_failed(exc, settings, say)
     finally:
         await bus.redis.aclose()
 
 
-async def _ask(bus: Bus, item: Question, settings: ClientSettings, renderer: Renderer, err: TextIO) -> int:
+async def _ask(bus: Bus, item: Question, settings: ClientSettings, renderer: Renderer, say: Notice) -> int:
     language = settings.bot_language
     # Ctrl-C is ours before the question is in the queue: pressed while enqueueing, it still withdraws it.
     ctrl_c = _CtrlC(bus, item.id)
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGINT, ctrl_c.pressed)
-    leaving: asyncio.Task[Any] | None = None
+    waiting: list[asyncio.Task[Any]] = []
     try:
         try:
             ahead = await bus.enqueue(item, settings.max_queue)
         except QueueFull as exc:
-            err.write(text("overloaded", language, depth=exc.depth) + "\n")
-            return EXIT_BUSY
+            return say(EXIT_BUSY, text("overloaded", language, depth=exc.depth))
         renderer.queued(item.id, ahead)
-        following = asyncio.create_task(_follow(bus, item.id, settings, renderer, ctrl_c, err))
+        following = asyncio.create_task(_follow(bus, item.id, settings, renderer, ctrl_c, say))
         leaving = asyncio.create_task(ctrl_c.leave.wait())
-        await asyncio.wait({following, leaving}, return_when=asyncio.FIRST_COMPLETED)
+        orphaned = asyncio.create_task(_no_worker(bus, ctrl_c, renderer, language))
+        waiting = [following, leaving, orphaned]
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if following.done():
-            return following.result()
-        following.cancel()  # left with Ctrl-C: the flag set, this process does not wait for the answer
+            return await _followed(following, bus, item.id)
+        following.cancel()  # left: the flag set, this process does not wait for the answer
         await asyncio.wait({following, *ctrl_c.sending}, timeout=CANCEL_SEND_S)
+        if orphaned.done() and not leaving.done():
+            await _withdraw(bus, item.id)
+            return say(EXIT_NO_WORKER, text("no_worker", language, redis=settings.redis_said))
         renderer.left(item.id, started=ctrl_c.started)
         return EXIT_CANCELLED
     finally:
-        if leaving is not None:
-            leaving.cancel()
-        renderer.close()
+        for task in waiting:
+            task.cancel()
+        with contextlib.suppress(BrokenPipeError):
+            renderer.close()
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
+
+
+async def _followed(following: asyncio.Task[int], bus: Bus, question_id: str) -> int:
+    """The answer's exit status; stdout closed under it (`kullm ask … | head`) withdraws the question."""
+    try:
+        return following.result()
+    except BrokenPipeError:
+        await _withdraw(bus, question_id)
+        return EXIT_PIPE
+
+
+async def _withdraw(bus: Bus, question_id: str) -> None:
+    """Ask the workers to drop the question (not yet started) or stop its answer; bounded, as leaving is."""
+    with contextlib.suppress(RedisConnectionError, RedisTimeoutError, ResponseError, TimeoutError):
+        await asyncio.wait_for(bus.request_cancel(question_id), CANCEL_SEND_S)
+
+
+async def _no_worker(bus: Bus, ctrl_c: _CtrlC, renderer: Renderer, language: Language) -> None:
+    """Return once the queue has had no worker at all — none serving, none loading its model, none gone silent —
+    for NO_WORKER_GRACE_S while the question waits. Workers that went silent (frozen, or killed and not yet
+    reaped) may come back, so the question waits for them, and says so once; so it does for one still loading.
+    Never returns once a worker took the question."""
+    loop = asyncio.get_running_loop()
+    none_since: float | None = None
+    said = ""
+    while not ctrl_c.started:
+        try:
+            known = await bus.worker_records()
+        except (RedisConnectionError, RedisTimeoutError):
+            known, none_since = (), None  # Redis away: following says so and waits for it
+            await asyncio.sleep(WORKER_POLL_S)
+            continue
+        live = [w for w in known if w.live(time.time())]
+        waiting_on = "" if any(not w.loading for w in live) else "worker_loading" if live else "workers_silent"
+        if known:
+            none_since = None
+            if waiting_on and waiting_on != said:
+                renderer.note(text(waiting_on, language))
+                said = waiting_on
+        elif none_since is None:
+            none_since = loop.time()
+        elif loop.time() - none_since >= NO_WORKER_GRACE_S:
+            return
+        await asyncio.sleep(WORKER_POLL_S)
+    await asyncio.Event().wait()  # started: the answer's own timeouts take over
 
 
 class _CtrlC:
@@ -259,13 +370,13 @@ class _CtrlC:
 
 
 async def _follow(
-    bus: Bus, question_id: str, settings: ClientSettings, renderer: Renderer, ctrl_c: _CtrlC, err: TextIO
+    bus: Bus, question_id: str, settings: ClientSettings, renderer: Renderer, ctrl_c: _CtrlC, say: Notice
 ) -> int:
     language = settings.bot_language
     status = EXIT_FAILED
-    lost = text("redis_lost", language) + "\n"
+    lost = text("redis_lost", language)
     try:
-        async for event in follow_answer(bus, question_id, settings, lambda: err.write(lost)):
+        async for event in follow_answer(bus, question_id, settings, lambda: renderer.note(lost)):
             ctrl_c.started = True
             renderer.event(event)
             if isinstance(event, Done):
@@ -273,8 +384,7 @@ async def _follow(
             elif isinstance(event, ErrorEvent):
                 status = _ERROR_EXIT.get(event.code, EXIT_FAILED)
     except AnswerTimeout:
-        err.write(text("timeout", language) + "\n")
-        status = EXIT_TIMEOUT
+        status = say(EXIT_TIMEOUT, text("timeout", language))
     return status
 
 
@@ -285,7 +395,7 @@ async def status(settings: ClientSettings, *, as_json: bool = False, out: TextIO
     try:
         stats = await bus.stats()
     except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
-        return _redis_failed(exc, settings, sys.stderr)
+        return _redis_failed(exc, settings)
     finally:
         await bus.redis.aclose()
     by_task = Counter[str]()
@@ -293,6 +403,7 @@ async def status(settings: ClientSettings, *, as_json: bool = False, out: TextIO
         by_task.update(worker.tasks)
     if as_json:
         document = {
+            "redis": redact_url(settings.redis_url),
             "queued": stats.queued,
             "in_flight": stats.pending,
             "answering_by_task": dict(by_task),
@@ -301,7 +412,8 @@ async def status(settings: ClientSettings, *, as_json: bool = False, out: TextIO
         }
         out.write(json.dumps(document, ensure_ascii=False) + "\n")
         return EXIT_OK
-    console = Console(file=out)
+    console = Console(file=out, highlight=False)
+    console.print(f"redis: {settings.redis_said}", markup=False, soft_wrap=True)
     console.print(f"queued (waiting or answering): {stats.queued}")
     console.print(f"in flight (delivered, not finished): {stats.pending}")
     if by_task:
@@ -310,8 +422,8 @@ async def status(settings: ClientSettings, *, as_json: bool = False, out: TextIO
     console.print(f"dead letters: {stats.dead}")
     console.print(f"live workers: {len(stats.workers)}")
     for worker in stats.workers:
-        state = " (draining)" if worker.draining else ""
-        console.print(f"  {worker.name}: {worker.active}/{worker.slots} busy, {worker.model}{state}")
+        state = " (loading its model)" if worker.loading else " (draining)" if worker.draining else ""
+        console.print(f"  {worker.name}: {worker.active}/{worker.slots} busy, {worker.model}{state}", markup=False)
     return EXIT_OK
 
 
@@ -325,7 +437,7 @@ async def feedback(
     try:
         votes = await bus.votes(since)
     except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
-        return _redis_failed(exc, settings, sys.stderr)
+        return _redis_failed(exc, settings)
     finally:
         await bus.redis.aclose()
     if as_json:
@@ -351,30 +463,30 @@ async def feedback(
 
 def _renderer(as_json: bool, out: TextIO, err: TextIO, language: Language) -> Renderer:
     if as_json:
-        return JsonLines(out)
+        return JsonLines(out, err)
     if out.isatty():
         return LiveView(Console(file=out), language)
     return PlainText(out, err, language)
 
 
 def _redis_failed(
-    exc: RedisConnectionError | RedisTimeoutError | ResponseError, settings: ClientSettings, err: TextIO
+    exc: RedisConnectionError | RedisTimeoutError | ResponseError, settings: ClientSettings, say: Notice | None = None
 ) -> int:
     """Say why Redis cannot be used (password refused, unreachable, not answering, refusing writes) and return
     EXIT_REDIS;
     any other Redis error is raised again."""
     language, url = settings.bot_language, redact_url(settings.redis_url)
+    say = say or notice_for(False, sys.stdout, sys.stderr)
     if isinstance(exc, AuthenticationError):  # a subclass of ConnectionError: asked first
-        err.write(text("redis_auth", language, url=url) + "\n")
-    elif isinstance(exc, RedisConnectionError):
-        err.write(text("redis_down", language, url=url) + "\n")
-    elif isinstance(exc, RedisTimeoutError):
-        err.write(text("redis_stalled", language, url=url) + "\n")
-    elif (refusal := write_refusal(exc)) is not None:
-        err.write(text("redis_refuses", language, reason=refusal) + "\n")
-    else:
-        raise exc
-    return EXIT_REDIS
+        return say(EXIT_REDIS, text("redis_auth", language, url=url))
+    if isinstance(exc, RedisConnectionError):
+        key = "redis_down_kullm_up" if settings.redis_from_kullm_up else "redis_down"
+        return say(EXIT_REDIS, text(key, language, url=url))
+    if isinstance(exc, RedisTimeoutError):
+        return say(EXIT_REDIS, text("redis_stalled", language, url=url))
+    if (refusal := write_refusal(exc)) is not None:
+        return say(EXIT_REDIS, text("redis_refuses", language, reason=refusal))
+    raise exc
 
 
 # ---------------------------------------------------------------------------------------------- API keys, usage
@@ -423,7 +535,7 @@ async def keys(settings: ClientSettings, action: str, name: str | None = None, *
         print(f"(the key for {name}: shown this once, stored only as its SHA-256)", file=sys.stderr)
         return EXIT_OK
     except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
-        return _redis_failed(exc, settings, sys.stderr)
+        return _redis_failed(exc, settings)
     finally:
         await bus.redis.aclose()
 
@@ -462,7 +574,7 @@ async def usage(
                 group = (day, *(parts[i] for i in USAGE_GROUPS[by]))
                 rows.setdefault(group, Counter())[metric] += count
     except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
-        return _redis_failed(exc, settings, sys.stderr)
+        return _redis_failed(exc, settings)
     finally:
         await bus.redis.aclose()
     names = {"platform": ["platform"], "user": ["platform", "user"], "key": ["platform", "key"]}

@@ -107,10 +107,34 @@ _TEXTS: dict[str, dict[Language, str]] = {
         "ko": "❌ 맥락 파일을 읽을 수 없습니다 ({path}: {reason}).",
         "en": "❌ Cannot read the context file ({path}: {reason}).",
     },
-    "context_file_not_utf8": {
-        "ko": "❌ 맥락 파일이 UTF-8 텍스트가 아닙니다 ({path}, {offset}번째 바이트).",
-        "en": "❌ The context file is not UTF-8 text ({path}, byte {offset}).",
+    "no_worker": {
+        "ko": "⚠️ 이 대기열을 처리하는 작업자(worker)가 없어 질문을 거두었습니다. `kullm up`이나 `kullm worker`를 "
+        "같은 Redis로 실행해 주세요. 쓰고 있는 Redis: {redis}",
+        "en": "⚠️ No worker is serving this queue, so the question was withdrawn. Start `kullm up` or "
+        "`kullm worker` on the same Redis. Redis in use: {redis}",
     },
+    "worker_loading": {
+        "ko": "⏳ 작업자가 모델을 불러오는 중입니다. 다 불러오면 답합니다…",
+        "en": "⏳ A worker is loading its model; it answers once loaded…",
+    },
+    "workers_silent": {
+        "ko": "⏳ 작업자가 응답하지 않습니다 (멈췄거나 다시 시작하는 중). 돌아오면 답합니다…",
+        "en": "⏳ The workers are not responding (frozen or restarting); they answer once back…",
+    },
+    "redis_in_use": {"ko": "🔗 Redis: {redis}", "en": "🔗 Redis: {redis}"},
+    "prompt_bad_option": {
+        "ko": "❌ {option}에는 PLATFORM:ID를 주세요 (예: discord:123, slack:C123:1700000000.000100).",
+        "en": "❌ {option} takes PLATFORM:ID (for example discord:123 or slack:C123:1700000000.000100).",
+    },
+    "prompt_no_tokenizer": {
+        "ko": "❌ 모델의 토크나이저를 불러올 수 없습니다: {reason}",
+        "en": "❌ Cannot load the model's tokenizer: {reason}",
+    },
+    "prompt_no_history": {
+        "ko": "🔌 Redis에서 대화 기록이나 페르소나를 읽을 수 없습니다 ({url}).",
+        "en": "🔌 Cannot read the conversation or the persona from Redis ({url}).",
+    },
+    "settings_invalid": {"ko": "❌ 잘못된 설정", "en": "❌ invalid setting"},
     "overloaded": {
         "ko": "🚦 지금은 질문이 너무 많이 밀려 있습니다 (대기 {depth}개). 잠시 후 다시 물어봐 주세요.",
         "en": "🚦 Too many questions are waiting right now ({depth}). Please try again shortly.",
@@ -144,6 +168,12 @@ _TEXTS: dict[str, dict[Language, str]] = {
     "redis_down": {
         "ko": "🔌 Redis에 연결할 수 없습니다 ({url}). REDIS_URL을 확인해 주세요.",
         "en": "🔌 Cannot reach Redis ({url}). Check REDIS_URL.",
+    },
+    "redis_down_kullm_up": {
+        "ko": "🔌 이 디렉터리의 `kullm up`이 쓰는 Redis({url})에 연결할 수 없습니다. `kullm up`이 실행 중인지 "
+        "확인하거나 REDIS_URL을 설정해 주세요.",
+        "en": "🔌 Cannot reach the Redis that `kullm up` runs for this directory ({url}). Check that `kullm up` is "
+        "running, or set REDIS_URL.",
     },
     "redis_stalled": {
         "ko": "🔌 Redis({url})가 응답하지 않습니다 (연결은 되지만 멈춘 상태). 잠시 후 다시 시도해 주세요.",

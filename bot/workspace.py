@@ -1,7 +1,8 @@
 """What the adapters read out of a workspace for a task: a thread as a transcript, a file as text.
 
 A transcript is one line per message, `name: text` (display names, not ids), oldest first: the worker
-splits a long one between messages (`inference.tasks`). A file becomes 맥락 when it is text: UTF-8,
+splits a long one between messages (`inference.tasks`). A file — attached in chat, or given to `kullm ask`
+with --context-file — becomes 맥락 when it is text (a known text type, or no extension): UTF-8,
 or the Korean legacy encodings CP949 / EUC-KR, up to MAX_FILE_BYTES, or a PDF read within its budget in a
 child process (`bot.pdf_text`); anything else is refused with a reason naming the file and the limit.
 Nothing read here is stored beyond the question.
@@ -82,10 +83,17 @@ async def file_text(name: str, data: bytes, max_bytes: int, language: Language, 
     return decoded_text(name, data, language)
 
 
+def is_text_name(name: str) -> bool:
+    """A name a text file may have: a known text type, or no extension at all (README, stdin)."""
+    suffix = PurePosixPath(name).suffix.lower()
+    return suffix in TEXT_EXTENSIONS or not suffix
+
+
 def decoded_text(name: str, data: bytes, language: Language) -> str:
-    """A text file's bytes as text (UTF-8, or CP949 which covers EUC-KR); FileRefused for anything else. Linear in
-    the bytes, which the caller has already held to MAX_FILE_BYTES: cheap enough for the event loop."""
-    if PurePosixPath(name).suffix.lower() not in TEXT_EXTENSIONS or b"\x00" in data:
+    """A text file's bytes as text (UTF-8, or CP949 which covers EUC-KR); FileRefused for anything else. The one
+    rule for every file that becomes 맥락: chat attachments, `kullm ask/prompt --context-file`. Linear in the
+    bytes, which the caller has already held to its size limit: cheap enough for the event loop."""
+    if not is_text_name(name) or b"\x00" in data:
         raise FileRefused(text("file_not_text", language, name=name))
     for encoding in ("utf-8-sig", "cp949"):  # CP949 is a superset of EUC-KR
         try:

@@ -306,8 +306,9 @@ class WorkerStatus(_Message):
     draining: bool = False
     heartbeat_s: float = Field(default=5.0, gt=0)  # how often it reports: a record older than 3 beats is dead
     tasks: dict[str, int] = Field(default_factory=dict)  # what it is answering, by task kind
+    loading: bool = False  # started, still loading its model: clients wait for it rather than say none serves
 
-    OMITTED_WHEN_DEFAULT = frozenset({"tasks"})
+    OMITTED_WHEN_DEFAULT = frozenset({"tasks", "loading"})
 
     def live(self, now: float) -> bool:
         """Reported within the last three heartbeats."""

@@ -763,17 +763,23 @@ class Bus:
         for group in groups:
             if _text(group["name"]) == WORKER_GROUP:
                 pending, consumers = int(group["pending"]), int(group["consumers"])
-        records = await self.redis.hgetall(self.keys.workers)
+        return BusStats(queued, pending, consumers, dead, await self.live_workers())
+
+    async def live_workers(self) -> tuple[WorkerStatus, ...]:
+        """The workers that reported within their last three heartbeats (serving, draining or loading), by name."""
         now = time.time()
+        return tuple(w for w in await self.worker_records() if w.live(now))
+
+    async def worker_records(self) -> tuple[WorkerStatus, ...]:
+        """Every worker record, live or gone silent (frozen, or dead and not yet reaped by a live worker), by name;
+        a worker that stopped cleanly has removed its own."""
         workers = []
-        for raw in records.values():
+        for raw in (await self.redis.hgetall(self.keys.workers)).values():
             try:
-                status = WorkerStatus.from_json(raw)
+                workers.append(WorkerStatus.from_json(raw))
             except MalformedMessage:
                 continue
-            if status.live(now):
-                workers.append(status)
-        return BusStats(queued, pending, consumers, dead, tuple(sorted(workers, key=lambda w: w.name)))
+        return tuple(sorted(workers, key=lambda w: w.name))
 
     async def _grouped(self, call: Callable[[], Awaitable[_T]]) -> _T:
         """Run a consumer-group call; recreate the group once if Redis lost it (NOGROUP)."""

@@ -4,10 +4,12 @@ Hierarchy::
 
     InferenceError
     ├── ModelNotFound     MODEL_ID names nothing loadable (offline cache miss, typo, no access)
-    ├── ModelDoesNotFit   MODEL's preset needs more GPU memory than the card has
+    ├── ModelDoesNotFit   the model needs more memory than the device it would run on has
+    ├── DeviceUnavailable a GPU was asked for, or is plainly there, and torch cannot use it
     ├── PromptTooLong     the question does not fit the context window even without history
     ├── EngineOutOfMemory a generation step ran out of (GPU or host) memory
     ├── EngineLoadError   ENGINE names no importable engine factory
+    ├── PortInUse         the metrics port (and the ones after it that were tried) is held by another process
     └── GraphsUnavailable CUDA_GRAPHS=true, but capturing a decode step failed (the engine decodes eagerly)
 """
 
@@ -23,7 +25,11 @@ class ModelNotFound(InferenceError):
 
 
 class ModelDoesNotFit(InferenceError):
-    """Refused at start: the preset's weights and one window of cache exceed the GPU's memory."""
+    """Refused at start: the weights and one window of cache exceed the device's memory (GPU memory or free RAM)."""
+
+
+class DeviceUnavailable(InferenceError):
+    """Refused at start: the worker would otherwise fall back from a GPU to the CPU without a word."""
 
 
 class PromptTooLong(InferenceError):
@@ -41,6 +47,10 @@ class EngineOutOfMemory(InferenceError):
 
 class EngineLoadError(InferenceError):
     """The configured engine factory could not be imported."""
+
+
+class PortInUse(InferenceError):
+    """METRICS_PORT is held by another process (a second worker on the host) and no free port was found."""
 
 
 class GraphsUnavailable(InferenceError):

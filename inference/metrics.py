@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from chatbus.http_guard import ConnectionGuard
+from inference.errors import PortInUse
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +61,15 @@ class WorkerMetrics:
 
 
 async def serve_http(
-    host: str, port: int, metrics: WorkerMetrics, health: Callable[[], tuple[bool, dict[str, Any]]]
+    host: str,
+    port: int,
+    metrics: WorkerMetrics,
+    health: Callable[[], tuple[bool, dict[str, Any]]],
+    *,
+    next_free: int = 0,
 ) -> Endpoint:
-    """Serve `/healthz` (200 when ready, 503 otherwise) and `/metrics`."""
+    """Serve `/healthz` (200 when ready, 503 otherwise) and `/metrics` on `port`, or, when another process holds it,
+    on the first free one of the `next_free` ports after it (said in the log); PortInUse when none is free."""
 
     async def healthz(_: web.Request) -> web.Response:
         ok, body = health()
@@ -76,9 +84,25 @@ async def serve_http(
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
     await runner.setup()
     assert runner.server is not None
-    listener = await ConnectionGuard().serve(runner.server, host, port)
-    log.info("serving /healthz and /metrics on %s:%d", host, port)
-    return Endpoint(runner, listener)
+    guard = ConnectionGuard()
+    for candidate in range(port, min(port + next_free, 65535) + 1):
+        try:
+            listener = await guard.serve(runner.server, host, candidate)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                await runner.cleanup()
+                raise
+            continue
+        if candidate != port:
+            log.warning("metrics port %d is in use (another worker on this host?): serving on %d", port, candidate)
+        log.info("serving /healthz and /metrics on %s:%d", host, candidate)
+        return Endpoint(runner, listener, candidate)
+    await runner.cleanup()
+    tried = f"ports {port}-{port + next_free} are" if next_free else f"port {port} is"
+    raise PortInUse(
+        f"METRICS_PORT: {tried} in use on {host} (another worker on this host?): give each worker its "
+        "own METRICS_PORT, or METRICS_PORT=0 for none"
+    )
 
 
 @dataclass(frozen=True)
@@ -87,6 +111,7 @@ class Endpoint:
 
     runner: web.AppRunner
     listener: asyncio.Server
+    port: int
 
     async def cleanup(self) -> None:
         """Stop listening, then close the application."""

@@ -8,9 +8,16 @@ from typing import Any
 import torch
 
 from inference.engine import Loaded, Sampling
-from inference.errors import ModelDoesNotFit, ModelNotFound
+from inference.errors import ModelNotFound
 from inference.paged_engine import PagedEngine
-from inference.presets import too_small
+from inference.placement import (
+    Accelerator,
+    available_ram,
+    check_fit,
+    choose_device,
+    model_source,
+    nvidia_driver_present,
+)
 from inference.prompt import prompt_builder
 from inference.settings import WorkerSettings
 from inference.transformers_engine import TransformersEngine
@@ -23,10 +30,19 @@ _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torc
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """`auto` picks CUDA when torch can use it, else the CPU; a GPU asked for (or plainly there) that torch cannot
+    use is DeviceUnavailable, never a silent CPU run (`inference.placement.choose_device`)."""
+    return torch.device(choose_device(name, accelerator()))
+
+
+def accelerator() -> Accelerator:
+    """What this torch can do with GPUs."""
+    return Accelerator(
+        cuda_build=torch.version.cuda,
+        available=torch.cuda.is_available(),
+        driver_present=nvidia_driver_present(),
+        torch_version=torch.__version__,
+    )
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -42,6 +58,8 @@ def load_model(settings: WorkerSettings) -> tuple[Any, Any]:
 
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
+    check_fits(settings, device, dtype)
+    settings = model_source(settings)
     common: dict[str, Any] = {
         "revision": settings.model_revision,
         "token": settings.hf_token.get_secret_value() if settings.hf_token else None,
@@ -53,7 +71,6 @@ def load_model(settings: WorkerSettings) -> tuple[Any, Any]:
     if settings.quantization != "none":
         kwargs["quantization_config"] = _quantization(settings.quantization)
         kwargs.setdefault("device_map", "auto")
-    check_fits(settings, device)
     log.info("loading %s (%s on %s)", settings.model_id, str(dtype).removeprefix("torch."), device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(settings.model_id, **common)
@@ -66,14 +83,15 @@ def load_model(settings: WorkerSettings) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def check_fits(settings: WorkerSettings, device: torch.device) -> None:
-    """Refuse, before downloading or loading anything, a preset the one GPU it would go on cannot hold."""
-    if device.type != "cuda" or not settings.serves_preset or settings.device_map:
-        return  # on CPU, spread over devices, or a model whose size is not known here
-    properties = torch.cuda.get_device_properties(device)
-    refusal = too_small(settings.preset, settings.quantization, properties.total_memory, properties.name)
-    if refusal:
-        raise ModelDoesNotFit(refusal)
+def check_fits(settings: WorkerSettings, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse, before downloading or loading anything, a model the device it would go on cannot hold: the one GPU's
+    memory, or the RAM free on a CPU."""
+    dtype_name = str(dtype).removeprefix("torch.")
+    if device.type == "cuda":
+        properties = torch.cuda.get_device_properties(device)
+        check_fit(settings, "cuda", dtype_name, properties.total_memory, properties.name)
+    elif device.type == "cpu":
+        check_fit(settings, "cpu", dtype_name, available_ram())
 
 
 def build_transformers(settings: WorkerSettings) -> Loaded:
@@ -141,4 +159,5 @@ def _not_found_message(settings: WorkerSettings, exc: Exception) -> str:
         if settings.hf_hub_offline
         else "check MODEL_ID (a Hugging Face repo id or a local directory), network access and HF_TOKEN"
     )
-    return f"cannot load model {settings.model_id!r}: {hint}. Cause: {exc}"
+    cause = " ".join(str(exc).split())[:300]  # one line: transformers' messages run over several
+    return f"cannot load model {settings.model_id!r}: {hint}. Cause: {cause}"

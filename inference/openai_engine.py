@@ -371,8 +371,10 @@ def _default_model(models: list[dict[str, Any]], model_id: str) -> str:
 
 
 def _tokenizer(settings: WorkerSettings) -> Any:
+    from inference.placement import model_source
+
     try:
-        return load_tokenizer(settings)
+        return load_tokenizer(model_source(settings))
     except ModelNotFound as exc:
         raise EngineLoadError(f"ENGINE=openai counts prompt tokens with MODEL_ID's tokenizer: {exc}") from exc
 

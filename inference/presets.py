@@ -1,4 +1,4 @@
-"""KULLM's releases as one-word presets: `MODEL=kullm-v1 | kullm-v2 | kullm-v2-5.8b | kullm3`.
+"""KULLM's releases as one-word presets: `MODEL=kullm-v1 | kullm-v2 | kullm-v2-5.8b | kullm3`, and `MODEL=demo`.
 
 A preset sets, together, what a deployment would otherwise read off a model card: the Hugging Face
 id, the prompt template, the end-of-text id, the context window, the system prompt the model was
@@ -9,11 +9,15 @@ and `SYSTEM_PROMPT` still override each part (`inference.settings`).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 from inference.prompt import Template
 
 GIB = 1024**3
+DEMO_PRESET = "demo"
+# Where `MODEL=demo` builds its model, under the working directory's `.kullm` (beside `kullm up`'s Redis data).
+DEMO_MODEL_DIR = Path(".kullm") / "demo-model"
 
 # KULLM3's model card: "trained with fixed system prompt below", and it answers worse without it.
 KULLM3_SYSTEM_PROMPT = "\n".join(
@@ -48,18 +52,21 @@ class Preset:
     kv_width: int  # key (= value) width per layer and token: KV heads x head size
     base: str
     license: str
+    greedy: bool = False  # DO_SAMPLE=false unless set: the demo model answers exactly only when decoded greedily
 
-    def weight_bytes(self, quantization: Quantization = "none") -> int:
-        """The weights in memory, loaded in fp16 or quantised."""
-        return int(self.parameters * 1e9 * _WEIGHT_BYTES[quantization])
+    def weight_bytes(self, quantization: Quantization = "none", dtype_bytes: int = 2) -> int:
+        """The weights in memory, loaded in fp16 (`dtype_bytes` 2; 4 for fp32 on a CPU) or quantised."""
+        each = _WEIGHT_BYTES[quantization] if quantization != "none" else dtype_bytes
+        return int(self.parameters * 1e9 * each)
 
-    def kv_bytes(self, tokens: int) -> int:
-        """fp16 keys and values of `tokens` tokens across all layers."""
-        return 2 * self.layers * self.kv_width * 2 * tokens
+    def kv_bytes(self, tokens: int, dtype_bytes: int = 2) -> int:
+        """Keys and values of `tokens` tokens across all layers, in fp16 unless told."""
+        return 2 * self.layers * self.kv_width * dtype_bytes * tokens
 
-    def memory_needed(self, quantization: Quantization = "none") -> int:
-        """The least a GPU must hold to answer: weights, one full window of cache, overhead."""
-        return self.weight_bytes(quantization) + self.kv_bytes(self.context_window) + OVERHEAD_BYTES
+    def memory_needed(self, quantization: Quantization = "none", dtype_bytes: int = 2) -> int:
+        """The least a device must hold to answer: weights, one full window of cache, overhead."""
+        weights = self.weight_bytes(quantization, dtype_bytes)
+        return weights + self.kv_bytes(self.context_window, dtype_bytes) + OVERHEAD_BYTES
 
 
 _KULLM_V1 = Preset(
@@ -107,17 +114,61 @@ PRESETS: dict[str, Preset] = {
             base="SOLAR 10.7B (Llama)",
             license="Apache-2.0",
         ),
+        # `inference.demo`: trained here in about a minute, no download, no GPU; it knows only a few answers.
+        Preset(
+            name=DEMO_PRESET,
+            model_id=str(DEMO_MODEL_DIR),
+            template=Template.KULLM_V1,
+            eos_token_id=2,
+            context_window=2048,
+            system_prompt=None,
+            parameters=0.0065,
+            layers=2,
+            kv_width=96,
+            base="a tiny GPT-NeoX trained on a few answers (inference/demo.py)",
+            license="Apache-2.0",
+            greedy=True,
+        ),
     ]
 }
 DEFAULT_PRESET = "kullm-v1"
 
 
+def find_preset(name: str) -> Preset | None:
+    """The preset `name` (any case, surrounding spaces ignored), or None."""
+    return PRESETS.get(name.strip().lower())
+
+
 def preset_named(name: str) -> Preset:
     """The preset `name`, or a ValueError listing the ones there are."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ValueError(f"MODEL={name!r} is not a preset: use one of {', '.join(PRESETS)}") from None
+    preset = find_preset(name)
+    if preset is None:
+        raise ValueError(f"{name!r} is not a preset: use one of {', '.join(PRESETS)}")
+    return preset
+
+
+def too_small_for_ram(preset: Preset, dtype_bytes: int, available_bytes: int, dtype: str) -> str | None:
+    """Why this machine's memory (`available_bytes` free) cannot hold `preset` on the CPU in `dtype`, or None."""
+    needed = preset.memory_needed("none", dtype_bytes)
+    if needed <= available_bytes:
+        return None
+    fits = []
+    if dtype_bytes > 2 and preset.memory_needed("none", 2) <= available_bytes:
+        fits.append(f"DTYPE=bfloat16 ({preset.memory_needed('none', 2) / GIB:.0f} GiB)")
+    for other in PRESETS.values():
+        if other.name in (preset.name, DEMO_PRESET) or other.parameters >= preset.parameters:
+            continue
+        for size, setting in ((dtype_bytes, ""), (2, " DTYPE=bfloat16")):
+            if other.memory_needed("none", size) <= available_bytes:
+                fits.append(f"MODEL={other.name}{setting} ({other.memory_needed('none', size) / GIB:.0f} GiB)")
+                break
+    if preset.name != DEMO_PRESET:
+        fits.append(f"MODEL={DEMO_PRESET} (a tiny demo model)")
+    return (
+        f"MODEL={preset.name} ({preset.parameters:g}B) in {dtype} on the CPU needs about {needed / GIB:.0f} GiB of "
+        f"memory and this machine has {available_bytes / GIB:.0f} GiB available: try "
+        + ", or ".join([*fits, "a host with a GPU"])
+    )
 
 
 def too_small(preset: Preset, quantization: Quantization, total_bytes: int, device: str) -> str | None:
@@ -133,7 +184,7 @@ def too_small(preset: Preset, quantization: Quantization, total_bytes: int, devi
     smaller += [
         f"MODEL={p.name} ({p.memory_needed(quantization) / GIB:.0f} GiB)"
         for p in PRESETS.values()
-        if p.memory_needed(quantization) <= total_bytes and p.parameters < preset.parameters
+        if p.memory_needed(quantization) <= total_bytes and p.parameters < preset.parameters and p.name != DEMO_PRESET
     ]
     hint = f"try {' or '.join(smaller)}" if smaller else "use a larger GPU or several (DEVICE_MAP=auto)"
     return (

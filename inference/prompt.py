@@ -421,4 +421,5 @@ def load_tokenizer(settings: WorkerSettings) -> Any:
             local_files_only=settings.hf_hub_offline,
         )
     except (OSError, ValueError) as exc:
-        raise ModelNotFound(f"cannot load the tokenizer of MODEL_ID={settings.model_id!r} ({exc})") from exc
+        cause = " ".join(str(exc).split())[:300]
+        raise ModelNotFound(f"cannot load the tokenizer of MODEL_ID={settings.model_id!r} ({cause})") from exc

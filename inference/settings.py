@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from inference.presets import DEFAULT_PRESET, PRESETS, Preset, preset_named
+from chatbus.config import RedisSettings
+from inference.presets import DEFAULT_PRESET, DEMO_MODEL_DIR, PRESETS, Preset, find_preset, preset_named
 from inference.prompt import Template
 
 DEFAULT_MODEL_ID = PRESETS[DEFAULT_PRESET].model_id
@@ -20,14 +21,8 @@ def _default_worker_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(RedisSettings):
     """Everything a worker process can be told; see `.env.example` for each variable."""
-
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True)
-
-    redis_url: str = "redis://localhost:6379/0"
-    redis_password: SecretStr | None = None  # used when REDIS_URL carries none (compose's Redis)
-    key_prefix: str = "kullm:"
 
     # A preset (`inference.presets`) fills MODEL_ID, TEMPLATE, EOS_TOKEN_ID, CONTEXT_WINDOW and SYSTEM_PROMPT;
     # each of them, when set, overrides its part.
@@ -39,6 +34,8 @@ class WorkerSettings(BaseSettings):
     served_model_name: str = Field(default="", max_length=128)
     hf_token: SecretStr | None = None
     hf_hub_offline: bool = False
+    hf_endpoint: str = "https://huggingface.co"  # HF_ENDPOINT, as huggingface_hub reads it (a mirror)
+    hf_hub_timeout_s: float = Field(default=5.0, gt=0, le=120)  # how long the Hub is given to answer once at start
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
     device: str = "auto"
     device_map: str | None = None
@@ -86,7 +83,7 @@ class WorkerSettings(BaseSettings):
         """Each part of MODEL's preset that is not set on its own."""
         if not isinstance(data, dict):
             return data
-        preset = PRESETS.get(str(data.get("model") or DEFAULT_PRESET))
+        preset = find_preset(str(data.get("model") or DEFAULT_PRESET))
         if preset is None:  # refused by `_known_preset`, whose error does not echo every setting (tokens among them)
             return data
         parts: dict[str, Any] = {
@@ -95,6 +92,8 @@ class WorkerSettings(BaseSettings):
             "eos_token_id": preset.eos_token_id,
             "system_prompt": preset.system_prompt,
         }
+        if preset.greedy:
+            parts["do_sample"] = False
         if data.get("model_id") in (None, preset.model_id):  # another model's window is in its own config
             parts["context_window"] = preset.context_window
         return {**parts, **{k: v for k, v in data.items() if v is not None}}
@@ -103,6 +102,18 @@ class WorkerSettings(BaseSettings):
     @classmethod
     def _known_preset(cls, value: str) -> str:
         return preset_named(value).name
+
+    @field_validator("model_id")
+    @classmethod
+    def _local_directory_exists(cls, value: str) -> str:
+        """A MODEL_ID written as a path must be a directory here: otherwise loading it would blame the Hub's cache."""
+        looks_like_a_path = value.startswith(("/", "./", "../", "~", ".\\")) or value.count("/") > 1 or "\\" in value
+        if looks_like_a_path and value != str(DEMO_MODEL_DIR) and not Path(value).expanduser().is_dir():
+            raise ValueError(
+                f"no such directory: {value} (a local model is a directory holding config.json; "
+                "a Hugging Face model is named OWNER/NAME)"
+            )
+        return value
 
     @field_validator("system_prompt")
     @classmethod

@@ -73,6 +73,7 @@ REDIS_RETRY_MAX_S = 8.0  # backoff cap while Redis stays unreachable or refuses 
 # Of DRAIN_GRACE_S (the whole time a stop may take: compose's stop_grace_period), what is kept at its end for
 # handing the unfinished answers to other workers before the SIGKILL: 10 s, or a quarter when that is shorter.
 DRAIN_HANDOVER_S = 10.0
+STATUS_CHANGE_S = 0.25  # how soon a change in the questions in hand reaches the worker list (`kullm status`)
 NOT_REACHED = "not reached yet"  # /healthz says 503 until Redis answered once
 # A worker is forgotten once silent for this many of its heartbeats and reclaim idle times (both must pass).
 REAP_AFTER_HEARTBEATS, REAP_AFTER_RECLAIM_IDLES = 4, 2
@@ -140,6 +141,7 @@ class Worker:
         self._governor = BatchGovernor(settings.max_batch_size)
         self._lost: set[str] = set()  # entries the heartbeat found owned by another worker now
         self._draining = False
+        self._reported: tuple[int, bool] | None = None  # the questions in hand and draining, as last reported
         self._drain_deadline = 0.0
         self._last_poll = 0.0
         self._peak_batch = 0
@@ -190,6 +192,7 @@ class Worker:
             asyncio.create_task(self._every(self.settings.heartbeat_interval_s, self._heartbeat)),
             asyncio.create_task(self._every(self.settings.reclaim_interval_s, self._reclaim)),
             asyncio.create_task(self._every(self.settings.cancel_poll_s, self._poll_cancels)),
+            asyncio.create_task(self._every(STATUS_CHANGE_S, self._report_change)),
         ]
         try:
             await self._serve()
@@ -717,11 +720,32 @@ class Worker:
                 return  # cancelled mid-command: redis-py may have swallowed the CancelledError
             await asyncio.sleep(interval_s)
 
+    async def _report_change(self) -> None:
+        """Report at once when the questions in hand changed, so `kullm status` never shows a finished one as busy
+        for the rest of a heartbeat interval."""
+        if self._reported != self._roster():
+            await self._report_status()
+
+    def _roster(self) -> tuple[int, bool]:
+        return len(self._jobs), self._draining
+
     async def _heartbeat(self) -> None:
         lost = await self.bus.heartbeat(self.name, self._holding())
         self._lost |= lost & {write.entry_id for write in self._holding()}  # not those finished while it ran
         self.metrics.inflight.set(len(self._jobs))
         self.metrics.queue_depth.set(await self.bus.queue_depth())
+        await self._report_status()
+        self._redis_recovered()  # a write went through
+        # Workers silent this long with nothing pending are gone (their questions were reclaimed): forget them.
+        silent_s = max(
+            REAP_AFTER_HEARTBEATS * self.settings.heartbeat_interval_s,
+            REAP_AFTER_RECLAIM_IDLES * self.settings.reclaim_idle_s,
+        )
+        for name in await self.bus.reap(self.name, int(silent_s * 1000)):
+            log.info("worker %s is gone: removed from the group and the worker list", name)
+
+    async def _report_status(self) -> None:
+        roster = self._roster()
         status = WorkerStatus(
             name=self.name,
             model=self.settings.served_name,
@@ -733,14 +757,7 @@ class Worker:
             tasks=dict(Counter(job.question.task for job in self._jobs.values())),
         )
         await self.bus.report_worker(status)
-        self._redis_recovered()  # a write went through
-        # Workers silent this long with nothing pending are gone (their questions were reclaimed): forget them.
-        silent_s = max(
-            REAP_AFTER_HEARTBEATS * self.settings.heartbeat_interval_s,
-            REAP_AFTER_RECLAIM_IDLES * self.settings.reclaim_idle_s,
-        )
-        for name in await self.bus.reap(self.name, int(silent_s * 1000)):
-            log.info("worker %s is gone: removed from the group and the worker list", name)
+        self._reported = roster
 
     async def _reclaim(self) -> None:
         if self._draining or len(self._solo) >= self.engine.max_batch_size:

@@ -12,13 +12,27 @@ IGNORED = ["*.msgpack", "*.h5", "*.ot", "flax_model*", "tf_model*"]
 
 def main(model: str | None = None) -> int:
     """Download MODEL_ID (or `model`) with progress bars; returns the exit status."""
+    from inference.placement import hub_unreachable, model_source
+    from inference.presets import DEMO_PRESET
     from inference.settings import WorkerSettings
 
     settings = WorkerSettings()
     repo = model or settings.model_id
+    if model is None and settings.model == DEMO_PRESET:
+        model_source(settings)  # builds it
+        print(f"MODEL=demo is built here, not downloaded: ready at {repo}.")
+        return 0
     if Path(repo).is_dir():
         print(f"{repo} is a local directory: nothing to download.")
         return 0
+    if not settings.hf_hub_offline and (problem := hub_unreachable(settings.hf_endpoint, settings.hf_hub_timeout_s)):
+        print(
+            f"cannot reach the Hugging Face Hub ({settings.hf_endpoint}: {problem}): download where it can be "
+            "reached and copy the cache (or a model directory, then MODEL_ID=<that directory>), or set HF_ENDPOINT "
+            "to a mirror.",
+            file=sys.stderr,
+        )
+        return 1
     if settings.hf_hub_offline:
         os.environ["HF_HUB_OFFLINE"] = "1"  # read by huggingface_hub when it is imported
     from huggingface_hub import snapshot_download

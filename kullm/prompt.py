@@ -14,9 +14,12 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from chatbus import Bus, Keys, Turn, connect
+from bot.process import EXIT_FAILED, EXIT_INPUT, EXIT_OK
+from bot.texts import Language, text
+from chatbus import Bus, Keys, Turn, connect, redact_url
 from inference.errors import InferenceError, PromptTooLong
 from inference.model import DEFAULT_CONTEXT_WINDOW
+from inference.placement import model_source
 from inference.prompt import configured_window, load_tokenizer, prompt_builder
 from inference.settings import WorkerSettings
 
@@ -33,10 +36,18 @@ class Request:
     as_json: bool = False
 
 
+class BadOption(ValueError):
+    """--history-from or --channel not given as PLATFORM:ID."""
+
+    def __init__(self, option: str) -> None:
+        super().__init__(option)
+        self.option = option
+
+
 def _platform_and_key(value: str, option: str) -> tuple[str, str]:
     platform, _, key = value.partition(":")
     if not platform or not key:
-        raise ValueError(f"{option} takes PLATFORM:ID (for example discord:123 or slack:C123:1700000000.000100)")
+        raise BadOption(option)
     return platform, key
 
 
@@ -59,22 +70,21 @@ async def _stored(settings: WorkerSettings, request: Request) -> tuple[list[Turn
         await redis.aclose()
 
 
-def main(request: Request) -> int:
-    """Print the prompt; exit 1 when the question alone does not fit or the model's tokenizer cannot load."""
+def main(request: Request, language: Language = "ko") -> int:
+    """Print the prompt; exit 1 when the question alone does not fit or the model's tokenizer cannot load, 2 for a
+    bad option. Errors are one line in BOT_LANGUAGE."""
     settings = WorkerSettings()
     try:
         history, instructions = asyncio.run(_stored(settings, request))
-    except ValueError as exc:
-        print(f"kullm prompt: {exc}", file=sys.stderr)
-        return 2
-    except RedisError as exc:
-        print(f"kullm prompt: cannot read history or persona from Redis ({exc})", file=sys.stderr)
-        return 1
+    except BadOption as exc:
+        return _fail(EXIT_INPUT, text("prompt_bad_option", language, option=exc.option))
+    except RedisError:
+        return _fail(EXIT_FAILED, text("prompt_no_history", language, url=redact_url(settings.redis_url)))
     try:
+        settings = model_source(settings)
         tokenizer = load_tokenizer(settings)
     except InferenceError as exc:
-        print(f"kullm prompt: {exc}", file=sys.stderr)
-        return 1
+        return _fail(EXIT_FAILED, text("prompt_no_tokenizer", language, reason=exc))
     window = settings.context_window or configured_window(settings) or DEFAULT_CONTEXT_WINDOW
     max_new_tokens = min(request.max_new_tokens or settings.max_new_tokens, settings.max_new_tokens)
     builder = prompt_builder(settings, tokenizer, window)
@@ -86,9 +96,8 @@ def main(request: Request) -> int:
             instructions=instructions,
             max_new_tokens=max_new_tokens,
         )
-    except PromptTooLong as exc:
-        print(f"kullm prompt: the question alone does not fit: {exc}", file=sys.stderr)
-        return 1
+    except PromptTooLong:
+        return _fail(EXIT_FAILED, text("too_long_tokens", language))
     summary = {
         "model": settings.model_id,
         "template": settings.template.value,
@@ -101,7 +110,7 @@ def main(request: Request) -> int:
     }
     if request.as_json:
         print(json.dumps({"prompt": built.text, **summary}, ensure_ascii=False))
-        return 0
+        return EXIT_OK
     sys.stdout.write(built.text)
     sys.stdout.flush()
     notes = [f"{built.tokens} tokens (+ up to {max_new_tokens} new, window {window})"]
@@ -111,4 +120,9 @@ def main(request: Request) -> int:
     if built.context_cut:
         notes.append("맥락 cut to fit")
     print("\n---\n" + "; ".join(notes), file=sys.stderr)
-    return 0
+    return EXIT_OK
+
+
+def _fail(status: int, message: str) -> int:
+    print(message, file=sys.stderr)
+    return status

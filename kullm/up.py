@@ -1,9 +1,12 @@
 """`kullm up`: the compose services as local processes, for hosts without Docker (and for the tests).
 
 Redis: `REDIS_URL` when it is set (environment or `.env`); otherwise a private redis-server (AOF on, data
-under `.kullm/redis`) on `--redis-port` (6379) — or on a free port when another Redis already holds that
-one. A Redis found on the port is used only when it is this directory's own private one, left running.
-Then the worker and each chat adapter whose token is set.
+under `.kullm/redis`) on the port it used last in this directory (recorded in `.kullm/redis.json`, so clients
+waiting through a restart find it again), else `--redis-port` (6379) — or on a free port when another Redis or
+program holds that one. A Redis found on the port is used only when it is this directory's own private one, left
+running. Every `kullm` command and adapter started in this directory without REDIS_URL reads the record and uses
+the same Redis (`chatbus.config`). Then the worker (`--demo`: with the demo model) and each chat adapter whose
+token is set.
 
 Each child runs in its own process group, so a Ctrl-C in the terminal reaches `kullm up` alone, which stops
 them in order: the adapters, then the workers (they drain: answers in hand are finished), then Redis, so
@@ -29,6 +32,9 @@ from pathlib import Path
 from bot.process import EXIT_CONFIG
 from bot.settings import DiscordSettings, SlackSettings
 from chatbus import redact_url
+from chatbus.config import DATA_DIR, RedisRecord
+from inference.demo import DEMO_QUESTIONS
+from inference.presets import DEMO_PRESET
 from inference.settings import WorkerSettings
 
 log = logging.getLogger("kullm.up")
@@ -41,7 +47,12 @@ RESTART_DELAY_S = 1.0
 RESTART_DELAY_MAX_S = 30.0
 HEALTHY_RUN_S = 60.0  # a child that ran this long before exiting gets its backoff reset
 ADAPTERS = ("discord", "slack")
+DEFAULT_REDIS_PORT = 6379
 _PR_SET_PDEATHSIG = 1
+
+
+class UpError(Exception):
+    """What stops `kullm up` before it starts anything: one line, exit 2."""
 
 
 @dataclass
@@ -64,17 +75,25 @@ class Plan:
     redis_url: str
     redis_said: str
     services: list[Service]
+    private: bool = False  # a Redis of this directory's own, recorded for the clients
 
 
-def plan(data_dir: Path, redis_port: int = 6379) -> Plan:
+def plan(data_dir: Path = DATA_DIR, redis_port: int | None = None, *, demo: bool = False) -> Plan:
     """The Redis to use and the services to run, from the environment and `.env`."""
-    discord, slack, worker = DiscordSettings(), SlackSettings(), WorkerSettings()
+    extra = {"MODEL": DEMO_PRESET} if demo else {}
+    discord, slack = DiscordSettings(), SlackSettings()
+    worker = WorkerSettings(model=DEMO_PRESET) if demo else WorkerSettings()
     services: list[Service] = []
-    if "redis_url" in discord.model_fields_set:
+    private = "redis_url" not in discord.model_fields_set
+    if not private:
         url = discord.redis_url
         said = f"REDIS_URL {redact_url(url)}"
     else:
-        url, said, redis = _private_redis(data_dir.resolve() / "redis", redis_port)
+        record = RedisRecord.read(data_dir)
+        wanted = redis_port or (record.port if record else DEFAULT_REDIS_PORT)
+        port, said, redis = _private_redis(data_dir.resolve() / "redis", wanted, fixed=redis_port is not None)
+        RedisRecord(port, str(data_dir.resolve() / "redis")).write(data_dir)
+        url = RedisRecord(port, "").url
         if redis is not None:
             services.append(redis)
     python = sys.executable
@@ -84,29 +103,31 @@ def plan(data_dir: Path, redis_port: int = 6379) -> Plan:
     if slack.slack_bot_token is not None:
         services.append(Service("slack", [python, "-m", "bot", "slack"]))
     for service in services:
-        service.env = {**os.environ, "REDIS_URL": url}
-    return Plan(url, said, services)
+        service.env = {**os.environ, **extra, "REDIS_URL": url}
+    return Plan(url, said, services, private)
 
 
-def _private_redis(directory: Path, port: int) -> tuple[str, str, Service | None]:
-    """This directory's own redis-server: left running from before, or one to start (on a free port when the
-    wanted one is taken by another Redis or another program)."""
+def _private_redis(directory: Path, port: int, *, fixed: bool = False) -> tuple[int, str, Service | None]:
+    """This directory's own redis-server: left running from before, or one to start — on `port`, else (when another
+    Redis or program holds it) on 6379 or a free port. A port given with --redis-port (`fixed`) is kept to: the
+    Redis there not being ours stops `kullm up`."""
     found = _redis_dir(LOCAL_HOST, port)
     if found == str(directory):
-        url = f"redis://{LOCAL_HOST}:{port}/0"
-        return url, f"private redis-server already running on port {port} (data {directory})", None
+        return port, f"private redis-server already running on port {port} (data {directory})", None
     binary = shutil.which("redis-server")
     if binary is None:
-        raise SystemExit("no Redis: set REDIS_URL, or install redis-server (apt-get install redis-server)")
+        raise UpError("no Redis: set REDIS_URL, or install redis-server (apt-get install redis-server)")
     taken = ""
     if found is not None or _port_taken(LOCAL_HOST, port):
         what = f"another Redis (data {found or 'unknown'})" if found is not None else "another program"
+        if fixed:
+            raise UpError(f"--redis-port {port} is held by {what}: pick another port, or set REDIS_URL to use it")
         taken = f"; port {port} holds {what}, not used (set REDIS_URL to use it)"
-        port = _free_port()
+        port = DEFAULT_REDIS_PORT if not _port_taken(LOCAL_HOST, DEFAULT_REDIS_PORT) else _free_port()
     directory.mkdir(parents=True, exist_ok=True)
     argv = [binary, "--port", str(port), "--bind", LOCAL_HOST, "--appendonly", "yes", "--dir", str(directory)]
     service = Service("redis", [*argv, "--save", ""], stop_s=REDIS_STOP_S)
-    return f"redis://{LOCAL_HOST}:{port}/0", f"private redis-server on port {port} (data {directory}){taken}", service
+    return port, f"private redis-server on port {port} (data {directory}){taken}", service
 
 
 async def supervise(services: list[Service], stop: asyncio.Event, now: asyncio.Event | None = None) -> int:
@@ -217,11 +238,25 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def main(data_dir: Path = Path(".kullm"), redis_port: int = 6379) -> int:
+def main(data_dir: Path = DATA_DIR, redis_port: int | None = None, *, demo: bool = False) -> int:
     """`kullm up`."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    chosen = plan(data_dir, redis_port)
+    try:
+        chosen = plan(data_dir, redis_port, demo=demo)
+    except UpError as exc:
+        print(f"kullm up: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     log.info("redis: %s", chosen.redis_said)
+    if chosen.private:
+        log.info("clients started in %s without REDIS_URL use this Redis (%s)", Path.cwd(), RedisRecord.path(data_dir))
+    if demo:
+        asked = " · ".join(f"「{q}」" for q in DEMO_QUESTIONS)
+        log.warning(
+            "demo mode: MODEL=demo, a tiny model built here (about a minute the first time) that knows only a few "
+            'answers, e.g. %s; anything else gets nonsense. Try: kullm ask "%s"',
+            asked,
+            DEMO_QUESTIONS[0],
+        )
     log.info("services: %s", ", ".join(s.name for s in chosen.services))
 
     async def run() -> int:

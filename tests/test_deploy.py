@@ -294,7 +294,8 @@ def test_adapters_join_kullm_up_when_their_token_is_set(
 
 
 def test_kullm_up_does_not_restart_a_worker_with_a_configuration_error(tmp_path: Path) -> None:
-    up = start_kullm_up(tmp_path, free_port(), MODEL_ID=str(tmp_path / "no-such-model"))
+    (tmp_path / "not-a-model").mkdir()  # a directory, so the settings pass; the worker finds no model in it
+    up = start_kullm_up(tmp_path, free_port(), MODEL_ID=str(tmp_path / "not-a-model"))
     try:
         assert up.wait(120) == 2, (tmp_path / "up.log").read_text()[-3000:]
         log = (tmp_path / "up.log").read_text()
@@ -319,7 +320,8 @@ def test_the_example_env_keeps_kullm_ups_private_redis(tmp_path: Path, monkeypat
 
 
 def test_kullm_up_uses_only_its_own_redis_on_the_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kullm.up import plan
+    from chatbus.config import RedisRecord
+    from kullm.up import UpError, plan
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("REDIS_URL", raising=False)
@@ -327,11 +329,16 @@ def test_kullm_up_uses_only_its_own_redis_on_the_port(tmp_path: Path, monkeypatc
     foreign = RedisServer(tmp_path / "someone-elses")
     foreign.start()
     try:
-        chosen = plan(data, foreign.port)
+        with pytest.raises(UpError, match=f"--redis-port {foreign.port} is held by another Redis"):
+            plan(data, foreign.port)  # a port asked for is kept to
+        RedisRecord(foreign.port, "").write(data)  # the port it used last is someone else's now
+        chosen = plan(data)
         assert chosen.services[0].name == "redis" and str(foreign.port) not in chosen.redis_url
         assert f"port {foreign.port} holds another Redis (data {(tmp_path / 'someone-elses').resolve()})" in (
             chosen.redis_said
         )
+        moved = RedisRecord.read(data)
+        assert moved is not None and chosen.redis_url == moved.url, "the clients follow it"
     finally:
         foreign.kill()
     ours = RedisServer(data.resolve() / "redis")  # left running by an earlier `kullm up` in this directory

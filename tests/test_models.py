@@ -67,7 +67,7 @@ def test_each_preset_sets_every_part_and_each_part_can_be_overridden(clean_env: 
     )
     assert (overridden.template, overridden.eos_token_id, overridden.context_window) == (Template.KULLM_V1, 7, 1024)
     assert overridden.system_prompt is None, "SYSTEM_PROMPT=none: no system prompt"
-    own = clean_env(MODEL="kullm3", MODEL_ID="/models/my-kullm3-finetune")
+    own = clean_env(MODEL="kullm3", MODEL_ID="someone/my-kullm3-finetune")
     assert own.template is Template.CHAT and own.system_prompt == KULLM3_SYSTEM_PROMPT
     assert own.context_window is None and not own.serves_preset, "another model's window is read from its config"
 
@@ -200,7 +200,7 @@ def test_kullm_prompt_prints_what_the_worker_sends(
     cut = json.loads(capsys.readouterr().out)
     assert cut["context_cut"] and cut["tokens"] <= 800 - 512
     assert kullm_main(["prompt", "아주 긴 질문 " * 300]) == 1
-    assert "does not fit" in capsys.readouterr().err
+    assert "모델이 한 번에 읽을 수 있는 길이를 넘습니다" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- end to end

@@ -196,7 +196,9 @@ def test_ask_rides_out_a_redis_restart_mid_answer(model_dir: Path, tmp_path: Pat
         lost.wait_for("delta")
         server.kill()
         assert lost.finish(30) == 4
-        assert "다시 연결하는 중" in lost.stderr() and "Redis에 연결할 수 없습니다" in lost.stderr()
+        assert "다시 연결하는 중" in lost.stderr()
+        assert lost.final()["type"] == "error" and lost.final()["code"] == "redis"  # --json: errors are JSON lines
+        assert "Redis에 연결할 수 없습니다" in str(lost.final()["message"])
     finally:
         worker.stop()
         server.stop()
@@ -346,13 +348,16 @@ def test_client_refusals_are_clear_and_exit_non_zero(redis_server: RedisServer) 
     assert "secret-pass" not in down.stderr
 
 
-def test_missing_model_is_a_clear_error(tmp_path: Path, redis_server: RedisServer) -> None:
+@pytest.mark.parametrize("model", ["no-such-model", "empty-directory"])
+def test_missing_model_is_a_clear_error(model: str, tmp_path: Path, redis_server: RedisServer) -> None:
+    if model == "empty-directory":
+        (tmp_path / model).mkdir()
     result = subprocess.run(
         [sys.executable, "-m", "kullm.cli", "worker"],
         cwd=ROOT,
         env={
             "PATH": "/usr/bin:/bin",
-            "MODEL_ID": str(tmp_path / "no-such-model"),
+            "MODEL_ID": str(tmp_path / model),
             "HF_HUB_OFFLINE": "1",
             "REDIS_URL": redis_server.url,
             "METRICS_PORT": "0",
@@ -362,8 +367,14 @@ def test_missing_model_is_a_clear_error(tmp_path: Path, redis_server: RedisServe
         text=True,
         timeout=120,
     )
-    assert result.returncode == 2
-    assert "cannot load model" in result.stderr and "HF_HUB_OFFLINE" in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    if model == "no-such-model":  # a path that is not there: said as such, not blamed on the Hub's cache
+        assert result.stderr.strip() == (
+            f"invalid setting MODEL_ID: no such directory: {tmp_path / model} (a local model is a directory holding "
+            "config.json; a Hugging Face model is named OWNER/NAME)"
+        )
+    else:
+        assert "cannot load model" in result.stderr and "HF_HUB_OFFLINE" in result.stderr
 
 
 @pytest.mark.parametrize("redis_kind", ["silent", "absent"])
@@ -383,7 +394,8 @@ def test_a_worker_waiting_for_redis_is_not_ready_and_stops_at_once(
         worker = WorkerProcess(url, model_dir, tmp_path / "worker.log", ENGINE=SCRIPTED).start(wait=False)
         try:
             health = wait_until(worker.health, 60, 0.1, what="the health port")
-            assert health["status"] in {"redis not reached yet", "redis unreachable (ConnectionError)"}, health
+            waiting = {"loading", "redis not reached yet", "redis unreachable (ConnectionError)"}
+            assert health["status"] in waiting, health
             assert worker.health() != {} and not worker.ready()
             assert worker.process is not None
             worker.process.send_signal(stop_signal)

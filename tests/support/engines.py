@@ -180,7 +180,9 @@ def scripted_prompts(settings: WorkerSettings) -> PromptBuilder:
 
 
 def scripted(settings: WorkerSettings) -> Loaded:
-    """ENGINE=tests.support.engines:scripted (SCRIPTED_STEP_S sets the pace)."""
+    """ENGINE=tests.support.engines:scripted (SCRIPTED_STEP_S sets the pace; SCRIPTED_LOAD_S, how long "loading the
+    model" takes)."""
+    time.sleep(float(os.environ.get("SCRIPTED_LOAD_S", 0)))
     step_s = float(os.environ.get("SCRIPTED_STEP_S", STEP_S))
     return Loaded(ScriptedEngine(settings.max_batch_size, step_s=step_s), scripted_prompts(settings))
 

@@ -17,7 +17,7 @@ FLOOR := .cache/transformers-floor
 # and pytest keeps its rewritten test modules only in them; without them `make unit` spent seconds recompiling.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: test suite setup redis lint typecheck tiny-model unit test-floor bench gpu-bundle gpu-dry-run lock clean demo
+.PHONY: test suite setup redis lint typecheck tiny-model unit test-floor bench gpu-bundle gpu-dry-run lock clean demo compose-check
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist; the GPU-check tests stay together, they share one
 # bundle). Lint, type check, the tiny model and the transformers floor's install run side by side first.
@@ -44,6 +44,12 @@ setup: $(VENV)/.installed redis
 # `.venv/bin/kullm ask "딥러닝이 뭐야?"` in another terminal, in this directory, asks it.
 demo: setup
 	$(VENV)/bin/kullm up --demo
+
+# The compose stack run for real in Docker (docker/check.py): a daemon (a private one when none runs and this is
+# root), Compose v2, the base images (stand-ins when no registry answers), both images built, every step checked;
+# the table goes to docs/DEPLOYMENT.md.
+compose-check: setup tiny-model
+	$(PY) docker/check.py
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)

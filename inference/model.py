@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import torch
@@ -16,6 +17,7 @@ from inference.placement import (
     check_fit,
     choose_device,
     model_source,
+    nvidia_driver,
     nvidia_driver_present,
 )
 from inference.prompt import prompt_builder
@@ -36,12 +38,17 @@ def resolve_device(name: str) -> torch.device:
 
 
 def accelerator() -> Accelerator:
-    """What this torch can do with GPUs."""
+    """What this torch can do with GPUs, with torch's own words when it finds none it can use."""
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        available = torch.cuda.is_available()
     return Accelerator(
         cuda_build=torch.version.cuda,
-        available=torch.cuda.is_available(),
+        available=available,
         driver_present=nvidia_driver_present(),
         torch_version=torch.__version__,
+        driver=nvidia_driver(),
+        diagnosis=" ".join(" ".join(str(w.message).split()) for w in said)[:300],
     )
 
 

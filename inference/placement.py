@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import urllib.error
 import urllib.request
@@ -31,6 +32,15 @@ from inference.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
+# The least Linux driver each CUDA line of torch's wheels runs on (NVIDIA's CUDA toolkit release notes, table 3).
+DRIVER_NEEDED = {
+    "11.8": "520.61",
+    "12.1": "530.30",
+    "12.4": "550.54",
+    "12.6": "560.28",
+    "12.8": "570.26",
+    "13.0": "580.65",
+}
 _STORED_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "int8": 1}
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt")
 
@@ -46,6 +56,24 @@ class Accelerator:
     available: bool  # torch.cuda.is_available()
     driver_present: bool  # an NVIDIA driver is loaded (/proc/driver/nvidia/version)
     torch_version: str = ""
+    driver: str | None = None  # the loaded driver's version, e.g. 535.104.05
+    diagnosis: str = ""  # what torch itself said when it found no usable GPU
+
+
+def nvidia_driver(proc: Path = Path("/proc/driver/nvidia/version")) -> str | None:
+    """The loaded NVIDIA kernel driver's version, or None."""
+    try:
+        found = re.search(r"Kernel Module\s+(?:for \S+\s+)?([\d.]+)", proc.read_text())
+    except OSError:
+        return None
+    return found.group(1) if found else None
+
+
+def _older(found: str, needed: str) -> bool:
+    def parts(version: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in version.split(".") if p.isdigit())
+
+    return parts(found) < parts(needed)
 
 
 def nvidia_driver_present(proc: Path = Path("/proc/driver/nvidia/version")) -> bool:
@@ -67,11 +95,15 @@ def choose_device(requested: str, gpu: Accelerator) -> str:
             f"{why}, but this torch ({gpu.torch_version or 'installed'}) is a CPU-only build: install its CUDA "
             "build (pip install torch from PyPI), or set DEVICE=cpu to run on the CPU"
         )
-    raise DeviceUnavailable(
-        f"{why}, but torch (CUDA {gpu.cuda_build}) cannot use a GPU (torch.cuda.is_available() is False): the "
-        f"driver may be older than CUDA {gpu.cuda_build} needs (nvidia-smi shows what it supports), or no GPU is "
-        "visible (CUDA_VISIBLE_DEVICES, the container's --gpus); set DEVICE=cpu to run on the CPU anyway"
-    )
+    needed = DRIVER_NEEDED.get(".".join(gpu.cuda_build.split(".")[:2]))
+    if gpu.driver and needed and _older(gpu.driver, needed):
+        cause = f"the NVIDIA driver {gpu.driver} is older than the {needed} its CUDA {gpu.cuda_build} build needs"
+        fix = "update the driver, or build the worker for an older CUDA line (README, Requirements)"
+    else:
+        found = f"driver {gpu.driver}" if gpu.driver else "no driver loaded here"
+        cause = f"torch (CUDA {gpu.cuda_build}) cannot use a GPU ({found}; torch says: {gpu.diagnosis or 'no GPU'})"
+        fix = "check that a GPU is visible (CUDA_VISIBLE_DEVICES, the container's --gpus)"
+    raise DeviceUnavailable(f"{why}, but {cause}: {fix}, or set DEVICE=cpu to run on the CPU anyway")
 
 
 # ------------------------------------------------------------------------------------------------ the fit

@@ -66,9 +66,34 @@ def test_redis_keeps_its_queue_and_stays_private() -> None:
     redis = compose()["services"]["redis"]
     command = " ".join(redis["command"])
     assert "--appendonly yes" in command and '--requirepass "$$REDIS_PASSWORD"' in command
+    # The image's entrypoint drops to the redis user only when `redis-server` is its first argument.
+    for path in [COMPOSE, *OVERRIDES]:
+        commands = " ".join(yaml.safe_load(path.read_text())["services"]["redis"].get("command", []))
+        assert "redis-server" not in commands or "exec docker-entrypoint.sh redis-server " in commands, path.name
     assert "redis-data:/data" in redis["volumes"]
     assert "redis-cli" in redis["healthcheck"]["test"][1] and "REDIS_PASSWORD" in redis["healthcheck"]["test"][1]
     assert "ports" not in redis
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """YAML as Compose reads it: `!reset` (drop what the file before set) kept as a marker."""
+
+
+_ComposeLoader.add_constructor("!reset", lambda loader, node: "!reset")
+
+
+def test_the_cpu_override_tries_the_stack_without_a_gpu_and_says_how() -> None:
+    override = yaml.load((ROOT / "docker" / "compose.cpu.yml").read_text(), Loader=_ComposeLoader)
+    worker = override["services"]["worker"]
+    assert worker["deploy"] == "!reset", "no GPU reserved"
+    assert worker["environment"] == {"DEVICE": "cpu", "MODEL": "${MODEL:-demo}"}, "the CPU on purpose, the demo model"
+    assert "demo-model:/app/.kullm" in worker["volumes"] and "demo-model" in override["volumes"]
+    assert "RUN useradd --create-home --uid 10001 kullm" in (ROOT / "docker" / "worker.Dockerfile").read_text()
+    assert "chown kullm:kullm /cache/huggingface /app/.kullm" in (ROOT / "docker" / "worker.Dockerfile").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "TORCH_CHANNEL=cpu docker compose -f docker-compose.yml -f\ndocker/compose.cpu.yml up -d" in readme
+    assert "needs driver **580 or newer**" in readme and "make compose-check" in readme
+    assert compose()["services"]["worker"]["build"]["args"] == {"TORCH_CHANNEL": "${TORCH_CHANNEL:-pypi}"}
 
 
 @pytest.mark.parametrize("path", OVERRIDES, ids=lambda path: path.name)

@@ -17,7 +17,9 @@ from inference.presets import GIB, PRESETS, too_small_for_ram
 from inference.settings import WorkerSettings
 
 CPU_ONLY = Accelerator(cuda_build=None, available=False, driver_present=False, torch_version="2.13.0+cpu")
-OLD_DRIVER = Accelerator(cuda_build="12.8", available=False, driver_present=True, torch_version="2.13.0")
+OLD_DRIVER = Accelerator(
+    cuda_build="13.0", available=False, driver_present=True, torch_version="2.13.0", driver="535.104.05"
+)
 GPU = Accelerator(cuda_build="12.8", available=True, driver_present=True)
 
 
@@ -30,12 +32,26 @@ def test_a_gpu_is_never_left_for_the_cpu_silently() -> None:
     assert choose_device("auto", CPU_ONLY) == "cpu" and choose_device("cpu", OLD_DRIVER) == "cpu"
     with pytest.raises(DeviceUnavailable, match=r"DEVICE=cuda, but this torch \(2.13.0\+cpu\) is a CPU-only build"):
         choose_device("cuda", CPU_ONLY)
-    with pytest.raises(DeviceUnavailable, match=r"an NVIDIA driver is loaded .* older than CUDA 12\.8") as old:
+    with pytest.raises(DeviceUnavailable) as old:
         choose_device("auto", OLD_DRIVER)  # the case that sent 12.8B to the CPU without a word
+    assert "the NVIDIA driver 535.104.05 is older than the 580.65 its CUDA 13.0 build needs" in str(old.value)
     assert "DEVICE=cpu" in str(old.value)
+    hidden = Accelerator(cuda_build="12.8", available=False, driver_present=True, driver="570.86", diagnosis="no GPU")
+    said = r"cannot use a GPU \(driver 570\.86; torch says: no GPU\).*CUDA_VISIBLE"
+    with pytest.raises(DeviceUnavailable, match=said):
+        choose_device("auto", hidden)
     gpu_host_cpu_torch = Accelerator(cuda_build=None, available=False, driver_present=True)
     with pytest.raises(DeviceUnavailable, match="CPU-only build"):
         choose_device("auto", gpu_host_cpu_torch)
+
+
+def test_the_driver_version_is_read_from_the_kernel_module(tmp_path: Path) -> None:
+    proc = tmp_path / "version"
+    proc.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\n")
+    assert placement.nvidia_driver(proc) == "535.104.05"
+    proc.write_text("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.65.06  Release Build\n")
+    assert placement.nvidia_driver(proc) == "580.65.06"
+    assert placement.nvidia_driver(tmp_path / "absent") is None
 
 
 def test_a_model_too_big_for_the_ram_is_refused_naming_what_fits() -> None:

@@ -13,7 +13,13 @@ from inference.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 # Read by docker compose itself, not by the processes.
-COMPOSE_ONLY = {"COMPOSE_PROFILES", "COMPOSE_REDIS_URL", "GRAFANA_ADMIN_PASSWORD", "REDIS_PUBLISH_PORT"}
+COMPOSE_ONLY = {
+    "COMPOSE_PROFILES",
+    "COMPOSE_REDIS_URL",
+    "GRAFANA_ADMIN_PASSWORD",
+    "REDIS_PUBLISH_PORT",
+    "TORCH_CHANNEL",
+}
 SETTINGS = (WorkerSettings, ClientSettings, DiscordSettings, SlackSettings, ApiSettings)
 
 

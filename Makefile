@@ -67,7 +67,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 # Re-pin constraints/lock.txt to what the virtualenv holds (after changing pyproject.toml and `make setup`).
 lock: setup
 	{ sed -n '/^#/p' $(LOCK); { $(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; \
-		grep '^bitsandbytes==' $(LOCK); } | sort -f; } > $(LOCK).new
+		grep -E '^(async-timeout|bitsandbytes|setuptools)==' $(LOCK); } | sort -f; } > $(LOCK).new
 	mv $(LOCK).new $(LOCK)
 
 redis:

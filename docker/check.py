@@ -9,7 +9,9 @@
 3. Base images: pulled when a registry answers; otherwise stand-ins built here (docker/standins/), said loudly here
    and in the report, with how they differ.
 4. Both images built (the worker with CPU torch), then Redis, the worker (CPU override docker/compose.cpu.yml, the
-   tests' tiny model mounted as the demo model) and the api profile brought up, and each step checked and timed.
+   tests' tiny model mounted as the demo model), the api profile and the Discord and Slack adapters — pointed at the
+   project's loopback stand-ins (tests/standins), run by this process on the check network's gateway — brought up,
+   and each step checked and timed.
 
     .venv/bin/python docker/check.py [--keep]     # --keep: leave the stack and a private daemon running
 """
@@ -17,10 +19,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -29,16 +33,18 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.support import tiny_model, trained  # noqa: E402
 
+T = TypeVar("T")
 CACHE = ROOT / ".cache" / "docker"
 REPORT = ROOT / "docs" / "DEPLOYMENT.md"
 PROJECT = "kullm-check"
@@ -52,8 +58,10 @@ STANDIN_DIFFERENCES = (
     "Debian's redis-server 7.0 (not 7.4) behind an entrypoint that does what the official one does (uid 999, /data, "
     "protected mode off, root dropped)"
 )
-CHAT_TOKENS = {"DISCORD_TOKEN": "check-discord-token", "SLACK_BOT_TOKEN": "xoxb-check", "SLACK_APP_TOKEN": "xapp-check"}
 API_PORT = 18080
+# The check's compose network, so the loopback Discord and Slack on this host have an address the containers reach
+# (the network's gateway) before the network exists.
+SUBNET, GATEWAY = "10.213.47.0/24", "10.213.47.1"
 
 
 @dataclass
@@ -213,10 +221,47 @@ def torch_channel() -> str:
 # ---------------------------------------------------------------------------------------------- the stack
 
 
-class Stack:
-    """The compose project under check: the repository's files, the CPU override and the check's own override."""
+class ChatStandIns:
+    """The project's loopback Discord and Slack (tests/standins), on an event loop of their own, listening where the
+    containers reach them: the check network's gateway."""
 
-    def __init__(self, compose: list[str], scratch: Path) -> None:
+    def __init__(self) -> None:
+        from tests.standins.discord import DiscordStandIn
+        from tests.standins.slack import SlackStandIn
+
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="standins", daemon=True).start()
+        self.discord, self.slack = DiscordStandIn(), SlackStandIn()
+        self.call(self.discord.start(point_discord_py=False, host="0.0.0.0", url_host=GATEWAY))
+        self.call(self.slack.start(host="0.0.0.0", url_host=GATEWAY))
+
+    def call(self, work: Coroutine[Any, Any, T], timeout_s: float = 120) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self.loop).result(timeout_s)
+
+    def settings(self) -> dict[str, str]:
+        """The adapters' settings, as an operator's .env holds them (every service gets the file; compose blanks
+        the tokens where a service must not hold them)."""
+        return {
+            "DISCORD_TOKEN": self.discord.token,
+            "DISCORD_API_BASE": self.discord.api_base,
+            "DISCORD_GUILD_IDS": str(self.discord.guild_id),
+            "SLACK_BOT_TOKEN": self.slack.bot_token,
+            "SLACK_APP_TOKEN": self.slack.app_token,
+            "SLACK_API_BASE": self.slack.api_base,
+        }
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.call(self.discord.stop(), 10)
+            self.call(self.slack.stop(), 10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+class Stack:
+    """The compose project under check: the repository's files, the CPU override and the check's own override, with
+    the chat stand-ins' addresses and tokens given to every service as `.env` gives them (env_file)."""
+
+    def __init__(self, compose: list[str], scratch: Path, chat: ChatStandIns) -> None:
         self.compose = compose
         self.scratch = scratch
         scratch.chmod(0o755)
@@ -225,24 +270,23 @@ class Stack:
         shutil.copytree(tiny_model.build(), model)
         for path in [model, *model.iterdir()]:
             path.chmod(0o755 if path.is_dir() else 0o644)
+        self.env_file = scratch / "check.env"
+        self.env_file.write_text("".join(f"{k}={v}\n" for k, v in chat.settings().items()))
+        env_file = [{"path": str(self.env_file), "required": True}]
+        services: dict[str, object] = {name: {"env_file": env_file} for name in ("api", "discord", "slack")}
+        services["worker"] = {"env_file": env_file, "volumes": [f"{model}:/app/.kullm/demo-model:ro"]}
         override = scratch / "check.yml"
         override.write_text(
-            json.dumps(
-                {
-                    "services": {
-                        "worker": {"volumes": [f"{model}:/app/.kullm/demo-model:ro"]},
-                    }
-                }
-            )
+            json.dumps({"services": services, "networks": {"default": {"ipam": {"config": [{"subnet": SUBNET}]}}}})
         )
-        self.env_file = scratch / "check.env"
         # API_PORT: where compose publishes the API on the host, away from a stack the operator may run on 8080.
-        settings = {"COMPOSE_PROFILES": "api", "DRAIN_GRACE_S": "30", "API_PORT": str(API_PORT), **CHAT_TOKENS}
-        self.env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+        self.interpolation = scratch / "compose.env"
+        settings = {"COMPOSE_PROFILES": "api,discord,slack", "DRAIN_GRACE_S": "30", "API_PORT": str(API_PORT)}
+        self.interpolation.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
         self.files = ["-f", "docker-compose.yml", "-f", "docker/compose.cpu.yml", "-f", str(override)]
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        command = [*self.compose, "-p", PROJECT, "--env-file", str(self.env_file), *self.files, *args]
+        command = [*self.compose, "-p", PROJECT, "--env-file", str(self.interpolation), *self.files, *args]
         result = run(*command, check=False, timeout=timeout, cwd=ROOT)
         if check and result.returncode != 0:
             raise RuntimeError(f"{' '.join(args)}: {(result.stderr or result.stdout)[-800:]}")
@@ -293,12 +337,23 @@ def answered(stack: Stack, question_id: str) -> str | None:
     return None
 
 
-def steps(check: Check, stack: Stack) -> None:
+def steps(check: Check, stack: Stack, chat: ChatStandIns) -> None:
     with check.step("build both images (worker: CPU torch)") as step:
         channel = torch_channel()
         os.environ["TORCH_CHANNEL"] = channel
         stack("build", timeout=1800)
         step.said = f"TORCH_CHANNEL={channel}"
+    with check.step("every package the images add to the base image comes from the lock") as step:
+        lock = _pins((ROOT / "constraints" / "lock.txt").read_text())
+        base = _pins(_freeze(BASE_IMAGES["python"]))
+        added = {}
+        for image in ("kullm-bot:latest", "kullm-worker:latest"):
+            installed = _pins(_freeze(image))
+            ours = {n: v for n, v in installed.items() if base.get(n) != v and n != "kullm-chat"}
+            stray = sorted(f"{n}=={v}" for n, v in ours.items() if lock.get(n) != v.split("+")[0])
+            assert not stray, f"{image} holds packages the lock does not pin: {', '.join(stray)}"
+            added[image] = len(ours)
+        step.said = ", ".join(f"{image}: {count} packages, all pinned" for image, count in added.items())
     with check.step("up: Redis, worker (CPU, tiny model), api; healthchecks healthy") as step:
         stack("up", "-d", timeout=600)
         stack.wait_healthy(["redis", "worker"], 300)
@@ -349,23 +404,43 @@ def steps(check: Check, stack: Stack) -> None:
         assert "check:" in stack.in_bot("kullm", "keys", "list").stdout, "the API key survived"
         assert stack.in_bot("kullm", "usage", "--json", "--by", "key").stdout.strip(), "usage survived"
         assert trained.PIRATE_PERSONA in stack.in_bot("python", "-c", PERSONA_GET).stdout, "the persona survived"
+    with check.step("a mention on the Discord stand-in is answered in its thread") as step:
+        discord = chat.discord
+        wait(lambda: discord.identifies >= 1, 120, "the Discord adapter connected")
+        asked = chat.call(
+            discord.send_message(
+                discord.channel_id, discord.alice, f"<@{discord.bot_id}> 한국의 수도는 어디야?", mention_bot=True
+            )
+        )
+        thread = int(asked["id"])  # Discord gives the thread the asking message's id
+        wait(lambda: thread in discord.threads and _discord_answer(discord, thread), 120, "the answer in the thread")
+        assert _discord_answer(discord, thread) == trained.CAPITAL
+    with check.step("`/kullm` on the Slack stand-in is answered in its thread") as step:
+        slack = chat.slack
+        wait(lambda: slack.connections >= 1, 120, "the Slack adapter connected over Socket Mode")
+        chat.call(slack.slash_command("/kullm", "한국의 수도는 어디야?", slack.alice, slack.channel_id))
+        wait(lambda: _slack_question(slack), 60, "the question posted in the channel")
+        asked_ts = _slack_question(slack)
+        wait(lambda: _slack_answer(slack, asked_ts) == trained.CAPITAL, 120, "the answer in the thread")
     with check.step("every container runs as a non-root user") as step:
         users = {}
-        for service in ("redis", "worker", "api"):
+        for service in ("redis", "worker", "api", "discord", "slack"):
             status = stack("exec", "-T", service, "cat", "/proc/1/status").stdout
             uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
             users[service] = uid
         step.said = ", ".join(f"{s} uid {u}" for s, u in users.items())
         assert all(uid != "0" for uid in users.values())
     with check.step("the worker's environment holds no chat token (docker inspect)") as step:
-        config = stack.container("worker")["Config"]
-        env = dict(item.split("=", 1) for item in config["Env"])  # type: ignore[index]
-        leaked = [name for name, value in CHAT_TOKENS.items() if env.get(name)]
+        tokens = ("DISCORD_TOKEN", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN")
+        held = {service: _environment(stack, service) for service in ("worker", "discord", "slack")}
+        leaked = [name for name in tokens if held["worker"].get(name)]
         assert not leaked, f"the worker holds {leaked}"
-        assert all(env.get(name) == "" for name in CHAT_TOKENS)
+        assert held["discord"].get("DISCORD_TOKEN") and held["slack"].get("SLACK_BOT_TOKEN"), "the adapters got theirs"
+        assert not held["discord"].get("SLACK_BOT_TOKEN") and not held["slack"].get("DISCORD_TOKEN"), "and only theirs"
+        step.said = "the tokens reached every service through env_file; compose blanked the worker's"
     with check.step("only the documented ports are published, on 127.0.0.1") as step:
         published = []
-        for service in ("redis", "worker", "api"):
+        for service in ("redis", "worker", "api", "discord", "slack"):
             ports = stack.container(service)["NetworkSettings"]["Ports"] or {}  # type: ignore[index]
             published += [(service, b["HostIp"], b["HostPort"]) for bs in ports.values() if bs for b in bs]
         step.said = ", ".join(f"{s} {ip}:{port}" for s, ip, port in published)
@@ -392,6 +467,54 @@ PERSONA_GET = (
     "    print((await bus.persona('discord', '1')).text)\n"
     "asyncio.run(main())\n"
 )
+
+
+def _discord_answer(discord: Any, thread: int) -> str | None:
+    """The bot's settled answer in a Discord thread (its stop button gone; the vote buttons come), or None."""
+    from tests.support.controls import stop_button_on
+
+    for message in discord.messages_in(thread):
+        ours = int(message["author"]["id"]) == discord.bot_id
+        if ours and not stop_button_on(message) and not str(message["content"]).startswith("⏳"):
+            return str(message["content"])
+    return None
+
+
+def _slack_question(slack: Any) -> str:
+    """The ts of the question the Slack adapter posted for /kullm ("@alice 님의 질문: …"), or ""."""
+    for (channel, ts), message in sorted(slack.messages.items(), key=lambda kv: kv[0][1]):
+        if channel == slack.channel_id and message.get("bot_id") and "님의 질문" in message["text"]:
+            return str(ts)
+    return ""
+
+
+def _slack_answer(slack: Any, thread_ts: str) -> str | None:
+    """The text of a finished bot answer in a Slack thread (streamed and stopped), or None."""
+    import html
+
+    for message in slack.thread(slack.channel_id, thread_ts):
+        if message.get("bot_id") and message.get("streamed") and not message.get("streaming"):
+            return html.unescape(str(message["text"]))
+    return None
+
+
+def _environment(stack: Stack, service: str) -> dict[str, str]:
+    config = stack.container(service)["Config"]
+    return dict(item.split("=", 1) for item in config["Env"])  # type: ignore[index]
+
+
+def _freeze(image: str) -> str:
+    return run("docker", "run", "--rm", "--entrypoint", "python", image, "-m", "pip", "freeze", "--all").stdout
+
+
+def _pins(text: str) -> dict[str, str]:
+    """`name==version` lines as {normalised name: version}; other lines (comments, direct references) left out."""
+    pins = {}
+    for line in text.splitlines():
+        name, sep, version = line.strip().partition("==")
+        if sep and not name.startswith("#"):
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version.strip()
+    return pins
 
 
 def _api_up() -> bool:
@@ -437,8 +560,8 @@ def report(check: Check, compose: list[str]) -> None:
     lines += [f"| {s.name} | {'ok' if s.ok else 'FAILED'} | {s.seconds:.1f} | {s.said} |" for s in check.steps]
     lines += [
         "",
-        "Not checked yet: the Discord and Slack adapters in containers against the loopback stand-ins, and the "
-        "images' `pip freeze` against the lock (issue 35).",
+        "Not checked here: the worker's CUDA wheels (the default `TORCH_CHANNEL=pypi`) against the lock, which this "
+        "machine's registry does not serve.",
         "",
     ]
     REPORT.write_text("\n".join(lines))
@@ -465,13 +588,15 @@ def main() -> int:
         with check.step("base images") as step:
             base_images(check)
             step.said = "STAND-INS (no registry)" if check.standins else "pulled"
+        chat = ChatStandIns()
         with tempfile.TemporaryDirectory() as scratch:
-            stack = Stack(compose, Path(scratch))
+            stack = Stack(compose, Path(scratch), chat)
             try:
-                steps(check, stack)
+                steps(check, stack, chat)
             finally:
                 if not args.keep:
                     stack("down", "-v", check=False, timeout=300)
+                chat.close()
         report(check, compose)
         return 0
     except Exception as exc:

@@ -35,7 +35,8 @@ COPY chatbus chatbus
 COPY inference inference
 COPY bot bot
 COPY kullm kullm
-RUN pip install --no-deps .
+# The build backend from the lock too (pip's isolated build would fetch the newest setuptools).
+RUN pip install -c lock.txt setuptools && pip install --no-deps --no-build-isolation .
 
 USER kullm
 EXPOSE 9400

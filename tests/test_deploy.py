@@ -398,3 +398,17 @@ async def test_every_metric_the_dashboard_shows_is_served_by_a_worker(bus: Bus, 
         grafana["profiles"] == ["monitoring"]
         and "./docker/monitoring/grafana:/etc/grafana/provisioning:ro" in (grafana["volumes"])
     )
+
+
+def test_images_take_their_build_backend_and_every_torch_build_from_the_lock() -> None:
+    # The real proof is `make compose-check`, which compares each built image's `pip freeze` with the lock.
+    lock = (ROOT / "constraints" / "lock.txt").read_text()
+    assert re.search(r"^setuptools==", lock, re.MULTILINE) and re.search(r"^async-timeout==", lock, re.MULTILINE)
+    for name in ("bot", "worker"):
+        dockerfile = (ROOT / "docker" / f"{name}.Dockerfile").read_text()
+        assert "pip install -c lock.txt setuptools && pip install --no-deps --no-build-isolation ." in dockerfile
+    worker = (ROOT / "docker" / "worker.Dockerfile").read_text()
+    assert "ARG TORCH_CHANNEL=pypi" in worker and 'torch="$(grep \'^torch==\' lock.txt)"' in worker
+    assert "cu126|cu128|cu130|cpu)" in worker and "local)" in worker
+    keeps = "grep -E '^(async-timeout|bitsandbytes|setuptools)=='"
+    assert keeps in (ROOT / "Makefile").read_text(), "make lock keeps the pins made by hand"

@@ -121,3 +121,29 @@ def test_the_12_8b_shape_builds_with_random_fp16_weights_and_generates() -> None
     finally:
         del model
         torch.cuda.empty_cache()
+
+
+def test_a_worker_picks_the_gpu_by_itself_and_never_falls_back_to_the_cpu(model_dir: Path, tmp_path: Path) -> None:
+    if DEVICE != "cuda":
+        pytest.skip("the dry run has no GPU to pick or to hide")
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    worker = WorkerProcess(server.url, model_dir, tmp_path / "auto.log", DEVICE="auto").start()
+    try:
+        assert "on cuda" in worker.log_path.read_text(), "DEVICE=auto takes the GPU"
+    finally:
+        worker.stop()
+    # The GPU hidden (as an old driver or a container without --gpus leaves it): 12.8B must not go to the CPU.
+    hidden = WorkerProcess(
+        server.url, model_dir, tmp_path / "hidden.log", DEVICE="auto", MODEL="kullm-v1", CUDA_VISIBLE_DEVICES=""
+    )
+    hidden.env.pop("MODEL_ID")
+    try:
+        hidden.start(wait=False)
+        assert hidden.process is not None and hidden.process.wait(120) == 2
+        said = hidden.log_path.read_text()
+        assert "an NVIDIA driver is loaded (a GPU host), but" in said and "DEVICE=cpu" in said, said[-2000:]
+        assert "loading metterian/kullm-polyglot-12.8b" not in said
+    finally:
+        hidden.stop()
+        server.stop()

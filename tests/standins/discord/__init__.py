@@ -47,6 +47,8 @@ from tests.standins.discord.rest import RestApi
 class DiscordStandIn(Gateway, Messages, RestApi, Interactions):
     """Loopback Discord: REST under /api/v10 and a gateway websocket, recording every call."""
 
+    host = "127.0.0.1"  # where it listens, and the host its URLs name (a compose network's gateway for containers)
+
     def __init__(self, token: str = "test-token") -> None:
         self.token = token
         self.bot_id, self.application_id, self.guild_id = 1100000000000000001, 1100000000000000002, 1100000000000000100
@@ -216,7 +218,7 @@ class DiscordStandIn(Gateway, Messages, RestApi, Interactions):
 
     @property
     def api_base(self) -> str:
-        return f"http://127.0.0.1:{self.port}{API_PREFIX}"
+        return f"http://{self.host}:{self.port}{API_PREFIX}"
 
     async def _attachment(self, request: web.Request) -> web.Response:
         """An attachment's bytes, as Discord's CDN serves them (no bot token needed: the URL is the key)."""
@@ -228,17 +230,19 @@ class DiscordStandIn(Gateway, Messages, RestApi, Interactions):
 
     @property
     def gateway_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/gateway"
+        return f"ws://{self.host}:{self.port}/gateway"
 
-    async def start(self, *, point_discord_py: bool = True) -> None:
-        """Bind 127.0.0.1 on a free port; by default also aim discord.py's REST base and gateway URL here."""
+    async def start(self, *, point_discord_py: bool = True, host: str = "127.0.0.1", url_host: str = "") -> None:
+        """Bind `host` (loopback unless told) on a free port, naming `url_host` (else `host`) in its URLs; by default
+        also aim discord.py's REST base and gateway URL here."""
+        bind, self.host = host, url_host or host
         app = web.Application()
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._rest)
         app.router.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", self._attachment)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, bind, 0)
         await site.start()
         self.port = self._runner.addresses[0][1]
         if point_discord_py:

@@ -111,7 +111,7 @@ class Messages:
         for filename, content_type, data in files:
             att_id = self._snowflake()
             self.attachment_data[att_id] = data
-            url = f"http://127.0.0.1:{self.port}/attachments/{channel_id}/{att_id}/{filename}"
+            url = f"http://{self.host}:{self.port}/attachments/{channel_id}/{att_id}/{filename}"
             out.append(
                 {
                     "id": str(att_id),

@@ -24,6 +24,7 @@ from tests.support.polling import eventually
 class SlackStandIn(SocketMode, Messages, WebApi, Interactions):
     """Loopback Slack: Web API under /api/ and a Socket Mode websocket, recording every call."""
 
+    host = "127.0.0.1"  # where it listens, and the host its URLs name (a compose network's gateway for containers)
     bot_token = "xoxb-test"
     app_token = "xapp-test"
     signing_secret = "test-signing-secret"
@@ -209,14 +210,15 @@ class SlackStandIn(SocketMode, Messages, WebApi, Interactions):
 
     @property
     def http_base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def api_base(self) -> str:
         return f"{self.http_base}/api/"  # slack_sdk joins method names onto it, so the trailing slash matters
 
-    async def start(self) -> None:
-        """Bind 127.0.0.1 on a free port."""
+    async def start(self, host: str = "127.0.0.1", url_host: str = "") -> None:
+        """Bind `host` (loopback unless told) on a free port, naming `url_host` (else `host`) in its URLs."""
+        bind, self.host = host, url_host or host
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/socket", self._socket)
@@ -225,7 +227,7 @@ class SlackStandIn(SocketMode, Messages, WebApi, Interactions):
         app.router.add_get("/files-pri/{team_file}/download/{name}", self._file_download)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, bind, 0)
         await site.start()
         self.port = self._runner.addresses[0][1]
 

@@ -19,7 +19,7 @@ class SocketMode:
     def _new_socket_url(self) -> str:
         ticket = uuid.uuid4().hex
         self._tickets.add(ticket)
-        return f"ws://127.0.0.1:{self.port}/socket?ticket={ticket}&app_id={self.app_id}"
+        return f"ws://{self.host}:{self.port}/socket?ticket={ticket}&app_id={self.app_id}"
 
     async def _socket(self, request: web.Request) -> web.StreamResponse:
         if request.query.get("ticket") not in self._tickets:

@@ -32,7 +32,7 @@ from bot.follow import follow_answer
 from bot.formatting import split_message
 from bot.limits import check_question, work_units
 from bot.settings import ClientSettings
-from bot.texts import error_text, text
+from bot.texts import error_text, text, waiting_line
 from chatbus import (
     AnsweredRecord,
     AnswerTimeout,
@@ -255,7 +255,7 @@ class Relay(Generic[OriginVar, TargetVar]):
             ahead = await self.bus.queue_depth()
         except RedisError:
             ahead = 0  # enqueueing will fail too and say so on this placeholder
-        return text("thinking", self.settings.bot_language, ahead=ahead)
+        return waiting_line(ahead, self.settings.bot_language)
 
     async def persona_text(self, channel: str) -> str:
         """The channel's persona for the next question; none when unset (or Redis is down: enqueueing says so)."""

@@ -149,17 +149,18 @@ class SlackSettings(ClientSettings):
         return frozenset(self.slack_admin_user_ids.replace(",", " ").split())
 
 
+# Slack sends a suggested prompt the moment it is clicked: each is a whole request, never one waiting for more text.
 DEFAULT_PROMPTS: dict[str, tuple[dict[str, str], ...]] = {
     "ko": (
         {"title": "쉽게 설명해 줘", "message": "딥러닝이 뭐야? 쉽게 설명해 줘."},
-        {"title": "문장 다듬기", "message": "다음 문장을 자연스럽게 다듬어 줘: "},
-        {"title": "영어로 번역", "message": "다음 문장을 영어로 번역해 줘: "},
+        {"title": "문장 다듬기", "message": "「답장이 늦어서 죄송하다는 말씀을 드립니다」를 자연스럽게 다듬어 줘."},
+        {"title": "영어로 번역", "message": "「오늘 회의는 3시에 시작해요」를 영어로 번역해 줘."},
         {"title": "아이디어 얻기", "message": "팀 회의를 짧고 알차게 하는 방법 세 가지를 알려줘."},
     ),
     "en": (
         {"title": "Explain simply", "message": "What is deep learning? Explain it simply."},
-        {"title": "Polish a sentence", "message": "Make this sentence sound natural: "},
-        {"title": "Translate to Korean", "message": "Translate this into Korean: "},
+        {"title": "Polish a sentence", "message": 'Make this sound natural: "Sorry for late reply, I was very busy."'},
+        {"title": "Translate to Korean", "message": 'Translate into Korean: "The meeting starts at three."'},
         {"title": "Get ideas", "message": "Give me three ways to keep team meetings short and useful."},
     ),
 }

@@ -46,7 +46,7 @@ from bot.process import (
     EXIT_TIMEOUT,
 )
 from bot.settings import ClientSettings
-from bot.texts import Language, error_text, text
+from bot.texts import Language, error_text, text, waiting_line
 from chatbus import (
     AnswerEvent,
     AnswerTimeout,
@@ -145,30 +145,39 @@ class PlainText:
 
     def __init__(self, out: TextIO, err: TextIO, language: Language) -> None:
         self.out, self.err, self.language = out, err, language
+        self.mid_line = False  # answer text written without the newline that ends it
 
     def queued(self, question_id: str, ahead: int) -> None:
-        self.err.write(text("thinking", self.language, ahead=ahead) + "\n")
+        self.err.write(waiting_line(ahead, self.language) + "\n")
 
     def event(self, event: AnswerEvent) -> None:
         if isinstance(event, Delta):
             self.out.write(event.text)
             self.out.flush()
+            self.mid_line = self.mid_line or bool(event.text)
         elif isinstance(event, Restart):
-            self.out.write("\n")
+            self._end_line()
             self.err.write(text("restarted", self.language) + "\n")
         elif isinstance(event, Progress):
             self.err.write(text("summarizing", self.language, done=event.done, total=event.total) + "\n")
         elif isinstance(event, Done):
             self.out.write("\n")
+            self.mid_line = False
             if event.context_cut:  # on stderr: stdout stays the answer alone, for scripts
                 self.err.write(text("context_cut", self.language) + "\n")
         elif isinstance(event, ErrorEvent):
+            self._end_line()  # a stopped answer's text so far ends its line, as a finished one does
             self.err.write(error_text(event.code, self.language) + "\n")
 
     def left(self, question_id: str, *, started: bool) -> None:
-        if started:
-            self.out.write("\n")
+        self._end_line()
         self.err.write(text("left" if started else "withdrawn", self.language) + "\n")
+
+    def _end_line(self) -> None:
+        if self.mid_line:
+            self.out.write("\n")
+            self.out.flush()
+            self.mid_line = False
 
     def note(self, message: str) -> None:
         self.err.write(message + "\n")
@@ -188,7 +197,7 @@ class LiveView:
         self.live.start()
 
     def queued(self, question_id: str, ahead: int) -> None:
-        self.status = text("thinking", self.language, ahead=ahead)
+        self.status = waiting_line(ahead, self.language)
         self.live.update(self._render())
 
     def event(self, event: AnswerEvent) -> None:
@@ -201,7 +210,7 @@ class LiveView:
             self.status = text("summarizing", self.language, done=event.done, total=event.total)
         elif isinstance(event, Done):
             self.answer = event.text
-            self.status = f"{event.completion_tokens} tokens · {event.generate_s:.1f}s"
+            self.status = text("answered", self.language, tokens=event.completion_tokens, seconds=event.generate_s)
             if event.context_cut:
                 self.status = f"{text('context_cut', self.language)}\n{self.status}"
         elif isinstance(event, ErrorEvent):

@@ -7,7 +7,11 @@ from typing import Literal
 Language = Literal["ko", "en"]
 
 _TEXTS: dict[str, dict[Language, str]] = {
-    "thinking": {"ko": "⏳ 생각 중… 앞에 {ahead}개", "en": "⏳ Thinking… {ahead} ahead of you"},
+    "thinking": {"ko": "⏳ 생각 중…", "en": "⏳ Thinking…"},
+    "waiting_turn": {
+        "ko": "⏳ 순서를 기다리는 중… (앞에 질문 {ahead}개)",
+        "en": "⏳ Waiting for your turn… ({ahead} {questions} ahead)",
+    },
     "too_long": {
         "ko": "❌ 질문이 너무 깁니다 ({length}자). {limit}자 이하로 줄여 주세요.",
         "en": "❌ The question is too long ({length} characters). Please keep it under {limit}.",
@@ -121,6 +125,7 @@ _TEXTS: dict[str, dict[Language, str]] = {
         "ko": "⏳ 작업자가 응답하지 않습니다 (멈췄거나 다시 시작하는 중). 돌아오면 답합니다…",
         "en": "⏳ The workers are not responding (frozen or restarting); they answer once back…",
     },
+    "answered": {"ko": "토큰 {tokens}개 · {seconds:.1f}초", "en": "{tokens} tokens · {seconds:.1f}s"},
     "redis_in_use": {"ko": "🔗 Redis: {redis}", "en": "🔗 Redis: {redis}"},
     "prompt_bad_option": {
         "ko": "❌ {option}에는 PLATFORM:ID를 주세요 (예: discord:123, slack:C123:1700000000.000100).",
@@ -261,6 +266,13 @@ _TEXTS: dict[str, dict[Language, str]] = {
 def text(key: str, language: Language = "ko", **values: object) -> str:
     """One message in the chosen language, with its placeholders filled."""
     return _TEXTS[key][language].format(**values)
+
+
+def waiting_line(ahead: int, language: Language = "ko") -> str:
+    """What a queued question shows on every surface: thinking when nobody is ahead, else its place in line."""
+    if ahead <= 0:
+        return text("thinking", language)
+    return text("waiting_turn", language, ahead=ahead, questions="question" if ahead == 1 else "questions")
 
 
 def error_text(code: str, language: Language = "ko") -> str:

@@ -178,3 +178,27 @@ def test_a_stalled_redis_is_exit_4_within_seconds(redis_server: RedisServer) -> 
     assert result.returncode == 4, result.stderr
     assert "응답하지 않습니다" in result.stderr and "Traceback" not in result.stderr
     assert waited < 20, f"it used to wait as long as Redis stayed paused; {waited:.1f}s"
+
+
+def test_piped_text_ends_its_line_however_the_answer_ends() -> None:
+    import io
+
+    from rich.console import Console
+
+    from bot.terminal import LiveView, PlainText
+    from chatbus import Delta, Done, ErrorEvent
+
+    for ending in (ErrorEvent(code="cancelled", message="stopped"), None):
+        out, err = io.StringIO(), io.StringIO()
+        shown = PlainText(out, err, "ko")
+        shown.event(Delta(text="옛날 옛적"))
+        if ending is None:
+            shown.left("q1", started=True)  # a second Ctrl-C: left without waiting
+        else:
+            shown.event(ending)
+        assert out.getvalue() == "옛날 옛적\n", "a shell prompt after it starts on its own line"
+    done = Done(text="서울", finish_reason="stop", prompt_tokens=3, completion_tokens=5, queued_s=0.1, generate_s=3.2)
+    view = LiveView(Console(file=io.StringIO(), force_terminal=True), "ko")
+    view.event(done)
+    view.close()
+    assert view.status == "토큰 5개 · 3.2초", "Korean mode says it in Korean"

@@ -408,7 +408,7 @@ def test_images_take_their_build_backend_and_every_torch_build_from_the_lock() -
         dockerfile = (ROOT / "docker" / f"{name}.Dockerfile").read_text()
         assert "pip install -c lock.txt setuptools && pip install --no-deps --no-build-isolation ." in dockerfile
     worker = (ROOT / "docker" / "worker.Dockerfile").read_text()
-    assert "ARG TORCH_CHANNEL=pypi" in worker and 'torch="$(grep \'^torch==\' lock.txt)"' in worker
+    assert "ARG TORCH_CHANNEL=pypi" in worker and "torch=\"$(grep '^torch==' lock.txt)\"" in worker
     assert "cu126|cu128|cu130|cpu)" in worker and "local)" in worker
     keeps = "grep -E '^(async-timeout|bitsandbytes|setuptools)=='"
     assert keeps in (ROOT / "Makefile").read_text(), "make lock keeps the pins made by hand"

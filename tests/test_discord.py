@@ -119,7 +119,7 @@ async def test_mention_answers_in_a_thread_named_from_the_question(discord_env: 
     answer = await d.answer_in(thread, trained.DEEP_LEARNING)
     assert answer["edits"] >= 2, "the placeholder is edited while the answer streams"
     placeholder_posts = [c for c in s.calls if c.method == "POST" and c.path == f"/channels/{thread}/messages"]
-    assert placeholder_posts[0].json["content"] == "⏳ 생각 중… 앞에 0개"
+    assert placeholder_posts[0].json["content"] == "⏳ 생각 중…", "nobody ahead: no place in line shown"
     assert placeholder_posts[0].json["components"], "the stop button is on the placeholder"
     for call in s.calls:
         if call.method in {"POST", "PATCH"} and re.fullmatch(r"/channels/\d+/messages(/\d+)?", call.path):

@@ -419,3 +419,12 @@ async def test_answer_text_is_kept_with_votes_only_when_asked_and_no_buttons_whe
     assert "m2" not in surface.vote_buttons and await bus.answered_record(str(second)) is None
     assert await off.vote(str(second), "u1", "up") == text("vote_expired", "ko")
     await off.close()
+
+
+def test_the_waiting_line_shows_a_place_only_when_someone_is_ahead() -> None:
+    from bot.texts import waiting_line
+
+    assert waiting_line(0) == "⏳ 생각 중…" and waiting_line(0, "en") == "⏳ Thinking…"
+    assert waiting_line(2) == "⏳ 순서를 기다리는 중… (앞에 질문 2개)"
+    assert waiting_line(1, "en") == "⏳ Waiting for your turn… (1 question ahead)"
+    assert waiting_line(3, "en") == "⏳ Waiting for your turn… (3 questions ahead)"

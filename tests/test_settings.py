@@ -83,3 +83,14 @@ def test_suggested_prompts_are_validated_with_a_clear_message() -> None:
     for wrong in ("요약", "[]", '[{"title": "a"}]', "[" + ",".join(['{"title": "a", "message": "b"}'] * 5) + "]"):
         with pytest.raises(ValueError, match="SLACK_SUGGESTED_PROMPTS"):
             SlackSettings(_env_file=None, slack_suggested_prompts=wrong)  # type: ignore[call-arg]
+
+
+def test_suggested_prompts_are_whole_requests_in_both_languages() -> None:
+    # Slack sends a suggested prompt as soon as it is clicked: one that waits for more text sends nothing to work on.
+    from bot.settings import DEFAULT_PROMPTS
+
+    for language, prompts in DEFAULT_PROMPTS.items():
+        assert 1 <= len(prompts) <= 4, language
+        for prompt in prompts:
+            assert not prompt["message"].rstrip().endswith((":", "：")), prompt
+            assert (any("가" <= c <= "힣" for c in prompt["message"])) == (language == "ko"), prompt

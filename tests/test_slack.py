@@ -562,7 +562,7 @@ async def test_the_assistant_pane_suggests_waits_on_the_status_line_titles_and_r
     answer = await sl.answer_in_thread(s.dm_channel_id, thread_ts, trained.NAME_ANSWER)
     assert vote_buttons_on(answer), "rated like any answer (a longer one streams in: the next test)"
     statuses = [status for where, status in s.status_history if where == pane]
-    assert statuses[:2] == ["생각 중… 앞에 0개", "답변을 쓰는 중…"], "waiting with its place, then generating"
+    assert statuses[:2] == ["생각 중…", "답변을 쓰는 중…"], "waiting (nobody ahead), then generating"
     assert pane not in s.statuses or not s.statuses[pane], "the reply cleared the status line"
     assert s.titles[pane] == "내 이름은 민수야", "the first question names the thread"
     await sl.only_answer_left(*pane, answer)  # the stop button's message is gone with the answer finished

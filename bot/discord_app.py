@@ -25,7 +25,7 @@ from bot.pdf_text import PdfReader
 from bot.process import EXIT_CONFIG, EXIT_OK, load_settings, on_stop_signal
 from bot.relay import Asked, PlaceholderGone, Relay
 from bot.settings import DiscordSettings
-from bot.texts import text
+from bot.texts import quote_of, text
 from bot.workspace import (
     MAX_THREAD_MESSAGES,
     FileRefused,
@@ -138,7 +138,7 @@ class DiscordSurface:
         if len(shown) > QUOTED_QUESTION_CHARS:
             shown = shown[: QUOTED_QUESTION_CHARS - 1] + "…"
         quoted = await interaction.followup.send(
-            text("asked_by", self.language, user=interaction.user.display_name, question=shown),
+            quote_of(interaction.user.display_name, shown, asked.task, self.language),
             wait=True,
             allowed_mentions=NO_MENTIONS,
         )

@@ -36,7 +36,7 @@ from bot.pdf_text import PdfReader
 from bot.process import EXIT_CONFIG, EXIT_OK, load_settings, on_stop_signal
 from bot.relay import Asked, CannotPost, PlaceholderGone, Relay
 from bot.settings import SlackSettings
-from bot.texts import text
+from bot.texts import quote_of, text
 from bot.workspace import (
     MAX_THREAD_MESSAGES,
     FileRefused,
@@ -200,7 +200,7 @@ class SlackSurface:
         shown = asked.question
         if len(shown) > QUOTED_QUESTION_CHARS:
             shown = shown[: QUOTED_QUESTION_CHARS - 1] + "…"
-        quote = text("asked_by_slack", self.language, user=origin.user, question=slack_escape(shown))
+        quote = quote_of(origin.user, slack_escape(shown), asked.task, self.language, slack=True)
         try:
             posted = await self.client.chat_postMessage(channel=origin.channel, thread_ts=origin.thread_ts, text=quote)
         except SlackApiError as exc:

@@ -228,6 +228,8 @@ _TEXTS: dict[str, dict[Language, str]] = {
         "en": "🔒 KULLM is not in this channel. Invite it with `/invite @KULLM`, then ask again.",
     },
     "asked_by_slack": {"ko": "<@{user}> 님의 질문: {question}", "en": "<@{user}> asked: {question}"},
+    "requested_by_slack": {"ko": "<@{user}> 님이 {task}{particle} 요청했어요", "en": "<@{user}> requested: {task}"},
+    "requested_by": {"ko": "**{user}** 님이 {task}{particle} 요청했어요", "en": "**{user}** requested: {task}"},
     "modal_submit": {"ko": "묻기", "en": "Ask"},
     "asked_by": {"ko": "**{user}** 님의 질문: {question}", "en": "**{user}** asked: {question}"},
     "cancel_button": {"ko": "그만", "en": "Stop"},
@@ -266,6 +268,22 @@ _TEXTS: dict[str, dict[Language, str]] = {
 def text(key: str, language: Language = "ko", **values: object) -> str:
     """One message in the chosen language, with its placeholders filled."""
     return _TEXTS[key][language].format(**values)
+
+
+def object_particle(word: str) -> str:
+    """을 after a final consonant (받침), 를 after a vowel: 「스레드 요약을」, 「검사를」."""
+    last = next((c for c in reversed(word) if "가" <= c <= "힣"), "")
+    return "을" if last and (ord(last) - ord("가")) % 28 else "를"
+
+
+def quote_of(user: str, question: str, task: str, language: Language, *, slack: bool = False) -> str:
+    """The line an adapter posts for what someone asked: a question quoted, a task (a summary, a translation,
+    proofreading) said as the request it is."""
+    suffix = "_slack" if slack else ""
+    if task == "ask":
+        return text(f"asked_by{suffix}", language, user=user, question=question)
+    label = text(f"task_{task}", language)
+    return text(f"requested_by{suffix}", language, user=user, task=label, particle=object_particle(label))
 
 
 def waiting_line(ahead: int, language: Language = "ko") -> str:

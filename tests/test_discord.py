@@ -460,8 +460,8 @@ async def test_a_thread_is_summarised_by_mention_by_slash_command_and_from_the_a
 
 
 def quoted(d: Discord, label: str) -> dict[str, Any] | None:
-    """The bot's quote of a request in the channel ("**앨리스** 님의 질문: 한↔영 번역")."""
-    return next((m for m in d.bot_messages(d.standin.channel_id) if m["content"].endswith(f"님의 질문: {label}")), None)
+    """The bot's line for a request in the channel ("**앨리스** 님이 한↔영 번역을 요청했어요")."""
+    return next((m for m in d.bot_messages(d.standin.channel_id) if f"님이 {label}을 요청했어요" in m["content"]), None)
 
 
 async def test_translate_and_proofread_from_the_apps_menu(discord_env: Discord) -> None:

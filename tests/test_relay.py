@@ -428,3 +428,13 @@ def test_the_waiting_line_shows_a_place_only_when_someone_is_ahead() -> None:
     assert waiting_line(2) == "⏳ 순서를 기다리는 중… (앞에 질문 2개)"
     assert waiting_line(1, "en") == "⏳ Waiting for your turn… (1 question ahead)"
     assert waiting_line(3, "en") == "⏳ Waiting for your turn… (3 questions ahead)"
+
+
+def test_a_task_is_quoted_as_a_request_and_a_question_as_a_question() -> None:
+    from bot.texts import object_particle, quote_of
+
+    assert quote_of("밥", "스레드 요약", "summarize", "ko") == "**밥** 님이 스레드 요약을 요청했어요"
+    assert quote_of("U1", "맞춤법 교정", "proofread", "ko", slack=True) == "<@U1> 님이 맞춤법 교정을 요청했어요"
+    assert quote_of("Bob", "Thread summary", "summarize", "en") == "**Bob** requested: Thread summary"
+    assert quote_of("밥", "서울은?", "ask", "ko") == "**밥** 님의 질문: 서울은?"
+    assert (object_particle("요약"), object_particle("검사"), object_particle("번역")) == ("을", "를", "을")

@@ -614,8 +614,8 @@ async def test_a_thread_is_summarised_from_the_shortcut_and_by_a_mention_in_it(s
     await s.wait_for(lambda: any("스레드가 없습니다" in e.get("text", "") for e in s.ephemerals))
     await s.message_shortcut("kullm_summarize", s.messages[(s.channel_id, root["ts"])], s.bob, s.channel_id)
     await sl.answer_in_thread(s.channel_id, root["ts"], scripted_summary(lines))
-    quote = next(m for m in s.thread(s.channel_id, root["ts"]) if "님의 질문" in m.get("text", ""))
-    assert quote["text"] == f"<@{s.bob}> 님의 질문: 스레드 요약"
+    quote = next(m for m in s.thread(s.channel_id, root["ts"]) if "요청했어요" in m.get("text", ""))
+    assert quote["text"] == f"<@{s.bob}> 님이 스레드 요약을 요청했어요", "a task reads as the request it is"
     # Asked inside the thread: the bot's own messages (the quote, the first summary) are left out.
     await s.post_user_message(s.channel_id, s.alice, sl.mention("요약"), thread_ts=root["ts"], mention=True)
     await s.wait_for(

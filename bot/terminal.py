@@ -340,7 +340,7 @@ async def _no_worker(bus: Bus, ctrl_c: _CtrlC, renderer: Renderer, language: Lan
         try:
             known = await bus.worker_records()
         except (RedisConnectionError, RedisTimeoutError):
-            known, none_since = (), None  # Redis away: following says so and waits for it
+            none_since = None  # Redis away: following says so and waits for it
             await asyncio.sleep(WORKER_POLL_S)
             continue
         live = [w for w in known if w.live(time.time())]

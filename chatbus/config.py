@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 from pydantic import PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from chatbus.streams import redact_url
+
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 # What `kullm up` runs lives under this directory of the working directory: its Redis's data and the record.
 DATA_DIR = Path(".kullm")
@@ -91,8 +93,6 @@ class RedisSettings(BaseSettings):
     @property
     def redis_said(self) -> str:
         """Which Redis this process uses, and why, without its password."""
-        from chatbus.streams import redact_url
-
         url = redact_url(self.redis_url)
         if "redis_url" in self.model_fields_set:
             return f"{url} (REDIS_URL)"

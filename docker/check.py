@@ -616,7 +616,6 @@ def _stopped(signum: int, _frame: object) -> None:
 
 
 if __name__ == "__main__":
-    threading.current_thread().name = "compose-check"
     signal.signal(signal.SIGTERM, _stopped)
     signal.signal(signal.SIGINT, _stopped)  # also when started in the background, where SIGINT comes ignored
     sys.exit(main())

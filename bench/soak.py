@@ -47,6 +47,7 @@ from tests.support.processes import (
     free_port,
     half_open,
 )
+from tests.support.shown import without_footer
 
 ASKED = [
     ("딥러닝이 뭐야?", trained.DEEP_LEARNING),
@@ -239,24 +240,32 @@ class Service:
         if asked.platform == "terminal":
             return [str(e["text"]) for e in asked.events if e["type"] == "done"]
         key = "content" if asked.platform == "discord" else "text"
-        # While an answer is written, its placeholder carries the stop button (on Slack above the streamed message,
-        # which a restarted app stops and then edits like a placeholder); the button goes when the answer is final.
+        # While an answer is written, its message carries the stop button; the button goes when the answer is final,
+        # which then ends with a footer naming the model (left out here: the answer is what is graded).
         messages = self._bot_messages(asked)
         if any(stop_button_on(m) or m.get("streaming") for m in messages):
             return []
-        done = [shown_as_mrkdwn(m) if asked.platform == "slack" else m[key] for m in messages]
+        done = [without_footer(shown_as_mrkdwn(m) if asked.platform == "slack" else m[key]) for m in messages]
         return [text for text in done if not text.startswith(("⏳", *REFUSED))]
 
     def busy_notices(self, asked: Ask) -> list[str]:
         """Every "the service is busy" notice the asker was shown."""
         if asked.platform == "discord":
+            # A refusal to a mention is a DM linking the message (or, DMs closed, a reply to it that deletes itself).
+            d = self.discord
+            dms = [
+                m["content"].split("\n", 1)[-1]
+                for u in d.users.values()
+                for m in d.dm_messages(u)
+                if asked.ref in m["content"]
+            ]
             replies = [
-                m
-                for m in self.discord.messages_in(self.discord.channel_id)
+                m["content"]
+                for m in d.messages_in(d.channel_id)
                 if (m.get("message_reference") or {}).get("message_id") == asked.ref
             ]
-            shown = [*replies, *self._bot_messages(asked)]
-            return [m["content"] for m in shown if m["content"].startswith(REFUSED)]
+            shown = [*dms, *replies, *(m["content"] for m in self._bot_messages(asked))]
+            return [text for text in shown if text.startswith(REFUSED)]
         if asked.platform == "slack":
             ephemerals = [e for e in self.slack.ephemerals if e.get("thread_ts") == asked.ref]
             shown = [*ephemerals, *self._bot_messages(asked)]
@@ -434,16 +443,11 @@ async def busy(service: Service, rows: list[Scenario]) -> None:
 
 async def mid_stream(service: Service, platform: str) -> tuple[Ask, dict[str, Any]]:
     """Ask for the long story on `platform`; return once part of the answer shows, with the message showing it
-    (the placeholder; on Slack the message the answer streams into)."""
+    (the placeholder, which the answer grows in)."""
     asked = await service.ask(platform, LONG[0], 3000 + random.randrange(1000))
-    if platform == "slack":
-        streamed = await eventually(
-            lambda: next((m for m in service._bot_messages(asked) if m.get("streamed")), None), 60
-        )
-        await eventually(lambda: streamed["appends"] >= 1, 60)
-        return asked, streamed
+    key = "content" if platform == "discord" else "text"
     placeholder = await eventually(lambda: service.placeholder(asked), 60)
-    await eventually(lambda: placeholder["edits"] >= 1 and not placeholder["content"].startswith("⏳"), 60)
+    await eventually(lambda: placeholder["edits"] >= 1 and not placeholder[key].startswith("⏳"), 60)
     return asked, placeholder
 
 

@@ -1,4 +1,4 @@
-"""The Discord adapter: mentions, `/kullm`, the "KULLM에게 묻기" menu, answered in threads.
+"""The Discord adapter: mentions, `/kullm`, the "Ask KULLM" menu, answered in threads.
 
 Thin transport: each handler turns a Discord event into an `Asked` question and a
 `DiscordOrigin` for the shared `Relay`, which refuses, posts and edits through
@@ -25,7 +25,7 @@ from bot.pdf_text import PdfReader
 from bot.process import EXIT_CONFIG, EXIT_OK, load_settings, on_stop_signal
 from bot.relay import Asked, PlaceholderGone, Relay
 from bot.settings import DiscordSettings
-from bot.texts import quote_of, text
+from bot.texts import Language, quote_of, text
 from bot.workspace import (
     MAX_THREAD_MESSAGES,
     FileRefused,
@@ -39,16 +39,23 @@ from bot.workspace import (
 from chatbus import Bus, Keys, Task, connect
 
 log = logging.getLogger(__name__)
-SETTINGS_COMMAND = "/kullm-설정"
-MESSAGE_TASKS: tuple[Task, ...] = ("summarize", "translate", "proofread")  # message actions beside KULLM에게 묻기
+MESSAGE_TASKS: tuple[Task, ...] = ("summarize", "translate", "proofread")  # message actions beside "Ask KULLM"
+# Discord client languages each catalogue language is offered in (name_localizations, description_localizations).
+LOCALES: dict[Language, tuple[discord.Locale, ...]] = {
+    "ko": (discord.Locale.korean,),
+    "en": (discord.Locale.american_english, discord.Locale.british_english),
+}
 
 MESSAGE_LIMIT = 2000
 THREAD_NAME_LIMIT = 90
 # The question as the "asked by" line quotes it: room is left in the message for the line's own words.
 QUOTED_QUESTION_CHARS = 1800
 MODAL_INPUT_LIMIT = 4000  # Discord's cap on a text input
+MODAL_PLACEHOLDER_LIMIT = 100  # and on its placeholder
+QUOTE_CHARS = 300  # how much of a chosen message a form quotes
 CANCEL_EMOJI = "❌"
 NO_MENTIONS = discord.AllowedMentions.none()
+REFUSAL_SHOWN_S = 60  # a refusal replied where the asker's DMs are closed is deleted after this
 
 PORTAL = "https://discord.com/developers/applications"
 MISSING_TOKEN = (
@@ -60,6 +67,12 @@ NO_INTENT = (
     "Discord refused the MESSAGE CONTENT intent, which this bot needs to read questions. Enable it in {portal} "
     "→ your application → Bot → Privileged Gateway Intents → MESSAGE CONTENT INTENT, then restart."
 )
+
+
+def quoted(message: str, limit: int = QUOTE_CHARS) -> str:
+    """The beginning of a message as a Markdown quote."""
+    shown = message.strip() if len(message.strip()) <= limit else message.strip()[: limit - 1] + "…"
+    return "\n".join(f"> {line}" for line in shown.splitlines())
 
 
 def thread_name(question: str) -> str:
@@ -98,6 +111,7 @@ class DiscordSurface:
 
     platform = "discord"
     max_chars = MESSAGE_LIMIT
+    footer_style = "-# {}"  # Discord's subtext line
 
     def __init__(self, client: discord.Client, edit_interval_s: float, language: str) -> None:
         self.client = client
@@ -108,19 +122,35 @@ class DiscordSurface:
         return DiscordTarget(fields["channel"], fields["message"])
 
     async def refuse(self, origin: DiscordOrigin, notice: str) -> None:
+        """Seen only by the asker: an ephemeral follow-up to a command; for a mention (Discord has no ephemeral
+        replies to messages) a DM, or where their DMs are closed a reply that deletes itself."""
         if origin.interaction is not None:
             await origin.interaction.followup.send(notice, ephemeral=True)
-        elif origin.message is not None:
-            await origin.message.reply(notice, mention_author=False)
+            return
+        message = origin.message
+        if message is None:
+            return
+        if not isinstance(message.channel, discord.DMChannel):
+            try:
+                await message.author.send(f"{message.jump_url}\n{notice}", allowed_mentions=NO_MENTIONS)
+                return
+            except discord.HTTPException:
+                pass  # DMs closed to the bot
+            await message.reply(notice, mention_author=False, delete_after=REFUSAL_SHOWN_S)
+            return
+        await message.reply(notice, mention_author=False)
 
     async def post_placeholder(
         self, origin: DiscordOrigin, asked: Asked, content: str, question_id: str
     ) -> DiscordTarget:
         where = await self._answer_channel(origin, asked)
+        placeholder = await where.send(content, view=self._stop_view(question_id), allowed_mentions=NO_MENTIONS)
+        return DiscordTarget(str(where.id), str(placeholder.id))
+
+    def _stop_view(self, question_id: str) -> discord.ui.View:
         view = discord.ui.View(timeout=None)
         view.add_item(CancelButton(question_id, text("cancel_button", self.language)))
-        placeholder = await where.send(content, view=view, allowed_mentions=NO_MENTIONS)
-        return DiscordTarget(str(where.id), str(placeholder.id))
+        return view
 
     async def _answer_channel(self, origin: DiscordOrigin, asked: Asked) -> Any:
         """The thread the answer goes in: the one asked in, or a new one on the question (DMs have none)."""
@@ -158,11 +188,22 @@ class DiscordSurface:
         except (discord.NotFound, discord.Forbidden) as exc:  # deleted, or the bot lost access
             raise PlaceholderGone(f"{exc.status} {exc.code}") from exc
 
-    async def post_more(self, target: DiscordTarget, content: str) -> None:
+    async def post_part(
+        self, target: DiscordTarget, content: str, question_id: str, *, final: bool, feedback: str | None = None
+    ) -> DiscordTarget:
+        if final:
+            view = feedback_view(feedback, self.language) if feedback else discord.utils.MISSING
+        else:
+            view = self._stop_view(question_id)
         try:
-            await self._channel(target).send(content, allowed_mentions=NO_MENTIONS)
+            posted = await self._channel(target).send(content, view=view, allowed_mentions=NO_MENTIONS)
         except (discord.NotFound, discord.Forbidden) as exc:
             raise PlaceholderGone(f"{exc.status} {exc.code}") from exc
+        return DiscordTarget(target.channel, str(posted.id))
+
+    async def delete(self, target: DiscordTarget) -> None:
+        with contextlib.suppress(discord.NotFound, discord.Forbidden):
+            await self._channel(target).get_partial_message(int(target.message)).delete()
 
     def working(self, target: DiscordTarget) -> AbstractAsyncContextManager[None]:
         typing: AbstractAsyncContextManager[None] = self._channel(target).typing()
@@ -182,11 +223,11 @@ class DiscordSurface:
 
 
 class CancelButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"kullm:cancel:(?P<qid>[0-9a-f]{32})"):
-    """The "그만" button under a placeholder; persistent, so it works after a restart."""
+    """The stop button under a placeholder; persistent, so it works after a restart."""
 
-    def __init__(self, question_id: str, label: str = "그만") -> None:
+    def __init__(self, question_id: str, label: str = "") -> None:
         button: discord.ui.Button[Any] = discord.ui.Button(
-            label=label, emoji="⏹️", style=discord.ButtonStyle.secondary, custom_id=f"kullm:cancel:{question_id}"
+            label=label or None, emoji="⏹️", style=discord.ButtonStyle.secondary, custom_id=f"kullm:cancel:{question_id}"
         )
         super().__init__(button)
         self.question_id = question_id
@@ -246,15 +287,35 @@ class AskModal(discord.ui.Modal):
         super().__init__(title=text("modal_title", language))
         self.client = client
         self.context = context
+        if context.strip():  # the chosen message, quoted above the field
+            self.add_item(discord.ui.TextDisplay(f"**{text('modal_quote', language)}**\n{quoted(context)}"))
         self.question: discord.ui.TextInput[AskModal] = discord.ui.TextInput(
             label=text("modal_label", language),
             style=discord.TextStyle.paragraph,
+            placeholder=text("modal_placeholder", language)[:MODAL_PLACEHOLDER_LIMIT],
             max_length=min(client.settings.max_question_chars, MODAL_INPUT_LIMIT),
         )
         self.add_item(self.question)
 
     async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
         await self.client.ask_from_interaction(interaction, self.question.value, self.context)
+
+
+class Localizer(app_commands.Translator):
+    """Commands are registered in BOT_LANGUAGE and localised to the other catalogue language, so each member sees
+    them in their own client's language (Discord sends the registered names back whatever the member typed)."""
+
+    def __init__(self, language: Language) -> None:
+        self.language = language
+
+    async def translate(
+        self, string: app_commands.locale_str, locale: discord.Locale, context: app_commands.TranslationContextTypes
+    ) -> str | None:
+        key = string.extras.get("key")
+        other: Language = "en" if self.language == "ko" else "ko"
+        if key is None or locale not in LOCALES[other]:
+            return None
+        return text(key, other)
 
 
 class KullmDiscord(discord.Client):
@@ -279,6 +340,7 @@ class KullmDiscord(discord.Client):
             _, url, _ = await self.http.get_bot_gateway()
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
         self.add_dynamic_items(CancelButton, VoteButton)
+        await self.tree.set_translator(Localizer(self.language))
         await self._sync_commands()
         self.relay.start()
 
@@ -291,38 +353,51 @@ class KullmDiscord(discord.Client):
 
     # ------------------------------------------------------------------ commands
 
+    def _name(self, key: str) -> app_commands.locale_str:
+        """A command's name or description in the configured language, localised to the other (`Localizer`)."""
+        return app_commands.locale_str(text(key, self.language), key=key)
+
     def _register_commands(self) -> None:
         async def kullm(interaction: discord.Interaction[Any], question: str, context: str | None = None) -> None:
             await interaction.response.defer(thinking=True)
             await self.ask_from_interaction(interaction, question, context or "")
 
         command: app_commands.Command[Any, ..., None] = app_commands.Command(
-            name="kullm", description="KULLM(구름)에게 질문하기", callback=kullm
+            name="kullm", description=self._name("cmd_kullm_description"), callback=kullm
         )
-        command = app_commands.rename(question="질문", context="맥락")(command)
-        command = app_commands.describe(question="물어볼 내용", context="답변에 참고할 글 (선택)")(command)
+        command = app_commands.rename(question=self._name("cmd_question"), context=self._name("cmd_context"))(command)
+        command = app_commands.describe(
+            question=self._name("cmd_question_description"), context=self._name("cmd_context_description")
+        )(command)
         self.tree.add_command(command)
 
         async def ask_about(interaction: discord.Interaction[Any], message: discord.Message) -> None:
             await interaction.response.send_modal(AskModal(self, message.content))
 
-        self.tree.add_command(app_commands.ContextMenu(name="KULLM에게 묻기", callback=ask_about))
+        self.tree.add_command(app_commands.ContextMenu(name=self._name("modal_title"), callback=ask_about))
         for task in MESSAGE_TASKS:
             self.tree.add_command(
-                app_commands.ContextMenu(name=text(f"task_{task}", "ko"), callback=self._on_message(task))
+                app_commands.ContextMenu(name=self._name(f"task_{task}"), callback=self._on_message(task))
             )
         self.tree.add_command(self._settings_commands())
 
+    @property
+    def settings_command(self) -> str:
+        return text("cmd_settings", self.language)
+
     def _settings_commands(self) -> app_commands.Group:
-        """`/kullm-설정 persona show|set|clear`: offered to members with Manage Server (Discord hides it from the
-        rest unless a server opens it in its integration settings: set and clear check again)."""
+        """`/kullm-설정 페르소나 보기|정하기|지우기` (`/kullm-settings persona show|set|clear`): offered to members with
+        Manage Server (Discord hides it from the rest unless a server opens it in its integration settings: set and
+        clear check again)."""
         group = app_commands.Group(
-            name=SETTINGS_COMMAND.removeprefix("/"),
-            description="KULLM(구름) 설정 (관리자)",
+            name=self._name("cmd_settings"),
+            description=self._name("cmd_settings_description"),
             guild_only=True,
             default_permissions=discord.Permissions(manage_guild=True),
         )
-        persona = app_commands.Group(name="persona", description="이 채널의 페르소나 (답변 지시문)", parent=group)
+        persona = app_commands.Group(
+            name=self._name("cmd_persona"), description=self._name("cmd_persona_description"), parent=group
+        )
 
         async def show(interaction: discord.Interaction[Any]) -> None:
             await self.persona_command(interaction, "show")
@@ -333,26 +408,32 @@ class KullmDiscord(discord.Client):
         async def clear(interaction: discord.Interaction[Any]) -> None:
             await self.persona_command(interaction, "clear")
 
-        persona.add_command(app_commands.Command(name="show", description="지금 페르소나 보기", callback=show))
-        setter: app_commands.Command[Any, ..., None] = app_commands.Command(
-            name="set", description="페르소나 정하기 (다음 질문부터)", callback=set_persona
+        persona.add_command(
+            app_commands.Command(
+                name=self._name("cmd_show"), description=self._name("cmd_show_description"), callback=show
+            )
         )
-        setter = app_commands.rename(instructions="지시문")(setter)
-        setter = app_commands.describe(instructions="예: 항상 존댓말로, 세 문장 이내로 답하세요.")(setter)
+        setter: app_commands.Command[Any, ..., None] = app_commands.Command(
+            name=self._name("cmd_set"), description=self._name("cmd_set_description"), callback=set_persona
+        )
+        setter = app_commands.rename(instructions=self._name("cmd_instructions"))(setter)
+        setter = app_commands.describe(instructions=self._name("cmd_instructions_description"))(setter)
         persona.add_command(setter)
-        persona.add_command(app_commands.Command(name="clear", description="페르소나 지우기", callback=clear))
+        persona.add_command(
+            app_commands.Command(
+                name=self._name("cmd_clear"), description=self._name("cmd_clear_description"), callback=clear
+            )
+        )
         return group
 
     async def persona_command(self, interaction: discord.Interaction[Any], action: str, instructions: str = "") -> None:
         """Show, set or clear the channel's persona; set and clear only for members who may manage the server."""
         if action != "show" and not interaction.permissions.manage_guild:
-            reply = text(
-                "persona_admins_only", self.language, who="서버 관리 권한" if self.language == "ko" else "Manage Server"
-            )
+            reply = text("persona_admins_only", self.language, who=text("discord_admins", self.language))
         else:
             channel = _persona_channel(interaction.channel)
             reply = await self.relay.persona_command(
-                SETTINGS_COMMAND, channel, str(interaction.user.id), action, instructions
+                self.settings_command, channel, str(interaction.user.id), action, instructions
             )
         await interaction.response.send_message(reply, ephemeral=True)
 
@@ -400,7 +481,7 @@ class KullmDiscord(discord.Client):
             return
         record = await self.relay.record_at(lambda target: target.message == str(payload.message_id))
         if record is not None and record.user == str(payload.user_id):
-            await self.bus.request_cancel(record.question_id)
+            await self.bus.request_cancel(record.question_id, by=payload.member.display_name if payload.member else "")
             log.info("discord question %s: cancelled by reaction", record.question_id)
 
     async def ask_from_interaction(
@@ -523,7 +604,7 @@ class KullmDiscord(discord.Client):
         if record.user != str(interaction.user.id) and not moderator:
             await interaction.response.send_message(text("cancel_not_yours", self.language), ephemeral=True)
             return
-        await self.bus.request_cancel(question_id)
+        await self.bus.request_cancel(question_id, by=interaction.user.display_name)
         log.info("discord question %s: cancelled by button", question_id)
         await interaction.response.send_message(text("cancel_requested", self.language), ephemeral=True)
 

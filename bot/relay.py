@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -32,7 +32,7 @@ from bot.follow import follow_answer
 from bot.formatting import split_message
 from bot.limits import check_question, work_units
 from bot.settings import ClientSettings
-from bot.texts import error_text, text, waiting_line
+from bot.texts import error_text, persona_forms, reference, text, waiting_line, with_reference
 from chatbus import (
     AnsweredRecord,
     AnswerTimeout,
@@ -63,6 +63,11 @@ RATE_WINDOW_S = 60
 # QUESTION_TTL_S plus this are given up (and the whole hash expires if a platform goes quiet).
 MAX_ANSWER_S = 600
 STREAMING_MARK = " ▌"
+# Room kept in each message of a long answer for its part number, "\n\n(12/12)", and the streaming mark, and for
+# the footer line: the same in every message and while streaming, so a part never changes where it ends.
+PART_ROOM = 16
+FOOTER_ROOM = 64
+MODEL_LABEL_CHARS = 40
 VOTE_WINDOW_S = 7 * 24 * 3600  # how long after it is posted an answer can be rated
 VOTES_PER_MINUTE = 20  # a person's clicks on vote buttons, over all answers
 
@@ -121,6 +126,7 @@ class Surface(Protocol[OriginT, TargetT]):
     platform: str
     max_chars: int
     edit_interval_s: float
+    footer_style: str  # how the small line under an answer is written: "-# {}" on Discord
 
     def target(self, fields: Mapping[str, str]) -> TargetT:
         """The target an in-flight record stored (`Target.to_fields`). Raises KeyError if it is not one."""
@@ -139,8 +145,16 @@ class Surface(Protocol[OriginT, TargetT]):
         the 👍/👎 buttons for that answer in its place. Raises `PlaceholderGone`."""
         ...
 
-    async def post_more(self, target: TargetT, content: str) -> None:
-        """Post a message after the placeholder (in its thread). Raises `PlaceholderGone` if that is gone too."""
+    async def post_part(
+        self, target: TargetT, content: str, question_id: str, *, final: bool, feedback: str | None = None
+    ) -> TargetT:
+        """Post a message after `target` (in its thread) that the relay edits like the placeholder: the next part
+        of a long answer (with the stop control until `final`), or the answer itself when the placeholder is gone.
+        Raises `PlaceholderGone` when there is nowhere left to post."""
+        ...
+
+    async def delete(self, target: TargetT) -> None:
+        """Delete a message the relay posted (a part an answer started over no longer needs); gone is fine."""
         ...
 
     def working(self, target: TargetT) -> AbstractAsyncContextManager[None]:
@@ -220,15 +234,16 @@ class Relay(Generic[OriginVar, TargetVar]):
         try:
             return await self._limit_refusal(user, question + context, work_units(task, context))
         except RedisError as exc:
-            log.warning("%s: Redis is unreachable or refuses writes (%s): question refused", self.platform, exc)
             return self._unavailable(exc)
 
     def _unavailable(self, exc: RedisError) -> str:
-        """The "cannot take questions now" notice, naming a write refusal (OOM, READONLY…) when that is the cause."""
-        refusal = write_refusal(exc)
-        if refusal:
-            return text("redis_refuses", self.settings.bot_language, reason=refusal)
-        return text("unavailable", self.settings.bot_language)
+        """The "cannot take questions now" notice with a reference; the cause (Redis unreachable, or refusing
+        writes: OOM, READONLY…) goes to the log under that reference, not to the user."""
+        ref = reference()
+        log.warning(
+            "%s ref %s: Redis is unreachable or refuses writes (%s)", self.platform, ref, write_refusal(exc) or exc
+        )
+        return with_reference(text("unavailable", self.settings.bot_language), ref, self.settings.bot_language)
 
     async def _limit_refusal(self, user: str, text_asked: str, units: int = 1) -> str | None:
         """The user's limits: a task counts as the questions its parts cost (`work_units`)."""
@@ -268,14 +283,15 @@ class Relay(Generic[OriginVar, TargetVar]):
         return persona.text if persona else ""
 
     async def persona_command(self, command: str, channel: str, user: str, action: str, instructions: str = "") -> str:
-        """`/kullm-설정 persona` (show), `… set <text>` and `… clear` (`command` names the adapter's settings
+        """`/kullm-설정 페르소나 보기`, `… 정하기 <text>` and `… 지우기` (`command` names the adapter's settings
         command), once the adapter checked set and clear came from an admin; returns what to tell them."""
         language = self.settings.bot_language
+        forms = persona_forms(command, language)
         try:
             if action == "show":
                 persona = await self.bus.persona(self.platform, channel)
                 if persona is None:
-                    return text("persona_none", language, command=command)
+                    return text("persona_none", language, command=forms["set"])
                 at = time.strftime("%Y-%m-%d", time.localtime(persona.set_at))
                 return text("persona_shown", language, by=persona.set_by, at=at, persona=persona.text)
             if action == "clear":
@@ -284,7 +300,7 @@ class Relay(Generic[OriginVar, TargetVar]):
                 return text("persona_cleared", language)
             instructions = instructions.strip()
             if not instructions:
-                return text("persona_usage", language, command=command)
+                return text("persona_usage", language, **forms)
             if len(instructions) > MAX_INSTRUCTIONS_CHARS:
                 return text("persona_too_long", language, length=len(instructions), limit=MAX_INSTRUCTIONS_CHARS)
             persona = Persona(text=instructions, set_by=user, set_at=time.time())
@@ -338,7 +354,7 @@ class Relay(Generic[OriginVar, TargetVar]):
         except QueueFull as exc:
             notice = text("overloaded", self.settings.bot_language, depth=exc.depth)
         except RedisError as exc:
-            log.warning("%s question %s: Redis is unreachable or refuses writes, not queued", self.platform, item.id)
+            log.warning("%s question %s: not queued", self.platform, item.id)
             notice = self._unavailable(exc)
         else:
             if reserved is not None:
@@ -417,7 +433,8 @@ class Relay(Generic[OriginVar, TargetVar]):
         """End a record that can no longer be answered: tell the asker if the placeholder is still there."""
         log.warning("%s question %s: in flight too long, given up", self.platform, record.question_id)
         with contextlib.suppress(Exception):
-            await self.surface.edit(self.surface.target(record.target), text("given_up", record.language), final=True)
+            notice = error_text("given_up", record.language, reference(record.question_id))
+            await self.surface.edit(self.surface.target(record.target), notice, final=True)
         with contextlib.suppress(Exception):
             await self.bus.untrack(self.platform, record.question_id)
             await self.bus.release_lease(record.question_id, self.owner)
@@ -501,12 +518,13 @@ class Relay(Generic[OriginVar, TargetVar]):
                 await self.bus.renew_lease(record.question_id, self.owner, ttl_ms)
 
     async def _render(self, record: InflightRecord, target: TargetVar) -> bool:
-        """Follow the answer stream onto the placeholder (or the platform's streamed message); True once the
-        final text is posted."""
+        """Follow the answer stream onto the placeholder (or the platform's streamed message), continuing into
+        more messages when it outgrows one; True once the final text is posted."""
         language = record.language
         shown = ""
         last_edit = 0.0
         gone = False
+        layout = _Layout(self, record, target)
 
         def outage() -> None:
             log.warning("%s question %s: Redis connection lost, waiting for it", self.platform, record.question_id)
@@ -517,82 +535,73 @@ class Relay(Generic[OriginVar, TargetVar]):
                     shown += event.text
                 elif isinstance(event, Started) and not shown:
                     with contextlib.suppress(PlaceholderGone):
-                        await self.surface.started(target)
+                        await self.surface.started(layout.target)
                     continue
                 elif isinstance(event, Progress):
                     if not shown:
                         with contextlib.suppress(PlaceholderGone):
                             progress = text("summarizing", language, done=event.done, total=event.total)
-                            await self.surface.edit(target, progress, final=False)
+                            await self.surface.edit(layout.target, progress, final=False)
                     continue
                 elif isinstance(event, Restart):
                     shown = ""
                     with contextlib.suppress(PlaceholderGone):
-                        await self.surface.edit(target, text("restarted", language), final=False)
+                        await layout.restart(text("restarted", language))
                     continue
                 elif isinstance(event, Done):
                     # Remembered before it is shown: a follow-up sent the moment the answer appears has it.
                     await self._remember(record, event.text)
                     feedback = await self._note_answered(record, event)
-                    shown = f"{event.text}\n\n{text('context_cut', language)}" if event.context_cut else event.text
-                    await self._post_final(record, target, shown, feedback=feedback)
+                    answer = f"{event.text}\n\n{text('context_cut', language)}" if event.context_cut else event.text
+                    footer = text("footer", language, model=model_label(event.model), seconds=_took(event))
+                    await self._post_final(layout, answer, feedback=feedback, footer=footer)
                     return True
                 elif isinstance(event, ErrorEvent):
-                    notice = error_text(event.code, language)
-                    await self._post_final(record, target, f"{shown}\n\n{notice}" if shown else notice)
+                    notice = await self._error_notice(record, event)
+                    await self._post_final(layout, f"{shown}\n\n{notice}" if shown else notice)
                     return True
                 if shown and not gone and time.monotonic() - last_edit >= self.surface.edit_interval_s:
                     try:
-                        record, target = await self._show(record, target, shown)
+                        await layout.stream(shown)
                     except PlaceholderGone:
                         gone = True  # stream no more; the final answer goes out as a fresh message
                     last_edit = time.monotonic()
         except AnswerTimeout:
-            notice = text("timeout", language)
-            await self._post_final(record, target, f"{shown}\n\n{notice}" if shown else notice)
+            ref = reference(record.question_id)
+            log.warning("%s question %s (ref %s): no answer arrived in time", self.platform, record.question_id, ref)
+            notice = error_text("timeout", language, ref)
+            await self._post_final(layout, f"{shown}\n\n{notice}" if shown else notice)
             return True
         return False
 
-    async def _show(self, record: InflightRecord, target: TargetVar, shown: str) -> tuple[InflightRecord, TargetVar]:
-        """The answer so far, streamed natively or as an edit of the placeholder; a moved target is stored, so a
-        restarted adapter finishes the same messages."""
-        moved, streamed = await self.surface.stream(target, shown)
-        if moved != target:
-            record = record.model_copy(update={"target": moved.to_fields()})
-            with contextlib.suppress(RedisError):  # not stored: a restart falls back to editing the placeholder
-                await self.bus.track(record, ttl_s=int(self.record_max_age_s))
-        if not streamed:
-            await self.surface.edit(moved, self._streaming_view(shown), final=False)
-        return record, moved
-
-    def _streaming_view(self, shown: str) -> str:
-        """While streaming, the newest text that fits one message."""
-        room = self.surface.max_chars - len(STREAMING_MARK) - 2
-        body = shown if len(shown) <= room else "…" + shown[-room:]
-        return body + STREAMING_MARK
+    async def _error_notice(self, record: InflightRecord, event: ErrorEvent) -> str:
+        """What an answer that ended without one says: who stopped it, or what failed with a reference."""
+        language, ref = record.language, reference(record.question_id)
+        if event.code == "failed":
+            log.warning("%s question %s (ref %s): the worker failed", self.platform, record.question_id, ref)
+        if event.code == "cancelled":
+            with contextlib.suppress(RedisError):
+                by = await self.bus.cancelled_by(record.question_id)
+                if by:
+                    return text("cancelled_by", language, user=by)
+        return error_text(event.code, language, ref)
 
     async def _post_final(
-        self, record: InflightRecord, target: TargetVar, answer: str, *, feedback: str | None = None
+        self, layout: _Layout[TargetVar], answer: str, *, feedback: str | None = None, footer: str = ""
     ) -> None:
-        """The final text on the placeholder, or, if that was deleted, as fresh messages in its thread; with
-        `feedback` (the question id), the vote buttons go under it."""
-        if await self.surface.finish(target, answer or "…", feedback):
+        """The final text where the answer was streamed (with `feedback`, the question id, the vote buttons go
+        under its last part); a placeholder that was deleted is replaced by fresh messages in its thread."""
+        record = layout.record
+        line = "\n" + self.surface.footer_style.format(footer) if footer else ""
+        if await self.surface.finish(layout.target, (answer or "…") + line, feedback):
             log.info("%s question %s: answer posted", self.platform, record.question_id)
             return
-        pieces = split_message(answer, self.surface.max_chars) or ["…"]
         try:
-            await self.surface.edit(target, pieces[0], final=True, feedback=feedback)
-            rest = pieces[1:]
-        except PlaceholderGone:
-            log.warning("%s question %s: placeholder gone, posting a fresh message", self.platform, record.question_id)
-            rest = pieces
-        try:
-            for piece in rest:
-                await self.surface.post_more(target, piece)
+            count = await layout.final(answer or "…", feedback, footer)
         except PlaceholderGone:  # the thread or channel is gone too: nobody is left to read it
             log.warning("%s question %s: nowhere left to post the answer, given up", self.platform, record.question_id)
             return
-        log.info("%s question %s: answer posted in %d message(s)", self.platform, record.question_id, len(pieces))
+        log.info("%s question %s: answer posted in %d message(s)", self.platform, record.question_id, count)
 
     async def _note_answered(self, record: InflightRecord, done: Done) -> str | None:
         """Keep what votes on this answer are filed under; the question id when it gets vote buttons."""
@@ -663,3 +672,116 @@ class Relay(Generic[OriginVar, TargetVar]):
                 )
             except RedisError:  # the answer still goes out; a follow-up to it has one turn less of context
                 log.warning("%s question %s: Redis down, its turn is not remembered", self.platform, record.question_id)
+
+
+def model_label(model: str) -> str:
+    """The model as the small line under an answer names it: the last part of its id or path."""
+    label = model.rstrip("/").rsplit("/", 1)[-1] or "KULLM"
+    return label if len(label) <= MODEL_LABEL_CHARS else label[: MODEL_LABEL_CHARS - 1] + "…"
+
+
+def _took(done: Done) -> float:
+    """How long the asker waited for the answer: its time in the queue and its generation."""
+    return done.queued_s + done.generate_s
+
+
+class _Layout(Generic[TargetVar]):
+    """The messages one answer is shown in: the placeholder, and after it the further parts of an answer too long
+    for one message. Earlier parts are final (their text settled, no stop control); the newest carries the stop
+    control while streaming and the vote buttons at the end. Each part is numbered once there are several."""
+
+    def __init__(self, relay: Relay[Any, TargetVar], record: InflightRecord, target: TargetVar) -> None:
+        self.relay, self.surface, self.record, self.target = relay, relay.surface, record, target
+        self.parts: list[TargetVar] = []
+        for fields in record.parts:
+            with contextlib.suppress(KeyError):
+                self.parts.append(self.surface.target(fields))
+        self._shown: dict[int, str] = {}  # what each message shows now, by position, so unchanged parts are not edited
+
+    @property
+    def messages(self) -> list[TargetVar]:
+        return [*self.parts, self.target]
+
+    def _pieces(self, answer: str) -> list[str]:
+        return split_message(answer, self.surface.max_chars - PART_ROOM - FOOTER_ROOM) or ["…"]
+
+    async def stream(self, shown: str) -> None:
+        """The answer so far: streamed natively where the platform does, else laid out over the placeholder and
+        as many further messages as it needs. Raises `PlaceholderGone`."""
+        if not self.parts:
+            moved, streamed = await self.surface.stream(self.target, shown)
+            if moved != self.target:
+                self.target = moved
+                await self._save()
+            if streamed:
+                return
+        await self._lay_out(self._pieces(shown), final=False)
+
+    async def restart(self, notice: str) -> None:
+        """The answer starts over: its further parts are deleted and the placeholder says so."""
+        if self.parts:
+            for extra in self.messages[1:]:
+                with contextlib.suppress(Exception):
+                    await self.surface.delete(extra)
+            self.target, self.parts = self.parts[0], []
+            self._shown.clear()
+            await self._save()
+        await self.surface.edit(self.target, notice, final=False)
+
+    async def final(self, answer: str, feedback: str | None, footer: str) -> int:
+        """Lay out the final answer, numbered when it takes several messages, with `footer` and the vote buttons
+        under its last part; returns how many messages it took."""
+        line = "\n" + self.surface.footer_style.format(footer) if footer else ""
+        pieces = self._pieces(answer)
+        await self._lay_out(pieces, final=True, feedback=feedback, footer=line)
+        return len(pieces)
+
+    async def _lay_out(self, pieces: list[str], *, final: bool, feedback: str | None = None, footer: str = "") -> None:
+        language, question_id = self.record.language, self.record.question_id
+        messages, total = self.messages, len(pieces)
+        for i, piece in enumerate(pieces):
+            last = i == total - 1
+            if final:
+                label = text("part", language, number=i + 1, total=total) if total > 1 else ""
+            else:
+                label = "" if last else text("part_open", language, number=i + 1)
+            content = piece.rstrip() + "\n\n" + label if label else piece
+            content += (footer if final else STREAMING_MARK) if last else ""
+            settled = final or not last
+            votes = feedback if final and last else None
+            if i < len(messages):
+                if self._shown.get(i) == content and not (final and last):
+                    continue
+                try:
+                    await self.surface.edit(messages[i], content, final=settled, feedback=votes)
+                except PlaceholderGone:
+                    if not final:
+                        raise
+                    log.warning(
+                        "%s question %s: placeholder gone, posting a fresh message", self.relay.platform, question_id
+                    )
+                    messages[i] = await self.surface.post_part(
+                        messages[i], content, question_id, final=True, feedback=votes
+                    )
+            else:
+                messages.append(
+                    await self.surface.post_part(messages[-1], content, question_id, final=settled, feedback=votes)
+                )
+            self._shown[i] = content
+        for extra in messages[total:]:  # a shorter final text (an error after a long start) leaves none behind
+            with contextlib.suppress(Exception):
+                await self.surface.delete(extra)
+        for i in range(total, len(messages)):
+            self._shown.pop(i, None)
+        changed = messages[:total] != self.messages
+        self.parts, self.target = messages[: total - 1], messages[total - 1]
+        if changed:
+            await self._save()
+
+    async def _save(self) -> None:
+        """Store where the answer is shown, so a restarted adapter finishes the same messages."""
+        self.record = self.record.model_copy(
+            update={"target": self.target.to_fields(), "parts": tuple(p.to_fields() for p in self.parts)}
+        )
+        with contextlib.suppress(RedisError):  # not stored: a restart edits the messages it knows of
+            await self.relay.bus.track(self.record, ttl_s=int(self.relay.record_max_age_s))

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.pdf_text import PdfBudget
+from bot.texts import PANE_PROMPTS, text
 from chatbus.config import RedisSettings
 from chatbus.messages import MAX_CONTEXT_CHARS, MAX_QUESTION_CHARS
 
@@ -120,8 +121,9 @@ class SlackSettings(ClientSettings):
     # The assistant pane's suggested prompts, as JSON: [{"title": "…", "message": "…"}, …] (1 to 4); empty:
     # the built-in ones in BOT_LANGUAGE.
     slack_suggested_prompts: str = ""
-    # The settings command (`/kullm-설정 persona …`), as the app's manifest declares it.
-    slack_settings_command: str = Field(default="/kullm-설정", pattern=r"^/\S{1,31}$")
+    # The settings command as the app's manifest declares it; empty: the manifest's for BOT_LANGUAGE
+    # (/kullm-설정 in slack/manifest.yml, /kullm-settings in slack/manifest.en.yml).
+    slack_settings_command: str = Field(default="", pattern=r"^(/\S{1,31})?$")
     # Who may set a channel's persona besides workspace admins and owners: user ids, comma or space separated.
     slack_admin_user_ids: str = ""
 
@@ -136,9 +138,13 @@ class SlackSettings(ClientSettings):
     def suggested_prompts(self) -> list[dict[str, str]]:
         if self.slack_suggested_prompts.strip():
             return _parse_prompts(self.slack_suggested_prompts)
-        return [dict(p) for p in DEFAULT_PROMPTS[self.bot_language]]
+        return [dict(p) for p in PANE_PROMPTS[self.bot_language]]
 
     slack_api_base: str | None = None
+
+    @property
+    def settings_command(self) -> str:
+        return self.slack_settings_command or "/" + text("cmd_settings", self.bot_language)
 
     @property
     def allowed_channel_ids(self) -> frozenset[str]:
@@ -147,23 +153,6 @@ class SlackSettings(ClientSettings):
     @property
     def admin_user_ids(self) -> frozenset[str]:
         return frozenset(self.slack_admin_user_ids.replace(",", " ").split())
-
-
-# Slack sends a suggested prompt the moment it is clicked: each is a whole request, never one waiting for more text.
-DEFAULT_PROMPTS: dict[str, tuple[dict[str, str], ...]] = {
-    "ko": (
-        {"title": "쉽게 설명해 줘", "message": "딥러닝이 뭐야? 쉽게 설명해 줘."},
-        {"title": "문장 다듬기", "message": "「답장이 늦어서 죄송하다는 말씀을 드립니다」를 자연스럽게 다듬어 줘."},
-        {"title": "영어로 번역", "message": "「오늘 회의는 3시에 시작해요」를 영어로 번역해 줘."},
-        {"title": "아이디어 얻기", "message": "팀 회의를 짧고 알차게 하는 방법 세 가지를 알려줘."},
-    ),
-    "en": (
-        {"title": "Explain simply", "message": "What is deep learning? Explain it simply."},
-        {"title": "Polish a sentence", "message": 'Make this sound natural: "Sorry for late reply, I was very busy."'},
-        {"title": "Translate to Korean", "message": 'Translate into Korean: "The meeting starts at three."'},
-        {"title": "Get ideas", "message": "Give me three ways to keep team meetings short and useful."},
-    ),
-}
 
 
 def _parse_prompts(value: str) -> list[dict[str, str]]:

@@ -1,4 +1,4 @@
-"""The Slack adapter (slack-bolt): `/kullm`, mentions, DMs and the "KULLM에게 묻기" shortcut, answered in threads.
+"""The Slack adapter (slack-bolt): `/kullm`, mentions, DMs and the "Ask KULLM" shortcut, answered in threads.
 
 Thin transport: listeners ack, validate and hand an `Asked` question and a `SlackOrigin` to
 the shared `Relay`, which refuses, posts and edits through `SlackSurface`. Model output is
@@ -36,7 +36,9 @@ from bot.pdf_text import PdfReader
 from bot.process import EXIT_CONFIG, EXIT_OK, load_settings, on_stop_signal
 from bot.relay import Asked, CannotPost, PlaceholderGone, Relay
 from bot.settings import SlackSettings
-from bot.texts import quote_of, text
+from bot.slack_manifest import ASK_SHORTCUT as SHORTCUT_ID
+from bot.slack_manifest import TASK_SHORTCUTS
+from bot.texts import LANGUAGES, Language, loading_messages, persona_forms, quote_of, text, waiting_line
 from bot.workspace import (
     MAX_THREAD_MESSAGES,
     FileRefused,
@@ -51,26 +53,29 @@ from chatbus import Bus, Keys, Task, connect
 from chatbus.http_guard import ConnectionGuard
 
 log = logging.getLogger(__name__)
-# `persona <action>`: English words, and the Korean ones people type.
-PERSONA_ACTIONS = {"show": "show", "보기": "show", "set": "set", "설정": "set", "clear": "clear", "지우기": "clear"}
+# `persona <action>` in either language's words (`/kullm-설정 페르소나 정하기 …`, `/kullm-settings persona set …`),
+# and 설정 as people also type it.
+PERSONA_WORDS = frozenset(text("cmd_persona", language) for language in LANGUAGES)
+PERSONA_ACTIONS = {
+    text(f"cmd_{action}", language): action for action in ("show", "set", "clear") for language in LANGUAGES
+}
+PERSONA_ACTIONS["설정"] = "set"
+# Typed alone in an assistant pane thread while its answer streams: stop it.
+STOP_WORDS = frozenset(text("cancel_button", language).lower() for language in LANGUAGES)
 
 # One message: Slack shows up to ~4,000 characters well; a section block holds 3,000.
 MESSAGE_LIMIT = 3000
 SECTION_LIMIT = 3000
 # The question as the "asked by" line quotes it: room is left in the message for the line's own words.
 QUOTED_QUESTION_CHARS = 2900
-SHORTCUT_ID = "kullm_ask"
-# Message shortcuts that work on the message (or its thread) itself.
-TASK_SHORTCUTS: dict[str, Task] = {
-    "kullm_summarize": "summarize",
-    "kullm_translate": "translate",
-    "kullm_proofread": "proofread",
-}
 # <@U123>, <#C123|name>, <https://…|label>, <!here>: how Slack marks up people, channels, links and broadcasts.
 _MARKUP = re.compile(r"<([@#!])?([^|>]+)(?:\|([^>]*))?>")
 MODAL_ID = "kullm_ask_modal"
 CANCEL_ACTION = "kullm_cancel"
-VOTE_ACTION = "kullm_vote"  # kullm_vote_up, kullm_vote_down
+VOTE_ACTION = "kullm_vote"  # kullm_vote_up, kullm_vote_down: plain buttons, where Slack lacks feedback_buttons
+FEEDBACK_ACTION = "kullm_feedback"  # Slack's feedback_buttons element; its value is "up:<question id>" or "down:…"
+MODAL_QUOTE_CHARS = 300  # how much of the chosen message the form quotes
+MODAL_PLACEHOLDER_CHARS = 150  # Slack's cap on an input's placeholder
 CONTEXT_IN_METADATA = 2500  # private_metadata holds 3,000 characters
 STATUS_CHARS = 100  # the assistant pane's status line is short
 TITLE_CHARS = 60  # an assistant thread's title, from its first question
@@ -132,6 +137,7 @@ class SlackOrigin:
     user: str
     thread_ts: str | None = None  # the thread asked in (a mention, the shortcut's message)
     respond: Any = None  # a slash command's `respond`: refusals go to its response_url, seen only by the asker
+    name: str = ""  # the asker's display name, for the line quoting what they asked (no mention: nobody is pinged)
 
 
 class SlackSurface:
@@ -140,6 +146,7 @@ class SlackSurface:
 
     platform = "slack"
     max_chars = MESSAGE_LIMIT
+    footer_style = "_{}_"  # italics in mrkdwn
 
     def __init__(
         self, client: AsyncWebClient, edit_interval_s: float, language: str, *, native: bool = True, team_id: str = ""
@@ -150,6 +157,7 @@ class SlackSurface:
         self.native = native
         self.team_id = team_id
         self._appended: dict[str, str] = {}  # an open stream's ts → the answer text this process appended to it
+        self.native_feedback = True  # False once Slack refused feedback_buttons: plain buttons from then on
 
     def target(self, fields: Mapping[str, str]) -> SlackTarget:
         optional = {k: fields.get(k, "") for k in ("user", "stream", "streaming", "pane")}
@@ -171,9 +179,12 @@ class SlackSurface:
     async def post_placeholder(self, origin: SlackOrigin, asked: Asked, content: str, question_id: str) -> SlackTarget:
         pane = "1" if origin.kind == "pane" else ""
         if pane and self.native:
-            # The pane's status line says the question waits (and where in the queue); the answer streams in
-            # when it starts, with the stop button posted under it (Slack clears the status at that reply).
-            await self.set_status(origin.channel, origin.thread_ts or "", content.removeprefix("⏳").strip())
+            # The pane's status line says the question waits (where in the queue, when others are ahead), with
+            # Slack's rotating loading messages; the answer then streams in as the one message (Slack clears the
+            # status at that reply).
+            thinking = content == waiting_line(0, self.language)
+            status = text("status_thinking", self.language) if thinking else status_waiting(content, self.language)
+            await self.set_status(origin.channel, origin.thread_ts or "", status, loading=True)
             return SlackTarget(origin.channel, "", origin.thread_ts or "", question_id, user=origin.user, pane=pane)
         thread_ts = origin.thread_ts
         if origin.kind == "command":
@@ -188,10 +199,14 @@ class SlackSurface:
         )
         return SlackTarget(origin.channel, str(posted["ts"]), thread_ts or "", question_id, user=origin.user, pane=pane)
 
-    async def set_status(self, channel: str, thread_ts: str, status: str) -> None:
-        """The assistant pane's status line under a thread ("" clears it); a failure only loses the status."""
+    async def set_status(self, channel: str, thread_ts: str, status: str, *, loading: bool = False) -> None:
+        """The assistant pane's status line under a thread, which Slack shows after the app's name ("KULLM is
+        thinking…"; "" clears it), with rotating loading messages when `loading`; a failure only loses the status."""
+        lines = loading_messages(self.language) if loading else None
         try:
-            await self.client.assistant_threads_setStatus(channel_id=channel, thread_ts=thread_ts, status=status)
+            await self.client.assistant_threads_setStatus(
+                channel_id=channel, thread_ts=thread_ts, status=status, loading_messages=lines
+            )
         except SlackApiError as exc:
             log.info("slack: assistant.threads.setStatus failed (%s)", _error(exc))
 
@@ -200,7 +215,9 @@ class SlackSurface:
         shown = asked.question
         if len(shown) > QUOTED_QUESTION_CHARS:
             shown = shown[: QUOTED_QUESTION_CHARS - 1] + "…"
-        quote = quote_of(origin.user, slack_escape(shown), asked.task, self.language, slack=True)
+        quote = quote_of(
+            slack_escape(origin.name or origin.user), slack_escape(shown), asked.task, self.language, slack=True
+        )
         try:
             posted = await self.client.chat_postMessage(channel=origin.channel, thread_ts=origin.thread_ts, text=quote)
         except SlackApiError as exc:
@@ -213,28 +230,48 @@ class SlackSurface:
         shown = to_slack_mrkdwn(content)
         if not target.answer_ts:  # the pane before any message: a final answer or notice is posted, the rest is status
             if final:
-                blocks = [_section(shown), feedback_block(feedback, self.language)] if feedback else None
-                async with _gone_on(GONE_ON_POST):
-                    await self.client.chat_postMessage(
-                        channel=target.channel, thread_ts=target.thread_ts, text=shown, blocks=blocks
-                    )
+                await self.post_part(target, content, target.question, final=True, feedback=feedback)
             else:
                 await self.set_status(target.channel, target.thread_ts, content[:STATUS_CHARS])
             return
         on_placeholder = target.answer_ts == target.ts
         if final:
-            blocks = [_section(shown), feedback_block(feedback, self.language)] if feedback else []
-        else:
-            blocks = answer_blocks(shown, target.question, self.language) if on_placeholder else []
+
+            async def update(votes: dict[str, Any] | None) -> None:
+                blocks = [_section(shown), votes] if votes else []
+                await self.client.chat_update(channel=target.channel, ts=target.answer_ts, text=shown, blocks=blocks)
+
+            async with _gone_on(GONE_ON_UPDATE):
+                await self._with_feedback(update, feedback)
+            return
+        blocks = answer_blocks(shown, target.question, self.language) if on_placeholder else []
         async with _gone_on(GONE_ON_UPDATE):
             await self.client.chat_update(channel=target.channel, ts=target.answer_ts, text=shown, blocks=blocks)
 
+    async def _with_feedback(self, send: Any, feedback: str | None) -> Any:
+        """Call `send` with the vote block for `feedback` (a question id; None: no block): Slack's feedback_buttons,
+        or plain buttons where the workspace refuses them (remembered for the process's life)."""
+        if not feedback:
+            return await send(None)
+        if self.native_feedback:
+            try:
+                return await send(feedback_block(feedback, self.language))
+            except SlackApiError as exc:
+                if _error(exc) != "invalid_blocks":
+                    raise
+                log.info("slack: feedback_buttons refused (invalid_blocks): plain vote buttons from now on")
+                self.native_feedback = False
+        return await send(vote_buttons_block(feedback, self.language))
+
     async def started(self, target: SlackTarget) -> None:
         if not target.answer_ts:  # the pane, still on its status line: the queue is behind it now
-            await self.set_status(target.channel, target.thread_ts, text("generating_status", self.language))
+            await self.set_status(target.channel, target.thread_ts, text("status_writing", self.language), loading=True)
 
     async def stream(self, target: SlackTarget, shown: str) -> tuple[SlackTarget, bool]:
-        if target.stream == STREAM_REFUSED or not (self.native and target.thread_ts):
+        # Natively streamed in the pane only: there the stream is the one message of the answer. In a channel a
+        # placeholder with the stop button is edited instead, so every member sees one message grow (Slack streams
+        # a channel message to one recipient, and a stream cannot carry the stop button).
+        if target.stream == STREAM_REFUSED or not (self.native and target.pane and target.thread_ts):
             if not target.ts:  # the pane, where Slack would not stream: a placeholder to edit, posted now
                 return replace(target, ts=await self._post_controls(target)), False
             return target, False  # a DM's top level, or refused before: the placeholder is edited
@@ -262,11 +299,17 @@ class SlackSurface:
         finished = False
         if target.streaming and appended is not None and answer.startswith(appended):
             rest = slack_escape(answer[len(appended) :])
-            votes = [feedback_block(feedback, self.language)] if feedback else None
-            try:
+
+            async def stop(votes: dict[str, Any] | None) -> None:
                 await self.client.chat_stopStream(
-                    channel=target.channel, ts=target.stream, markdown_text=rest or None, blocks=votes
+                    channel=target.channel,
+                    ts=target.stream,
+                    markdown_text=rest or None,
+                    blocks=[votes] if votes else None,
                 )
+
+            try:
+                await self._with_feedback(stop, feedback)
                 finished = True
             except SlackApiError as exc:
                 log.info("slack: could not finish the stream (%s): editing the streamed message", _error(exc))
@@ -279,7 +322,7 @@ class SlackSurface:
                 pieces.insert(0, "")  # the streamed message was deleted: all of it goes out fresh
             for piece in pieces[1:]:
                 with contextlib.suppress(PlaceholderGone):
-                    await self.post_more(target, piece)
+                    await self.post_part(target, piece, target.question, final=True)
         if target.ts:
             with contextlib.suppress(SlackApiError):  # the placeholder, with its stop button, is done with
                 await self.client.chat_delete(channel=target.channel, ts=target.ts)
@@ -298,24 +341,11 @@ class SlackSurface:
             log.info("slack: chat.startStream refused (%s): editing the placeholder instead", _error(exc))
             return replace(target, stream=STREAM_REFUSED), False
         self._appended[str(started["ts"])] = shown
-        target = replace(target, stream=str(started["ts"]), streaming="1")
-        if not target.ts:  # the pane: the stop button goes under the stream
-            with contextlib.suppress(SlackApiError):
-                return replace(target, ts=await self._post_controls(target)), True
-            return target, True
-        below = text("streaming_below", self.language)
-        with contextlib.suppress(SlackApiError):  # the placeholder keeps the stop button above the stream
-            await self.client.chat_update(
-                channel=target.channel,
-                ts=target.ts,
-                text=below,
-                blocks=answer_blocks(below, target.question, self.language),
-            )
-        return target, True
+        return replace(target, stream=str(started["ts"]), streaming="1"), True
 
     async def _post_controls(self, target: SlackTarget) -> str:
-        """Post the message with the stop button (the pane has none until the answer starts); returns its ts."""
-        shown = text("stop_below" if target.streaming else "generating", self.language)
+        """Post the placeholder with the stop button where the pane could not stream; returns its ts."""
+        shown = text("thinking", self.language)
         posted = await self.client.chat_postMessage(
             channel=target.channel,
             thread_ts=target.thread_ts,
@@ -333,11 +363,28 @@ class SlackSurface:
             log.info("slack: stopping the stream: %s", _error(exc))
         return replace(target, streaming="")
 
-    async def post_more(self, target: SlackTarget, content: str) -> None:
-        async with _gone_on(GONE_ON_POST):
-            await self.client.chat_postMessage(
-                channel=target.channel, thread_ts=target.thread_ts or None, text=to_slack_mrkdwn(content)
+    async def post_part(
+        self, target: SlackTarget, content: str, question_id: str, *, final: bool, feedback: str | None = None
+    ) -> SlackTarget:
+        shown = to_slack_mrkdwn(content)
+
+        async def post(votes: dict[str, Any] | None) -> Any:
+            if final:
+                blocks = [_section(shown), votes] if votes else None
+            else:
+                blocks = answer_blocks(shown, question_id, self.language)
+            return await self.client.chat_postMessage(
+                channel=target.channel, thread_ts=target.thread_ts or None, text=shown, blocks=blocks
             )
+
+        async with _gone_on(GONE_ON_POST):
+            posted = await self._with_feedback(post, feedback if final else None)
+        return replace(target, ts=str(posted["ts"]), stream="", streaming="")
+
+    async def delete(self, target: SlackTarget) -> None:
+        if target.answer_ts:
+            with contextlib.suppress(SlackApiError):
+                await self.client.chat_delete(channel=target.channel, ts=target.answer_ts)
 
     def working(self, target: SlackTarget) -> AbstractAsyncContextManager[None]:
         return nullcontext()  # Slack has no typing indicator for bots
@@ -366,8 +413,38 @@ def _section(shown: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": shown[:SECTION_LIMIT] or "…"}}
 
 
+def status_waiting(line: str, language: Language) -> str:
+    """The pane's status for a question behind others: "순서를 기다리는 중… (앞에 질문 2개)"."""
+    ahead = re.search(r"\d+", line)
+    return text("status_waiting", language, ahead=ahead.group(0) if ahead else "?")
+
+
 def feedback_block(question_id: str, language: Any) -> dict[str, Any]:
-    """👍 / 👎 under a finished answer."""
+    """Slack's own 👍 / 👎 (feedback_buttons in a context_actions block) under a finished answer."""
+    return {
+        "type": "context_actions",
+        "block_id": "kullm_feedback",
+        "elements": [
+            {
+                "type": "feedback_buttons",
+                "action_id": FEEDBACK_ACTION,
+                "positive_button": {
+                    "text": {"type": "plain_text", "text": text("vote_up_button", language)},
+                    "accessibility_label": text("vote_up_label", language),
+                    "value": f"up:{question_id}",
+                },
+                "negative_button": {
+                    "text": {"type": "plain_text", "text": text("vote_down_button", language)},
+                    "accessibility_label": text("vote_down_label", language),
+                    "value": f"down:{question_id}",
+                },
+            }
+        ],
+    }
+
+
+def vote_buttons_block(question_id: str, language: Any) -> dict[str, Any]:
+    """👍 / 👎 as plain buttons, where a workspace lacks feedback_buttons."""
     buttons = [
         {
             "type": "button",
@@ -381,7 +458,7 @@ def feedback_block(question_id: str, language: Any) -> dict[str, Any]:
 
 
 def answer_blocks(shown: str, question_id: str, language: Any) -> list[dict[str, Any]]:
-    """The placeholder while streaming: the text so far and a "그만" button."""
+    """The placeholder while streaming: the text so far and the stop button."""
     return [
         _section(shown),
         {
@@ -424,7 +501,7 @@ class KullmSlack:
         )
         self.relay: Relay[SlackOrigin, SlackTarget] = Relay(bus, surface, settings)
         self.app.command("/kullm")(self.on_command)
-        self.app.command(self.settings.slack_settings_command)(self.on_settings)
+        self.app.command(self.settings.settings_command)(self.on_settings)
         self.app.event("app_mention")(self.on_mention)
         self.app.event("message")(self.on_message)
         self.app.shortcut(SHORTCUT_ID)(self.on_shortcut)
@@ -440,6 +517,7 @@ class KullmSlack:
         assistant.user_message(self.on_pane_message)
         self.app.use(assistant)
         self.app.action(re.compile(f"^{VOTE_ACTION}_(up|down)$"))(self.on_vote)
+        self.app.action(FEEDBACK_ACTION)(self.on_vote)
 
     # ------------------------------------------------------------------ listeners
 
@@ -454,15 +532,16 @@ class KullmSlack:
         await self._ask(origin, Asked(user, question), usage=text("usage_slack", self.language))
 
     async def on_settings(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
-        """`/kullm-설정 persona` (show), `… persona set <text>`, `… persona clear`: set and clear by admins only."""
+        """`/kullm-설정 페르소나` (보기), `… 정하기 <text>`, `… 지우기` (or the English words): set and clear by admins
+        only."""
         await ack()
         if not await self.relay.first_delivery(f"command:{command.get('trigger_id')}"):
             return
-        user, channel, name = command["user_id"], command["channel_id"], self.settings.slack_settings_command
+        user, channel, name = command["user_id"], command["channel_id"], self.settings.settings_command
         words = command.get("text", "").strip().split(maxsplit=2)
         action = (words[1] if len(words) > 1 else "show").lower()
-        if not words or words[0].lower() != "persona" or action not in PERSONA_ACTIONS:
-            reply = text("persona_usage", self.language, command=name)
+        if not words or words[0].lower() not in PERSONA_WORDS or action not in PERSONA_ACTIONS:
+            reply = text("persona_usage", self.language, **persona_forms(name, self.language))
         elif action != "show" and not await self._is_admin(user):
             reply = text("persona_admins_only", self.language, who=text("slack_admins", self.language))
         else:
@@ -522,12 +601,13 @@ class KullmSlack:
     async def on_shortcut(self, ack: Any, shortcut: dict[str, Any]) -> None:
         await ack()
         message = shortcut.get("message", {})
+        chosen = await self._plain(message.get("text", ""))
         metadata = {
             "channel": shortcut["channel"]["id"],
             "thread_ts": message.get("thread_ts") or message.get("ts"),
-            "context": message.get("text", "")[:CONTEXT_IN_METADATA],
+            "context": chosen[:CONTEXT_IN_METADATA],
         }
-        await self.client.views_open(trigger_id=shortcut["trigger_id"], view=self._modal(metadata))
+        await self.client.views_open(trigger_id=shortcut["trigger_id"], view=self._modal(metadata, chosen))
 
     async def on_task_shortcut(self, ack: Any, shortcut: dict[str, Any]) -> None:
         """스레드 요약 / 한↔영 번역 / 맞춤법 교정 on a message: the answer goes in that message's thread."""
@@ -665,7 +745,7 @@ class KullmSlack:
             if channel:
                 await self.client.chat_postEphemeral(channel=channel, user=user, text=notice)
             return
-        await self.bus.request_cancel(question_id)
+        await self.bus.request_cancel(question_id, by=await self._name(user))
         log.info("slack question %s: cancelled by button", question_id)
 
     async def on_pane_opened(self, body: dict[str, Any], set_suggested_prompts: Any) -> None:
@@ -682,16 +762,35 @@ class KullmSlack:
         channel, user, thread_ts = payload["channel"], payload.get("user", ""), payload["thread_ts"]
         question = _MENTION.sub("", payload.get("text", "")).strip()
         origin = SlackOrigin("pane", channel, user, thread_ts=thread_ts)
+        if question.lower() in STOP_WORDS and await self._stop_in_pane(channel, thread_ts, user):
+            return
         if question and not await self.relay.history(f"{channel}:{thread_ts}"):  # the first: it names the thread
             with contextlib.suppress(SlackApiError):
                 await set_title(question[:TITLE_CHARS])
         await self._ask(origin, Asked(user, question, continues=True), usage=text("usage_slack", self.language))
 
+    async def _stop_in_pane(self, channel: str, thread_ts: str, user: str) -> bool:
+        """ "그만" (or "stop") typed in a pane thread whose answer is streaming stops it: a stream carries no
+        button. False when nothing of this user's is being answered there (then it is a question like any)."""
+        conversation = f"{channel}:{thread_ts}"
+        record = await self.relay.record_at(lambda target: target.conversation == conversation)
+        if record is None or record.user != user:
+            return False
+        await self.bus.request_cancel(record.question_id, by=await self._name(user))
+        log.info("slack question %s: stopped from the pane", record.question_id)
+        return True
+
     async def on_vote(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        """👍/👎: Slack's feedback_buttons (value "up:<question id>") or the plain buttons (action id `…_up`)."""
         await ack()
-        vote: Literal["up", "down"] = "up" if action["action_id"].endswith("_up") else "down"
+        value = str(action.get("value") or "")
+        if action["action_id"] == FEEDBACK_ACTION:
+            kind, _, question_id = value.partition(":")
+        else:
+            kind, question_id = ("up" if action["action_id"].endswith("_up") else "down"), value
+        vote: Literal["up", "down"] = "up" if kind == "up" else "down"
         user = body["user"]["id"]
-        notice = await self.relay.vote(str(action.get("value")), user, vote)
+        notice = await self.relay.vote(question_id, user, vote)
         channel = body.get("channel", {}).get("id")
         if channel:
             thread_ts = (body.get("message") or {}).get("thread_ts")
@@ -707,6 +806,8 @@ class KullmSlack:
         elif allowed and origin.channel not in allowed:
             await self.relay.surface.refuse(origin, text("not_allowed", self.language))
         else:
+            if origin.kind in ("command", "modal", "action"):  # its post quotes the asker by name
+                origin = replace(origin, name=await self._name(origin.user))
             await self.relay.ask(origin, dataclasses.replace(asked, channel=origin.channel))
 
     async def _first_delivery(self, body: dict[str, Any]) -> bool:
@@ -714,21 +815,37 @@ class KullmSlack:
         event_id = body.get("event_id") or body.get("event", {}).get("client_msg_id") or body.get("event", {}).get("ts")
         return await self.relay.first_delivery(str(event_id))
 
-    def _modal(self, metadata: dict[str, str]) -> dict[str, Any]:
+    def _modal(self, metadata: dict[str, str], chosen: str) -> dict[str, Any]:
+        """The form asking about a message: the message quoted, and the question's field with an example."""
+        blocks: list[dict[str, Any]] = []
+        if chosen.strip():
+            shown = chosen.strip()
+            shown = shown if len(shown) <= MODAL_QUOTE_CHARS else shown[: MODAL_QUOTE_CHARS - 1] + "…"
+            quote = "\n".join(f"&gt; {slack_escape(line)}" for line in shown.splitlines())
+            blocks.append(_section(f"*{text('modal_quote', self.language)}*\n{quote}"))
+        blocks.append(
+            {
+                "type": "input",
+                "block_id": "question",
+                "label": {"type": "plain_text", "text": text("modal_label", self.language)},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": "value",
+                    "multiline": True,
+                    "placeholder": {
+                        "type": "plain_text",
+                        "text": text("modal_placeholder", self.language)[:MODAL_PLACEHOLDER_CHARS],
+                    },
+                },
+            }
+        )
         return {
             "type": "modal",
             "callback_id": MODAL_ID,
             "private_metadata": json.dumps(metadata, ensure_ascii=False),
             "title": {"type": "plain_text", "text": text("modal_title", self.language)},
             "submit": {"type": "plain_text", "text": text("modal_submit", self.language)},
-            "blocks": [
-                {
-                    "type": "input",
-                    "block_id": "question",
-                    "label": {"type": "plain_text", "text": text("modal_label", self.language)},
-                    "element": {"type": "plain_text_input", "action_id": "value", "multiline": True},
-                }
-            ],
+            "blocks": blocks,
         }
 
 

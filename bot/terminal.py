@@ -393,7 +393,7 @@ async def _follow(
             elif isinstance(event, ErrorEvent):
                 status = _ERROR_EXIT.get(event.code, EXIT_FAILED)
     except AnswerTimeout:
-        status = say(EXIT_TIMEOUT, text("timeout", language))
+        status = say(EXIT_TIMEOUT, text("timeout_terminal", language))
     return status
 
 

@@ -10,12 +10,15 @@ Nothing read here is stored beyond the question.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from bot.pdf_text import PdfReader
-from bot.texts import Language, text
+from bot.texts import Language, human_size, text
 from chatbus.messages import MAX_CONTEXT_CHARS
+
+log = logging.getLogger(__name__)
 
 # Past this many messages a thread is summarised from its latest ones (a note says how many were left out).
 MAX_THREAD_MESSAGES = 2000
@@ -67,7 +70,9 @@ def check_size(name: str, size: int, max_bytes: int, language: Language) -> None
     """FileRefused naming the limit when a file is over it (adapters check the size a platform reports before
     downloading; `file_text` checks the bytes it got)."""
     if size > max_bytes:
-        raise FileRefused(text("file_too_large", language, name=name, size=size, limit=max_bytes))
+        raise FileRefused(
+            text("file_too_large", language, name=name, size=human_size(size), limit=human_size(max_bytes))
+        )
 
 
 async def file_text(name: str, data: bytes, max_bytes: int, language: Language, pdfs: PdfReader) -> str:
@@ -78,7 +83,8 @@ async def file_text(name: str, data: bytes, max_bytes: int, language: Language, 
         extracted, refused = await pdfs.text(data)
         if extracted is None:
             key = {"no_text": "file_no_text", "budget": "file_too_complex"}.get(refused or "", "file_not_decodable")
-            raise FileRefused(text(key, language, name=name, seconds=pdfs.budget.wall_s))
+            log.info("a PDF was not read: %s", refused or "unreadable")
+            raise FileRefused(text(key, language, name=name))
         return extracted
     return decoded_text(name, data, language)
 

@@ -224,6 +224,10 @@ class InflightRecord(_Message):
     question: str = ""
     language: Literal["ko", "en"] = "ko"
     created_at: float
+    # An answer longer than one message: the earlier messages (oldest first), `target` being the newest.
+    parts: tuple[dict[str, str], ...] = ()
+
+    OMITTED_WHEN_DEFAULT = frozenset({"parts"})
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> InflightRecord:

@@ -322,9 +322,16 @@ class Bus:
         """Questions in the stream: waiting or being answered."""
         return int(await self.redis.xlen(self.keys.questions))
 
-    async def request_cancel(self, question_id: str) -> None:
-        """Ask the worker to stop generating this answer."""
-        await self.redis.set(self.keys.cancel(question_id), b"1", ex=CANCEL_TTL_S)
+    async def request_cancel(self, question_id: str, by: str = "") -> None:
+        """Ask the worker to stop generating this answer; `by` (a display name) is who asked, for the notice."""
+        await self.redis.set(self.keys.cancel(question_id), by.encode() or b"1", ex=CANCEL_TTL_S)
+
+    async def cancelled_by(self, question_id: str) -> str:
+        """Who asked to stop this answer, as `request_cancel` was told ("" when unknown or nobody)."""
+        flag = await self.redis.get(self.keys.cancel(question_id))
+        if isinstance(flag, bytes):
+            flag = flag.decode(errors="replace")
+        return "" if flag in (None, "1") else str(flag)
 
     async def follow(
         self,

@@ -43,7 +43,7 @@ def test_bad_arguments_get_one_line_and_exit_2(
 @pytest.mark.parametrize(
     ("question", "says"),
     [
-        ("\udcff\udcfe질문", "질문이 올바른 UTF-8 텍스트가 아닙니다"),  # undecodable argv bytes (PEP 383)
+        ("\udcff\udcfe질문", "질문이 올바른 UTF-8 텍스트가 아니에요"),  # undecodable argv bytes (PEP 383)
         ("\u200b\u3164\u2800\u00a0\u0301\ufeff", "질문을 입력해 주세요"),  # zero-width, Hangul filler, braille blank…
         ("\t\u3000\n", "질문을 입력해 주세요"),
     ],
@@ -62,15 +62,15 @@ def test_unreadable_context_files_are_one_line_refusals(
 ) -> None:
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
     assert main(["ask", "요약해줘", "--context-file", str(tmp_path / "missing.txt")]) == 2
-    assert "맥락 파일을 읽을 수 없습니다" in capsys.readouterr().err
+    assert "맥락 파일을 읽을 수 없어요" in capsys.readouterr().err
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("café".encode("latin-1"))
     assert main(["ask", "요약해줘", "--context-file", str(latin1)]) == 2
-    assert "❌ 파일 latin1.txt을(를) 읽을 수 없습니다 (UTF-8, CP949/EUC-KR" in capsys.readouterr().err
+    assert "❌ 파일 latin1.txt을(를) 읽을 수 없어요 (UTF-8, CP949/EUC-KR" in capsys.readouterr().err
     huge = tmp_path / "huge.txt"
     huge.write_bytes(b"a" * 800_001)
     assert main(["ask", "요약해줘", "--context-file", str(huge)]) == 2
-    assert "맥락이 너무 깁니다" in capsys.readouterr().err
+    assert "맥락이 너무 길어요" in capsys.readouterr().err
 
 
 def test_context_comes_from_a_file_or_stdin(
@@ -95,7 +95,7 @@ def test_undecodable_argument_bytes_from_a_shell_are_refused(redis_server: Redis
         env={"PATH": "/usr/bin:/bin", "REDIS_URL": redis_server.url, "LC_ALL": "C.UTF-8"},
     )
     assert result.returncode == 2
-    assert result.stderr.decode().strip() == "❌ 질문이 올바른 UTF-8 텍스트가 아닙니다."
+    assert result.stderr.decode().strip() == "❌ 질문이 올바른 UTF-8 텍스트가 아니에요."
 
 
 def cancel_flag(server: RedisServer, question_id: str) -> bool:
@@ -176,7 +176,7 @@ def test_a_stalled_redis_is_exit_4_within_seconds(redis_server: RedisServer) -> 
     finally:
         os.kill(redis_server.process.pid, signal.SIGCONT)
     assert result.returncode == 4, result.stderr
-    assert "응답하지 않습니다" in result.stderr and "Traceback" not in result.stderr
+    assert "응답하지 않아요" in result.stderr and "Traceback" not in result.stderr
     assert waited < 20, f"it used to wait as long as Redis stayed paused; {waited:.1f}s"
 
 

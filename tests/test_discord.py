@@ -21,6 +21,7 @@ from tests.support.conformance import discord_standin_problems
 from tests.support.controls import stop_button_on, stored_votes, vote_buttons_on
 from tests.support.engines import LONG_CODE_QUESTION, RunWorker, long_code_answer
 from tests.support.processes import BotProcess, RedisServer
+from tests.support.shown import without_footer
 
 pytestmark = pytest.mark.e2e
 NO_MENTIONS = {"parse": []}
@@ -55,7 +56,7 @@ class Discord:
 
         def settled() -> dict[str, Any] | None:
             for message in self.bot_messages(channel_id):
-                if message["content"] == expected and not stop_button_on(message):
+                if without_footer(message["content"]) == expected and not stop_button_on(message):
                     return message
             return None
 
@@ -152,6 +153,57 @@ async def test_reply_mention_uses_the_replied_message_as_context(discord_env: Di
     await d.answer_in(await d.thread_for(int(asked["id"])), trained.CONTEXT_ANSWER)
 
 
+async def test_commands_speak_each_members_client_language(discord_env: Discord) -> None:
+    """Registered in BOT_LANGUAGE (Korean here) and localised to English: a member whose client is English sees and
+    types the English names, and Discord sends the registered ones back."""
+    d, s = discord_env, discord_env.standin
+    commands = {c["name"]: c for c in s.commands[str(s.guild_id)]}
+    kullm, settings = commands["kullm"], commands["kullm-설정"]
+    assert kullm["description_localizations"]["en-US"] == "Ask KULLM a question"
+    assert [(o["name"], o["name_localizations"]["en-US"]) for o in kullm["options"]] == [
+        ("질문", "question"),
+        ("맥락", "context"),
+    ]
+    assert commands["KULLM에게 묻기"]["name_localizations"] == {"en-US": "Ask KULLM", "en-GB": "Ask KULLM"}
+    assert settings["name_localizations"]["en-US"] == "kullm-settings"
+    persona = settings["options"][0]
+    assert (persona["name"], persona["name_localizations"]["en-US"]) == ("페르소나", "persona")
+    s.locales[int(s.bob["id"])] = "en-US"
+    await s.slash_command("kullm", {"question": "한국의 수도는 어디야?"}, s.bob, s.channel_id)
+    asked = await s.wait_for(
+        lambda: next((m for m in d.bot_messages(s.channel_id) if "님의 질문" in m["content"]), None)
+    )
+    await d.answer_in(await d.thread_for(int(asked["id"])), trained.CAPITAL)
+    await s.message_command("Ask KULLM", int(asked["id"]), s.bob, s.channel_id)
+    await s.wait_for(lambda: any(r["type"] == 9 for r in s.interaction_responses))
+
+
+@pytest.mark.bot_env(BOT_LANGUAGE="en")
+async def test_english_mode_registers_english_commands_localised_to_korean(discord_env: Discord) -> None:
+    d, s = discord_env, discord_env.standin
+    commands = {c["name"]: c for c in s.commands[str(s.guild_id)]}
+    assert set(commands) == {
+        "kullm",
+        "Ask KULLM",
+        "Thread summary",
+        "Translate Korean↔English",
+        "Proofreading",
+        "kullm-settings",
+    }
+    assert commands["kullm-settings"]["name_localizations"]["ko"] == "kullm-설정"
+    assert commands["kullm"]["options"][0]["name"] == "question"
+    await s.slash_command("kullm-설정 페르소나 보기", {}, s.admin, s.channel_id)  # a Korean client's words
+    reply = await s.wait_for(lambda: next((r for r in s.interaction_responses if r["type"] == 4), None))
+    assert (
+        reply["data"]["content"].startswith("🎭 This channel has no persona")
+        and "/kullm-settings persona set" in (reply["data"]["content"])
+    )
+    await s.send_message(s.channel_id, s.alice, d.mention(""), mention_bot=True)
+    usage = await s.wait_for(lambda: next((m for m in s.dm_messages(s.alice) if "👋" in m["content"]), None))
+    said = usage["content"].replace(f"@{s.bot_user['global_name'] or s.bot_user['username']}", "@KULLM")  # its name
+    assert "/kullm question:" in said and not re.search("[가-힣]", said), said
+
+
 async def test_slash_command_answers_in_a_thread(discord_env: Discord) -> None:
     d, s = discord_env, discord_env.standin
     names = {c["name"] for c in s.commands[str(s.guild_id)]}
@@ -182,24 +234,26 @@ async def test_an_admin_sets_the_channels_persona_and_the_next_question_follows_
     assert settings["default_member_permissions"] == str(1 << 5), "offered to members with Manage Server"
     assert settings["dm_permission"] is False, "in servers only"
     with pytest.raises(PermissionError):
-        await s.slash_command("kullm-설정 persona set", {"지시문": trained.PIRATE_PERSONA}, s.bob, s.channel_id)
-    empty = await settings_reply(d, "kullm-설정 persona show", {}, s.admin)
-    assert empty["content"].startswith("🎭 이 채널에는 페르소나가 없습니다")
-    done = await settings_reply(d, "kullm-설정 persona set", {"지시문": trained.PIRATE_PERSONA}, s.admin)
+        await s.slash_command("kullm-설정 페르소나 정하기", {"지시문": trained.PIRATE_PERSONA}, s.bob, s.channel_id)
+    empty = await settings_reply(d, "kullm-설정 페르소나 보기", {}, s.admin)
+    assert empty["content"].startswith("🎭 이 채널에는 페르소나가 없어요")
+    done = await settings_reply(d, "kullm-설정 페르소나 정하기", {"지시문": trained.PIRATE_PERSONA}, s.admin)
     assert done["content"].startswith("✅") and trained.PIRATE_PERSONA in done["content"]
     # The next question follows it, with no restart; in a thread under the channel too.
     asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
     thread = await d.thread_for(int(asked["id"]))
     await d.answer_in(thread, trained.PIRATE_CAPITAL)
     await s.send_message(thread, s.alice, "한국의 수도는 어디야?")
-    await s.wait_for(lambda: sum(m["content"] == trained.PIRATE_CAPITAL for m in d.bot_messages(thread)) == 2)
-    shown = await settings_reply(d, "kullm-설정 persona show", {}, s.admin)
+    await s.wait_for(
+        lambda: sum(without_footer(m["content"]) == trained.PIRATE_CAPITAL for m in d.bot_messages(thread)) == 2
+    )
+    shown = await settings_reply(d, "kullm-설정 페르소나 보기", {}, s.admin)
     assert trained.PIRATE_PERSONA in shown["content"] and f"<@{s.admin['id']}>" in shown["content"]
     # A server may open the command to everyone: set and clear still need Manage Server.
     s.opened_commands.add("kullm-설정")
-    refused = await settings_reply(d, "kullm-설정 persona clear", {}, s.bob)
+    refused = await settings_reply(d, "kullm-설정 페르소나 지우기", {}, s.bob)
     assert refused["content"].startswith("🔒") and "서버 관리" in refused["content"]
-    cleared = await settings_reply(d, "kullm-설정 persona clear", {}, s.admin)
+    cleared = await settings_reply(d, "kullm-설정 페르소나 지우기", {}, s.admin)
     assert cleared["content"].startswith("🗑️")
     asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
     await d.answer_in(await d.thread_for(int(asked["id"])), trained.CAPITAL)
@@ -214,6 +268,15 @@ async def test_context_menu_opens_a_modal_and_answers_about_the_message(discord_
     await s.message_command("KULLM에게 묻기", int(source["id"]), s.alice, s.channel_id)
     modal_id, modal = await s.wait_for(lambda: next(iter(s.modals.items()), None))
     assert modal["title"] == "KULLM에게 묻기"
+    quote = modal["components"][0]
+    assert quote["type"] == 10 and quote["content"].endswith(
+        "\n> 구름(KULLM)은 고려대학교 NLP & AI 연구실이 만든 한국어 LLM입니다."
+    )
+    assert any(
+        c.get("placeholder", "").startswith("이 메시지에 대해 무엇이 궁금한가요?")
+        for row in modal["components"]
+        for c in row.get("components", [row.get("component", {})])
+    ), "the field says what to type"
     field_id = _text_input_ids(modal)[0]
     await s.submit_modal(modal_id, {field_id: "이 글을 요약해줘"}, s.alice, s.channel_id)
     asked = await s.wait_for(
@@ -236,7 +299,7 @@ async def test_stop_button_only_for_the_asker_or_a_moderator(discord_env: Discor
     await s.click_button(int(placeholder["id"]), button["custom_id"], s.mod)
     final = await s.wait_for(lambda: placeholder if not stop_button_on(placeholder) else None)
     partial, notice = final["content"].rsplit("\n\n", 1)
-    assert notice == "⏹️ 답변을 멈췄습니다." and trained.LONG_STORY.startswith(partial)
+    assert notice == "⏹️ 운영자 님이 답변을 멈췄어요." and trained.LONG_STORY.startswith(partial), "who stopped it"
 
 
 async def test_asker_reaction_cancels(discord_env: Discord) -> None:
@@ -245,7 +308,7 @@ async def test_asker_reaction_cancels(discord_env: Discord) -> None:
     await s.add_reaction(thread, int(placeholder["id"]), s.bob, "❌")  # not the asker: ignored
     await s.add_reaction(thread, int(placeholder["id"]), s.alice, "❌")
     final = await s.wait_for(lambda: placeholder if not stop_button_on(placeholder) else None)
-    assert final["content"].endswith("⏹️ 답변을 멈췄습니다.")
+    assert final["content"].endswith("⏹️ 앨리스 님이 답변을 멈췄어요.")
 
 
 async def test_model_output_cannot_ping_anyone(discord_env: Discord) -> None:
@@ -257,15 +320,31 @@ async def test_model_output_cannot_ping_anyone(discord_env: Discord) -> None:
     assert edits and all(c.json["allowed_mentions"] == NO_MENTIONS for c in edits)
 
 
-async def test_a_4500_character_answer_arrives_as_three_messages(discord_env: Discord) -> None:
+async def test_a_4500_character_answer_streams_on_into_three_numbered_messages(discord_env: Discord) -> None:
+    """Past 2,000 characters the stream goes on in the next message: earlier parts keep their text (never the
+    "… tail" view, never rewound), each part is numbered, and 👍/👎 and the footer sit under the last."""
     d, s = discord_env, discord_env.standin
     asked = await s.send_message(s.channel_id, s.alice, d.mention(LONG_CODE_QUESTION), mention_bot=True)
     thread = await d.thread_for(int(asked["id"]))
-    await s.wait_for(lambda: len(d.bot_messages(thread)) == 3 and not stop_button_on(d.bot_messages(thread)[0]), 60)
-    pieces = [m["content"] for m in d.bot_messages(thread)]
+    await s.wait_for(lambda: len(d.bot_messages(thread)) == 3 and vote_buttons_on(d.bot_messages(thread)[-1]), 60)
+    messages = d.bot_messages(thread)
+    pieces = [m["content"] for m in messages]
     assert all(len(p) <= 2000 for p in pieces)
+    assert [p.rsplit("\n\n", 1)[1].split("\n")[0] for p in pieces] == ["(1/3)", "(2/3)", "(3/3)"]
     assert all(p.count("```") % 2 == 0 for p in pieces), "code fences closed and reopened per message"
     assert "".join(pieces).count("print('줄 59')") == long_code_answer().count("print('줄 59')")
+    assert not any(stop_button_on(m) for m in messages) and [vote_buttons_on(m) for m in messages] == [
+        False,
+        False,
+        True,
+    ]
+    assert "\n-# " in pieces[-1] and not any("\n-# " in p for p in pieces[:-1])
+    first_edits = [
+        c.json["content"] for c in s.calls if c.method == "PATCH" and c.path.endswith(f"/{messages[0]['id']}")
+    ]
+    assert not any(e.startswith("…") for e in first_edits), "the first part never flips to the tail of the answer"
+    settled = [e for e in first_edits if e.endswith(("(1/…)", "(1/3)"))]
+    assert settled and {e.rsplit("\n\n", 1)[0] for e in settled} == {pieces[0].rsplit("\n\n", 1)[0]}
 
 
 async def test_bot_killed_mid_answer_finishes_the_same_message(discord_env: Discord) -> None:
@@ -314,10 +393,11 @@ async def test_redis_down_is_told_and_the_next_question_answered(
     d, s = discord_env, discord_env.standin
     await asyncio.to_thread(redis_server.kill)
     asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
-    notice = await s.wait_for(
-        lambda: next((m for m in d.bot_messages(s.channel_id) if m["content"].startswith("🔌")), None), 30
-    )
-    assert notice["message_reference"]["message_id"] == asked["id"] and "Redis" in notice["content"]
+    notice = await s.wait_for(lambda: next((m for m in s.dm_messages(s.alice) if "🔌" in m["content"]), None), 30)
+    ref = re.search(r"`([0-9a-f]{8})`", notice["content"])
+    assert ref and f"ref {ref[1]}" in d.bot.log(), "the reference the asker is given is in the operator's log"
+    assert asked["id"] in notice["content"], "the DM links the message it answers"
+    assert "Redis" not in notice["content"], "the cause is the operator's to read, in the log"
     assert int(asked["id"]) not in s.threads, "no thread or placeholder left hanging"
     await asyncio.to_thread(redis_server.start)
     asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
@@ -327,18 +407,21 @@ async def test_redis_down_is_told_and_the_next_question_answered(
 @pytest.mark.bot_env(DISCORD_ALLOWED_CHANNEL_IDS="1100000000000000101", USER_QUESTIONS_PER_MINUTE="2")
 async def test_refusals_are_clear_and_bots_are_ignored(discord_env: Discord) -> None:
     d, s = discord_env, discord_env.standin
+    # Refusals to a mention are seen only by the asker: in a DM (Discord has no ephemeral reply to a message).
     await s.send_message(s.channel_id, s.alice, d.mention(""), mention_bot=True)
-    usage = await s.wait_for(lambda: next((m for m in d.bot_messages(s.channel_id) if "👋" in m["content"]), None))
+    usage = await s.wait_for(lambda: next((m for m in s.dm_messages(s.alice) if "👋" in m["content"]), None))
     assert "/kullm" in usage["content"]
     await s.send_message(s.other_channel_id, s.alice, d.mention("딥러닝이 뭐야?"), mention_bot=True)
-    await s.wait_for(lambda: any("🚫" in m["content"] for m in d.bot_messages(s.other_channel_id)))
+    await s.wait_for(lambda: any("🚫" in m["content"] for m in s.dm_messages(s.alice)))
     await s.send_message(s.channel_id, s.other_bot, d.mention("딥러닝이 뭐야?"), mention_bot=True)
+    s.dms_closed.add(int(s.bob["id"]))  # Bob takes no DMs: his refusals are replies that delete themselves
     await s.send_message(s.channel_id, s.bob, d.mention("가" * 5000), mention_bot=True)
-    await s.wait_for(lambda: any("너무 깁니다" in m["content"] for m in d.bot_messages(s.channel_id)))
+    await s.wait_for(lambda: any("너무 길어요" in m["content"] for m in d.bot_messages(s.channel_id)))
     for _ in range(2):
         await s.send_message(s.channel_id, s.bob, d.mention("한국의 수도는 어디야?"), mention_bot=True)
     await s.send_message(s.channel_id, s.bob, d.mention("한국의 수도는 어디야?"), mention_bot=True)
     await s.wait_for(lambda: any("1분에 2개까지" in m["content"] for m in d.bot_messages(s.channel_id)))
+    assert not any(m["content"] for m in d.bot_messages(s.channel_id) if "🚫" in m["content"] or "👋" in m["content"])
     assert not any(
         m.get("message_reference", {}).get("message_id")
         for m in d.bot_messages(s.channel_id)
@@ -398,7 +481,7 @@ async def test_a_redelivered_message_is_answered_once(discord_env: Discord) -> N
 async def test_role_allow_list(discord_env: Discord) -> None:
     d, s = discord_env, discord_env.standin
     await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
-    await s.wait_for(lambda: any("🚫" in m["content"] for m in d.bot_messages(s.channel_id)))
+    await s.wait_for(lambda: any("🚫" in m["content"] for m in s.dm_messages(s.alice)))
     asked = await s.send_message(s.channel_id, s.mod, d.mention("한국의 수도는 어디야?"), mention_bot=True)
     await d.answer_in(await d.thread_for(int(asked["id"])), trained.CAPITAL)
 
@@ -419,7 +502,7 @@ async def test_a_finished_answer_can_be_rated_once_per_person(discord_env: Disco
         # One click at a time, as a person clicks: each is answered before the next (two clicks sent in the same
         # millisecond are handled concurrently, and which lands last is not theirs to say).
         notices = await s.wait_for(lambda clicks=clicks: (r := notices_so_far())[clicks - 1 :] and r)
-    assert [n["data"]["flags"] for n in notices] == [64] * 3 and "평가를 저장했습니다" in notices[0]["data"]["content"]
+    assert [n["data"]["flags"] for n in notices] == [64] * 3 and "평가를 저장했어요" in notices[0]["data"]["content"]
     votes = await stored_votes(d.redis_url)
     assert sorted(v.vote for v in votes) == ["down", "up"], "alice's second vote replaced her first"
     assert {v.platform for v in votes} == {"discord"} and votes[0].model == "scripted"
@@ -445,17 +528,17 @@ async def test_a_thread_is_summarised_by_mention_by_slash_command_and_from_the_a
     await s.send_message(thread, s.alice, d.mention("요약"), mention_bot=True)
     await d.answer_in(thread, summary)
     await s.slash_command("kullm", {"질문": "요약"}, s.bob, thread)
-    await s.wait_for(lambda: sum(m["content"] == summary for m in d.bot_messages(thread)) == 2)
+    await s.wait_for(lambda: sum(without_footer(m["content"]) == summary for m in d.bot_messages(thread)) == 2)
     # From the parent channel, on the message the thread was started from: the summary goes into the thread.
     await s.message_command("스레드 요약", int(asked["id"]), s.bob, s.channel_id)
-    await s.wait_for(lambda: sum(m["content"] == summary for m in d.bot_messages(thread)) == 3)
+    await s.wait_for(lambda: sum(without_footer(m["content"]) == summary for m in d.bot_messages(thread)) == 3)
     notice = await s.wait_for(
-        lambda: next((m for m in d.bot_messages(s.channel_id) if "답을 올립니다" in m["content"]), None)
+        lambda: next((m for m in d.bot_messages(s.channel_id) if "답을 올려요" in m["content"]), None)
     )
     assert f"<#{thread}>" in notice["content"]
     lonely = await s.send_message(s.channel_id, s.bob, "스레드 없는 메시지")
     await s.message_command("스레드 요약", int(lonely["id"]), s.bob, s.channel_id)
-    await s.wait_for(lambda: any("스레드가 없습니다" in m["content"] for m in d.bot_messages(s.channel_id)))
+    await s.wait_for(lambda: any("스레드가 없어요" in m["content"] for m in d.bot_messages(s.channel_id)))
     assert "인구도" not in d.bot.log(), "nobody's messages reach the log"
 
 
@@ -492,13 +575,11 @@ async def test_an_attached_text_file_is_the_questions_context_and_others_are_ref
     fetched = s.attachment_downloads
     big = ("big.txt", "text/plain", "가".encode() * 2000)
     await s.send_message(s.channel_id, s.alice, d.mention("이 글을 요약해줘"), mention_bot=True, files=[big])
-    await s.wait_for(
-        lambda: any("너무 큽니다" in m["content"] and "4,000" in m["content"] for m in s.messages.values())
-    )
+    await s.wait_for(lambda: any("너무 커요" in m["content"] and "4 KB" in m["content"] for m in s.messages.values()))
     assert s.attachment_downloads == fetched, "refused by its size, before downloading it"
     binary = ("tool.exe", "application/octet-stream", b"MZ\x90\x00\x03\x00")
     await s.send_message(s.channel_id, s.alice, d.mention("이 글을 요약해줘"), mention_bot=True, files=[binary])
-    await s.wait_for(lambda: any("텍스트 파일이 아닙니다" in m["content"] for m in s.messages.values()))
+    await s.wait_for(lambda: any("텍스트 파일이 아니에요" in m["content"] for m in s.messages.values()))
     assert CONTEXT not in d.bot.log(), "a file's text is not logged"
 
 
@@ -511,6 +592,6 @@ async def test_another_users_question_is_answered_while_a_pdf_bomb_is_read(disco
     )
     asked = await s.send_message(s.channel_id, s.bob, d.mention("한국의 수도는 어디야?"), mention_bot=True)
     await d.answer_in(await d.thread_for(int(asked["id"])), trained.CAPITAL)
-    refused = [m for m in s.messages.values() if name in m["content"] and "한도" in m["content"]]
+    refused = [m for m in s.messages.values() if name in m["content"] and "너무 복잡해서" in m["content"]]
     assert not refused, "Bob's answer came while Alice's PDF was still being read"
-    await s.wait_for(lambda: any(name in m["content"] and "한도" in m["content"] for m in s.messages.values()))
+    await s.wait_for(lambda: any(name in m["content"] and "너무 복잡해서" in m["content"] for m in s.messages.values()))

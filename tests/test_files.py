@@ -23,16 +23,17 @@ LIMIT = 200_000  # MAX_FILE_BYTES' default
 FAST = PdfBudget(wall_s=4.0)
 # What each hostile file must come to: read (its text starts so), or refused with this message.
 EXPECTED = {
-    "decompression bomb": "한도",
-    "text bomb": "한도",
-    "double compression": "한도",
-    "page-reference flood": "read:page|한도",  # 300 pages read in about a second, or refused on a loaded machine
-    "deep nesting": "읽을 수 없습니다",
-    "parent loop": "읽을 수 없습니다",
+    "decompression bomb": "너무 복잡해서",
+    "text bomb": "너무 복잡해서",
+    "double compression": "너무 복잡해서",
+    # 300 pages read in about a second, or refused on a loaded machine
+    "page-reference flood": "read:page|너무 복잡해서",
+    "deep nesting": "읽을 수 없어요",
+    "parent loop": "읽을 수 없어요",
     "bad xref": "read:xref",
-    "NUL pdf": "읽을 수 없습니다",
-    "NUL text": "텍스트 파일이 아닙니다",
-    "mixed encodings": "읽을 수 없습니다",
+    "NUL pdf": "읽을 수 없어요",
+    "NUL text": "텍스트 파일이 아니에요",
+    "mixed encodings": "읽을 수 없어요",
 }
 
 
@@ -45,11 +46,11 @@ async def test_a_files_text_is_read_in_utf8_or_korean_legacy_encodings_and_pdf()
     read = await file_text("report.pdf", minimal_pdf("KULLM answers in Korean."), 10_000, "ko", pdfs)
     assert read == "KULLM answers in Korean."
     refusals = {
-        "too large": ("a.txt", b"x" * 1001, "1,000"),
-        "binary type": ("a.png", b"\x89PNG", "텍스트 파일이 아닙니다"),
-        "NUL bytes": ("a.txt", b"abc\x00def", "텍스트 파일이 아닙니다"),
-        "undecodable": ("a.txt", b"\xff\xfe\xfd\x80", "읽을 수 없습니다"),
-        "broken pdf": ("a.pdf", b"%PDF-1.4 not really", "읽을 수 없습니다"),
+        "too large": ("a.txt", b"x" * 1001, "1 KB"),
+        "binary type": ("a.png", b"\x89PNG", "텍스트 파일이 아니에요"),
+        "NUL bytes": ("a.txt", b"abc\x00def", "텍스트 파일이 아니에요"),
+        "undecodable": ("a.txt", b"\xff\xfe\xfd\x80", "읽을 수 없어요"),
+        "broken pdf": ("a.pdf", b"%PDF-1.4 not really", "읽을 수 없어요"),
     }
     for case, (name, data, said) in refusals.items():
         with pytest.raises(FileRefused) as refused:
@@ -82,7 +83,7 @@ async def test_a_pdf_over_its_memory_budget_is_refused() -> None:
     pdfs = PdfReader(PdfBudget(wall_s=20, memory_bytes=300 * 1024 * 1024, stream_bytes=1 << 40))
     with pytest.raises(FileRefused) as refused:
         await file_text("double.pdf", corpus()["double compression"][1], LIMIT, "ko", pdfs)
-    assert "한도" in refused.value.notice
+    assert "너무 복잡해서" in refused.value.notice
 
 
 async def test_only_the_first_pages_are_read() -> None:

@@ -168,7 +168,7 @@ def test_a_queue_no_worker_serves_is_said_at_once_and_a_loading_worker_is_waited
     started = time.monotonic()
     alone = run_kullm(["ask", "한국의 수도는 어디야?"], redis_server.url)
     assert alone.returncode == 6 and time.monotonic() - started < 25
-    assert "작업자(worker)가 없어 질문을 거두었습니다" in alone.stderr and redis_server.url in alone.stderr
+    assert "작업자(worker)가 없어서 질문을 거뒀어요" in alone.stderr and redis_server.url in alone.stderr
     as_json = json_events(run_kullm(["ask", "--json", "한국의 수도는 어디야?"], redis_server.url).stdout)
     assert as_json[-1]["type"] == "error" and as_json[-1]["code"] == "no_worker"
     # A worker still loading its model (10 s here) is in the worker list: the question waits for it.

@@ -200,7 +200,7 @@ def test_kullm_prompt_prints_what_the_worker_sends(
     cut = json.loads(capsys.readouterr().out)
     assert cut["context_cut"] and cut["tokens"] <= 800 - 512
     assert kullm_main(["prompt", "아주 긴 질문 " * 300]) == 1
-    assert "모델이 한 번에 읽을 수 있는 길이를 넘습니다" in capsys.readouterr().err
+    assert "모델이 한 번에 읽을 수 있는 길이를 넘어요" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -218,4 +218,4 @@ def test_kullm3_answers_through_its_chat_template_and_a_cut_context_is_told(
     done = [e for e in map(json.loads, result.stdout.splitlines()) if e["type"] == "done"]
     assert done and done[0]["context_cut"] is True, "answered from 맥락's beginning, not refused"
     plain = run_kullm(["ask", "이 글을 요약해줘", "--context", context], redis_server.url)
-    assert plain.returncode == 0 and "맥락이 길어 앞부분만 읽었습니다" in plain.stderr
+    assert plain.returncode == 0 and "맥락이 길어서 앞부분만 읽었어요" in plain.stderr

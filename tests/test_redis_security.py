@@ -50,9 +50,9 @@ def test_the_password_can_come_from_redis_password(tmp_path: Path, model_dir: Pa
         answer = run_kullm(["ask", "딥러닝이 뭐야?"], bare_url, env=env)
         assert answer.returncode == 0 and answer.stdout.strip() == trained.DEEP_LEARNING, answer.stderr
         refused = run_kullm(["ask", "딥러닝이 뭐야?"], bare_url)
-        assert refused.returncode == 4 and "Redis가 비밀번호를 받아들이지 않습니다" in refused.stderr
+        assert refused.returncode == 4 and "Redis가 비밀번호를 받아들이지 않아요" in refused.stderr
         wrong = run_kullm(["ask", "딥러닝이 뭐야?"], bare_url, env={"REDIS_PASSWORD": "wrong-pass"})
-        assert wrong.returncode == 4 and "Redis가 비밀번호를 받아들이지 않습니다" in wrong.stderr
+        assert wrong.returncode == 4 and "Redis가 비밀번호를 받아들이지 않아요" in wrong.stderr
     finally:
         worker.stop()
         server.kill()

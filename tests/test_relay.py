@@ -9,6 +9,7 @@ import hashlib
 import io
 import itertools
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -52,9 +53,12 @@ class RecordingSurface:
     platform: str = "test"
     max_chars: int = 2000
     edit_interval_s: float = 0.2
+    footer_style: str = "-# {}"
     messages: dict[str, str] = field(default_factory=dict)
     edits: list[tuple[float, str, str, bool]] = field(default_factory=list)
     posts: list[str] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)  # posted messages' ids, in order (the placeholder's first)
+    stop_on: set[str] = field(default_factory=set)  # messages showing the stop control
     deleted: set[str] = field(default_factory=set)  # placeholders a moderator deleted (404 on edit)
     thread_gone: bool = False  # the whole thread too (404 on post)
 
@@ -70,6 +74,8 @@ class RecordingSurface:
 
     async def post_placeholder(self, origin: Spot, asked: Asked, content: str, question_id: str) -> Spot:
         self.messages[origin.message] = content
+        self.order.append(origin.message)
+        self.stop_on.add(origin.message)
         return origin
 
     async def edit(self, target: Spot, content: str, *, final: bool, feedback: str | None = None) -> None:
@@ -78,12 +84,29 @@ class RecordingSurface:
         self.messages[target.message] = content
         if feedback:
             self.vote_buttons[target.message] = feedback
+        if final:
+            self.stop_on.discard(target.message)
         self.edits.append((time.monotonic(), target.message, content, final))
 
-    async def post_more(self, target: Spot, content: str) -> None:
+    async def post_part(
+        self, target: Spot, content: str, question_id: str, *, final: bool, feedback: str | None = None
+    ) -> Spot:
         if self.thread_gone:
             raise PlaceholderGone("404")
         self.posts.append(content)
+        posted = Spot(f"{target.message}+{len(self.posts)}", target.thread)
+        self.messages[posted.message] = content
+        self.order.append(posted.message)
+        if not final:
+            self.stop_on.add(posted.message)
+        if feedback:
+            self.vote_buttons[posted.message] = feedback
+        if final:
+            self.edits.append((time.monotonic(), posted.message, content, final))
+        return posted
+
+    async def delete(self, target: Spot) -> None:
+        self.messages.pop(target.message, None)
 
     def working(self, target: Spot) -> contextlib.AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
@@ -98,7 +121,13 @@ class RecordingSurface:
         return False
 
     def finals(self, message: str) -> list[str]:
-        return [content for _, mid, content, final in self.edits if mid == message and final]
+        """The final texts of a message, without the footer line naming the model (`footer` checks that)."""
+        return [without_footer(content) for _, mid, content, final in self.edits if mid == message and final]
+
+
+def without_footer(content: str) -> str:
+    body, _, footer = content.rpartition("\n-# ")
+    return body if body and "초" in footer else content
 
 
 def settings(**overrides: object) -> ClientSettings:
@@ -141,7 +170,7 @@ async def test_a_context_cut_to_fit_is_said_under_the_answer_and_the_persona_goe
     relay = Relay(bus, surface, settings())
     await relay.ask(Spot("c1"), Asked("u1", "이 글을 요약해줘", "구름은 한국어 언어 모델입니다. " * 50))
     await eventually(lambda: bool(surface.finals("c1")))
-    assert surface.finals("c1")[0].endswith("\n\n📎 맥락이 길어 앞부분만 읽었습니다."), "answered, and told"
+    assert surface.finals("c1")[0].endswith("\n\n📎 맥락이 길어서 앞부분만 읽었어요."), "answered, and told"
     await relay.persona_command("/kullm-설정", "chan", "admin", "set", trained.PIRATE_PERSONA)
     await relay.ask(Spot("c2"), Asked("u2", "한국의 수도는 어디야?", channel="chan"))
     await eventually(lambda: bool(surface.finals("c2")))
@@ -157,25 +186,50 @@ async def test_history_is_sent_with_the_next_question(relay_env: RelayEnv) -> No
     assert surface.finals("m2") == [trained.HISTORY_ANSWER]  # trained on the prompt with that history
 
 
-async def test_long_answers_are_split_at_the_limit(relay_env: RelayEnv) -> None:
+async def test_a_long_answer_streams_on_into_numbered_parts_with_the_buttons_under_the_last(
+    relay_env: RelayEnv,
+) -> None:
+    """Past one message the stream goes on in the next: earlier parts settle (no stop control, their text
+    intact, never rewound to a "… tail" view), every part is numbered, and 👍/👎 and the footer sit under the last."""
     _, surface, relay = relay_env
     surface.max_chars = 300
-    await relay.ask(Spot("m3"), Asked("u1", "긴 이야기를 들려줘"))
-    await eventually(lambda: bool(surface.finals("m3")))
-    pieces = [*surface.finals("m3"), *surface.posts]
-    assert len(pieces) >= 3 and all(len(p) <= 300 for p in pieces)
-    assert "".join(pieces).replace(" ", "") == trained.LONG_STORY.replace(" ", "")
+    question_id = await relay.ask(Spot("m3", "t3"), Asked("u1", "긴 이야기를 들려줘"))
+    await eventually(lambda: len(surface.order) >= 2, what="a second part while streaming")
+    first = surface.messages["m3"]
+    assert first.endswith("(1/…)") and "▌" not in first and "m3" not in surface.stop_on, "part 1 settled"
+    await eventually(lambda: bool(surface.vote_buttons), 60, what="the final answer")
+    parts = [surface.messages[m] for m in surface.order]
+    total = len(parts)
+    assert total >= 3 and all(len(p) <= 300 for p in parts)
+    assert [p.rsplit("\n\n", 1)[1].split("\n")[0] for p in parts] == [f"({i}/{total})" for i in range(1, total + 1)]
+    assert list(surface.vote_buttons) == [surface.order[-1]] and surface.vote_buttons[surface.order[-1]] == question_id
+    assert "\n-# " in parts[-1] and not any("\n-# " in p for p in parts[:-1]), "the footer under the last part"
+    assert not surface.stop_on, "no stop control is left on any part"
+    bodies = [p.rsplit("\n\n", 1)[0] for p in parts]
+    assert "".join(bodies).replace(" ", "").replace("\n", "") == trained.LONG_STORY.replace(" ", "").replace("\n", "")
+    for mid in surface.order[:-1]:  # a settled part is edited again only to learn the total
+        settled = [c for _, m, c, _ in surface.edits if m == mid and "(" in c.rsplit("\n\n", 1)[-1]]
+        assert {c.rsplit("\n\n", 1)[0] for c in settled} == {surface.messages[mid].rsplit("\n\n", 1)[0]}
+
+
+async def test_a_short_answer_has_the_model_and_time_under_it(relay_env: RelayEnv) -> None:
+    _, surface, relay = relay_env
+    await relay.ask(Spot("f1"), Asked("u1", "한국의 수도는 어디야?"))
+    await eventually(lambda: bool(surface.finals("f1")))
+    final = [c for _, m, c, f in surface.edits if m == "f1" and f][-1]
+    answer, footer = final.rsplit("\n-# ", 1)
+    assert answer == trained.CAPITAL and re.fullmatch(r"\S+ · \d+\.\d초", footer), footer
 
 
 async def test_cancel_keeps_the_text_so_far_with_a_notice(relay_env: RelayEnv) -> None:
     bus, surface, relay = relay_env
     question_id = await relay.ask(Spot("m4"), Asked("u1", "긴 이야기를 들려줘"))
     await eventually(lambda: any(mid == "m4" and not f for _, mid, _, f in surface.edits))
-    await bus.request_cancel(question_id)
+    await bus.request_cancel(question_id, by="밥")
     await eventually(lambda: bool(surface.finals("m4")))
     final = surface.finals("m4")[0]
     partial, notice = final.rsplit("\n\n", 1)
-    assert notice == "⏹️ 답변을 멈췄습니다."
+    assert notice == "⏹️ 밥 님이 답변을 멈췄어요.", "who stopped it"
     assert trained.LONG_STORY.startswith(partial) and partial != trained.LONG_STORY
 
 
@@ -202,7 +256,7 @@ async def test_limits_refuse_with_clear_messages(bus: Bus) -> None:
         bus, RecordingSurface(), settings(user_questions_per_minute=2, user_concurrent_questions=1, max_queue=1)
     )
     assert await relay.refusal("u1", "   ") == "❓ 질문을 입력해 주세요."
-    assert "너무 깁니다" in str(await relay.refusal("u1", "가" * 5000))
+    assert "너무 길어요" in str(await relay.refusal("u1", "가" * 5000))
     assert await relay.refusal("u1", "질문") is None
     await relay.submit(Spot("x"), Asked("u1", "질문"))  # no worker: it stays in flight
     assert "이미 답변을 기다리는 질문이 1개" in str(await relay.refusal("u1", "질문"))
@@ -263,7 +317,7 @@ async def test_a_deleted_placeholder_gets_the_answer_as_a_fresh_message(relay_en
     await eventually(lambda: any(mid == "m6" for _, mid, _, _ in surface.edits))
     surface.deleted.add("m6")  # deleted mid-answer
     await eventually(lambda: bool(surface.posts))
-    assert surface.posts == [trained.LONG_STORY] and surface.finals("m6") == []
+    assert [without_footer(p) for p in surface.posts] == [trained.LONG_STORY] and surface.finals("m6") == []
     await eventually(lambda: nothing_tracked(bus))
 
 
@@ -298,7 +352,10 @@ async def test_nobody_is_locked_out_by_a_record_that_cannot_finish(bus: Bus) -> 
     )
     assert "이미 답변을 기다리는" not in str(await relay.refusal("u1", "질문"))  # a dead record holds no slot
     assert await relay.resume() == 0
-    assert surface.finals("old") == ["⌛ 이 질문은 너무 오래되어 답변을 마치지 못했습니다. 다시 물어봐 주세요."]
+    assert surface.finals("old") == [
+        "⌛ 이 질문은 너무 오래되어 답변을 마치지 못했어요. 다시 물어봐 주세요. "
+        "계속되면 관리자에게 참조 번호 `q-old`를 알려 주세요."
+    ], "with the reference an operator finds in the logs"
     assert await bus.tracked("test") == []
     # A record nobody can decode is removed the first time it is read.
     await bus.redis.hset(bus.keys.inflight("test"), "q-bad", b"\xff not json")
@@ -434,7 +491,7 @@ def test_a_task_is_quoted_as_a_request_and_a_question_as_a_question() -> None:
     from bot.texts import object_particle, quote_of
 
     assert quote_of("밥", "스레드 요약", "summarize", "ko") == "**밥** 님이 스레드 요약을 요청했어요"
-    assert quote_of("U1", "맞춤법 교정", "proofread", "ko", slack=True) == "<@U1> 님이 맞춤법 교정을 요청했어요"
+    assert quote_of("밥", "맞춤법 교정", "proofread", "ko", slack=True) == "*밥* 님이 맞춤법 교정을 요청했어요"
     assert quote_of("Bob", "Thread summary", "summarize", "en") == "**Bob** requested: Thread summary"
     assert quote_of("밥", "서울은?", "ask", "ko") == "**밥** 님의 질문: 서울은?"
     assert (object_particle("요약"), object_particle("검사"), object_particle("번역")) == ("을", "를", "을")

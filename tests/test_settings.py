@@ -87,9 +87,9 @@ def test_suggested_prompts_are_validated_with_a_clear_message() -> None:
 
 def test_suggested_prompts_are_whole_requests_in_both_languages() -> None:
     # Slack sends a suggested prompt as soon as it is clicked: one that waits for more text sends nothing to work on.
-    from bot.settings import DEFAULT_PROMPTS
+    from bot.texts import PANE_PROMPTS
 
-    for language, prompts in DEFAULT_PROMPTS.items():
+    for language, prompts in PANE_PROMPTS.items():
         assert 1 <= len(prompts) <= 4, language
         for prompt in prompts:
             assert not prompt["message"].rstrip().endswith((":", "：")), prompt

@@ -10,6 +10,7 @@ import asyncio
 import html
 import itertools
 import json
+import re
 import socket
 import time
 import urllib.parse
@@ -27,9 +28,10 @@ from tests.standins.slack import SlackStandIn
 from tests.standins.slack.common import sign
 from tests.support import trained
 from tests.support.conformance import slack_standin_problems
-from tests.support.controls import stop_button_on, stored_votes, vote_buttons_on
+from tests.support.controls import feedback_buttons_on, stop_button_on, stored_votes, vote_buttons_on
 from tests.support.engines import LONG_CODE_QUESTION, RunWorker
 from tests.support.processes import BotProcess, RedisServer, free_port, half_open
+from tests.support.shown import footer_of, without_footer
 
 pytestmark = pytest.mark.e2e
 
@@ -53,19 +55,29 @@ class Slack:
         ]
 
     async def long_answer_streaming(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Alice asks for the long story: her message and the message the answer streams into (natively, or
-        the placeholder with SLACK_NATIVE_STREAMING=0), once part of the answer shows there."""
+        """Alice asks for the long story in the channel: her message and the one message the answer grows in (the
+        placeholder, with its stop button), once part of the answer shows there."""
         s = self.standin
         asked = await s.post_user_message(s.channel_id, s.alice, self.mention("긴 이야기를 들려줘"), mention=True)
 
         def partial() -> dict[str, Any] | None:
             replies = [m for m in s.thread(s.channel_id, asked["ts"]) if m.get("bot_id")]
-            streamed = next((m for m in replies if m.get("streamed") and m["appends"] >= 1), None)
-            placeholder = next((m for m in replies if stop_button_on(m) and m["edits"] >= 1), None)
-            native = self.bot.env.get("SLACK_NATIVE_STREAMING", "1") != "0"
-            return streamed if native else placeholder
+            return next((m for m in replies if stop_button_on(m) and m["edits"] >= 1), None)
 
         return asked, await s.wait_for(partial)
+
+    async def pane_answer_streaming(self) -> tuple[tuple[str, str], dict[str, Any]]:
+        """Alice asks for the long story in the assistant pane: the pane thread and the message the answer streams
+        into natively, once part of it shows."""
+        s = self.standin
+        thread_ts = await s.open_assistant_thread(s.alice)
+        await s.wait_for(lambda: s.suggested_prompts.get((s.dm_channel_id, thread_ts)))
+        await s.post_user_message(s.dm_channel_id, s.alice, "긴 이야기를 들려줘", thread_ts=thread_ts)
+        pane = (s.dm_channel_id, thread_ts)
+        streamed = await s.wait_for(
+            lambda: next((m for m in s.thread(*pane) if m.get("streamed") and m["appends"] >= 1), None)
+        )
+        return pane, streamed
 
     async def answer_in_thread(
         self, channel: str, thread_ts: str, expected: str, timeout: float = 60
@@ -77,7 +89,7 @@ class Slack:
         def settled() -> dict[str, Any] | None:
             replies = [m for m in self.standin.thread(channel, thread_ts) if m.get("bot_id")]
             for message in replies:
-                text = html.unescape(message["text"]) if message.get("streamed") else message["text"]
+                text = without_footer(html.unescape(message["text"]) if message.get("streamed") else message["text"])
                 if text == (expected if message.get("streamed") else shown) and not stop_button_on(message):
                     return None if message.get("streaming") else message
             return None
@@ -89,7 +101,7 @@ class Slack:
             raise AssertionError(f"no settled answer; thread: {replies}\n{self.bot.log()[-3000:]}") from None
 
     async def only_answer_left(self, channel: str, thread_ts: str, answer: dict[str, Any]) -> None:
-        """Wait until the answer is the bot's only reply in the thread (its placeholder deleted after it)."""
+        """Wait until the answer is the bot's only reply in the thread: one message for one answer."""
 
         def replies() -> list[dict[str, Any]]:
             return [m for m in self.standin.thread(channel, thread_ts) if m.get("bot_id") and m["ts"] != thread_ts]
@@ -149,20 +161,18 @@ async def test_slash_command_posts_the_question_and_answers_in_its_thread(slack_
     await s.slash_command("/kullm", "딥러닝이 뭐야?", s.alice, s.channel_id)
     assert time.monotonic() - started < 3, "acknowledged well within Slack's 3 s"
     asked = await sl.asked_message(s.channel_id)
-    assert asked["text"] == f"<@{s.alice}> 님의 질문: 딥러닝이 뭐야?"
+    assert asked["text"] == "*앨리스* 님의 질문: 딥러닝이 뭐야?", "the asker's name, without a mention that pings"
     answer = await sl.answer_in_thread(s.channel_id, asked["ts"], trained.DEEP_LEARNING)
-    assert answer.get("streamed") and s.calls_to("chat.stopStream"), "streamed: chat.startStream … chat.stopStream"
-    started = s.calls_to("chat.startStream")[0].args
-    assert (started["thread_ts"], started["recipient_user_id"], started["recipient_team_id"]) == (
-        asked["ts"],
-        s.alice,
-        s.team_id,
-    )
-    await sl.only_answer_left(s.channel_id, asked["ts"], answer)  # the placeholder is deleted once it is done
+    # One message from start to end: the placeholder ("⏳ 생각 중…" and the stop button), the answer growing in it,
+    # then the answer with the model's footer and Slack's own 👍/👎. Nothing posted and deleted on the way.
+    assert answer["edits"] >= 2 and not answer.get("streamed") and not s.calls_to("chat.startStream")
+    assert not s.calls_to("chat.delete") and feedback_buttons_on(answer)
+    assert footer_of(answer["text"]), answer["text"]
+    await sl.only_answer_left(s.channel_id, asked["ts"], answer)
     log = sl.bot.log()
     assert all(secret not in log for secret in (s.bot_token, s.app_token, s.signing_secret, "딥러닝이 뭐야?"))
-    streaming = [c.at for c in s.calls_to("chat.startStream") + s.calls_to("chat.appendStream")]
-    assert all(b - a >= 0.25 for a, b in itertools.pairwise(streaming)), "appends are throttled"
+    streaming = [c.at for c in s.calls_to("chat.update")][:-1]  # the final edit goes out at once
+    assert all(b - a >= 0.25 for a, b in itertools.pairwise(streaming)), "updates are throttled"
 
 
 @pytest.mark.bot_env(SLACK_NATIVE_STREAMING="0")
@@ -177,23 +187,28 @@ async def test_without_native_streaming_the_placeholder_is_edited(slack_env_fixt
     assert all(b - a >= 0.25 for a, b in itertools.pairwise(streaming)), "streaming updates are throttled"
 
 
-async def test_where_slack_will_not_stream_the_placeholder_is_edited(slack_env_fixture: Slack) -> None:
+async def test_where_slack_will_not_stream_the_pane_edits_one_message(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
     s.native_streaming = False  # an older workspace: chat.startStream is refused
-    asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("딥러닝이 뭐야?"), mention=True)
-    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], trained.DEEP_LEARNING)
-    assert not answer.get("streamed") and answer["edits"] >= 2
+    thread_ts = await s.open_assistant_thread(s.alice)
+    await s.wait_for(lambda: s.suggested_prompts.get((s.dm_channel_id, thread_ts)))
+    await s.post_user_message(s.dm_channel_id, s.alice, "딥러닝이 뭐야?", thread_ts=thread_ts)
+    answer = await sl.answer_in_thread(s.dm_channel_id, thread_ts, trained.DEEP_LEARNING)
+    assert not answer.get("streamed")
     assert [c.response["error"] for c in s.calls_to("chat.startStream")] == ["feature_not_enabled"], "tried once"
+    await sl.only_answer_left(s.dm_channel_id, thread_ts, answer)
     s.native_streaming = True  # the next answer streams again
-    again = await s.post_user_message(s.channel_id, s.alice, sl.mention("한국의 수도는 어디야?"), mention=True)
-    assert (await sl.answer_in_thread(s.channel_id, again["ts"], trained.CAPITAL)).get("streamed")
+    again = await s.open_assistant_thread(s.alice)
+    await s.wait_for(lambda: s.suggested_prompts.get((s.dm_channel_id, again)))
+    await s.post_user_message(s.dm_channel_id, s.alice, "한국의 수도는 어디야?", thread_ts=again)
+    assert (await sl.answer_in_thread(s.dm_channel_id, again, trained.CAPITAL)).get("streamed")
 
 
 async def test_a_429_on_append_stream_is_waited_out(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
     s.fail_next("chat.appendStream", retry_after=1)
-    asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("긴 이야기를 들려줘"), mention=True)
-    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], trained.LONG_STORY)
+    pane, _ = await sl.pane_answer_streaming()
+    answer = await sl.answer_in_thread(*pane, trained.LONG_STORY)
     statuses = [c.status for c in s.calls_to("chat.appendStream")]
     assert statuses[0] == 429 and statuses[-1] == 200 and answer.get("streamed")
 
@@ -201,11 +216,13 @@ async def test_a_429_on_append_stream_is_waited_out(slack_env_fixture: Slack) ->
 async def test_an_expired_stream_is_finished_by_editing_it(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
     s.stream_idle_timeout_s = 0.0  # Slack ends the stream before the first append
-    asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("긴 이야기를 들려줘"), mention=True)
-    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], trained.LONG_STORY)
+    thread_ts = await s.open_assistant_thread(s.alice)
+    await s.wait_for(lambda: s.suggested_prompts.get((s.dm_channel_id, thread_ts)))
+    await s.post_user_message(s.dm_channel_id, s.alice, "긴 이야기를 들려줘", thread_ts=thread_ts)
+    answer = await sl.answer_in_thread(s.dm_channel_id, thread_ts, trained.LONG_STORY)
     errors = [c.response["error"] for c in s.calls_to("chat.appendStream") if c.response and not c.response["ok"]]
     assert errors == ["message_not_in_streaming_state"] and answer["edits"] >= 1
-    await sl.only_answer_left(s.channel_id, asked["ts"], answer)
+    await sl.only_answer_left(s.dm_channel_id, thread_ts, answer)
 
 
 async def test_slash_command_refusals_are_ephemeral(slack_env_fixture: Slack) -> None:
@@ -215,9 +232,9 @@ async def test_slash_command_refusals_are_ephemeral(slack_env_fixture: Slack) ->
     assert "/kullm" in usage["text"]
     await s.slash_command("/kullm", "딥러닝이 뭐야?", s.alice, s.other_channel_id)
     invite = await s.wait_for(lambda: next((e for e in s.ephemerals if "/invite" in e.get("text", "")), None))
-    assert "KULLM이 이 채널에 없습니다" in invite["text"]
+    assert "KULLM이 이 채널에 없어요" in invite["text"]
     await s.slash_command("/kullm", "가" * 5000, s.alice, s.channel_id)
-    await s.wait_for(lambda: any("너무 깁니다" in e.get("text", "") for e in s.ephemerals))
+    await s.wait_for(lambda: any("너무 길어요" in e.get("text", "") for e in s.ephemerals))
     assert not slack_env_fixture.bot_posts(s.other_channel_id)
 
 
@@ -233,11 +250,11 @@ async def settings_reply(s: SlackStandIn, words: str, user: str) -> str:
 @pytest.mark.bot_env(SLACK_ADMIN_USER_IDS="U0NOBODY,U0ALICE")
 async def test_an_admin_sets_the_channels_persona_and_the_next_question_follows_it(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
-    assert (await settings_reply(s, "persona", s.bob)).startswith("🎭 이 채널에는 페르소나가 없습니다")
+    assert (await settings_reply(s, "페르소나", s.bob)).startswith("🎭 이 채널에는 페르소나가 없어요")
     refused = await settings_reply(s, f"persona set {trained.PIRATE_PERSONA}", s.bob)
     assert refused.startswith("🔒"), "bob is not a workspace admin (users.info) nor in SLACK_ADMIN_USER_IDS"
     s.users[s.bob]["is_admin"] = True
-    done = await settings_reply(s, f"persona set {trained.PIRATE_PERSONA}", s.bob)
+    done = await settings_reply(s, f"페르소나 정하기 {trained.PIRATE_PERSONA}", s.bob)
     assert done.startswith("✅") and trained.PIRATE_PERSONA in done
     asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("한국의 수도는 어디야?"), mention=True)
     await sl.answer_in_thread(s.channel_id, asked["ts"], trained.PIRATE_CAPITAL)
@@ -247,7 +264,7 @@ async def test_an_admin_sets_the_channels_persona_and_the_next_question_follows_
     await s.slash_command("/kullm", "한국의 수도는 어디야?", s.alice, s.channel_id)
     asked = await sl.asked_message(s.channel_id)
     await sl.answer_in_thread(s.channel_id, asked["ts"], trained.CAPITAL)
-    assert (await settings_reply(s, "help", s.alice)).startswith("⚙️ 사용법: `/kullm-설정 persona`")
+    assert (await settings_reply(s, "help", s.alice)).startswith("⚙️ 사용법: `/kullm-설정 페르소나 보기` (보기)")
 
 
 async def test_slash_command_in_a_dm_with_the_app(slack_env_fixture: Slack) -> None:
@@ -276,7 +293,8 @@ async def test_mention_answers_in_a_thread_and_continues_with_history(slack_env_
     )
     await s.wait_for(
         lambda: any(
-            m["text"] == trained.HISTORY_ANSWER and not stop_button_on(m) for m in s.thread(s.channel_id, first["ts"])
+            without_footer(m["text"]) == trained.HISTORY_ANSWER and not stop_button_on(m)
+            for m in s.thread(s.channel_id, first["ts"])
         ),
         60,
     )
@@ -287,7 +305,7 @@ async def test_direct_messages_are_answered(slack_env_fixture: Slack) -> None:
     await s.post_user_message(s.dm_channel_id, s.alice, "고려대학교는 어디에 있어?")
     await s.wait_for(
         lambda: any(
-            m["text"] == trained.KOREA_UNIV and not stop_button_on(m)
+            without_footer(m["text"]) == trained.KOREA_UNIV and not stop_button_on(m)
             for m in slack_env_fixture.bot_posts(s.dm_channel_id)
         ),
         60,
@@ -301,23 +319,29 @@ async def test_shortcut_opens_a_modal_and_answers_about_the_message(slack_env_fi
     )
     await s.message_shortcut(SHORTCUT_ID, source, s.alice, s.channel_id)
     opened = await s.wait_for(lambda: next(iter(s.views), None))
+    quote, field = opened["view"]["blocks"]
+    assert (
+        quote["text"]["text"]
+        == "*고른 메시지*\n&gt; 구름(KULLM)은 고려대학교 NLP &amp; AI 연구실이 만든 한국어 LLM입니다."
+    )
+    assert field["element"]["placeholder"]["text"].startswith("이 메시지에 대해 무엇이 궁금한가요?")
     await s.submit_view(opened["view"], {"question": {"value": "이 글을 요약해줘"}}, s.alice)
     await sl.answer_in_thread(s.channel_id, source["ts"], trained.CONTEXT_ANSWER)
 
 
-async def test_stop_button_stops_a_natively_streamed_answer(slack_env_fixture: Slack) -> None:
+async def test_typing_stop_in_the_pane_stops_its_streaming_answer(slack_env_fixture: Slack) -> None:
+    """A natively streamed answer is the one message of the pane (a stream carries no button): "그만" typed in the
+    thread stops it, and the text so far stays with who stopped it."""
     sl, s = slack_env_fixture, slack_env_fixture.standin
-    asked, streamed = await sl.long_answer_streaming()
-    placeholder = next(m for m in s.thread(s.channel_id, asked["ts"]) if stop_button_on(m))
-    assert placeholder["text"] == "✍️ 아래에 답변을 쓰는 중…", "the stop button stays above the stream"
-    button = placeholder["blocks"][1]["elements"][0]
-    await s.click_button(s.channel_id, placeholder["ts"], CANCEL_ACTION, button["value"], s.alice)
-    await s.wait_for(lambda: not streamed["streaming"] and (s.channel_id, placeholder["ts"]) not in s.messages)
-    assert html.unescape(streamed["text"]).endswith("⏹️ 답변을 멈췄습니다.")
+    pane, streamed = await sl.pane_answer_streaming()
+    assert not any(stop_button_on(m) for m in s.thread(*pane)), "no control message beside the stream"
+    await s.post_user_message(pane[0], s.bob, "그만", thread_ts=pane[1])  # not the asker: a question like any
+    await s.post_user_message(pane[0], s.alice, "그만", thread_ts=pane[1])
+    await s.wait_for(lambda: not streamed["streaming"])
+    assert html.unescape(streamed["text"]).endswith("⏹️ 앨리스 님이 답변을 멈췄어요.")
     assert html.unescape(streamed["text"]).startswith(trained.LONG_STORY[:20])
 
 
-@pytest.mark.bot_env(SLACK_NATIVE_STREAMING="0")
 async def test_stop_button_is_honoured_only_for_the_asker(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
     asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("긴 이야기를 들려줘"), mention=True)
@@ -331,12 +355,12 @@ async def test_stop_button_is_honoured_only_for_the_asker(slack_env_fixture: Sla
     await s.wait_for(lambda: any("질문한 사람이나 관리자만" in e.get("text", "") for e in s.ephemerals))
     await s.click_button(s.channel_id, placeholder["ts"], CANCEL_ACTION, button["value"], s.alice)
     final = await s.wait_for(lambda: placeholder if not stop_button_on(placeholder) else None)
-    assert final["text"].endswith("⏹️ 답변을 멈췄습니다.")
+    assert final["text"].endswith("⏹️ 앨리스 님이 답변을 멈췄어요."), "who stopped it"
     # A click from a stale view, and one naming a question that never existed: told, nothing else changes.
     edits = placeholder["edits"]
     for value in (button["value"], "0" * 32):
         await s.click_button(s.channel_id, placeholder["ts"], CANCEL_ACTION, value, s.alice)
-    await s.wait_for(lambda: len([e for e in s.ephemerals if e["text"] == "이 답변은 이미 끝났습니다."]) == 2)
+    await s.wait_for(lambda: len([e for e in s.ephemerals if e["text"] == "이 답변은 이미 끝났어요."]) == 2)
     assert placeholder["edits"] == edits
 
 
@@ -350,7 +374,7 @@ async def test_a_retried_event_is_answered_once(slack_env_fixture: Slack) -> Non
         s.channel_id, s.alice, sl.mention("한국의 수도는 어디야?"), mention=True, event_id="Ev0RETRY", retry_attempt=1
     )
     await asyncio.sleep(1.0)
-    answers = [m for m in sl.bot_posts(s.channel_id) if m["text"] == trained.CAPITAL]
+    answers = [m for m in sl.bot_posts(s.channel_id) if without_footer(m["text"]) == trained.CAPITAL]
     assert len(answers) == 1
 
 
@@ -363,19 +387,19 @@ async def test_mentions_in_model_output_are_neutralised(slack_env_fixture: Slack
         assert "<!channel>" not in json.dumps(call.args, ensure_ascii=False)
 
 
-@pytest.mark.bot_env(SLACK_NATIVE_STREAMING="0")
-async def test_a_long_answer_is_split_at_slacks_limit(slack_env_fixture: Slack) -> None:
+async def test_a_long_answer_streams_on_into_numbered_messages(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
     asked = await s.post_user_message(s.channel_id, s.alice, sl.mention(LONG_CODE_QUESTION), mention=True)
-    await s.wait_for(
-        lambda: (
-            len([m for m in s.thread(s.channel_id, asked["ts"]) if m.get("bot_id")]) == 2
-            and not stop_button_on(s.thread(s.channel_id, asked["ts"])[0])
-        ),
-        60,
-    )
-    pieces = [m["text"] for m in s.thread(s.channel_id, asked["ts"]) if m.get("bot_id")]
+
+    def replies() -> list[dict[str, Any]]:
+        return [m for m in s.thread(s.channel_id, asked["ts"]) if m.get("bot_id") and m["ts"] != asked["ts"]]
+
+    await s.wait_for(lambda: len(replies()) == 2 and vote_buttons_on(replies()[-1]), 60)
+    pieces = [m["text"] for m in replies()]
     assert all(len(p) <= 3100 for p in pieces) and all(p.count("```") % 2 == 0 for p in pieces)
+    assert [p.rsplit("\n\n", 1)[1].split("\n")[0] for p in pieces] == ["(1/2)", "(2/2)"]
+    assert not any(stop_button_on(m) for m in replies()) and [vote_buttons_on(m) for m in replies()] == [False, True]
+    assert not s.calls_to("chat.delete"), "the parts stay: nothing appears and vanishes"
 
 
 @pytest.mark.bot_env(SLACK_NATIVE_STREAMING="0")
@@ -396,42 +420,40 @@ async def test_redis_down_is_told_and_the_next_question_answered(
     asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("한국의 수도는 어디야?"), mention=True)
     notice = await s.wait_for(lambda: next((e for e in s.ephemerals if e["text"].startswith("🔌")), None), 30)
     assert (notice["user"], notice["thread_ts"]) == (s.alice, asked["ts"])
-    assert "Redis" in notice["text"] and not s.thread(s.channel_id, asked["ts"])[1:], "no placeholder left hanging"
+    ref = re.search(r"`([0-9a-f]{8})`", notice["text"])
+    assert ref and f"ref {ref[1]}" in sl.bot.log(), "the reference the asker is given is in the operator's log"
+    assert "Redis" not in notice["text"] and not s.thread(s.channel_id, asked["ts"])[1:], "no placeholder hanging"
     await asyncio.to_thread(redis_server.start)
     asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("한국의 수도는 어디야?"), mention=True)
     await sl.answer_in_thread(s.channel_id, asked["ts"], trained.CAPITAL)
 
 
-@pytest.mark.parametrize(
-    "streaming", ["native", pytest.param("edit", marks=pytest.mark.bot_env(SLACK_NATIVE_STREAMING="0"))]
-)
-async def test_app_killed_mid_answer_finishes_the_same_message(slack_env_fixture: Slack, streaming: str) -> None:
+@pytest.mark.parametrize("where", ["channel", "pane"])
+async def test_app_killed_mid_answer_finishes_the_same_message(slack_env_fixture: Slack, where: str) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
-    asked, answering = await sl.long_answer_streaming()
+    if where == "channel":
+        asked, answering = await sl.long_answer_streaming()
+        thread = (s.channel_id, asked["ts"])
+    else:
+        thread, answering = await sl.pane_answer_streaming()
     sl.bot.kill()
     sl.restart_bot()
-    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], trained.LONG_STORY)
-    # Native: the restarted app cannot append to a stream it did not start; it stops it and edits it to the end.
+    answer = await sl.answer_in_thread(*thread, trained.LONG_STORY)
+    # The pane: the restarted app cannot append to a stream it did not start; it stops it and edits it to the end.
     assert answer["ts"] == answering["ts"]
-    await sl.only_answer_left(s.channel_id, asked["ts"], answer)
-    if streaming == "native":
+    await sl.only_answer_left(*thread, answer)
+    if where == "pane":
         assert [c.args["ts"] for c in s.calls_to("chat.stopStream")][-1] == answering["ts"]
 
 
-@pytest.mark.parametrize("deleted", ["answer", "placeholder"])
-async def test_a_deleted_answer_is_posted_fresh_and_a_deleted_placeholder_does_not_matter(
-    slack_env_fixture: Slack, deleted: str
-) -> None:
+async def test_a_deleted_streamed_answer_is_posted_fresh(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
-    asked, streamed = await sl.long_answer_streaming()
-    placeholder = next(m for m in s.thread(s.channel_id, asked["ts"]) if stop_button_on(m))
-    gone = streamed if deleted == "answer" else placeholder
-    del s.messages[(s.channel_id, gone["ts"])]  # a moderator deletes it mid-answer: Slack says message_not_found
-    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], trained.LONG_STORY)
-    assert (answer["ts"] != streamed["ts"]) == (deleted == "answer")
+    pane, streamed = await sl.pane_answer_streaming()
+    del s.messages[(pane[0], streamed["ts"])]  # deleted mid-answer: Slack says message_not_found
+    answer = await sl.answer_in_thread(*pane, trained.LONG_STORY)
+    assert answer["ts"] != streamed["ts"]
 
 
-@pytest.mark.bot_env(SLACK_NATIVE_STREAMING="0")
 async def test_a_deleted_placeholder_gets_a_fresh_answer(slack_env_fixture: Slack) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
     asked, placeholder = await sl.long_answer_streaming()
@@ -527,17 +549,23 @@ async def test_missing_or_rejected_tokens_name_the_variable(redis_server: RedisS
         await standin.stop()
 
 
-@pytest.mark.parametrize(
-    "streaming", ["native", pytest.param("edit", marks=pytest.mark.bot_env(SLACK_NATIVE_STREAMING="0"))]
-)
-async def test_a_finished_answer_can_be_rated_once_per_person(slack_env_fixture: Slack, streaming: str) -> None:
+@pytest.mark.parametrize("buttons", ["feedback_buttons", "plain"])
+async def test_a_finished_answer_can_be_rated_once_per_person(slack_env_fixture: Slack, buttons: str) -> None:
+    """Slack's own feedback element (accessibility labels, native icons), or plain buttons where a workspace
+    refuses it; either way a person's latest vote counts."""
     sl, s = slack_env_fixture, slack_env_fixture.standin
+    s.feedback_buttons = buttons == "feedback_buttons"
     asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("딥러닝이 뭐야?"), mention=True)
     answer = await sl.answer_in_thread(s.channel_id, asked["ts"], trained.DEEP_LEARNING)
-    assert vote_buttons_on(answer) and (streaming == "native" or not answer.get("streamed"))
-    up, down = answer["blocks"][-1]["elements"]
-    for clicks, (action, user) in enumerate(((up, s.alice), (down, s.alice), (up, s.bob)), start=1):
-        await s.click_button(s.channel_id, answer["ts"], action["action_id"], action["value"], user)
+    assert vote_buttons_on(answer) and feedback_buttons_on(answer) == (buttons == "feedback_buttons")
+    for clicks, (up, user) in enumerate(((True, s.alice), (False, s.alice), (True, s.bob)), start=1):
+        if buttons == "feedback_buttons":
+            labels = answer["blocks"][-1]["elements"][0]
+            assert labels["positive_button"]["accessibility_label"] == "이 답변이 도움이 됐어요"
+            await s.click_feedback(s.channel_id, answer["ts"], up, user)
+        else:
+            action = answer["blocks"][-1]["elements"][0 if up else 1]
+            await s.click_button(s.channel_id, answer["ts"], action["action_id"], action["value"], user)
         # One click at a time, as a person clicks: each is answered before the next (see the Discord test).
         notices = await s.wait_for(
             lambda clicks=clicks: (e := [x for x in s.ephemerals if "평가를 저장" in x["text"]])[clicks - 1 :] and e
@@ -562,10 +590,12 @@ async def test_the_assistant_pane_suggests_waits_on_the_status_line_titles_and_r
     answer = await sl.answer_in_thread(s.dm_channel_id, thread_ts, trained.NAME_ANSWER)
     assert vote_buttons_on(answer), "rated like any answer (a longer one streams in: the next test)"
     statuses = [status for where, status in s.status_history if where == pane]
-    assert statuses[:2] == ["생각 중…", "답변을 쓰는 중…"], "waiting (nobody ahead), then generating"
+    assert statuses[:2] == ["생각하는 중…", "답변을 쓰는 중…"], "after the app's name: waiting, then generating"
+    assert len(s.loading_messages[pane]) >= 3, "Slack's rotating loading messages under the status"
+    assert answer.get("streamed") and footer_of(html.unescape(answer["text"])), "streamed, with the footer"
     assert pane not in s.statuses or not s.statuses[pane], "the reply cleared the status line"
     assert s.titles[pane] == "내 이름은 민수야", "the first question names the thread"
-    await sl.only_answer_left(*pane, answer)  # the stop button's message is gone with the answer finished
+    await sl.only_answer_left(*pane, answer)  # one message for the answer: no control message came and went
     # A follow-up in the same pane thread is answered with the thread's earlier turns.
     await s.post_user_message(s.dm_channel_id, s.alice, "내 이름이 뭐라고 했지?", thread_ts=thread_ts)
     await sl.answer_in_thread(s.dm_channel_id, thread_ts, trained.HISTORY_ANSWER)
@@ -573,22 +603,29 @@ async def test_the_assistant_pane_suggests_waits_on_the_status_line_titles_and_r
 
 
 @pytest.mark.bot_env(SLACK_SUGGESTED_PROMPTS='[{"title": "요약", "message": "이 글을 요약해 줘"}]')
-async def test_the_panes_prompts_are_configurable_and_a_stop_button_is_under_the_stream(
-    slack_env_fixture: Slack,
-) -> None:
+async def test_the_panes_prompts_are_configurable(slack_env_fixture: Slack) -> None:
     s = slack_env_fixture.standin
+    thread_ts = await s.open_assistant_thread(s.alice)
+    prompts = await s.wait_for(lambda: s.suggested_prompts.get((s.dm_channel_id, thread_ts)))
+    assert prompts["prompts"] == [{"title": "요약", "message": "이 글을 요약해 줘"}]
+
+
+@pytest.mark.bot_env(BOT_LANGUAGE="en")
+async def test_english_mode_speaks_english_on_every_surface(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
     thread_ts = await s.open_assistant_thread(s.alice)
     pane = (s.dm_channel_id, thread_ts)
     prompts = await s.wait_for(lambda: s.suggested_prompts.get(pane))
-    assert prompts["prompts"] == [{"title": "요약", "message": "이 글을 요약해 줘"}]
-    await s.post_user_message(s.dm_channel_id, s.alice, "긴 이야기를 들려줘", thread_ts=thread_ts)
-    controls = await s.wait_for(lambda: next((m for m in s.thread(*pane) if stop_button_on(m)), None))
-    streamed = next(m for m in s.thread(*pane) if m.get("streamed"))
-    assert float(controls["ts"]) > float(streamed["ts"]), "the stop button comes under the streaming answer"
-    button = controls["blocks"][1]["elements"][0]
-    await s.click_button(s.dm_channel_id, controls["ts"], CANCEL_ACTION, button["value"], s.alice)
-    await s.wait_for(lambda: not streamed["streaming"] and (s.dm_channel_id, controls["ts"]) not in s.messages)
-    assert html.unescape(streamed["text"]).endswith("⏹️ 답변을 멈췄습니다.")
+    await s.post_user_message(s.dm_channel_id, s.alice, "한국의 수도는 어디야?", thread_ts=thread_ts)
+    await sl.answer_in_thread(*pane, trained.CAPITAL)
+    statuses = [status for where, status in s.status_history if where == pane]
+    assert statuses[:2] == ["is thinking…", "is writing the answer…"], "read after the app's name"
+    await s.slash_command("/kullm-settings", "persona", s.alice, s.channel_id)
+    await s.slash_command("/kullm", "", s.alice, s.channel_id)
+    await s.wait_for(lambda: len(s.ephemerals) >= 2)
+    shown = json.dumps([prompts, s.loading_messages[pane], [e["text"] for e in s.ephemerals]], ensure_ascii=False)
+    assert not re.search("[가-힣]", shown), shown
+    assert "/kullm-settings persona set" in shown
 
 
 # ---------------------------------------------------------------------------------------------- workspace actions
@@ -611,17 +648,19 @@ async def test_a_thread_is_summarised_from_the_shortcut_and_by_a_mention_in_it(s
     ]
     lonely = await s.post_user_message(s.channel_id, s.bob, "스레드 없는 메시지")
     await s.message_shortcut("kullm_summarize", lonely, s.bob, s.channel_id)
-    await s.wait_for(lambda: any("스레드가 없습니다" in e.get("text", "") for e in s.ephemerals))
+    await s.wait_for(lambda: any("스레드가 없어요" in e.get("text", "") for e in s.ephemerals))
     await s.message_shortcut("kullm_summarize", s.messages[(s.channel_id, root["ts"])], s.bob, s.channel_id)
     await sl.answer_in_thread(s.channel_id, root["ts"], scripted_summary(lines))
     quote = next(m for m in s.thread(s.channel_id, root["ts"]) if "요청했어요" in m.get("text", ""))
-    assert quote["text"] == f"<@{s.bob}> 님이 스레드 요약을 요청했어요", "a task reads as the request it is"
+    assert quote["text"] == "*밥* 님이 스레드 요약을 요청했어요", (
+        "a task reads as the request it is, naming without pinging"
+    )
     # Asked inside the thread: the bot's own messages (the quote, the first summary) are left out.
     await s.post_user_message(s.channel_id, s.alice, sl.mention("요약"), thread_ts=root["ts"], mention=True)
     await s.wait_for(
         lambda: (
             sum(
-                m.get("text") == scripted_summary(lines) or html.unescape(m.get("text", "")) == scripted_summary(lines)
+                without_footer(html.unescape(m.get("text", ""))) == scripted_summary(lines)
                 for m in s.thread(s.channel_id, root["ts"])
                 if m.get("bot_id")
             )
@@ -660,7 +699,7 @@ async def test_a_shared_text_file_is_the_questions_context_and_others_are_refuse
     )
     await s.wait_for(
         lambda: any(
-            m.get("text") == trained.CONTEXT_ANSWER or html.unescape(m.get("text", "")) == trained.CONTEXT_ANSWER
+            without_footer(html.unescape(m.get("text", ""))) == trained.CONTEXT_ANSWER
             for m in s.messages.values()
             if m["channel"] == s.dm_channel_id and m.get("bot_id")
         )
@@ -669,10 +708,10 @@ async def test_a_shared_text_file_is_the_questions_context_and_others_are_refuse
     big = ("big.txt", "text/plain", "가".encode() * 2000)
     await s.post_user_message(s.channel_id, s.alice, sl.mention("이 글을 요약해줘"), mention=True, files=[big])
     await s.wait_for(
-        lambda: any("너무 큽니다" in e.get("text", "") and "4,000" in e.get("text", "") for e in s.ephemerals)
+        lambda: any("너무 커요" in e.get("text", "") and "4 KB" in e.get("text", "") for e in s.ephemerals)
     )
     assert s.file_downloads == downloads, "refused by its size, before downloading it"
     image = ("photo.png", "image/png", b"\x89PNG\r\n\x1a\n\x00\x00")
     await s.post_user_message(s.channel_id, s.alice, sl.mention("이 글을 요약해줘"), mention=True, files=[image])
-    await s.wait_for(lambda: any("텍스트 파일이 아닙니다" in e.get("text", "") for e in s.ephemerals))
+    await s.wait_for(lambda: any("텍스트 파일이 아니에요" in e.get("text", "") for e in s.ephemerals))
     assert CONTEXT not in sl.bot.log(), "a file's text is not logged"

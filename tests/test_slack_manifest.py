@@ -1,26 +1,42 @@
-"""slack/manifest.yml creates exactly the app the adapter expects, with least privilege."""
+"""slack/manifest.yml (Korean) and slack/manifest.en.yml (English) create exactly the app the adapter expects, in
+its language, with least privilege; both are the ones the catalogue writes."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from bot.settings import SlackSettings
 from bot.slack_app import SHORTCUT_ID, TASK_SHORTCUTS
+from bot.slack_manifest import FILES, manifest_text
+from bot.texts import Language
 
-MANIFEST = Path(__file__).resolve().parent.parent / "slack" / "manifest.yml"
+SLACK = Path(__file__).resolve().parent.parent / "slack"
+HANGUL = re.compile(r"[\uac00-\ud7a3\u3131-\u318e]")
 
 
-def test_manifest_matches_the_adapter() -> None:
-    manifest = yaml.safe_load(MANIFEST.read_text())
-    features, settings = manifest["features"], manifest["settings"]
-    default_settings_command = SlackSettings.model_fields["slack_settings_command"].default
-    assert [c["command"] for c in features["slash_commands"]] == ["/kullm", default_settings_command]
+def manifest(language: Language) -> dict:  # type: ignore[type-arg]
+    return yaml.safe_load((SLACK / FILES[language]).read_text())
+
+
+@pytest.mark.parametrize("language", ["ko", "en"])
+def test_each_languages_manifest_is_the_one_the_catalogue_writes(language: Language) -> None:
+    assert (SLACK / FILES[language]).read_text() == manifest_text(language), "run `python -m bot.slack_manifest`"
+
+
+@pytest.mark.parametrize("language", ["ko", "en"])
+def test_manifest_matches_the_adapter(language: Language) -> None:
+    features, settings = manifest(language)["features"], manifest(language)["settings"]
+    adapter = SlackSettings(_env_file=None, bot_language=language)  # type: ignore[call-arg]
+    assert [c["command"] for c in features["slash_commands"]] == ["/kullm", adapter.settings_command]
     assert [(s["type"], s["callback_id"]) for s in features["shortcuts"]] == [
         ("message", SHORTCUT_ID),
         *(("message", callback_id) for callback_id in TASK_SHORTCUTS),
     ]
+    assert all(len(s["name"]) <= 25 for s in features["shortcuts"]), "Slack's limit on a shortcut's name"
     assert sorted(settings["event_subscriptions"]["bot_events"]) == [
         "app_mention",
         "assistant_thread_started",
@@ -31,8 +47,18 @@ def test_manifest_matches_the_adapter() -> None:
     assert features["app_home"]["messages_tab_enabled"] is True  # DMs with the bot
 
 
-def test_scopes_are_least_privilege() -> None:
-    scopes = yaml.safe_load(MANIFEST.read_text())["oauth_config"]["scopes"]["bot"]
+def test_the_english_app_has_no_korean_and_the_korean_app_speaks_korean() -> None:
+    english = yaml.safe_dump(manifest("en"), allow_unicode=True)
+    assert not HANGUL.search(english), HANGUL.findall(english)
+    korean = manifest("ko")["features"]
+    assert (
+        korean["slash_commands"][1]["command"] == "/kullm-설정" and korean["shortcuts"][0]["name"] == "KULLM에게 묻기"
+    )
+
+
+@pytest.mark.parametrize("language", ["ko", "en"])
+def test_scopes_are_least_privilege(language: Language) -> None:
+    scopes = manifest(language)["oauth_config"]["scopes"]["bot"]
     assert sorted(scopes) == [
         "app_mentions:read",
         "assistant:write",
@@ -43,5 +69,5 @@ def test_scopes_are_least_privilege() -> None:
         "groups:history",
         "im:history",
         "mpim:history",
-        "users:read",  # /kullm-설정: whether the person setting a persona is a workspace admin; names in summaries
+        "users:read",  # the settings command: whether someone is a workspace admin; names in summaries and quotes
     ]

@@ -194,9 +194,9 @@ def test_kullm_ask_translates_proofreads_and_summarises_a_file(
     assert [(e["done"], e["total"]) for e in events if e["type"] == "progress"][-1] == (3, 3)
     assert events[-1]["type"] == "done" and events[-1]["text"].startswith("합친 요약([1부] 요약(사람1: 1번")
     plain = run_kullm(["ask", "--task", "summarize", "--context-file", str(thread)], redis_server.url)
-    assert "요약 중… 3/3" in plain.stderr
+    assert "요약하는 중… 3/3" in plain.stderr
     empty = run_kullm(["ask", "--task", "translate", "  "], redis_server.url)
-    assert empty.returncode == 2 and "번역할 글이 없습니다" in empty.stderr
+    assert empty.returncode == 2 and "번역할 글이 없어요" in empty.stderr
 
 
 # ---------------------------------------------------------------------------------------------- one summary, many users

@@ -198,7 +198,7 @@ def test_ask_rides_out_a_redis_restart_mid_answer(model_dir: Path, tmp_path: Pat
         assert lost.finish(30) == 4
         assert "다시 연결하는 중" in lost.stderr()
         assert lost.final()["type"] == "error" and lost.final()["code"] == "redis"  # --json: errors are JSON lines
-        assert "Redis에 연결할 수 없습니다" in str(lost.final()["message"])
+        assert "Redis에 연결할 수 없어요" in str(lost.final()["message"])
     finally:
         worker.stop()
         server.stop()
@@ -218,7 +218,7 @@ def test_redis_refusing_writes_keeps_workers_up_and_loses_nothing_queued(
         worker = start_worker(wait=False, engine="scripted")
         wait_until(lambda: "refuses writes (OOM)" in str((worker.health() or {}).get("status")), 60, what="503")
         refused = run_kullm(["ask", "한국의 수도는 어디야?"], redis_server.url)
-        assert refused.returncode == 4 and "쓰기를 거부합니다 (OOM)" in refused.stderr, refused.stderr
+        assert refused.returncode == 4 and "쓰기를 거부해요 (OOM)" in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stderr
         assert worker.process is not None and worker.process.poll() is None  # up, not in a restart loop
     finally:
@@ -332,7 +332,7 @@ def test_sigterm_past_the_grace_period_releases_to_another_worker(
 
 def test_client_refusals_are_clear_and_exit_non_zero(redis_server: RedisServer) -> None:
     too_long = run_kullm(["ask", "가" * 5000], redis_server.url)
-    assert too_long.returncode == 2 and "질문이 너무 깁니다 (5000자)" in too_long.stderr
+    assert too_long.returncode == 2 and "질문이 너무 길어요 (5,000자)" in too_long.stderr
     empty = run_kullm(["ask", "   "], redis_server.url)
     assert empty.returncode == 2 and "질문을 입력해 주세요" in empty.stderr
     english = run_kullm(["ask", "a" * 5000], redis_server.url, env={"BOT_LANGUAGE": "en"})
@@ -340,11 +340,11 @@ def test_client_refusals_are_clear_and_exit_non_zero(redis_server: RedisServer) 
 
     AskProcess(redis_server.url, "첫 질문", env={"MAX_QUEUE": "1"}).wait_for("queued")
     busy = run_kullm(["ask", "두 번째 질문"], redis_server.url, env={"MAX_QUEUE": "1"})
-    assert busy.returncode == 3 and "질문이 너무 많이 밀려 있습니다" in busy.stderr
+    assert busy.returncode == 3 and "질문이 너무 많이 밀려 있어요" in busy.stderr
     assert queue_depth(redis_server) == 1
 
     down = run_kullm(["ask", "질문"], f"redis://:secret-pass@127.0.0.1:{free_port()}/0")
-    assert down.returncode == 4 and "Redis에 연결할 수 없습니다" in down.stderr
+    assert down.returncode == 4 and "Redis에 연결할 수 없어요" in down.stderr
     assert "secret-pass" not in down.stderr
 
 

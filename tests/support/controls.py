@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from bot.slack_app import CANCEL_ACTION, VOTE_ACTION
+from bot.slack_app import CANCEL_ACTION, FEEDBACK_ACTION, VOTE_ACTION
 from chatbus import Bus, Keys, Vote, connect
 
 
@@ -26,8 +26,19 @@ def stop_button_on(message: dict[str, Any]) -> bool:
 
 
 def vote_buttons_on(message: dict[str, Any]) -> bool:
-    """The answer is finished and can be rated: its 👍/👎 buttons are shown."""
-    return any(c.startswith(("kullm:vote:", VOTE_ACTION)) for c in _controls(message))
+    """The answer is finished and can be rated: its 👍/👎 buttons are shown (Slack's feedback_buttons, or plain
+    buttons)."""
+    return any(c.startswith(("kullm:vote:", VOTE_ACTION, FEEDBACK_ACTION)) for c in _controls(message))
+
+
+def feedback_buttons_on(message: dict[str, Any]) -> bool:
+    """Slack's own feedback element (context_actions → feedback_buttons) is under the message."""
+    return any(
+        element.get("type") == "feedback_buttons"
+        for block in message.get("blocks") or []
+        if block.get("type") == "context_actions"
+        for element in block.get("elements") or []
+    )
 
 
 async def stored_votes(redis_url: str) -> list[Vote]:

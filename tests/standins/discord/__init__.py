@@ -75,6 +75,8 @@ class DiscordStandIn(Gateway, Messages, RestApi, Interactions):
         self.member_roles[int(self.admin["id"])] = [self.admin_role_id]
         # Commands a server opened to everyone in its integration settings (past default_member_permissions).
         self.opened_commands: set[str] = set()
+        self.locales: dict[int, str] = {}  # a member's Discord client language (en-US, ko, …); Korean unless set
+        self.dms_closed: set[int] = set()  # users who turned off DMs from server members: the bot gets 403 50007
         self.channels: dict[int, dict[str, Any]] = {
             self.channel_id: self._text_channel(self.channel_id, "kullm", 0),
             self.other_channel_id: self._text_channel(self.other_channel_id, "general", 1),
@@ -261,6 +263,13 @@ class DiscordStandIn(Gateway, Messages, RestApi, Interactions):
         if self._saved_urls is not None:
             Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = self._saved_urls
             self._saved_urls = None
+
+    def dm_messages(self, user: dict[str, Any]) -> list[dict[str, Any]]:
+        """Live messages of the DM channel with `user` (none before the bot opened it)."""
+        for channel in self.channels.values():
+            if channel["type"] == 1 and channel["recipients"][0]["id"] == user["id"]:
+                return self.messages_in(int(channel["id"]))
+        return []
 
     def messages_in(self, channel_id: int) -> list[dict[str, Any]]:
         """Live (not deleted) messages of a channel or thread, in creation order."""

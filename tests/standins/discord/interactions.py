@@ -38,25 +38,30 @@ class Interactions:
         subcommand, as Discord sends them. A command whose `default_member_permissions` the member lacks is not
         offered to them (PermissionError), unless the server opened it to everyone (`opened_commands`).
         """
+        locale = self.locale_of(user)
         command_name, *path = name.split()
-        scope, command = self._find_command(command_name, 1)
+        scope, command = self._find_command(command_name, 1, locale)
         self._check_offered(command, user, channel_id)
         nodes, declared_options = [], command.get("options", [])
         for part in path:  # SUB_COMMAND_GROUP (2), then SUB_COMMAND (1)
-            node = next((o for o in declared_options if o["name"] == part and o["type"] in (1, 2)), None)
+            node = next(
+                (o for o in declared_options if _shown_as(o, locale) == part and o["type"] in (1, 2)),
+                None,
+            )
             if node is None:
                 raise KeyError(f"stand-in: /{command_name} has no subcommand {part!r} there")
             nodes.append(node)
             declared_options = node.get("options", [])
-        declared = {o["name"]: o.get("type", 3) for o in declared_options}
+        # An option typed by the name the member's client shows is sent under its registered name.
+        declared = {_shown_as(o, locale): (o["name"], o.get("type", 3)) for o in declared_options}
         convert: dict[int, Callable[[str], Any]] = {4: int, 5: lambda v: str(v).lower() == "true", 10: float}
-        opts = [
-            {"name": k, "type": declared.get(k, 3), "value": convert.get(declared.get(k, 3), str)(v)}
-            for k, v in options.items()
-        ]
+        opts = []
+        for k, v in options.items():
+            registered, kind = declared.get(k, (k, 3))
+            opts.append({"name": registered, "type": kind, "value": convert.get(kind, str)(v)})
         for node in reversed(nodes):
             opts = [{"name": node["name"], "type": node["type"], "options": opts}]
-        data: dict[str, Any] = {"id": command["id"], "name": command_name, "type": 1, "options": opts}
+        data: dict[str, Any] = {"id": command["id"], "name": command["name"], "type": 1, "options": opts}
         if scope != "global":
             data["guild_id"] = scope
         return await self._interact(2, data, user, channel_id)
@@ -65,11 +70,11 @@ class Interactions:
         self, name: str, target_message_id: int, user: dict[str, Any], channel_id: int
     ) -> dict[str, Any]:
         """`user` picks message context-menu command `name` on a message; dispatches INTERACTION_CREATE."""
-        scope, command = self._find_command(name, 3)
+        scope, command = self._find_command(name, 3, self.locale_of(user))
         target = self._wire(self._message(target_message_id))
         data: dict[str, Any] = {
             "id": command["id"],
-            "name": name,
+            "name": command["name"],
             "type": 3,
             "target_id": str(target_message_id),
             "resolved": {"messages": {str(target_message_id): target}},
@@ -99,6 +104,8 @@ class Interactions:
 
         if row["type"] == 18:
             return {"type": 18, "id": row.get("id"), "component": answer(row["component"])}
+        if row["type"] == 10:  # a text display shown in the modal comes back as its type and id only
+            return {"type": 10, "id": row.get("id")}
         return {"type": row["type"], "components": [answer(c) for c in row.get("components", [])]}
 
     async def click_button(self, message_id: int, custom_id: str, user: dict[str, Any]) -> dict[str, Any]:
@@ -122,12 +129,17 @@ class Interactions:
         if not held & ADMINISTRATOR and held & required != required:
             raise PermissionError(f"stand-in: /{command['name']} is not offered to {user['username']}")
 
-    def _find_command(self, name: str, kind: int) -> tuple[str, dict[str, Any]]:
+    def locale_of(self, user: dict[str, Any]) -> str:
+        """The language `user`'s Discord client is set to (`locales`; Korean unless set)."""
+        return self.locales.get(int(user["id"]), "ko")
+
+    def _find_command(self, name: str, kind: int, locale: str = "") -> tuple[str, dict[str, Any]]:
+        """The synced command a member picks by `name`: as registered, or as their client's `locale` shows it."""
         for scope in (str(self.guild_id), "global"):  # a guild command shadows a global one, as in the client UI
             for command in self.commands.get(scope, []):
-                if command["name"] == name and command.get("type", 1) == kind:
+                if _shown_as(command, locale) == name and command.get("type", 1) == kind:
                     return scope, command
-        raise KeyError(f"stand-in: no command {name!r} of type {kind} was synced")
+        raise KeyError(f"stand-in: no command {name!r} of type {kind} was synced (locale {locale or 'default'})")
 
     async def _interact(
         self,
@@ -150,7 +162,7 @@ class Interactions:
             "version": 1,
             "channel_id": str(channel_id),
             "channel": self.channels[channel_id],
-            "locale": "ko",
+            "locale": self.locale_of(user),  # the member's client language
             "app_permissions": str(self.permissions_of(self.bot_id)),
             "entitlements": [],
             "attachment_size_limit": 10 * 1024 * 1024,
@@ -289,3 +301,8 @@ class Interactions:
         self.interaction_responses.append({**entry, "type": f"edit_{label}"})
         await self._announce("MESSAGE_UPDATE", msg)
         return _json(self._wire(msg))
+
+
+def _shown_as(item: dict[str, Any], locale: str) -> str:
+    """A command's or option's name as a client in `locale` shows it: its localisation, else its name."""
+    return str((item.get("name_localizations") or {}).get(locale) or item["name"])

@@ -236,6 +236,9 @@ class RestApi:
             return _error(404, "Unknown Channel", 10003)
         if req.method == "GET":
             return self._history(cid, req.query)
+        channel = self.channels[cid]
+        if channel["type"] == 1 and int(channel["recipients"][0]["id"]) in self.dms_closed:
+            return _error(403, "Cannot send messages to this user", 50007)  # DMs from server members turned off
         body = req.body or {}
         ref = body.get("message_reference")
         if ref and int(ref["message_id"]) not in self.messages:

@@ -54,6 +54,8 @@ class SlackStandIn(SocketMode, Messages, WebApi, Interactions):
         self.suggested_prompts: dict[tuple[str, str], dict[str, Any]] = {}
         self.titles: dict[tuple[str, str], str] = {}
         self.native_streaming = True  # False: chat.startStream is refused, as in a workspace without the feature
+        self.feedback_buttons = True  # False: context_actions blocks are invalid_blocks, as where Slack lacks them
+        self.loading_messages: dict[tuple[str, str], list[str]] = {}  # the status's rotating lines, by thread
         self.stream_idle_timeout_s = 300.0  # a stream nobody appends to for this long is ended by Slack
         self.echo_own_messages = False  # True: like real Slack, the bot's own posts come back as message events
 

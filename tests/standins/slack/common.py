@@ -50,6 +50,7 @@ MAX_BLOCKS, MAX_TEXT, MAX_SECTION_TEXT, MAX_HEADER_TEXT, MAX_MARKDOWN_TOTAL = 50
 BLOCK_TYPES = {
     "actions",
     "context",
+    "context_actions",
     "divider",
     "file",
     "header",
@@ -136,11 +137,36 @@ def _one_block_errors(block: dict[str, Any], where: str) -> list[str]:
             errors.append(f"{where}: {kind} needs 1..{most} elements")
     elif kind == "rich_text" and not isinstance(block.get("elements"), list):
         errors.append(f"{where}: rich_text needs elements")
+    elif kind == "context_actions":
+        errors += _context_actions_errors(block, where)
     return errors
 
 
-def block_errors(blocks: Any) -> list[str]:
-    """Why Slack would answer invalid_blocks for these message blocks (empty when they are fine)."""
+def _context_actions_errors(block: dict[str, Any], where: str) -> list[str]:
+    """context_actions: 1 to 5 feedback_buttons or icon_button elements (docs.slack.dev/reference/block-kit)."""
+    elements = block.get("elements")
+    if not isinstance(elements, list) or not 1 <= len(elements) <= 5:
+        return [f"{where}: context_actions needs 1..5 elements"]
+    errors: list[str] = []
+    for j, element in enumerate(elements):
+        at = f"{where}/elements/{j}"
+        if not isinstance(element, dict) or element.get("type") not in ("feedback_buttons", "icon_button"):
+            errors.append(f"{at}: context_actions holds feedback_buttons or icon_button elements")
+        elif element["type"] == "feedback_buttons":
+            for side in ("positive_button", "negative_button"):
+                button = element.get(side)
+                if not isinstance(button, dict) or not isinstance(button.get("value"), str):
+                    errors.append(f"{at}/{side}: needs a text and a value")
+                    continue
+                errors += _text_object_errors(button.get("text"), f"{at}/{side}/text", 75, ("plain_text",))
+                if len(str(button.get("accessibility_label") or "")) > 75:
+                    errors.append(f"{at}/{side}/accessibility_label must be at most 75 characters")
+    return errors
+
+
+def block_errors(blocks: Any, *, feedback_buttons: bool = True) -> list[str]:
+    """Why Slack would answer invalid_blocks for these message blocks (empty when they are fine); without
+    `feedback_buttons`, a workspace that lacks context_actions refuses that block."""
     if not isinstance(blocks, list):
         return ["blocks must be an array"]
     errors: list[str] = []
@@ -148,7 +174,8 @@ def block_errors(blocks: Any) -> list[str]:
         errors.append(f"no more than {MAX_BLOCKS} blocks allowed")
     seen_ids: set[str] = set()
     for i, block in enumerate(blocks):
-        if not isinstance(block, dict) or block.get("type") not in BLOCK_TYPES:
+        known = BLOCK_TYPES if feedback_buttons else BLOCK_TYPES - {"context_actions"}
+        if not isinstance(block, dict) or block.get("type") not in known:
             errors.append(f"/{i}: unsupported block type {block.get('type') if isinstance(block, dict) else block!r}")
             continue
         block_id = block.get("block_id")

@@ -57,7 +57,7 @@ class Messages:
         if text is not None and len(text) > MAX_TEXT:
             raise SlackError("msg_too_long")
         if blocks is not None:
-            errors = block_errors(blocks)
+            errors = block_errors(blocks, feedback_buttons=self.feedback_buttons)
             if errors:
                 raise SlackError("invalid_blocks", errors=errors, response_metadata={"messages": errors})
             if _markdown_total(blocks) > MAX_MARKDOWN_TOTAL:

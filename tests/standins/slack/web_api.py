@@ -179,7 +179,7 @@ class WebApi:
         message = self._streaming_message(channel["id"], args.get("ts"))
         message["text"] += self._stream_text(args, required=False)
         if args.get("blocks") is not None:
-            errors = block_errors(args["blocks"])
+            errors = block_errors(args["blocks"], feedback_buttons=self.feedback_buttons)
             if errors:
                 raise SlackError("invalid_blocks", errors=errors, response_metadata={"messages": errors})
             message["blocks"] = args["blocks"]  # shown under the streamed text
@@ -223,6 +223,14 @@ class WebApi:
         key = self._assistant_thread(args)
         if "status" not in args:
             raise SlackError("invalid_arguments", response_metadata={"messages": ["[ERROR] missing status"]})
+        lines = args.get("loading_messages")
+        if isinstance(lines, str):
+            lines = json.loads(lines)
+        if lines is not None:
+            valid = isinstance(lines, list) and 1 <= len(lines) <= 10 and all(isinstance(x, str) and x for x in lines)
+            if not valid:
+                raise SlackError("invalid_arguments", response_metadata={"messages": ["[ERROR] loading_messages"]})
+            self.loading_messages[key] = lines
         self.statuses[key] = str(args["status"])  # "" clears it; so does the app's next reply in the thread
         self.status_history.append((key, str(args["status"])))
         return {}

@@ -103,17 +103,57 @@ class Interactions:
         self, channel: str, message_ts: str, action_id: str, value: str, user: str, *, expect_ack: bool = True
     ) -> dict[str, Any]:
         """A person clicks the button `action_id` of a message; returns envelope_id, trigger_id, response_url."""
-        message = self.messages.get((channel, message_ts))
-        if message is None:
-            raise KeyError(f"stand-in: no message {channel}/{message_ts}")
+        message = self._clicked_message(channel, message_ts)
         block_id, button_text = "standin-block", value
         for block in message.get("blocks") or []:
             for element in [*(block.get("elements") or []), block.get("accessory") or {}]:
                 if isinstance(element, dict) and element.get("action_id") == action_id:
                     block_id = block.get("block_id", block_id)
                     button_text = (element.get("text") or {}).get("text", value)
+        action = {
+            "action_id": action_id,
+            "block_id": block_id,
+            "text": {"type": "plain_text", "text": button_text, "emoji": True},
+            "value": value,
+            "type": "button",
+        }
+        return await self._block_action(message, user, action, expect_ack=expect_ack)
+
+    async def click_feedback(self, channel: str, message_ts: str, positive: bool, user: str) -> dict[str, Any]:
+        """A person clicks 👍 (`positive`) or 👎 of the feedback_buttons element under a message."""
+        message = self._clicked_message(channel, message_ts)
+        found = [
+            (block, element)
+            for block in message.get("blocks") or []
+            if block.get("type") == "context_actions"
+            for element in block.get("elements") or []
+            if element.get("type") == "feedback_buttons"
+        ]
+        if not found:
+            raise ValueError(f"stand-in: message {channel}/{message_ts} has no feedback_buttons")
+        block, element = found[0]
+        button = element["positive_button" if positive else "negative_button"]
+        action = {
+            "action_id": element.get("action_id"),
+            "block_id": block.get("block_id", "standin-block"),
+            "type": "feedback_buttons",
+            "value": button["value"],
+        }
+        return await self._block_action(message, user, action)
+
+    def _clicked_message(self, channel: str, message_ts: str) -> dict[str, Any]:
+        message = self.messages.get((channel, message_ts))
+        if message is None:
+            raise KeyError(f"stand-in: no message {channel}/{message_ts}")
+        return message
+
+    async def _block_action(
+        self, message: dict[str, Any], user: str, action: dict[str, Any], *, expect_ack: bool = True
+    ) -> dict[str, Any]:
+        """Send the block_actions payload of one `action` on `message` by `user`; returns envelope_id, trigger_id,
+        response_url."""
+        channel, message_ts = message["channel"], message["ts"]
         rid, trigger_id = self._response_target(channel, user, message_ts), self._trigger()
-        action_ts = f"{time.time():.6f}"
         payload: dict[str, Any] = {
             "type": "block_actions",
             "user": self._user_ref(user),
@@ -128,62 +168,10 @@ class Interactions:
             "message": self._wire(message),
             "state": {"values": {}},
             "response_url": f"{self.http_base}/response/{rid}",
-            "actions": [
-                {
-                    "action_id": action_id,
-                    "block_id": block_id,
-                    "text": {"type": "plain_text", "text": button_text, "emoji": True},
-                    "value": value,
-                    "type": "button",
-                    "action_ts": action_ts,
-                }
-            ],
+            "actions": [{**action, "action_ts": f"{time.time():.6f}"}],
         }
         envelope_id = await self._send_envelope("interactive", payload, expect_ack=expect_ack)
         return {"envelope_id": envelope_id, "trigger_id": trigger_id, "response_url": payload["response_url"]}
-
-    async def click_feedback(self, channel: str, message_ts: str, positive: bool, user: str) -> dict[str, Any]:
-        """A person clicks 👍 (`positive`) or 👎 of the feedback_buttons element under a message."""
-        message = self.messages.get((channel, message_ts))
-        if message is None:
-            raise KeyError(f"stand-in: no message {channel}/{message_ts}")
-        found = [
-            (block, element)
-            for block in message.get("blocks") or []
-            if block.get("type") == "context_actions"
-            for element in block.get("elements") or []
-            if element.get("type") == "feedback_buttons"
-        ]
-        if not found:
-            raise ValueError(f"stand-in: message {channel}/{message_ts} has no feedback_buttons")
-        block, element = found[0]
-        button = element["positive_button" if positive else "negative_button"]
-        payload: dict[str, Any] = {
-            "type": "block_actions",
-            "user": self._user_ref(user),
-            "api_app_id": self.app_id,
-            "token": self.verification_token,
-            "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
-            "trigger_id": self._trigger(),
-            "team": self._team_ref(),
-            "enterprise": None,
-            "is_enterprise_install": False,
-            "channel": self._channel_ref(channel),
-            "message": self._wire(message),
-            "state": {"values": {}},
-            "response_url": f"{self.http_base}/response/{self._response_target(channel, user, message_ts)}",
-            "actions": [
-                {
-                    "action_id": element.get("action_id"),
-                    "block_id": block.get("block_id", "standin-block"),
-                    "type": "feedback_buttons",
-                    "value": button["value"],
-                    "action_ts": f"{time.time():.6f}",
-                }
-            ],
-        }
-        envelope_id = await self._send_envelope("interactive", payload)
-        return {"envelope_id": envelope_id}
 
     def _trigger(self) -> str:
         trigger_id = f"{int(time.time())}.{TEAM_ID[1:]}.{uuid.uuid4().hex}"

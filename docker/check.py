@@ -470,13 +470,15 @@ PERSONA_GET = (
 
 
 def _discord_answer(discord: Any, thread: int) -> str | None:
-    """The bot's settled answer in a Discord thread (its stop button gone; the vote buttons come), or None."""
+    """The bot's settled answer in a Discord thread (its stop button gone; the vote buttons come), without the
+    footer naming the model, or None."""
     from tests.support.controls import stop_button_on
+    from tests.support.shown import without_footer
 
     for message in discord.messages_in(thread):
         ours = int(message["author"]["id"]) == discord.bot_id
         if ours and not stop_button_on(message) and not str(message["content"]).startswith("⏳"):
-            return str(message["content"])
+            return without_footer(str(message["content"]))
     return None
 
 
@@ -489,12 +491,18 @@ def _slack_question(slack: Any) -> str:
 
 
 def _slack_answer(slack: Any, thread_ts: str) -> str | None:
-    """The text of a finished bot answer in a Slack thread (streamed and stopped), or None."""
+    """The text of a finished bot answer in a Slack thread (the one message it grew in, its stop button gone),
+    without the footer naming the model, or None."""
     import html
 
+    from tests.support.controls import stop_button_on
+    from tests.support.shown import without_footer
+
     for message in slack.thread(slack.channel_id, thread_ts):
-        if message.get("bot_id") and message.get("streamed") and not message.get("streaming"):
-            return html.unescape(str(message["text"]))
+        if message.get("bot_id") and message["ts"] != thread_ts and not stop_button_on(message):
+            shown = str(message["text"])
+            if not shown.startswith("⏳") and not message.get("streaming"):
+                return without_footer(html.unescape(shown))
     return None
 
 

@@ -23,11 +23,9 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextlib
-import hashlib
 import json
 import logging
 import math
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -38,9 +36,10 @@ from pydantic import Field, ValidationError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bot.errors import BotError
 from bot.follow import follow_answer
 from bot.limits import check_question
-from bot.process import EXIT_CONFIG, EXIT_OK, load_settings, on_stop_signal
+from bot.process import load_settings
 from bot.settings import ClientSettings
 from chatbus import (
     AnswerTimeout,
@@ -56,15 +55,17 @@ from chatbus import (
     Turn,
     connect,
 )
+from chatbus.api_keys import digest
 from chatbus.errors import write_refusal
-from chatbus.http_guard import HEADER_TIMEOUT_S, ConnectionGuard, descriptor_cap
 from chatbus.ledger import Ledger, prompt_bound
 from chatbus.messages import MAX_INSTRUCTIONS_CHARS, MAX_TURN_CHARS, MAX_TURNS
+from runtime.exits import EXIT_CONFIG, EXIT_OK
+from runtime.http_guard import HEADER_TIMEOUT_S, ConnectionGuard, descriptor_cap
+from runtime.signals import on_stop_signal
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-KEY_PREFIX = "kullm-"
 RATE_WINDOW_S = 60
 DISCONNECT_POLL_S = 0.25
 MODELS_TTL_S = 10.0  # how long the workers' reported model names are reused
@@ -92,15 +93,7 @@ class ApiSettings(ClientSettings):
     api_header_timeout_s: float = Field(default=HEADER_TIMEOUT_S, gt=0)
 
 
-def digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def new_key() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(32)
-
-
-class ApiError(Exception):
+class ApiError(BotError):
     """An error answered in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`."""
 
     def __init__(

@@ -22,7 +22,7 @@ import yarl
 from discord import app_commands
 
 from bot.pdf_text import PdfReader
-from bot.process import EXIT_CONFIG, EXIT_OK, load_settings, on_stop_signal
+from bot.process import load_settings
 from bot.relay import Asked, PlaceholderGone, Relay
 from bot.settings import DiscordSettings
 from bot.texts import Language, quote_of, text
@@ -37,6 +37,8 @@ from bot.workspace import (
     transcript_line,
 )
 from chatbus import Bus, Keys, Task, connect
+from runtime.exits import EXIT_CONFIG, EXIT_OK
+from runtime.signals import on_stop_signal
 
 log = logging.getLogger(__name__)
 MESSAGE_TASKS: tuple[Task, ...] = ("summarize", "translate", "proofread")  # message actions beside "Ask KULLM"

@@ -28,6 +28,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from redis.exceptions import RedisError
 
+from bot.errors import BotError
 from bot.follow import follow_answer
 from bot.formatting import split_message
 from bot.limits import check_question, work_units
@@ -72,11 +73,11 @@ VOTE_WINDOW_S = 7 * 24 * 3600  # how long after it is posted an answer can be ra
 VOTES_PER_MINUTE = 20  # a person's clicks on vote buttons, over all answers
 
 
-class PlaceholderGone(Exception):
+class PlaceholderGone(BotError):
     """The platform says the placeholder is gone: deleted, or its channel deleted or closed to the bot."""
 
 
-class CannotPost(Exception):
+class CannotPost(BotError):
     """The placeholder could not be posted where the question was asked; `notice` tells the asker why."""
 
     def __init__(self, notice: str) -> None:

@@ -33,7 +33,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.formatting import split_message
 from bot.mrkdwn import slack_escape, to_slack_mrkdwn
 from bot.pdf_text import PdfReader
-from bot.process import EXIT_CONFIG, EXIT_OK, load_settings, on_stop_signal
+from bot.process import load_settings
 from bot.relay import Asked, CannotPost, PlaceholderGone, Relay
 from bot.settings import SlackSettings
 from bot.slack_manifest import ASK_SHORTCUT as SHORTCUT_ID
@@ -50,7 +50,9 @@ from bot.workspace import (
     transcript_line,
 )
 from chatbus import Bus, Keys, Task, connect
-from chatbus.http_guard import ConnectionGuard
+from runtime.exits import EXIT_CONFIG, EXIT_OK
+from runtime.http_guard import ConnectionGuard
+from runtime.signals import on_stop_signal
 
 log = logging.getLogger(__name__)
 # `persona <action>` in either language's words (`/kullm-설정 페르소나 정하기 …`, `/kullm-settings persona set …`),

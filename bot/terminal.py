@@ -34,17 +34,6 @@ from rich.text import Text
 
 from bot.follow import follow_answer
 from bot.limits import check_question
-from bot.process import (
-    EXIT_BUSY,
-    EXIT_CANCELLED,
-    EXIT_FAILED,
-    EXIT_INPUT,
-    EXIT_NO_WORKER,
-    EXIT_OK,
-    EXIT_PIPE,
-    EXIT_REDIS,
-    EXIT_TIMEOUT,
-)
 from bot.settings import ClientSettings
 from bot.texts import Language, error_text, text, waiting_line
 from chatbus import (
@@ -64,6 +53,18 @@ from chatbus import (
     connect,
     redact_url,
     write_refusal,
+)
+from chatbus.api_keys import digest, new_key
+from runtime.exits import (
+    EXIT_BUSY,
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_INPUT,
+    EXIT_NO_WORKER,
+    EXIT_OK,
+    EXIT_PIPE,
+    EXIT_REDIS,
+    EXIT_TIMEOUT,
 )
 
 _ERROR_EXIT = {"too_long": EXIT_INPUT, "overloaded": EXIT_BUSY, "cancelled": EXIT_CANCELLED}
@@ -503,7 +504,6 @@ def _redis_failed(
 
 async def keys(settings: ClientSettings, action: str, name: str | None = None, **limits: int | None) -> int:
     """`kullm keys create NAME [limits] | list | revoke NAME`: the API's keys, stored as SHA-256 digests only."""
-    from bot.api import digest, new_key
 
     bus = Bus(connect(settings.redis_url, settings.redis_password), Keys(settings.key_prefix))
     try:

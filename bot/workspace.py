@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from bot.errors import BotError
 from bot.pdf_text import PdfReader
 from bot.texts import Language, human_size, text
 from chatbus.messages import MAX_CONTEXT_CHARS
@@ -60,7 +61,7 @@ def transcript_line(name: str, message: str) -> str:
 
 
 @dataclass(frozen=True)
-class FileRefused(Exception):
+class FileRefused(BotError):
     """A file that cannot be 맥락; `notice` says why, in the user's language."""
 
     notice: str

@@ -15,6 +15,7 @@ RUN python requirements.py discord slack > requirements.txt \
 
 COPY README.md ./
 COPY chatbus chatbus
+COPY runtime runtime
 COPY inference inference
 COPY bot bot
 COPY kullm kullm

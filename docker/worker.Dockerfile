@@ -32,6 +32,7 @@ RUN torch="$(grep '^torch==' lock.txt)" \
 
 COPY README.md ./
 COPY chatbus chatbus
+COPY runtime runtime
 COPY inference inference
 COPY bot bot
 COPY kullm kullm

@@ -25,18 +25,12 @@ from inference.errors import InferenceError
 from inference.metrics import Endpoint, WorkerMetrics, serve_http
 from inference.settings import WorkerSettings
 from inference.worker import Worker
+from runtime.logs import configure_logging
 
 log = logging.getLogger("inference")
 
 # With METRICS_PORT left at its default, a second worker on the host takes the first free port of the next few.
 METRICS_PORT_SEARCH = 16
-
-
-def configure_logging(level: str) -> None:
-    """One logging set-up per process; ids and counts only, never user text."""
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "urllib3", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 async def serve(settings: WorkerSettings) -> int:

@@ -12,8 +12,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from chatbus.http_guard import ConnectionGuard
 from inference.errors import PortInUse
+from runtime.http_guard import ConnectionGuard
 
 log = logging.getLogger(__name__)
 

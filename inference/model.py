@@ -20,8 +20,8 @@ from inference.placement import (
     nvidia_driver,
     nvidia_driver_present,
 )
-from inference.prompt import prompt_builder
 from inference.settings import WorkerSettings
+from inference.tokenizer import prompt_builder
 from inference.transformers_engine import TransformersEngine
 
 log = logging.getLogger(__name__)

@@ -40,8 +40,9 @@ from chatbus.messages import FinishReason
 from inference.answer import Answer
 from inference.engine import GenerationRequest, GenerationUpdate, Loaded, Sampling
 from inference.errors import EngineLoadError, ModelNotFound
-from inference.prompt import configured_window, load_tokenizer, prompt_builder, token_counter
+from inference.prompt import token_counter
 from inference.settings import WorkerSettings
+from inference.tokenizer import configured_window, load_tokenizer, prompt_builder
 
 log = logging.getLogger(__name__)
 

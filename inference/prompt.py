@@ -16,14 +16,11 @@ import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chatbus import Turn
 from chatbus.visible import is_invisible
-from inference.errors import ModelNotFound, PromptTooLong
-
-if TYPE_CHECKING:
-    from inference.settings import WorkerSettings
+from inference.errors import PromptTooLong
 
 # Every character a tokenizer or a reader may take as a line break.
 LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
@@ -378,48 +375,3 @@ def token_counter(tokenizer: Any) -> Callable[[str], int]:
         return len(tokenizer(text, add_special_tokens=False).input_ids)
 
     return count_tokens
-
-
-def prompt_builder(
-    settings: WorkerSettings, tokenizer: Any, window: int, count_tokens: Callable[[str], int] | None = None
-) -> PromptBuilder:
-    """The builder every engine and `kullm prompt` use: TEMPLATE, SYSTEM_PROMPT and the tokenizer's own counts."""
-    chat_template = tokenizer_chat_template(tokenizer)
-    return PromptBuilder(
-        Template(settings.template),
-        count_tokens or token_counter(tokenizer),
-        window,
-        chat_template,
-        settings.system_prompt,
-        tokenizer_markers(tokenizer, chat_template),
-    )
-
-
-def configured_window(settings: WorkerSettings) -> int | None:
-    """MODEL_ID's window from its config alone (no weights), or None when the config cannot be read."""
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(
-            settings.model_id, revision=settings.model_revision, local_files_only=settings.hf_hub_offline
-        )
-    except (OSError, ValueError):
-        return None
-    window = getattr(config, "max_position_embeddings", None)
-    return int(window) if window else None
-
-
-def load_tokenizer(settings: WorkerSettings) -> Any:
-    """MODEL_ID's tokenizer alone (no weights); ModelNotFound, naming MODEL_ID, when it cannot be loaded."""
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(
-            settings.model_id,
-            revision=settings.model_revision,
-            token=settings.hf_token.get_secret_value() if settings.hf_token else None,
-            local_files_only=settings.hf_hub_offline,
-        )
-    except (OSError, ValueError) as exc:
-        cause = " ".join(str(exc).split())[:300]
-        raise ModelNotFound(f"cannot load the tokenizer of MODEL_ID={settings.model_id!r} ({cause})") from exc

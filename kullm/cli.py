@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import SecretStr, ValidationError
 
-from bot.process import EXIT_CANCELLED, EXIT_INPUT, EXIT_PIPE
 from bot.texts import Language, text
 from chatbus.config import settings_problem
 from chatbus.messages import MAX_CONTEXT_CHARS, MAX_NEW_TOKENS, TASKS
+from runtime.exits import EXIT_CANCELLED, EXIT_INPUT, EXIT_PIPE
 
 if TYPE_CHECKING:
     from pydantic_settings import BaseSettings

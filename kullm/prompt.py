@@ -14,14 +14,14 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from bot.process import EXIT_FAILED, EXIT_INPUT, EXIT_OK
 from bot.texts import Language, text
 from chatbus import Bus, Keys, Turn, connect, redact_url
 from inference.errors import InferenceError, PromptTooLong
 from inference.model import DEFAULT_CONTEXT_WINDOW
 from inference.placement import model_source
-from inference.prompt import configured_window, load_tokenizer, prompt_builder
 from inference.settings import WorkerSettings
+from inference.tokenizer import configured_window, load_tokenizer, prompt_builder
+from runtime.exits import EXIT_FAILED, EXIT_INPUT, EXIT_OK
 
 
 @dataclass(frozen=True)

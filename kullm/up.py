@@ -29,13 +29,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.process import EXIT_CONFIG
 from bot.settings import DiscordSettings, SlackSettings
 from chatbus import redact_url
 from chatbus.config import DATA_DIR, RedisRecord
 from inference.demo import DEMO_QUESTIONS
 from inference.presets import DEMO_PRESET
 from inference.settings import WorkerSettings
+from runtime.exits import EXIT_CONFIG
 
 log = logging.getLogger("kullm.up")
 

@@ -1,4 +1,5 @@
-"""Package boundaries of DESIGN: bot/ and inference/ never import each other; chatbus stays small."""
+"""Package boundaries of DESIGN: bot/ and inference/ never import each other; chatbus stays small; no module
+imports itself back through others."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def imported_roots(package: str) -> set[str]:
         ("bot", {"inference", "torch", "transformers"}),
         ("inference", {"bot", "discord", "slack_bolt", "slack_sdk"}),
         ("chatbus", {"bot", "inference", "torch"}),
+        ("runtime", {"chatbus", "bot", "inference", "kullm", "torch"}),  # process plumbing: anyone may import it
     ],
 )
 def test_forbidden_imports(package: str, forbidden: set[str]) -> None:
@@ -51,3 +53,52 @@ def test_the_worker_loop_never_loads_torch() -> None:
     modules = "inference.__main__, inference.worker, inference.outbox, inference.governor, inference.engine"
     code = f"import sys, {modules}; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+PROJECT = ("bot", "chatbus", "inference", "kullm", "runtime")
+
+
+def module_imports() -> dict[str, set[str]]:
+    """Each project module and the project modules it imports, TYPE_CHECKING and function-local imports included."""
+    modules = {
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): path
+        for package in PROJECT
+        for path in (ROOT / package).rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            found |= {target for target in targets if target in modules and target != name}
+        graph[name] = found
+    return graph
+
+
+def test_no_module_imports_itself_back_through_others() -> None:
+    graph = module_imports()
+    circles = []
+    for start in graph:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start and len(path) > 1 and not start.endswith(("__init__", "chatbus", "bot", "inference")):
+                    circles.append(" → ".join([*path, start]))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*path, nxt]))
+    assert not circles, circles
+
+
+def test_the_front_ends_exceptions_share_one_root() -> None:
+    from bot.api import ApiError
+    from bot.errors import BotError
+    from bot.relay import CannotPost, PlaceholderGone
+    from bot.workspace import FileRefused
+
+    assert all(issubclass(error, BotError) for error in (ApiError, CannotPost, PlaceholderGone, FileRefused))

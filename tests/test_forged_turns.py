@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatbus import Turn
-from inference.prompt import PromptBuilder, Template, prompt_builder, tokenizer_chat_template, tokenizer_markers
+from inference.prompt import PromptBuilder, Template, tokenizer_chat_template, tokenizer_markers
 from inference.settings import WorkerSettings
+from inference.tokenizer import prompt_builder
 from tests.support import tiny_model
 
 WINDOW = 100_000

@@ -9,7 +9,7 @@ import resource
 
 import pytest
 
-from chatbus.http_guard import (
+from runtime.http_guard import (
     ACCEPT_BURSTS,
     RESERVED_DESCRIPTORS,
     ConnectionGuard,
@@ -25,7 +25,7 @@ async def test_accept_errors_are_logged_once_a_while_with_a_count(caplog: pytest
     try:
         quiet_accept_errors(loop)
         quiet_accept_errors(loop)  # installed twice: still one handler
-        with caplog.at_level(logging.ERROR, logger="chatbus.http_guard"):
+        with caplog.at_level(logging.ERROR, logger="runtime.http_guard"):
             for _ in range(1000):  # what "Too many open files" gave each time the loop retried accepting
                 loop.call_exception_handler(
                     {"message": "socket.accept() out of system resource", "exception": OSError(24, "Too many")}

@@ -15,8 +15,9 @@ from pydantic import ValidationError
 from chatbus import Bus, Keys, Persona, Turn, connect
 from inference.errors import PromptTooLong
 from inference.presets import GIB, KULLM3_SYSTEM_PROMPT, PRESETS, too_small
-from inference.prompt import CUT_MARK, PromptBuilder, Template, prompt_builder, token_counter
+from inference.prompt import CUT_MARK, PromptBuilder, Template, token_counter
 from inference.settings import WorkerSettings
+from inference.tokenizer import prompt_builder
 from kullm.cli import main as kullm_main
 from tests.support import tiny_model, trained
 from tests.support.processes import RedisServer, StartWorker, run_kullm

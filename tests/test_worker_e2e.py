@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from chatbus import Bus, Done, Keys, Question, connect
-from chatbus.http_guard import MAX_CONNECTIONS
+from runtime.http_guard import MAX_CONNECTIONS
 from tests.support import trained
 from tests.support.engines import SCRIPTED
 from tests.support.processes import (

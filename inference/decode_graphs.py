@@ -21,10 +21,9 @@ A graph is captured the first time its (rows, width) is needed, after one warm-u
 stream (the warm-up writes the same keys and values the replay then writes). Graphs point into
 the cache's buffers: when the cache reallocates or is replaced they are dropped and captured
 anew, and a graph whose width `end` has reached is dropped at once, so only a few are alive.
-Each graph has its own memory pool. One pool shared by all of them (`torch.cuda.graph_pool_handle`,
-as vLLM does) was tried on an H200 on 2026-12-04: peak memory over eager was the same either way
-(+7.9 GB at 16 in flight, +9.3 GB at 32), and the pools hold under 100 MB after the run, so what
-graphs add to the peak is not their pools (the GPU check's `memory sources` line names what it is).
+Each graph has its own memory pool: sharing one among them (`torch.cuda.graph_pool_handle`, as vLLM does)
+does not lower the peak, because what graphs add to it is not their pools, which hold under 100 MB (the
+measurements are in bench/RESULTS.md, "memory sources"; the GPU check's line of that name says what it is).
 
 On a CPU there is nothing to capture and the same fixed-shape step runs as it is: the tests
 check that it gives the eager engine's answers and that it traces as one graph, with nothing in

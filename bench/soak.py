@@ -253,11 +253,11 @@ class Service:
         if asked.platform == "discord":
             # A refusal to a mention is a DM linking the message (or, DMs closed, a reply to it that deletes itself).
             d = self.discord
+            dm_channels = {cid for cid, channel in d.channels.items() if channel["type"] == 1}
             dms = [
                 m["content"].split("\n", 1)[-1]
-                for u in d.users.values()
-                for m in d.dm_messages(u)
-                if asked.ref in m["content"]
+                for m in d.messages.values()
+                if int(m["channel_id"]) in dm_channels and asked.ref in m["content"]
             ]
             replies = [
                 m["content"]
@@ -895,8 +895,13 @@ async def _hostile_files(service: Service) -> int:
         )
         names.append(name)
 
-    def refused() -> int:
-        shown = [m["content"] for m in d.messages_in(d.channel_id) if int(m["author"]["id"]) == d.bot_id]
+    def refused() -> int:  # told in the attacker's DM (a link to the message, then the notice), or in the channel
+        dm_channels = {cid for cid, channel in d.channels.items() if channel["type"] == 1}
+        shown = [
+            m["content"].split("\n", 1)[-1] if int(m["channel_id"]) in dm_channels else m["content"]
+            for m in d.messages.values()
+            if int(m["author"]["id"]) == d.bot_id and int(m["channel_id"]) in {d.channel_id, *dm_channels}
+        ]
         return sum(any(name in text and text.startswith("❌") for text in shown) for name in names)
 
     with contextlib.suppress(TimeoutError):

@@ -23,8 +23,9 @@ from discord import app_commands
 
 from bot.pdf_text import PdfReader
 from bot.process import load_settings
-from bot.relay import Asked, PlaceholderGone, Relay
+from bot.relay import Relay
 from bot.settings import DiscordSettings
+from bot.surface import Asked, PlaceholderGone
 from bot.texts import Language, quote_of, text
 from bot.workspace import (
     MAX_THREAD_MESSAGES,

@@ -21,18 +21,16 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Generic, Literal, TypeVar
 
 from redis.exceptions import RedisError
 
-from bot.errors import BotError
 from bot.follow import follow_answer
-from bot.formatting import split_message
+from bot.layout import AnswerLayout, model_label, took
 from bot.limits import check_question, work_units
 from bot.settings import ClientSettings
+from bot.surface import Asked, CannotPost, PlaceholderGone, Surface, Target
 from bot.texts import error_text, persona_forms, reference, text, waiting_line, with_reference
 from chatbus import (
     AnsweredRecord,
@@ -63,121 +61,8 @@ RATE_WINDOW_S = 60
 # The longest an answer may take after its question expired: in-flight records older than
 # QUESTION_TTL_S plus this are given up (and the whole hash expires if a platform goes quiet).
 MAX_ANSWER_S = 600
-STREAMING_MARK = " ▌"
-# Room kept in each message of a long answer for its part number, "\n\n(12/12)", and the streaming mark, and for
-# the footer line: the same in every message and while streaming, so a part never changes where it ends.
-PART_ROOM = 16
-FOOTER_ROOM = 64
-MODEL_LABEL_CHARS = 40
 VOTE_WINDOW_S = 7 * 24 * 3600  # how long after it is posted an answer can be rated
 VOTES_PER_MINUTE = 20  # a person's clicks on vote buttons, over all answers
-
-
-class PlaceholderGone(BotError):
-    """The platform says the placeholder is gone: deleted, or its channel deleted or closed to the bot."""
-
-
-class CannotPost(BotError):
-    """The placeholder could not be posted where the question was asked; `notice` tells the asker why."""
-
-    def __init__(self, notice: str) -> None:
-        super().__init__(notice)
-        self.notice = notice
-
-
-@dataclass(frozen=True)
-class Asked:
-    """A question as an adapter received it, before any limit was checked."""
-
-    user: str
-    question: str
-    context: str = ""
-    # A follow-up in a conversation the bot answers (a thread, a DM): its history goes with it.
-    continues: bool = False
-    # The channel whose persona (`/kullm-설정 persona`) applies: a thread's parent, else where it was asked.
-    channel: str = ""
-    # summarize, translate, proofread: the work is on `context` (a thread, a message, a file); `question` names it.
-    task: Task = "ask"
-
-
-class Target(Protocol):
-    """Where an answer is shown: the placeholder's ids on one platform, stored in the in-flight record."""
-
-    @property
-    def conversation(self) -> str:
-        """The key its conversation's history is kept under (a thread, a DM channel)."""
-        ...
-
-    def to_fields(self) -> dict[str, str]:
-        """The ids as the in-flight record stores them."""
-        ...
-
-
-OriginT = TypeVar("OriginT", contravariant=True)
-TargetT = TypeVar("TargetT", bound=Target)
-
-
-class Surface(Protocol[OriginT, TargetT]):
-    """How one platform shows an answer: refusals, a placeholder it edits, and messages after it.
-
-    `OriginT` is where a question was asked (a message, an interaction, a slash command…), as the
-    adapter describes it; `TargetT` is the placeholder it posted there.
-    """
-
-    platform: str
-    max_chars: int
-    edit_interval_s: float
-    footer_style: str  # how the small line under an answer is written: "-# {}" on Discord
-
-    def target(self, fields: Mapping[str, str]) -> TargetT:
-        """The target an in-flight record stored (`Target.to_fields`). Raises KeyError if it is not one."""
-        ...
-
-    async def refuse(self, origin: OriginT, notice: str) -> None:
-        """Tell the asker why the question is not answered, where they asked it."""
-        ...
-
-    async def post_placeholder(self, origin: OriginT, asked: Asked, content: str, question_id: str) -> TargetT:
-        """Post the placeholder (opening a thread where the platform answers in one). Raises `CannotPost`."""
-        ...
-
-    async def edit(self, target: TargetT, content: str, *, final: bool, feedback: str | None = None) -> None:
-        """Replace the placeholder's text; `final` removes the stop control, and `feedback` (a question id) puts
-        the 👍/👎 buttons for that answer in its place. Raises `PlaceholderGone`."""
-        ...
-
-    async def post_part(
-        self, target: TargetT, content: str, question_id: str, *, final: bool, feedback: str | None = None
-    ) -> TargetT:
-        """Post a message after `target` (in its thread) that the relay edits like the placeholder: the next part
-        of a long answer (with the stop control until `final`), or the answer itself when the placeholder is gone.
-        Raises `PlaceholderGone` when there is nowhere left to post."""
-        ...
-
-    async def delete(self, target: TargetT) -> None:
-        """Delete a message the relay posted (a part an answer started over no longer needs); gone is fine."""
-        ...
-
-    def working(self, target: TargetT) -> AbstractAsyncContextManager[None]:
-        """Shown while the answer is generated (a typing indicator, or nothing)."""
-        ...
-
-    async def started(self, target: TargetT) -> None:
-        """A worker began generating the answer (before its first text): say so where the platform shows waiting."""
-        ...
-
-    async def stream(self, target: TargetT, shown: str) -> tuple[TargetT, bool]:
-        """Show the answer so far (`shown`, all of it) with the platform's own streaming, where it has one.
-
-        Returns the target (changed when a streamed message began or ended: the relay stores it) and
-        whether it was shown; when not, the relay edits the placeholder as on platforms without streaming.
-        """
-        ...
-
-    async def finish(self, target: TargetT, answer: str, feedback: str | None = None) -> bool:
-        """Show the final answer where `stream` showed it (with vote buttons for `feedback`, a question id);
-        False when the relay should edit the placeholder."""
-        ...
 
 
 OriginVar = TypeVar("OriginVar")
@@ -525,7 +410,7 @@ class Relay(Generic[OriginVar, TargetVar]):
         shown = ""
         last_edit = 0.0
         gone = False
-        layout = _Layout(self, record, target)
+        layout = AnswerLayout(self.surface, self.bus, record, target, self.record_max_age_s)
 
         def outage() -> None:
             log.warning("%s question %s: Redis connection lost, waiting for it", self.platform, record.question_id)
@@ -554,7 +439,7 @@ class Relay(Generic[OriginVar, TargetVar]):
                     await self._remember(record, event.text)
                     feedback = await self._note_answered(record, event)
                     answer = f"{event.text}\n\n{text('context_cut', language)}" if event.context_cut else event.text
-                    footer = text("footer", language, model=model_label(event.model), seconds=_took(event))
+                    footer = text("footer", language, model=model_label(event.model), seconds=took(event))
                     await self._post_final(layout, answer, feedback=feedback, footer=footer)
                     return True
                 elif isinstance(event, ErrorEvent):
@@ -588,7 +473,7 @@ class Relay(Generic[OriginVar, TargetVar]):
         return error_text(event.code, language, ref)
 
     async def _post_final(
-        self, layout: _Layout[TargetVar], answer: str, *, feedback: str | None = None, footer: str = ""
+        self, layout: AnswerLayout[TargetVar], answer: str, *, feedback: str | None = None, footer: str = ""
     ) -> None:
         """The final text where the answer was streamed (with `feedback`, the question id, the vote buttons go
         under its last part); a placeholder that was deleted is replaced by fresh messages in its thread."""
@@ -673,116 +558,3 @@ class Relay(Generic[OriginVar, TargetVar]):
                 )
             except RedisError:  # the answer still goes out; a follow-up to it has one turn less of context
                 log.warning("%s question %s: Redis down, its turn is not remembered", self.platform, record.question_id)
-
-
-def model_label(model: str) -> str:
-    """The model as the small line under an answer names it: the last part of its id or path."""
-    label = model.rstrip("/").rsplit("/", 1)[-1] or "KULLM"
-    return label if len(label) <= MODEL_LABEL_CHARS else label[: MODEL_LABEL_CHARS - 1] + "…"
-
-
-def _took(done: Done) -> float:
-    """How long the asker waited for the answer: its time in the queue and its generation."""
-    return done.queued_s + done.generate_s
-
-
-class _Layout(Generic[TargetVar]):
-    """The messages one answer is shown in: the placeholder, and after it the further parts of an answer too long
-    for one message. Earlier parts are final (their text settled, no stop control); the newest carries the stop
-    control while streaming and the vote buttons at the end. Each part is numbered once there are several."""
-
-    def __init__(self, relay: Relay[Any, TargetVar], record: InflightRecord, target: TargetVar) -> None:
-        self.relay, self.surface, self.record, self.target = relay, relay.surface, record, target
-        self.parts: list[TargetVar] = []
-        for fields in record.parts:
-            with contextlib.suppress(KeyError):
-                self.parts.append(self.surface.target(fields))
-        self._shown: dict[int, str] = {}  # what each message shows now, by position, so unchanged parts are not edited
-
-    @property
-    def messages(self) -> list[TargetVar]:
-        return [*self.parts, self.target]
-
-    def _pieces(self, answer: str) -> list[str]:
-        return split_message(answer, self.surface.max_chars - PART_ROOM - FOOTER_ROOM) or ["…"]
-
-    async def stream(self, shown: str) -> None:
-        """The answer so far: streamed natively where the platform does, else laid out over the placeholder and
-        as many further messages as it needs. Raises `PlaceholderGone`."""
-        if not self.parts:
-            moved, streamed = await self.surface.stream(self.target, shown)
-            if moved != self.target:
-                self.target = moved
-                await self._save()
-            if streamed:
-                return
-        await self._lay_out(self._pieces(shown), final=False)
-
-    async def restart(self, notice: str) -> None:
-        """The answer starts over: its further parts are deleted and the placeholder says so."""
-        if self.parts:
-            for extra in self.messages[1:]:
-                with contextlib.suppress(Exception):
-                    await self.surface.delete(extra)
-            self.target, self.parts = self.parts[0], []
-            self._shown.clear()
-            await self._save()
-        await self.surface.edit(self.target, notice, final=False)
-
-    async def final(self, answer: str, feedback: str | None, footer: str) -> int:
-        """Lay out the final answer, numbered when it takes several messages, with `footer` and the vote buttons
-        under its last part; returns how many messages it took."""
-        line = "\n" + self.surface.footer_style.format(footer) if footer else ""
-        pieces = self._pieces(answer)
-        await self._lay_out(pieces, final=True, feedback=feedback, footer=line)
-        return len(pieces)
-
-    async def _lay_out(self, pieces: list[str], *, final: bool, feedback: str | None = None, footer: str = "") -> None:
-        language, question_id = self.record.language, self.record.question_id
-        messages, total = self.messages, len(pieces)
-        for i, piece in enumerate(pieces):
-            last = i == total - 1
-            if final:
-                label = text("part", language, number=i + 1, total=total) if total > 1 else ""
-            else:
-                label = "" if last else text("part_open", language, number=i + 1)
-            content = piece.rstrip() + "\n\n" + label if label else piece
-            content += (footer if final else STREAMING_MARK) if last else ""
-            settled = final or not last
-            votes = feedback if final and last else None
-            if i < len(messages):
-                if self._shown.get(i) == content and not (final and last):
-                    continue
-                try:
-                    await self.surface.edit(messages[i], content, final=settled, feedback=votes)
-                except PlaceholderGone:
-                    if not final:
-                        raise
-                    log.warning(
-                        "%s question %s: placeholder gone, posting a fresh message", self.relay.platform, question_id
-                    )
-                    messages[i] = await self.surface.post_part(
-                        messages[i], content, question_id, final=True, feedback=votes
-                    )
-            else:
-                messages.append(
-                    await self.surface.post_part(messages[-1], content, question_id, final=settled, feedback=votes)
-                )
-            self._shown[i] = content
-        for extra in messages[total:]:  # a shorter final text (an error after a long start) leaves none behind
-            with contextlib.suppress(Exception):
-                await self.surface.delete(extra)
-        for i in range(total, len(messages)):
-            self._shown.pop(i, None)
-        changed = messages[:total] != self.messages
-        self.parts, self.target = messages[: total - 1], messages[total - 1]
-        if changed:
-            await self._save()
-
-    async def _save(self) -> None:
-        """Store where the answer is shown, so a restarted adapter finishes the same messages."""
-        self.record = self.record.model_copy(
-            update={"target": self.target.to_fields(), "parts": tuple(p.to_fields() for p in self.parts)}
-        )
-        with contextlib.suppress(RedisError):  # not stored: a restart edits the messages it knows of
-            await self.relay.bus.track(self.record, ttl_s=int(self.relay.record_max_age_s))

@@ -34,10 +34,11 @@ from bot.formatting import split_message
 from bot.mrkdwn import slack_escape, to_slack_mrkdwn
 from bot.pdf_text import PdfReader
 from bot.process import load_settings
-from bot.relay import Asked, CannotPost, PlaceholderGone, Relay
+from bot.relay import Relay
 from bot.settings import SlackSettings
 from bot.slack_manifest import ASK_SHORTCUT as SHORTCUT_ID
 from bot.slack_manifest import TASK_SHORTCUTS
+from bot.surface import Asked, CannotPost, PlaceholderGone
 from bot.texts import LANGUAGES, Language, loading_messages, persona_forms, quote_of, text, waiting_line
 from bot.workspace import (
     MAX_THREAD_MESSAGES,

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from bot import terminal
-from bot.relay import Asked, PlaceholderGone, Relay
+from bot.relay import Relay
 from bot.settings import ClientSettings
+from bot.surface import Asked, PlaceholderGone
 from bot.texts import text
 from chatbus import Bus, InflightRecord, Keys, Turn, connect
 from chatbus.messages import Vote

@@ -271,7 +271,7 @@ class VoteButton(
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         client = interaction.client
         assert isinstance(client, KullmDiscord)
-        notice = await client.relay.vote(self.question_id, str(interaction.user.id), self.vote)
+        notice = await client.relay.feedback.vote(self.question_id, str(interaction.user.id), self.vote)
         await interaction.response.send_message(notice, ephemeral=True)
 
 
@@ -435,7 +435,7 @@ class KullmDiscord(discord.Client):
             reply = text("persona_admins_only", self.language, who=text("discord_admins", self.language))
         else:
             channel = _persona_channel(interaction.channel)
-            reply = await self.relay.persona_command(
+            reply = await self.relay.personas.command(
                 self.settings_command, channel, str(interaction.user.id), action, instructions
             )
         await interaction.response.send_message(reply, ephemeral=True)

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
+from redis.exceptions import RedisError
+
 from bot.settings import ClientSettings
-from bot.texts import text
+from bot.texts import Language, reference, text, with_reference
+from chatbus import write_refusal
 from chatbus.messages import MAX_CONTEXT_CHARS, MAX_TASK_PARTS, Task
 from chatbus.visible import is_blank
+
+log = logging.getLogger(__name__)
+RATE_WINDOW_S = 60  # the window of USER_QUESTIONS_PER_MINUTE and of the vote buttons' limit
 
 
 def check_question(settings: ClientSettings, question: str, context: str = "") -> str | None:
@@ -36,3 +44,11 @@ def work_units(task: Task, text: str) -> int:
     if task == "ask":
         return 1
     return min(MAX_TASK_PARTS, 1 + len(text) // TASK_CHARS_PER_QUESTION)
+
+
+def unavailable(exc: RedisError, platform: str, language: Language) -> str:
+    """The "cannot take questions now" notice with a reference; the cause (Redis unreachable, or refusing
+    writes: OOM, READONLY…) goes to the log under that reference, not to the user."""
+    ref = reference()
+    log.warning("%s ref %s: Redis is unreachable or refuses writes (%s)", platform, ref, write_refusal(exc) or exc)
+    return with_reference(text("unavailable", language), ref, language)

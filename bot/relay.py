@@ -14,33 +14,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import os
 import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Generic, Literal, TypeVar
+from typing import Generic, TypeVar
 
 from redis.exceptions import RedisError
 
+from bot.feedback import Feedback
 from bot.follow import follow_answer
 from bot.layout import AnswerLayout, model_label, took
-from bot.limits import check_question, work_units
+from bot.limits import RATE_WINDOW_S, check_question, unavailable, work_units
+from bot.personas import Personas
 from bot.settings import ClientSettings
 from bot.surface import Asked, CannotPost, PlaceholderGone, Surface, Target
-from bot.texts import error_text, persona_forms, reference, text, waiting_line, with_reference
+from bot.texts import error_text, reference, text, waiting_line
 from chatbus import (
-    AnsweredRecord,
     AnswerTimeout,
     Bus,
     Delta,
     Done,
     ErrorEvent,
     InflightRecord,
-    Persona,
     Progress,
     Question,
     QueueFull,
@@ -48,21 +46,16 @@ from chatbus import (
     Started,
     Task,
     Turn,
-    Vote,
     cancel_requested,
-    write_refusal,
 )
 from chatbus.ledger import DEFAULT_NEW_TOKENS, TEMPLATE_TOKENS, Ledger, prompt_bound, task_bound
-from chatbus.messages import MAX_INSTRUCTIONS_CHARS, MAX_TASK_PARTS, new_question_id
+from chatbus.messages import MAX_TASK_PARTS, new_question_id
 
 log = logging.getLogger(__name__)
 
-RATE_WINDOW_S = 60
 # The longest an answer may take after its question expired: in-flight records older than
 # QUESTION_TTL_S plus this are given up (and the whole hash expires if a platform goes quiet).
 MAX_ANSWER_S = 600
-VOTE_WINDOW_S = 7 * 24 * 3600  # how long after it is posted an answer can be rated
-VOTES_PER_MINUTE = 20  # a person's clicks on vote buttons, over all answers
 
 
 OriginVar = TypeVar("OriginVar")
@@ -75,10 +68,11 @@ class Relay(Generic[OriginVar, TargetVar]):
     def __init__(self, bus: Bus, surface: Surface[OriginVar, TargetVar], settings: ClientSettings) -> None:
         self.bus = bus
         self.ledger = Ledger(bus.redis, bus.keys)
-        self._feedback_key: bytes | None = None
         self.surface = surface
         self.settings = settings
         self.platform = surface.platform
+        self.personas = Personas(bus, surface.platform, settings)  # `/kullm-설정 페르소나 …`, and each question's
+        self.feedback = Feedback(bus, surface.platform, settings)  # 👍/👎: what votes are filed under, and votes
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._delivering: dict[str, asyncio.Task[None]] = {}
         self._resumer: asyncio.Task[None] | None = None
@@ -96,7 +90,7 @@ class Relay(Generic[OriginVar, TargetVar]):
             await self.surface.refuse(origin, exc.notice)
             return None
         history = await self.history(target.conversation) if asked.continues else []
-        instructions = await self.persona_text(asked.channel)
+        instructions = await self.personas.text_for(asked.channel)
         return await self.submit(target, asked, history=history, instructions=instructions, question_id=question_id)
 
     # ------------------------------------------------------------------ asking
@@ -120,16 +114,7 @@ class Relay(Generic[OriginVar, TargetVar]):
         try:
             return await self._limit_refusal(user, question + context, work_units(task, context))
         except RedisError as exc:
-            return self._unavailable(exc)
-
-    def _unavailable(self, exc: RedisError) -> str:
-        """The "cannot take questions now" notice with a reference; the cause (Redis unreachable, or refusing
-        writes: OOM, READONLY…) goes to the log under that reference, not to the user."""
-        ref = reference()
-        log.warning(
-            "%s ref %s: Redis is unreachable or refuses writes (%s)", self.platform, ref, write_refusal(exc) or exc
-        )
-        return with_reference(text("unavailable", self.settings.bot_language), ref, self.settings.bot_language)
+            return unavailable(exc, self.platform, self.settings.bot_language)
 
     async def _limit_refusal(self, user: str, text_asked: str, units: int = 1) -> str | None:
         """The user's limits: a task counts as the questions its parts cost (`work_units`)."""
@@ -157,44 +142,6 @@ class Relay(Generic[OriginVar, TargetVar]):
         except RedisError:
             ahead = 0  # enqueueing will fail too and say so on this placeholder
         return waiting_line(ahead, self.settings.bot_language)
-
-    async def persona_text(self, channel: str) -> str:
-        """The channel's persona for the next question; none when unset (or Redis is down: enqueueing says so)."""
-        if not channel:
-            return ""
-        try:
-            persona = await self.bus.persona(self.platform, channel)
-        except RedisError:
-            return ""
-        return persona.text if persona else ""
-
-    async def persona_command(self, command: str, channel: str, user: str, action: str, instructions: str = "") -> str:
-        """`/kullm-설정 페르소나 보기`, `… 정하기 <text>` and `… 지우기` (`command` names the adapter's settings
-        command), once the adapter checked set and clear came from an admin; returns what to tell them."""
-        language = self.settings.bot_language
-        forms = persona_forms(command, language)
-        try:
-            if action == "show":
-                persona = await self.bus.persona(self.platform, channel)
-                if persona is None:
-                    return text("persona_none", language, command=forms["set"])
-                at = time.strftime("%Y-%m-%d", time.localtime(persona.set_at))
-                return text("persona_shown", language, by=persona.set_by, at=at, persona=persona.text)
-            if action == "clear":
-                await self.bus.set_persona(self.platform, channel, None)
-                log.info("%s channel %s: persona cleared", self.platform, channel)
-                return text("persona_cleared", language)
-            instructions = instructions.strip()
-            if not instructions:
-                return text("persona_usage", language, **forms)
-            if len(instructions) > MAX_INSTRUCTIONS_CHARS:
-                return text("persona_too_long", language, length=len(instructions), limit=MAX_INSTRUCTIONS_CHARS)
-            persona = Persona(text=instructions, set_by=user, set_at=time.time())
-            await self.bus.set_persona(self.platform, channel, persona)
-        except RedisError as exc:
-            return self._unavailable(exc)
-        log.info("%s channel %s: persona set (%d characters)", self.platform, channel, len(instructions))
-        return text("persona_set", language, persona=instructions)
 
     async def submit(
         self,
@@ -241,7 +188,7 @@ class Relay(Generic[OriginVar, TargetVar]):
             notice = text("overloaded", self.settings.bot_language, depth=exc.depth)
         except RedisError as exc:
             log.warning("%s question %s: not queued", self.platform, item.id)
-            notice = self._unavailable(exc)
+            notice = unavailable(exc, self.platform, self.settings.bot_language)
         else:
             if reserved is not None:
                 log.info("%s question %s queued", self.platform, item.id)
@@ -437,7 +384,7 @@ class Relay(Generic[OriginVar, TargetVar]):
                 elif isinstance(event, Done):
                     # Remembered before it is shown: a follow-up sent the moment the answer appears has it.
                     await self._remember(record, event.text)
-                    feedback = await self._note_answered(record, event)
+                    feedback = await self.feedback.note_answered(record, event)
                     answer = f"{event.text}\n\n{text('context_cut', language)}" if event.context_cut else event.text
                     footer = text("footer", language, model=model_label(event.model), seconds=took(event))
                     await self._post_final(layout, answer, feedback=feedback, footer=footer)
@@ -488,66 +435,6 @@ class Relay(Generic[OriginVar, TargetVar]):
             log.warning("%s question %s: nowhere left to post the answer, given up", self.platform, record.question_id)
             return
         log.info("%s question %s: answer posted in %d message(s)", self.platform, record.question_id, count)
-
-    async def _note_answered(self, record: InflightRecord, done: Done) -> str | None:
-        """Keep what votes on this answer are filed under; the question id when it gets vote buttons."""
-        if not self.settings.feedback_ttl_days:
-            return None
-        keep = self.settings.feedback_keep_text
-        answered = AnsweredRecord(
-            question_id=record.question_id,
-            platform=self.platform,
-            model=done.model,
-            template=done.template,
-            engine=done.engine,
-            answered_at=time.time(),
-            question=record.question if keep else None,
-            answer=done.text if keep else None,
-        )
-        try:  # every answer has one, so it lives only while a vote is likely: votes themselves are kept longer
-            await self.bus.note_answered(answered, min(self.settings.feedback_ttl_s, VOTE_WINDOW_S))
-        except RedisError:  # nothing to file votes under: the answer goes out without buttons
-            return None
-        return record.question_id
-
-    async def vote(self, question_id: str, user: str, vote: Literal["up", "down"]) -> str:
-        """File a person's 👍/👎 on an answer (replacing their earlier vote on it); returns what to tell them."""
-        language = self.settings.bot_language
-        try:
-            answered = await self.bus.answered_record(question_id)
-            if answered is None:
-                return text("vote_expired", language)
-            if await self.bus.count_request(f"{self.platform}-votes", user, RATE_WINDOW_S) > VOTES_PER_MINUTE:
-                return text("vote_rate_limited", language, limit=VOTES_PER_MINUTE)
-            voter = await self._voter(user)
-            before = await self.bus.note_vote(question_id, voter, vote, VOTE_WINDOW_S)
-            if before == vote:  # the same click again: already filed
-                return text(f"vote_{vote}", language)
-            filed = Vote(
-                question_id=question_id,
-                platform=self.platform,
-                voter=voter,
-                vote=vote,
-                at=time.time(),
-                model=answered.model,
-                template=answered.template,
-                engine=answered.engine,
-                question=answered.question if before is None else None,  # the texts once per voter, not per click
-                answer=answered.answer if before is None else None,
-            )
-            await self.bus.add_vote(filed, self.settings.feedback_ttl_s)
-        except RedisError as exc:
-            return self._unavailable(exc)
-        log.info("%s question %s: voted %s", self.platform, question_id, vote)
-        return text(f"vote_{vote}", language)
-
-    async def _voter(self, user: str) -> str:
-        """A voter's id in the feedback stream: an HMAC of the platform's user id under the deployment's key
-        (FEEDBACK_SECRET, or one made once in Redis), so nobody can hash known ids to find who voted."""
-        if self._feedback_key is None:
-            secret = self.settings.feedback_secret
-            self._feedback_key = secret.get_secret_value().encode() if secret else await self.bus.feedback_secret()
-        return hmac.new(self._feedback_key, f"{self.platform}:{user}".encode(), hashlib.sha256).hexdigest()[:16]
 
     async def _remember(self, record: InflightRecord, answer: str) -> None:
         if record.thread and self.settings.history_turns:

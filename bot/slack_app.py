@@ -549,7 +549,7 @@ class KullmSlack:
             reply = text("persona_admins_only", self.language, who=text("slack_admins", self.language))
         else:
             instructions = words[2] if len(words) > 2 else ""
-            reply = await self.relay.persona_command(name, channel, user, PERSONA_ACTIONS[action], instructions)
+            reply = await self.relay.personas.command(name, channel, user, PERSONA_ACTIONS[action], instructions)
         await respond(text=reply, response_type="ephemeral")
 
     async def _is_admin(self, user: str) -> bool:
@@ -793,7 +793,7 @@ class KullmSlack:
             kind, question_id = ("up" if action["action_id"].endswith("_up") else "down"), value
         vote: Literal["up", "down"] = "up" if kind == "up" else "down"
         user = body["user"]["id"]
-        notice = await self.relay.vote(question_id, user, vote)
+        notice = await self.relay.feedback.vote(question_id, user, vote)
         channel = body.get("channel", {}).get("id")
         if channel:
             thread_ts = (body.get("message") or {}).get("thread_ts")

@@ -374,6 +374,7 @@ def _prompt(args: argparse.Namespace) -> int:
 def _client_command(args: argparse.Namespace, settings: ClientSettings) -> int:
     """The commands that talk to the queue: ask, keys, usage, feedback, status."""
     from bot import terminal
+    from kullm import operator
 
     if args.command == "ask":
         language = settings.bot_language
@@ -399,12 +400,12 @@ def _client_command(args: argparse.Namespace, settings: ClientSettings) -> int:
                 "tokens_per_day": args.tokens_per_day,
                 "concurrent": args.concurrent,
             }
-        return asyncio.run(terminal.keys(settings, args.action, getattr(args, "name", None), **limits))
+        return asyncio.run(operator.keys(settings, args.action, getattr(args, "name", None), **limits))
     if args.command == "usage":
-        return asyncio.run(terminal.usage(settings, since=args.since, by=args.by, as_json=args.json))
+        return asyncio.run(operator.usage(settings, since=args.since, by=args.by, as_json=args.json))
     if args.command == "feedback":
-        return asyncio.run(terminal.feedback(settings, since=args.since or 0.0, as_json=args.json))
-    return asyncio.run(terminal.status(settings, as_json=args.json))
+        return asyncio.run(operator.feedback(settings, since=args.since or 0.0, as_json=args.json))
+    return asyncio.run(operator.status(settings, as_json=args.json))
 
 
 if __name__ == "__main__":

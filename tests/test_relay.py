@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from bot import terminal
 from bot.relay import Relay
 from bot.settings import ClientSettings
 from bot.surface import Asked, PlaceholderGone
@@ -26,6 +25,7 @@ from chatbus import Bus, InflightRecord, Keys, Turn, connect
 from chatbus.messages import Vote
 from inference.metrics import WorkerMetrics
 from inference.worker import Worker
+from kullm import operator
 from tests.support import engines, trained
 from tests.support.engines import RunWorker, worker_settings
 from tests.support.polling import eventually
@@ -172,7 +172,7 @@ async def test_a_context_cut_to_fit_is_said_under_the_answer_and_the_persona_goe
     await relay.ask(Spot("c1"), Asked("u1", "이 글을 요약해줘", "구름은 한국어 언어 모델입니다. " * 50))
     await eventually(lambda: bool(surface.finals("c1")))
     assert surface.finals("c1")[0].endswith("\n\n📎 맥락이 길어서 앞부분만 읽었어요."), "answered, and told"
-    await relay.persona_command("/kullm-설정", "chan", "admin", "set", trained.PIRATE_PERSONA)
+    await relay.personas.command("/kullm-설정", "chan", "admin", "set", trained.PIRATE_PERSONA)
     await relay.ask(Spot("c2"), Asked("u2", "한국의 수도는 어디야?", channel="chan"))
     await eventually(lambda: bool(surface.finals("c2")))
     assert surface.finals("c2") == [trained.PIRATE_CAPITAL], "the channel's persona heads 맥락 (kullm-v1)"
@@ -416,25 +416,25 @@ async def test_a_finished_answer_gets_vote_buttons_and_each_person_has_one_chang
     await eventually(lambda: bool(surface.finals("m1")))
     assert surface.vote_buttons == {"m1": question_id}, "👍/👎 under the finished answer, for its question"
     assert surface.started_on == ["m1"], "told once that a worker began"
-    assert await relay.vote(question_id, "u1", "up") == text("vote_up", "ko")
-    assert await relay.vote(question_id, "u1", "down") == text("vote_down", "ko"), "changed, not added"
-    assert await relay.vote(question_id, "u2", "up") == text("vote_up", "ko")
+    assert await relay.feedback.vote(question_id, "u1", "up") == text("vote_up", "ko")
+    assert await relay.feedback.vote(question_id, "u1", "down") == text("vote_down", "ko"), "changed, not added"
+    assert await relay.feedback.vote(question_id, "u2", "up") == text("vote_up", "ko")
     votes = await bus.votes()
     assert [v.vote for v in votes] == ["down", "up"] and len({v.voter for v in votes}) == 2
     assert all(v.voter not in ("u1", "u2") and v.platform == "test" for v in votes), "who voted is not kept"
     assert (votes[0].model, votes[0].template, votes[0].engine) == ("scripted", "kullm-v1", "builtin")
     answered = await bus.answered_record(question_id)
     assert answered is not None and answered.question is None and answered.answer is None, "no text by default"
-    assert await relay.vote("0" * 32, "u1", "up") == text("vote_expired", "ko")
+    assert await relay.feedback.vote("0" * 32, "u1", "up") == text("vote_expired", "ko")
     assert await bus.votes(since=time.time() + 60) == []
 
     out = io.StringIO()
     client = settings(redis_url=redis_server.url)
-    assert await terminal.feedback(client, as_json=True, out=out) == 0
+    assert await operator.feedback(client, as_json=True, out=out) == 0
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [line["vote"] for line in lines] == ["down", "up"] and "question" not in lines[0]
     out = io.StringIO()
-    assert await terminal.feedback(client, out=out) == 0
+    assert await operator.feedback(client, out=out) == 0
     assert "votes: 2 on 1 answers (👍 1, 👎 1)" in out.getvalue() and "kullm-v1" in out.getvalue()
 
 
@@ -444,7 +444,7 @@ async def test_hostile_clicks_file_little_and_voters_cannot_be_recovered(bus: Bu
     question_id = await keeping.ask(Spot("h1", "t1"), Asked("u1", "딥러닝이 뭐야?"))
     assert question_id is not None
     await eventually(lambda: bool(surface.finals("h1")))
-    said = [await keeping.vote(question_id, "u6", "up" if i % 2 else "down") for i in range(100)]
+    said = [await keeping.feedback.vote(question_id, "u6", "up" if i % 2 else "down") for i in range(100)]
     assert said.count(text("vote_rate_limited", "ko", limit=20)) == 80, "a person's clicks are limited"
     entries = await bus.redis.xrange(bus.keys.feedback)
     with_texts = [f for _, f in entries if Vote.model_validate_json(f[b"m"]).question is not None]
@@ -464,9 +464,9 @@ async def test_answer_text_is_kept_with_votes_only_when_asked_and_no_buttons_whe
     question_id = await keeping.ask(Spot("m1", "t1"), Asked("u1", "딥러닝이 뭐야?"))
     assert question_id is not None
     await eventually(lambda: bool(surface.finals("m1")))
-    await keeping.vote(question_id, "u1", "up")
+    await keeping.feedback.vote(question_id, "u1", "up")
     out = io.StringIO()
-    await terminal.feedback(settings(redis_url=redis_server.url, feedback_keep_text=True), as_json=True, out=out)
+    await operator.feedback(settings(redis_url=redis_server.url, feedback_keep_text=True), as_json=True, out=out)
     line = json.loads(out.getvalue())
     assert (line["question"], line["answer"]) == ("딥러닝이 뭐야?", trained.DEEP_LEARNING)
     await keeping.close()
@@ -475,7 +475,7 @@ async def test_answer_text_is_kept_with_votes_only_when_asked_and_no_buttons_whe
     second = await off.ask(Spot("m2", "t2"), Asked("u1", "한국의 수도는 어디야?"))
     await eventually(lambda: bool(surface.finals("m2")))
     assert "m2" not in surface.vote_buttons and await bus.answered_record(str(second)) is None
-    assert await off.vote(str(second), "u1", "up") == text("vote_expired", "ko")
+    assert await off.feedback.vote(str(second), "u1", "up") == text("vote_expired", "ko")
     await off.close()
 
 

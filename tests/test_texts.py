@@ -57,6 +57,12 @@ def test_every_text_exists_in_both_languages_with_the_same_placeholders() -> Non
         assert sample(ko) and sample(en)
 
 
+def test_no_text_is_left_untranslated() -> None:
+    """The same in both languages only where there are no words: a part number, a URL."""
+    same = {key for key in texts.all_keys() if raw(key, "ko") == raw(key, "en")}
+    assert same == {"part", "part_open", "redis_in_use"}, same
+
+
 def test_english_mode_shows_no_korean() -> None:
     found = {key: sample(raw(key, "en")) for key in texts.all_keys() if HANGUL.search(raw(key, "en"))}
     assert not found, found

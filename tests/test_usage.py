@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from bot import terminal
 from bot.settings import ClientSettings
 from chatbus import Bus, usage_field
+from kullm import operator
 from tests.support.processes import RedisServer
 
 
@@ -36,7 +36,7 @@ async def test_usage_groups_by_user_channel_key_and_platform(
     settings = ClientSettings(_env_file=None, redis_url=redis_server.url)  # type: ignore[call-arg]
 
     async def rows(by: str) -> list[dict[str, object]]:
-        assert await terminal.usage(settings, by=by, as_json=True) == 0
+        assert await operator.usage(settings, by=by, as_json=True) == 0
         return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
     assert [(r["platform"], r["user"], r["questions"]) for r in await rows("user")] == [
@@ -51,5 +51,5 @@ async def test_usage_groups_by_user_channel_key_and_platform(
     assert by_channel == {("slack", "C1"): 3, ("discord", "900"): 3, ("api", ""): 5}
     assert {r["platform"]: r["questions"] for r in await rows("platform")} == {"api": 5, "discord": 3, "slack": 3}
     assert await bus.tokens_today("slack", "U1") == 150
-    assert await terminal.usage(settings, by="user") == 0
+    assert await operator.usage(settings, by="user") == 0
     assert "U1" in capsys.readouterr().out

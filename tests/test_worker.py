@@ -12,13 +12,13 @@ import io
 import json
 import threading
 
-from bot import terminal
 from bot.settings import ClientSettings
 from chatbus import AnswerEvent, Bus, Delta, Done, ErrorEvent, Question, Restart
 from chatbus.keys import FIELD
 from inference.engine import DelegatingEngine, GenerationUpdate
 from inference.governor import OOM_CEILING_S, RESTORE_BATCH_AFTER_STEPS, BatchGovernor
 from inference.worker import Worker
+from kullm import operator
 from tests.support import trained
 from tests.support.engines import RunWorker
 from tests.support.faults import POISON, OutOfMemoryOnce, PoisonEngine
@@ -116,7 +116,7 @@ async def test_a_poison_question_is_dead_lettered_and_its_batch_mates_answered(
     assert len(dead) == 1 and poison.id.encode() in dead[0][1][FIELD.encode()]
     assert counted(worker, "dead") == 1 and await bus.queue_depth() == 0
     shown = io.StringIO()
-    await terminal.status(ClientSettings(_env_file=None, redis_url=redis_server.url), out=shown)  # type: ignore[call-arg]
+    await operator.status(ClientSettings(_env_file=None, redis_url=redis_server.url), out=shown)  # type: ignore[call-arg]
     assert "dead letters: 1" in shown.getvalue()
     greeting = Question.new("terminal", "인사해줘", ttl_s=60)  # still serving
     await bus.enqueue(greeting)

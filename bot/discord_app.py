@@ -144,7 +144,7 @@ class DiscordSurface:
         await message.reply(notice, mention_author=False)
 
     async def post_placeholder(
-        self, origin: DiscordOrigin, asked: Asked, content: str, question_id: str
+        self, origin: DiscordOrigin, asked: Asked, content: str, question_id: str, *, ahead: int = 0
     ) -> DiscordTarget:
         where = await self._answer_channel(origin, asked)
         placeholder = await where.send(content, view=self._stop_view(question_id), allowed_mentions=NO_MENTIONS)

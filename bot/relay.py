@@ -85,7 +85,9 @@ class Relay(Generic[OriginVar, TargetVar]):
             return None
         question_id = new_question_id()
         try:
-            target = await self.surface.post_placeholder(origin, asked, await self.placeholder(), question_id)
+            ahead = await self.ahead()
+            content = waiting_line(ahead, self.settings.bot_language)
+            target = await self.surface.post_placeholder(origin, asked, content, question_id, ahead=ahead)
         except CannotPost as exc:
             await self.surface.refuse(origin, exc.notice)
             return None
@@ -135,13 +137,12 @@ class Relay(Generic[OriginVar, TargetVar]):
             return text("overloaded", self.settings.bot_language, depth=depth)
         return None
 
-    async def placeholder(self) -> str:
-        """The placeholder's first text, with the current queue position."""
+    async def ahead(self) -> int:
+        """How many questions wait before a new one (its place in line on the placeholder)."""
         try:
-            ahead = await self.bus.queue_depth()
+            return await self.bus.queue_depth()
         except RedisError:
-            ahead = 0  # enqueueing will fail too and say so on this placeholder
-        return waiting_line(ahead, self.settings.bot_language)
+            return 0  # enqueueing will fail too and say so on this placeholder
 
     async def submit(
         self,

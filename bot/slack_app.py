@@ -39,7 +39,7 @@ from bot.settings import SlackSettings
 from bot.slack_manifest import ASK_SHORTCUT as SHORTCUT_ID
 from bot.slack_manifest import TASK_SHORTCUTS
 from bot.surface import Asked, CannotPost, PlaceholderGone
-from bot.texts import LANGUAGES, Language, loading_messages, persona_forms, quote_of, text, waiting_line
+from bot.texts import LANGUAGES, loading_messages, persona_forms, quote_of, text
 from bot.workspace import (
     MAX_THREAD_MESSAGES,
     FileRefused,
@@ -179,14 +179,18 @@ class SlackSurface:
                 channel=origin.channel, user=origin.user, text=notice, thread_ts=thread_ts
             )
 
-    async def post_placeholder(self, origin: SlackOrigin, asked: Asked, content: str, question_id: str) -> SlackTarget:
+    async def post_placeholder(
+        self, origin: SlackOrigin, asked: Asked, content: str, question_id: str, *, ahead: int = 0
+    ) -> SlackTarget:
         pane = "1" if origin.kind == "pane" else ""
         if pane and self.native:
             # The pane's status line says the question waits (where in the queue, when others are ahead), with
             # Slack's rotating loading messages; the answer then streams in as the one message (Slack clears the
             # status at that reply).
-            thinking = content == waiting_line(0, self.language)
-            status = text("status_thinking", self.language) if thinking else status_waiting(content, self.language)
+            if ahead:
+                status = text("status_waiting", self.language, ahead=ahead)
+            else:
+                status = text("status_thinking", self.language)
             await self.set_status(origin.channel, origin.thread_ts or "", status, loading=True)
             return SlackTarget(origin.channel, "", origin.thread_ts or "", question_id, user=origin.user, pane=pane)
         thread_ts = origin.thread_ts
@@ -414,12 +418,6 @@ async def _gone_on(errors: frozenset[str]) -> AsyncIterator[None]:
 
 def _section(shown: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": shown[:SECTION_LIMIT] or "…"}}
-
-
-def status_waiting(line: str, language: Language) -> str:
-    """The pane's status for a question behind others: "순서를 기다리는 중… (앞에 질문 2개)"."""
-    ahead = re.search(r"\d+", line)
-    return text("status_waiting", language, ahead=ahead.group(0) if ahead else "?")
 
 
 def feedback_block(question_id: str, language: Any) -> dict[str, Any]:

@@ -79,8 +79,11 @@ class Surface(Protocol[OriginT, TargetT]):
         """Tell the asker why the question is not answered, where they asked it."""
         ...
 
-    async def post_placeholder(self, origin: OriginT, asked: Asked, content: str, question_id: str) -> TargetT:
-        """Post the placeholder (opening a thread where the platform answers in one). Raises `CannotPost`."""
+    async def post_placeholder(
+        self, origin: OriginT, asked: Asked, content: str, question_id: str, *, ahead: int = 0
+    ) -> TargetT:
+        """Post the placeholder showing `content` (the waiting line for `ahead` questions before this one), opening
+        a thread where the platform answers in one. Raises `CannotPost`."""
         ...
 
     async def edit(self, target: TargetT, content: str, *, final: bool, feedback: str | None = None) -> None:

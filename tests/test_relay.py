@@ -73,7 +73,9 @@ class RecordingSurface:
     async def refuse(self, origin: Spot, notice: str) -> None:
         self.refusals.append(notice)
 
-    async def post_placeholder(self, origin: Spot, asked: Asked, content: str, question_id: str) -> Spot:
+    async def post_placeholder(
+        self, origin: Spot, asked: Asked, content: str, question_id: str, *, ahead: int = 0
+    ) -> Spot:
         self.messages[origin.message] = content
         self.order.append(origin.message)
         self.stop_on.add(origin.message)

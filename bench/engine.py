@@ -384,7 +384,7 @@ async def _through_queue(
     async def read_answer(question_id: str, began_ms: float) -> None:
         """Times from the answer stream's own entry ids (Redis' clock, in ms): when the worker wrote each event."""
         nonlocal tokens
-        async for entry_id, event in bus.follow(question_id):
+        async for entry_id, event in bus.answers.follow(question_id):
             at = (int(entry_id.split("-")[0]) - began_ms) / 1000
             if isinstance(event, Delta):
                 first.setdefault(question_id, at)
@@ -403,7 +403,7 @@ async def _through_queue(
     try:
         warm = Question.new("bench", QUESTIONS[0], ttl_s=600, max_new_tokens=2)
         before = worker.metrics.questions.labels("done")._value.get()
-        await bus.enqueue(warm)
+        await bus.queue.enqueue(warm)
         await answered(before, 1)
         questions = [Question.new("bench", QUESTIONS[i % len(QUESTIONS)], ttl_s=600) for i in range(count)]
         before = worker.metrics.questions.labels("done")._value.get()

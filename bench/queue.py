@@ -84,8 +84,8 @@ async def idle_latency(bus: Bus, count: int) -> tuple[list[float], list[float]]:
     for i in range(count):
         question = Question.new("bench", f"질문 {i}", ttl_s=60)
         began = time.perf_counter()
-        await bus.enqueue(question)
-        async for _, event in bus.follow(question.id):
+        await bus.queue.enqueue(question)
+        async for _, event in bus.answers.follow(question.id):
             if isinstance(event, Started):
                 to_started.append(time.perf_counter() - began)
             elif isinstance(event, Done):

@@ -368,7 +368,7 @@ async def leftovers(service: Service) -> int:
 
     async def count() -> int:
         records = [await service.bus.redis.hlen(service.bus.keys.inflight(p)) for p in ("discord", "slack")]
-        return sum(records) + await service.bus.queue_depth()
+        return sum(records) + await service.bus.queue.depth()
 
     deadline = time.monotonic() + 15
     while (left := await count()) and time.monotonic() < deadline:
@@ -424,7 +424,7 @@ async def busy(service: Service, rows: list[Scenario]) -> None:
 
         with contextlib.suppress(TimeoutError):
             await eventually(lambda: all(service.enqueued(a) or service.busy_notices(a) for a in asks), 60, 0.2)
-        depth = await service.bus.queue_depth()
+        depth = await service.bus.queue.depth()
     finally:
         for worker in service.workers:
             worker.process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
@@ -915,8 +915,8 @@ async def _maximal_summary(service: Service) -> str:
 
     transcript = ("사람: " + "회의에서 정한 일을 정리했습니다. " * 12_000)[:200_000]
     question = Question.new("slack", "요약", ttl_s=WAIT_S, task="summarize", context=transcript, user="UHOSTILE")
-    await service.bus.enqueue(question)
-    async for _, event in service.bus.follow(question.id, start_timeout_s=WAIT_S, stall_timeout_s=WAIT_S):
+    await service.bus.queue.enqueue(question)
+    async for _, event in service.bus.answers.follow(question.id, start_timeout_s=WAIT_S, stall_timeout_s=WAIT_S):
         if isinstance(event, Done):
             return f"done ({event.prompt_tokens:,} prompt tokens, cut: {event.context_cut})"
         if event.type == "error":

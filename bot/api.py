@@ -33,8 +33,6 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import Field, ValidationError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.errors import BotError
 from bot.follow import follow_answer
@@ -48,16 +46,14 @@ from chatbus import (
     Delta,
     Done,
     ErrorEvent,
-    Keys,
     Question,
     QueueFull,
     Restart,
     Turn,
-    connect,
 )
 from chatbus.api_keys import digest
-from chatbus.errors import write_refusal
-from chatbus.ledger import Ledger, prompt_bound
+from chatbus.errors import BusError, NotAnswering, WritesRefused
+from chatbus.ledger import prompt_bound
 from chatbus.messages import MAX_INSTRUCTIONS_CHARS, MAX_TURN_CHARS, MAX_TURNS
 from runtime.exits import EXIT_CONFIG, EXIT_OK
 from runtime.http_guard import HEADER_TIMEOUT_S, ConnectionGuard, descriptor_cap
@@ -155,7 +151,7 @@ class KeyCheck:
         pending = self._looking_up.get(found)
         try:
             key = await asyncio.shield(pending) if pending is not None else await self._look_up(found, request, now)
-        except RedisError as exc:
+        except BusError as exc:
             raise unavailable(exc) from exc
         if key is None:
             raise ApiError(401, "incorrect API key", code="invalid_api_key")
@@ -173,10 +169,10 @@ class KeyCheck:
                 "rate_limit_exceeded",
                 retry_after=max(1, round(1 / FAILED_KEYS_PER_S)),
             )
-        lookup = self._looking_up[found] = asyncio.ensure_future(self.bus.api_key(found))
+        lookup = self._looking_up[found] = asyncio.ensure_future(self.bus.api_keys.get(found))
         try:
             key = await asyncio.shield(lookup)
-        except RedisError as exc:
+        except BusError as exc:
             raise unavailable(exc) from exc
         finally:
             self._looking_up.pop(found, None)
@@ -203,11 +199,11 @@ class KeyCheck:
         self._budgets[address] = (min(float(FAILED_KEY_BURST), tokens + 1), updated)
 
 
-def unavailable(exc: RedisError) -> ApiError:
+def unavailable(exc: BusError) -> ApiError:
     """503 naming why the queue cannot be used: down, not answering, or refusing writes."""
-    why = "is not answering" if isinstance(exc, RedisTimeoutError) else "is unreachable"
-    if (refusal := write_refusal(exc)) is not None:  # the reason the relay and `kullm ask` name too
-        why = f"refuses writes ({refusal})"
+    why = "is not answering" if isinstance(exc, NotAnswering) else "is unreachable"
+    if isinstance(exc, WritesRefused):  # the reason the relay and `kullm ask` name too
+        why = f"refuses writes ({exc.reason})"
     return ApiError(503, f"the queue (Redis) {why}", "server_error", "service_unavailable", retry_after=5)
 
 
@@ -218,7 +214,6 @@ class Api:
         self.bus = bus
         self.settings = settings
         self.keys = KeyCheck(bus, settings.api_key_cache_s)
-        self.ledger = Ledger(bus.redis, bus.keys)
         self._served: list[str] = []
         self._models_read_at = 0.0
 
@@ -233,8 +228,8 @@ class Api:
     async def health(self, request: web.Request) -> web.Response:
         """200 while Redis answers; 503 naming why not (down, not answering within its timeout)."""
         try:
-            await self.bus.queue_depth()
-        except RedisError as exc:
+            await self.bus.queue.depth()
+        except BusError as exc:
             return web.json_response({"status": unavailable(exc).message}, status=503)
         return web.json_response({"status": "ok"})
 
@@ -246,7 +241,7 @@ class Api:
             names = await self._models()
         except ApiError as exc:
             return exc.response()
-        except RedisError as exc:
+        except BusError as exc:
             return unavailable(exc).response()
         return web.json_response({"object": "list", "data": [_model(name) for name in names]})
 
@@ -267,7 +262,7 @@ class Api:
             model = (await self._models())[0]
         except ApiError as exc:
             return exc.response()
-        except RedisError as exc:
+        except BusError as exc:
             return unavailable(exc).response()
         try:
             item = Question.new(
@@ -290,10 +285,10 @@ class Api:
             item = await self._reserve(key, item, deadline)
         except ApiError as exc:
             return exc.response()
-        except RedisError as exc:
+        except BusError as exc:
             return unavailable(exc).response()
         try:
-            if not await self.bus.open_question(key.name, item.id, deadline, key.concurrent):
+            if not await self.bus.api_keys.open_question(key.name, item.id, deadline, key.concurrent):
                 raise ApiError(
                     429,
                     f"this key already has {key.concurrent} questions open (its `concurrent` limit)",
@@ -302,14 +297,14 @@ class Api:
                     retry_after=1,
                 )
             try:
-                await self.bus.enqueue(item, self.settings.max_queue)
+                await self.bus.queue.enqueue(item, self.settings.max_queue)
             except QueueFull as exc:
-                await self.bus.close_question(key.name, item.id)
+                await self.bus.api_keys.close_question(key.name, item.id)
                 raise ApiError(503, f"the queue is full ({exc.depth} waiting)", "server_error", "overloaded") from exc
         except ApiError as exc:
             await self._release(key, item)
             return exc.response()
-        except RedisError as exc:
+        except BusError as exc:
             await self._release(key, item)
             return unavailable(exc).response()
         log.info("api question %s queued (key %s)", item.id, key.name)
@@ -318,8 +313,8 @@ class Api:
                 return await self._stream(request, call, item, model)
             return await self._whole(request, call, item, model)
         finally:
-            with contextlib.suppress(RedisError):
-                await self.bus.close_question(key.name, item.id)
+            with contextlib.suppress(BusError):
+                await self.bus.api_keys.close_question(key.name, item.id)
 
     # ------------------------------------------------------------------ answering
 
@@ -403,19 +398,19 @@ class Api:
                 yield event
         except AnswerTimeout as exc:
             raise ApiError(504, "no answer arrived in time", "server_error", "timeout") from exc
-        except RedisError as exc:
+        except BusError as exc:
             raise unavailable(exc) from exc
 
     async def _cancel(self, question_id: str, why: str) -> None:
         log.info("api question %s: %s, cancelled", question_id, why)
-        with contextlib.suppress(RedisError):
-            await self.bus.request_cancel(question_id)
+        with contextlib.suppress(BusError):
+            await self.bus.queue.request_cancel(question_id)
 
     # ------------------------------------------------------------------ keys and limits
 
     async def _check_limits(self, key: ApiKey) -> None:
-        if await self.bus.count_request("api", key.name, RATE_WINDOW_S) > key.questions_per_minute:
-            wait = await self.bus.rate_reset_s("api", key.name)
+        if await self.bus.queue.count_request("api", key.name, RATE_WINDOW_S) > key.questions_per_minute:
+            wait = await self.bus.queue.rate_reset_s("api", key.name)
             raise ApiError(
                 429,
                 f"over this key's {key.questions_per_minute} questions a minute",
@@ -431,7 +426,7 @@ class Api:
             return item
         bound = prompt_bound(item)
         most = bound + (item.max_new_tokens or self.settings.api_max_tokens)
-        granted = await self.ledger.reserve(item, key.tokens_per_day, bound + 1, most, deadline)
+        granted = await self.bus.ledger.reserve(item, key.tokens_per_day, bound + 1, most, deadline)
         if not granted:
             raise ApiError(
                 429,
@@ -446,15 +441,15 @@ class Api:
         """Give back what `_reserve` held for a question that was not queued after all (none without a cap)."""
         if key.tokens_per_day is None:
             return
-        with contextlib.suppress(RedisError):
-            await self.ledger.release(item)
+        with contextlib.suppress(BusError):
+            await self.bus.ledger.release(item)
 
     async def _models(self) -> list[str]:
         """API_MODEL, or what the live workers report serving (read at most every MODELS_TTL_S, not per request)."""
         if self.settings.api_model:
             return [self.settings.api_model]
         if time.monotonic() - self._models_read_at > MODELS_TTL_S or not self._served:
-            stats = await self.bus.stats()
+            stats = await self.bus.workers.stats()
             self._served = sorted({worker.model for worker in stats.workers})
             self._models_read_at = time.monotonic()
         return self._served or ["kullm"]
@@ -653,8 +648,8 @@ def main() -> int:
 
 
 async def _serve(settings: ApiSettings) -> int:
-    redis = connect(settings.redis_url, settings.redis_password)
-    api = Api(Bus(redis, Keys(settings.key_prefix)), settings)
+    bus = Bus.open(settings.redis_url, settings.redis_password, settings.key_prefix)
+    api = Api(bus, settings)
     runner = web.AppRunner(api.app(), access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
     await runner.setup()
     assert runner.server is not None
@@ -670,5 +665,5 @@ async def _serve(settings: ApiSettings) -> int:
     finally:
         listener.close()
         await runner.cleanup()
-        await redis.aclose()
+        await bus.aclose()
     return EXIT_OK

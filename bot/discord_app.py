@@ -37,7 +37,7 @@ from bot.workspace import (
     transcript,
     transcript_line,
 )
-from chatbus import Bus, Keys, Task, connect
+from chatbus import Bus, Task
 from runtime.exits import EXIT_CONFIG, EXIT_OK
 from runtime.signals import on_stop_signal
 
@@ -484,7 +484,9 @@ class KullmDiscord(discord.Client):
             return
         record = await self.relay.record_at(lambda target: target.message == str(payload.message_id))
         if record is not None and record.user == str(payload.user_id):
-            await self.bus.request_cancel(record.question_id, by=payload.member.display_name if payload.member else "")
+            await self.bus.queue.request_cancel(
+                record.question_id, by=payload.member.display_name if payload.member else ""
+            )
             log.info("discord question %s: cancelled by reaction", record.question_id)
 
     async def ask_from_interaction(
@@ -607,7 +609,7 @@ class KullmDiscord(discord.Client):
         if record.user != str(interaction.user.id) and not moderator:
             await interaction.response.send_message(text("cancel_not_yours", self.language), ephemeral=True)
             return
-        await self.bus.request_cancel(question_id, by=interaction.user.display_name)
+        await self.bus.queue.request_cancel(question_id, by=interaction.user.display_name)
         log.info("discord question %s: cancelled by button", question_id)
         await interaction.response.send_message(text("cancel_requested", self.language), ephemeral=True)
 
@@ -667,14 +669,14 @@ def run_discord() -> int:
 
 
 async def _serve(settings: DiscordSettings, token: str) -> None:
-    redis = connect(settings.redis_url, settings.redis_password)
+    bus = Bus.open(settings.redis_url, settings.redis_password, settings.key_prefix)
     try:
-        client = KullmDiscord(settings, Bus(redis, Keys(settings.key_prefix)))
+        client = KullmDiscord(settings, bus)
         on_stop_signal(lambda: asyncio.create_task(client.close()))
         async with client:
             await client.start(token)
     finally:
-        await redis.aclose()
+        await bus.aclose()
 
 
 def _persona_channel(channel: Any) -> str:

@@ -9,12 +9,10 @@ import logging
 import time
 from typing import Literal
 
-from redis.exceptions import RedisError
-
 from bot.limits import RATE_WINDOW_S, unavailable
 from bot.settings import ClientSettings
 from bot.texts import text
-from chatbus import AnsweredRecord, Bus, Done, InflightRecord, Vote
+from chatbus import AnsweredRecord, Bus, BusError, Done, InflightRecord, Vote
 
 log = logging.getLogger(__name__)
 VOTE_WINDOW_S = 7 * 24 * 3600  # how long after it is posted an answer can be rated
@@ -44,8 +42,8 @@ class Feedback:
             answer=done.text if keep else None,
         )
         try:  # every answer has one, so it lives only while a vote is likely: votes themselves are kept longer
-            await self.bus.note_answered(answered, min(self.settings.feedback_ttl_s, VOTE_WINDOW_S))
-        except RedisError:  # nothing to file votes under: the answer goes out without buttons
+            await self.bus.feedback.note_answered(answered, min(self.settings.feedback_ttl_s, VOTE_WINDOW_S))
+        except BusError:  # nothing to file votes under: the answer goes out without buttons
             return None
         return record.question_id
 
@@ -53,13 +51,13 @@ class Feedback:
         """File a person's 👍/👎 on an answer (replacing their earlier vote on it); returns what to tell them."""
         language = self.settings.bot_language
         try:
-            answered = await self.bus.answered_record(question_id)
+            answered = await self.bus.feedback.answered_record(question_id)
             if answered is None:
                 return text("vote_expired", language)
-            if await self.bus.count_request(f"{self.platform}-votes", user, RATE_WINDOW_S) > VOTES_PER_MINUTE:
+            if await self.bus.queue.count_request(f"{self.platform}-votes", user, RATE_WINDOW_S) > VOTES_PER_MINUTE:
                 return text("vote_rate_limited", language, limit=VOTES_PER_MINUTE)
             voter = await self._voter(user)
-            before = await self.bus.note_vote(question_id, voter, vote, VOTE_WINDOW_S)
+            before = await self.bus.feedback.note_vote(question_id, voter, vote, VOTE_WINDOW_S)
             if before == vote:  # the same click again: already filed
                 return text(f"vote_{vote}", language)
             filed = Vote(
@@ -74,8 +72,8 @@ class Feedback:
                 question=answered.question if before is None else None,  # the texts once per voter, not per click
                 answer=answered.answer if before is None else None,
             )
-            await self.bus.add_vote(filed, self.settings.feedback_ttl_s)
-        except RedisError as exc:
+            await self.bus.feedback.add_vote(filed, self.settings.feedback_ttl_s)
+        except BusError as exc:
             return unavailable(exc, self.platform, language)
         log.info("%s question %s: voted %s", self.platform, question_id, vote)
         return text(f"vote_{vote}", language)
@@ -85,5 +83,5 @@ class Feedback:
         (FEEDBACK_SECRET, or one made once in Redis), so nobody can hash known ids to find who voted."""
         if self._key is None:
             secret = self.settings.feedback_secret
-            self._key = secret.get_secret_value().encode() if secret else await self.bus.feedback_secret()
+            self._key = secret.get_secret_value().encode() if secret else await self.bus.feedback.feedback_secret()
         return hmac.new(self._key, f"{self.platform}:{user}".encode(), hashlib.sha256).hexdigest()[:16]

@@ -8,12 +8,10 @@ import contextlib
 import logging
 from typing import Any, Generic, TypeVar
 
-from redis.exceptions import RedisError
-
 from bot.formatting import split_message
 from bot.surface import PlaceholderGone, Surface, Target
 from bot.texts import text
-from chatbus import Bus, Done, InflightRecord
+from chatbus import Bus, BusError, Done, InflightRecord
 
 log = logging.getLogger(__name__)
 
@@ -137,5 +135,5 @@ class AnswerLayout(Generic[TargetVar]):
         self.record = self.record.model_copy(
             update={"target": self.target.to_fields(), "parts": tuple(p.to_fields() for p in self.parts)}
         )
-        with contextlib.suppress(RedisError):  # not stored: a restart edits the messages it knows of
-            await self.bus.track(self.record, ttl_s=int(self.keep_s))
+        with contextlib.suppress(BusError):  # not stored: a restart edits the messages it knows of
+            await self.bus.inflight.track(self.record, ttl_s=int(self.keep_s))

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from redis.exceptions import RedisError
-
 from bot.settings import ClientSettings
 from bot.texts import Language, reference, text, with_reference
-from chatbus import write_refusal
+from chatbus import BusError, WritesRefused
 from chatbus.messages import MAX_CONTEXT_CHARS, MAX_TASK_PARTS, Task
 from chatbus.visible import is_blank
 
@@ -46,9 +44,10 @@ def work_units(task: Task, text: str) -> int:
     return min(MAX_TASK_PARTS, 1 + len(text) // TASK_CHARS_PER_QUESTION)
 
 
-def unavailable(exc: RedisError, platform: str, language: Language) -> str:
+def unavailable(exc: BusError, platform: str, language: Language) -> str:
     """The "cannot take questions now" notice with a reference; the cause (Redis unreachable, or refusing
     writes: OOM, READONLY…) goes to the log under that reference, not to the user."""
     ref = reference()
-    log.warning("%s ref %s: Redis is unreachable or refuses writes (%s)", platform, ref, write_refusal(exc) or exc)
+    why = exc.reason if isinstance(exc, WritesRefused) else exc
+    log.warning("%s ref %s: Redis is unreachable or refuses writes (%s)", platform, ref, why)
     return with_reference(text("unavailable", language), ref, language)

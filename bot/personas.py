@@ -6,12 +6,10 @@ from __future__ import annotations
 import logging
 import time
 
-from redis.exceptions import RedisError
-
 from bot.limits import unavailable
 from bot.settings import ClientSettings
 from bot.texts import persona_forms, text
-from chatbus import Bus, Persona
+from chatbus import Bus, BusError, Persona
 from chatbus.messages import MAX_INSTRUCTIONS_CHARS
 
 log = logging.getLogger(__name__)
@@ -28,8 +26,8 @@ class Personas:
         if not channel:
             return ""
         try:
-            persona = await self.bus.persona(self.platform, channel)
-        except RedisError:
+            persona = await self.bus.personas.get(self.platform, channel)
+        except BusError:
             return ""
         return persona.text if persona else ""
 
@@ -40,13 +38,13 @@ class Personas:
         forms = persona_forms(command, language)
         try:
             if action == "show":
-                persona = await self.bus.persona(self.platform, channel)
+                persona = await self.bus.personas.get(self.platform, channel)
                 if persona is None:
                     return text("persona_none", language, command=forms["set"])
                 at = time.strftime("%Y-%m-%d", time.localtime(persona.set_at))
                 return text("persona_shown", language, by=persona.set_by, at=at, persona=persona.text)
             if action == "clear":
-                await self.bus.set_persona(self.platform, channel, None)
+                await self.bus.personas.set(self.platform, channel, None)
                 log.info("%s channel %s: persona cleared", self.platform, channel)
                 return text("persona_cleared", language)
             instructions = instructions.strip()
@@ -55,8 +53,8 @@ class Personas:
             if len(instructions) > MAX_INSTRUCTIONS_CHARS:
                 return text("persona_too_long", language, length=len(instructions), limit=MAX_INSTRUCTIONS_CHARS)
             persona = Persona(text=instructions, set_by=user, set_at=time.time())
-            await self.bus.set_persona(self.platform, channel, persona)
-        except RedisError as exc:
+            await self.bus.personas.set(self.platform, channel, persona)
+        except BusError as exc:
             return unavailable(exc, self.platform, language)
         log.info("%s channel %s: persona set (%d characters)", self.platform, channel, len(instructions))
         return text("persona_set", language, persona=instructions)

@@ -22,8 +22,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from redis.exceptions import RedisError
-
 from bot.feedback import Feedback
 from bot.follow import follow_answer
 from bot.layout import AnswerLayout, model_label, took
@@ -35,6 +33,7 @@ from bot.texts import error_text, reference, text, waiting_line
 from chatbus import (
     AnswerTimeout,
     Bus,
+    BusError,
     Delta,
     Done,
     ErrorEvent,
@@ -48,7 +47,7 @@ from chatbus import (
     Turn,
     cancel_requested,
 )
-from chatbus.ledger import DEFAULT_NEW_TOKENS, TEMPLATE_TOKENS, Ledger, prompt_bound, task_bound
+from chatbus.ledger import DEFAULT_NEW_TOKENS, TEMPLATE_TOKENS, prompt_bound, task_bound
 from chatbus.messages import MAX_TASK_PARTS, new_question_id
 
 log = logging.getLogger(__name__)
@@ -67,7 +66,6 @@ class Relay(Generic[OriginVar, TargetVar]):
 
     def __init__(self, bus: Bus, surface: Surface[OriginVar, TargetVar], settings: ClientSettings) -> None:
         self.bus = bus
-        self.ledger = Ledger(bus.redis, bus.keys)
         self.surface = surface
         self.settings = settings
         self.platform = surface.platform
@@ -104,8 +102,8 @@ class Relay(Generic[OriginVar, TargetVar]):
         that follows tells the user the service is unavailable.
         """
         try:
-            return await self.bus.claim_event(self.platform, event_id)
-        except RedisError:
+            return await self.bus.queue.claim_event(self.platform, event_id)
+        except BusError:
             return True
 
     async def refusal(self, user: str, question: str, context: str = "", task: Task = "ask") -> str | None:
@@ -115,24 +113,28 @@ class Relay(Generic[OriginVar, TargetVar]):
             return refused
         try:
             return await self._limit_refusal(user, question + context, work_units(task, context))
-        except RedisError as exc:
+        except BusError as exc:
             return unavailable(exc, self.platform, self.settings.bot_language)
 
     async def _limit_refusal(self, user: str, text_asked: str, units: int = 1) -> str | None:
         """The user's limits: a task counts as the questions its parts cost (`work_units`)."""
         limit = self.settings.user_questions_per_minute
-        if await self.bus.count_request(self.platform, user, RATE_WINDOW_S, units) > limit:
+        if await self.bus.queue.count_request(self.platform, user, RATE_WINDOW_S, units) > limit:
             return text("rate_limited", self.settings.bot_language, limit=limit)
         oldest = time.time() - self.record_max_age_s  # an older record is dead: it holds no slot
-        active = sum(1 for r in await self.bus.tracked(self.platform) if r.user == user and r.created_at > oldest)
+        active = sum(
+            1 for r in await self.bus.inflight.tracked(self.platform) if r.user == user and r.created_at > oldest
+        )
         if active >= self.settings.user_concurrent_questions:
             return text("concurrent", self.settings.bot_language, limit=self.settings.user_concurrent_questions)
         daily = self.settings.user_tokens_per_day
         if daily:  # the day's use, what open answers hold, and this question's prompt at most (`chatbus.ledger`)
-            held = await self.bus.tokens_today(self.platform, user) + await self.ledger.reserved(self.platform, user)
+            held = await self.bus.ledger.tokens_today(self.platform, user) + await self.bus.ledger.reserved(
+                self.platform, user
+            )
             if held + len(text_asked.encode()) + TEMPLATE_TOKENS >= daily:
                 return text("tokens_per_day", self.settings.bot_language, limit=daily)
-        depth = await self.bus.queue_depth()
+        depth = await self.bus.queue.depth()
         if depth >= self.settings.max_queue:
             return text("overloaded", self.settings.bot_language, depth=depth)
         return None
@@ -140,8 +142,8 @@ class Relay(Generic[OriginVar, TargetVar]):
     async def ahead(self) -> int:
         """How many questions wait before a new one (its place in line on the placeholder)."""
         try:
-            return await self.bus.queue_depth()
-        except RedisError:
+            return await self.bus.queue.depth()
+        except BusError:
             return 0  # enqueueing will fail too and say so on this placeholder
 
     async def submit(
@@ -183,11 +185,11 @@ class Relay(Generic[OriginVar, TargetVar]):
                 notice = text("tokens_per_day", self.settings.bot_language, limit=self.settings.user_tokens_per_day)
             else:
                 item = reserved
-                await self.bus.track(record, ttl_s=int(self.record_max_age_s))
-                await self.bus.enqueue(item, self.settings.max_queue)
+                await self.bus.inflight.track(record, ttl_s=int(self.record_max_age_s))
+                await self.bus.queue.enqueue(item, self.settings.max_queue)
         except QueueFull as exc:
             notice = text("overloaded", self.settings.bot_language, depth=exc.depth)
-        except RedisError as exc:
+        except BusError as exc:
             log.warning("%s question %s: not queued", self.platform, item.id)
             notice = unavailable(exc, self.platform, self.settings.bot_language)
         else:
@@ -196,9 +198,9 @@ class Relay(Generic[OriginVar, TargetVar]):
                 self._spawn(record)
                 return item.id
         await self.surface.edit(target, notice, final=True)
-        with contextlib.suppress(RedisError):
-            await self.bus.untrack(self.platform, item.id)
-            await self.ledger.release(item)
+        with contextlib.suppress(BusError):
+            await self.bus.inflight.untrack(self.platform, item.id)
+            await self.bus.ledger.release(item)
         return item.id
 
     async def _reserve(self, item: Question) -> Question | None:
@@ -210,29 +212,29 @@ class Relay(Generic[OriginVar, TargetVar]):
         deadline = item.expires_at + self.settings.answer_stall_timeout_s
         if item.task != "ask":
             most = task_bound(item, DEFAULT_NEW_TOKENS, MAX_TASK_PARTS)
-            return item if await self.ledger.reserve(item, daily, most, most, deadline) else None
+            return item if await self.bus.ledger.reserve(item, daily, most, most, deadline) else None
         bound = prompt_bound(item)
-        granted = await self.ledger.reserve(item, daily, bound + 1, bound + DEFAULT_NEW_TOKENS, deadline)
+        granted = await self.bus.ledger.reserve(item, daily, bound + 1, bound + DEFAULT_NEW_TOKENS, deadline)
         return item.model_copy(update={"max_new_tokens": granted - bound}) if granted else None
 
     async def history(self, thread: str) -> list[Turn]:
         """Past turns of a conversation this relay answered (none while Redis is unreachable)."""
         try:
-            return await self.bus.history(self.platform, thread)
-        except RedisError:
+            return await self.bus.threads.history(self.platform, thread)
+        except BusError:
             return []
 
     async def record_for(self, question_id: str) -> InflightRecord | None:
         """The in-flight record of a question whose answer has not ended: None once it has, even while the
         record itself lingers for the last edits (a stop click then is told the answer is finished)."""
-        record = next((r for r in await self.bus.tracked(self.platform) if r.question_id == question_id), None)
-        if record is None or await self.bus.answered([question_id]):
+        record = next((r for r in await self.bus.inflight.tracked(self.platform) if r.question_id == question_id), None)
+        if record is None or await self.bus.consumer.answered([question_id]):
             return None
         return record
 
     async def record_at(self, shows: Callable[[TargetVar], bool]) -> InflightRecord | None:
         """The in-flight record whose placeholder `shows` picks."""
-        for record in await self.bus.tracked(self.platform):
+        for record in await self.bus.inflight.tracked(self.platform):
             with contextlib.suppress(KeyError):
                 if shows(self.surface.target(record.target)):
                     return record
@@ -247,7 +249,7 @@ class Relay(Generic[OriginVar, TargetVar]):
         with a notice instead, so no dead record keeps a user's concurrent-question slot.
         """
         taken = 0
-        for record in await self.bus.tracked(self.platform):
+        for record in await self.bus.inflight.tracked(self.platform):
             if record.question_id in self._delivering or not await self._lease(record):
                 continue
             if time.time() - record.created_at > self.record_max_age_s:
@@ -270,13 +272,13 @@ class Relay(Generic[OriginVar, TargetVar]):
             notice = error_text("given_up", record.language, reference(record.question_id))
             await self.surface.edit(self.surface.target(record.target), notice, final=True)
         with contextlib.suppress(Exception):
-            await self.bus.untrack(self.platform, record.question_id)
-            await self.bus.release_lease(record.question_id, self.owner)
+            await self.bus.inflight.untrack(self.platform, record.question_id)
+            await self.bus.inflight.release_lease(record.question_id, self.owner)
 
     async def _say_when_no_worker(self, serving: bool | None) -> bool:
         """Log once each time the queue goes without a live worker (and once it has one again): questions asked
         meanwhile wait in the queue, and whoever runs the adapter should know why."""
-        now = bool(await self.bus.live_workers())
+        now = bool(await self.bus.workers.live())
         if now != serving and (serving is not None or not now):
             if now:
                 log.info("a worker serves the queue again")
@@ -322,7 +324,9 @@ class Relay(Generic[OriginVar, TargetVar]):
         task.add_done_callback(lambda _: self._delivering.pop(record.question_id, None))
 
     async def _lease(self, record: InflightRecord) -> bool:
-        return await self.bus.acquire_lease(record.question_id, self.owner, int(self.settings.lease_ttl_s * 1000))
+        return await self.bus.inflight.acquire_lease(
+            record.question_id, self.owner, int(self.settings.lease_ttl_s * 1000)
+        )
 
     async def _deliver(self, record: InflightRecord, leased: bool) -> None:
         if not leased and not await self._lease(record):
@@ -341,15 +345,15 @@ class Relay(Generic[OriginVar, TargetVar]):
                 await renewing  # not left pending: a closing loop would find it half-cancelled
             with contextlib.suppress(Exception):
                 if finished:
-                    await self.bus.untrack(self.platform, record.question_id)
-                await self.bus.release_lease(record.question_id, self.owner)
+                    await self.bus.inflight.untrack(self.platform, record.question_id)
+                await self.bus.inflight.release_lease(record.question_id, self.owner)
 
     async def _renew(self, record: InflightRecord) -> None:
         ttl_ms = int(self.settings.lease_ttl_s * 1000)
         while not cancel_requested():  # redis-py may swallow a CancelledError that lands mid-command
             await asyncio.sleep(self.settings.lease_ttl_s / 3)
             with contextlib.suppress(Exception):
-                await self.bus.renew_lease(record.question_id, self.owner, ttl_ms)
+                await self.bus.inflight.renew_lease(record.question_id, self.owner, ttl_ms)
 
     async def _render(self, record: InflightRecord, target: TargetVar) -> bool:
         """Follow the answer stream onto the placeholder (or the platform's streamed message), continuing into
@@ -414,8 +418,8 @@ class Relay(Generic[OriginVar, TargetVar]):
         if event.code == "failed":
             log.warning("%s question %s (ref %s): the worker failed", self.platform, record.question_id, ref)
         if event.code == "cancelled":
-            with contextlib.suppress(RedisError):
-                by = await self.bus.cancelled_by(record.question_id)
+            with contextlib.suppress(BusError):
+                by = await self.bus.queue.cancelled_by(record.question_id)
                 if by:
                     return text("cancelled_by", language, user=by)
         return error_text(event.code, language, ref)
@@ -441,8 +445,8 @@ class Relay(Generic[OriginVar, TargetVar]):
         if record.thread and self.settings.history_turns:
             turn = Turn(question=record.question, answer=answer)
             try:
-                await self.bus.remember(
+                await self.bus.threads.remember(
                     self.platform, record.thread, turn, self.settings.history_turns, self.settings.history_ttl_s
                 )
-            except RedisError:  # the answer still goes out; a follow-up to it has one turn less of context
+            except BusError:  # the answer still goes out; a follow-up to it has one turn less of context
                 log.warning("%s question %s: Redis down, its turn is not remembered", self.platform, record.question_id)

@@ -50,7 +50,7 @@ from bot.workspace import (
     transcript,
     transcript_line,
 )
-from chatbus import Bus, Keys, Task, connect
+from chatbus import Bus, Task
 from runtime.exits import EXIT_CONFIG, EXIT_OK
 from runtime.http_guard import ConnectionGuard
 from runtime.signals import on_stop_signal
@@ -746,7 +746,7 @@ class KullmSlack:
             if channel:
                 await self.client.chat_postEphemeral(channel=channel, user=user, text=notice)
             return
-        await self.bus.request_cancel(question_id, by=await self._name(user))
+        await self.bus.queue.request_cancel(question_id, by=await self._name(user))
         log.info("slack question %s: cancelled by button", question_id)
 
     async def on_pane_opened(self, body: dict[str, Any], set_suggested_prompts: Any) -> None:
@@ -777,7 +777,7 @@ class KullmSlack:
         record = await self.relay.record_at(lambda target: target.conversation == conversation)
         if record is None or record.user != user:
             return False
-        await self.bus.request_cancel(record.question_id, by=await self._name(user))
+        await self.bus.queue.request_cancel(record.question_id, by=await self._name(user))
         log.info("slack question %s: stopped from the pane", record.question_id)
         return True
 
@@ -915,8 +915,8 @@ async def _serve(settings: SlackSettings) -> int:
     except SlackApiError as exc:
         log.error(_token_error("SLACK_BOT_TOKEN", f"was rejected ({exc.response.get('error')})"))
         return EXIT_CONFIG
-    redis = connect(settings.redis_url, settings.redis_password)
-    kullm = KullmSlack(settings, Bus(redis, Keys(settings.key_prefix)), client, str(identity.get("team_id") or ""))
+    bus = Bus.open(settings.redis_url, settings.redis_password, settings.key_prefix)
+    kullm = KullmSlack(settings, bus, client, str(identity.get("team_id") or ""))
     stop = asyncio.Event()
     on_stop_signal(stop.set)
     kullm.relay.start()
@@ -927,7 +927,7 @@ async def _serve(settings: SlackSettings) -> int:
         return EXIT_OK
     finally:
         await kullm.relay.close()
-        await redis.aclose()
+        await bus.aclose()
 
 
 async def _serve_socket_mode(kullm: KullmSlack, name: str, stop: asyncio.Event) -> int:

@@ -22,9 +22,6 @@ import sys
 import time
 from typing import Any, Protocol, TextIO
 
-from redis.exceptions import AuthenticationError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
@@ -37,18 +34,21 @@ from chatbus import (
     AnswerEvent,
     AnswerTimeout,
     Bus,
+    BusDown,
+    BusError,
     Delta,
     Done,
     ErrorEvent,
-    Keys,
+    NotAnswering,
+    PasswordRefused,
     Progress,
     Question,
     QueueFull,
     Restart,
     Task,
-    connect,
+    Unreachable,
+    WritesRefused,
     redact_url,
-    write_refusal,
 )
 from runtime.exits import (
     EXIT_BUSY,
@@ -254,7 +254,7 @@ async def ask(
         return say(EXIT_INPUT, refusal)
     if not as_json and "redis_url" not in settings.model_fields_set:  # found, not given: say which one
         err.write(text("redis_in_use", language, redis=settings.redis_said) + "\n")
-    bus = Bus(connect(settings.redis_url, settings.redis_password), Keys(settings.key_prefix))
+    bus = Bus.open(settings.redis_url, settings.redis_password, settings.key_prefix)
     item = Question.new(
         "terminal",
         question.strip(),
@@ -266,10 +266,10 @@ async def ask(
     )
     try:
         return await _ask(bus, item, settings, _renderer(as_json, out, err, language), say)
-    except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
+    except BusError as exc:
         return redis_failed(exc, settings, say)
     finally:
-        await bus.redis.aclose()
+        await bus.aclose()
 
 
 async def _ask(bus: Bus, item: Question, settings: ClientSettings, renderer: Renderer, say: Notice) -> int:
@@ -282,7 +282,7 @@ async def _ask(bus: Bus, item: Question, settings: ClientSettings, renderer: Ren
     waiting: list[asyncio.Task[Any]] = []
     try:
         try:
-            ahead = await bus.enqueue(item, settings.max_queue)
+            ahead = await bus.queue.enqueue(item, settings.max_queue)
         except QueueFull as exc:
             return say(EXIT_BUSY, text("overloaded", language, depth=exc.depth))
         renderer.queued(item.id, ahead)
@@ -320,8 +320,8 @@ async def _followed(following: asyncio.Task[int], bus: Bus, question_id: str) ->
 
 async def _withdraw(bus: Bus, question_id: str) -> None:
     """Ask the workers to drop the question (not yet started) or stop its answer; bounded, as leaving is."""
-    with contextlib.suppress(RedisConnectionError, RedisTimeoutError, ResponseError, TimeoutError):
-        await asyncio.wait_for(bus.request_cancel(question_id), CANCEL_SEND_S)
+    with contextlib.suppress(BusError, TimeoutError):
+        await asyncio.wait_for(bus.queue.request_cancel(question_id), CANCEL_SEND_S)
 
 
 async def _no_worker(bus: Bus, ctrl_c: _CtrlC, renderer: Renderer, language: Language) -> None:
@@ -334,8 +334,8 @@ async def _no_worker(bus: Bus, ctrl_c: _CtrlC, renderer: Renderer, language: Lan
     said = ""
     while not ctrl_c.started:
         try:
-            known = await bus.worker_records()
-        except (RedisConnectionError, RedisTimeoutError):
+            known = await bus.workers.records()
+        except BusDown:
             none_since = None  # Redis away: following says so and waits for it
             await asyncio.sleep(WORKER_POLL_S)
             continue
@@ -369,7 +369,7 @@ class _CtrlC:
     def pressed(self) -> None:
         self.presses += 1
         if self.presses == 1:
-            self.sending.add(asyncio.get_running_loop().create_task(self.bus.request_cancel(self.question_id)))
+            self.sending.add(asyncio.get_running_loop().create_task(self.bus.queue.request_cancel(self.question_id)))
         if self.presses > 1 or not self.started:
             self.leave.set()
 
@@ -401,21 +401,19 @@ def _renderer(as_json: bool, out: TextIO, err: TextIO, language: Language) -> Re
     return PlainText(out, err, language)
 
 
-def redis_failed(
-    exc: RedisConnectionError | RedisTimeoutError | ResponseError, settings: ClientSettings, say: Notice | None = None
-) -> int:
+def redis_failed(exc: BusError, settings: ClientSettings, say: Notice | None = None) -> int:
     """Say why Redis cannot be used (password refused, unreachable, not answering, refusing writes) and return
     EXIT_REDIS;
     any other Redis error is raised again."""
     language, url = settings.bot_language, redact_url(settings.redis_url)
     say = say or notice_for(False, sys.stdout, sys.stderr)
-    if isinstance(exc, AuthenticationError):  # a subclass of ConnectionError: asked first
+    if isinstance(exc, PasswordRefused):  # a kind of Unreachable: asked first
         return say(EXIT_REDIS, text("redis_auth", language, url=url))
-    if isinstance(exc, RedisConnectionError):
+    if isinstance(exc, Unreachable):
         key = "redis_down_kullm_up" if settings.redis_from_kullm_up else "redis_down"
         return say(EXIT_REDIS, text(key, language, url=url))
-    if isinstance(exc, RedisTimeoutError):
+    if isinstance(exc, NotAnswering):
         return say(EXIT_REDIS, text("redis_stalled", language, url=url))
-    if (refusal := write_refusal(exc)) is not None:
-        return say(EXIT_REDIS, text("redis_refuses", language, reason=refusal))
+    if isinstance(exc, WritesRefused):
+        return say(EXIT_REDIS, text("redis_refuses", language, reason=exc.reason))
     raise exc

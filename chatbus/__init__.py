@@ -1,6 +1,25 @@
-"""The queue contract between chat adapters and inference workers (Redis Streams)."""
+"""The queue contract between chat adapters and inference workers (Redis Streams).
 
-from chatbus.errors import AnswerTimeout, ChatbusError, MalformedMessage, QueueFull, write_refusal
+The ground floor: `bot/` (front-ends), `inference/` (workers) and `kullm/` (the command line) meet only here and
+never import each other's internals nor `redis`. `Bus` (chatbus.bus) holds the contract's parts by role; the
+messages (chatbus.messages) are what travels; the errors (chatbus.errors) are all a caller catches.
+"""
+
+from chatbus.bus import Bus
+from chatbus.connection import cancel_requested, connect, redact_url, usage_field
+from chatbus.consumer import Delivery, Write
+from chatbus.errors import (
+    AnswerTimeout,
+    BusDown,
+    BusError,
+    ChatbusError,
+    MalformedMessage,
+    NotAnswering,
+    PasswordRefused,
+    QueueFull,
+    Unreachable,
+    WritesRefused,
+)
 from chatbus.keys import DEFAULT_PREFIX, WORKER_GROUP, Keys
 from chatbus.messages import (
     AnsweredRecord,
@@ -24,7 +43,7 @@ from chatbus.messages import (
     decode_event,
     is_final,
 )
-from chatbus.streams import Bus, BusStats, Delivery, Write, cancel_requested, connect, redact_url, usage_field
+from chatbus.registry import BusStats
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -34,6 +53,8 @@ __all__ = [
     "AnsweredRecord",
     "ApiKey",
     "Bus",
+    "BusDown",
+    "BusError",
     "BusStats",
     "ChatbusError",
     "DeadLetter",
@@ -45,6 +66,8 @@ __all__ = [
     "InflightRecord",
     "Keys",
     "MalformedMessage",
+    "NotAnswering",
+    "PasswordRefused",
     "Persona",
     "Progress",
     "Question",
@@ -53,14 +76,15 @@ __all__ = [
     "Started",
     "Task",
     "Turn",
+    "Unreachable",
     "Vote",
     "WorkerStatus",
     "Write",
+    "WritesRefused",
     "cancel_requested",
     "connect",
     "decode_event",
     "is_final",
     "redact_url",
     "usage_field",
-    "write_refusal",
 ]

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from chatbus.streams import redact_url
+from chatbus.connection import redact_url
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 # What `kullm up` runs lives under this directory of the working directory: its Redis's data and the record.

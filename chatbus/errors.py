@@ -1,24 +1,23 @@
-"""Errors raised by the queue contract.
+"""Errors raised by the queue contract: the only ones its callers catch.
 
 Hierarchy::
 
     ChatbusError
     ├── MalformedMessage   a stream entry or JSON value that does not decode
     ├── QueueFull          the question queue is at its configured depth
-    └── AnswerTimeout      no answer event came within the follower's start or stall timeout
+    ├── AnswerTimeout      no answer event came within the follower's start or stall timeout
+    └── BusError           Redis could not do what was asked (the Redis exception is the __cause__)
+        ├── BusDown            Redis cannot be used now and may come back
+        │   ├── Unreachable        no connection: refused, dropped, no free pooled connection
+        │   │   └── PasswordRefused    the server refused the password (REDIS_PASSWORD / the URL's)
+        │   └── NotAnswering       connected, but no reply within the socket timeout (paused, stuck)
+        └── WritesRefused      up, but refusing writes for a reason that can pass (`reason`: OOM, READONLY…)
+
+Redis' own exceptions never leave `chatbus`: every call of the contract translates them
+(`chatbus.connection.translated`), so `bot/`, `inference/` and `kullm/` never import `redis`.
 """
 
 from __future__ import annotations
-
-import re
-
-from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError, ResponseError
-
-# Redis answers these while it is up but will not take writes: `maxmemory` with `noeviction` (OOM),
-# a replica after a failover (READONLY), a failed save with stop-writes-on-bgsave-error (MISCONF),
-# too few replicas (NOREPLICAS), a replica cut off from its master (MASTERDOWN), a blocked read
-# ended by a role change (UNBLOCKED, during a failover). Each can pass.
-_REFUSALS = re.compile(r"\b(OOM|READONLY|MISCONF|NOREPLICAS|MASTERDOWN|UNBLOCKED)\b")
 
 
 class ChatbusError(Exception):
@@ -49,13 +48,30 @@ class QueueFull(ChatbusError):
         super().__init__(f"queue full: {depth} questions waiting (limit {max_queue})")
 
 
-def write_refusal(exc: BaseException) -> str | None:
-    """`OOM`, `READONLY`, `MISCONF`… when Redis refused a write for a reason that can pass, else None."""
-    if not isinstance(exc, ResponseError):
-        return None
-    # redis-py strips the code of the errors it has a class for; the others keep it in the message.
-    for kind, code in ((OutOfMemoryError, "OOM"), (ReadOnlyError, "READONLY"), (MasterDownError, "MASTERDOWN")):
-        if isinstance(exc, kind):
-            return code
-    match = _REFUSALS.search(str(exc))
-    return match.group(1) if match else None
+class BusError(ChatbusError):
+    """Redis failed a call of the contract; the subclasses say which failures can pass."""
+
+
+class BusDown(BusError):
+    """Redis cannot be used now (no connection, or no reply); waiting for it may help."""
+
+
+class Unreachable(BusDown):
+    """No connection to Redis: refused, dropped, or every pooled connection busy past the pool's wait."""
+
+
+class PasswordRefused(Unreachable):
+    """Redis refused the password it was given (or wanted one and got none)."""
+
+
+class NotAnswering(BusDown):
+    """Connected, but Redis did not reply within the socket timeout (paused, swapping, a slow script)."""
+
+
+class WritesRefused(BusError):
+    """Redis is up but refuses writes: `reason` is its code (OOM, READONLY, MISCONF, NOREPLICAS, MASTERDOWN,
+    UNBLOCKED); each can pass (memory freed, a failover finished, a save succeeded)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        super().__init__(f"Redis refuses writes ({reason}){': ' + detail if detail else ''}")

@@ -7,7 +7,7 @@ lowered to what the cap has left — in the same script that reads the day's use
 still held, so concurrent questions can never exceed the cap together. The worker settles each question
 when its answer ends, however it ends (done, cancelled by the user or a disconnect, expired): the tokens
 it generated are added to the day's use and the reservation dropped, in one transaction
-(`Bus.add_usage`). A reservation whose question never reached a worker lapses at its deadline.
+(`Ledger.settle`). A reservation whose question never reached a worker lapses at its deadline.
 
 The prompt's upper bound needs no tokenizer: every token of the tokenizers we serve (byte-level BPE,
 SentencePiece with byte fallback) covers at least one byte of text, so the user's text in UTF-8 bytes,
@@ -17,12 +17,10 @@ plus TEMPLATE_TOKENS for the template and system prompt, bounds what the worker 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
-from redis.asyncio import Redis
-
-from chatbus.keys import Keys
+from chatbus.connection import Link, as_text, translated, usage_field
 from chatbus.messages import Question
-from chatbus.streams import usage_field
 
 # What a chat answer under a daily cap may generate at most (the seed's max_new_tokens); the API's is API_MAX_TOKENS.
 DEFAULT_NEW_TOKENS = 512
@@ -71,13 +69,13 @@ def task_bound(question: Question, max_new_tokens: int, max_parts: int) -> int:
 
 
 class Ledger:
-    """Reservations against daily token caps; see the module docstring."""
+    """Reservations against daily token caps, and the days' usage counts; see the module docstring."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
-        self.redis = redis
-        self.keys = keys
-        self._reserve = redis.register_script(_RESERVE_LUA)
+    def __init__(self, link: Link) -> None:
+        self.redis, self.keys = link.redis, link.keys
+        self._reserve = link.redis.register_script(_RESERVE_LUA)
 
+    @translated
     async def reserve(self, question: Question, cap: int, fewest: int, most: int, deadline: float) -> int:
         """Reserve between `fewest` and `most` tokens of the asker's daily `cap` for this question, until
         `deadline` (epoch seconds); returns how many were reserved, 0 when the cap has not `fewest` left."""
@@ -89,6 +87,7 @@ class Ledger:
         granted, _ = await self._reserve(keys=keys, args=args)
         return int(granted)
 
+    @translated
     async def release(self, question: Question) -> None:
         """Drop a reservation whose question was never queued (refused, Redis refused the write)."""
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -96,8 +95,40 @@ class Ledger:
             pipe.hdel(self.keys.reserved_tokens(question.platform, question.user), question.id)
             await pipe.execute()
 
+    @translated
     async def reserved(self, platform: str, user: str) -> int:
         """Tokens held for this user's unfinished answers (lapsed reservations included until the next
         `reserve` drops them)."""
         amounts = await self.redis.hvals(self.keys.reserved_tokens(platform, user))
         return sum(int(amount) for amount in amounts)
+
+    @translated
+    async def settle(
+        self, day: str, counts: dict[str, int], ttl_s: int, settled: Sequence[tuple[str, str, str]] = ()
+    ) -> None:
+        """Add usage counts (fields as `Keys.usage` names them) to a day, kept `ttl_s`, and drop the reservations
+        of the (platform, user, question id) answers they count, in one transaction: a cap
+        never sees both, nor neither."""
+        key = self.keys.usage(day)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for field, count in counts.items():
+                pipe.hincrby(key, field, count)
+            if counts:
+                pipe.expire(key, ttl_s)
+            for platform, user, question_id in settled:
+                pipe.zrem(self.keys.reserved(platform, user), question_id)
+                pipe.hdel(self.keys.reserved_tokens(platform, user), question_id)
+            await pipe.execute()
+
+    @translated
+    async def usage(self, day: str) -> dict[str, int]:
+        """A day's usage counts by field."""
+        return {as_text(k): int(v) for k, v in (await self.redis.hgetall(self.keys.usage(day))).items()}
+
+    @translated
+    async def tokens_today(self, platform: str, user: str) -> int:
+        """Prompt and completion tokens a user (or API key) used today (UTC)."""
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        fields = [usage_field(platform, user, "*", metric) for metric in ("prompt_tokens", "completion_tokens")]
+        values = await self.redis.hmget(self.keys.usage(day), fields)
+        return sum(int(v) for v in values if v is not None)

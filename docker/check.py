@@ -323,7 +323,7 @@ ENQUEUE = (
     "import asyncio, sys; from bot.settings import ClientSettings; from chatbus import Bus, Keys, Question, connect\n"
     "async def main():\n"
     "    s = ClientSettings(); bus = Bus(connect(s.redis_url, s.redis_password), Keys(s.key_prefix))\n"
-    "    q = Question.new('terminal', sys.argv[1], ttl_s=3600); await bus.enqueue(q); print(q.id)\n"
+    "    q = Question.new('terminal', sys.argv[1], ttl_s=3600); await bus.queue.enqueue(q); print(q.id)\n"
     "asyncio.run(main())\n"
 )
 
@@ -457,14 +457,14 @@ PERSONA_SET = (
     "import asyncio; from bot.settings import ClientSettings; from chatbus import Bus, Keys, Persona, connect\n"
     "async def main():\n"
     "    s = ClientSettings(); bus = Bus(connect(s.redis_url, s.redis_password), Keys(s.key_prefix))\n"
-    f"    await bus.set_persona('discord', '1', Persona(text={trained.PIRATE_PERSONA!r}, set_by='check', set_at=0))\n"
+    f"    await bus.personas.set('discord', '1', Persona(text={trained.PIRATE_PERSONA!r}, set_by='check', set_at=0))\n"
     "asyncio.run(main())\n"
 )
 PERSONA_GET = (
     "import asyncio; from bot.settings import ClientSettings; from chatbus import Bus, Keys, connect\n"
     "async def main():\n"
     "    s = ClientSettings(); bus = Bus(connect(s.redis_url, s.redis_password), Keys(s.key_prefix))\n"
-    "    print((await bus.persona('discord', '1')).text)\n"
+    "    print((await bus.personas.get('discord', '1')).text)\n"
     "asyncio.run(main())\n"
 )
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from chatbus import Bus, Keys, WorkerStatus, connect
+from chatbus import Bus, WorkerStatus
 from chatbus.config import settings_problem
 from inference.engine import engine_factory, new_engine_thread
 from inference.errors import InferenceError
@@ -52,8 +52,7 @@ async def serve(settings: WorkerSettings) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: worker.request_drain() if worker else stop.set())
-    redis = connect(settings.redis_url, settings.redis_password)
-    bus = Bus(redis, Keys(settings.key_prefix))
+    bus = Bus.open(settings.redis_url, settings.redis_password, settings.key_prefix)
     engine_thread = new_engine_thread()  # loads the model, then steps it: torch work on one thread only
     announcing = asyncio.create_task(_announce_loading(bus, settings))
     try:
@@ -76,8 +75,8 @@ async def serve(settings: WorkerSettings) -> int:
         announcing.cancel()
         if worker is None:  # never served: leave no loading record behind
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(bus.forget_worker(settings.worker_name), 2)
-        await redis.aclose()
+                await asyncio.wait_for(bus.workers.forget(settings.worker_name), 2)
+        await bus.aclose()
         engine_thread.shutdown(wait=False)
         if endpoint:
             await endpoint.cleanup()
@@ -96,7 +95,7 @@ async def _announce_loading(bus: Bus, settings: WorkerSettings) -> None:
             loading=True,
         )
         with contextlib.suppress(Exception):  # Redis not there yet: the worker says so once it serves
-            await bus.report_worker(status)
+            await bus.workers.report(status)
         await asyncio.sleep(settings.heartbeat_interval_s)
 
 

@@ -37,7 +37,7 @@ class Outbox:
         """
         if not self:
             return set()
-        lost = await self.bus.publish(self.consumer, self.writes())
+        lost = await self.bus.consumer.publish(self.consumer, self.writes())
         self._events, self._acks = [], []
         return lost
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import Counter, deque
@@ -31,30 +30,29 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from chatbus import (
     AnswerEvent,
     Bus,
+    BusDown,
+    BusError,
     Delivery,
     Delta,
     Done,
     ErrorCode,
     ErrorEvent,
+    NotAnswering,
+    PasswordRefused,
     Progress,
     Question,
     Restart,
     Started,
     Write,
+    WritesRefused,
     cancel_requested,
     usage_field,
-    write_refusal,
 )
-from chatbus.keys import FIELD
+from chatbus.consumer import ANSWER_TTL_S
 from chatbus.messages import FinishReason, WorkerStatus
-from chatbus.streams import ANSWER_TTL_S
 from inference.engine import GenerationRequest, GenerationUpdate, Loaded, new_engine_thread
 from inference.errors import EngineOutOfMemory, PromptTooLong
 from inference.governor import BatchGovernor
@@ -77,7 +75,17 @@ STATUS_CHANGE_S = 0.25  # how soon a change in the questions in hand reaches the
 NOT_REACHED = "not reached yet"  # /healthz says 503 until Redis answered once
 # A worker is forgotten once silent for this many of its heartbeats and reclaim idle times (both must pass).
 REAP_AFTER_HEARTBEATS, REAP_AFTER_RECLAIM_IDLES = 4, 2
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# What the loop rides out: Redis away, or up and refusing writes (each can pass). Any other failure is a bug.
+REDIS_TROUBLE = (BusDown, WritesRefused)
+
+
+def trouble(exc: BusDown | WritesRefused) -> str:
+    """What is wrong with Redis, for the log and /healthz ("refuses writes (OOM)", "unreachable"…)."""
+    if isinstance(exc, WritesRefused):
+        return f"refuses writes ({exc.reason})"
+    if isinstance(exc, PasswordRefused):
+        return "refuses the password"
+    return "not answering" if isinstance(exc, NotAnswering) else "unreachable"
 
 
 @dataclass
@@ -184,7 +192,7 @@ class Worker:
 
     async def run(self) -> None:
         """Serve until drained."""
-        await self._until_redis(self.bus.ensure_group)
+        await self._until_redis(self.bus.consumer.ensure_group)
         if self._draining:
             return
         log.info("worker %s serving %s (batch %d)", self.name, self.engine.model_id, self.engine.max_batch_size)
@@ -213,13 +221,8 @@ class Worker:
                 if self.engine.active:
                     await self._step()
                     self._flush_due_deltas()
-            except REDIS_DOWN as exc:
-                await self._redis_trouble(f"unreachable ({type(exc).__name__})")
-            except ResponseError as exc:
-                refusal = write_refusal(exc)
-                if refusal is None:
-                    raise
-                await self._redis_trouble(f"refuses writes ({refusal})")
+            except REDIS_TROUBLE as exc:
+                await self._redis_trouble(trouble(exc))
 
     async def _redis_trouble(self, problem: str) -> None:
         """Say once what is wrong, then retry with backoff; events and acks wait in the outbox meanwhile."""
@@ -254,14 +257,14 @@ class Worker:
             self._engine_thread.shutdown(wait=False)  # no step is running: the loop awaits each one
         self.engine.close()  # the threads and connections of an engine that runs on its own (paged, a server)
         held = [_held(job) for job in self._jobs.values()]
-        steps = [("publish", self._flush), ("release", lambda: self.bus.release(self.name, held))]
-        steps.append(("leave", lambda: self.bus.forget_worker(self.name)))
+        steps = [("publish", self._flush), ("release", lambda: self.bus.consumer.release(self.name, held))]
+        steps.append(("leave", lambda: self.bus.workers.forget(self.name)))
         if held:
             log.info("releasing %d unfinished questions to other workers", len(held))
         for name, step in steps:
             try:
                 await step()
-            except (*REDIS_DOWN, ResponseError) as exc:
+            except BusError as exc:
                 log.warning("shutdown: could not %s (%s); other workers will reclaim what is left", name, exc)
 
     # ------------------------------------------------------------------ admission
@@ -277,11 +280,11 @@ class Worker:
         idle = self.engine.active == 0
         if free <= 0 or (not idle and time.monotonic() - self._last_poll < POLL_INTERVAL_S):
             return
-        deliveries = await self.bus.read(self.name, free, block_ms=self._idle_block_ms if idle else None)
+        deliveries = await self.bus.consumer.read(self.name, free, block_ms=self._idle_block_ms if idle else None)
         if idle and 0 < len(deliveries) < free:
             # A blocked read wakes on the first entry of a burst: take the rest that came with it, so they
             # are prefilled together instead of joining one step later.
-            deliveries += await self.bus.read(self.name, free - len(deliveries), block_ms=None)
+            deliveries += await self.bus.consumer.read(self.name, free - len(deliveries), block_ms=None)
         self._last_poll = time.monotonic()
         await self._accept_all(deliveries)
 
@@ -298,15 +301,15 @@ class Worker:
     async def _accept_each(self, deliveries: list[Delivery]) -> None:
         questions = [d for d in deliveries if d.question]
         ids = [d.question.id for d in questions if d.question]
-        cancelled = await self.bus.cancelled(ids)
-        answered = await self.bus.answered(ids)
+        cancelled = await self.bus.consumer.cancelled(ids)
+        answered = await self.bus.consumer.answered(ids)
         now = time.time()
         claims = [
             (d.question.id, d.entry_id, int(max(0.0, d.question.expires_at - now)) + ANSWER_TTL_S)
             for d in questions
             if d.question
         ]
-        owned = dict(zip((d.entry_id for d in questions), await self.bus.claim_questions(claims), strict=True))
+        owned = dict(zip((d.entry_id for d in questions), await self.bus.consumer.claim_questions(claims), strict=True))
         for delivery in deliveries:
             if delivery.question and self._duplicate(
                 delivery, owned[delivery.entry_id], delivery.question.id in answered
@@ -431,10 +434,10 @@ class Worker:
     async def _reject_malformed(self, delivery: Delivery) -> None:
         assert delivery.error is not None
         log.warning("entry %s is malformed (%s): dead-lettered", delivery.entry_id, delivery.error.reason)
-        if not await self.bus.dead_letter(delivery, f"malformed: {delivery.error.reason}", self.name):
+        if not await self.bus.consumer.dead_letter(delivery, f"malformed: {delivery.error.reason}", self.name):
             return
         self.metrics.questions.labels("malformed").inc()
-        question_id = _question_id(delivery.raw)
+        question_id = delivery.question_id
         if question_id and delivery.error.oversized:
             message = "the question is larger than the queue contract allows"
             self._emit(delivery, question_id, ErrorEvent(code="too_long", message=message))
@@ -615,11 +618,11 @@ class Worker:
                 await self._dead_letter(job.delivery, f"{reason} on delivery {job.attempt}")
             else:
                 log.warning("question %s: %s on delivery %d, released for retry", question_id, reason, job.attempt)
-                await self.bus.release(self.name, [_held(job)])
+                await self.bus.consumer.release(self.name, [_held(job)])
 
     async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         question_id = delivery.question.id if delivery.question else None
-        if not await self.bus.dead_letter(delivery, reason, self.name):
+        if not await self.bus.consumer.dead_letter(delivery, reason, self.name):
             log.warning("question %s: another worker owns it now; not dead-lettered here", question_id)
             return
         log.error("question %s: dead-lettered (%s)", question_id, reason)
@@ -673,10 +676,10 @@ class Worker:
         try:
             while usage:
                 day = next(iter(usage))
-                await self.bus.add_usage(day, dict(usage[day]), self.settings.usage_ttl_days * 86400, settled)
+                await self.bus.ledger.settle(day, dict(usage[day]), self.settings.usage_ttl_days * 86400, settled)
                 del usage[day]
                 settled = []  # ended with the first day's counts
-        except (*REDIS_DOWN, ResponseError):  # down or refusing writes: what was not written waits for the next flush
+        except BusError:  # down or refusing writes: what was not written waits for the next flush
             for day, counts in usage.items():
                 self._usage.setdefault(day, Counter()).update(counts)
             self._settled = settled + self._settled
@@ -705,14 +708,11 @@ class Worker:
         while not cancel_requested():
             try:
                 await tick()
-            except REDIS_DOWN as exc:
-                log.debug("background %s: redis unreachable (%s)", tick.__name__, exc)
-            except ResponseError as exc:
-                refusal = write_refusal(exc)
-                if refusal is None:
-                    log.exception("background %s failed", tick.__name__)
-                elif self._redis_problem is None:
-                    self._redis_problem = f"refuses writes ({refusal})"
+            except BusDown as exc:
+                log.debug("background %s: redis %s", tick.__name__, trouble(exc))
+            except WritesRefused as exc:
+                if self._redis_problem is None:
+                    self._redis_problem = trouble(exc)
                     log.warning("redis %s (seen by %s)", self._redis_problem, tick.__name__)
             except Exception:
                 log.exception("background %s failed", tick.__name__)
@@ -730,10 +730,10 @@ class Worker:
         return len(self._jobs), self._draining
 
     async def _heartbeat(self) -> None:
-        lost = await self.bus.heartbeat(self.name, self._holding())
+        lost = await self.bus.consumer.heartbeat(self.name, self._holding())
         self._lost |= lost & {write.entry_id for write in self._holding()}  # not those finished while it ran
         self.metrics.inflight.set(len(self._jobs))
-        self.metrics.queue_depth.set(await self.bus.queue_depth())
+        self.metrics.queue_depth.set(await self.bus.queue.depth())
         await self._report_status()
         self._redis_recovered()  # a write went through
         # Workers silent this long with nothing pending are gone (their questions were reclaimed): forget them.
@@ -741,7 +741,7 @@ class Worker:
             REAP_AFTER_HEARTBEATS * self.settings.heartbeat_interval_s,
             REAP_AFTER_RECLAIM_IDLES * self.settings.reclaim_idle_s,
         )
-        for name in await self.bus.reap(self.name, int(silent_s * 1000)):
+        for name in await self.bus.workers.reap(self.name, int(silent_s * 1000)):
             log.info("worker %s is gone: removed from the group and the worker list", name)
 
     async def _report_status(self) -> None:
@@ -756,7 +756,7 @@ class Worker:
             heartbeat_s=self.settings.heartbeat_interval_s,
             tasks=dict(Counter(job.question.task for job in self._jobs.values())),
         )
-        await self.bus.report_worker(status)
+        await self.bus.workers.report(status)
         self._reported = roster
 
     async def _reclaim(self) -> None:
@@ -764,7 +764,7 @@ class Worker:
             return
         count = max(1, self.engine.max_batch_size - len(self._jobs))
         min_idle_ms = int(self.settings.reclaim_idle_s * 1000)
-        claimed = await self.bus.reclaim(self.name, min_idle_ms, count)
+        claimed = await self.bus.consumer.reclaim(self.name, min_idle_ms, count)
         if claimed:
             log.info("reclaimed %d questions from dead or departed workers", len(claimed))
             self.metrics.reclaimed.inc(len(claimed))
@@ -782,7 +782,7 @@ class Worker:
 
     async def _poll_cancels(self) -> None:
         if self._jobs:
-            self._cancel_requests |= await self.bus.cancelled(list(self._jobs))
+            self._cancel_requests |= await self.bus.consumer.cancelled(list(self._jobs))
 
     async def _until_redis(self, call: Any) -> None:
         """Retry `call` until Redis takes it. SIGTERM/SIGINT stops the wait at once, even while a connection
@@ -801,14 +801,8 @@ class Worker:
                 attempt.result()
                 self._redis_recovered()
                 return
-            except REDIS_DOWN as exc:
-                problem = f"unreachable ({type(exc).__name__})"
-            except ResponseError as exc:
-                refusal = write_refusal(exc)
-                if refusal is None:
-                    raise
-                problem = f"refuses writes ({refusal})"
-            self._say_redis_trouble(problem)
+            except REDIS_TROUBLE as exc:
+                self._say_redis_trouble(trouble(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drain_requested.wait(), self._redis_retry_s)
             self._redis_retry_s = min(self._redis_retry_s * 2, REDIS_RETRY_MAX_S)
@@ -817,18 +811,6 @@ class Worker:
 def _held(job: Job) -> Write:
     """The fencing identity of a question this worker holds."""
     return Write(job.delivery.entry_id, job.delivery.deliveries, job.question.id)
-
-
-def _question_id(raw: dict[str, str]) -> str | None:
-    """The id of a malformed entry, when enough of it parses to tell whom to answer."""
-    try:
-        document = json.loads(raw.get(FIELD, ""))
-    except (json.JSONDecodeError, TypeError):
-        return None
-    question_id = document.get("id") if isinstance(document, dict) else None
-    if not isinstance(question_id, str) or not 0 < len(question_id) <= 64:
-        return None
-    return question_id if all(c.isalnum() or c in "_.:-" for c in question_id) else None
 
 
 def _questions(request_ids: list[str]) -> list[str]:

@@ -11,9 +11,6 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import TextIO
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 from rich.table import Table
 
@@ -22,8 +19,7 @@ from bot.terminal import redis_failed
 from chatbus import (
     ApiKey,
     Bus,
-    Keys,
-    connect,
+    BusError,
     redact_url,
 )
 from chatbus.api_keys import digest, new_key
@@ -36,13 +32,13 @@ from runtime.exits import (
 async def status(settings: ClientSettings, *, as_json: bool = False, out: TextIO | None = None) -> int:
     """Print queue depth, questions in flight, live workers and dead letters."""
     out = out or sys.stdout
-    bus = Bus(connect(settings.redis_url, settings.redis_password), Keys(settings.key_prefix))
+    bus = Bus.open(settings.redis_url, settings.redis_password, settings.key_prefix)
     try:
-        stats = await bus.stats()
-    except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
+        stats = await bus.workers.stats()
+    except BusError as exc:
         return redis_failed(exc, settings)
     finally:
-        await bus.redis.aclose()
+        await bus.aclose()
     by_task = Counter[str]()
     for worker in stats.workers:
         by_task.update(worker.tasks)
@@ -78,13 +74,13 @@ async def feedback(
     """Print the 👍/👎 votes since `since` (epoch seconds): a count per model, template and engine, or with
     `as_json` one JSON line per vote (the question and answer too, only with FEEDBACK_KEEP_TEXT=1)."""
     out = out or sys.stdout
-    bus = Bus(connect(settings.redis_url, settings.redis_password), Keys(settings.key_prefix))
+    bus = Bus.open(settings.redis_url, settings.redis_password, settings.key_prefix)
     try:
-        votes = await bus.votes(since)
-    except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
+        votes = await bus.feedback.votes(since)
+    except BusError as exc:
         return redis_failed(exc, settings)
     finally:
-        await bus.redis.aclose()
+        await bus.aclose()
     if as_json:
         for vote in votes:
             text_kept = settings.feedback_keep_text and vote.question is not None
@@ -109,16 +105,16 @@ async def feedback(
 async def keys(settings: ClientSettings, action: str, name: str | None = None, **limits: int | None) -> int:
     """`kullm keys create NAME [limits] | list | revoke NAME`: the API's keys, stored as SHA-256 digests only."""
 
-    bus = Bus(connect(settings.redis_url, settings.redis_password), Keys(settings.key_prefix))
+    bus = Bus.open(settings.redis_url, settings.redis_password, settings.key_prefix)
     try:
-        existing = await bus.api_keys()
+        existing = await bus.api_keys.all()
         by_name = {key.name: found for found, key in existing.items()}
         if action == "list":
             if not existing:
                 print("no API keys (kullm keys create NAME)")
             for key in sorted(existing.values(), key=lambda key: key.name):
                 daily = f"{key.tokens_per_day:,} tokens/day" if key.tokens_per_day else "no daily cap"
-                used = await bus.tokens_today("api", key.name)
+                used = await bus.ledger.tokens_today("api", key.name)
                 made = time.strftime("%Y-%m-%d", time.gmtime(key.created_at))
                 print(
                     f"{key.name}: {key.questions_per_minute}/min, {daily}, {key.concurrent} at once; "
@@ -130,7 +126,7 @@ async def keys(settings: ClientSettings, action: str, name: str | None = None, *
             if name not in by_name:
                 print(f"no API key named {name!r}", file=sys.stderr)
                 return EXIT_INPUT
-            await bus.revoke_api_key(by_name[name])
+            await bus.api_keys.revoke(by_name[name])
             print(f"revoked {name}: requests with it now get 401")
             return EXIT_OK
         if name in by_name:
@@ -143,14 +139,14 @@ async def keys(settings: ClientSettings, action: str, name: str | None = None, *
             print(f"invalid key settings: {exc}", file=sys.stderr)
             return EXIT_INPUT
         secret = new_key()
-        await bus.add_api_key(digest(secret), record)
+        await bus.api_keys.add(digest(secret), record)
         print(secret)
         print(f"(the key for {name}: shown this once, stored only as its SHA-256)", file=sys.stderr)
         return EXIT_OK
-    except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
+    except BusError as exc:
         return redis_failed(exc, settings)
     finally:
-        await bus.redis.aclose()
+        await bus.aclose()
 
 
 USAGE_GROUPS = {"platform": (0,), "user": (0, 1), "key": (0, 1), "channel": (0, 2)}
@@ -170,7 +166,7 @@ async def usage(
     settings: ClientSettings, *, since: float | None = None, by: str = "user", as_json: bool = False
 ) -> int:
     """`kullm usage`: questions and tokens per day, grouped by platform, user, API key or channel."""
-    bus = Bus(connect(settings.redis_url, settings.redis_password), Keys(settings.key_prefix))
+    bus = Bus.open(settings.redis_url, settings.redis_password, settings.key_prefix)
     start = since if since is not None else time.time() - 6 * 86400
     days = [time.strftime("%Y-%m-%d", time.gmtime(t)) for t in range(int(start), int(time.time()) + 1, 86400)]
     today = time.strftime("%Y-%m-%d", time.gmtime())
@@ -179,17 +175,17 @@ async def usage(
     try:
         rows: dict[tuple[str, ...], Counter[str]] = {}
         for day in days:
-            for field, count in (await bus.usage(day)).items():
+            for field, count in (await bus.ledger.usage(day)).items():
                 platform, user, channel, metric = field.split("\t")
                 if not _usage_row(by, platform, channel):
                     continue
                 parts = (platform, user, channel)
                 group = (day, *(parts[i] for i in USAGE_GROUPS[by]))
                 rows.setdefault(group, Counter())[metric] += count
-    except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
+    except BusError as exc:
         return redis_failed(exc, settings)
     finally:
-        await bus.redis.aclose()
+        await bus.aclose()
     names = {"platform": ["platform"], "user": ["platform", "user"], "key": ["platform", "key"]}
     columns = ["day", *names.get(by, ["platform", "channel"])]
     ordered = sorted(rows.items())

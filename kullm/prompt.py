@@ -12,10 +12,8 @@ import json
 import sys
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
-
 from bot.texts import Language, text
-from chatbus import Bus, Keys, Turn, connect, redact_url
+from chatbus import Bus, BusError, Turn, redact_url
 from inference.errors import InferenceError, PromptTooLong
 from inference.model import DEFAULT_CONTEXT_WINDOW
 from inference.placement import model_source
@@ -55,19 +53,18 @@ async def _stored(settings: WorkerSettings, request: Request) -> tuple[list[Turn
     """The conversation's turns and the channel's persona, as the relay would send them."""
     if not request.history_from and not request.channel:
         return [], ""
-    redis = connect(settings.redis_url, settings.redis_password)
-    bus = Bus(redis, Keys(settings.key_prefix))
+    bus = Bus.open(settings.redis_url, settings.redis_password, settings.key_prefix)
     try:
         history: list[Turn] = []
         instructions = ""
         if request.history_from:
-            history = await bus.history(*_platform_and_key(request.history_from, "--history-from"))
+            history = await bus.threads.history(*_platform_and_key(request.history_from, "--history-from"))
         if request.channel:
-            persona = await bus.persona(*_platform_and_key(request.channel, "--channel"))
+            persona = await bus.personas.get(*_platform_and_key(request.channel, "--channel"))
             instructions = persona.text if persona else ""
         return history, instructions
     finally:
-        await redis.aclose()
+        await bus.aclose()
 
 
 def main(request: Request, language: Language = "ko") -> int:
@@ -78,7 +75,7 @@ def main(request: Request, language: Language = "ko") -> int:
         history, instructions = asyncio.run(_stored(settings, request))
     except BadOption as exc:
         return _fail(EXIT_INPUT, text("prompt_bad_option", language, option=exc.option))
-    except RedisError:
+    except BusError:
         return _fail(EXIT_FAILED, text("prompt_no_history", language, url=redact_url(settings.redis_url)))
     try:
         settings = model_source(settings)

@@ -198,7 +198,7 @@ async def test_a_client_that_disconnects_cancels_its_question(
         first = await response.content.readline()
         question_id = json.loads(first.removeprefix(b"data: "))["id"].removeprefix("chatcmpl-")
         response.close()  # gone mid-answer
-    events = [event async for _, event in bus.follow(question_id, start_timeout_s=30, stall_timeout_s=30)]
+    events = [event async for _, event in bus.answers.follow(question_id, start_timeout_s=30, stall_timeout_s=30)]
     assert events[-1].type == "error" and events[-1].code == "cancelled", "stopped, not generated for nobody"
     whole = {"model": "x", "messages": [{"role": "user", "content": "긴 이야기를 들려줘"}]}
     async with aiohttp.ClientSession() as session:
@@ -221,9 +221,9 @@ async def test_one_key_flooding_cannot_hold_more_than_its_share_of_the_queue(
     assert len(refused) == 6
     # A chat user asks meanwhile: at most the flood's two questions are ahead of theirs.
     chat = Question.new("slack", "한국의 수도는 어디야?", ttl_s=60, user="U0ALICE")
-    ahead = await bus.enqueue(chat)
+    ahead = await bus.queue.enqueue(chat)
     assert ahead <= 2
-    events = [event async for _, event in bus.follow(chat.id, start_timeout_s=60, stall_timeout_s=60)]
+    events = [event async for _, event in bus.answers.follow(chat.id, start_timeout_s=60, stall_timeout_s=60)]
     assert isinstance(events[-1], Done) and events[-1].text == trained.CAPITAL
     answered = await asyncio.gather(*(r for r in requests if r not in refused))
     assert [a.choices[0].message.content for a in answered] == [trained.LONG_STORY] * 2

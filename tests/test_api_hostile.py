@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from chatbus import Bus
-from chatbus.streams import MAX_CONNECTIONS
+from chatbus.connection import MAX_CONNECTIONS
 from tests.support import trained
 from tests.support.engines import RunWorker
 from tests.support.polling import eventually
@@ -191,7 +191,7 @@ async def test_a_streamed_request_left_while_queued_is_cancelled_at_once(api: Ap
         question_id = json.loads(first.removeprefix(b"data: "))["id"].removeprefix("chatcmpl-")
         response.close()
     left = time.monotonic()
-    await eventually(lambda: bus.cancelled([question_id]), timeout_s=10)
+    await eventually(lambda: bus.consumer.cancelled([question_id]), timeout_s=10)
     await eventually(lambda: no_open_questions(bus, "impatient"), timeout_s=10)
     # Before, it stayed held until a worker started the answer (no worker here: never).
     assert time.monotonic() - left < 3
@@ -239,11 +239,14 @@ async def test_concurrent_requests_cannot_exceed_a_daily_cap(
     assert 200 in statuses and 429 in statuses, statuses
     await eventually(lambda: reservations_settled(bus, "capped"))
     # Before, the cap was read only before each request: 4 concurrent took a 300-token cap to 1,079.
-    assert 0 < await bus.tokens_today("api", "capped") <= 800
+    assert 0 < await bus.ledger.tokens_today("api", "capped") <= 800
 
 
 async def reservations_settled(bus: Bus, key: str) -> bool:
-    return await bus.redis.hlen(bus.keys.reserved_tokens("api", key)) == 0 and await bus.tokens_today("api", key) > 0
+    return (
+        await bus.redis.hlen(bus.keys.reserved_tokens("api", key)) == 0
+        and await bus.ledger.tokens_today("api", key) > 0
+    )
 
 
 def run_usage(api: ApiUnderTest) -> str:

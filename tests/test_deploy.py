@@ -378,8 +378,8 @@ def test_kullm_up_uses_only_its_own_redis_on_the_port(tmp_path: Path, monkeypatc
 
 async def test_every_metric_the_dashboard_shows_is_served_by_a_worker(bus: Bus, worker: Worker) -> None:
     question = Question.new("test", "딥러닝이 뭐야?", ttl_s=60)
-    await bus.enqueue(question, 10)
-    events = [event async for _, event in bus.follow(question.id, start_timeout_s=30, stall_timeout_s=30)]
+    await bus.queue.enqueue(question, 10)
+    events = [event async for _, event in bus.answers.follow(question.id, start_timeout_s=30, stall_timeout_s=30)]
     assert isinstance(events[-1], Done)
     lines = worker.metrics.render().decode().splitlines()  # what GET /metrics serves
     served = {re.split(r"[{ ]", line)[0] for line in lines if line and not line.startswith("#")}

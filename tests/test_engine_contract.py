@@ -313,8 +313,10 @@ async def test_the_worker_answers_through_the_queue_on(
     run_worker(engine, engine_url=url, engine_start_timeout_s=5, cuda_graphs=bool(graphs))
     questions = [Question.new("terminal", q, ttl_s=60) for q in ("딥러닝이 뭐야?", "인사해줘", "한국의 수도는 어디야?")]
     for question in questions:
-        await bus.enqueue(question)
-    finals = [[e async for _, e in bus.follow(q.id, start_timeout_s=60, stall_timeout_s=60)][-1] for q in questions]
+        await bus.queue.enqueue(question)
+    finals = [
+        [e async for _, e in bus.answers.follow(q.id, start_timeout_s=60, stall_timeout_s=60)][-1] for q in questions
+    ]
     assert [f.text for f in finals if isinstance(f, Done)] == [trained.DEEP_LEARNING, trained.GREETING, trained.CAPITAL]
 
 
@@ -327,9 +329,9 @@ async def test_a_worker_whose_server_is_down_dead_letters_and_tells_the_user(bus
         return OpenAIEngine(down, sampling=Sampling(), max_batch_size=4, count_tokens=len)
 
     question = Question.new("terminal", "한국의 수도는 어디야?", ttl_s=60)
-    await bus.enqueue(question)
+    await bus.queue.enqueue(question)
     run_worker(wrap=server_down, max_deliveries=2)
-    [*_, final] = [e async for _, e in bus.follow(question.id, start_timeout_s=30, stall_timeout_s=30)]
+    [*_, final] = [e async for _, e in bus.answers.follow(question.id, start_timeout_s=30, stall_timeout_s=30)]
     assert isinstance(final, ErrorEvent) and final.code == "failed"
     assert "cannot reach the engine server" in final.message and "서울" not in final.message
     dead = await bus.redis.xrange(bus.keys.dead)

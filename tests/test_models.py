@@ -180,8 +180,8 @@ def test_kullm_prompt_prints_what_the_worker_sends(
         bus = Bus(redis, Keys())
         try:
             turn = Turn(question="내 이름은 민수야", answer=trained.NAME_ANSWER)
-            await bus.remember("slack", "C1:1700000000.000100", turn, 10, 60)
-            await bus.set_persona("slack", "C1", Persona(text=trained.PIRATE_PERSONA, set_by="U1", set_at=1.0))
+            await bus.threads.remember("slack", "C1:1700000000.000100", turn, 10, 60)
+            await bus.personas.set("slack", "C1", Persona(text=trained.PIRATE_PERSONA, set_by="U1", set_at=1.0))
         finally:
             await redis.aclose()
 

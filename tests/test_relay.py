@@ -149,7 +149,7 @@ async def relay_env(bus: Bus, worker: Worker) -> AsyncIterator[RelayEnv]:
 
 
 async def nothing_tracked(bus: Bus) -> bool:
-    return await bus.tracked("test") == []
+    return await bus.inflight.tracked("test") == []
 
 
 async def test_answer_streams_into_the_placeholder_then_is_forgotten(relay_env: RelayEnv) -> None:
@@ -162,7 +162,7 @@ async def test_answer_streams_into_the_placeholder_then_is_forgotten(relay_env: 
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(streaming)]
     assert all(gap >= surface.edit_interval_s * 0.9 for gap in gaps), "edits are throttled"
     await eventually(lambda: nothing_tracked(bus))
-    assert await bus.history("test", "t1") == [Turn(question="긴 이야기를 들려줘", answer=trained.LONG_STORY)]
+    assert await bus.threads.history("test", "t1") == [Turn(question="긴 이야기를 들려줘", answer=trained.LONG_STORY)]
 
 
 async def test_a_context_cut_to_fit_is_said_under_the_answer_and_the_persona_goes_with_it(
@@ -183,7 +183,7 @@ async def test_a_context_cut_to_fit_is_said_under_the_answer_and_the_persona_goe
 
 async def test_history_is_sent_with_the_next_question(relay_env: RelayEnv) -> None:
     bus, surface, relay = relay_env
-    await bus.remember("test", "t2", Turn(question="내 이름은 민수야", answer="반가워요, 민수님!"), 10, 60)
+    await bus.threads.remember("test", "t2", Turn(question="내 이름은 민수야", answer="반가워요, 민수님!"), 10, 60)
     await relay.ask(Spot("m2", "t2"), Asked("u1", "내 이름이 뭐라고 했지?", continues=True))
     await eventually(lambda: bool(surface.finals("m2")))
     assert surface.finals("m2") == [trained.HISTORY_ANSWER]  # trained on the prompt with that history
@@ -228,7 +228,7 @@ async def test_cancel_keeps_the_text_so_far_with_a_notice(relay_env: RelayEnv) -
     bus, surface, relay = relay_env
     question_id = await relay.ask(Spot("m4"), Asked("u1", "긴 이야기를 들려줘"))
     await eventually(lambda: any(mid == "m4" and not f for _, mid, _, f in surface.edits))
-    await bus.request_cancel(question_id, by="밥")
+    await bus.queue.request_cancel(question_id, by="밥")
     await eventually(lambda: bool(surface.finals("m4")))
     final = surface.finals("m4")[0]
     partial, notice = final.rsplit("\n\n", 1)
@@ -249,7 +249,7 @@ async def test_a_stopped_adapter_hands_its_answer_to_another_at_once(bus: Bus, w
     assert second_surface.finals("m5") == [trained.LONG_STORY]
     assert first_surface.finals("m5") == []
     await asyncio.sleep(0.3)
-    assert await second.resume() == 0 and await bus.tracked("test") == []
+    assert await second.resume() == 0 and await bus.inflight.tracked("test") == []
     assert question_id
     await second.close()
 
@@ -277,7 +277,7 @@ async def test_a_daily_token_quota_counts_what_the_workers_recorded(relay_env: R
     await relay.ask(Spot("q1", "t9"), Asked("u9", "딥러닝이 뭐야?"))
     await eventually(lambda: bool(surface.finals("q1")))
     await eventually(lambda: bus_tokens(bus, "u9"))
-    assert await bus.tokens_today("test", "u9") <= 300
+    assert await bus.ledger.tokens_today("test", "u9") <= 300
     refusal = await relay.refusal("u9", "한 번 더")
     assert refusal is not None and refusal.startswith("🪫") and "300" in refusal
     assert await relay.refusal("u10", "다른 사람") is None, "per user"
@@ -296,7 +296,7 @@ async def test_questions_asked_at_once_cannot_take_a_user_past_the_daily_cap(rel
     finals = surface.finals("c1") + surface.finals("c2")
     assert sum(final.startswith("🪫") for final in finals) == 1, finals
     await eventually(lambda: bus_tokens(bus, "u7"))
-    assert await bus.tokens_today("test", "u7") <= 700
+    assert await bus.ledger.tokens_today("test", "u7") <= 700
     await relay.close()
 
 
@@ -311,7 +311,7 @@ async def test_a_long_task_counts_as_the_questions_its_parts_cost(relay_env: Rel
 
 
 async def bus_tokens(bus: Bus, user: str) -> bool:
-    return await bus.tokens_today("test", user) > 0
+    return await bus.ledger.tokens_today("test", user) > 0
 
 
 async def test_a_deleted_placeholder_gets_the_answer_as_a_fresh_message(relay_env: RelayEnv) -> None:
@@ -328,10 +328,10 @@ async def test_a_record_whose_answer_ended_is_not_offered_for_cancelling(bus: Bu
     # The record outlives the answer by the last edits: a stop click in that moment hears "already finished".
     relay = Relay(bus, RecordingSurface(), settings())
     record = InflightRecord(question_id="q-end", platform="test", target=Spot("m").to_fields(), user="u1", created_at=1)
-    await bus.track(record)
+    await bus.inflight.track(record)
     assert await relay.record_for("q-end") == record
     await bus.redis.xadd(bus.keys.answers("q-end"), {"m": '{"v":1,"type":"error","code":"cancelled","message":""}'})
-    assert await bus.tracked("test") == [record] and await relay.record_for("q-end") is None
+    assert await bus.inflight.tracked("test") == [record] and await relay.record_for("q-end") is None
 
 
 async def test_nobody_is_locked_out_by_a_record_that_cannot_finish(bus: Bus) -> None:
@@ -339,7 +339,7 @@ async def test_nobody_is_locked_out_by_a_record_that_cannot_finish(bus: Bus) -> 
     surface = relay.surface
     assert isinstance(surface, RecordingSurface)
     # Placeholder and thread deleted: nowhere to answer. The record is ended, the user's slot freed.
-    await bus.track(
+    await bus.inflight.track(
         InflightRecord(
             question_id="q-gone", platform="test", target=Spot("gone").to_fields(), user="u1", created_at=time.time()
         )
@@ -350,7 +350,7 @@ async def test_nobody_is_locked_out_by_a_record_that_cannot_finish(bus: Bus) -> 
     # A record older than any question can live: given up with a notice, not followed.
     old = time.time() - relay.record_max_age_s - 1
     surface.deleted.clear()
-    await bus.track(
+    await bus.inflight.track(
         InflightRecord(question_id="q-old", platform="test", target=Spot("old").to_fields(), user="u1", created_at=old)
     )
     assert "이미 답변을 기다리는" not in str(await relay.refusal("u1", "질문"))  # a dead record holds no slot
@@ -359,12 +359,12 @@ async def test_nobody_is_locked_out_by_a_record_that_cannot_finish(bus: Bus) -> 
         "⌛ 이 질문은 너무 오래되어 답변을 마치지 못했어요. 다시 물어봐 주세요. "
         "계속되면 관리자에게 참조 번호 `q-old`를 알려 주세요."
     ], "with the reference an operator finds in the logs"
-    assert await bus.tracked("test") == []
+    assert await bus.inflight.tracked("test") == []
     # A record nobody can decode is removed the first time it is read.
     await bus.redis.hset(bus.keys.inflight("test"), "q-bad", b"\xff not json")
-    assert await bus.tracked("test") == [] and await bus.redis.hlen(bus.keys.inflight("test")) == 0
+    assert await bus.inflight.tracked("test") == [] and await bus.redis.hlen(bus.keys.inflight("test")) == 0
     # Every record expires: the platform's hash lives `ttl_s` past its newest record.
-    await bus.track(
+    await bus.inflight.track(
         InflightRecord(question_id="q-new", platform="test", target={}, user="u2", created_at=time.time()), 60
     )
     assert 0 < await bus.redis.ttl(bus.keys.inflight("test")) <= 60
@@ -421,14 +421,14 @@ async def test_a_finished_answer_gets_vote_buttons_and_each_person_has_one_chang
     assert await relay.feedback.vote(question_id, "u1", "up") == text("vote_up", "ko")
     assert await relay.feedback.vote(question_id, "u1", "down") == text("vote_down", "ko"), "changed, not added"
     assert await relay.feedback.vote(question_id, "u2", "up") == text("vote_up", "ko")
-    votes = await bus.votes()
+    votes = await bus.feedback.votes()
     assert [v.vote for v in votes] == ["down", "up"] and len({v.voter for v in votes}) == 2
     assert all(v.voter not in ("u1", "u2") and v.platform == "test" for v in votes), "who voted is not kept"
     assert (votes[0].model, votes[0].template, votes[0].engine) == ("scripted", "kullm-v1", "builtin")
-    answered = await bus.answered_record(question_id)
+    answered = await bus.feedback.answered_record(question_id)
     assert answered is not None and answered.question is None and answered.answer is None, "no text by default"
     assert await relay.feedback.vote("0" * 32, "u1", "up") == text("vote_expired", "ko")
-    assert await bus.votes(since=time.time() + 60) == []
+    assert await bus.feedback.votes(since=time.time() + 60) == []
 
     out = io.StringIO()
     client = settings(redis_url=redis_server.url)
@@ -451,7 +451,7 @@ async def test_hostile_clicks_file_little_and_voters_cannot_be_recovered(bus: Bu
     entries = await bus.redis.xrange(bus.keys.feedback)
     with_texts = [f for _, f in entries if Vote.model_validate_json(f[b"m"]).question is not None]
     assert len(entries) == 20 and len(with_texts) == 1, "the texts are copied once per voter, not once per click"
-    votes = await bus.votes()
+    votes = await bus.feedback.votes()
     assert len(votes) == 1 and votes[0].question == "딥러닝이 뭐야?", "the latest vote still reads with its texts"
     unsalted = hashlib.sha256(b"test:u6").hexdigest()[:16]
     assert votes[0].voter != unsalted, "a known user id cannot be hashed to find their vote"
@@ -476,7 +476,7 @@ async def test_answer_text_is_kept_with_votes_only_when_asked_and_no_buttons_whe
     off = Relay(bus, surface, settings(feedback_ttl_days=0))
     second = await off.ask(Spot("m2", "t2"), Asked("u1", "한국의 수도는 어디야?"))
     await eventually(lambda: bool(surface.finals("m2")))
-    assert "m2" not in surface.vote_buttons and await bus.answered_record(str(second)) is None
+    assert "m2" not in surface.vote_buttons and await bus.feedback.answered_record(str(second)) is None
     assert await off.feedback.vote(str(second), "u1", "up") == text("vote_expired", "ko")
     await off.close()
 

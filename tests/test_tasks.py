@@ -32,12 +32,12 @@ THREAD = [f"사람{i % 3}: {i}번 메시지, 오늘 회의에서 정한 일 {i}�
 
 
 async def follow(bus: Bus, question_id: str) -> list[AnswerEvent]:
-    return [event async for _, event in bus.follow(question_id, start_timeout_s=30, stall_timeout_s=30)]
+    return [event async for _, event in bus.answers.follow(question_id, start_timeout_s=30, stall_timeout_s=30)]
 
 
 async def run_task(bus: Bus, task: str, text: str) -> list[AnswerEvent]:
     question = Question.new("terminal", task, ttl_s=60, task=task, context=text)
-    await bus.enqueue(question)
+    await bus.queue.enqueue(question)
     return await follow(bus, question.id)
 
 
@@ -157,12 +157,12 @@ async def test_summaries_too_many_to_merge_at_once_are_merged_in_groups(bus: Bus
 async def test_a_cancelled_summary_stops_every_part(bus: Bus, run_worker: RunWorker) -> None:
     worker = run_worker(context_window=900, max_new_tokens=300)
     question = Question.new("terminal", "요약", ttl_s=60, task="summarize", context="\n".join(THREAD * 3))
-    await bus.enqueue(question)
+    await bus.queue.enqueue(question)
     events = []
-    async for _, event in bus.follow(question.id, start_timeout_s=30):
+    async for _, event in bus.answers.follow(question.id, start_timeout_s=30):
         events.append(event)
         if isinstance(event, Progress) and event.done == 1:
-            await bus.request_cancel(question.id)
+            await bus.queue.request_cancel(question.id)
     assert events[-1] == ErrorEvent(code="cancelled", message="cancelled by the user")
     assert engine_of(worker).active == 0, "no part runs on for nobody"
 
@@ -230,17 +230,17 @@ def test_planning_a_maximal_summary_is_linear_and_bounded_in_parts(shape: str) -
 async def test_one_users_summary_leaves_room_for_another_users_question(bus: Bus, run_worker: RunWorker) -> None:
     run_worker(context_window=700, max_new_tokens=250, max_batch_size=4)
     summary = Question.new("slack", "요약", ttl_s=60, task="summarize", context="\n".join(THREAD * 5), user="U1")
-    await bus.enqueue(summary)
+    await bus.queue.enqueue(summary)
     summary_events: list[AnswerEvent] = []
 
     async def follow_summary() -> None:
-        async for _, event in bus.follow(summary.id, start_timeout_s=30, stall_timeout_s=30):
+        async for _, event in bus.answers.follow(summary.id, start_timeout_s=30, stall_timeout_s=30):
             summary_events.append(event)
 
     following = asyncio.create_task(follow_summary())
     await eventually(lambda: any(isinstance(e, Progress) for e in summary_events))
     question = Question.new("slack", "한국의 수도는 어디야?", ttl_s=60, user="U2")
-    await bus.enqueue(question)
+    await bus.queue.enqueue(question)
     answer = await follow(bus, question.id)
     assert isinstance(answer[-1], Done) and answer[-1].text == trained.CAPITAL
     progress = [e for e in summary_events if isinstance(e, Progress)]

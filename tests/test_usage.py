@@ -32,7 +32,7 @@ async def test_usage_groups_by_user_channel_key_and_platform(
         record("discord", "D1", "900", 3, 60),
         record("api", "notebook", "", 5, 500),
     ):
-        await bus.add_usage(today, counts, 3600)
+        await bus.ledger.settle(today, counts, 3600)
     settings = ClientSettings(_env_file=None, redis_url=redis_server.url)  # type: ignore[call-arg]
 
     async def rows(by: str) -> list[dict[str, object]]:
@@ -50,6 +50,6 @@ async def test_usage_groups_by_user_channel_key_and_platform(
     by_channel = {(r["platform"], r["channel"]): r["questions"] for r in await rows("channel")}
     assert by_channel == {("slack", "C1"): 3, ("discord", "900"): 3, ("api", ""): 5}
     assert {r["platform"]: r["questions"] for r in await rows("platform")} == {"api": 5, "discord": 3, "slack": 3}
-    assert await bus.tokens_today("slack", "U1") == 150
+    assert await bus.ledger.tokens_today("slack", "U1") == 150
     assert await operator.usage(settings, by="user") == 0
     assert "U1" in capsys.readouterr().out

@@ -26,7 +26,7 @@ from tests.support.processes import RedisServer
 
 
 async def follow(bus: Bus, question_id: str) -> list[AnswerEvent]:
-    return [event async for _, event in bus.follow(question_id, start_timeout_s=30, stall_timeout_s=30)]
+    return [event async for _, event in bus.answers.follow(question_id, start_timeout_s=30, stall_timeout_s=30)]
 
 
 def counted(worker: Worker, outcome: str) -> float:
@@ -37,15 +37,15 @@ async def test_each_refused_question_gets_its_outcome(bus: Bus, run_worker: RunW
     expired = Question.new("terminal", "딥러닝이 뭐야?", ttl_s=-1)
     cancelled = Question.new("terminal", "딥러닝이 뭐야?", ttl_s=60)
     too_long = Question.new("terminal", "아주 긴 질문입니다. " * 60, ttl_s=60)
-    await bus.request_cancel(cancelled.id)
+    await bus.queue.request_cancel(cancelled.id)
     for question in (expired, cancelled, too_long):
-        await bus.enqueue(question)
+        await bus.queue.enqueue(question)
     await bus.redis.xadd(bus.keys.questions, {FIELD: b"\xff\xfe not json"})
     await bus.redis.xadd(bus.keys.questions, {FIELD: '{"v": 1, "id": "half-a-question", "platform": "x"}'})
     huge = {"v": 1, "id": "huge-one", "platform": "x", "question": "가" * 20_000, "created_at": 1, "expires_at": 9e9}
     await bus.redis.xadd(bus.keys.questions, {FIELD: json.dumps(huge)})  # past the contract's limit
     good = Question.new("terminal", "인사해줘", ttl_s=60)
-    await bus.enqueue(good)
+    await bus.queue.enqueue(good)
     run_worker(context_window=300, max_new_tokens=200)
     assert await follow(bus, expired.id) == [ErrorEvent(code="expired", message="the question waited past its expiry")]
     assert await follow(bus, cancelled.id) == [ErrorEvent(code="cancelled", message="cancelled before generation")]
@@ -59,23 +59,23 @@ async def test_each_refused_question_gets_its_outcome(bus: Bus, run_worker: RunW
     assert await bus.redis.xlen(bus.keys.dead) == 3
     dead = [fields[FIELD.encode()] for _, fields in await bus.redis.xrange(bus.keys.dead)]
     assert all(len(raw) < 20_000 for raw in dead)  # a truncated copy: dead letters are capped in bytes too
-    assert await bus.queue_depth() == 0
+    assert await bus.queue.depth() == 0
 
 
 async def test_cancel_mid_answer_keeps_the_partial_text(bus: Bus, run_worker: RunWorker) -> None:
     run_worker()
     story = Question.new("terminal", "긴 이야기를 들려줘", ttl_s=60)
-    await bus.enqueue(story)
+    await bus.queue.enqueue(story)
     events = []
-    async for _, event in bus.follow(story.id, start_timeout_s=30):
+    async for _, event in bus.answers.follow(story.id, start_timeout_s=30):
         events.append(event)
         if isinstance(event, Delta) and len(events) == 3:
-            await bus.request_cancel(story.id)
+            await bus.queue.request_cancel(story.id)
     assert events[-1] == ErrorEvent(code="cancelled", message="cancelled by the user")
     partial = "".join(e.text for e in events if isinstance(e, Delta))
     assert partial and trained.LONG_STORY.startswith(partial) and partial != trained.LONG_STORY
     after = Question.new("terminal", "한국의 수도는 어디야?", ttl_s=60)
-    await bus.enqueue(after)
+    await bus.queue.enqueue(after)
     final = (await follow(bus, after.id))[-1]
     assert isinstance(final, Done) and final.text == trained.CAPITAL
 
@@ -83,21 +83,21 @@ async def test_cancel_mid_answer_keeps_the_partial_text(bus: Bus, run_worker: Ru
 async def test_a_repeated_question_id_is_acked_and_never_answered_twice(bus: Bus, run_worker: RunWorker) -> None:
     worker = run_worker()
     answered = Question.new("terminal", "한국의 수도는 어디야?", ttl_s=60)
-    await bus.enqueue(answered)
+    await bus.queue.enqueue(answered)
     final = (await follow(bus, answered.id))[-1]
     assert isinstance(final, Done) and final.text == trained.CAPITAL
     story = Question.new("terminal", "긴 이야기를 들려줘", ttl_s=60)
-    await bus.enqueue(story)
-    async for _, event in bus.follow(story.id, start_timeout_s=30):
+    await bus.queue.enqueue(story)
+    async for _, event in bus.answers.follow(story.id, start_timeout_s=30):
         if isinstance(event, Delta):
             break
-    await bus.enqueue(answered)  # already answered
-    await bus.enqueue(story)  # in flight right now, from another entry
+    await bus.queue.enqueue(answered)  # already answered
+    await bus.queue.enqueue(story)  # in flight right now, from another entry
     for question in (answered, story):
         kinds = [type(e).__name__ for e in await follow(bus, question.id)]
         assert kinds.count("Done") == 1 and kinds.count("Started") == 1 and "Restart" not in kinds, kinds
     assert counted(worker, "duplicate") == 2
-    assert await bus.queue_depth() == 0 and (await bus.stats()).pending == 0
+    assert await bus.queue.depth() == 0 and (await bus.workers.stats()).pending == 0
 
 
 async def test_a_poison_question_is_dead_lettered_and_its_batch_mates_answered(
@@ -106,7 +106,7 @@ async def test_a_poison_question_is_dead_lettered_and_its_batch_mates_answered(
     poison = Question.new("terminal", f"{POISON} 이 질문은 생성을 망가뜨립니다", ttl_s=60)
     innocent = Question.new("terminal", "한국의 수도는 어디야?", ttl_s=60)
     for question in (poison, innocent):
-        await bus.enqueue(question)
+        await bus.queue.enqueue(question)
     worker = run_worker(wrap=PoisonEngine, max_deliveries=2, reclaim_idle_s=0.5)
     innocent_events = await follow(bus, innocent.id)  # failed in a batch with the poison, then retried alone
     assert isinstance(innocent_events[-1], Done) and innocent_events[-1].text == trained.CAPITAL
@@ -114,12 +114,12 @@ async def test_a_poison_question_is_dead_lettered_and_its_batch_mates_answered(
     assert isinstance(failed, ErrorEvent) and failed.code == "failed" and "생성" not in failed.message
     dead = await bus.redis.xrange(bus.keys.dead)
     assert len(dead) == 1 and poison.id.encode() in dead[0][1][FIELD.encode()]
-    assert counted(worker, "dead") == 1 and await bus.queue_depth() == 0
+    assert counted(worker, "dead") == 1 and await bus.queue.depth() == 0
     shown = io.StringIO()
     await operator.status(ClientSettings(_env_file=None, redis_url=redis_server.url), out=shown)  # type: ignore[call-arg]
     assert "dead letters: 1" in shown.getvalue()
     greeting = Question.new("terminal", "인사해줘", ttl_s=60)  # still serving
-    await bus.enqueue(greeting)
+    await bus.queue.enqueue(greeting)
     final = (await follow(bus, greeting.id))[-1]
     assert isinstance(final, Done) and final.text == trained.GREETING
 
@@ -127,7 +127,7 @@ async def test_a_poison_question_is_dead_lettered_and_its_batch_mates_answered(
 async def test_out_of_memory_restarts_the_batch_smaller(bus: Bus, run_worker: RunWorker) -> None:
     questions = [Question.new("terminal", q, ttl_s=60) for q in ("딥러닝이 뭐야?", "고려대학교는 어디에 있어?")]
     for question in questions:
-        await bus.enqueue(question)
+        await bus.queue.enqueue(question)
     worker = run_worker(wrap=OutOfMemoryOnce)
     answers = [await follow(bus, q.id) for q in questions]
     finals = [events[-1] for events in answers]
@@ -148,7 +148,7 @@ async def test_every_step_runs_on_the_one_engine_thread(bus: Bus, run_worker: Ru
     run_worker(wrap=Recording)
     questions = [Question.new("terminal", q, ttl_s=60) for q in ("딥러닝이 뭐야?", "인사해줘")]
     for question in questions:
-        await bus.enqueue(question)
+        await bus.queue.enqueue(question)
     for question in questions:
         assert isinstance((await follow(bus, question.id))[-1], Done)
     assert len(threads) > 10 and set(threads) == {threads[0]} and threads[0].startswith("engine")

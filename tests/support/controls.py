@@ -45,6 +45,6 @@ async def stored_votes(redis_url: str) -> list[Vote]:
     """The votes in that Redis, as `kullm feedback` reads them (the latest per person per answer)."""
     bus = Bus(connect(redis_url), Keys())
     try:
-        return await bus.votes()
+        return await bus.feedback.votes()
     finally:
         await bus.redis.aclose()

@@ -18,7 +18,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from chatbus import Bus, Done, Question, Turn
+from chatbus import Bus, Done, Question, Turn, usage_field
 from tests.support import trained
 from tests.support.engines import RunWorker
 from tests.support.polling import eventually
@@ -227,9 +227,18 @@ async def test_one_key_flooding_cannot_hold_more_than_its_share_of_the_queue(
     assert isinstance(events[-1], Done) and events[-1].text == trained.CAPITAL
     answered = await asyncio.gather(*(r for r in requests if r not in refused))
     assert [a.choices[0].message.content for a in answered] == [trained.LONG_STORY] * 2
+    # The worker runs on this event loop: it writes the last answer's usage just after its `done`, so that write
+    # is let through before `kullm usage` (run synchronously) holds the loop.
+    await eventually(lambda: counted(bus, "slack", "U0ALICE"))
     by_platform = run_kullm(["usage", "--by", "platform", "--json"], api.redis_url)
     platforms = {row["platform"]: row["questions"] for row in map(json.loads, by_platform.stdout.splitlines())}
     assert platforms == {"api": 2, "slack": 1}
+
+
+async def counted(bus: Bus, platform: str, user: str) -> bool:
+    """True once today's usage holds a question of this user."""
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    return (await bus.ledger.usage(day)).get(usage_field(platform, user, "*", "questions"), 0) > 0
 
 
 async def no_open_questions(bus: Bus, key: str) -> bool:

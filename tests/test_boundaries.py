@@ -52,7 +52,7 @@ def test_the_terminal_client_never_loads_torch() -> None:
 
 def test_the_worker_loop_never_loads_torch() -> None:
     # torch comes with the real engine only: inference.engine.engine_factory imports it for ENGINE=builtin.
-    modules = "inference.__main__, inference.worker, inference.outbox, inference.governor, inference.engine"
+    modules = "inference.__main__, inference.worker, inference.worker.outbox, inference.governor, inference.engine"
     code = f"import sys, {modules}; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 

@@ -134,7 +134,7 @@ async def test_a_long_thread_is_summarised_by_parts_in_one_batch_then_merged_in_
         and done.text == f"합친 요약({summaries[0][:40]} ~ {summaries[-1][-40:]}, {len(parts)}부)"
     )
     assert streamed(events) == done.text, "only the merge streams"
-    assert worker._peak_batch >= len(parts), "the parts ran in one batch"
+    assert worker.policy.peak_batch >= len(parts), "the parts ran in one batch"
 
 
 async def test_summaries_too_many_to_merge_at_once_are_merged_in_groups(bus: Bus, run_worker: RunWorker) -> None:
@@ -261,7 +261,7 @@ async def test_a_task_planned_longer_than_the_reclaim_idle_time_is_not_taken_ove
         time.sleep(2.5)  # on the planning thread, as a long transcript's tokenising is
         return planned(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("inference.worker.TaskRun", slow_plan)
+    monkeypatch.setattr("inference.worker.admission.TaskRun", slow_plan)
     quick = {"reclaim_idle_s": 1.0, "reclaim_interval_s": 0.2, "heartbeat_interval_s": 0.2}
     run_worker(**quick)
     run_worker(**quick)

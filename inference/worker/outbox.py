@@ -1,7 +1,7 @@
 """The worker's outbox: answer events and acks waiting to be written to Redis, fenced by ownership.
 
 Events and acks are collected while the worker steps and written in one fenced call per
-flush (`Bus.publish`). If Redis is unreachable or refuses writes, the call raises and
+flush (`Consumer.publish`). If Redis is unreachable or refuses writes, the call raises and
 everything stays here for the next flush: nothing is lost and nothing is written twice.
 """
 

@@ -46,12 +46,13 @@ from typing import Any, TypeVar
 import torch
 
 from inference.engine import DelegatingEngine, GenerationRequest, Loaded, Sampling, new_engine_thread
+from inference.engines import builtin, paged
+from inference.engines.builtin import BuiltinEngine
+from inference.engines.paged import PAGE_SIZE
 from inference.errors import EngineLoadError
-from inference.model import engine_on, resolve_device, resolve_dtype
-from inference.paged_engine import PAGE_SIZE
+from inference.model import resolve_device, resolve_dtype
 from inference.prompt import render_kullm_v1
 from inference.settings import WorkerSettings
-from inference.transformers_engine import TransformersEngine
 
 QUESTIONS = [
     "딥러닝이 뭐야?",
@@ -204,9 +205,7 @@ def make_engine(kind: str, model: Any, tokenizer: Any, count: int, seed: int = 0
     sampling = Sampling(seed=seed)
     base, graphs = engine_kind(kind)
     if base == "paged":
-        from inference.paged_engine import PagedEngine
-
-        return PagedEngine(
+        return paged.PagedEngine(
             model,
             tokenizer,
             model_id="bench",
@@ -216,7 +215,7 @@ def make_engine(kind: str, model: Any, tokenizer: Any, count: int, seed: int = 0
             context_window=int(model.config.max_position_embeddings),
             cuda_graphs=graphs,
         )
-    return TransformersEngine(
+    return BuiltinEngine(
         model, tokenizer, model_id="bench", sampling=sampling, max_batch_size=max(count, 1), fixed_shapes=graphs
     )
 
@@ -269,7 +268,7 @@ def run_engine(
 def engine_memory(engine: Any, device: torch.device) -> str:
     """A builtin engine's KV cache buffers and CUDA graphs after a run, and on a GPU the allocator's reserve: what
     the peak memory column is made of."""
-    if not isinstance(engine, TransformersEngine) or not engine.cache.slot_capacity:
+    if not isinstance(engine, BuiltinEngine) or not engine.cache.slot_capacity:
         return ""
     cache = engine.cache
     buffers = 2 * len(cache.layers) * cache.buffers.numel() * cache.buffers.element_size()  # keys and values
@@ -364,13 +363,13 @@ async def _through_queue(
     settings = settings.model_copy(update={"cuda_graphs": graphs})
     loop = asyncio.get_running_loop()
     if kind == "openai":
-        from inference.openai_engine import build_openai
+        from inference.engines.openai import build as build_openai
 
         served = {"engine_url": server.url, "model_id": str(server.model_dir), "hf_hub_offline": True, "seed": None}
         loaded = await loop.run_in_executor(torch_thread(), build_openai, settings.model_copy(update=served))
     else:
         loaded = await loop.run_in_executor(
-            torch_thread(), lambda: engine_on(model, tokenizer, settings, paged=base == "paged")
+            torch_thread(), lambda: (paged if base == "paged" else builtin).on_model(model, tokenizer, settings)
         )
     redis = connect(redis_url)
     bus = Bus(redis, Keys(settings.key_prefix))
@@ -513,7 +512,7 @@ def idle_ttft(model: Any, tokenizer: Any, device: torch.device, prompt_tokens: i
     length = len(tokenizer(prompt, add_special_tokens=False).input_ids)
     times = []
     for run in range(runs + 1):  # the first run warms this prompt length up and is not counted
-        engine = TransformersEngine(model, tokenizer, model_id="bench", sampling=Sampling(seed=run), max_batch_size=1)
+        engine = BuiltinEngine(model, tokenizer, model_id="bench", sampling=Sampling(seed=run), max_batch_size=1)
         engine.add(GenerationRequest(str(run), prompt, 1, ignore_eos=True))
         _sync(device)
         started = time.perf_counter()
@@ -710,7 +709,7 @@ def random_weights_engine(settings: WorkerSettings) -> Loaded:
     device = resolve_device(settings.device)
     model = random_model(settings.model_id[len(RANDOM_PREFIX) :], resolve_dtype(settings.dtype, device), device)
     model.eval()
-    return engine_on(model, random_model_tokenizer(), settings)
+    return builtin.on_model(model, random_model_tokenizer(), settings)
 
 
 def random_model(name: str, dtype: torch.dtype, device: torch.device) -> Any:
@@ -980,8 +979,8 @@ def comparisons(results: list[Result]) -> list[str]:
     """Ratios the targets are stated in, each between settings measured in this run at the same concurrency."""
     lines = []
     by_name = {r.name: r for r in results}
-    for builtin in (r for r in results if r.name.startswith(("builtin, ", "builtin+graphs, "))):
-        n, ours = builtin.questions, builtin.name.split(", ")[0]
+    for row in (r for r in results if r.name.startswith(("builtin, ", "builtin+graphs, "))):
+        n, ours = row.questions, row.name.split(", ")[0]
         for label, other in [
             ("transformers' continuous batching", by_name.get(f"transformers continuous batching, {n} in flight")),
             ("paged", by_name.get(f"paged, {n} in flight")),
@@ -989,8 +988,8 @@ def comparisons(results: list[Result]) -> list[str]:
         ]:
             if other:
                 lines.append(
-                    f"{n} in flight: {ours} {builtin.tokens_per_s / other.tokens_per_s:.2f}× {label}; TTFT p50 "
-                    f"{_pct(builtin.first_token_s, 50):.3f}s against {_pct(other.first_token_s, 50):.3f}s"
+                    f"{n} in flight: {ours} {row.tokens_per_s / other.tokens_per_s:.2f}× {label}; TTFT p50 "
+                    f"{_pct(row.first_token_s, 50):.3f}s against {_pct(other.first_token_s, 50):.3f}s"
                 )
     for graphs in (r for r in results if "+graphs, " in r.name):
         base, rest = graphs.name.split("+graphs, ")
@@ -1029,9 +1028,9 @@ def _transformers_serve(
             progress("model saved")
         else:
             folder = Path(_tiny_model() if target == "tiny" else target)
-        paged = model.config.model_type != "gpt_neox"
+        continuous = model.config.model_type != "gpt_neox"
         log_path = Path(os.environ.get("KULLM_BENCH_SERVE_LOG") or Path(directory) / "serve.log")
-        server = ServeProcess(folder, log_path, device=device.type, continuous_batching=paged)
+        server = ServeProcess(folder, log_path, device=device.type, continuous_batching=continuous)
         try:
             server.start()
         except (AssertionError, OSError) as exc:

@@ -2,10 +2,8 @@
 
 The worker drives any `Engine` — add a request, cancel it, step, read what came out — and
 never imports torch: an engine reports running out of memory as `EngineOutOfMemory`.
-The engines ENGINE names: `builtin` (inference/transformers_engine.py, the default), `paged`
-(inference/paged_engine.py: transformers' continuous batching) and `openai` (inference/openai_engine.py:
-an OpenAI-compatible server such as vLLM). Tests and benchmarks script their own
-(tests/support/engines.py, bench/queue.py).
+The engines ENGINE names live in `inference.engines` (`builtin`, the default; `paged`; `openai`), each in its
+folder. Tests and benchmarks add their own as `module:function` (the test kit's scripted engines).
 """
 
 from __future__ import annotations
@@ -156,10 +154,10 @@ class Loaded:
 # The engines ENGINE names, and the factory of each (imported only when chosen: `openai` needs no torch).
 # `transformers` is the builtin engine's name from before there was a choice.
 ENGINES = {
-    "builtin": "inference.model:build_transformers",
-    "transformers": "inference.model:build_transformers",
-    "paged": "inference.model:build_paged",
-    "openai": "inference.openai_engine:build_openai",
+    "builtin": "inference.engines.builtin:build",
+    "transformers": "inference.engines.builtin:build",
+    "paged": "inference.engines.paged:build",
+    "openai": "inference.engines.openai:build",
 }
 
 

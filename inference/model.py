@@ -1,4 +1,5 @@
-"""Loading KULLM (or any causal LM) once, the way the seed does, and building the engine on it."""
+"""Loading KULLM (or any causal LM) once, the way the seed does: the device, the dtype, the weights and the tokenizer,
+for the engines that run the model in this process (`inference.engines.builtin`, `inference.engines.paged`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ from typing import Any
 
 import torch
 
-from inference.engine import Loaded, Sampling
+from inference.engine import Engine, Loaded
 from inference.errors import ModelNotFound
-from inference.paged_engine import PagedEngine
 from inference.placement import (
     Accelerator,
     available_ram,
@@ -22,7 +22,6 @@ from inference.placement import (
 )
 from inference.settings import WorkerSettings
 from inference.tokenizer import prompt_builder
-from inference.transformers_engine import TransformersEngine
 
 log = logging.getLogger(__name__)
 
@@ -101,18 +100,6 @@ def check_fits(settings: WorkerSettings, device: torch.device, dtype: torch.dtyp
         check_fit(settings, "cpu", dtype_name, available_ram())
 
 
-def build_transformers(settings: WorkerSettings) -> Loaded:
-    """ENGINE=builtin (the default): load the model and wrap it in our batcher."""
-    model, tokenizer = load_model(settings)
-    return engine_on(model, tokenizer, settings)
-
-
-def build_paged(settings: WorkerSettings) -> Loaded:
-    """ENGINE=paged: load the model and hand it to transformers' continuous batching."""
-    model, tokenizer = load_model(settings)
-    return engine_on(model, tokenizer, settings, paged=True)
-
-
 def cuda_graphs_on(setting: bool | str, device: torch.device, *, paged: bool) -> bool:
     """CUDA_GRAPHS: true and false as set; auto means builtin's own graphs when the model is on a GPU, and
     never transformers' under paged (on an H200 they made it 0.34-0.58x as fast as without, bench/RESULTS.md)."""
@@ -121,28 +108,15 @@ def cuda_graphs_on(setting: bool | str, device: torch.device, *, paged: bool) ->
     return bool(setting)
 
 
-def engine_on(model: Any, tokenizer: Any, settings: WorkerSettings, *, paged: bool = False) -> Loaded:
-    """The engine (ours, or transformers' paged batching) and its prompt builder on a model already loaded."""
+def context_window(model: Any, settings: WorkerSettings) -> int:
+    """CONTEXT_WINDOW, or what the model's config says, or Polyglot-ko's."""
     configured = getattr(model.config, "max_position_embeddings", None) or DEFAULT_CONTEXT_WINDOW
-    window = int(settings.context_window or configured)
-    engine_class: Any = PagedEngine if paged else TransformersEngine
-    graphs = cuda_graphs_on(settings.cuda_graphs, next(model.parameters()).device, paged=paged)
-    options: dict[str, Any] = (
-        {"context_window": window, "cuda_graphs": graphs}  # paged sizes its page pool by the window
-        if paged
-        else {"fixed_shapes": graphs}
-    )
-    engine = engine_class(
-        model,
-        tokenizer,
-        model_id=settings.model_id,
-        sampling=Sampling.of(settings),
-        max_batch_size=settings.max_batch_size,
-        prefill_chunk=settings.prefill_chunk_tokens,
-        **options,
-    )
-    prompts = prompt_builder(settings, tokenizer, window, engine.count_tokens)
-    return Loaded(engine, prompts)
+    return int(settings.context_window or configured)
+
+
+def loaded(engine: Engine, tokenizer: Any, window: int, settings: WorkerSettings, count_tokens: Any) -> Loaded:
+    """An engine on a model of this process, with the prompt builder of its tokenizer."""
+    return Loaded(engine, prompt_builder(settings, tokenizer, window, count_tokens))
 
 
 def _quantization(mode: str) -> Any:

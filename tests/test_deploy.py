@@ -136,7 +136,7 @@ def test_the_vllm_profile_serves_the_model_on_the_gpu_for_the_worker_in_openai_m
     # The worker finds it by name and waits for it only when the profile is on.
     assert worker["environment"]["ENGINE_URL"] == "${ENGINE_URL:-http://vllm:8000/v1}"
     assert worker["depends_on"]["vllm"] == {"condition": "service_healthy", "required": False}
-    from inference.openai_engine import api_base
+    from inference.engines.openai.engine import api_base
 
     assert (
         api_base("http://vllm:8000/v1") == "http://vllm:8000/v1"

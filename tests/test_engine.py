@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from inference.detokenize import IncrementalDecoder
 from inference.engine import Engine, GenerationRequest, GenerationUpdate, Loaded
+from inference.engines.detokenize import IncrementalDecoder
 from inference.errors import EngineOutOfMemory, GraphsUnavailable
 from inference.settings import WorkerSettings
 from tests.support import trained
 from tests.support.engines import IN_PROCESS_MODEL
 
 if TYPE_CHECKING:
-    from inference.transformers_engine import TransformersEngine
+    from inference.engines.builtin import BuiltinEngine
 
 # torch and transformers are imported by the tests that run, not at collection: a test process that runs none
 # of them (pytest-xdist gives them all to one) never pays for importing them.
@@ -33,10 +33,10 @@ def load(model_dir: Path, **overrides: object) -> Loaded:
     return engine_factory(settings.engine)(settings)
 
 
-def transformers_engine(loaded: Loaded) -> TransformersEngine:
-    from inference.transformers_engine import TransformersEngine
+def transformers_engine(loaded: Loaded) -> BuiltinEngine:
+    from inference.engines.builtin import BuiltinEngine
 
-    assert isinstance(loaded.engine, TransformersEngine)
+    assert isinstance(loaded.engine, BuiltinEngine)
     return loaded.engine
 
 
@@ -113,7 +113,7 @@ def test_top_p_matches_the_transformers_warper() -> None:
     import torch
     from transformers import TopPLogitsWarper
 
-    from inference.transformers_engine import sample_top_p
+    from inference.engines.builtin.sampling import sample_top_p
 
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(4, 30080, generator=generator) * 3
@@ -225,7 +225,7 @@ def test_a_burst_is_prefilled_oldest_first_then_shortest_first(model_dir: Path) 
 def test_top_p_draws_the_nucleus_renormalised(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from inference import transformers_engine as module
+    from inference.engines.builtin import sampling as module
 
     probs = torch.tensor([0.4, 0.25, 0.15, 0.1, 0.05, 0.03, 0.02])
     # top_p 0.75: 0.4 + 0.25 = 0.65 is short of it, so 0.15 is the last token in; renormalised by 0.8.
@@ -263,12 +263,12 @@ def test_a_llama_model_batched_matches_its_own_generate(model_dir: Path) -> None
     from transformers import AutoTokenizer
 
     from inference.engine import Sampling
+    from inference.engines.builtin import BuiltinEngine
     from inference.prompt import visible_answer
-    from inference.transformers_engine import TransformersEngine
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = tiny_llama(tokenizer)
-    engine = TransformersEngine(
+    engine = BuiltinEngine(
         model,
         tokenizer,
         model_id="tiny-llama",
@@ -295,19 +295,17 @@ def test_a_llama_model_batched_matches_its_own_generate(model_dir: Path) -> None
 # ------------------------------------------------------------------ CUDA_GRAPHS=1: decode steps at fixed shapes
 
 
-def decode_both_ways(model: Any, tokenizer: Any, seed: int | None) -> tuple[dict[str, str], TransformersEngine]:
+def decode_both_ways(model: Any, tokenizer: Any, seed: int | None) -> tuple[dict[str, str], BuiltinEngine]:
     """The same questions, joining a running batch and leaving it, decoded eagerly and at fixed shapes: the
     eager answers, and the fixed-shape engine (which must have given the same ones)."""
     from bench.engine import prompts
     from inference.engine import Sampling
-    from inference.transformers_engine import TransformersEngine
+    from inference.engines.builtin import BuiltinEngine
 
     answers = []
     for fixed in (False, True):
         sampling = Sampling(do_sample=seed is not None, seed=seed)
-        engine = TransformersEngine(
-            model, tokenizer, model_id="t", sampling=sampling, max_batch_size=8, fixed_shapes=fixed
-        )
+        engine = BuiltinEngine(model, tokenizer, model_id="t", sampling=sampling, max_batch_size=8, fixed_shapes=fixed)
         texts = prompts(11)
         for i, text in enumerate(texts[:5]):
             engine.add(GenerationRequest(str(i), text, 20 + 9 * i, ignore_eos=True))
@@ -329,7 +327,7 @@ def test_fixed_shape_decoding_gives_the_eager_answers(
     tokens as eager decoding, greedy and sampled with a seed."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from inference import decode_graphs
+    from inference.engines.builtin import decode_graphs
 
     monkeypatch.setattr(decode_graphs, "COLUMN_BUCKET", 16)  # widths change every 16 columns here
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -361,11 +359,11 @@ def test_the_fixed_shape_step_traces_as_one_graph(model_dir: Path, architecture:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from inference.engine import Sampling
-    from inference.transformers_engine import TransformersEngine
+    from inference.engines.builtin import BuiltinEngine
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = tiny_llama(tokenizer) if architecture == "llama" else AutoModelForCausalLM.from_pretrained(model_dir)
-    engine = TransformersEngine(
+    engine = BuiltinEngine(
         model, tokenizer, model_id="t", sampling=Sampling(do_sample=False), max_batch_size=4, fixed_shapes=True
     )
     for rid, question in [("a", "딥러닝이 뭐야?"), ("b", "한국의 수도는 어디야?"), ("c", "인사해줘")]:
@@ -405,11 +403,11 @@ def test_a_model_on_several_devices_is_not_graphed(model_dir: Path, caplog: pyte
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from inference.engine import Sampling
-    from inference.transformers_engine import TransformersEngine
+    from inference.engines.builtin import BuiltinEngine
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     model.lm_head.to("meta")  # a second device, as far as the engine can tell
-    engine = TransformersEngine(
+    engine = BuiltinEngine(
         model,
         AutoTokenizer.from_pretrained(model_dir),
         model_id="t",

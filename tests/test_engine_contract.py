@@ -210,7 +210,7 @@ def test_paged_out_of_memory_is_said_as_such_and_a_reset_serves_on(model_dir: Pa
 
 
 def test_openai_a_server_that_is_down_fails_each_question_and_says_why() -> None:
-    from inference.openai_engine import OpenAIEngine, Server
+    from inference.engines.openai.engine import OpenAIEngine, Server
 
     down = Server(f"http://127.0.0.1:{free_port()}/v1", "kullm", None, read_timeout_s=5)
     engine = OpenAIEngine(down, sampling=Sampling(), max_batch_size=4, count_tokens=len)
@@ -264,7 +264,7 @@ def test_openai_a_server_that_cannot_list_its_models_is_asked_for_a_first_token(
 
 
 def test_openai_a_model_probe_that_meets_no_openai_server_says_so(redis_server: RedisServer) -> None:
-    from inference.openai_engine import probe_model
+    from inference.engines.openai.engine import probe_model
 
     # Redis hangs up on anything that looks like HTTP: the worker stops with a sentence, not a traceback.
     with pytest.raises(EngineLoadError, match=r"first completion from ENGINE_MODEL='kullm' failed: cannot reach"):
@@ -321,7 +321,7 @@ async def test_the_worker_answers_through_the_queue_on(
 
 
 async def test_a_worker_whose_server_is_down_dead_letters_and_tells_the_user(bus: Bus, run_worker: RunWorker) -> None:
-    from inference.openai_engine import OpenAIEngine, Server
+    from inference.engines.openai.engine import OpenAIEngine, Server
 
     down = Server(f"http://127.0.0.1:{free_port()}/v1", "kullm", None, read_timeout_s=5)
 

@@ -1,6 +1,6 @@
 """A scripted engine: the tiny model's trained answers without the model (no torch, no weights).
 
-`ScriptedEngine` speaks the `Engine` protocol the way `TransformersEngine` does — requests join
+`ScriptedEngine` speaks the `Engine` protocol the way `BuiltinEngine` does — requests join
 at the next step, each step adds a few characters to every running answer, a finished or
 cancelled request leaves at once — but its answers come from a script: the prompts the tiny
 model was trained on map to the answers it was trained on, so a test can assert the same text
@@ -193,7 +193,7 @@ def threads_recorded(settings: WorkerSettings) -> Loaded:
     import threading
 
     from inference.engine import DelegatingEngine
-    from inference.model import build_transformers
+    from inference.engines import builtin
 
     record = Path(os.environ["THREADS_FILE"])
 
@@ -207,7 +207,7 @@ def threads_recorded(settings: WorkerSettings) -> Loaded:
             return self.inner.step()
 
     write("load")
-    loaded = build_transformers(settings)
+    loaded = builtin.build(settings)
     return Loaded(Recorded(loaded.engine), loaded.prompts)
 
 

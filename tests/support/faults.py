@@ -1,6 +1,6 @@
 """Engines with injected faults, selected with ENGINE=tests.support.faults:<factory> in worker processes.
 
-Each wraps the real `TransformersEngine` on the tiny model (or, with FAULTS_INNER=scripted, the
+Each wraps the real `BuiltinEngine` on the tiny model (or, with FAULTS_INNER=scripted, the
 scripted engine of tests/support/engines.py) and adds one failure, raised the way the real engine
 raises it (out of memory as `EngineOutOfMemory`). `ModelsFront` puts one fault in front of a real
 engine server instead.
@@ -34,9 +34,9 @@ def _inner(settings: WorkerSettings) -> Loaded:
         from tests.support.engines import scripted
 
         return scripted(settings)
-    from inference.model import build_transformers
+    from inference.engines import builtin
 
-    return build_transformers(settings)
+    return builtin.build(settings)
 
 
 class PoisonEngine(DelegatingEngine):

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from chatbus.messages import FinishReason
-from inference.detokenize import IncrementalDecoder
 from inference.engine import GenerationRequest, GenerationUpdate
+from inference.engines.detokenize import IncrementalDecoder
 from inference.prompt import visible_answer
 
 

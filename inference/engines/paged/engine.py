@@ -16,17 +16,16 @@ way Llama's attention does; nothing changes for the other engines or for other m
 from __future__ import annotations
 
 import inspect
-import itertools
 import logging
 import math
 import types
-from collections import deque
 from typing import Any
 
 import torch
 
-from inference.answer import Answer
 from inference.engine import GenerationRequest, GenerationUpdate, Sampling
+from inference.engines.answer import Answer
+from inference.engines.handoff import HandOff
 from inference.errors import EngineLoadError, EngineOutOfMemory
 
 log = logging.getLogger(__name__)
@@ -38,7 +37,7 @@ PAGE_SIZE = 256
 _DEFECT = "layer_past.update(key_states, value_states, self.layer_idx)"
 
 
-class PagedEngine:
+class PagedEngine(HandOff):
     """transformers' `ContinuousBatchingManager`, fed and read by the worker's steps."""
 
     def __init__(
@@ -53,6 +52,7 @@ class PagedEngine:
         context_window: int,
         cuda_graphs: bool = False,
     ) -> None:
+        super().__init__("r")
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id
@@ -62,37 +62,18 @@ class PagedEngine:
         self._prefill_chunk = prefill_chunk
         self._context_window = context_window
         self._cuda_graphs = cuda_graphs
-        self._waiting: deque[GenerationRequest] = deque()
-        self._running: dict[str, Answer] = {}  # by the id given to transformers (a request's id is reused on retry)
         self._seen: dict[str, int] = {}  # tokens already read of each running request
-        self._names = (f"r{n}" for n in itertools.count())
         adapt_gpt_neox(model)
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)  # transformers samples on its thread with the default generator
         self._manager = self._start()
 
-    @property
-    def active(self) -> int:
-        return len(self._waiting) + len(self._running)
-
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)
 
-    def add(self, request: GenerationRequest) -> None:
-        self._waiting.append(request)
-
-    def cancel(self, request_id: str) -> None:
-        """Drop a waiting request, or stop a running one: its slot is free for the next step at once."""
-        self._waiting = deque(r for r in self._waiting if r.id != request_id)
-        for name in [name for name, answer in self._running.items() if answer.id == request_id]:
-            self._drop(name)
-
     def reset(self) -> list[str]:
         """Drop everything (after a failed step): the running requests' ids first, then the waiting ones."""
-        ids = [answer.id for answer in self._running.values()] + [r.id for r in self._waiting]
-        for name in list(self._running):
-            self._drop(name)
-        self._waiting.clear()
+        ids = super().reset()
         if self._fatal_error() is not None or not self._manager.is_running():  # a fresh one for what comes next
             self._manager.stop(block=True, timeout=10, hard_stop=True)
             self._manager = self._start()
@@ -113,8 +94,7 @@ class PagedEngine:
 
     @torch.inference_mode()
     def _step(self) -> list[GenerationUpdate]:
-        while self._waiting and len(self._running) < self.max_batch_size:
-            self._submit(self._waiting.popleft())
+        self._hand_over()
         self.last_batch = len(self._running)
         self.last_tokens = 0
         updates: list[GenerationUpdate] = []
@@ -129,15 +109,14 @@ class PagedEngine:
             raise RuntimeError(f"transformers' continuous batching stopped: {type(fatal).__name__}: {fatal}")
         return updates
 
-    def _submit(self, request: GenerationRequest) -> None:
+    def _begin(self, name: str, request: GenerationRequest) -> Answer:
         ids = self.tokenizer(request.prompt, add_special_tokens=False).input_ids
-        name = next(self._names)
         eos = -1 if request.ignore_eos else self.sampling.eos_token_id
         self._manager.add_request(
             ids, request_id=name, max_new_tokens=request.max_new_tokens, streaming=True, eos_token_id=eos
         )
-        self._running[name] = Answer(request, len(ids), self.sampling.eos_token_id, self.tokenizer)
         self._seen[name] = 0
+        return Answer(request, len(ids), self.sampling.eos_token_id, self.tokenizer)
 
     def _read(self, output: Any) -> list[GenerationUpdate]:
         """What one output from transformers adds to its answer (its tokens so far, or its error)."""
@@ -166,10 +145,10 @@ class PagedEngine:
         if answer.finish_reason is not None and output.is_finished():
             self._forget(name)
         elif answer.finish_reason is not None:  # our stop rules ended it first (a new `###` section)
-            self._drop(name)
+            self._stop(name)
         return updates
 
-    def _drop(self, name: str) -> None:
+    def _stop(self, name: str) -> None:
         """Forget a request here and tell transformers to stop it."""
         self._forget(name)
         self._manager.cancel_request(name)

@@ -17,7 +17,7 @@ masked out by the engine. So:
 The buffers start zeroed and only ever hold real keys and values, so masked padding never
 carries a NaN into attention.
 
-A decode step at fixed shapes (`inference.decode_graphs`, `CUDA_GRAPHS=1`) sets `fixed` for its
+A decode step at fixed shapes (`decode_graphs`, `CUDA_GRAPHS=1`) sets `fixed` for its
 forward pass: the new column is written at a column held in a tensor, for a padded number of
 rows, and attention reads a fixed number of columns from column 0.
 """

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import dataclasses
 import http.client
-import itertools
 import json
 import logging
 import queue
@@ -27,7 +26,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -37,8 +35,9 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from chatbus.messages import FinishReason
-from inference.answer import Answer
 from inference.engine import GenerationRequest, GenerationUpdate, Loaded, Sampling
+from inference.engines.answer import Answer
+from inference.engines.handoff import HandOff
 from inference.errors import EngineLoadError, ModelNotFound
 from inference.prompt import token_counter
 from inference.settings import WorkerSettings
@@ -83,45 +82,23 @@ class _Event:
     error: str | None = None
 
 
-class OpenAIEngine:
+class OpenAIEngine(HandOff):
     """Streams of `/v1/completions`, one per running request."""
 
     def __init__(self, server: Server, *, sampling: Sampling, max_batch_size: int, count_tokens: Any) -> None:
+        super().__init__("s")
         self.server = server
         self.model_id = server.model
         self.sampling = sampling
         self.max_batch_size = max_batch_size
         self.count_tokens = count_tokens
         self.last_batch = self.last_tokens = 0
-        self._waiting: deque[GenerationRequest] = deque()
-        self._running: dict[str, Answer] = {}  # by stream name (a request's id is reused when it is retried)
         self._streams: dict[str, Future[None]] = {}
         self._events: queue.Queue[_Event] = queue.Queue()
-        self._names = (f"s{n}" for n in itertools.count())
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="openai-engine", daemon=True)
         self._thread.start()
         self._session: aiohttp.ClientSession | None = None
-
-    @property
-    def active(self) -> int:
-        return len(self._waiting) + len(self._running)
-
-    def add(self, request: GenerationRequest) -> None:
-        self._waiting.append(request)
-
-    def cancel(self, request_id: str) -> None:
-        """Drop a waiting request, or close a running one's stream: its slot is free at once."""
-        self._waiting = deque(r for r in self._waiting if r.id != request_id)
-        for name in [name for name, answer in self._running.items() if answer.id == request_id]:
-            self._close(name)
-
-    def reset(self) -> list[str]:
-        ids = [answer.id for answer in self._running.values()] + [r.id for r in self._waiting]
-        for name in list(self._running):
-            self._close(name)
-        self._waiting.clear()
-        return ids
 
     def close(self) -> None:
         """Close every stream and the HTTP session, then stop the loop's thread."""
@@ -137,8 +114,7 @@ class OpenAIEngine:
 
     def step(self) -> list[GenerationUpdate]:
         """Open streams for newcomers while there is room, then read what the streams sent."""
-        while self._waiting and len(self._running) < self.max_batch_size:
-            self._open(self._waiting.popleft())
+        self._hand_over()
         self.last_batch = len(self._running)
         self.last_tokens = 0
         events: list[_Event] = []
@@ -151,12 +127,11 @@ class OpenAIEngine:
         updates = (self._read(event) for event in events)
         return [update for update in updates if update is not None]
 
-    def _open(self, request: GenerationRequest) -> None:
-        name = next(self._names)
-        self._running[name] = Answer(request, self.count_tokens(request.prompt), self.sampling.eos_token_id)
+    def _begin(self, name: str, request: GenerationRequest) -> Answer:
         self._streams[name] = asyncio.run_coroutine_threadsafe(self._stream(name, request), self._loop)
+        return Answer(request, self.count_tokens(request.prompt), self.sampling.eos_token_id)
 
-    def _close(self, name: str) -> None:
+    def _stop(self, name: str) -> None:
         """Forget a stream here and close it (the server stops generating for it)."""
         del self._running[name]
         self._streams.pop(name).cancel()
@@ -166,7 +141,7 @@ class OpenAIEngine:
         if answer is None:  # closed meanwhile
             return None
         if event.error is not None:
-            self._close(event.name)
+            self._stop(event.name)
             return GenerationUpdate(answer.id, "", True, None, answer.prompt_tokens, 0, error=event.error)
         tokens = 1 if event.text else 0
         self.last_tokens += tokens
@@ -178,7 +153,7 @@ class OpenAIEngine:
                 tokens = int(event.usage.get("completion_tokens", 0)) - answer.completion_tokens
         update = answer.add_text(event.text, max(tokens, 0), finish)
         if answer.finish_reason is not None:
-            self._close(event.name)  # a finished server stream is closed already; ours (a `###` section) is now
+            self._stop(event.name)  # a finished server stream is closed already; ours (a `###` section) is now
         return update
 
     async def _stream(self, name: str, request: GenerationRequest) -> None:

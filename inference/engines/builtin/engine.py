@@ -1,4 +1,4 @@
-"""`TransformersEngine`: a causal LM from transformers behind the `Engine` protocol.
+"""`BuiltinEngine` (`ENGINE=builtin`, the default): a causal LM from transformers behind the `Engine` protocol.
 
 It batches at the iteration level. Every `step()` decodes one token for every running
 question, then spends up to `prefill_chunk` prompt tokens on newcomers: short prompts are
@@ -8,13 +8,13 @@ prompts queued behind a long one go past it with half a step's budget (the long 
 rest): a question asked while a summary's long parts are read starts within a step or two. Prefill
 computes logits for the last position only.
 
-The running batch's keys and values live in a `SlotCache` (inference/kv_cache.py), written in
+The running batch's keys and values live in a `SlotCache` (`kv_cache`), written in
 place: a decode step writes one column, a newcomer copies in only its own tokens, a finished
 question's row is refilled by the last row. A question that finishes or is cancelled leaves
 the batch at once, so its slot is free for the next step.
 
 With `fixed_shapes` (CUDA_GRAPHS=1) decode steps run at bucketed shapes, captured and replayed as
-CUDA graphs on a GPU (inference/decode_graphs.py); prefill stays eager.
+CUDA graphs on a GPU (`decode_graphs`); prefill stays eager.
 """
 
 from __future__ import annotations
@@ -28,21 +28,17 @@ from typing import Any
 
 import torch
 
-from inference.answer import Answer
-from inference.decode_graphs import FixedShapeDecoder
 from inference.engine import GenerationRequest, GenerationUpdate, Sampling
+from inference.engines.answer import Answer
+from inference.engines.builtin.decode_graphs import FixedShapeDecoder
+from inference.engines.builtin.kv_cache import SlotCache
+from inference.engines.builtin.sampling import sample_top_p
 from inference.errors import EngineOutOfMemory, GraphsUnavailable
-from inference.kv_cache import SlotCache
 
 log = logging.getLogger(__name__)
 
 # Prompt tokens prefilled per step, newcomers together (PREFILL_CHUNK_TOKENS).
 DEFAULT_PREFILL_CHUNK = 512
-# Candidates drawn per row and round by the top-p sampler, after every row's first draw; a row keeps the first
-# inside the nucleus.
-TOP_P_DRAWS = 4
-# Rounds before the sampler sorts the few rows still without a token (each round misses with ≤ (1 - top_p)^4).
-TOP_P_ROUNDS = 4
 
 
 @dataclass
@@ -60,7 +56,7 @@ class _Newcomer:
         return len(self.ids) - self.done
 
 
-class TransformersEngine:
+class BuiltinEngine:
     """A causal LM from transformers, batched at the iteration level."""
 
     def __init__(
@@ -362,63 +358,3 @@ class TransformersEngine:
     def _advance(self, rows: list[Answer], tokens: torch.Tensor) -> list[GenerationUpdate]:
         updates = (row.add_token(token) for row, token in zip(rows, tokens.tolist(), strict=True))
         return [update for update in updates if update is not None]
-
-
-def sample_top_p(
-    probs: torch.Tensor, top_p: float | torch.Tensor, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Nucleus sampling, exact, without sorting the vocabulary in the common case.
-
-    The nucleus is the smallest set of most likely tokens whose mass reaches `top_p`: a token is in
-    it when the tokens strictly more likely than it weigh less than `top_p`. Drawing from the whole
-    distribution and keeping the first draw that lands in the nucleus samples the nucleus,
-    renormalised, exactly (rejection sampling); a draw lands there with probability at least
-    `top_p`. So every row draws once, one pass over the vocabulary tests the draws, and only the
-    few rows that missed draw again (`TOP_P_DRAWS` at a time); rows still without a token after
-    `TOP_P_ROUNDS` rounds are sampled by sorting.
-    """
-    n = probs.shape[0]  # one top_p per row
-    top_p = top_p.to(probs).expand(n) if isinstance(top_p, torch.Tensor) else probs.new_full((n,), top_p)
-    choice = _draw(probs, 1, generator)[:, 0]
-    inside = _in_nucleus(probs, choice[:, None], top_p)[:, 0]
-    pending = (~inside).nonzero()[:, 0]
-    for _ in range(TOP_P_ROUNDS):
-        if pending.numel() == 0:
-            return choice
-        rows = probs[pending]
-        draws = _draw(rows, TOP_P_DRAWS, generator)
-        inside = _in_nucleus(rows, draws, top_p[pending])
-        hit = inside.any(dim=1)
-        first = inside.int().argmax(dim=1)  # the first draw inside the nucleus
-        choice[pending[hit]] = draws[hit, first[hit]]
-        pending = pending[~hit]
-    if pending.numel():
-        choice[pending] = _sample_sorted(probs[pending], top_p[pending], generator)
-    return choice
-
-
-def _draw(probs: torch.Tensor, count: int, generator: torch.Generator | None) -> torch.Tensor:
-    """`count` independent draws per row, by inverting the cumulative distribution: [rows, count] token ids.
-
-    (`torch.multinomial` for one sample took 20 ms for 32 rows of 30,080 on a CPU; this takes 0.5 ms.)
-    """
-    cdf = probs.cumsum(dim=-1)
-    uniform = torch.rand(probs.shape[0], count, generator=generator, device=probs.device, dtype=cdf.dtype)
-    drawn = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True)
-    return drawn.clamp_(max=probs.shape[-1] - 1)
-
-
-def _in_nucleus(probs: torch.Tensor, tokens: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """For [rows, k] token ids: is each inside its row's nucleus (the tokens more likely weigh < its top_p)?"""
-    drawn = probs.gather(1, tokens)
-    zero = probs.new_zeros(())
-    above = [torch.where(probs > drawn[:, j : j + 1], probs, zero).sum(dim=-1) for j in range(tokens.shape[1])]
-    return torch.stack(above, dim=1) < top_p[:, None]
-
-
-def _sample_sorted(probs: torch.Tensor, top_p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Nucleus sampling by sorting the whole vocabulary: the rare rows the rejection rounds missed."""
-    head, index = probs.sort(dim=-1, descending=True)
-    keep = (head.cumsum(dim=-1) - head) < top_p[:, None]  # tokens before which the mass is still short of top_p
-    picked = torch.multinomial(head * keep, 1, generator=generator)
-    return index.gather(-1, picked).squeeze(1)

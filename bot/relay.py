@@ -95,6 +95,10 @@ class Relay(Generic[OriginVar, TargetVar]):
 
     # ------------------------------------------------------------------ asking
 
+    async def refuse(self, origin: OriginVar, notice: str) -> None:
+        """Tell the asker why their question is not taken, where the platform shows refusals (Discord: a DM)."""
+        await self.surface.refuse(origin, notice)
+
     async def first_delivery(self, event_id: str) -> bool:
         """True the first time a platform event arrives; a redelivery is answered once.
 

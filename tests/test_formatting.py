@@ -50,7 +50,7 @@ def test_every_piece_fits_and_no_text_is_lost(text: str, limit: int) -> None:
 
 
 def test_slack_mentions_in_model_output_are_neutralised() -> None:
-    from bot.mrkdwn import to_slack_mrkdwn
+    from bot.slack.mrkdwn import to_slack_mrkdwn
 
     text = to_slack_mrkdwn("<!channel> <!here> <!everyone> <@U123> <!subteam^S1> a & b")
     assert "<" not in text and ">" not in text
@@ -58,7 +58,7 @@ def test_slack_mentions_in_model_output_are_neutralised() -> None:
 
 
 def test_markdown_becomes_slack_mrkdwn() -> None:
-    from bot.mrkdwn import to_slack_mrkdwn
+    from bot.slack.mrkdwn import to_slack_mrkdwn
 
     markdown = "## 제목\n**굵게** 와 ~~취소~~, [링크](https://example.com)\n```python\nx = a**2 < b\n```\n`**코드**`"
     assert to_slack_mrkdwn(markdown) == (

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.discord_app import THREAD_NAME_LIMIT, thread_name
+from bot.discord.surface import THREAD_NAME_LIMIT, thread_name
 from bot.formatting import split_message
 from bot.limits import check_question
-from bot.mrkdwn import to_slack_mrkdwn
 from bot.settings import ClientSettings
+from bot.slack.mrkdwn import to_slack_mrkdwn
 from inference.prompt import LINE_BREAKS, PromptBuilder, Template, cut_at_stop, neutralise, visible_answer
 
 ZERO_WIDTH_AND_RTL = "\u200b\u200c\u200d\u2060\ufeff\u202e\u202d\u200f\u061c"

@@ -22,8 +22,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.mrkdwn import to_slack_mrkdwn
-from bot.slack_app import CANCEL_ACTION, SHORTCUT_ID
+from bot.slack.blocks import CANCEL_ACTION
+from bot.slack.manifest import ASK_SHORTCUT as SHORTCUT_ID
+from bot.slack.mrkdwn import to_slack_mrkdwn
 from tests.standins.slack import SlackStandIn
 from tests.standins.slack.common import sign
 from tests.support import trained

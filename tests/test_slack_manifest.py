@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from bot.settings import SlackSettings
-from bot.slack_app import SHORTCUT_ID, TASK_SHORTCUTS
-from bot.slack_manifest import FILES, manifest_text
+from bot.slack.manifest import ASK_SHORTCUT as SHORTCUT_ID
+from bot.slack.manifest import FILES, TASK_SHORTCUTS, manifest_text
 from bot.texts import Language
 
 SLACK = Path(__file__).resolve().parent.parent / "slack"
@@ -24,7 +24,7 @@ def manifest(language: Language) -> dict:  # type: ignore[type-arg]
 
 @pytest.mark.parametrize("language", ["ko", "en"])
 def test_each_languages_manifest_is_the_one_the_catalogue_writes(language: Language) -> None:
-    assert (SLACK / FILES[language]).read_text() == manifest_text(language), "run `python -m bot.slack_manifest`"
+    assert (SLACK / FILES[language]).read_text() == manifest_text(language), "run `python -m bot.slack.manifest`"
 
 
 @pytest.mark.parametrize("language", ["ko", "en"])

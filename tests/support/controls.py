@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from bot.slack_app import CANCEL_ACTION, FEEDBACK_ACTION, VOTE_ACTION
+from bot.slack.blocks import CANCEL_ACTION, FEEDBACK_ACTION, VOTE_ACTION
 from chatbus import Bus, Keys, Vote, connect
 
 

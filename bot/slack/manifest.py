@@ -1,7 +1,7 @@
 """The Slack app's manifest in each language: slack/manifest.yml (Korean) and slack/manifest.en.yml (English).
 
 Slack has no localisation for app commands, so each language has its own manifest: the app an operator creates
-speaks BOT_LANGUAGE. Both are written from the text catalogue (`python -m bot.slack_manifest` rewrites them;
+speaks BOT_LANGUAGE. Both are written from the text catalogue (`python -m bot.slack.manifest` rewrites them;
 a test holds the files to it; PyYAML, a development dependency, is needed only to write them), and ask for the
 same least privileges.
 """
@@ -26,7 +26,7 @@ FILES: dict[Language, str] = {"ko": "manifest.yml", "en": "manifest.en.yml"}
 HEADER = """\
 # Create the Slack app in one step: https://api.slack.com/apps → Create New App → From an app manifest.
 # This is the {language} app (BOT_LANGUAGE={code}); the other language's is {other}. Written by
-# `python -m bot.slack_manifest` from bot/texts.py: edit that, not this file.
+# `python -m bot.slack.manifest` from bot/texts.py: edit that, not this file.
 # Least privilege: read mentions and DMs sent to the bot, post and edit its own messages, the /kullm command,
 # the assistant pane (assistant:write: its status line, suggested prompts and thread titles), the settings command
 # (users:read: whether the person setting a channel's persona is a workspace admin; names in summaries and in the

@@ -1,0 +1,365 @@
+"""Where answers appear in Slack (`SlackSurface`, the relay's `Surface`): a placeholder edited in place in
+channels and threads, Slack's native streaming (chat.startStream/appendStream/stopStream) in the assistant
+pane with a fallback to editing when Slack refuses it, the pane's status line, parts of a long answer, and
+the stop and vote controls. Model output is escaped for Slack, so `<!channel>`, `<!here>` and user mentions in
+it never notify anyone."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.formatting import split_message
+from bot.slack.blocks import answer_blocks, feedback_block, section, vote_buttons_block
+from bot.slack.mrkdwn import slack_escape, to_slack_mrkdwn
+from bot.surface import Asked, CannotPost, PlaceholderGone
+from bot.texts import loading_messages, quote_of, text
+
+log = logging.getLogger(__name__)
+
+
+# One message: Slack shows up to ~4,000 characters well; a section block holds 3,000.
+MESSAGE_LIMIT = 3000
+
+
+# The question as the "asked by" line quotes it: room is left in the message for the line's own words.
+QUOTED_QUESTION_CHARS = 2900
+
+
+STATUS_CHARS = 100  # the assistant pane's status line is short
+
+
+STREAM_REFUSED = "off"  # SlackTarget.stream when chat.startStream was refused for that answer
+
+
+NOT_IN_CHANNEL = {"not_in_channel", "channel_not_found", "is_archived"}
+
+
+@dataclass(frozen=True)
+class SlackTarget:
+    """A placeholder message, the thread it is in ("" for a DM's top level), its question's id and asker, and
+    the answer's streamed message once there is one.
+
+    Native streaming (chat.startStream) writes the answer into a message of its own below the placeholder,
+    which keeps the stop button while the answer streams and is deleted when it is finished. `stream` is that
+    message's ts, or STREAM_REFUSED when Slack would not stream this answer (it is edited into the placeholder
+    instead); `streaming` is "1" while the stream is open. A stream this process cannot continue (the adapter
+    restarted, or the worker started the answer over) is stopped, and the streamed message is then edited
+    with chat.update like a placeholder.
+    """
+
+    channel: str
+    ts: str
+    thread_ts: str
+    question: str
+    user: str = ""
+    stream: str = ""
+    streaming: str = ""
+    pane: str = ""  # "1" in the assistant pane: no placeholder; the status line says it waits
+
+    @property
+    def conversation(self) -> str:
+        return f"{self.channel}:{self.thread_ts}" if self.thread_ts else self.channel
+
+    @property
+    def answer_ts(self) -> str:
+        """The message an edit goes to: a stopped stream's, else the placeholder (also while a stream is open)."""
+        return self.stream if self.stream not in ("", STREAM_REFUSED) and not self.streaming else self.ts
+
+    def to_fields(self) -> dict[str, str]:
+        fields = {"channel": self.channel, "ts": self.ts, "thread_ts": self.thread_ts, "question": self.question}
+        return fields | {"user": self.user, "stream": self.stream, "streaming": self.streaming, "pane": self.pane}
+
+
+@dataclass(frozen=True)
+class SlackOrigin:
+    """Where a question was asked, which decides where refusals and the placeholder go."""
+
+    kind: Literal["command", "mention", "dm", "modal", "pane", "action"]
+    channel: str
+    user: str
+    thread_ts: str | None = None  # the thread asked in (a mention, the shortcut's message)
+    respond: Any = None  # a slash command's `respond`: refusals go to its response_url, seen only by the asker
+    name: str = ""  # the asker's display name, for the line quoting what they asked (no mention: nobody is pinged)
+
+
+class SlackSurface:
+    """Refuses, posts and edits answers with chat.postEphemeral, chat.postMessage and chat.update, and streams
+    them with chat.startStream / appendStream / stopStream where Slack allows it (see SlackTarget)."""
+
+    platform = "slack"
+    max_chars = MESSAGE_LIMIT
+    footer_style = "_{}_"  # italics in mrkdwn
+
+    def __init__(
+        self, client: AsyncWebClient, edit_interval_s: float, language: str, *, native: bool = True, team_id: str = ""
+    ) -> None:
+        self.client = client
+        self.edit_interval_s = edit_interval_s
+        self.language: Any = language
+        self.native = native
+        self.team_id = team_id
+        self._appended: dict[str, str] = {}  # an open stream's ts → the answer text this process appended to it
+        self.native_feedback = True  # False once Slack refused feedback_buttons: plain buttons from then on
+
+    def target(self, fields: Mapping[str, str]) -> SlackTarget:
+        optional = {k: fields.get(k, "") for k in ("user", "stream", "streaming", "pane")}
+        return SlackTarget(fields["channel"], fields["ts"], fields.get("thread_ts", ""), fields["question"], **optional)
+
+    async def refuse(self, origin: SlackOrigin, notice: str) -> None:
+        if origin.kind == "pane":  # the asker's own DM thread with the app
+            await self.client.chat_postMessage(channel=origin.channel, thread_ts=origin.thread_ts, text=notice)
+        elif origin.kind == "command":
+            await origin.respond(notice, response_type="ephemeral")
+        elif origin.kind == "dm":
+            await self.client.chat_postMessage(channel=origin.channel, text=notice)
+        else:  # seen only by the asker: in the thread of a mention, at the channel's top level from the modal
+            thread_ts = origin.thread_ts if origin.kind == "mention" else None
+            await self.client.chat_postEphemeral(
+                channel=origin.channel, user=origin.user, text=notice, thread_ts=thread_ts
+            )
+
+    async def post_placeholder(
+        self, origin: SlackOrigin, asked: Asked, content: str, question_id: str, *, ahead: int = 0
+    ) -> SlackTarget:
+        pane = "1" if origin.kind == "pane" else ""
+        if pane and self.native:
+            # The pane's status line says the question waits (where in the queue, when others are ahead), with
+            # Slack's rotating loading messages; the answer then streams in as the one message (Slack clears the
+            # status at that reply).
+            if ahead:
+                status = text("status_waiting", self.language, ahead=ahead)
+            else:
+                status = text("status_thinking", self.language)
+            await self.set_status(origin.channel, origin.thread_ts or "", status, loading=True)
+            return SlackTarget(origin.channel, "", origin.thread_ts or "", question_id, user=origin.user, pane=pane)
+        thread_ts = origin.thread_ts
+        if origin.kind == "command":
+            thread_ts = await self._quote(origin, asked)  # at the channel's top level: its post starts the thread
+        elif origin.kind in ("modal", "action"):
+            await self._quote(origin, asked)  # in the thread of the message asked about (or acted on)
+        posted = await self.client.chat_postMessage(
+            channel=origin.channel,
+            thread_ts=thread_ts,
+            text=content,
+            blocks=answer_blocks(content, question_id, self.language),
+        )
+        return SlackTarget(origin.channel, str(posted["ts"]), thread_ts or "", question_id, user=origin.user, pane=pane)
+
+    async def set_status(self, channel: str, thread_ts: str, status: str, *, loading: bool = False) -> None:
+        """The assistant pane's status line under a thread, which Slack shows after the app's name ("KULLM is
+        thinking…"; "" clears it), with rotating loading messages when `loading`; a failure only loses the status."""
+        lines = loading_messages(self.language) if loading else None
+        try:
+            await self.client.assistant_threads_setStatus(
+                channel_id=channel, thread_ts=thread_ts, status=status, loading_messages=lines
+            )
+        except SlackApiError as exc:
+            log.info("slack: assistant.threads.setStatus failed (%s)", slack_error(exc))
+
+    async def _quote(self, origin: SlackOrigin, asked: Asked) -> str:
+        """Post "<user> asked: …" where the answer's thread is (or starts); returns the post's ts."""
+        shown = asked.question
+        if len(shown) > QUOTED_QUESTION_CHARS:
+            shown = shown[: QUOTED_QUESTION_CHARS - 1] + "…"
+        quote = quote_of(
+            slack_escape(origin.name or origin.user), slack_escape(shown), asked.task, self.language, slack=True
+        )
+        try:
+            posted = await self.client.chat_postMessage(channel=origin.channel, thread_ts=origin.thread_ts, text=quote)
+        except SlackApiError as exc:
+            if exc.response.get("error") in NOT_IN_CHANNEL:
+                raise CannotPost(text("invite_slack", self.language)) from exc
+            raise
+        return str(posted["ts"])
+
+    async def edit(self, target: SlackTarget, content: str, *, final: bool, feedback: str | None = None) -> None:
+        shown = to_slack_mrkdwn(content)
+        if not target.answer_ts:  # the pane before any message: a final answer or notice is posted, the rest is status
+            if final:
+                await self.post_part(target, content, target.question, final=True, feedback=feedback)
+            else:
+                await self.set_status(target.channel, target.thread_ts, content[:STATUS_CHARS])
+            return
+        on_placeholder = target.answer_ts == target.ts
+        if final:
+
+            async def update(votes: dict[str, Any] | None) -> None:
+                blocks = [section(shown), votes] if votes else []
+                await self.client.chat_update(channel=target.channel, ts=target.answer_ts, text=shown, blocks=blocks)
+
+            async with gone_on(GONE_ON_UPDATE):
+                await self._with_feedback(update, feedback)
+            return
+        blocks = answer_blocks(shown, target.question, self.language) if on_placeholder else []
+        async with gone_on(GONE_ON_UPDATE):
+            await self.client.chat_update(channel=target.channel, ts=target.answer_ts, text=shown, blocks=blocks)
+
+    async def _with_feedback(self, send: Any, feedback: str | None) -> Any:
+        """Call `send` with the vote block for `feedback` (a question id; None: no block): Slack's feedback_buttons,
+        or plain buttons where the workspace refuses them (remembered for the process's life)."""
+        if not feedback:
+            return await send(None)
+        if self.native_feedback:
+            try:
+                return await send(feedback_block(feedback, self.language))
+            except SlackApiError as exc:
+                if slack_error(exc) != "invalid_blocks":
+                    raise
+                log.info("slack: feedback_buttons refused (invalid_blocks): plain vote buttons from now on")
+                self.native_feedback = False
+        return await send(vote_buttons_block(feedback, self.language))
+
+    async def started(self, target: SlackTarget) -> None:
+        if not target.answer_ts:  # the pane, still on its status line: the queue is behind it now
+            await self.set_status(target.channel, target.thread_ts, text("status_writing", self.language), loading=True)
+
+    async def stream(self, target: SlackTarget, shown: str) -> tuple[SlackTarget, bool]:
+        # Natively streamed in the pane only: there the stream is the one message of the answer. In a channel a
+        # placeholder with the stop button is edited instead, so every member sees one message grow (Slack streams
+        # a channel message to one recipient, and a stream cannot carry the stop button).
+        if target.stream == STREAM_REFUSED or not (self.native and target.pane and target.thread_ts):
+            if not target.ts:  # the pane, where Slack would not stream: a placeholder to edit, posted now
+                return replace(target, ts=await self._post_controls(target)), False
+            return target, False  # a DM's top level, or refused before: the placeholder is edited
+        if not target.stream:
+            return await self._start_stream(target, shown)
+        appended = self._appended.get(target.stream)
+        if target.streaming and appended is not None and shown.startswith(appended):
+            try:
+                if len(shown) > len(appended):
+                    await self.client.chat_appendStream(
+                        channel=target.channel, ts=target.stream, markdown_text=slack_escape(shown[len(appended) :])
+                    )
+                    self._appended[target.stream] = shown
+                return target, True
+            except SlackApiError as exc:
+                log.info("slack: the stream cannot go on (%s): editing the streamed message", slack_error(exc))
+        if target.streaming:  # not ours to continue (a restarted adapter), or the answer started over
+            target = await self._stop_stream(target)
+        return target, False
+
+    async def finish(self, target: SlackTarget, answer: str, feedback: str | None = None) -> bool:
+        if target.stream in ("", STREAM_REFUSED):
+            return False
+        appended = self._appended.pop(target.stream, None)
+        finished = False
+        if target.streaming and appended is not None and answer.startswith(appended):
+            rest = slack_escape(answer[len(appended) :])
+
+            async def stop(votes: dict[str, Any] | None) -> None:
+                await self.client.chat_stopStream(
+                    channel=target.channel,
+                    ts=target.stream,
+                    markdown_text=rest or None,
+                    blocks=[votes] if votes else None,
+                )
+
+            try:
+                await self._with_feedback(stop, feedback)
+                finished = True
+            except SlackApiError as exc:
+                log.info("slack: could not finish the stream (%s): editing the streamed message", slack_error(exc))
+        if not finished:
+            target = await self._stop_stream(target) if target.streaming else target
+            pieces = split_message(answer, self.max_chars) or ["…"]
+            try:
+                await self.edit(target, pieces[0], final=True, feedback=feedback)
+            except PlaceholderGone:
+                pieces.insert(0, "")  # the streamed message was deleted: all of it goes out fresh
+            for piece in pieces[1:]:
+                with contextlib.suppress(PlaceholderGone):
+                    await self.post_part(target, piece, target.question, final=True)
+        if target.ts:
+            with contextlib.suppress(SlackApiError):  # the placeholder, with its stop button, is done with
+                await self.client.chat_delete(channel=target.channel, ts=target.ts)
+        return True
+
+    async def _start_stream(self, target: SlackTarget, shown: str) -> tuple[SlackTarget, bool]:
+        try:  # outside a DM, Slack streams to one person: the asker
+            started = await self.client.chat_startStream(
+                channel=target.channel,
+                thread_ts=target.thread_ts,
+                markdown_text=slack_escape(shown),
+                recipient_user_id=target.user or None,
+                recipient_team_id=(self.team_id or None) if target.user else None,
+            )
+        except SlackApiError as exc:  # a workspace or place that cannot stream: this answer edits the placeholder
+            log.info("slack: chat.startStream refused (%s): editing the placeholder instead", slack_error(exc))
+            return replace(target, stream=STREAM_REFUSED), False
+        self._appended[str(started["ts"])] = shown
+        return replace(target, stream=str(started["ts"]), streaming="1"), True
+
+    async def _post_controls(self, target: SlackTarget) -> str:
+        """Post the placeholder with the stop button where the pane could not stream; returns its ts."""
+        shown = text("thinking", self.language)
+        posted = await self.client.chat_postMessage(
+            channel=target.channel,
+            thread_ts=target.thread_ts,
+            text=shown,
+            blocks=answer_blocks(shown, target.question, self.language),
+        )
+        return str(posted["ts"])
+
+    async def _stop_stream(self, target: SlackTarget) -> SlackTarget:
+        """End a stream this process will not append to again; it is edited with chat.update from now on."""
+        self._appended.pop(target.stream, None)
+        try:
+            await self.client.chat_stopStream(channel=target.channel, ts=target.stream)
+        except SlackApiError as exc:  # already ended by Slack (idle), or deleted: the edit that follows tells
+            log.info("slack: stopping the stream: %s", slack_error(exc))
+        return replace(target, streaming="")
+
+    async def post_part(
+        self, target: SlackTarget, content: str, question_id: str, *, final: bool, feedback: str | None = None
+    ) -> SlackTarget:
+        shown = to_slack_mrkdwn(content)
+
+        async def post(votes: dict[str, Any] | None) -> Any:
+            if final:
+                blocks = [section(shown), votes] if votes else None
+            else:
+                blocks = answer_blocks(shown, question_id, self.language)
+            return await self.client.chat_postMessage(
+                channel=target.channel, thread_ts=target.thread_ts or None, text=shown, blocks=blocks
+            )
+
+        async with gone_on(GONE_ON_POST):
+            posted = await self._with_feedback(post, feedback if final else None)
+        return replace(target, ts=str(posted["ts"]), stream="", streaming="")
+
+    async def delete(self, target: SlackTarget) -> None:
+        if target.answer_ts:
+            with contextlib.suppress(SlackApiError):
+                await self.client.chat_delete(channel=target.channel, ts=target.answer_ts)
+
+    def working(self, target: SlackTarget) -> AbstractAsyncContextManager[None]:
+        return nullcontext()  # Slack has no typing indicator for bots
+
+
+def slack_error(exc: SlackApiError) -> str:
+    return str(exc.response.get("error"))
+
+
+# Slack's errors that mean the placeholder (or the place to post) is gone for good.
+GONE_ON_POST = frozenset({"channel_not_found", "is_archived", "not_in_channel", "thread_not_found"})
+
+
+GONE_ON_UPDATE = GONE_ON_POST | {"message_not_found", "cant_update_message"}
+
+
+@asynccontextmanager
+async def gone_on(errors: frozenset[str]) -> AsyncIterator[None]:
+    try:
+        yield
+    except SlackApiError as exc:
+        if exc.response.get("error") in errors:
+            raise PlaceholderGone(str(exc.response.get("error"))) from exc
+        raise

@@ -18,7 +18,7 @@ def run(adapter: str) -> int:
 
         return run_discord()
     if adapter == "api":
-        from bot.api import main as run_api
+        from bot.api.run import main as run_api
 
         return run_api()
     from bot.slack.run import run_slack

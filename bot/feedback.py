@@ -9,7 +9,8 @@ import logging
 import time
 from typing import Literal
 
-from bot.limits import RATE_WINDOW_S, unavailable
+from bot.limits import unavailable
+from bot.quota import RATE_WINDOW_S
 from bot.settings import ClientSettings
 from bot.texts import text
 from chatbus import AnsweredRecord, Bus, BusError, Done, InflightRecord, Vote

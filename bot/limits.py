@@ -11,7 +11,6 @@ from chatbus.messages import MAX_CONTEXT_CHARS, MAX_TASK_PARTS, Task
 from chatbus.visible import is_blank
 
 log = logging.getLogger(__name__)
-RATE_WINDOW_S = 60  # the window of USER_QUESTIONS_PER_MINUTE and of the vote buttons' limit
 
 
 def check_question(settings: ClientSettings, question: str, context: str = "") -> str | None:

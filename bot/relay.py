@@ -25,8 +25,9 @@ from typing import Generic, TypeVar
 from bot.feedback import Feedback
 from bot.follow import follow_answer
 from bot.layout import AnswerLayout, model_label, took
-from bot.limits import RATE_WINDOW_S, check_question, unavailable, work_units
+from bot.limits import check_question, unavailable, work_units
 from bot.personas import Personas
+from bot.quota import Quota
 from bot.settings import ClientSettings
 from bot.surface import Asked, CannotPost, PlaceholderGone, Surface, Target
 from bot.texts import error_text, reference, text, waiting_line
@@ -47,8 +48,8 @@ from chatbus import (
     Turn,
     cancel_requested,
 )
-from chatbus.ledger import DEFAULT_NEW_TOKENS, TEMPLATE_TOKENS, prompt_bound, task_bound
-from chatbus.messages import MAX_TASK_PARTS, new_question_id
+from chatbus.ledger import DEFAULT_NEW_TOKENS
+from chatbus.messages import new_question_id
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class Relay(Generic[OriginVar, TargetVar]):
 
     def __init__(self, bus: Bus, surface: Surface[OriginVar, TargetVar], settings: ClientSettings) -> None:
         self.bus = bus
+        self.quota = Quota(bus, surface.platform)
         self.surface = surface
         self.settings = settings
         self.platform = surface.platform
@@ -123,7 +125,7 @@ class Relay(Generic[OriginVar, TargetVar]):
     async def _limit_refusal(self, user: str, text_asked: str, units: int = 1) -> str | None:
         """The user's limits: a task counts as the questions its parts cost (`work_units`)."""
         limit = self.settings.user_questions_per_minute
-        if await self.bus.queue.count_request(self.platform, user, RATE_WINDOW_S, units) > limit:
+        if await self.quota.over_rate(user, limit, units) is not None:
             return text("rate_limited", self.settings.bot_language, limit=limit)
         oldest = time.time() - self.record_max_age_s  # an older record is dead: it holds no slot
         active = sum(
@@ -132,12 +134,8 @@ class Relay(Generic[OriginVar, TargetVar]):
         if active >= self.settings.user_concurrent_questions:
             return text("concurrent", self.settings.bot_language, limit=self.settings.user_concurrent_questions)
         daily = self.settings.user_tokens_per_day
-        if daily:  # the day's use, what open answers hold, and this question's prompt at most (`chatbus.ledger`)
-            held = await self.bus.ledger.tokens_today(self.platform, user) + await self.bus.ledger.reserved(
-                self.platform, user
-            )
-            if held + len(text_asked.encode()) + TEMPLATE_TOKENS >= daily:
-                return text("tokens_per_day", self.settings.bot_language, limit=daily)
+        if daily and await self.quota.day_used_up(user, daily, text_asked):
+            return text("tokens_per_day", self.settings.bot_language, limit=daily)
         depth = await self.bus.queue.depth()
         if depth >= self.settings.max_queue:
             return text("overloaded", self.settings.bot_language, depth=depth)
@@ -204,22 +202,17 @@ class Relay(Generic[OriginVar, TargetVar]):
         await self.surface.edit(target, notice, final=True)
         with contextlib.suppress(BusError):
             await self.bus.inflight.untrack(self.platform, item.id)
-            await self.bus.ledger.release(item)
+            await self.quota.release(item)
         return item.id
 
     async def _reserve(self, item: Question) -> Question | None:
-        """With USER_TOKENS_PER_DAY: the question holding its most tokens of the user's day (`chatbus.ledger`), a
-        plain question's new tokens lowered to what is left; None when the day's tokens are used or held."""
+        """With USER_TOKENS_PER_DAY: the question holding its most tokens of the user's day (`bot.quota`); None when
+        the day's tokens are used or held."""
         daily = self.settings.user_tokens_per_day
         if not daily:
             return item
         deadline = item.expires_at + self.settings.answer_stall_timeout_s
-        if item.task != "ask":
-            most = task_bound(item, DEFAULT_NEW_TOKENS, MAX_TASK_PARTS)
-            return item if await self.bus.ledger.reserve(item, daily, most, most, deadline) else None
-        bound = prompt_bound(item)
-        granted = await self.bus.ledger.reserve(item, daily, bound + 1, bound + DEFAULT_NEW_TOKENS, deadline)
-        return item.model_copy(update={"max_new_tokens": granted - bound}) if granted else None
+        return await self.quota.reserve(item, daily, DEFAULT_NEW_TOKENS, deadline)
 
     async def history(self, thread: str) -> list[Turn]:
         """Past turns of a conversation this relay answered (none while Redis is unreachable)."""

@@ -140,7 +140,7 @@ def _slack() -> list[type[BaseSettings]]:
 
 
 def _api() -> list[type[BaseSettings]]:
-    from bot.api import ApiSettings
+    from bot.api.settings import ApiSettings
 
     return [ApiSettings]
 

@@ -246,15 +246,15 @@ async def no_open_questions(bus: Bus, key: str) -> bool:
 
 
 def test_turns_before_the_question_pair_up_as_history() -> None:
-    from bot.api import _messages
+    from bot.api.models import Message, conversation
 
-    question, history, system = _messages(
+    question, history, system = conversation(
         [
-            {"role": "system", "content": "짧게"},
-            {"role": "user", "content": "가"},
-            {"role": "user", "content": "나"},
-            {"role": "assistant", "content": "다"},
-            {"role": "user", "content": "라"},
+            Message(role="system", content="짧게"),
+            Message(role="user", content="가"),
+            Message(role="user", content="나"),
+            Message(role="assistant", content="다"),
+            Message(role="user", content="라"),
         ]
     )
     assert (question, history, system) == ("라", [Turn(question="가\n\n나", answer="다")], "짧게")

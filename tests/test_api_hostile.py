@@ -266,6 +266,12 @@ async def test_malformed_bodies_get_openais_400_naming_the_parameter(api: ApiUnd
         "n 1.0": (ask + '"n": 1.0}', "n"),
         "NaN temperature": (ask + '"temperature": NaN}', "temperature"),
         "Infinity top_p": (ask + '"top_p": Infinity}', "top_p"),
+        "stream as text": (ask + '"stream": "yes"}', "stream"),
+        "zero max_tokens": (ask + '"max_tokens": 0}', "max_tokens"),
+        "usage asked as text": (ask + '"stream_options": {"include_usage": "yes"}}', "stream_options"),
+        "no messages": ('{"messages": []}', "messages"),
+        "messages as text": ('{"messages": "안녕"}', "messages"),
+        "a message as a number": ('{"messages": [7]}', "messages"),
     }
     async with aiohttp.ClientSession() as session:
         for case, (body, param) in cases.items():

@@ -98,7 +98,7 @@ def test_no_module_imports_itself_back_through_others() -> None:
 
 
 def test_the_front_ends_exceptions_share_one_root() -> None:
-    from bot.api import ApiError
+    from bot.api.errors import ApiError
     from bot.errors import BotError
     from bot.surface import CannotPost, PlaceholderGone
     from bot.workspace import FileRefused

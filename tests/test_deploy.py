@@ -168,7 +168,7 @@ def test_only_profiles_publish_ports_and_only_on_loopback() -> None:
 
 
 def test_each_service_gets_only_its_own_secrets() -> None:
-    from bot.api import ApiSettings
+    from bot.api.settings import ApiSettings
     from bot.settings import DiscordSettings, SlackSettings
     from inference.settings import WorkerSettings
 

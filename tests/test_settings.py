@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.api import ApiSettings
+from bot.api.settings import ApiSettings
 from bot.settings import ClientSettings, DiscordSettings, SlackSettings
 from inference.settings import WorkerSettings
 

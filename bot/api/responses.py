@@ -1,0 +1,72 @@
+"""Answers in OpenAI's shapes: a whole completion, the chunks of a streamed one, usage, the model list."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from bot.api.models import Call
+from chatbus import Done
+
+
+def model_entry(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "kullm"}
+
+
+def _usage(done: Done) -> dict[str, int]:
+    return {
+        "prompt_tokens": done.prompt_tokens,
+        "completion_tokens": done.completion_tokens,
+        "total_tokens": done.prompt_tokens + done.completion_tokens,
+    }
+
+
+def completion(call: Call, question_id: str, model: str, done: Done) -> dict[str, Any]:
+    created = int(time.time())
+    if call.chat:
+        message = {"role": "assistant", "content": done.text, "refusal": None}
+        choice = {"index": 0, "message": message, "finish_reason": done.finish_reason, "logprobs": None}
+        kind, prefix = "chat.completion", "chatcmpl-"
+    else:
+        choice = {"index": 0, "text": done.text, "finish_reason": done.finish_reason, "logprobs": None}
+        kind, prefix = "text_completion", "cmpl-"
+    return {
+        "id": prefix + question_id,
+        "object": kind,
+        "created": created,
+        "model": model,
+        "choices": [choice],
+        "usage": _usage(done),
+    }
+
+
+def chunk(
+    call: Call, question_id: str, model: str, piece: str, *, role: bool = False, finish: str | None = None
+) -> dict[str, Any]:
+    if call.chat:
+        delta: dict[str, Any] = (
+            {"role": "assistant", "content": piece} if role else ({"content": piece} if piece else {})
+        )
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        kind, prefix = "chat.completion.chunk", "chatcmpl-"
+    else:
+        choice = {"index": 0, "text": piece, "finish_reason": finish, "logprobs": None}
+        kind, prefix = "text_completion", "cmpl-"
+    return {
+        "id": prefix + question_id,
+        "object": kind,
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
+    }
+
+
+def usage_chunk(call: Call, question_id: str, model: str, done: Done) -> dict[str, Any]:
+    return {**chunk(call, question_id, model, ""), "choices": [], "usage": _usage(done)}
+
+
+async def send(response: web.StreamResponse, document: dict[str, Any]) -> None:
+    await response.write(b"data: " + json.dumps(document, ensure_ascii=False).encode() + b"\n\n")

@@ -348,7 +348,7 @@ async def test_nobody_is_locked_out_by_a_record_that_cannot_finish(bus: Bus) -> 
     assert await relay.resume() == 1
     await eventually(lambda: nothing_tracked(bus))
     # A record older than any question can live: given up with a notice, not followed.
-    old = time.time() - relay.record_max_age_s - 1
+    old = time.time() - relay.poster.record_max_age_s - 1
     surface.deleted.clear()
     await bus.inflight.track(
         InflightRecord(question_id="q-old", platform="test", target=Spot("old").to_fields(), user="u1", created_at=old)

@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _refused(message: str, as_json: bool) -> int:
     if as_json:
-        from bot.terminal import notice_for
+        from bot.terminal.render import notice_for
 
         return notice_for(True, sys.stdout, sys.stderr)(EXIT_INPUT, message)
     print(message, file=sys.stderr)
@@ -373,7 +373,7 @@ def _prompt(args: argparse.Namespace) -> int:
 
 def _client_command(args: argparse.Namespace, settings: ClientSettings) -> int:
     """The commands that talk to the queue: ask, keys, usage, feedback, status."""
-    from bot import terminal
+    from bot.terminal import ask as terminal
     from kullm import operator
 
     if args.command == "ask":

@@ -1,6 +1,6 @@
 """The operator's commands over the queue: `kullm status`, `kullm keys`, `kullm usage` and `kullm feedback`. They
 print for whoever runs the service (settings and Redis named where they are the fix); `kullm ask`, the one
-command a chat member might also run, lives with the chat front-ends in bot/terminal.py."""
+command a chat member might also run, lives with the chat front-ends in bot/terminal/."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bot.settings import ClientSettings
-from bot.terminal import redis_failed
+from bot.terminal.render import redis_failed
 from chatbus import (
     ApiKey,
     Bus,

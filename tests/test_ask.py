@@ -185,7 +185,7 @@ def test_piped_text_ends_its_line_however_the_answer_ends() -> None:
 
     from rich.console import Console
 
-    from bot.terminal import LiveView, PlainText
+    from bot.terminal.render import LiveView, PlainText
     from chatbus import Delta, Done, ErrorEvent
 
     for ending in (ErrorEvent(code="cancelled", message="stopped"), None):

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from kullm.cli import _parser
+from kullm.parser import parser as kullm_parser
 from tests.support.processes import ROOT
 
 README = (ROOT / "README.md").read_text()
@@ -16,7 +16,7 @@ README = (ROOT / "README.md").read_text()
 
 def commands() -> dict[str, argparse.ArgumentParser]:
     """Every runnable command, by its name as typed (`keys create` included)."""
-    (sub,) = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    (sub,) = [a for a in kullm_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     found: dict[str, argparse.ArgumentParser] = {}
     for name, parser in sub.choices.items():
         nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]

@@ -21,7 +21,7 @@ import yaml
 
 from chatbus import Bus, Done, Question
 from inference.worker import Worker
-from kullm.cli import _parser
+from kullm.parser import parser as kullm_parser
 from tests.support import trained
 from tests.support.polling import wait_until
 from tests.support.processes import ROOT, AskProcess, RedisServer, free_port, run_kullm, start_kullm_up
@@ -245,7 +245,7 @@ def test_every_image_command_is_a_kullm_command_the_tests_run() -> None:
     for dockerfile in (ROOT / "docker").glob("*.Dockerfile"):
         [cmd] = re.findall(r"^CMD (.+)$", dockerfile.read_text(), re.MULTILINE)
         assert cmd in ('["kullm", "worker"]', '["kullm", "discord"]')
-    subcommands = set(_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    subcommands = set(kullm_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     assert {"worker", "discord", "slack", "api", "up", "download", "ask", "status"} <= subcommands
     servers = (ROOT / "tests" / "support" / "processes.py").read_text()
     assert '"kullm.cli", "worker"' in servers and '"kullm.cli", self.adapter' in servers

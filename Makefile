@@ -36,7 +36,7 @@ suite: setup tiny-model
 # The tests' tiny model (the demo model, inference/demo.py), trained once (under a minute on 2 cores; cached in .cache/)
 # before pytest starts, so no test's timeout has to cover training on a busy machine.
 tiny-model: setup
-	$(PY) -m tests.support.tiny_model
+	$(PY) -m testkit.tiny_model
 
 setup: $(VENV)/.installed redis
 

@@ -30,14 +30,11 @@ from typing import Any
 
 from bot.slack.mrkdwn import to_slack_mrkdwn
 from chatbus import Bus, Done, Keys, connect, decode_event
-from tests.standins.discord import DiscordStandIn
-from tests.standins.discord.common import user_object as discord_user
-from tests.standins.slack import SlackStandIn
-from tests.support import tiny_model, trained
-from tests.support.controls import stop_button_on
-from tests.support.engines import SCRIPTED
-from tests.support.polling import eventually
-from tests.support.processes import (
+from testkit import tiny_model, trained
+from testkit.controls import stop_button_on
+from testkit.engines import SCRIPTED
+from testkit.polling import eventually
+from testkit.processes import (
     ROOT,
     RUNNING_ASKS,
     AskProcess,
@@ -47,7 +44,10 @@ from tests.support.processes import (
     free_port,
     half_open,
 )
-from tests.support.shown import without_footer
+from testkit.shown import without_footer
+from testkit.standins.discord import DiscordStandIn
+from testkit.standins.discord.common import user_object as discord_user
+from testkit.standins.slack import SlackStandIn
 
 ASKED = [
     ("딥러닝이 뭐야?", trained.DEEP_LEARNING),
@@ -70,7 +70,7 @@ CLIENT_ENV = {
 SCRIPTED_ENV = {"ENGINE": SCRIPTED, "FAULTS_INNER": "scripted"}
 # The tiny model paced to at least 10 ms a step: alone it writes the long story (about 300 tokens) in under half a
 # second, inside one Slack edit interval, so no fault could strike mid-answer.
-PACED_ENV = {"ENGINE": "tests.support.faults:paced", "PACE_STEP_S": "0.01"}
+PACED_ENV = {"ENGINE": "testkit.faults:paced", "PACE_STEP_S": "0.01"}
 # Torch's default threads, though two workers then share the cores (README, scaling out: one thread each is
 # faster): the faults that strike mid-answer need the long story to take seconds, as on a loaded host.
 WORKER_ENV = {"RECLAIM_IDLE_S": "2", "MAX_BATCH_SIZE": "16", "DELTA_INTERVAL_S": "0.2", "LOG_LEVEL": "INFO"}
@@ -714,7 +714,7 @@ async def out_of_memory(service: Service, trials: int, rows: list[Scenario]) -> 
     row = Scenario(name, runs=trials)
     ooms = []
     await service.stop_workers()
-    injector = {"ENGINE": "tests.support.faults:oom_random", "OOM_ABOVE": str(OOM_ABOVE), "OOM_RATE": str(OOM_RATE)}
+    injector = {"ENGINE": "testkit.faults:oom_random", "OOM_ABOVE": str(OOM_ABOVE), "OOM_RATE": str(OOM_RATE)}
     for trial in range(trials):
         # Every fourth question is the long story (from each front-end), so batches stay large a while.
         questions = [LONG[0] if n % 4 == 0 else ASKED[n % len(ASKED)][0] for n in range(15)]
@@ -819,7 +819,7 @@ def _grade_hostile(
 
 
 def _api_key(redis_url: str) -> str:
-    from tests.support.processes import run_kullm
+    from testkit.processes import run_kullm
 
     made = run_kullm(["keys", "create", "soak", "--questions-per-minute", "10000", "--concurrent", "100"], redis_url)
     return made.stdout.strip()
@@ -882,7 +882,7 @@ async def flood(base: str) -> None:
 
 async def _hostile_files(service: Service) -> int:
     """The hostile corpus attached to Discord mentions: how many were refused naming the file."""
-    from tests.support.hostile_files import corpus
+    from testkit.hostile_files import corpus
 
     d = service.discord
     author = discord_user(2200000000000009000, "attacker", None)
@@ -958,7 +958,7 @@ def render(rows: list[Scenario], command: str) -> str:
         "Each question must end with exactly one outcome: its final answer with the expected text in the right",
         "thread, or, only where the queue is full or Redis refuses writes, one notice that it cannot take questions.",
         "Stuck counts in-flight records and queue entries left once a scenario settled (a user's slot held for good).",
-        "Workers run the tiny model paced to at least 10 ms a step (`tests.support.faults:paced`, with `--engine",
+        "Workers run the tiny model paced to at least 10 ms a step (`testkit.faults:paced`, with `--engine",
         "builtin`), so the faults that strike mid-answer find one being written.",
         "",
         "| scenario | runs | questions | answered once | told busy | lost | duplicated | wrong | stuck |",

@@ -10,7 +10,7 @@
    and in the report, with how they differ.
 4. Both images built (the worker with CPU torch), then Redis, the worker (CPU override docker/compose.cpu.yml, the
    tests' tiny model mounted as the demo model), the api profile and the Discord and Slack adapters — pointed at the
-   project's loopback stand-ins (tests/standins), run by this process on the check network's gateway — brought up,
+   project's loopback stand-ins (testkit/standins), run by this process on the check network's gateway — brought up,
    and each step checked and timed.
 
     .venv/bin/python docker/check.py [--keep]     # --keep: leave the stack and a private daemon running
@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support import tiny_model, trained  # noqa: E402
+from testkit import tiny_model, trained  # noqa: E402
 
 T = TypeVar("T")
 CACHE = ROOT / ".cache" / "docker"
@@ -222,12 +222,12 @@ def torch_channel() -> str:
 
 
 class ChatStandIns:
-    """The project's loopback Discord and Slack (tests/standins), on an event loop of their own, listening where the
+    """The project's loopback Discord and Slack (testkit/standins), on an event loop of their own, listening where the
     containers reach them: the check network's gateway."""
 
     def __init__(self) -> None:
-        from tests.standins.discord import DiscordStandIn
-        from tests.standins.slack import SlackStandIn
+        from testkit.standins.discord import DiscordStandIn
+        from testkit.standins.slack import SlackStandIn
 
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="standins", daemon=True).start()
@@ -472,8 +472,8 @@ PERSONA_GET = (
 def _discord_answer(discord: Any, thread: int) -> str | None:
     """The bot's settled answer in a Discord thread (its stop button gone; the vote buttons come), without the
     footer naming the model, or None."""
-    from tests.support.controls import stop_button_on
-    from tests.support.shown import without_footer
+    from testkit.controls import stop_button_on
+    from testkit.shown import without_footer
 
     for message in discord.messages_in(thread):
         ours = int(message["author"]["id"]) == discord.bot_id
@@ -495,8 +495,8 @@ def _slack_answer(slack: Any, thread_ts: str) -> str | None:
     without the footer naming the model, or None."""
     import html
 
-    from tests.support.controls import stop_button_on
-    from tests.support.shown import without_footer
+    from testkit.controls import stop_button_on
+    from testkit.shown import without_footer
 
     for message in slack.thread(slack.channel_id, thread_ts):
         if message.get("bot_id") and message["ts"] != thread_ts and not stop_button_on(message):

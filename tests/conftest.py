@@ -24,9 +24,9 @@ from chatbus import Bus, Keys, connect
 from inference.engine import Engine, Loaded
 from inference.metrics import WorkerMetrics
 from inference.worker import Worker
-from tests.support import engines, tiny_model
-from tests.support.engines import SCRIPTED, RunWorker, worker_settings
-from tests.support.processes import RUNNING_ASKS, RedisServer, ServeProcess, StartWorker, WorkerProcess
+from testkit import engines, tiny_model
+from testkit.engines import SCRIPTED, RunWorker, worker_settings
+from testkit.processes import RUNNING_ASKS, RedisServer, ServeProcess, StartWorker, WorkerProcess
 
 # Under pytest-xdist every test process (and each worker process it starts) would run torch with one thread per
 # core: N test processes on N cores then fight over them, and torch's tests ran three times slower side by side.
@@ -181,7 +181,7 @@ async def run_worker(bus: Bus, redis_server: RedisServer, model_dir: Path) -> As
         else:
             scripted = engines.ScriptedEngine(config.max_batch_size, step_s=IN_PROCESS_STEP_S)
             loaded = Loaded(scripted, engines.scripted_prompts(config))
-        if wrap is not None:  # a fault from tests/support/faults.py around the engine
+        if wrap is not None:  # a fault from testkit/faults.py around the engine
             loaded = Loaded(wrap(loaded.engine), loaded.prompts)
         worker = Worker(bus, loaded, config, WorkerMetrics())
         serving.append((worker, asyncio.create_task(worker.run())))

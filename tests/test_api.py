@@ -19,10 +19,10 @@ import pytest
 from openai import AsyncOpenAI
 
 from chatbus import Bus, Done, Question, Turn, usage_field
-from tests.support import trained
-from tests.support.engines import RunWorker
-from tests.support.polling import eventually
-from tests.support.processes import BotProcess, RedisServer, free_port, run_kullm
+from testkit import trained
+from testkit.engines import RunWorker
+from testkit.polling import eventually
+from testkit.processes import BotProcess, RedisServer, free_port, run_kullm
 
 pytestmark = pytest.mark.e2e
 

@@ -19,10 +19,10 @@ import redis
 
 from chatbus import Bus
 from chatbus.connection import MAX_CONNECTIONS
-from tests.support import trained
-from tests.support.engines import RunWorker
-from tests.support.polling import eventually
-from tests.support.processes import BotProcess, RedisServer, free_port, half_open, run_kullm
+from testkit import trained
+from testkit.engines import RunWorker
+from testkit.polling import eventually
+from testkit.processes import BotProcess, RedisServer, free_port, half_open, run_kullm
 from tests.test_api import ApiUnderTest, no_open_questions, running_api
 
 pytestmark = pytest.mark.e2e

@@ -17,8 +17,8 @@ import pytest
 import redis
 
 from kullm.cli import main
-from tests.support import trained
-from tests.support.processes import ROOT, AskProcess, RedisServer, StartWorker, run_kullm, wait_until
+from testkit import trained
+from testkit.processes import ROOT, AskProcess, RedisServer, StartWorker, run_kullm, wait_until
 
 CONTEXT = "구름(KULLM)은 고려대학교 NLP & AI 연구실이 만든 한국어 LLM입니다."
 

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from bench import queue as queue_bench
-from tests.support.engines import IN_PROCESS_MODEL
-from tests.support.processes import RedisServer, ServeProcess
+from testkit import random_weights
+from testkit.engines import IN_PROCESS_MODEL
+from testkit.processes import RedisServer, ServeProcess
 
 
 @IN_PROCESS_MODEL
@@ -21,9 +22,9 @@ def test_random_weight_architecture_runs_both_paths(monkeypatch: pytest.MonkeyPa
 
     from bench import engine as engine_bench
 
-    shape = dict(engine_bench.ARCHITECTURES["polyglot-ko-12.8b"])
+    shape = dict(random_weights.ARCHITECTURES["polyglot-ko-12.8b"])
     shape.update(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
-    monkeypatch.setitem(engine_bench.ARCHITECTURES, "scaled", shape)
+    monkeypatch.setitem(random_weights.ARCHITECTURES, "scaled", shape)
     args = argparse.Namespace(architecture="scaled", model=None, device="cpu", dtype="float32", new_tokens=6)
     model, tokenizer, device = engine_bench.load(args)
     assert next(model.parameters()).device.type == "cpu"

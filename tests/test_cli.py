@@ -9,7 +9,7 @@ import re
 import pytest
 
 from kullm.parser import parser as kullm_parser
-from tests.support.processes import ROOT
+from testkit.processes import ROOT
 
 README = (ROOT / "README.md").read_text()
 

@@ -1,6 +1,6 @@
 """The stand-ins against the platforms' own references (tests/reference/): Discord's OpenAPI description and
 Slack's recorded samples. Every test that drives the real clients against a stand-in also checks, when it
-ends, every response and payload that stand-in produced (the fixtures call `tests.support.conformance`);
+ends, every response and payload that stand-in produced (the fixtures call `testkit.conformance`);
 these tests check the route table and that the checks catch what they must."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.standins.discord import DiscordStandIn
-from tests.standins.slack import SlackStandIn
-from tests.support import conformance
-from tests.support.conformance import discord_has, discord_problems, slack_payload_problems, slack_response_problems
+from testkit import conformance
+from testkit.conformance import discord_has, discord_problems, slack_payload_problems, slack_response_problems
+from testkit.standins.discord import DiscordStandIn
+from testkit.standins.slack import SlackStandIn
 
 
 def test_every_route_of_the_discord_standin_is_in_discords_description() -> None:

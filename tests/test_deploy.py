@@ -22,9 +22,9 @@ import yaml
 from chatbus import Bus, Done, Question
 from inference.worker import Worker
 from kullm.parser import parser as kullm_parser
-from tests.support import trained
-from tests.support.polling import wait_until
-from tests.support.processes import ROOT, AskProcess, RedisServer, free_port, run_kullm, start_kullm_up
+from testkit import trained
+from testkit.polling import wait_until
+from testkit.processes import ROOT, AskProcess, RedisServer, free_port, run_kullm, start_kullm_up
 from tests.test_settings import example_keys
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -247,7 +247,7 @@ def test_every_image_command_is_a_kullm_command_the_tests_run() -> None:
         assert cmd in ('["kullm", "worker"]', '["kullm", "discord"]')
     subcommands = set(kullm_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     assert {"worker", "discord", "slack", "api", "up", "download", "ask", "status"} <= subcommands
-    servers = (ROOT / "tests" / "support" / "processes.py").read_text()
+    servers = (ROOT / "testkit" / "processes.py").read_text()
     assert '"kullm.cli", "worker"' in servers and '"kullm.cli", self.adapter' in servers
 
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from tests.standins.discord import DiscordStandIn
-from tests.support import hostile_files, trained
-from tests.support.conformance import discord_standin_problems
-from tests.support.controls import stop_button_on, stored_votes, vote_buttons_on
-from tests.support.engines import LONG_CODE_QUESTION, RunWorker, long_code_answer
-from tests.support.processes import BotProcess, RedisServer
-from tests.support.shown import without_footer
+from testkit import hostile_files, trained
+from testkit.conformance import discord_standin_problems
+from testkit.controls import stop_button_on, stored_votes, vote_buttons_on
+from testkit.engines import LONG_CODE_QUESTION, RunWorker, long_code_answer
+from testkit.processes import BotProcess, RedisServer
+from testkit.shown import without_footer
+from testkit.standins.discord import DiscordStandIn
 
 pytestmark = pytest.mark.e2e
 NO_MENTIONS = {"parse": []}
@@ -512,7 +512,7 @@ async def test_a_finished_answer_can_be_rated_once_per_person(discord_env: Disco
 
 
 def scripted_summary(lines: list[str]) -> str:
-    """What the scripted engine answers a summary of these transcript lines (tests/support/engines.py)."""
+    """What the scripted engine answers a summary of these transcript lines (testkit/engines.py)."""
     return f"요약({lines[0][:20]} ~ {lines[-1][:20]}, {len(lines)}줄)"
 
 

@@ -15,9 +15,9 @@ with warnings.catch_warnings():
     import discord
     from discord import app_commands
 
-    from tests.standins.discord import DiscordStandIn
-    from tests.standins.discord.common import MESSAGE_CONTENT
-    from tests.support.conformance import discord_standin_problems
+    from testkit.conformance import discord_standin_problems
+    from testkit.standins.discord import DiscordStandIn
+    from testkit.standins.discord.common import MESSAGE_CONTENT
 
 pytestmark = pytest.mark.timeout(30)
 

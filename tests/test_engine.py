@@ -13,8 +13,8 @@ from inference.engine import Engine, GenerationRequest, GenerationUpdate, Loaded
 from inference.engines.detokenize import IncrementalDecoder
 from inference.errors import EngineOutOfMemory, GraphsUnavailable
 from inference.settings import WorkerSettings
-from tests.support import trained
-from tests.support.engines import IN_PROCESS_MODEL
+from testkit import trained
+from testkit.engines import IN_PROCESS_MODEL
 
 if TYPE_CHECKING:
     from inference.engines.builtin import BuiltinEngine

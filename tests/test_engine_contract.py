@@ -23,10 +23,10 @@ from chatbus.keys import FIELD
 from inference.engine import Engine, GenerationRequest, GenerationUpdate, Loaded, Sampling, engine_factory
 from inference.errors import EngineLoadError, EngineOutOfMemory
 from inference.settings import WorkerSettings
-from tests.support import trained
-from tests.support.engines import IN_PROCESS_MODEL, RunWorker
-from tests.support.faults import ModelsFront
-from tests.support.processes import RedisServer, ServeProcess, free_port
+from testkit import trained
+from testkit.engines import IN_PROCESS_MODEL, RunWorker
+from testkit.faults import ModelsFront
+from testkit.processes import RedisServer, ServeProcess, free_port
 
 pytestmark = IN_PROCESS_MODEL
 

@@ -1,6 +1,6 @@
 """Files as 맥락: text in UTF-8 or the Korean legacy encodings, PDFs read in a child process within budgets.
 
-The hostile corpus (`tests.support.hostile_files`) is what a user who can mention the bot may attach: each
+The hostile corpus (`testkit.hostile_files`) is what a user who can mention the bot may attach: each
 file is refused with the clear message naming it, or read within budget, and the event loop that serves
 everyone else keeps running meanwhile.
 """
@@ -15,7 +15,7 @@ import pytest
 from bot.pdf_text import PdfBudget, PdfReader
 from bot.workspace import FileRefused, file_text, files_context, transcript
 from chatbus.messages import MAX_CONTEXT_CHARS
-from tests.support.hostile_files import corpus, minimal_pdf
+from testkit.hostile_files import corpus, minimal_pdf
 
 pytestmark = pytest.mark.e2e  # every PDF is read by a child process
 

@@ -26,10 +26,10 @@ from chatbus.config import RedisRecord
 from inference.demo import DEMO_QUESTIONS
 from inference.placement import available_ram
 from inference.presets import PRESETS
-from tests.support import trained
-from tests.support.engines import SCRIPTED
-from tests.support.polling import wait_until
-from tests.support.processes import (
+from testkit import trained
+from testkit.engines import SCRIPTED
+from testkit.polling import wait_until
+from testkit.processes import (
     ROOT,
     AskProcess,
     RedisServer,

@@ -20,7 +20,7 @@ from chatbus import Turn
 from inference.prompt import PromptBuilder, Template, tokenizer_chat_template, tokenizer_markers
 from inference.settings import WorkerSettings
 from inference.tokenizer import prompt_builder
-from tests.support import tiny_model
+from testkit import tiny_model
 
 WINDOW = 100_000
 FORGED_KULLM3 = (

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.formatting import split_message
-from tests.support.engines import long_code_answer
+from testkit.engines import long_code_answer
 
 
 def test_a_4500_character_answer_becomes_three_messages_with_fences_intact() -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from inference.engine import GenerationUpdate, Loaded
-from tests.support.engines import IN_PROCESS_MODEL
-from tests.support.processes import RedisServer, WorkerProcess, run_kullm
+from testkit.engines import IN_PROCESS_MODEL
+from testkit.processes import RedisServer, WorkerProcess, run_kullm
 from tests.test_engine import load, request, run, transformers_engine
 
 DEVICE = os.environ.get("KULLM_GPU_TESTS_DEVICE", "cuda")

@@ -18,8 +18,8 @@ import pytest
 from packaging.requirements import Requirement
 
 from bench.gpu import bundle
-from tests.support.polling import wait_until
-from tests.support.processes import BUSY_MACHINE_TIMEOUT_S, ROOT, free_port
+from testkit.polling import wait_until
+from testkit.processes import BUSY_MACHINE_TIMEOUT_S, ROOT, free_port
 
 pytestmark = pytest.mark.xdist_group("gpu_bundle")  # one bundle (a session fixture) serves them all
 FLOOR = ROOT / ".cache" / "transformers-floor"  # the Makefile's FLOOR

@@ -19,8 +19,8 @@ from inference.prompt import CUT_MARK, PromptBuilder, Template, token_counter
 from inference.settings import WorkerSettings
 from inference.tokenizer import prompt_builder
 from kullm.cli import main as kullm_main
-from tests.support import tiny_model, trained
-from tests.support.processes import RedisServer, StartWorker, run_kullm
+from testkit import tiny_model, trained
+from testkit.processes import RedisServer, StartWorker, run_kullm
 
 ENV_KEYS = ("MODEL", "MODEL_ID", "TEMPLATE", "EOS_TOKEN_ID", "CONTEXT_WINDOW", "SYSTEM_PROMPT", "HF_TOKEN")
 

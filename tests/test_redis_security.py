@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import trained
-from tests.support.engines import SCRIPTED
-from tests.support.processes import RedisServer, WorkerProcess, run_kullm
+from testkit import trained
+from testkit.engines import SCRIPTED
+from testkit.processes import RedisServer, WorkerProcess, run_kullm
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "s3cret-redis-pass"

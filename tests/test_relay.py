@@ -26,10 +26,10 @@ from chatbus.messages import Vote
 from inference.metrics import WorkerMetrics
 from inference.worker import Worker
 from kullm import operator
-from tests.support import engines, trained
-from tests.support.engines import RunWorker, worker_settings
-from tests.support.polling import eventually
-from tests.support.processes import RedisServer
+from testkit import engines, trained
+from testkit.engines import RunWorker, worker_settings
+from testkit.polling import eventually
+from testkit.processes import RedisServer
 
 
 @dataclass(frozen=True)

@@ -25,14 +25,14 @@ import pytest
 from bot.slack.blocks import CANCEL_ACTION
 from bot.slack.manifest import ASK_SHORTCUT as SHORTCUT_ID
 from bot.slack.mrkdwn import to_slack_mrkdwn
-from tests.standins.slack import SlackStandIn
-from tests.standins.slack.common import sign
-from tests.support import trained
-from tests.support.conformance import slack_standin_problems
-from tests.support.controls import feedback_buttons_on, stop_button_on, stored_votes, vote_buttons_on
-from tests.support.engines import LONG_CODE_QUESTION, RunWorker
-from tests.support.processes import BotProcess, RedisServer, free_port, half_open
-from tests.support.shown import footer_of, without_footer
+from testkit import trained
+from testkit.conformance import slack_standin_problems
+from testkit.controls import feedback_buttons_on, stop_button_on, stored_votes, vote_buttons_on
+from testkit.engines import LONG_CODE_QUESTION, RunWorker
+from testkit.processes import BotProcess, RedisServer, free_port, half_open
+from testkit.shown import footer_of, without_footer
+from testkit.standins.slack import SlackStandIn
+from testkit.standins.slack.common import sign
 
 pytestmark = pytest.mark.e2e
 
@@ -633,7 +633,7 @@ async def test_english_mode_speaks_english_on_every_surface(slack_env_fixture: S
 
 
 def scripted_summary(lines: list[str]) -> str:
-    """What the scripted engine answers a summary of these transcript lines (tests/support/engines.py)."""
+    """What the scripted engine answers a summary of these transcript lines (testkit/engines.py)."""
     return f"요약({lines[0][:20]} ~ {lines[-1][:20]}, {len(lines)}줄)"
 
 

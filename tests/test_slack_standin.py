@@ -18,9 +18,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from tests.standins.slack import SlackStandIn
-from tests.standins.slack.common import block_errors, sign
-from tests.support.conformance import slack_standin_problems
+from testkit.conformance import slack_standin_problems
+from testkit.standins.slack import SlackStandIn
+from testkit.standins.slack.common import block_errors, sign
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench import soak
-from tests.support.processes import BUSY_MACHINE_TIMEOUT_S
+from testkit.processes import BUSY_MACHINE_TIMEOUT_S
 
 pytestmark = pytest.mark.e2e
 

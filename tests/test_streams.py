@@ -30,7 +30,7 @@ from chatbus import (
 )
 from chatbus.errors import AnswerTimeout
 from chatbus.keys import FIELD, WORKER_GROUP
-from tests.support.processes import RedisServer
+from testkit.processes import RedisServer
 
 DONE = Done(text="끝", finish_reason="stop", prompt_tokens=1, completion_tokens=1, queued_s=0, generate_s=0)
 

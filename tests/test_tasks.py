@@ -22,10 +22,10 @@ from chatbus.messages import MAX_CONTEXT_CHARS, MAX_TASK_PARTS
 from inference import tasks
 from inference.prompt import PromptBuilder, Template
 from inference.worker import Worker
-from tests.support import trained
-from tests.support.engines import RunWorker, ScriptedEngine
-from tests.support.polling import eventually
-from tests.support.processes import RedisServer, StartWorker, run_kullm
+from testkit import trained
+from testkit.engines import RunWorker, ScriptedEngine
+from testkit.polling import eventually
+from testkit.processes import RedisServer, StartWorker, run_kullm
 
 KOREAN = [f"{i}번째 문장은 구름이 번역할 글입니다." for i in range(1, 13)]
 THREAD = [f"사람{i % 3}: {i}번 메시지, 오늘 회의에서 정한 일 {i}가지를 정리했습니다." for i in range(1, 31)]

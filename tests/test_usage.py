@@ -10,7 +10,7 @@ import pytest
 from bot.settings import ClientSettings
 from chatbus import Bus, usage_field
 from kullm import operator
-from tests.support.processes import RedisServer
+from testkit.processes import RedisServer
 
 
 def record(platform: str, user: str, channel: str, questions: int, tokens: int) -> dict[str, int]:

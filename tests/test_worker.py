@@ -19,10 +19,10 @@ from inference.engine import DelegatingEngine, GenerationUpdate
 from inference.governor import OOM_CEILING_S, RESTORE_BATCH_AFTER_STEPS, BatchGovernor
 from inference.worker import Worker
 from kullm import operator
-from tests.support import trained
-from tests.support.engines import RunWorker
-from tests.support.faults import POISON, OutOfMemoryOnce, PoisonEngine
-from tests.support.processes import RedisServer
+from testkit import trained
+from testkit.engines import RunWorker
+from testkit.faults import POISON, OutOfMemoryOnce, PoisonEngine
+from testkit.processes import RedisServer
 
 
 async def follow(bus: Bus, question_id: str) -> list[AnswerEvent]:

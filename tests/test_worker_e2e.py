@@ -22,9 +22,9 @@ import redis
 
 from chatbus import Bus, Done, Keys, Question, connect
 from runtime.http_guard import MAX_CONNECTIONS
-from tests.support import trained
-from tests.support.engines import SCRIPTED
-from tests.support.processes import (
+from testkit import trained
+from testkit.engines import SCRIPTED
+from testkit.processes import (
     ROOT,
     AskProcess,
     RedisServer,
@@ -71,7 +71,7 @@ def test_the_worker_loads_the_model_on_the_thread_that_steps_it(
     # Torch work on one thread: a second thread that ran torch ops gives the process a second OpenMP team, and
     # with more OpenMP threads than cores every op slows down (inference.engine.new_engine_thread).
     record = tmp_path / "threads"
-    start_worker(ENGINE="tests.support.engines:threads_recorded", THREADS_FILE=record)
+    start_worker(ENGINE="testkit.engines:threads_recorded", THREADS_FILE=record)
     result = run_kullm(["ask", "딥러닝이 뭐야?"], redis_server.url)
     assert result.stdout.strip() == trained.DEEP_LEARNING, result.stderr
     lines = record.read_text().splitlines()
@@ -245,7 +245,7 @@ def test_an_answer_finished_as_redis_starts_refusing_writes_is_not_taken_over(
     past RECLAIM_IDLE_S (2 s here), no worker takes it over, and once Redis takes writes again the answer arrives
     once, with no restart. Before the fix only running answers were heartbeated: the entry looked abandoned, was
     answered again by whichever worker reclaimed it, and after MAX_DELIVERIES dead-lettered."""
-    fault = {"ENGINE": "tests.support.faults:refuse_at_finish", "FAULTS_INNER": "scripted"}
+    fault = {"ENGINE": "testkit.faults:refuse_at_finish", "FAULTS_INNER": "scripted"}
     workers = [start_worker(**fault), start_worker(**fault)]
     ask = AskProcess(redis_server.url, "긴 이야기를 들려줘")
     ask.wait_for("delta")

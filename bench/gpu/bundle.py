@@ -231,7 +231,7 @@ def _find(stage: Path, soname: str) -> Path:
 
 def bundle_model(dest: Path) -> Path:
     """The tests' tiny trained model, built here (CPU) if it is not cached yet."""
-    from tests.support.tiny_model import build
+    from testkit.tiny_model import build
 
     source = build()
     target = dest / "model"

@@ -1,6 +1,6 @@
 """End to end on the GPU: a real worker with the 12.8B random-weight shape, many `kullm ask` at once.
 
-The worker is `kullm worker` as a process (`ENGINE=bench.engine:random_weights_engine`,
+The worker is `kullm worker` as a process (`ENGINE=testkit.random_weights:random_weights_engine`,
 `MODEL_ID=random:<architecture>`: the real shape, random fp16 weights, nothing downloaded) on the
 given Redis. After one warm-up question, `--clients` `kullm ask --json` processes start together;
 each event's arrival is timed as the client prints it. Reported: enqueue → first delta and
@@ -20,10 +20,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.engine import ARCHITECTURES, QUESTIONS, RANDOM_PREFIX
-from tests.support.polling import wait_until
-from tests.support.processes import AskProcess, WorkerProcess
-from tests.support.tiny_model import build
+from bench.engine import QUESTIONS
+from testkit.polling import wait_until
+from testkit.processes import AskProcess, WorkerProcess
+from testkit.random_weights import ARCHITECTURES, RANDOM_PREFIX
+from testkit.tiny_model import build
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def start_worker(args: argparse.Namespace) -> WorkerProcess:
         args.redis_url,
         build(),
         args.worker_log,
-        ENGINE="bench.engine:random_weights_engine",
+        ENGINE="testkit.random_weights:random_weights_engine",
         MODEL_ID=f"{RANDOM_PREFIX}{args.architecture}",
         DEVICE=args.device,
         DTYPE="auto",

@@ -29,7 +29,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-REFERENCE = Path(__file__).resolve().parents[1] / "reference"
+REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "reference"
 DISCORD_URI = "urn:discord-openapi"
 
 # Sent by Slack only when a call fails or is warned about (or a list is paged).

@@ -8,7 +8,7 @@ whichever engine ran. A step sleeps `step_s` (about the tiny model's pace on a C
 answer takes as long to stream and a process can be killed in the middle of one.
 
 Where it is used: the worker loop in-process (tests/test_worker.py), and worker processes for
-the adapters' tests (`ENGINE=tests.support.engines:scripted`), which then start in about a
+the adapters' tests (`ENGINE=testkit.engines:scripted`), which then start in about a
 second instead of loading torch. The real model keeps its own tests (test_engine, test_worker_e2e).
 """
 
@@ -29,10 +29,10 @@ from inference.engine import Engine, GenerationRequest, GenerationUpdate, Loaded
 from inference.prompt import PromptBuilder, Template
 from inference.settings import WorkerSettings
 from inference.worker import Worker
-from tests.support import trained
+from testkit import trained
 
-# How a worker process is told to use it: ENGINE=tests.support.engines:scripted.
-SCRIPTED = "tests.support.engines:scripted"
+# How a worker process is told to use it: ENGINE=testkit.engines:scripted.
+SCRIPTED = "testkit.engines:scripted"
 # Tests that build a transformers model in the test process: pytest-xdist runs them in one process, so only one
 # pays for importing transformers' model code (about 4 s on 2 cores) and the other process's share is the rest.
 IN_PROCESS_MODEL = pytest.mark.xdist_group("in_process_model")
@@ -180,7 +180,7 @@ def scripted_prompts(settings: WorkerSettings) -> PromptBuilder:
 
 
 def scripted(settings: WorkerSettings) -> Loaded:
-    """ENGINE=tests.support.engines:scripted (SCRIPTED_STEP_S sets the pace; SCRIPTED_LOAD_S, how long "loading the
+    """ENGINE=testkit.engines:scripted (SCRIPTED_STEP_S sets the pace; SCRIPTED_LOAD_S, how long "loading the
     model" takes)."""
     time.sleep(float(os.environ.get("SCRIPTED_LOAD_S", 0)))
     step_s = float(os.environ.get("SCRIPTED_STEP_S", STEP_S))
@@ -188,7 +188,7 @@ def scripted(settings: WorkerSettings) -> Loaded:
 
 
 def threads_recorded(settings: WorkerSettings) -> Loaded:
-    """ENGINE=tests.support.engines:threads_recorded: the tiny model, writing to THREADS_FILE the thread that
+    """ENGINE=testkit.engines:threads_recorded: the tiny model, writing to THREADS_FILE the thread that
     loaded it and the thread of every step (one name a line)."""
     import threading
 

@@ -1,7 +1,7 @@
-"""Engines with injected faults, selected with ENGINE=tests.support.faults:<factory> in worker processes.
+"""Engines with injected faults, selected with ENGINE=testkit.faults:<factory> in worker processes.
 
 Each wraps the real `BuiltinEngine` on the tiny model (or, with FAULTS_INNER=scripted, the
-scripted engine of tests/support/engines.py) and adds one failure, raised the way the real engine
+scripted engine of testkit/engines.py) and adds one failure, raised the way the real engine
 raises it (out of memory as `EngineOutOfMemory`). `ModelsFront` puts one fault in front of a real
 engine server instead.
 """
@@ -23,7 +23,7 @@ from aiohttp import web
 from inference.engine import DelegatingEngine, GenerationRequest, GenerationUpdate, Loaded
 from inference.errors import EngineOutOfMemory
 from inference.settings import WorkerSettings
-from tests.support.processes import free_port
+from testkit.processes import free_port
 
 POISON = "💣"
 
@@ -31,7 +31,7 @@ POISON = "💣"
 def _inner(settings: WorkerSettings) -> Loaded:
     """The engine a fault wraps: the tiny model, or the scripted engine (FAULTS_INNER=scripted, no torch)."""
     if os.environ.get("FAULTS_INNER") == "scripted":
-        from tests.support.engines import scripted
+        from testkit.engines import scripted
 
         return scripted(settings)
     from inference.engines import builtin
@@ -134,25 +134,25 @@ class RefuseWritesAtFinish(DelegatingEngine):
 
 
 def paced(settings: WorkerSettings) -> Loaded:
-    """ENGINE=tests.support.faults:paced, with PACE_STEP_S (default 0.01)."""
+    """ENGINE=testkit.faults:paced, with PACE_STEP_S (default 0.01)."""
     loaded = _inner(settings)
     return Loaded(Paced(loaded.engine, float(os.environ.get("PACE_STEP_S", "0.01"))), loaded.prompts)
 
 
 def poison(settings: WorkerSettings) -> Loaded:
-    """ENGINE=tests.support.faults:poison"""
+    """ENGINE=testkit.faults:poison"""
     loaded = _inner(settings)
     return Loaded(PoisonEngine(loaded.engine), loaded.prompts)
 
 
 def oom_once(settings: WorkerSettings) -> Loaded:
-    """ENGINE=tests.support.faults:oom_once"""
+    """ENGINE=testkit.faults:oom_once"""
     loaded = _inner(settings)
     return Loaded(OutOfMemoryOnce(loaded.engine), loaded.prompts)
 
 
 def oom_random(settings: WorkerSettings) -> Loaded:
-    """ENGINE=tests.support.faults:oom_random, with OOM_ABOVE (default 4) and OOM_RATE (default 0.3)."""
+    """ENGINE=testkit.faults:oom_random, with OOM_ABOVE (default 4) and OOM_RATE (default 0.3)."""
     loaded = _inner(settings)
     above, rate = int(os.environ.get("OOM_ABOVE", "4")), float(os.environ.get("OOM_RATE", "0.3"))
     engine = OutOfMemorySometimes(loaded.engine, above, rate, os.environ.get("WORKER_NAME", ""))
@@ -160,7 +160,7 @@ def oom_random(settings: WorkerSettings) -> Loaded:
 
 
 def refuse_at_finish(settings: WorkerSettings) -> Loaded:
-    """ENGINE=tests.support.faults:refuse_at_finish"""
+    """ENGINE=testkit.faults:refuse_at_finish"""
     loaded = _inner(settings)
     return Loaded(RefuseWritesAtFinish(loaded.engine, settings.redis_url), loaded.prompts)
 

@@ -11,13 +11,13 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.support.conformance import route_pattern
+from testkit.conformance import route_pattern
 
 with warnings.catch_warnings():
     # discord.py 2.7 imports the stdlib `audioop`, deprecated since 3.11; the suite runs with warnings as errors.
     warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
 
-from tests.standins.discord.common import (
+from testkit.standins.discord.common import (
     API_PREFIX,
     DIRECT_MESSAGES,
     GUILD_MESSAGES,

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from tests.support.polling import wait_until
+from testkit.polling import wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 90.0
 PORT_ATTEMPTS = 3
 # The limit of the longest process tests (the soak, the GPU dry run): several times what they take on an idle

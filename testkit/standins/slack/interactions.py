@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.standins.slack.common import TEAM_DOMAIN, TEAM_ID, Call, _truthy
+from testkit.standins.slack.common import TEAM_DOMAIN, TEAM_ID, Call, _truthy
 
 
 class Interactions:

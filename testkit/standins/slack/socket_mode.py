@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from tests.standins.slack.common import ACK_TIMEOUT, TEAM_ID, _rich_text
+from testkit.standins.slack.common import ACK_TIMEOUT, TEAM_ID, _rich_text
 
 
 class SocketMode:

@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from tests.standins.slack.common import (
+from testkit.standins.slack.common import (
     MAX_MARKDOWN_TOTAL,
     METHOD_SCOPES,
     TEAM_DOMAIN,

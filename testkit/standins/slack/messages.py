@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.standins.slack.common import MAX_MARKDOWN_TOTAL, MAX_TEXT, TEAM_ID, SlackError, _markdown_total, block_errors
+from testkit.standins.slack.common import (
+    MAX_MARKDOWN_TOTAL,
+    MAX_TEXT,
+    TEAM_ID,
+    SlackError,
+    _markdown_total,
+    block_errors,
+)
 
 # What the stand-in keeps about a message that Slack does not send: edits and appends counted, stream state.
 BOOKKEEPING = frozenset({"edits", "channel", "streaming", "streamed", "stream_idle_since", "appends"})

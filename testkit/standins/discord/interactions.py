@@ -13,7 +13,7 @@ with warnings.catch_warnings():
     # discord.py 2.7 imports the stdlib `audioop`, deprecated since 3.11; the suite runs with warnings as errors.
     warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
 
-from tests.standins.discord.common import (
+from testkit.standins.discord.common import (
     ADMINISTRATOR,
     MESSAGE_EPHEMERAL,
     MESSAGE_LOADING,

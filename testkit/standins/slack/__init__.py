@@ -13,12 +13,12 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.standins.slack.common import TEAM_DOMAIN, TEAM_ID, Call, Handler, SlackError, _Failure, manifest_scopes
-from tests.standins.slack.interactions import Interactions
-from tests.standins.slack.messages import Messages
-from tests.standins.slack.socket_mode import SocketMode
-from tests.standins.slack.web_api import WebApi
-from tests.support.polling import eventually
+from testkit.polling import eventually
+from testkit.standins.slack.common import TEAM_DOMAIN, TEAM_ID, Call, Handler, SlackError, _Failure, manifest_scopes
+from testkit.standins.slack.interactions import Interactions
+from testkit.standins.slack.messages import Messages
+from testkit.standins.slack.socket_mode import SocketMode
+from testkit.standins.slack.web_api import WebApi
 
 
 class SlackStandIn(SocketMode, Messages, WebApi, Interactions):

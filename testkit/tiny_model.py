@@ -1,6 +1,6 @@
 """The tests' tiny KULLM stand-ins: the demo model (`inference.demo`), built once into `.cache/tiny-kullm`.
 
-python -m tests.support.tiny_model [DIR]     # build both (or reuse them); print the GPT-NeoX one's directory
+python -m testkit.tiny_model [DIR]     # build both (or reuse them); print the GPT-NeoX one's directory
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from inference import demo
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = ROOT / ".cache" / "tiny-kullm"
 
 

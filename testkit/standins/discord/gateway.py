@@ -14,7 +14,7 @@ with warnings.catch_warnings():
     # discord.py 2.7 imports the stdlib `audioop`, deprecated since 3.11; the suite runs with warnings as errors.
     warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
 
-from tests.standins.discord.common import GUILDS
+from testkit.standins.discord.common import GUILDS
 
 
 class Gateway:

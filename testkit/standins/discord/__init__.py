@@ -16,7 +16,7 @@ from typing import Any
 import yarl
 from aiohttp import web
 
-from tests.support.polling import eventually
+from testkit.polling import eventually
 
 with warnings.catch_warnings():
     # discord.py 2.7 imports the stdlib `audioop`, deprecated since 3.11; the suite runs with warnings as errors.
@@ -24,7 +24,7 @@ with warnings.catch_warnings():
     from discord.gateway import DiscordWebSocket
     from discord.http import Route
 
-from tests.standins.discord.common import (
+from testkit.standins.discord.common import (
     API_PREFIX,
     DISCORD_EPOCH_MS,
     EVERYONE_PERMISSIONS,
@@ -38,10 +38,10 @@ from tests.standins.discord.common import (
     _now,
     user_object,
 )
-from tests.standins.discord.gateway import Gateway
-from tests.standins.discord.interactions import Interactions
-from tests.standins.discord.messages import Messages
-from tests.standins.discord.rest import RestApi
+from testkit.standins.discord.gateway import Gateway
+from testkit.standins.discord.interactions import Interactions
+from testkit.standins.discord.messages import Messages
+from testkit.standins.discord.rest import RestApi
 
 
 class DiscordStandIn(Gateway, Messages, RestApi, Interactions):

@@ -1,1 +1,0 @@
-"""Helpers the tests (and the benchmarks) share: processes, polling, engines, the tiny model."""

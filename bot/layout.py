@@ -9,7 +9,7 @@ import logging
 from typing import Any, Generic, TypeVar
 
 from bot.formatting import split_message
-from bot.surface import PlaceholderGone, Surface, Target
+from bot.surface import PlaceholderGone, Streaming, Surface, Target
 from bot.texts import text
 from chatbus import Bus, BusError, Done, InflightRecord
 
@@ -60,7 +60,7 @@ class AnswerLayout(Generic[TargetVar]):
     async def stream(self, shown: str) -> None:
         """The answer so far: streamed natively where the platform does, else laid out over the placeholder and
         as many further messages as it needs. Raises `PlaceholderGone`."""
-        if not self.parts:
+        if not self.parts and isinstance(self.surface, Streaming):
             moved, streamed = await self.surface.stream(self.target, shown)
             if moved != self.target:
                 self.target = moved

@@ -19,7 +19,7 @@ from bot.feedback import Feedback
 from bot.follow import follow_answer
 from bot.layout import AnswerLayout, model_label, took
 from bot.settings import ClientSettings
-from bot.surface import PlaceholderGone, Surface, Target
+from bot.surface import PlaceholderGone, Streaming, Surface, Target
 from bot.texts import error_text, reference, text
 from chatbus import (
     AnswerTimeout,
@@ -188,8 +188,7 @@ class AnswerPoster(Generic[TargetVar]):
                 if isinstance(event, Delta):
                     shown += event.text
                 elif isinstance(event, Started) and not shown:
-                    with contextlib.suppress(PlaceholderGone):
-                        await self.surface.started(layout.target)
+                    await self._started(layout)
                     continue
                 elif isinstance(event, Progress):
                     if not shown:
@@ -228,6 +227,16 @@ class AnswerPoster(Generic[TargetVar]):
             return True
         return False
 
+    async def _started(self, layout: AnswerLayout[TargetVar]) -> None:
+        """A worker took the question: where the platform streams, it says so (Slack's pane status)."""
+        if isinstance(self.surface, Streaming):
+            with contextlib.suppress(PlaceholderGone):
+                await self.surface.started(layout.target)
+
+    async def _finish_stream(self, layout: AnswerLayout[TargetVar], answer: str, feedback: str | None) -> bool:
+        """The final answer where the platform's own stream showed it; False when the messages are edited instead."""
+        return isinstance(self.surface, Streaming) and await self.surface.finish(layout.target, answer, feedback)
+
     async def _error_notice(self, record: InflightRecord, event: ErrorEvent) -> str:
         """What an answer that ended without one says: who stopped it, or what failed with a reference."""
         language, ref = record.language, reference(record.question_id)
@@ -247,7 +256,7 @@ class AnswerPoster(Generic[TargetVar]):
         under its last part); a placeholder that was deleted is replaced by fresh messages in its thread."""
         record = layout.record
         line = "\n" + self.surface.footer_style.format(footer) if footer else ""
-        if await self.surface.finish(layout.target, (answer or "…") + line, feedback):
+        if await self._finish_stream(layout, (answer or "…") + line, feedback):
             log.info("%s question %s: answer posted", self.platform, record.question_id)
             return
         try:

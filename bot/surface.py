@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 from bot.errors import BotError
 from chatbus import Task
@@ -106,6 +106,12 @@ class Surface(Protocol[OriginT, TargetT]):
     def working(self, target: TargetT) -> AbstractAsyncContextManager[None]:
         """Shown while the answer is generated (a typing indicator, or nothing)."""
         ...
+
+
+@runtime_checkable
+class Streaming(Protocol[TargetT]):
+    """A platform's own streamed messages (Slack's assistant pane), which a `Surface` may offer beside editing
+    its placeholder; the poster uses them where the surface has them (Discord has none)."""
 
     async def started(self, target: TargetT) -> None:
         """A worker began generating the answer (before its first text): say so where the platform shows waiting."""

@@ -170,14 +170,5 @@ class DiscordSurface:
         typing: AbstractAsyncContextManager[None] = self._channel(target).typing()
         return typing
 
-    async def started(self, target: DiscordTarget) -> None:
-        return None  # the typing indicator already says it
-
-    async def stream(self, target: DiscordTarget, shown: str) -> tuple[DiscordTarget, bool]:
-        return target, False  # Discord has no streamed messages: the placeholder is edited
-
-    async def finish(self, target: DiscordTarget, answer: str, feedback: str | None = None) -> bool:
-        return False
-
     def _channel(self, target: DiscordTarget) -> discord.PartialMessageable:
         return self.client.get_partial_messageable(int(target.channel))

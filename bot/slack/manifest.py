@@ -26,7 +26,7 @@ FILES: dict[Language, str] = {"ko": "manifest.yml", "en": "manifest.en.yml"}
 HEADER = """\
 # Create the Slack app in one step: https://api.slack.com/apps → Create New App → From an app manifest.
 # This is the {language} app (BOT_LANGUAGE={code}); the other language's is {other}. Written by
-# `python -m bot.slack.manifest` from bot/texts.py: edit that, not this file.
+# `python -m bot.slack.manifest` from bot/texts/catalogue.py: edit that, not this file.
 # Least privilege: read mentions and DMs sent to the bot, post and edit its own messages, the /kullm command,
 # the assistant pane (assistant:write: its status line, suggested prompts and thread titles), the settings command
 # (users:read: whether the person setting a channel's persona is a workspace admin; names in summaries and in the
@@ -114,7 +114,7 @@ def manifest_text(language: Language) -> str:
     header = HEADER.format(
         language="Korean" if language == "ko" else "English", code=language, other=f"slack/{FILES[other]}"
     )
-    import yaml  # type: ignore[import-untyped]  # a development dependency: only this writer needs it
+    import yaml  # a development dependency: only this writer needs it
 
     body: str = yaml.safe_dump(manifest(language), allow_unicode=True, sort_keys=False, width=120)
     return header + body

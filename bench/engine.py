@@ -926,7 +926,7 @@ def _private_redis(wanted: bool) -> Iterator[str | None]:
     if not wanted or not shutil.which("redis-server"):
         yield None
         return
-    from testkit.processes import RedisServer
+    from testkit.redis_server import RedisServer
 
     with tempfile.TemporaryDirectory() as directory:
         server = RedisServer(Path(directory))

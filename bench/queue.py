@@ -25,7 +25,7 @@ from inference.engine import GenerationRequest, GenerationUpdate, Loaded
 from inference.prompt import PromptBuilder, Template
 from inference.settings import WorkerSettings
 from inference.worker import Worker
-from testkit.processes import RedisServer
+from testkit.redis_server import RedisServer
 
 ANSWER = "딥러닝은 인공신경망으로 학습하는 머신러닝의 한 분야입니다."
 

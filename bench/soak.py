@@ -34,16 +34,8 @@ from testkit import tiny_model, trained
 from testkit.controls import stop_button_on
 from testkit.engines import SCRIPTED
 from testkit.polling import eventually
-from testkit.processes import (
-    ROOT,
-    RUNNING_ASKS,
-    AskProcess,
-    BotProcess,
-    RedisServer,
-    WorkerProcess,
-    free_port,
-    half_open,
-)
+from testkit.processes import ROOT, RUNNING_ASKS, AskProcess, BotProcess, WorkerProcess
+from testkit.redis_server import RedisServer, free_port, half_open
 from testkit.shown import without_footer
 from testkit.standins.discord import DiscordStandIn
 from testkit.standins.discord.common import user_object as discord_user

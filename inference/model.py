@@ -3,6 +3,7 @@ for the engines that run the model in this process (`inference.engines.builtin`,
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import warnings
 from typing import Any
@@ -102,7 +103,7 @@ def check_fits(settings: WorkerSettings, device: torch.device, dtype: torch.dtyp
 
 def cuda_graphs_on(setting: bool | str, device: torch.device, *, paged: bool) -> bool:
     """CUDA_GRAPHS: true and false as set; auto means builtin's own graphs when the model is on a GPU, and
-    never transformers' under paged (on an H200 they made it 0.34-0.58x as fast as without, bench/RESULTS.md)."""
+    never transformers' under paged (they made it slower than without: bench/RESULTS.md)."""
     if setting == "auto":
         return not paged and device.type == "cuda"
     return bool(setting)
@@ -120,10 +121,8 @@ def loaded(engine: Engine, tokenizer: Any, window: int, settings: WorkerSettings
 
 
 def _quantization(mode: str) -> Any:
-    try:
-        import bitsandbytes  # type: ignore[import-not-found]  # noqa: F401
-    except ImportError as exc:
-        raise ModelNotFound(f"QUANTIZATION={mode} needs bitsandbytes on a CUDA host: pip install bitsandbytes") from exc
+    if importlib.util.find_spec("bitsandbytes") is None:  # asked, not imported: transformers loads it itself
+        raise ModelNotFound(f"QUANTIZATION={mode} needs bitsandbytes on a CUDA host: pip install bitsandbytes")
     from transformers import BitsAndBytesConfig
 
     config: Any = BitsAndBytesConfig  # untyped in transformers

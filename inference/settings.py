@@ -42,8 +42,8 @@ class WorkerSettings(RedisSettings):
     quantization: Literal["none", "8bit", "4bit"] = "none"
     engine: str = "builtin"
     prefill_chunk_tokens: int = Field(default=512, ge=16)
-    # auto: builtin replays decode steps as CUDA graphs on a GPU (1.2-2.3x eager on an H200); paged does not
-    # (transformers' graphs measured 0.3-0.6x its eager path). true forces both, false neither.
+    # auto: builtin replays decode steps as CUDA graphs on a GPU (faster than eager); paged does not (transformers'
+    # own graphs were slower than its eager path; figures in bench/RESULTS.md). true forces both, false neither.
     cuda_graphs: Literal["auto"] | bool = "auto"
     # ENGINE=openai: an OpenAI-compatible server (vLLM, SGLang, transformers serve).
     engine_url: str | None = None

@@ -82,8 +82,9 @@ def discord_spec() -> dict[str, Any]:
 
 @cache
 def _discord_registry() -> Registry[Any]:
-    resource = Resource.from_contents(discord_spec(), default_specification=DRAFT202012)
-    return Registry().with_resource(DISCORD_URI, resource)
+    resource: Resource[Any] = Resource.from_contents(discord_spec(), default_specification=DRAFT202012)
+    registry: Registry[Any] = Registry().with_resource(DISCORD_URI, resource)
+    return registry
 
 
 def discord_has(method: str, template: str) -> bool:
@@ -225,7 +226,8 @@ def _kind(value: Any) -> str:
         return "a boolean"
     if isinstance(value, int | float):
         return "a number"
-    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), "null")
+    kinds: dict[type, str] = {str: "a string", list: "a list", dict: "an object"}
+    return kinds.get(type(value), "null")
 
 
 def _path(parts: Any) -> str:

@@ -24,12 +24,14 @@ from typing import Any, Protocol
 
 import pytest
 
+from chatbus.messages import FinishReason
 from inference import tasks
 from inference.engine import Engine, GenerationRequest, GenerationUpdate, Loaded
 from inference.prompt import PromptBuilder, Template
 from inference.settings import WorkerSettings
 from inference.worker import Worker
 from testkit import trained
+from testkit.settings import settings_of
 
 # How a worker process is told to use it: ENGINE=testkit.engines:scripted.
 SCRIPTED = "testkit.engines:scripted"
@@ -168,7 +170,9 @@ class ScriptedEngine:
         row.shown = min(len(row.answer), row.shown + row.chars_per_step)
         row.tokens += 1
         text = row.answer[: row.shown]
-        reason = "stop" if text == row.answer else "length" if row.tokens >= row.request.max_new_tokens else None
+        reason: FinishReason | None = (
+            "stop" if text == row.answer else "length" if row.tokens >= row.request.max_new_tokens else None
+        )
         if reason:
             row.shown = len(row.answer)  # leaves the batch
         return GenerationUpdate(row.request.id, text, reason is not None, reason, len(row.request.prompt), row.tokens)
@@ -225,7 +229,7 @@ def worker_settings(redis_url: str, **overrides: object) -> WorkerSettings:
         "worker_name": "inprocess",
         **overrides,
     }
-    return WorkerSettings(_env_file=None, **values)  # type: ignore[call-arg]
+    return settings_of(WorkerSettings, **values)
 
 
 class RunWorker(Protocol):

@@ -23,7 +23,7 @@ from aiohttp import web
 from inference.engine import DelegatingEngine, GenerationRequest, GenerationUpdate, Loaded
 from inference.errors import EngineOutOfMemory
 from inference.settings import WorkerSettings
-from testkit.processes import free_port
+from testkit.redis_server import free_port
 
 POISON = "💣"
 

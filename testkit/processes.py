@@ -2,171 +2,25 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from testkit.polling import wait_until
+from testkit.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 90.0
-PORT_ATTEMPTS = 3
 # The limit of the longest process tests (the soak, the GPU dry run): several times what they take on an idle
 # 2-core machine, so they pass beside another job that keeps both cores busy.
 BUSY_MACHINE_TIMEOUT_S = 540
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def half_open(port: int, count: int) -> list[socket.socket]:
-    """`count` connections to a local port that never send a byte (a slowloris flood); the caller closes them."""
-    sockets = []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            sock.connect(("127.0.0.1", port))
-        sockets.append(sock)
-    return sockets
-
-
-class RedisServer:
-    """A redis-server on a free port in its own directory, which tests may kill and restart."""
-
-    def __init__(
-        self, directory: Path, *, appendonly: bool = False, password: str | None = None, tls: bool = False
-    ) -> None:
-        self.directory = directory
-        self.appendonly = appendonly
-        self.password = password
-        self.tls = tls
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self._started = False
-
-    @property
-    def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        if self.tls:
-            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.directory / 'cert.pem'}"
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
-
-    def _security_args(self) -> list[str]:
-        args = ["--requirepass", self.password] if self.password else []
-        if self.tls:
-            cert, key = self.directory / "cert.pem", self.directory / "key.pem"
-            if not cert.exists():
-                subprocess.run(
-                    [
-                        "openssl",
-                        "req",
-                        "-x509",
-                        "-newkey",
-                        "rsa:2048",
-                        "-nodes",
-                        "-keyout",
-                        str(key),
-                        "-out",
-                        str(cert),
-                        "-days",
-                        "1",
-                        "-subj",
-                        "/CN=127.0.0.1",
-                        "-addext",
-                        "subjectAltName=IP:127.0.0.1",
-                    ],
-                    check=True,
-                    capture_output=True,
-                )
-            args += [
-                "--port",
-                "0",
-                "--tls-port",
-                str(self.port),
-                "--tls-cert-file",
-                str(cert),
-                "--tls-key-file",
-                str(key),
-                "--tls-ca-cert-file",
-                str(cert),
-                "--tls-auth-clients",
-                "no",
-            ]
-        return args
-
-    def start(self) -> None:
-        """Start on `port`; a first start that finds the port taken (parallel test workers) takes another."""
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed: run `make test`, which installs it")
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for _ in range(PORT_ATTEMPTS):
-            args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
-            args += ["--save", "", "--appendonly", "yes" if self.appendonly else "no", "--logfile", "redis.log"]
-            self.process = subprocess.Popen(
-                [*args, *self._security_args()],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            wait_until(lambda: self.ping() or self.process.poll() is not None, 10, 0.01, what=f"redis on {self.port}")
-            if self.process.poll() is None:
-                self._started = True
-                return
-            if self._started:
-                break  # a restart keeps its port: the test holds its URL
-            self.port = free_port()
-        raise RuntimeError(f"redis-server did not start (see {self.directory / 'redis.log'})")
-
-    def ping(self) -> bool:
-        if self.password or self.tls:
-            import redis
-
-            client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-            finally:
-                client.close()
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would."""
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-    def restart(self, *, empty: bool) -> None:
-        """Kill and start again on the same port; `empty` wipes what it had on disk."""
-        self.kill()
-        if empty:
-            shutil.rmtree(self.directory, ignore_errors=True)
-        self.start()
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
 
 
 class ChildProcess:
@@ -178,18 +32,30 @@ class ChildProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def wait(self, timeout_s: float) -> int:
+        """The exit status, once the process ends (TimeoutExpired after `timeout_s`)."""
+        assert self.process is not None, "not started"
+        return self.process.wait(timeout_s)
+
+    def send_signal(self, sig: int) -> None:
+        """Signal the running process (SIGSTOP freezes it, SIGCONT wakes it, SIGTERM stops it)."""
+        assert self.process is not None, "not started"
+        self.process.send_signal(sig)
+
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after 15 s; the exit status (None: never started)."""
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+        return self.process.returncode if self.process else None
 
 
 class WorkerProcess(ChildProcess):
@@ -313,7 +179,7 @@ def start_kullm_up(tmp_path: Path, redis_port: int, **env: str) -> subprocess.Po
         )
 
 
-def json_events(output: str) -> list[dict[str, object]]:
+def json_events(output: str) -> list[dict[str, Any]]:
     """Parse `kullm ask --json` output."""
     return [json.loads(line) for line in output.splitlines() if line.strip()]
 
@@ -371,9 +237,12 @@ class AskProcess:
         return [e["type"] for e in self.events]
 
     def wait_for(self, event_type: str, timeout_s: float = 60) -> dict[str, object]:
-        return wait_until(
-            lambda: next((e for e in self.events if e["type"] == event_type), None), timeout_s, what=event_type
-        )
+        def found() -> dict[str, object] | None:
+            return next((e for e in self.events if e["type"] == event_type), None)
+
+        event = wait_until(found, timeout_s, what=event_type)
+        assert event is not None
+        return event
 
     def finish(self, timeout_s: float = 90) -> int:
         code = self.process.wait(timeout_s)
@@ -388,7 +257,7 @@ class AskProcess:
     def stderr(self) -> str:
         return "".join(self.err_lines)
 
-    def final(self) -> dict[str, object]:
+    def final(self) -> dict[str, Any]:
         return self.events[-1]
 
     def text_after_last_restart(self) -> str:
@@ -406,7 +275,7 @@ def worker_name(worker: WorkerProcess) -> str:
     return str(worker.env["WORKER_NAME"])
 
 
-class BotProcess:
+class BotProcess(ChildProcess):
     """`kullm <adapter>` (the bot image's command) as a separate process, so tests can SIGKILL and restart it."""
 
     def __init__(self, adapter: str, log_path: Path, env: Mapping[str, str], descriptors: int | None = None) -> None:
@@ -431,14 +300,6 @@ class BotProcess:
                 stderr=subprocess.STDOUT,
             )
         return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
 
     def stop(self) -> int | None:
         """SIGTERM and wait (call through asyncio.to_thread while a loopback server must keep serving)."""
@@ -473,7 +334,8 @@ class ServeProcess(ChildProcess):
     @property
     def continuous_batching(self) -> bool:
         """Whether the running server was started with `--continuous-batching` (read from its command line)."""
-        return self.process is not None and "--continuous-batching" in self.process.args
+        args = self.process.args if self.process is not None else None
+        return isinstance(args, list) and "--continuous-batching" in args
 
     def start(self) -> ServeProcess:
         # Through this interpreter, not a `transformers` script beside it: a GPU host's Python has none there.
@@ -490,6 +352,6 @@ class ServeProcess(ChildProcess):
             raise AssertionError(f"transformers serve exited with {self.process.returncode}: {self.log()[-3000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as response:
-                return response.status == 200
+                return bool(response.status == 200)
         except OSError:
             return False

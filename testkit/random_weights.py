@@ -15,7 +15,7 @@ from inference.model import resolve_device, resolve_dtype
 from inference.settings import WorkerSettings
 
 POLYGLOT_VOCAB = 30080
-ARCHITECTURES = {
+ARCHITECTURES: dict[str, dict[str, Any]] = {
     # Polyglot-ko 12.8B, the backbone of metterian/kullm-polyglot-12.8b.
     "polyglot-ko-12.8b": {
         "vocab_size": POLYGLOT_VOCAB,
@@ -127,7 +127,7 @@ def random_model(name: str, dtype: torch.dtype, device: torch.device) -> Any:
     return model
 
 
-def _initialise(module: torch.nn.Module, device: torch.device) -> None:
+def _initialise(module: Any, device: torch.device) -> None:
     """The initialisation transformers gives a fresh model: normal(0, 0.02) weights, LayerNorm at 1, zero biases."""
     if isinstance(module, torch.nn.LayerNorm):
         module.weight.fill_(1.0)
@@ -136,8 +136,9 @@ def _initialise(module: torch.nn.Module, device: torch.device) -> None:
         module.weight.fill_(1.0)
     elif isinstance(module, torch.nn.Linear | torch.nn.Embedding):
         module.weight.normal_(0.0, 0.02)
-        if getattr(module, "bias", None) is not None:
-            module.bias.zero_()
+        bias = getattr(module, "bias", None)
+        if isinstance(bias, torch.Tensor):
+            bias.zero_()
     if hasattr(module, "inv_freq") and hasattr(module, "config"):
         # A rotary embedding: its buffers come from the config. Built afresh rather than through `rope_init_fn`,
         # which transformers 5.24 no longer keeps on the module: without this the buffers stayed uninitialised

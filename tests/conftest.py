@@ -26,7 +26,8 @@ from inference.metrics import WorkerMetrics
 from inference.worker import Worker
 from testkit import engines, tiny_model
 from testkit.engines import SCRIPTED, RunWorker, worker_settings
-from testkit.processes import RUNNING_ASKS, RedisServer, ServeProcess, StartWorker, WorkerProcess
+from testkit.processes import RUNNING_ASKS, ServeProcess, StartWorker, WorkerProcess
+from testkit.redis_server import RedisServer
 
 # Under pytest-xdist every test process (and each worker process it starts) would run torch with one thread per
 # core: N test processes on N cores then fight over them, and torch's tests ran three times slower side by side.

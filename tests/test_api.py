@@ -17,12 +17,14 @@ import aiohttp
 import openai
 import pytest
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from chatbus import Bus, Done, Question, Turn, usage_field
 from testkit import trained
 from testkit.engines import RunWorker
 from testkit.polling import eventually
-from testkit.processes import BotProcess, RedisServer, free_port, run_kullm
+from testkit.processes import BotProcess, run_kullm
+from testkit.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -149,8 +151,8 @@ async def test_errors_come_in_openais_shapes(api: ApiUnderTest, run_worker: RunW
         await good.chat.completions.create(model="x", messages=[{"role": "user", "content": "아주 긴 질문 " * 100}])
     assert long.value.code == "context_length_exceeded", "the worker's too_long, as OpenAI says it"
     with pytest.raises(openai.BadRequestError) as huge_turn:
-        turns = [{"role": "user", "content": "가"}, {"role": "assistant", "content": "나" * 20_000}]
-        await good.chat.completions.create(model="x", messages=[*turns, {"role": "user", "content": "다"}])  # type: ignore[list-item]
+        turns: list[ChatCompletionMessageParam] = [user("가"), {"role": "assistant", "content": "나" * 20_000}]
+        await good.chat.completions.create(model="x", messages=[*turns, user("다")])
     assert huge_turn.value.param == "messages" and "16,000 characters" in str(huge_turn.value)
     async with (
         aiohttp.ClientSession() as session,
@@ -166,19 +168,19 @@ async def test_errors_come_in_openais_shapes(api: ApiUnderTest, run_worker: RunW
 
 async def test_each_keys_limits_answer_429_with_retry_after(api: ApiUnderTest, run_worker: RunWorker) -> None:
     run_worker()
-    ask = [{"role": "user", "content": "한국의 수도는 어디야?"}]
+    ask = [user("한국의 수도는 어디야?")]
     rate = api.client(api.key("rate", "--questions-per-minute", "2"))
     for _ in range(2):
-        await rate.chat.completions.create(model="x", messages=ask)  # type: ignore[arg-type]
+        await rate.chat.completions.create(model="x", messages=ask)
     with pytest.raises(openai.RateLimitError) as limited:
-        await rate.chat.completions.create(model="x", messages=ask)  # type: ignore[arg-type]
+        await rate.chat.completions.create(model="x", messages=ask)
     assert 1 <= int(limited.value.response.headers["Retry-After"]) <= 60
     # The prompt's bound (its UTF-8 bytes and 256 for the template) is held at admission: 300 leave room for one.
     daily = api.client(api.key("daily", "--tokens-per-day", "300"))
-    await daily.chat.completions.create(model="x", messages=ask)  # type: ignore[arg-type]
+    await daily.chat.completions.create(model="x", messages=ask)
     await asyncio.sleep(0.5)  # the worker writes usage with its next flush
     with pytest.raises(openai.RateLimitError) as spent:
-        await daily.chat.completions.create(model="x", messages=ask)  # type: ignore[arg-type]
+        await daily.chat.completions.create(model="x", messages=ask)
     assert spent.value.code == "insufficient_quota" and int(spent.value.response.headers["Retry-After"]) <= 86400
     usage = run_kullm(["usage", "--by", "key", "--json"], api.redis_url)
     rows = {row["key"]: row for row in map(json.loads, usage.stdout.splitlines())}
@@ -214,8 +216,8 @@ async def test_one_key_flooding_cannot_hold_more_than_its_share_of_the_queue(
 ) -> None:
     run_worker(max_batch_size=1)
     flood = api.client(api.key("flood", "--concurrent", "2", "--questions-per-minute", "100"))
-    story = [{"role": "user", "content": "긴 이야기를 들려줘"}]
-    requests = [asyncio.ensure_future(flood.chat.completions.create(model="x", messages=story)) for _ in range(8)]  # type: ignore[arg-type]
+    story = [user("긴 이야기를 들려줘")]
+    requests = [asyncio.ensure_future(flood.chat.completions.create(model="x", messages=story)) for _ in range(8)]
     await asyncio.sleep(1.0)  # they have all arrived: two are queued, six refused
     refused = [r for r in requests if r.done() and isinstance(r.exception(), openai.RateLimitError)]
     assert len(refused) == 6
@@ -241,6 +243,11 @@ async def counted(bus: Bus, platform: str, user: str) -> bool:
     return (await bus.ledger.usage(day)).get(usage_field(platform, user, "*", "questions"), 0) > 0
 
 
+def user(content: str) -> ChatCompletionMessageParam:
+    """A user's chat message, as the openai client types it."""
+    return {"role": "user", "content": content}
+
+
 async def no_open_questions(bus: Bus, key: str) -> bool:
     return await bus.redis.zcard(bus.keys.api_open(key)) == 0
 
@@ -263,11 +270,11 @@ def test_turns_before_the_question_pair_up_as_history() -> None:
 async def test_a_full_queue_is_503(redis_server: RedisServer, tmp_path: Path) -> None:
     async with running_api(redis_server.url, tmp_path, MAX_QUEUE="1") as under_test:
         client = under_test.client(under_test.key("busy", "--concurrent", "5"))
-        ask = [{"role": "user", "content": "한국의 수도는 어디야?"}]
-        waiting = asyncio.ensure_future(client.chat.completions.create(model="x", messages=ask))  # type: ignore[arg-type]
+        ask = [user("한국의 수도는 어디야?")]
+        waiting = asyncio.ensure_future(client.chat.completions.create(model="x", messages=ask))
         await eventually(lambda: "queued (key busy)" in under_test.process.log())  # no worker: it stays queued
         with pytest.raises(openai.InternalServerError) as full:
-            await client.chat.completions.create(model="x", messages=ask)  # type: ignore[arg-type]
+            await client.chat.completions.create(model="x", messages=ask)
         assert full.value.status_code == 503 and full.value.code == "overloaded"
         waiting.cancel()
         with contextlib.suppress(asyncio.CancelledError):

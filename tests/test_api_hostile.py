@@ -10,7 +10,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -22,7 +22,8 @@ from chatbus.connection import MAX_CONNECTIONS
 from testkit import trained
 from testkit.engines import RunWorker
 from testkit.polling import eventually
-from testkit.processes import BotProcess, RedisServer, free_port, half_open, run_kullm
+from testkit.processes import BotProcess, run_kullm
+from testkit.redis_server import RedisServer, free_port, half_open
 from tests.test_api import ApiUnderTest, no_open_questions, running_api
 
 pytestmark = pytest.mark.e2e
@@ -54,7 +55,7 @@ def connected_clients(server: RedisServer) -> int:
         client.close()
 
 
-async def post(session: aiohttp.ClientSession, url: str, key: str, body: dict[str, object]) -> tuple[int, str]:
+async def post(session: aiohttp.ClientSession, url: str, key: str, body: Mapping[str, object]) -> tuple[int, str]:
     async with session.post(url, json=body, headers={"Authorization": f"Bearer {key}"}) as response:
         return response.status, await response.text()
 

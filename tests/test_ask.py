@@ -18,7 +18,9 @@ import redis
 
 from kullm.cli import main
 from testkit import trained
-from testkit.processes import ROOT, AskProcess, RedisServer, StartWorker, run_kullm, wait_until
+from testkit.polling import wait_until
+from testkit.processes import ROOT, AskProcess, StartWorker, run_kullm
+from testkit.redis_server import RedisServer
 
 CONTEXT = "구름(KULLM)은 고려대학교 NLP & AI 연구실이 만든 한국어 LLM입니다."
 
@@ -136,7 +138,7 @@ def test_a_second_ctrl_c_always_leaves(start_worker: StartWorker, redis_server: 
     worker = start_worker(engine="scripted")
     ask = AskProcess(redis_server.url, "긴 이야기를 들려줘")
     ask.wait_for("delta")
-    worker.process.send_signal(signal.SIGSTOP)  # frozen: the first Ctrl-C's cancel is never answered
+    worker.send_signal(signal.SIGSTOP)  # frozen: the first Ctrl-C's cancel is never answered
     try:
         ask.process.send_signal(signal.SIGINT)
         time.sleep(0.5)
@@ -148,7 +150,7 @@ def test_a_second_ctrl_c_always_leaves(start_worker: StartWorker, redis_server: 
         assert ask.events[-1] == {"type": "left", "id": ask.question_id, "started": True}
         wait_until(lambda: cancel_flag(redis_server, ask.question_id), 5, what="the cancel flag")
     finally:
-        worker.process.send_signal(signal.SIGCONT)
+        worker.send_signal(signal.SIGCONT)
 
 
 def test_the_readme_documents_every_json_line() -> None:

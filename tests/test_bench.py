@@ -12,7 +12,8 @@ import pytest
 from bench import queue as queue_bench
 from testkit import random_weights
 from testkit.engines import IN_PROCESS_MODEL
-from testkit.processes import RedisServer, ServeProcess
+from testkit.processes import ServeProcess
+from testkit.redis_server import RedisServer
 
 
 @IN_PROCESS_MODEL

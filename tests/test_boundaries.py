@@ -34,6 +34,9 @@ def imported_roots(package: str) -> set[str]:
         ("kullm", {"redis"}),
         ("chatbus", {"bot", "inference", "torch"}),
         ("runtime", {"chatbus", "bot", "inference", "kullm", "torch"}),  # process plumbing: anyone may import it
+        # The test kit serves tests and benchmarks alike; neither the kit nor the benchmarks reach into the tests.
+        ("testkit", {"tests", "bench"}),
+        ("bench", {"tests"}),
     ],
 )
 def test_forbidden_imports(package: str, forbidden: set[str]) -> None:
@@ -104,3 +107,15 @@ def test_the_front_ends_exceptions_share_one_root() -> None:
     from bot.workspace import FileRefused
 
     assert all(issubclass(error, BotError) for error in (ApiError, CannotPost, PlaceholderGone, FileRefused))
+
+
+def test_no_module_is_much_over_400_lines() -> None:
+    """One concept per module: one that grows past this is split where its concepts part. The text catalogue
+    (bot/texts/catalogue.py) sits at the line, on purpose: both languages of every message in one place."""
+    long = {
+        str(path.relative_to(ROOT)): count
+        for package in (*PROJECT, "testkit")
+        for path in (ROOT / package).rglob("*.py")
+        if (count := len(path.read_text().splitlines())) > 420
+    }
+    assert not long, long

@@ -66,7 +66,12 @@ def test_the_discord_check_passes_a_real_shape_and_catches_departures() -> None:
 
 
 def test_the_slack_check_passes_a_real_shape_and_catches_departures() -> None:
-    ok = {"ok": True, "channel": "C1", "ts": "1.2", "message": {"type": "message", "text": "hi", "ts": "1.2"}}
+    ok: dict[str, Any] = {
+        "ok": True,
+        "channel": "C1",
+        "ts": "1.2",
+        "message": {"type": "message", "text": "hi", "ts": "1.2"},
+    }
     assert slack_response_problems("chat.postMessage", ok) == []
     assert slack_response_problems("chat.postMessage", {k: v for k, v in ok.items() if k != "ts"}) == [
         "chat.postMessage: no `ts`"

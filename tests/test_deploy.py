@@ -7,6 +7,7 @@ images' commands are the `kullm` commands the other tests run as processes.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -15,23 +16,26 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from pydantic_settings import BaseSettings
 
 from chatbus import Bus, Done, Question
 from inference.worker import Worker
 from kullm.parser import parser as kullm_parser
 from testkit import trained
 from testkit.polling import wait_until
-from testkit.processes import ROOT, AskProcess, RedisServer, free_port, run_kullm, start_kullm_up
+from testkit.processes import ROOT, AskProcess, run_kullm, start_kullm_up
+from testkit.redis_server import RedisServer, free_port
 from tests.test_settings import example_keys
 
 COMPOSE = ROOT / "docker-compose.yml"
 SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|API_KEY", re.IGNORECASE)
 
 
-def compose() -> dict:  # type: ignore[type-arg]
+def compose() -> dict[str, Any]:
     return dict(yaml.safe_load(COMPOSE.read_text()))
 
 
@@ -172,10 +176,10 @@ def test_each_service_gets_only_its_own_secrets() -> None:
     from bot.settings import DiscordSettings, SlackSettings
     from inference.settings import WorkerSettings
 
-    def secrets(settings: type) -> set[str]:
+    def secrets(settings: type[BaseSettings]) -> set[str]:
         return {name.upper() for name, field in settings.model_fields.items() if "SecretStr" in str(field.annotation)}
 
-    needs = {
+    needs: dict[str, type[BaseSettings]] = {
         "worker": WorkerSettings,
         "discord": DiscordSettings,
         "slack": SlackSettings,
@@ -245,7 +249,8 @@ def test_every_image_command_is_a_kullm_command_the_tests_run() -> None:
     for dockerfile in (ROOT / "docker").glob("*.Dockerfile"):
         [cmd] = re.findall(r"^CMD (.+)$", dockerfile.read_text(), re.MULTILINE)
         assert cmd in ('["kullm", "worker"]', '["kullm", "discord"]')
-    subcommands = set(kullm_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    (subparsers,) = [a for a in kullm_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    subcommands = set(subparsers.choices)
     assert {"worker", "discord", "slack", "api", "up", "download", "ask", "status"} <= subcommands
     servers = (ROOT / "testkit" / "processes.py").read_text()
     assert '"kullm.cli", "worker"' in servers and '"kullm.cli", self.adapter' in servers

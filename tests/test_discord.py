@@ -19,12 +19,13 @@ from testkit import hostile_files, trained
 from testkit.conformance import discord_standin_problems
 from testkit.controls import stop_button_on, stored_votes, vote_buttons_on
 from testkit.engines import LONG_CODE_QUESTION, RunWorker, long_code_answer
-from testkit.processes import BotProcess, RedisServer
+from testkit.processes import BotProcess
+from testkit.redis_server import RedisServer
 from testkit.shown import without_footer
 from testkit.standins.discord import DiscordStandIn
 
 pytestmark = pytest.mark.e2e
-NO_MENTIONS = {"parse": []}
+NO_MENTIONS: dict[str, list[str]] = {"parse": []}
 
 
 @dataclass
@@ -440,11 +441,11 @@ async def test_missing_token_and_intent_errors_say_what_to_do(redis_server: Redi
     try:
         env = bot_env(standin, redis_server.url)
         no_token = BotProcess("discord", tmp_path / "no-token.log", {**env, "DISCORD_TOKEN": ""}).start()
-        assert await asyncio.to_thread(no_token.process.wait, 60) == 2  # type: ignore[union-attr]
+        assert await asyncio.to_thread(no_token.wait, 60) == 2
         assert "DISCORD_TOKEN is not set" in no_token.log() and "discord.com/developers" in no_token.log()
         standin.close_on_identify_code = 4014
         no_intent = BotProcess("discord", tmp_path / "no-intent.log", env).start()
-        assert await asyncio.to_thread(no_intent.process.wait, 60) == 2  # type: ignore[union-attr]
+        assert await asyncio.to_thread(no_intent.wait, 60) == 2
         assert "MESSAGE CONTENT INTENT" in no_intent.log()
         assert standin.token not in no_intent.log() + no_token.log()
     finally:
@@ -499,9 +500,14 @@ async def test_a_finished_answer_can_be_rated_once_per_person(discord_env: Disco
 
     for clicks, (custom_id, user) in enumerate(((up, s.alice), (down, s.alice), (up, s.bob)), start=1):
         await s.click_button(int(answer["id"]), custom_id, user)
+
         # One click at a time, as a person clicks: each is answered before the next (two clicks sent in the same
         # millisecond are handled concurrently, and which lands last is not theirs to say).
-        notices = await s.wait_for(lambda clicks=clicks: (r := notices_so_far())[clicks - 1 :] and r)
+        def noticed(clicks: int = clicks) -> list[dict[str, Any]] | None:
+            so_far = notices_so_far()
+            return so_far if so_far[clicks - 1 :] else None
+
+        notices = await s.wait_for(noticed)
     assert [n["data"]["flags"] for n in notices] == [64] * 3 and "평가를 저장했어요" in notices[0]["data"]["content"]
     votes = await stored_votes(d.redis_url)
     assert sorted(v.vote for v in votes) == ["down", "up"], "alice's second vote replaced her first"

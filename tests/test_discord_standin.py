@@ -102,7 +102,7 @@ async def test_mention_thread_reply_and_edit(standin: DiscordStandIn, run_client
     sent = await standin.send_message(
         standin.channel_id, standin.alice, f"<@{standin.bot_id}> 안녕하세요?", mention_bot=True
     )
-    message = await standin.wait_for(lambda: client.received and client.received[-1])
+    message = await standin.wait_for(lambda: client.received[-1] if client.received else None)
     assert message.id == int(sent["id"]) and client.user in message.mentions
     assert message.content.endswith("안녕하세요?") and message.author.id == int(standin.alice["id"])
 
@@ -227,7 +227,7 @@ async def test_reconnect_resumes_the_session(standin: DiscordStandIn, run_client
     await asyncio.wait_for(client.resumed.wait(), timeout=5)
     assert (standin.identifies, standin.resumes) == (1, 1)
     await standin.send_message(standin.channel_id, standin.bob, "다시 연결됐나요?")
-    message = await standin.wait_for(lambda: client.received and client.received[-1])
+    message = await standin.wait_for(lambda: client.received[-1] if client.received else None)
     assert message.content == "다시 연결됐나요?"
 
 

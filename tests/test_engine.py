@@ -15,6 +15,7 @@ from inference.errors import EngineOutOfMemory, GraphsUnavailable
 from inference.settings import WorkerSettings
 from testkit import trained
 from testkit.engines import IN_PROCESS_MODEL
+from testkit.settings import settings_of
 
 if TYPE_CHECKING:
     from inference.engines.builtin import BuiltinEngine
@@ -27,7 +28,7 @@ pytestmark = IN_PROCESS_MODEL
 def load(model_dir: Path, **overrides: object) -> Loaded:
     """The tiny model behind ENGINE (default builtin), greedy."""
     values: dict[str, object] = {"model_id": str(model_dir), "do_sample": False, **overrides}
-    settings = WorkerSettings(_env_file=None, **values)  # type: ignore[call-arg,arg-type]
+    settings = settings_of(WorkerSettings, **values)
     from inference.engine import engine_factory
 
     return engine_factory(settings.engine)(settings)
@@ -118,7 +119,7 @@ def test_top_p_matches_the_transformers_warper() -> None:
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(4, 30080, generator=generator) * 3
     probs = torch.softmax(logits, dim=-1)
-    allowed = TopPLogitsWarper(0.9)(None, logits.clone()) > float("-inf")  # type: ignore[arg-type]
+    allowed = TopPLogitsWarper(0.9)(None, logits.clone()) > float("-inf")
     for _ in range(50):
         tokens = sample_top_p(probs, 0.9, generator)
         assert bool(allowed[torch.arange(4), tokens].all())
@@ -149,14 +150,14 @@ def test_decode_steps_and_a_fitting_newcomer_write_the_cache_in_place(loaded: Lo
     engine.add(request(loaded, "dl", "딥러닝이 뭐야?"))
     run(engine, finished, steps=2)
     cache = engine.cache
-    buffer = cache.layers[0].keys
+    buffer: Any = getattr(cache.layers[0], "keys", None)
     assert buffer is not None and cache.rows == 2
     copies, address = cache.copies, buffer.data_ptr()
     run(engine, finished, steps=10)
     engine.add(request(loaded, "capital", "한국의 수도는 어디야?"))  # shorter than the rows' columns: fits
     run(engine, finished, steps=3)
     assert cache.rows == 3 and cache.copies == copies, "no step and no join copied the cache"
-    assert cache.layers[0].keys is buffer and buffer.data_ptr() == address
+    assert buffer.data_ptr() == address and getattr(cache.layers[0], "keys", None) is buffer
     run(engine, finished)
     assert finished["story"].text == trained.LONG_STORY
     assert finished["dl"].text == trained.DEEP_LEARNING
@@ -255,7 +256,8 @@ def tiny_llama(tokenizer: Any) -> Any:
         initializer_range=0.5,  # peaky logits: batching's rounding cannot flip a greedy choice
         eos_token_id=2,
     )
-    return LlamaForCausalLM(config).eval()
+    model: Any = LlamaForCausalLM(config)
+    return model.eval()
 
 
 def test_a_llama_model_batched_matches_its_own_generate(model_dir: Path) -> None:
@@ -283,7 +285,7 @@ def test_a_llama_model_batched_matches_its_own_generate(model_dir: Path) -> None
         generated = model.generate(ids, max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=0)
         text = tokenizer.decode(generated[0, ids.shape[1] :], skip_special_tokens=True)
         # The engine holds back a last token that ends inside a UTF-8 sequence (random weights produce those).
-        expected[str(i)] = visible_answer(text, final=True)[0].rstrip("\ufffd")
+        expected[str(i)] = visible_answer(str(text), final=True)[0].rstrip("\ufffd")
         engine.add(GenerationRequest(str(i), question, 12, ignore_eos=True))
         for update in engine.step():  # each joins a batch that is already decoding (the longest in chunks)
             answers[update.id] = update.text
@@ -441,5 +443,5 @@ def test_cuda_graphs_auto_graphs_builtin_on_a_gpu_only(setting: bool | str, devi
 def test_the_default_worker_settings_decode_eagerly_on_a_cpu(loaded: Loaded) -> None:
     from inference.settings import WorkerSettings
 
-    assert WorkerSettings(_env_file=None).cuda_graphs == "auto"  # type: ignore[call-arg]
+    assert settings_of(WorkerSettings).cuda_graphs == "auto"
     assert transformers_engine(loaded).graphs is None

@@ -26,7 +26,10 @@ from inference.settings import WorkerSettings
 from testkit import trained
 from testkit.engines import IN_PROCESS_MODEL, RunWorker
 from testkit.faults import ModelsFront
-from testkit.processes import RedisServer, ServeProcess, free_port
+from testkit.processes import ServeProcess
+from testkit.reads import stream_entries
+from testkit.redis_server import RedisServer, free_port
+from testkit.settings import settings_of
 
 pytestmark = IN_PROCESS_MODEL
 
@@ -44,7 +47,7 @@ def settings_for(model_dir: Path, engine: str, **overrides: Any) -> WorkerSettin
         "engine_start_timeout_s": 5,
         **overrides,
     }
-    return WorkerSettings(_env_file=None, **values)  # type: ignore[call-arg]
+    return settings_of(WorkerSettings, **values)
 
 
 @pytest.fixture(scope="module", params=ENGINES)
@@ -182,9 +185,12 @@ def test_reset_drops_everything_and_the_engine_serves_on(loaded: Loaded, engine:
 def test_paged_out_of_memory_is_said_as_such_and_a_reset_serves_on(model_dir: Path) -> None:
     import torch
 
+    from inference.engines.paged import PagedEngine
+
     loaded = engine_factory("paged")(settings_for(model_dir, "paged"))
     engine = loaded.engine
-    model: Any = engine.model  # type: ignore[attr-defined]
+    assert isinstance(engine, PagedEngine)
+    model: Any = engine.model
     forward = model.forward
 
     def out_of_memory(*args: object, **kwargs: object) -> object:
@@ -334,5 +340,5 @@ async def test_a_worker_whose_server_is_down_dead_letters_and_tells_the_user(bus
     [*_, final] = [e async for _, e in bus.answers.follow(question.id, start_timeout_s=30, stall_timeout_s=30)]
     assert isinstance(final, ErrorEvent) and final.code == "failed"
     assert "cannot reach the engine server" in final.message and "서울" not in final.message
-    dead = await bus.redis.xrange(bus.keys.dead)
-    assert len(dead) == 1 and question.id.encode() in dead[0][1][FIELD.encode()]
+    dead = await stream_entries(bus.redis, bus.keys.dead)
+    assert len(dead) == 1 and question.id in dead[0][1][FIELD]

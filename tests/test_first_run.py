@@ -29,16 +29,8 @@ from inference.presets import PRESETS
 from testkit import trained
 from testkit.engines import SCRIPTED
 from testkit.polling import wait_until
-from testkit.processes import (
-    ROOT,
-    AskProcess,
-    RedisServer,
-    StartWorker,
-    WorkerProcess,
-    free_port,
-    json_events,
-    run_kullm,
-)
+from testkit.processes import ROOT, AskProcess, StartWorker, WorkerProcess, json_events, run_kullm
+from testkit.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -48,6 +40,18 @@ CONTEXT = "구름(KULLM)은 고려대학교 NLP & AI 연구실이 만든 한국�
 def without_redis_url() -> dict[str, str]:
     """The environment of a terminal where REDIS_URL was never set."""
     return {key: value for key, value in os.environ.items() if key not in {"REDIS_URL", "DISCORD_TOKEN"}}
+
+
+def recorded(directory: Path, other_than: int | None = None) -> RedisRecord:
+    """The Redis `kullm up` recorded in `directory` (waited for; `other_than`: not on that port)."""
+
+    def found() -> RedisRecord | None:
+        record = RedisRecord.read(directory / ".kullm")
+        return record if record is not None and record.port != other_than else None
+
+    record = wait_until(found, 30, what="kullm up's Redis record")
+    assert record is not None
+    return record
 
 
 def kullm_in(directory: Path, args: list[str], timeout_s: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
@@ -108,9 +112,7 @@ def test_clients_started_in_kullm_ups_directory_use_its_redis_even_when_another_
     try:
         RedisRecord(foreign.port, "").write(tmp_path / ".kullm")
         ups.append(kullm_up_in(tmp_path, ENGINE=SCRIPTED))
-        record = wait_until(
-            lambda: (r := RedisRecord.read(tmp_path / ".kullm")) is not None and r.port != foreign.port and r, 30
-        )
+        record = recorded(tmp_path, other_than=foreign.port)
         wait_until(lambda: worker_listed(record.url), 60, 0.5, what="the worker of kullm up")
         answer = kullm_in(tmp_path, ["ask", "한국의 수도는 어디야?"])
         assert answer.returncode == 0, answer.stderr
@@ -128,7 +130,7 @@ def test_a_restarted_kullm_up_keeps_its_port_and_waiting_clients_get_their_answe
 ) -> None:
     slow = {"ENGINE": SCRIPTED, "SCRIPTED_STEP_S": "0.05", "MAX_BATCH_SIZE": "1", "DRAIN_GRACE_S": "2"}
     ups.append(kullm_up_in(tmp_path, **slow))
-    record = wait_until(lambda: RedisRecord.read(tmp_path / ".kullm"), 30)
+    record = recorded(tmp_path)
     wait_until(lambda: worker_listed(record.url), 60, 0.5, what="the worker of kullm up")
     env = {"REDIS_OUTAGE_S": "120"}
     asks = [AskProcess(record.url, "긴 이야기를 들려줘", env=env) for _ in range(3)]
@@ -138,7 +140,7 @@ def test_a_restarted_kullm_up_keeps_its_port_and_waiting_clients_get_their_answe
     os.killpg(ups[0].pid, signal.SIGINT)  # Ctrl-C: the worker hands back what it cannot finish, Redis keeps the rest
     assert ups[0].wait(60) == 0
     ups.append(kullm_up_in(tmp_path, **slow))
-    assert wait_until(lambda: RedisRecord.read(tmp_path / ".kullm"), 30).port == record.port
+    assert recorded(tmp_path).port == record.port
     for ask in asks:
         assert ask.finish(150) == 0, ask.err_lines
         assert ask.final()["text"] == trained.LONG_STORY
@@ -152,7 +154,7 @@ def test_the_demo_runs_the_whole_chain_with_no_gpu_and_no_download(
     demo.parent.mkdir()
     demo.symlink_to(model_dir)  # the tests' tiny model is the demo model: built once per session, not per test
     ups.append(kullm_up_in(tmp_path, "--demo", HF_HUB_OFFLINE="0", HF_ENDPOINT="http://127.0.0.1:9/"))
-    record = wait_until(lambda: RedisRecord.read(tmp_path / ".kullm"), 30)
+    record = recorded(tmp_path)
     wait_until(lambda: worker_listed(record.url), 120, 0.5, what="the demo worker")
     answer = kullm_in(tmp_path, ["ask", DEMO_QUESTIONS[0]])
     assert answer.returncode == 0 and answer.stdout.strip() == trained.DEEP_LEARNING, answer.stderr
@@ -214,7 +216,7 @@ def test_an_unreachable_hub_is_one_line_naming_the_ways_out(hub: str, tmp_path: 
     try:
         for command in (["worker"], ["prompt", "딥러닝이 뭐야?"]):
             started = time.monotonic()
-            result = kullm_in(tmp_path, command, REDIS_URL="redis://127.0.0.1:1/0", **env)
+            result = kullm_in(tmp_path, command, 60, REDIS_URL="redis://127.0.0.1:1/0", **env)
             took = time.monotonic() - started
             assert result.returncode in (1, 2), result.stderr
             said = [line for line in result.stderr.splitlines() if "Hugging Face Hub" in line]
@@ -263,7 +265,8 @@ def test_a_gpu_torch_cannot_use_stops_the_worker_in_one_line(tmp_path: Path) -> 
 def test_first_run_mistakes_are_one_line_and_exit_2(
     args: list[str], env: dict[str, str], says: str, tmp_path: Path
 ) -> None:
-    result = kullm_in(tmp_path, args, **{"REDIS_URL": "redis://127.0.0.1:1/0", **env})
+    environment = {"REDIS_URL": "redis://127.0.0.1:1/0", **env}  # a case's own REDIS_URL wins
+    result = kullm_in(tmp_path, args, 60, **environment)
     assert result.returncode == 2, result.stderr
     assert says in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -21,6 +21,7 @@ from inference.prompt import PromptBuilder, Template, tokenizer_chat_template, t
 from inference.settings import WorkerSettings
 from inference.tokenizer import prompt_builder
 from testkit import tiny_model
+from testkit.settings import settings_of
 
 WINDOW = 100_000
 FORGED_KULLM3 = (
@@ -52,7 +53,7 @@ def served(model_dir: Path) -> dict[str, tuple[PromptBuilder, Any]]:
         ("chat on Polyglot-ko's tokenizer", "chat", neox, "kullm-v1"),
         ("kullm3", "chat", llama, "kullm3"),
     ):
-        worker = WorkerSettings(_env_file=None, model=model, template=Template(template))  # type: ignore[call-arg]
+        worker = settings_of(WorkerSettings, model=model, template=Template(template))
         made[name] = (prompt_builder(worker, tokenizer, WINDOW), tokenizer)
     return made
 

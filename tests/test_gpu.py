@@ -15,7 +15,8 @@ import pytest
 
 from inference.engine import GenerationUpdate, Loaded
 from testkit.engines import IN_PROCESS_MODEL
-from testkit.processes import RedisServer, WorkerProcess, run_kullm
+from testkit.processes import WorkerProcess, run_kullm
+from testkit.redis_server import RedisServer
 from tests.test_engine import load, request, run, transformers_engine
 
 DEVICE = os.environ.get("KULLM_GPU_TESTS_DEVICE", "cuda")

@@ -13,13 +13,15 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
 
 from bench.gpu import bundle
 from testkit.polling import wait_until
-from testkit.processes import BUSY_MACHINE_TIMEOUT_S, ROOT, free_port
+from testkit.processes import BUSY_MACHINE_TIMEOUT_S, ROOT
+from testkit.redis_server import free_port
 
 pytestmark = pytest.mark.xdist_group("gpu_bundle")  # one bundle (a session fixture) serves them all
 FLOOR = ROOT / ".cache" / "transformers-floor"  # the Makefile's FLOOR
@@ -147,11 +149,11 @@ def test_the_dry_run_runs_every_step_of_the_gpu_check(gpu_bundle: Path, tmp_path
     assert "딥러닝" not in (tmp_path / "e2e-worker.log").read_text()  # no user text in logs
 
 
-def _pings(client: object) -> bool:
+def _pings(client: Any) -> bool:
     import redis
 
     try:
-        return bool(client.ping())  # type: ignore[attr-defined]
+        return bool(client.ping())
     except redis.ConnectionError:
         return False
 

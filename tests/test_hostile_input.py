@@ -19,6 +19,7 @@ from bot.limits import check_question
 from bot.settings import ClientSettings
 from bot.slack.mrkdwn import to_slack_mrkdwn
 from inference.prompt import LINE_BREAKS, PromptBuilder, Template, cut_at_stop, neutralise, visible_answer
+from testkit.settings import settings_of
 
 ZERO_WIDTH_AND_RTL = "\u200b\u200c\u200d\u2060\ufeff\u202e\u202d\u200f\u061c"
 HOSTILE = st.lists(
@@ -50,7 +51,7 @@ HOSTILE = st.lists(
     ),
     max_size=120,
 ).map("".join)
-CLIENT = ClientSettings(_env_file=None)  # type: ignore[call-arg]
+CLIENT = settings_of(ClientSettings)
 
 
 @given(HOSTILE)

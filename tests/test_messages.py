@@ -8,7 +8,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chatbus import Delta, Done, ErrorEvent, MalformedMessage, Question, Restart, Started, Turn, decode_event, is_final
+from chatbus import (
+    AnswerEvent,
+    Delta,
+    Done,
+    ErrorEvent,
+    MalformedMessage,
+    Question,
+    Restart,
+    Started,
+    Turn,
+    decode_event,
+    is_final,
+)
 from chatbus.keys import FIELD, Keys
 
 texts = st.text(max_size=300)
@@ -53,8 +65,8 @@ def test_question_round_trip(question: Question) -> None:
 
 
 @given(events)
-def test_event_round_trip(event: object) -> None:
-    fields = event.to_fields()  # type: ignore[attr-defined]
+def test_event_round_trip(event: AnswerEvent) -> None:
+    fields = event.to_fields()
     assert decode_event(fields) == event
     assert json.loads(fields[FIELD])["v"] == 1
 

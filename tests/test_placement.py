@@ -15,6 +15,7 @@ from inference.errors import DeviceUnavailable, ModelNotFound
 from inference.placement import Accelerator, choose_device, fit_refusal, local_weight_bytes, model_source
 from inference.presets import GIB, PRESETS, too_small_for_ram
 from inference.settings import WorkerSettings
+from testkit.settings import settings_of
 
 CPU_ONLY = Accelerator(cuda_build=None, available=False, driver_present=False, torch_version="2.13.0+cpu")
 OLD_DRIVER = Accelerator(
@@ -24,7 +25,7 @@ GPU = Accelerator(cuda_build="12.8", available=True, driver_present=True)
 
 
 def settings(tmp_path: Path, **values: object) -> WorkerSettings:
-    return WorkerSettings(_env_file=None, **values)  # type: ignore[call-arg]
+    return settings_of(WorkerSettings, **values)
 
 
 def test_a_gpu_is_never_left_for_the_cpu_silently() -> None:

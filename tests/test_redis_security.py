@@ -9,7 +9,8 @@ import pytest
 
 from testkit import trained
 from testkit.engines import SCRIPTED
-from testkit.processes import RedisServer, WorkerProcess, run_kullm
+from testkit.processes import WorkerProcess, run_kullm
+from testkit.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "s3cret-redis-pass"

@@ -29,7 +29,9 @@ from kullm import operator
 from testkit import engines, trained
 from testkit.engines import RunWorker, worker_settings
 from testkit.polling import eventually
-from testkit.processes import RedisServer
+from testkit.reads import stream_entries
+from testkit.redis_server import RedisServer
+from testkit.settings import settings_of
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ def without_footer(content: str) -> str:
 
 
 def settings(**overrides: object) -> ClientSettings:
-    return ClientSettings(_env_file=None, lease_ttl_s=1.0, **overrides)  # type: ignore[call-arg,arg-type]
+    return settings_of(ClientSettings, lease_ttl_s=1.0, **overrides)
 
 
 RelayEnv = tuple[Bus, RecordingSurface, Relay[Spot, Spot]]
@@ -227,6 +229,7 @@ async def test_a_short_answer_has_the_model_and_time_under_it(relay_env: RelayEn
 async def test_cancel_keeps_the_text_so_far_with_a_notice(relay_env: RelayEnv) -> None:
     bus, surface, relay = relay_env
     question_id = await relay.ask(Spot("m4"), Asked("u1", "긴 이야기를 들려줘"))
+    assert question_id is not None
     await eventually(lambda: any(mid == "m4" and not f for _, mid, _, f in surface.edits))
     await bus.queue.request_cancel(question_id, by="밥")
     await eventually(lambda: bool(surface.finals("m4")))
@@ -448,8 +451,8 @@ async def test_hostile_clicks_file_little_and_voters_cannot_be_recovered(bus: Bu
     await eventually(lambda: bool(surface.finals("h1")))
     said = [await keeping.feedback.vote(question_id, "u6", "up" if i % 2 else "down") for i in range(100)]
     assert said.count(text("vote_rate_limited", "ko", limit=20)) == 80, "a person's clicks are limited"
-    entries = await bus.redis.xrange(bus.keys.feedback)
-    with_texts = [f for _, f in entries if Vote.model_validate_json(f[b"m"]).question is not None]
+    entries = await stream_entries(bus.redis, bus.keys.feedback)
+    with_texts = [f for _, f in entries if Vote.model_validate_json(f["m"]).question is not None]
     assert len(entries) == 20 and len(with_texts) == 1, "the texts are copied once per voter, not once per click"
     votes = await bus.feedback.votes()
     assert len(votes) == 1 and votes[0].question == "딥러닝이 뭐야?", "the latest vote still reads with its texts"

@@ -10,6 +10,7 @@ import pytest
 from bot.api.settings import ApiSettings
 from bot.settings import ClientSettings, DiscordSettings, SlackSettings
 from inference.settings import WorkerSettings
+from testkit.settings import settings_of
 
 ROOT = Path(__file__).resolve().parent.parent
 # Read by docker compose itself, not by the processes.
@@ -61,28 +62,28 @@ def test_a_wrong_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setenv("TOP_P", "7")
     with pytest.raises(ValidationError, match="top_p"):
-        WorkerSettings(_env_file=None)  # type: ignore[call-arg]
+        settings_of(WorkerSettings)
 
 
 def test_listeners_bind_loopback_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
     for variable in ("METRICS_HOST", "SLACK_HTTP_HOST"):
         monkeypatch.delenv(variable, raising=False)
-    assert WorkerSettings(_env_file=None).metrics_host == "127.0.0.1"  # type: ignore[call-arg]
-    assert SlackSettings(_env_file=None).slack_http_host == "127.0.0.1"  # type: ignore[call-arg]
+    assert settings_of(WorkerSettings).metrics_host == "127.0.0.1"
+    assert settings_of(SlackSettings).slack_http_host == "127.0.0.1"
 
 
 def test_suggested_prompts_are_validated_with_a_clear_message() -> None:
-    defaults = SlackSettings(_env_file=None).suggested_prompts  # type: ignore[call-arg]
+    defaults = settings_of(SlackSettings).suggested_prompts
     assert len(defaults) == 4 and all(p["title"] and p["message"] for p in defaults)
-    english = SlackSettings(_env_file=None, bot_language="en").suggested_prompts  # type: ignore[call-arg]
+    english = settings_of(SlackSettings, bot_language="en").suggested_prompts
     assert english[0]["title"] == "Explain simply"
     given = '[{"title": "요약", "message": "이 글을 요약해 줘"}]'
-    assert SlackSettings(_env_file=None, slack_suggested_prompts=given).suggested_prompts == [  # type: ignore[call-arg]
+    assert settings_of(SlackSettings, slack_suggested_prompts=given).suggested_prompts == [
         {"title": "요약", "message": "이 글을 요약해 줘"}
     ]
     for wrong in ("요약", "[]", '[{"title": "a"}]', "[" + ",".join(['{"title": "a", "message": "b"}'] * 5) + "]"):
         with pytest.raises(ValueError, match="SLACK_SUGGESTED_PROMPTS"):
-            SlackSettings(_env_file=None, slack_suggested_prompts=wrong)  # type: ignore[call-arg]
+            settings_of(SlackSettings, slack_suggested_prompts=wrong)
 
 
 def test_suggested_prompts_are_whole_requests_in_both_languages() -> None:

@@ -29,7 +29,8 @@ from testkit import trained
 from testkit.conformance import slack_standin_problems
 from testkit.controls import feedback_buttons_on, stop_button_on, stored_votes, vote_buttons_on
 from testkit.engines import LONG_CODE_QUESTION, RunWorker
-from testkit.processes import BotProcess, RedisServer, free_port, half_open
+from testkit.processes import BotProcess
+from testkit.redis_server import RedisServer, free_port, half_open
 from testkit.shown import footer_of, without_footer
 from testkit.standins.slack import SlackStandIn
 from testkit.standins.slack.common import sign
@@ -503,7 +504,12 @@ async def test_http_mode_verifies_signatures(redis_server: RedisServer, run_work
                     return response.status
 
             now = int(time.time())
-            bad = [(b"\xff\xfe\x00", {}, 400), (b"payload=%7Bnot-json", {}, 401), (b"{}", {}, 401), (b"", {}, 401)]
+            bad: list[tuple[bytes, dict[str, str], int]] = [
+                (b"\xff\xfe\x00", {}, 400),
+                (b"payload=%7Bnot-json", {}, 401),
+                (b"{}", {}, 401),
+                (b"", {}, 401),
+            ]
             bad.append((b"payload=%7Bnot-json", sign(standin.signing_secret, b"payload=%7Bnot-json", now), 400))
             for garbage, headers, status in bad:
                 kind = {"Content-Type": "application/x-www-form-urlencoded", **headers}
@@ -543,7 +549,7 @@ async def test_missing_or_rejected_tokens_name_the_variable(redis_server: RedisS
             ("bad-bot", {"SLACK_BOT_TOKEN": "xoxb-wrong"}, "SLACK_BOT_TOKEN was rejected"),
         ]:
             bot = BotProcess("slack", tmp_path / f"{name}.log", {**env, **overrides}).start()
-            assert await asyncio.to_thread(bot.process.wait, 60) == 2, bot.log()  # type: ignore[union-attr]
+            assert await asyncio.to_thread(bot.wait, 60) == 2, bot.log()
             assert expected in bot.log() and "api.slack.com/apps" in bot.log()
             assert standin.bot_token not in bot.log()
     finally:
@@ -567,10 +573,13 @@ async def test_a_finished_answer_can_be_rated_once_per_person(slack_env_fixture:
         else:
             action = answer["blocks"][-1]["elements"][0 if up else 1]
             await s.click_button(s.channel_id, answer["ts"], action["action_id"], action["value"], user)
+
         # One click at a time, as a person clicks: each is answered before the next (see the Discord test).
-        notices = await s.wait_for(
-            lambda clicks=clicks: (e := [x for x in s.ephemerals if "평가를 저장" in x["text"]])[clicks - 1 :] and e
-        )
+        def noticed(clicks: int = clicks) -> list[dict[str, Any]] | None:
+            so_far = [x for x in s.ephemerals if "평가를 저장" in x["text"]]
+            return so_far if so_far[clicks - 1 :] else None
+
+        notices = await s.wait_for(noticed)
     assert [(n["user"], n["thread_ts"]) for n in notices] == [(s.alice, asked["ts"])] * 2 + [(s.bob, asked["ts"])]
     votes = await stored_votes(sl.bot.env["REDIS_URL"])
     assert sorted(v.vote for v in votes) == ["down", "up"], "alice's second vote replaced her first"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -13,13 +14,15 @@ from bot.settings import SlackSettings
 from bot.slack.manifest import ASK_SHORTCUT as SHORTCUT_ID
 from bot.slack.manifest import FILES, TASK_SHORTCUTS, manifest_text
 from bot.texts import Language
+from testkit.settings import settings_of
 
 SLACK = Path(__file__).resolve().parent.parent / "slack"
 HANGUL = re.compile(r"[\uac00-\ud7a3\u3131-\u318e]")
 
 
-def manifest(language: Language) -> dict:  # type: ignore[type-arg]
-    return yaml.safe_load((SLACK / FILES[language]).read_text())
+def manifest(language: Language) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((SLACK / FILES[language]).read_text())
+    return loaded
 
 
 @pytest.mark.parametrize("language", ["ko", "en"])
@@ -30,7 +33,7 @@ def test_each_languages_manifest_is_the_one_the_catalogue_writes(language: Langu
 @pytest.mark.parametrize("language", ["ko", "en"])
 def test_manifest_matches_the_adapter(language: Language) -> None:
     features, settings = manifest(language)["features"], manifest(language)["settings"]
-    adapter = SlackSettings(_env_file=None, bot_language=language)  # type: ignore[call-arg]
+    adapter = settings_of(SlackSettings, bot_language=language)
     assert [c["command"] for c in features["slash_commands"]] == ["/kullm", adapter.settings_command]
     assert [(s["type"], s["callback_id"]) for s in features["shortcuts"]] == [
         ("message", SHORTCUT_ID),

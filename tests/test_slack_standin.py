@@ -59,13 +59,15 @@ async def connect(standin: SlackStandIn) -> AsyncIterator[Connect]:
         handler = AsyncSocketModeHandler(app, app_token=standin.app_token)
         handlers.append(handler)
         before = standin.connections
-        await handler.connect_async()
+        connect: Callable[[], Awaitable[None]] = handler.connect_async  # slack_bolt leaves it unannotated
+        await connect()
         await standin.wait_for(lambda: standin.connections > before, timeout=5.0)
         return handler
 
     yield run
     for handler in handlers:
-        await handler.close_async()
+        close: Callable[[], Awaitable[None]] = handler.close_async
+        await close()
 
 
 def mention(standin: SlackStandIn, text: str) -> str:
@@ -138,7 +140,8 @@ async def test_slash_command_acks_responds_and_posts(standin: SlackStandIn, conn
     assert posted["text"] == f"<@{standin.alice}> 님, 서울입니다." and posted["thread_ts"] is None
 
     helped = await standin.slash_command("/kullm-help", "", standin.bob, standin.channel_id)
-    assert standin.ack_for(helped["envelope_id"])["payload"] == {"text": "사용법: /kullm 질문"}  # type: ignore[index]
+    ack = standin.ack_for(helped["envelope_id"])
+    assert ack is not None and ack["payload"] == {"text": "사용법: /kullm 질문"}
     assert standin.ephemerals[-1]["via"] == "ack" and standin.ephemerals[-1]["user"] == standin.bob
 
 

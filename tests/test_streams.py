@@ -8,6 +8,7 @@ import time
 import pytest
 
 from chatbus import (
+    AnswerEvent,
     Bus,
     BusDown,
     BusError,
@@ -30,7 +31,8 @@ from chatbus import (
 )
 from chatbus.errors import AnswerTimeout
 from chatbus.keys import FIELD, WORKER_GROUP
-from testkit.processes import RedisServer
+from testkit.reads import add_entry, stream_entries
+from testkit.redis_server import RedisServer
 
 DONE = Done(text="끝", finish_reason="stop", prompt_tokens=1, completion_tokens=1, queued_s=0, generate_s=0)
 
@@ -39,15 +41,15 @@ def question(text: str = "딥러닝이 뭐야?", ttl_s: float = 60) -> Question:
     return Question.new("terminal", text, ttl_s=ttl_s)
 
 
-def held(delivery: Delivery, *events: object, ack: bool = False) -> Write:
+def held(delivery: Delivery, *events: AnswerEvent, ack: bool = False) -> Write:
     """A worker's fenced writes for a delivery it was handed."""
     assert delivery.question is not None
-    return Write(delivery.entry_id, delivery.deliveries, delivery.question.id, events, ack)  # type: ignore[arg-type]
+    return Write(delivery.entry_id, delivery.deliveries, delivery.question.id, events, ack)
 
 
-def unqueued(question_id: str, *events: object) -> Write:
+def unqueued(question_id: str, *events: AnswerEvent) -> Write:
     """Writes for an answer whose entry is in neither the stream nor the group (as after Redis lost its data)."""
-    return Write("1-1", 1, question_id, events)  # type: ignore[arg-type]
+    return Write("1-1", 1, question_id, events)
 
 
 async def test_enqueue_read_ack_deletes(bus: Bus) -> None:
@@ -109,8 +111,8 @@ async def test_dead_letter_moves_and_acks(bus: Bus) -> None:
     [delivery] = await bus.consumer.read("w", count=1, block_ms=None)
     assert await bus.consumer.dead_letter(delivery, "poison", "w")
     assert await bus.queue.depth() == 0
-    [(_, fields)] = await bus.redis.xrange(bus.keys.dead)
-    assert b"poison" in fields[FIELD.encode()]
+    [(_, fields)] = await stream_entries(bus.redis, bus.keys.dead)
+    assert "poison" in fields[FIELD]
     assert (await bus.workers.stats()).dead == 1
 
 
@@ -270,10 +272,10 @@ async def test_one_entry_answers_a_question_id_and_copies_are_told_apart(bus: Bu
 
 async def test_a_follower_skips_an_undecodable_event_and_reads_on(bus: Bus) -> None:
     key = bus.keys.answers("q-garbled")
-    await bus.redis.xadd(key, Delta(text="앞").to_fields())  # type: ignore[arg-type]
+    await add_entry(bus.redis, key, Delta(text="앞").to_fields())
     await bus.redis.xadd(key, {FIELD: b"\xff not an event"})
     await bus.redis.xadd(key, {FIELD: '{"v": 1, "type": "done", "created_at": Infinity}'})
-    await bus.redis.xadd(key, DONE.to_fields())  # type: ignore[arg-type]
+    await add_entry(bus.redis, key, DONE.to_fields())
     assert [event async for _, event in bus.answers.follow("q-garbled")] == [Delta(text="앞"), DONE]
 
 
@@ -296,17 +298,17 @@ async def test_redis_failures_reach_callers_as_the_contracts_own_errors(redis_se
             with pytest.raises(PasswordRefused):
                 await wrong.queue.depth()
         finally:
-            await admin.execute_command("AUTH", "right-pass")
+            await admin.auth("right-pass")
             await admin.config_set("requirepass", "")
             await wrong.aclose()
 
-        await admin.execute_command("CLIENT", "PAUSE", 5000, "ALL")  # up, connected, silent
+        await admin.client_pause(5000)  # up, connected, silent
         fresh = Bus(connect(redis_server.url))
         try:
             with pytest.raises(NotAnswering):
                 await fresh.queue.depth()
         finally:
-            await admin.execute_command("CLIENT", "UNPAUSE")
+            await admin.client_unpause()
             await fresh.aclose()
 
         redis_server.kill()

@@ -14,6 +14,7 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,8 @@ from inference.worker import Worker
 from testkit import trained
 from testkit.engines import RunWorker, ScriptedEngine
 from testkit.polling import eventually
-from testkit.processes import RedisServer, StartWorker, run_kullm
+from testkit.processes import StartWorker, run_kullm
+from testkit.redis_server import RedisServer
 
 KOREAN = [f"{i}번째 문장은 구름이 번역할 글입니다." for i in range(1, 13)]
 THREAD = [f"사람{i % 3}: {i}번 메시지, 오늘 회의에서 정한 일 {i}가지를 정리했습니다." for i in range(1, 31)]
@@ -257,12 +259,12 @@ async def test_a_task_planned_longer_than_the_reclaim_idle_time_is_not_taken_ove
     # after MAX_DELIVERIES it was dead-lettered (the soak's hostile row, on a loaded machine).
     planned = tasks.TaskRun
 
-    def slow_plan(*args: object, **kwargs: object) -> tasks.TaskRun:
+    def slow_plan(*args: Any, **kwargs: Any) -> tasks.TaskRun:
         time.sleep(2.5)  # on the planning thread, as a long transcript's tokenising is
-        return planned(*args, **kwargs)  # type: ignore[arg-type]
+        return planned(*args, **kwargs)
 
     monkeypatch.setattr("inference.worker.admission.TaskRun", slow_plan)
-    quick = {"reclaim_idle_s": 1.0, "reclaim_interval_s": 0.2, "heartbeat_interval_s": 0.2}
+    quick: dict[str, Any] = {"reclaim_idle_s": 1.0, "reclaim_interval_s": 0.2, "heartbeat_interval_s": 0.2}
     run_worker(**quick)
     run_worker(**quick)
     events = await run_task(bus, "summarize", "\n".join(THREAD))

@@ -10,7 +10,8 @@ import pytest
 from bot.settings import ClientSettings
 from chatbus import Bus, usage_field
 from kullm import operator
-from testkit.processes import RedisServer
+from testkit.redis_server import RedisServer
+from testkit.settings import settings_of
 
 
 def record(platform: str, user: str, channel: str, questions: int, tokens: int) -> dict[str, int]:
@@ -33,7 +34,7 @@ async def test_usage_groups_by_user_channel_key_and_platform(
         record("api", "notebook", "", 5, 500),
     ):
         await bus.ledger.settle(today, counts, 3600)
-    settings = ClientSettings(_env_file=None, redis_url=redis_server.url)  # type: ignore[call-arg]
+    settings = settings_of(ClientSettings, redis_url=redis_server.url)
 
     async def rows(by: str) -> list[dict[str, object]]:
         assert await operator.usage(settings, by=by, as_json=True) == 0

@@ -22,7 +22,9 @@ from kullm import operator
 from testkit import trained
 from testkit.engines import RunWorker
 from testkit.faults import POISON, OutOfMemoryOnce, PoisonEngine
-from testkit.processes import RedisServer
+from testkit.reads import entry_fields, stream_entries
+from testkit.redis_server import RedisServer
+from testkit.settings import settings_of
 
 
 async def follow(bus: Bus, question_id: str) -> list[AnswerEvent]:
@@ -57,8 +59,8 @@ async def test_each_refused_question_gets_its_outcome(bus: Bus, run_worker: RunW
     good_events = await follow(bus, good.id)
     assert isinstance(good_events[-1], Done) and good_events[-1].text == trained.GREETING
     assert await bus.redis.xlen(bus.keys.dead) == 3
-    dead = [fields[FIELD.encode()] for _, fields in await bus.redis.xrange(bus.keys.dead)]
-    assert all(len(raw) < 20_000 for raw in dead)  # a truncated copy: dead letters are capped in bytes too
+    dead = [fields[FIELD] for _, fields in await stream_entries(bus.redis, bus.keys.dead)]
+    assert all(len(raw.encode()) < 20_000 for raw in dead)  # a truncated copy: dead letters are capped in bytes too
     assert await bus.queue.depth() == 0
 
 
@@ -112,11 +114,11 @@ async def test_a_poison_question_is_dead_lettered_and_its_batch_mates_answered(
     assert isinstance(innocent_events[-1], Done) and innocent_events[-1].text == trained.CAPITAL
     [*_, failed] = await follow(bus, poison.id)
     assert isinstance(failed, ErrorEvent) and failed.code == "failed" and "생성" not in failed.message
-    dead = await bus.redis.xrange(bus.keys.dead)
-    assert len(dead) == 1 and poison.id.encode() in dead[0][1][FIELD.encode()]
+    dead = await stream_entries(bus.redis, bus.keys.dead)
+    assert len(dead) == 1 and poison.id in dead[0][1][FIELD]
     assert counted(worker, "dead") == 1 and await bus.queue.depth() == 0
     shown = io.StringIO()
-    await operator.status(ClientSettings(_env_file=None, redis_url=redis_server.url), out=shown)  # type: ignore[call-arg]
+    await operator.status(settings_of(ClientSettings, redis_url=redis_server.url), out=shown)
     assert "dead letters: 1" in shown.getvalue()
     greeting = Question.new("terminal", "인사해줘", ttl_s=60)  # still serving
     await bus.queue.enqueue(greeting)
@@ -169,7 +171,7 @@ async def test_a_burst_that_wakes_an_idle_worker_is_prefilled_together(bus: Bus,
     questions = [Question.new("terminal", text, ttl_s=60) for text in texts]
     async with bus.redis.pipeline(transaction=False) as pipe:  # one write, as a busy channel's questions arrive
         for question in questions:
-            pipe.xadd(bus.keys.questions, question.to_fields())  # type: ignore[arg-type]
+            pipe.xadd(bus.keys.questions, entry_fields(question.to_fields()))
         await pipe.execute()
     for question in questions:
         assert isinstance((await follow(bus, question.id))[-1], Done)

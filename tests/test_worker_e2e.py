@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -24,19 +25,9 @@ from chatbus import Bus, Done, Keys, Question, connect
 from runtime.http_guard import MAX_CONNECTIONS
 from testkit import trained
 from testkit.engines import SCRIPTED
-from testkit.processes import (
-    ROOT,
-    AskProcess,
-    RedisServer,
-    StartWorker,
-    WorkerProcess,
-    free_port,
-    half_open,
-    json_events,
-    run_kullm,
-    wait_until,
-    worker_name,
-)
+from testkit.polling import wait_until
+from testkit.processes import ROOT, AskProcess, StartWorker, WorkerProcess, json_events, run_kullm, worker_name
+from testkit.redis_server import RedisServer, free_port, half_open
 
 pytestmark = pytest.mark.e2e
 
@@ -113,8 +104,8 @@ def test_questions_share_one_batch_and_newcomers_join_it(start_worker: StartWork
     assert deep.final()["text"] == trained.DEEP_LEARNING
     # Deltas are coalesced per DELTA_INTERVAL_S (0.05 s here): Redis writes grow with time, not tokens.
     deltas = story.types().count("delta")
-    assert deltas <= float(story.final()["generate_s"]) / 0.05 + 3  # type: ignore[arg-type]
-    assert deltas < int(story.final()["completion_tokens"]) / 3  # type: ignore[call-overload]
+    assert deltas <= float(story.final()["generate_s"]) / 0.05 + 3
+    assert deltas < int(story.final()["completion_tokens"]) / 3
     assert isinstance(capital[-1], Done) and capital[-1].text == trained.CAPITAL
     metrics = worker.metrics()
     assert metrics["kullm_batch_size_peak"] >= 2
@@ -141,7 +132,8 @@ def test_killed_worker_answer_is_finished_by_another(start_worker: StartWorker, 
     # The survivor forgets the dead worker: gone from the consumer group and from `kullm status`.
     wait_until(lambda: consumers(redis_server) == [worker_name(second)], 30, what="the dead consumer removed")
     status = json_events(run_kullm(["status", "--json"], redis_server.url).stdout)[0]
-    assert [w["name"] for w in status["workers"]] == [worker_name(second)]  # type: ignore[union-attr]
+    workers = status["workers"]
+    assert isinstance(workers, list) and [w["name"] for w in workers] == [worker_name(second)]
 
 
 def consumers(server: RedisServer) -> list[str]:
@@ -160,11 +152,11 @@ def test_a_worker_frozen_past_the_reclaim_time_never_writes_into_the_answer_take
     ask.wait_for("delta")
     holder = str(ask.wait_for("started")["worker"])
     stale = workers[holder]
-    stale.process.send_signal(signal.SIGSTOP)  # a long GC, a blocked loop: alive, but silent past RECLAIM_IDLE_S
+    stale.send_signal(signal.SIGSTOP)  # a long GC, a blocked loop: alive, but silent past RECLAIM_IDLE_S
     try:
         ask.wait_for("restart", timeout_s=30)  # the other worker took the question over
     finally:
-        stale.process.send_signal(signal.SIGCONT)  # ...and the frozen one wakes up mid-answer
+        stale.send_signal(signal.SIGCONT)  # ...and the frozen one wakes up mid-answer
     assert ask.finish() == 0
     started = [e for e in ask.events if e["type"] == "started"]
     assert [e["attempt"] for e in started] == [1, 2] and started[1]["worker"] != holder
@@ -245,7 +237,7 @@ def test_an_answer_finished_as_redis_starts_refusing_writes_is_not_taken_over(
     past RECLAIM_IDLE_S (2 s here), no worker takes it over, and once Redis takes writes again the answer arrives
     once, with no restart. Before the fix only running answers were heartbeated: the entry looked abandoned, was
     answered again by whichever worker reclaimed it, and after MAX_DELIVERIES dead-lettered."""
-    fault = {"ENGINE": "testkit.faults:refuse_at_finish", "FAULTS_INNER": "scripted"}
+    fault: dict[str, Any] = {"ENGINE": "testkit.faults:refuse_at_finish", "FAULTS_INNER": "scripted"}
     workers = [start_worker(**fault), start_worker(**fault)]
     ask = AskProcess(redis_server.url, "긴 이야기를 들려줘")
     ask.wait_for("delta")
@@ -304,7 +296,7 @@ def test_sigterm_finishes_the_answer_in_hand_then_exits(start_worker: StartWorke
     worker = start_worker(engine="scripted")
     story = AskProcess(redis_server.url, "긴 이야기를 들려줘")
     story.wait_for("delta")
-    worker.process.send_signal(15)
+    worker.send_signal(signal.SIGTERM)
     later = AskProcess(redis_server.url, "한국의 수도는 어디야?")
     later.wait_for("queued")
     assert worker.terminate() == 0
@@ -394,6 +386,7 @@ def test_a_worker_waiting_for_redis_is_not_ready_and_stops_at_once(
         worker = WorkerProcess(url, model_dir, tmp_path / "worker.log", ENGINE=SCRIPTED).start(wait=False)
         try:
             health = wait_until(worker.health, 60, 0.1, what="the health port")
+            assert health is not None
             waiting = {"loading", "redis not reached yet", "redis unreachable"}
             assert health["status"] in waiting, health
             assert worker.health() != {} and not worker.ready()

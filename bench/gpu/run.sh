@@ -153,7 +153,7 @@ EOF
 # A private redis-server (the bundle's when present) on a free port, for the end-to-end run.
 start_redis() {
   local port
-  port=$("$PYTHON" -c 'from testkit.processes import free_port; print(free_port())') || return 1
+  port=$("$PYTHON" -c 'from testkit.redis_server import free_port; print(free_port())') || return 1
   mkdir -p "$SCRATCH/redis"
   redis-server --port "$port" --bind 127.0.0.1 --dir "$SCRATCH/redis" --save "" --appendonly no \
     --logfile "$SCRATCH/redis/redis.log" >/dev/null 2>&1 &

@@ -1,9 +1,9 @@
 """`FixedShapeDecoder`: the builtin engine's decode step at fixed shapes, replayed as CUDA graphs on a GPU.
 
-An eager decode step of KULLM's 12.8B model on an H200 took 16.9 ms with one question, where
-reading its weights once takes about 6 ms: the rest is Python launching about a thousand small
-kernels one after another. A CUDA graph records those launches once and replays them with one
-call (`CUDA_GRAPHS=1`). A graph replays fixed shapes at fixed addresses, so the step is reshaped:
+Why: with one question, an eager decode step of KULLM's 12.8B model takes several times the time its weights take
+to read once; the rest is Python launching about a thousand small kernels one after another (the figures are in
+bench/RESULTS.md). A CUDA graph records those launches once and replays them with one call (`CUDA_GRAPHS=1`).
+A graph replays fixed shapes at fixed addresses, so the step is reshaped:
 
 - the batch is padded to a bucket of rows (1, 2, 4, 8, then multiples of 8, up to the cache's
   slots); a padding row decodes the pad token at position 0 into a free slot, and its logits are
@@ -22,8 +22,8 @@ stream (the warm-up writes the same keys and values the replay then writes). Gra
 the cache's buffers: when the cache reallocates or is replaced they are dropped and captured
 anew, and a graph whose width `end` has reached is dropped at once, so only a few are alive.
 Each graph has its own memory pool: sharing one among them (`torch.cuda.graph_pool_handle`, as vLLM does)
-does not lower the peak, because what graphs add to it is not their pools, which hold under 100 MB (the
-measurements are in bench/RESULTS.md, "memory sources"; the GPU check's line of that name says what it is).
+would not lower the peak, because what graphs add to it is not their pools, which are small (bench/RESULTS.md,
+"memory sources"; the GPU check's line of that name says what it is).
 
 On a CPU there is nothing to capture and the same fixed-shape step runs as it is: the tests
 check that it gives the eager engine's answers and that it traces as one graph, with nothing in

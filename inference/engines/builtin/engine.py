@@ -93,8 +93,8 @@ class BuiltinEngine:
         self._next = torch.zeros(0, dtype=torch.long, device=self.device)
         if self.device.type == "cuda":
             # cuDNN's attention builds an execution plan per new shape, and the attended length grows by one
-            # column every step: on an H200 that made a 17 ms decode step take about 78 ms. The other SDPA
-            # kernels (flash, memory-efficient) need no plan.
+            # column every step, so it planned on every step (several times the step's own time, bench/RESULTS.md).
+            # The other SDPA kernels (flash, memory-efficient) need no plan.
             torch.backends.cuda.enable_cudnn_sdp(False)
         self._fixed = self._fixed_decoder() if fixed_shapes else None
         self._generator = torch.Generator(device=self.device)

@@ -1,7 +1,7 @@
 """`PagedEngine`: transformers' continuous batching behind the `Engine` protocol (`ENGINE=paged`).
 
 transformers runs the batch on its own thread with a paged KV cache (CUDA_GRAPHS=true: and CUDA graphs
-on a GPU, which transformers 5.17 left 0.4-0.6x as fast on an H200; left to itself, transformers turns
+on a GPU, slower than without in our measurements, bench/RESULTS.md; left to itself, transformers turns
 them off for SDPA, the attention a bare install has);
 this engine hands it at most `max_batch_size` requests at a time, so the worker's governor still
 sizes the batch, and turns the tokens it streams back into `Answer`s, so stops, cancels and

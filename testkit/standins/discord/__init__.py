@@ -11,7 +11,7 @@ import re
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import yarl
 from aiohttp import web
@@ -42,6 +42,8 @@ from testkit.standins.discord.gateway import Gateway
 from testkit.standins.discord.interactions import Interactions
 from testkit.standins.discord.messages import Messages
 from testkit.standins.discord.rest import RestApi
+
+T = TypeVar("T")
 
 
 class DiscordStandIn(Gateway, Messages, RestApi, Interactions):
@@ -279,6 +281,8 @@ class DiscordStandIn(Gateway, Messages, RestApi, Interactions):
         """Answer the next REST call whose path (without /api/v10) fullmatches `path_regex` with an error."""
         self._failures.append(_Failure(method.upper(), re.compile(path_regex), status, retry_after))
 
-    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
+    async def wait_for(self, predicate: Callable[[], T | None], timeout: float = 30.0) -> T:
         """Poll `predicate` every 0.02 s until it is truthy; return its value or raise AssertionError."""
-        return await eventually(predicate, timeout, what="stand-in condition")
+        found = await eventually(predicate, timeout, what="stand-in condition")
+        assert found is not None
+        return found

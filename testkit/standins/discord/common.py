@@ -65,7 +65,7 @@ class Call:
     method: str
     path: str
     query: dict[str, str]
-    json: Any | None
+    json: Any  # the body as JSON (None when it had none)
     at: float
 
 

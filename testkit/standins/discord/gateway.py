@@ -15,9 +15,10 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
 
 from testkit.standins.discord.common import GUILDS
+from testkit.standins.discord.state import DiscordState
 
 
-class Gateway:
+class Gateway(DiscordState):
     """The gateway websocket: identify, resume, heartbeats, and the events people cause (messages, reactions)."""
 
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:

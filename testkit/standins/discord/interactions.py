@@ -24,9 +24,10 @@ from testkit.standins.discord.common import (
     _truthy,
     _walk_components,
 )
+from testkit.standins.discord.state import DiscordState
 
 
-class Interactions:
+class Interactions(DiscordState):
     """Interactions: slash commands, context menus, modals and buttons, their callbacks and webhook follow-ups."""
 
     async def slash_command(

@@ -22,9 +22,10 @@ from testkit.standins.discord.common import (
     _now,
     numbered,
 )
+from testkit.standins.discord.state import DiscordState
 
 
-class Messages:
+class Messages(DiscordState):
     """Messages as Discord stores and returns them: mentions, references, attachments, edits, reactions."""
 
     def _message(self, message_id: int) -> dict[str, Any]:

@@ -35,9 +35,10 @@ from testkit.standins.discord.common import (
     _Request,
     user_object,
 )
+from testkit.standins.discord.state import DiscordState
 
 
-class RestApi:
+class RestApi(DiscordState):
     """The REST routes under /api/v10 that discord.py calls, answered as Discord's OpenAPI description says."""
 
     def _route_table(self) -> list[tuple[str, str, re.Pattern[str], Handler, bool]]:
@@ -119,7 +120,10 @@ class RestApi:
         _, _, pattern, handler, needs_auth = route
         if needs_auth and request.headers.get("Authorization") != f"Bot {self.token}":
             return _error(401, "401: Unauthorized")
-        return await handler(req, *pattern.fullmatch(path).groups())
+        match = pattern.fullmatch(path)
+        assert match is not None
+        response: web.Response = await handler(req, *match.groups())
+        return response
 
     @staticmethod
     def _failure_response(failure: _Failure) -> web.Response:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -19,6 +19,8 @@ from testkit.standins.slack.interactions import Interactions
 from testkit.standins.slack.messages import Messages
 from testkit.standins.slack.socket_mode import SocketMode
 from testkit.standins.slack.web_api import WebApi
+
+T = TypeVar("T")
 
 
 class SlackStandIn(SocketMode, Messages, WebApi, Interactions):
@@ -301,9 +303,11 @@ class SlackStandIn(SocketMode, Messages, WebApi, Interactions):
         """Fail the next call of `method`: 429 + Retry-After + ratelimited, another HTTP status, or ok:false `error`."""
         self._failures.setdefault(method, []).append(_Failure(status, retry_after, error))
 
-    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
+    async def wait_for(self, predicate: Callable[[], T | None], timeout: float = 30.0) -> T:
         """Poll `predicate` every 0.02 s until it is truthy; return its value or raise AssertionError."""
-        return await eventually(predicate, timeout, what="stand-in condition")
+        found = await eventually(predicate, timeout, what="stand-in condition")
+        assert found is not None
+        return found
 
     def ack_for(self, envelope_id: str) -> dict[str, Any] | None:
         """The app's ack of one envelope, or None if it has not acked (yet)."""

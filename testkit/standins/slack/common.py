@@ -76,7 +76,7 @@ class Call:
     at: float
     status: int = 200
     content_type: str = ""
-    response: dict[str, Any] | None = None  # the JSON body answered (for the conformance check)
+    response: Any = None  # the JSON body answered, a dict (for the conformance check); None before it is
 
 
 @dataclass

@@ -10,9 +10,10 @@ from typing import Any
 from aiohttp import web
 
 from testkit.standins.slack.common import TEAM_DOMAIN, TEAM_ID, Call, _truthy
+from testkit.standins.slack.state import SlackState
 
 
-class Interactions:
+class Interactions(SlackState):
     """Interactions: slash commands, shortcuts, modals, buttons, trigger ids and response_url."""
 
     def slash_command_payload(self, command: str, text: str, user: str, channel: str) -> dict[str, Any]:

@@ -12,12 +12,13 @@ from testkit.standins.slack.common import (
     _markdown_total,
     block_errors,
 )
+from testkit.standins.slack.state import SlackState
 
 # What the stand-in keeps about a message that Slack does not send: edits and appends counted, stream state.
 BOOKKEEPING = frozenset({"edits", "channel", "streaming", "streamed", "stream_idle_since", "appends"})
 
 
-class Messages:
+class Messages(SlackState):
     """Messages as Slack stores and returns them: threads, blocks, permalinks."""
 
     def _store(self, channel: str, *, text: str, user: str, thread_ts: str | None, **extra: Any) -> dict[str, Any]:

@@ -11,9 +11,10 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from testkit.standins.slack.common import ACK_TIMEOUT, TEAM_ID, _rich_text
+from testkit.standins.slack.state import SlackState
 
 
-class SocketMode:
+class SocketMode(SlackState):
     """Socket Mode: apps.connections.open, the websocket, envelopes and acks, and the Events API bodies it carries."""
 
     def _new_socket_url(self) -> str:

@@ -24,9 +24,10 @@ from testkit.standins.slack.common import (
     _truthy,
     block_errors,
 )
+from testkit.standins.slack.state import SlackState
 
 
-class WebApi:
+class WebApi(SlackState):
     """The Web API methods the app calls, answered with the keys of Slack's recorded responses."""
 
     async def _read_args(self, request: web.Request) -> dict[str, Any]:
@@ -241,7 +242,11 @@ class WebApi:
         if isinstance(prompts, str):
             prompts = json.loads(prompts)
         valid = isinstance(prompts, list) and 1 <= len(prompts) <= 4
-        if not valid or not all(isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts):
+        if (
+            not isinstance(prompts, list)
+            or not valid
+            or not all(isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts)
+        ):
             raise SlackError("invalid_arguments", response_metadata={"messages": ["[ERROR] 1 to 4 prompts"]})
         self.suggested_prompts[key] = {"title": args.get("title"), "prompts": prompts}
         return {}

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from bench import queue as queue_bench
-from testkit import random_weights
 from testkit.engines import IN_PROCESS_MODEL
 from testkit.processes import ServeProcess
 from testkit.redis_server import RedisServer
@@ -22,6 +21,7 @@ def test_random_weight_architecture_runs_both_paths(monkeypatch: pytest.MonkeyPa
     import torch
 
     from bench import engine as engine_bench
+    from testkit import random_weights  # loads torch: imported by the test that needs it, not at collection
 
     shape = dict(random_weights.ARCHITECTURES["polyglot-ko-12.8b"])
     shape.update(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)

@@ -230,7 +230,7 @@ class Api:
     async def _cancel(self, question_id: str, why: str) -> None:
         log.info("api question %s: %s, cancelled", question_id, why)
         with contextlib.suppress(BusError):
-            await self.bus.queue.request_cancel(question_id)
+            await self.bus.answers.cancel(question_id)
 
     # ------------------------------------------------------------------ keys and limits
 

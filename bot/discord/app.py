@@ -199,9 +199,7 @@ class KullmDiscord(discord.Client):
             return
         record = await self.relay.record_at(lambda target: target.message == str(payload.message_id))
         if record is not None and record.user == str(payload.user_id):
-            await self.bus.queue.request_cancel(
-                record.question_id, by=payload.member.display_name if payload.member else ""
-            )
+            await self.bus.answers.cancel(record.question_id, by=payload.member.display_name if payload.member else "")
             log.info("discord question %s: cancelled by reaction", record.question_id)
 
     async def ask_from_interaction(
@@ -283,7 +281,7 @@ class KullmDiscord(discord.Client):
         if record.user != str(interaction.user.id) and not moderator:
             await interaction.response.send_message(text("cancel_not_yours", self.language), ephemeral=True)
             return
-        await self.bus.queue.request_cancel(question_id, by=interaction.user.display_name)
+        await self.bus.answers.cancel(question_id, by=interaction.user.display_name)
         log.info("discord question %s: cancelled by button", question_id)
         await interaction.response.send_message(text("cancel_requested", self.language), ephemeral=True)
 

@@ -240,7 +240,7 @@ class KullmSlack:
             if channel:
                 await self.client.chat_postEphemeral(channel=channel, user=user, text=notice)
             return
-        await self.bus.queue.request_cancel(question_id, by=await self.reader.name(user))
+        await self.bus.answers.cancel(question_id, by=await self.reader.name(user))
         log.info("slack question %s: cancelled by button", question_id)
 
     async def on_pane_opened(self, body: dict[str, Any], set_suggested_prompts: Any) -> None:
@@ -271,7 +271,7 @@ class KullmSlack:
         record = await self.relay.record_at(lambda target: target.conversation == conversation)
         if record is None or record.user != user:
             return False
-        await self.bus.queue.request_cancel(record.question_id, by=await self.reader.name(user))
+        await self.bus.answers.cancel(record.question_id, by=await self.reader.name(user))
         log.info("slack question %s: stopped from the pane", record.question_id)
         return True
 

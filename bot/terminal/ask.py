@@ -156,7 +156,7 @@ async def _followed(following: asyncio.Task[int], bus: Bus, question_id: str) ->
 async def _withdraw(bus: Bus, question_id: str) -> None:
     """Ask the workers to drop the question (not yet started) or stop its answer; bounded, as leaving is."""
     with contextlib.suppress(BusError, TimeoutError):
-        await asyncio.wait_for(bus.queue.request_cancel(question_id), CANCEL_SEND_S)
+        await asyncio.wait_for(bus.answers.cancel(question_id), CANCEL_SEND_S)
 
 
 async def _no_worker(bus: Bus, ctrl_c: _CtrlC, renderer: Renderer, language: Language) -> None:
@@ -204,7 +204,7 @@ class _CtrlC:
     def pressed(self) -> None:
         self.presses += 1
         if self.presses == 1:
-            self.sending.add(asyncio.get_running_loop().create_task(self.bus.queue.request_cancel(self.question_id)))
+            self.sending.add(asyncio.get_running_loop().create_task(self.bus.answers.cancel(self.question_id)))
         if self.presses > 1 or not self.started:
             self.leave.set()
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import yarl
 from aiohttp import web
 
-from testkit.polling import eventually
+from testkit.standins.serving import listen, wait_for
 
 with warnings.catch_warnings():
     # discord.py 2.7 imports the stdlib `audioop`, deprecated since 3.11; the suite runs with warnings as errors.
@@ -244,11 +244,7 @@ class DiscordStandIn(Gateway, Messages, RestApi, Interactions):
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._rest)
         app.router.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", self._attachment)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, bind, 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await listen(app, bind)
         if point_discord_py:
             # A plain discord.Client never asks GET /gateway/bot: it dials DEFAULT_GATEWAY, so both need aiming.
             self._saved_urls = (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
@@ -283,6 +279,4 @@ class DiscordStandIn(Gateway, Messages, RestApi, Interactions):
 
     async def wait_for(self, predicate: Callable[[], T | None], timeout: float = 30.0) -> T:
         """Poll `predicate` every 0.02 s until it is truthy; return its value or raise AssertionError."""
-        found = await eventually(predicate, timeout, what="stand-in condition")
-        assert found is not None
-        return found
+        return await wait_for(predicate, timeout)

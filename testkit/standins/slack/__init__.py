@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from testkit.polling import eventually
+from testkit.standins.serving import listen, wait_for
 from testkit.standins.slack.common import TEAM_DOMAIN, TEAM_ID, Call, Handler, SlackError, _Failure, manifest_scopes
 from testkit.standins.slack.interactions import Interactions
 from testkit.standins.slack.messages import Messages
@@ -229,11 +229,7 @@ class SlackStandIn(SocketMode, Messages, WebApi, Interactions):
         app.router.add_post("/response/{rid}", self._response)
         app.router.add_get("/files-pri/{team_file}/{name}", self._file_download)
         app.router.add_get("/files-pri/{team_file}/download/{name}", self._file_download)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, bind, 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await listen(app, bind)
 
     def upload(self, user: str, name: str, mimetype: str, data: bytes) -> dict[str, Any]:
         """A file a person shares: its object as events carry it; its bytes behind `url_private`."""
@@ -305,9 +301,7 @@ class SlackStandIn(SocketMode, Messages, WebApi, Interactions):
 
     async def wait_for(self, predicate: Callable[[], T | None], timeout: float = 30.0) -> T:
         """Poll `predicate` every 0.02 s until it is truthy; return its value or raise AssertionError."""
-        found = await eventually(predicate, timeout, what="stand-in condition")
-        assert found is not None
-        return found
+        return await wait_for(predicate, timeout)
 
     def ack_for(self, envelope_id: str) -> dict[str, Any] | None:
         """The app's ack of one envelope, or None if it has not acked (yet)."""

@@ -3,7 +3,7 @@ rate windows), and the cancel flags a user's "stop" sets for the worker to read.
 
 from __future__ import annotations
 
-from chatbus.connection import Link, translated
+from chatbus.connection import Link, as_text, translated
 from chatbus.errors import QueueFull
 from chatbus.keys import FIELD
 from chatbus.messages import Question
@@ -52,9 +52,8 @@ class Queue:
     async def cancelled_by(self, question_id: str) -> str:
         """Who asked to stop this answer, as `request_cancel` was told ("" when unknown or nobody)."""
         flag = await self.redis.get(self.keys.cancel(question_id))
-        if isinstance(flag, bytes):
-            flag = flag.decode(errors="replace")
-        return "" if flag in (None, "1") else str(flag)
+        by = "" if flag is None else as_text(flag)
+        return "" if by == "1" else by
 
     @translated
     async def claim_event(self, platform: str, event_id: str, ttl_s: int = 3600) -> bool:

@@ -34,6 +34,7 @@ class InstantEngine:
     """Finishes every request in the step after it was added: no model, only the loop's own cost."""
 
     model_id = "instant"
+    logprobs = False
 
     def __init__(self, max_batch_size: int) -> None:
         self.max_batch_size = max_batch_size

@@ -32,8 +32,11 @@ MAX_NEW_TOKENS = 8192  # the most a question may ask for (each worker caps it at
 MAX_TASK_PARTS = 24
 MAX_ENTRY_BYTES = 1_048_576  # the whole JSON document of one questions-stream entry
 MAX_TIMESTAMP = 1e11  # seconds since the epoch (year 5138): anything later is absurd
+MAX_TOP_LOGPROBS = 20  # the most likely alternatives a question may ask to see at each answer token (vLLM's bound)
+LOGPROB_FLOOR = -9999.0  # a log-probability below this is sent as this (JSON has no -inf)
 _M = TypeVar("_M", bound=BaseModel)
-ErrorCode: TypeAlias = Literal["too_long", "expired", "cancelled", "overloaded", "failed"]
+# "unsupported": the question asked for what this worker's engine cannot give (log-probabilities from ENGINE=paged).
+ErrorCode: TypeAlias = Literal["too_long", "expired", "cancelled", "overloaded", "failed", "unsupported"]
 FinishReason: TypeAlias = Literal["stop", "length"]
 # What a question asks the worker to do with its text: answer it, or work on 맥락 (a thread, a message, a file).
 Task: TypeAlias = Literal["ask", "summarize", "translate", "proofread"]
@@ -72,6 +75,22 @@ class Turn(BaseModel):
     answer: str = Field(max_length=MAX_TURN_CHARS)
 
 
+class TopLogprob(BaseModel):
+    """One of the most likely tokens at an answer position, with its log-probability."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    token: str
+    logprob: float = Field(ge=LOGPROB_FLOOR, le=0)
+
+
+class TokenLogprob(TopLogprob):
+    """An answer token, its log-probability under the model (before temperature and top-p), and the `top` most
+    likely tokens at its position (as many as the question's `logprobs` asked for)."""
+
+    top: tuple[TopLogprob, ...] = Field(default=(), max_length=MAX_TOP_LOGPROBS)
+
+
 class Question(_Message):
     """A question waiting for an answer; one entry of the questions stream."""
 
@@ -95,8 +114,12 @@ class Question(_Message):
 
     # The channel it was asked in (a thread's parent), for usage accounting; "" outside channels.
     channel: str = Field(default="", max_length=256)
+    # Log-probabilities wanted with the answer (the API's `logprobs`/`top_logprobs`): None, none; n, each answer
+    # token's own and its n most likely alternatives', sent in the `delta` events. A worker whose engine cannot
+    # (ENGINE=paged, openai) answers `unsupported`.
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
-    OMITTED_WHEN_DEFAULT = frozenset({"instructions", "task", "temperature", "top_p", "channel"})
+    OMITTED_WHEN_DEFAULT = frozenset({"instructions", "task", "temperature", "top_p", "channel", "logprobs"})
 
     @classmethod
     def new(
@@ -146,6 +169,11 @@ class Delta(_Message):
 
     type: Literal["delta"] = "delta"
     text: str
+    # With a question's `logprobs`: the answer tokens this delta completes, in order (possibly with no new text: a
+    # token that is half a character). The tokens of a stop marker cut from the answer are not sent.
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+    OMITTED_WHEN_DEFAULT = frozenset({"logprobs"})
 
 
 class Restart(_Message):

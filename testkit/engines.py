@@ -101,6 +101,7 @@ class ScriptedEngine:
     """Streams scripted answers, CHARS_PER_STEP characters per request per step."""
 
     model_id = "scripted"
+    logprobs = False
 
     def __init__(
         self,

@@ -17,12 +17,24 @@ from pydantic import ValidationError
 from bot.api.errors import ApiError, error_of, unavailable
 from bot.api.keys import KeyCheck
 from bot.api.models import Call, read_call
-from bot.api.responses import chunk, completion, model_entry, send, usage_chunk
+from bot.api.responses import chunk, completion, logprobs_of, model_entry, send, usage_chunk
 from bot.api.settings import ApiSettings
 from bot.follow import follow_answer
 from bot.limits import check_question
 from bot.quota import Quota, seconds_to_midnight
-from chatbus import AnswerTimeout, ApiKey, Bus, BusError, Delta, Done, ErrorEvent, Question, QueueFull, Restart
+from chatbus import (
+    AnswerTimeout,
+    ApiKey,
+    Bus,
+    BusError,
+    Delta,
+    Done,
+    ErrorEvent,
+    Question,
+    QueueFull,
+    Restart,
+    TokenLogprob,
+)
 from chatbus.messages import MAX_TURNS
 
 log = logging.getLogger(__name__)
@@ -101,6 +113,7 @@ class Api:
                 max_new_tokens=call.max_tokens,
                 temperature=call.temperature,
                 top_p=call.top_p,
+                logprobs=call.logprobs,
             )
         except ValidationError as exc:  # past the queue contract's limits (a turn, the whole entry)
             problem = exc.errors()[0]
@@ -152,12 +165,18 @@ class Api:
             return exc.response()
         if done is None:
             return web.Response(status=499)
-        return web.json_response(completion(call, item.id, model, done))
+        return web.json_response(completion(call, item.id, model, *done))
 
-    async def _final(self, question_id: str) -> Done:
+    async def _final(self, question_id: str) -> tuple[Done, list[TokenLogprob]]:
+        """The final answer, and the log-probabilities its deltas carried (those of the last attempt)."""
+        logprobs: list[TokenLogprob] = []
         async for event in self._events(question_id):
-            if isinstance(event, Done):
-                return event
+            if isinstance(event, Restart):
+                logprobs = []
+            elif isinstance(event, Delta):
+                logprobs += event.logprobs
+            elif isinstance(event, Done):
+                return event, logprobs
         raise ApiError(500, "the answer ended without text", "server_error", "failed")
 
     async def _stream(self, request: web.Request, call: Call, item: Question, model: str) -> web.StreamResponse:
@@ -172,20 +191,24 @@ class Api:
         return response
 
     async def _send_events(self, response: web.StreamResponse, call: Call, item: Question, model: str) -> bool:
-        """The answer's events as chunks; a restarted answer continues after the characters already sent."""
-        sent = 0
+        """The answer's events as chunks; a restarted answer continues after the characters (and the tokens'
+        log-probabilities) already sent."""
+        sent = sent_logprobs = 0
         shown = ""
+        logprobs: list[TokenLogprob] = []
         try:
             if call.chat:
                 await send(response, chunk(call, item.id, model, "", role=True))
             async for event in self._events(item.id):
                 if isinstance(event, Restart):
-                    shown = ""
+                    shown, logprobs = "", []
                 elif isinstance(event, Delta):
                     shown += event.text
-                    if len(shown) > sent:
-                        await send(response, chunk(call, item.id, model, shown[sent:]))
-                        sent = len(shown)
+                    logprobs += event.logprobs
+                    if len(shown) > sent or len(logprobs) > sent_logprobs:
+                        scores = logprobs_of(call, logprobs[sent_logprobs:], sent)
+                        await send(response, chunk(call, item.id, model, shown[sent:], logprobs=scores))
+                        sent, sent_logprobs = max(sent, len(shown)), max(sent_logprobs, len(logprobs))
                 elif isinstance(event, Done):
                     if len(event.text) > sent:
                         await send(response, chunk(call, item.id, model, event.text[sent:]))

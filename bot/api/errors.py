@@ -49,6 +49,8 @@ def error_of(event: ErrorEvent) -> ApiError:
         return ApiError(503, "the service is overloaded", "server_error", "overloaded")
     if event.code == "expired":
         return ApiError(503, "the question waited past its expiry", "server_error", "timeout")
+    if event.code == "unsupported":  # the worker's own words: what it cannot do and which setting decides it
+        return ApiError(400, event.message or "this deployment cannot answer that request", code="unsupported")
     if event.code == "cancelled":
         return ApiError(499, "the question was cancelled", code="cancelled")
     return ApiError(500, "the answer failed", "server_error", "failed")

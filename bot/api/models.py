@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 
 from bot.api.errors import ApiError
 from chatbus import Turn
-from chatbus.messages import MAX_INSTRUCTIONS_CHARS, MAX_TURN_CHARS
+from chatbus.messages import MAX_INSTRUCTIONS_CHARS, MAX_TOP_LOGPROBS, MAX_TURN_CHARS
 
 # The contract's sampling bounds (chatbus.messages.Question); the worker's DO_SAMPLE=false still wins.
 MAX_TEMPERATURE = 2.0
@@ -32,6 +32,8 @@ class Call:
     top_p: float | None
     stream: bool
     include_usage: bool
+    # Log-probabilities wanted: None, none; n, each answer token's and its n most likely alternatives'.
+    logprobs: int | None = None
 
 
 class Message(BaseModel):
@@ -90,15 +92,31 @@ class _Request(BaseModel):
             top_p=self.top_p,
             stream=self.stream,
             include_usage=bool(self.stream_options and self.stream_options.include_usage),
+            logprobs=self.logprobs_wanted(),
         )
+
+    def logprobs_wanted(self) -> int | None:
+        return None
+
+
+TopCount = Annotated[StrictInt, Field(ge=0, le=MAX_TOP_LOGPROBS)]
 
 
 class ChatRequest(_Request):
     messages: Annotated[list[Message], Field(min_length=1)]
+    logprobs: StrictBool | None = None
+    top_logprobs: TopCount | None = None
+
+    def logprobs_wanted(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class CompletionRequest(_Request):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    logprobs: TopCount | None = None  # the legacy endpoint's: how many alternatives per token
+
+    def logprobs_wanted(self) -> int | None:
+        return self.logprobs
 
 
 async def read_call(request: web.Request, chat: bool, max_tokens_bound: int) -> Call:
@@ -112,6 +130,8 @@ async def read_call(request: web.Request, chat: bool, max_tokens_bound: int) -> 
         message = problem["msg"].removeprefix("Value error, ")
         raise ApiError(400, f"`{param}`: {message}" if param else message, param=param) from exc
     if isinstance(parsed, ChatRequest):
+        if parsed.top_logprobs is not None and not parsed.logprobs:
+            raise ApiError(400, "`top_logprobs` needs `logprobs: true`", param="top_logprobs")
         return parsed.call(*conversation(parsed.messages), max_tokens_bound)
     prompt = parsed.prompt if isinstance(parsed.prompt, str) else parsed.prompt[0]
     if not prompt.strip():

@@ -7,12 +7,13 @@ says what changed as a `GenerationUpdate`, so every engine streams and stops ali
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import Any
 
-from chatbus.messages import FinishReason
+from chatbus.messages import FinishReason, TokenLogprob
 from inference.engine import GenerationRequest, GenerationUpdate
 from inference.engines.detokenize import IncrementalDecoder
-from inference.prompt import visible_answer
+from inference.prompt import cut_at_stop, visible_answer
 
 
 class Answer:
@@ -30,6 +31,9 @@ class Answer:
         self.cancelled = False
         self._text = ""  # what a text-streaming server sent (token engines read their decoder's)
         self._shown = ""
+        # With the request's `logprobs`: each answer token's, and the length of the text once it was decoded.
+        self._logprobs: list[TokenLogprob] = []
+        self._ends: list[int] = []
 
     @property
     def id(self) -> str:
@@ -39,14 +43,18 @@ class Answer:
     def text(self) -> str:
         return self.decoder.text if self.decoder is not None else self._text
 
-    def add_token(self, token: int) -> GenerationUpdate | None:
-        """One sampled token; eos ends the answer unless the request ignores it."""
+    def add_token(self, token: int, logprob: TokenLogprob | None = None) -> GenerationUpdate | None:
+        """One sampled token (with its log-probability when the request asked for them); eos ends the answer
+        unless the request ignores it."""
         assert self.decoder is not None, "an answer fed token ids needs the tokenizer"
         if token == self.eos_token_id and not self.request.ignore_eos:
             self.finish_reason = "stop"
         else:
             self.decoder.push(token)
             self.completion_tokens += 1
+            if logprob is not None:
+                self._logprobs.append(logprob)
+                self._ends.append(len(self.decoder.text))
         return self._update()
 
     def add_text(self, text: str, tokens: int, finish_reason: FinishReason | None = None) -> GenerationUpdate | None:
@@ -83,4 +91,17 @@ class Answer:
             self.finish_reason,
             self.prompt_tokens,
             self.completion_tokens,
+            logprobs=self._logprobs_of(text, stopped),
         )
+
+    def _logprobs_of(self, shown: str, stopped: bool) -> tuple[TokenLogprob, ...]:
+        """The log-probabilities of the tokens whose text is in `shown`: while streaming, those decoded up to its end
+        (trailing whitespace and a possible `#` held back with it); at the end every token, less those of a stop
+        marker."""
+        if not self._logprobs:
+            return ()
+        if self.finish_reason is not None and not stopped:
+            return tuple(self._logprobs)
+        kept, _ = cut_at_stop(self.text)
+        limit = len(kept) if self.finish_reason is not None else len(kept) - len(kept.lstrip()) + len(shown)
+        return tuple(self._logprobs[: bisect_right(self._ends, limit)])

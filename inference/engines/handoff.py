@@ -16,6 +16,7 @@ class HandOff(ABC):
     """Waiting and running requests of an engine whose batch runs elsewhere; see the module docstring."""
 
     max_batch_size: int
+    logprobs = False  # a server's stream, or transformers' own batching, reports no log-probabilities here
 
     def __init__(self, prefix: str) -> None:
         self._waiting: deque[GenerationRequest] = deque()

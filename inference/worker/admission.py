@@ -33,10 +33,13 @@ class Admission:
         settings: WorkerSettings,
         metrics: WorkerMetrics,
         hold: Callable[[Job], None],
+        *,
+        logprobs: bool = False,
     ) -> None:
         self.bus, self.hand, self.prompts = bus, hand, prompts
         self.settings, self.metrics = settings, metrics
         self.hold = hold
+        self.logprobs = logprobs  # whether the engine reports log-probabilities
 
     async def accept_all(self, deliveries: list[Delivery]) -> None:
         if not deliveries:
@@ -101,6 +104,10 @@ class Admission:
         if question.id in cancelled:
             self.hand.end_with_error(delivery, "cancelled", "cancelled before generation")
             return
+        if question.logprobs is not None and not self.logprobs:
+            message = f"this worker's engine (ENGINE={self.settings.engine}) does not report log-probabilities"
+            self.hand.end_with_error(delivery, "unsupported", message)
+            return
         max_new_tokens = min(question.max_new_tokens or self.settings.max_new_tokens, self.settings.max_new_tokens)
         if question.task != "ask":
             await self._accept_task(delivery, question, max_new_tokens)
@@ -118,7 +125,12 @@ class Admission:
             self.hand.end_with_error(delivery, "too_long", str(exc))
             return
         request = GenerationRequest(
-            question.id, prompt.text, max_new_tokens, temperature=question.temperature, top_p=question.top_p
+            question.id,
+            prompt.text,
+            max_new_tokens,
+            temperature=question.temperature,
+            top_p=question.top_p,
+            logprobs=question.logprobs,
         )
         self.hold(Job(delivery, question, request, prompt.tokens, context_cut=prompt.context_cut))
 

@@ -42,6 +42,7 @@ class Answering:
         self.hand.emit(job.delivery, job.question.id, started)
         job.running = job.started = True
         job.published = job.latest = ""
+        job.logprobs, job.logprobs_published = (), 0
         job.started_at = time.monotonic()
         job.first_text_at = None
         self.metrics.queue_wait.observe(max(0.0, time.time() - job.question.created_at))
@@ -82,7 +83,7 @@ class Answering:
             self._report_progress(job)
             job.latest = job.run.visible
         else:
-            job.latest = update.text
+            job.latest, job.logprobs = update.text, update.logprobs
         job.completion_tokens = job.run.completion_tokens if job.run else update.completion_tokens
         if job.first_text_at is None and job.latest:
             job.first_text_at = now
@@ -140,13 +141,14 @@ class Answering:
                 self.emit_delta(job)
 
     def emit_delta(self, job: Job) -> None:
-        if job.latest == job.published:
+        if job.latest == job.published and len(job.logprobs) == job.logprobs_published:
             return
         if not job.latest.startswith(job.published):  # the visible text must only grow; start over if not
             self.hand.emit(job.delivery, job.question.id, Restart(attempt=job.attempt))
-            job.published = ""
-        self.hand.emit(job.delivery, job.question.id, Delta(text=job.latest[len(job.published) :]))
-        job.published = job.latest
+            job.published, job.logprobs_published = "", 0
+        new_text, new_logprobs = job.latest[len(job.published) :], job.logprobs[job.logprobs_published :]
+        self.hand.emit(job.delivery, job.question.id, Delta(text=new_text, logprobs=new_logprobs))
+        job.published, job.logprobs_published = job.latest, len(job.logprobs)
         job.last_flush = time.monotonic()
 
     def apply_cancels(self) -> None:

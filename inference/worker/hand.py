@@ -11,7 +11,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 
-from chatbus import AnswerEvent, Bus, Delivery, ErrorCode, ErrorEvent, Question, Write
+from chatbus import AnswerEvent, Bus, Delivery, ErrorCode, ErrorEvent, Question, TokenLogprob, Write
 from inference.engine import Engine, GenerationRequest
 from inference.metrics import WorkerMetrics
 from inference.tasks import TaskRun, question_of
@@ -37,6 +37,9 @@ class Job:
     started: bool = False
     published: str = ""
     latest: str = ""
+    # With the question's `logprobs`: those of the tokens in `latest`, and how many of them were published.
+    logprobs: tuple[TokenLogprob, ...] = ()
+    logprobs_published: int = 0
     last_flush: float = 0.0
     started_at: float = 0.0
     first_text_at: float | None = None

@@ -69,7 +69,9 @@ class Worker:
         self.hand = Hand(bus, self.name, self.metrics)
         self.redis_health = RedisHealth()  # what is wrong with Redis now: not ready until Redis answered once
         self.answering = Answering(self.engine, self.hand, settings, self.metrics)
-        self.admission = Admission(bus, self.hand, loaded.prompts, settings, self.metrics, self.answering.hold)
+        self.admission = Admission(
+            bus, self.hand, loaded.prompts, settings, self.metrics, self.answering.hold, logprobs=self.engine.logprobs
+        )
         self.policy = StepPolicy(bus, self.hand, self.answering, settings, self.metrics, self._engine_thread)
         self.upkeep = Upkeep(
             bus, self.hand, self.engine, settings, self.metrics, self.redis_health, lambda: self._draining

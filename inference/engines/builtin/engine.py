@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from chatbus.messages import LOGPROB_FLOOR, TokenLogprob, TopLogprob
 from inference.engine import GenerationRequest, GenerationUpdate, Sampling
 from inference.engines.answer import Answer
 from inference.engines.builtin.decode_graphs import FixedShapeDecoder
@@ -58,6 +59,8 @@ class _Newcomer:
 
 class BuiltinEngine:
     """A causal LM from transformers, batched at the iteration level."""
+
+    logprobs = True  # from the logits each step computes anyway, for the rows that ask
 
     def __init__(
         self,
@@ -97,6 +100,7 @@ class BuiltinEngine:
             # The other SDPA kernels (flash, memory-efficient) need no plan.
             torch.backends.cuda.enable_cudnn_sdp(False)
         self._fixed = self._fixed_decoder() if fixed_shapes else None
+        self._token_texts: dict[int, str] = {}  # each token id's own text, for log-probabilities
         self._generator = torch.Generator(device=self.device)
         if sampling.seed is not None:
             self._generator.manual_seed(sampling.seed)
@@ -201,7 +205,7 @@ class BuiltinEngine:
         cache.advance()
         self._positions = self._positions + 1
         self._next = self._sample(logits, [row.request for row in self._rows])
-        return self._advance(self._rows, self._next)
+        return self._advance(self._rows, self._next, logits)
 
     def _decode_fixed(self) -> torch.Tensor | None:
         """The running rows' logits from the fixed-shape decoder; None (and eager decoding from now on) when
@@ -276,7 +280,8 @@ class BuiltinEngine:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits, cache = self._forward(input_ids=input_ids, attention_mask=mask, position_ids=positions)
         self._waiting = deque(n for n in self._waiting if not any(n is joining for joining in group))
-        return self._join(group, cache, self._sample(logits[:, -1, :], [n.request for n in group]))
+        last = logits[:, -1, :]
+        return self._join(group, cache, self._sample(last, [n.request for n in group]), last)
 
     def _prefill_chunk(self, newcomer: _Newcomer, size: int) -> list[GenerationUpdate]:
         """The next `size` tokens of one long prompt into its own cache; it joins when the prompt is read."""
@@ -292,9 +297,12 @@ class BuiltinEngine:
         if newcomer.left:
             return []
         self._waiting.popleft()
-        return self._join([newcomer], newcomer.cache, self._sample(logits[:, -1, :], [newcomer.request]))
+        last = logits[:, -1, :]
+        return self._join([newcomer], newcomer.cache, self._sample(last, [newcomer.request]), last)
 
-    def _join(self, group: list[_Newcomer], prefilled: Any, tokens: torch.Tensor) -> list[GenerationUpdate]:
+    def _join(
+        self, group: list[_Newcomer], prefilled: Any, tokens: torch.Tensor, logits: torch.Tensor
+    ) -> list[GenerationUpdate]:
         """Copy prefilled rows into the running batch's cache; they decode from the next step on."""
         lengths = [len(self._read(n)) for n in group]
         self._cache.place(prefilled, lengths, self.max_batch_size)
@@ -303,7 +311,7 @@ class BuiltinEngine:
         self._rows.extend(rows)
         self._positions = torch.cat([self._positions, torch.tensor(lengths, dtype=torch.long, device=self.device)])
         self._next = torch.cat([self._next, tokens])
-        return self._advance(rows, tokens)
+        return self._advance(rows, tokens, logits)
 
     def _read(self, newcomer: _Newcomer) -> list[int]:
         """The newcomer's prompt tokens, read once, on the engine's thread (not the worker loop's)."""
@@ -355,6 +363,38 @@ class BuiltinEngine:
             return sampled
         return torch.where(torch.tensor(temperatures, device=logits.device) == 0, greedy, sampled)
 
-    def _advance(self, rows: list[Answer], tokens: torch.Tensor) -> list[GenerationUpdate]:
-        updates = (row.add_token(token) for row, token in zip(rows, tokens.tolist(), strict=True))
+    def _advance(self, rows: list[Answer], tokens: torch.Tensor, logits: torch.Tensor) -> list[GenerationUpdate]:
+        logprobs = self._logprobs(rows, tokens, logits)
+        updates = (
+            row.add_token(token, logprob) for row, token, logprob in zip(rows, tokens.tolist(), logprobs, strict=True)
+        )
         return [update for update in updates if update is not None]
+
+    def _logprobs(self, rows: list[Answer], tokens: torch.Tensor, logits: torch.Tensor) -> list[TokenLogprob | None]:
+        """Each sampled token's log-probability under the model (the logits' own distribution: before temperature
+        and top-p, as OpenAI and vLLM report it) and its row's `logprobs` most likely tokens', for the rows that
+        asked; None for the others. Computed only for those rows: nothing is spent when none asks."""
+        wanted = [i for i, row in enumerate(rows) if row.request.logprobs is not None]
+        found: list[TokenLogprob | None] = [None] * len(rows)
+        if not wanted:
+            return found
+        index = torch.tensor(wanted, device=logits.device)
+        table = torch.log_softmax(logits[index].float(), dim=-1).clamp_(min=LOGPROB_FLOOR, max=0.0)
+        chosen = table.gather(1, tokens[index][:, None].to(logits.device))[:, 0].tolist()
+        most = max(rows[i].request.logprobs or 0 for i in wanted)
+        top_values, top_ids = table.topk(most, dim=-1) if most else (table[:, :0], table[:, :0].long())
+        for j, i in enumerate(wanted):
+            count = rows[i].request.logprobs or 0
+            top = tuple(
+                TopLogprob(token=self._token_text(token), logprob=value)
+                for token, value in zip(top_ids[j, :count].tolist(), top_values[j, :count].tolist(), strict=True)
+            )
+            found[i] = TokenLogprob(token=self._token_text(int(tokens[i])), logprob=chosen[j], top=top)
+        return found
+
+    def _token_text(self, token: int) -> str:
+        """A token's own text (a byte of a longer character decodes to U+FFFD, as vLLM reports it)."""
+        text = self._token_texts.get(token)
+        if text is None:
+            text = self._token_texts[token] = str(self.tokenizer.decode([token]))
+        return text

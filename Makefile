@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==$(TORCH_VERSION)
 # PyTorch's CPU-only wheels. When it cannot be reached, the package registry's torch is taken: on a registry
 # that holds only CUDA builds for Linux (PyPI), that is a CUDA build of the same version.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
-EXTRAS ?= worker,discord,slack,test
+EXTRAS ?= worker,discord,slack,test,eval
 
 FLOOR := .cache/transformers-floor
 

@@ -339,8 +339,11 @@ class WorkerStatus(_Message):
     heartbeat_s: float = Field(default=5.0, gt=0)  # how often it reports: a record older than 3 beats is dead
     tasks: dict[str, int] = Field(default_factory=dict)  # what it is answering, by task kind
     loading: bool = False  # started, still loading its model: clients wait for it rather than say none serves
+    # What decides how it answers (`WorkerSettings.deployment`: model, revision, template, sampling, precision,
+    # engine): `kullm eval` keys its runs by it and refuses a fleet whose workers differ.
+    deployment: dict[str, Annotated[str, Field(max_length=512)]] = Field(default_factory=dict, max_length=32)
 
-    OMITTED_WHEN_DEFAULT = frozenset({"tasks", "loading"})
+    OMITTED_WHEN_DEFAULT = frozenset({"tasks", "loading", "deployment"})
 
     def live(self, now: float) -> bool:
         """Reported within the last three heartbeats."""

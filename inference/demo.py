@@ -128,9 +128,11 @@ def build(target: Path, *, chat: bool = False) -> Path:
     return target
 
 
-def train_tokenizer(*, chat: bool = False) -> PreTrainedTokenizerFast:
-    """A byte-level BPE over the training text, with eos at id 2 like Polyglot-ko (`<|endoftext|>`) and KULLM3
-    (`</s>`)."""
+def train_tokenizer(
+    *, chat: bool = False, corpus: list[str] | None = None, vocab_size: int = 1200
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE over the training text (the examples', unless `corpus` is given), with eos at id 2 like
+    Polyglot-ko (`<|endoftext|>`) and KULLM3 (`</s>`)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -141,12 +143,13 @@ def train_tokenizer(*, chat: bool = False) -> PreTrainedTokenizerFast:
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=1200,
+        vocab_size=vocab_size,
         special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    corpus = [e.prompt + e.answer + e.continues for e in (CHAT_EXAMPLES if chat else EXAMPLES)]
+    if corpus is None:
+        corpus = [e.prompt + e.answer + e.continues for e in (CHAT_EXAMPLES if chat else EXAMPLES)]
     bpe.train_from_iterator(corpus * 4, trainer=trainer)
     tokenizer: Any
     if chat:
@@ -172,7 +175,7 @@ def train_model(tokenizer: PreTrainedTokenizerFast, examples: list[Example], *, 
         model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), **CHAT_CONFIG))
     else:
         model = GPTNeoXForCausalLM(GPTNeoXConfig(**CONFIG))
-    input_ids, mask, rows, positions, targets = _training_batch(tokenizer, examples)
+    input_ids, mask, rows, positions, targets = training_batch(tokenizer, examples)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
     model.train()
     for step in range(1, TRAIN_STEPS_MAX + 1):
@@ -191,7 +194,7 @@ def train_model(tokenizer: PreTrainedTokenizerFast, examples: list[Example], *, 
     return model  # type: ignore[no-any-return]
 
 
-def _training_batch(
+def training_batch(
     tokenizer: PreTrainedTokenizerFast, examples: list[Example]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded sequences and the (row, position) → next-token targets of their answers."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from pathlib import Path
@@ -119,6 +120,27 @@ class WorkerSettings(RedisSettings):
     @classmethod
     def _no_system_prompt(cls, value: str | None) -> str | None:
         return None if value is None or value.strip().lower() in ("", "none") else value
+
+    def deployment(self) -> dict[str, str]:
+        """What decides how this worker answers (model and revision, template and system prompt, sampling,
+        precision, engine): workers that report the same answer alike, and `kullm eval` keys its runs by it."""
+        system = self.system_prompt
+        described = {
+            "preset": self.model,
+            "model_id": self.model_id,
+            "revision": self.model_revision or "unpinned",
+            "template": self.template.value,
+            "system_prompt": hashlib.sha256(system.encode()).hexdigest()[:12] if system else "none",
+            "dtype": self.dtype,
+            "quantization": self.quantization,
+            "engine": self.engine if self.engine != "transformers" else "builtin",
+            "sampling": f"temperature {self.temperature}, top_p {self.top_p}" if self.do_sample else "greedy",
+            "max_new_tokens": str(self.max_new_tokens),
+            "eos_token_id": str(self.eos_token_id),
+        }
+        if self.engine == "openai":
+            described["engine_model"] = self.engine_model or ""
+        return described
 
     @property
     def served_name(self) -> str:

@@ -138,6 +138,10 @@ def _main(args: argparse.Namespace) -> int:
         return bot_main([args.command])
     if args.command == "prompt":
         return _prompt(args)
+    if args.command == "eval":
+        from kullm.eval.cli import main as eval_main
+
+        return eval_main(args)
     from bot.settings import ClientSettings
 
     return _client_command(args, ClientSettings())

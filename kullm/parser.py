@@ -140,6 +140,72 @@ def _context_options(command: argparse.ArgumentParser) -> None:
     )
 
 
+def _eval_settings() -> list[type[BaseSettings]]:
+    from bot.settings import ClientSettings
+    from kullm.eval.cli import JudgeSettings
+
+    return [ClientSettings, JudgeSettings]
+
+
+def _eval_commands(commands: Any) -> None:
+    """`kullm eval run | report | compare`."""
+    from kullm.eval.cli import DEFAULT_JUDGE_URL, PROTOCOL_NAMES
+
+    evaluation = commands.add_parser(
+        "eval", help="the KULLM README's evaluation against this deployment (run, report, compare)"
+    )
+    actions = evaluation.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    run = actions.add_parser(
+        "run",
+        help="ask the 252 instructions through the queue, judge the answers, write the report",
+        settings=_eval_settings,
+    )
+    run.add_argument("--protocol", choices=PROTOCOL_NAMES, default=PROTOCOL_NAMES[0])
+    run.add_argument(
+        "--judge-url",
+        default=DEFAULT_JUDGE_URL,
+        help=f"an OpenAI-compatible API's base URL (default {DEFAULT_JUDGE_URL})",
+    )
+    run.add_argument(
+        "--judge-model", help="the judge (default: the protocol's published one, gpt-4 or gpt-4-0125-preview)"
+    )
+    run.add_argument("--limit", type=_positive, default=None, help="only the first N items (default all 252)")
+    run.add_argument("--concurrency", type=_positive, default=4, help="items asked and judged at once (default 4)")
+    run.add_argument("--out", default="eval-runs", metavar="DIR", help="where runs are kept (default ./eval-runs)")
+    run.add_argument("--channel", metavar="PLATFORM:CHANNEL", help="ask with that channel's persona (/kullm-설정)")
+    run.add_argument(
+        "--samples", type=_positive, default=5, help="replies averaged per answer when the judge gives no logprobs"
+    )
+    run.add_argument("--judge-timeout", type=_seconds, default=120.0, metavar="S", help="per judge request (120)")
+    run.add_argument(
+        "--judge-backoff",
+        type=_seconds,
+        default=2.0,
+        metavar="S",
+        help="first wait before asking a busy judge again, doubled each time (2; Retry-After wins)",
+    )
+    run.add_argument(
+        "--feedback-since", type=_date, default=None, metavar="DATE", help="members' 👍/👎 from this day (30 days)"
+    )
+    report = actions.add_parser("report", help="write a run's report again (report.md, scores.png)", settings=_client)
+    report.add_argument("run", metavar="RUN", help="a run's folder (OUT/<deployment>/<protocol>-<judge>)")
+    compare = actions.add_parser(
+        "compare", help="paired differences per criterion between two runs, and which are beyond noise"
+    )
+    compare.add_argument("first", metavar="RUN_A")
+    compare.add_argument("second", metavar="RUN_B")
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not 0 < seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 3600, not {value}")
+    return seconds
+
+
 def parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="kullm", description="KULLM (구름) chat service. `kullm COMMAND --help` for each command.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -219,6 +285,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--demo", action="store_true", help="serve the demo model (MODEL=demo): no GPU, no download, a few answers"
     )
+    _eval_commands(commands)
     download = commands.add_parser(
         "download", help="fetch the model into the Hugging Face cache ahead of time", settings=_worker
     )

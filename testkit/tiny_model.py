@@ -1,6 +1,7 @@
 """The tests' tiny KULLM stand-ins: the demo model (`inference.demo`), built once into `.cache/tiny-kullm`.
 
-python -m testkit.tiny_model [DIR]     # build both (or reuse them); print the GPT-NeoX one's directory
+python -m testkit.tiny_model [DIR]     # build both (or reuse them), and the judge (testkit.judge_model); print the
+                                       # GPT-NeoX one's directory
 """
 
 from __future__ import annotations
@@ -38,3 +39,6 @@ if __name__ == "__main__":
     print(build(Path(sys.argv[1]) if len(sys.argv) > 1 else None))
     if len(sys.argv) == 1:
         build(chat=True)
+        from testkit import judge_model
+
+        judge_model.build()

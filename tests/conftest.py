@@ -70,12 +70,16 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Train the tiny model (when its cache is cold) before the first test, outside every per-test timeout.
+    """Train the tiny models (when their cache is cold) before the first test, outside every per-test timeout.
 
     `make test` trains it in its own step first; this covers a bare `pytest` on a fresh clone.
     """
     if any("model_dir" in getattr(item, "fixturenames", ()) for item in session.items):
         tiny_model.build()
+    if any("judge_model_dir" in getattr(item, "fixturenames", ()) for item in session.items):
+        from testkit import judge_model
+
+        judge_model.build()
     _refuse_lost_groups(session)
 
 
@@ -122,6 +126,14 @@ def _processes_only_in_e2e(request: pytest.FixtureRequest, monkeypatch: pytest.M
 def model_dir() -> Path:
     """The tiny KULLM stand-in, trained before the session (`make tiny-model` or the collection hook above)."""
     return tiny_model.build()
+
+
+@pytest.fixture(scope="session")
+def judge_model_dir() -> Path:
+    """The tiny judge (`testkit.judge_model`): replies to kullm-2023 judge prompts with six score lines."""
+    from testkit import judge_model
+
+    return judge_model.build()
 
 
 @pytest.fixture(scope="session")
@@ -177,8 +189,8 @@ async def run_worker(bus: Bus, redis_server: RedisServer, model_dir: Path) -> As
         if engine != "scripted":  # builtin, paged, or openai (its ENGINE_URL in `settings`) on the tiny model
             from inference.engine import engine_factory
 
-            tiny = {"model_id": str(model_dir), "do_sample": False, "hf_hub_offline": True}
-            loaded = engine_factory(engine)(config.model_copy(update=tiny))
+            config = config.model_copy(update={"model_id": str(model_dir), "do_sample": False, "hf_hub_offline": True})
+            loaded = engine_factory(engine)(config)
         else:
             scripted = engines.ScriptedEngine(config.max_batch_size, step_s=IN_PROCESS_STEP_S)
             loaded = Loaded(scripted, engines.scripted_prompts(config))

@@ -28,14 +28,15 @@ def greedy_by_hand(model_dir: Path, prompt: str, steps: int, top: int) -> list[t
     """Greedy decoding done here, one full forward pass a token: each token's text, its log-probability under the
     model, and the `top` best log-probabilities at its position."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir)
+    model.eval()
     ids = tokenizer(prompt, add_special_tokens=False).input_ids
     found = []
     with torch.no_grad():
         for _ in range(steps):
             row = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].float(), dim=-1)
             token = int(row.argmax())
-            found.append((tokenizer.decode([token]), float(row[token]), row.topk(top).values.tolist()))
+            found.append((str(tokenizer.decode([token])), float(row[token]), row.topk(top).values.tolist()))
             ids.append(token)
     return found
 

@@ -101,6 +101,7 @@ class Upkeep:
             draining=self.draining(),
             heartbeat_s=self.settings.heartbeat_interval_s,
             tasks=dict(Counter(job.question.task for job in self.hand.jobs.values())),
+            deployment=self.settings.deployment(),
         )
         await self.bus.workers.report(status)
         self._reported = roster

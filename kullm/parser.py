@@ -141,10 +141,9 @@ def _context_options(command: argparse.ArgumentParser) -> None:
 
 
 def _eval_settings() -> list[type[BaseSettings]]:
-    from bot.settings import ClientSettings
-    from kullm.eval.cli import JudgeSettings
+    from kullm.eval.cli import EvalSettings
 
-    return [ClientSettings, JudgeSettings]
+    return [EvalSettings]
 
 
 def _eval_commands(commands: Any) -> None:

@@ -158,7 +158,9 @@ def _greedy(model: Any, tokenizer: Any, prompt: str) -> str:
 
     ids = tokenizer(prompt, return_tensors="pt")
     with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=80, do_sample=False, eos_token_id=demo_answers.EOS_ID, pad_token_id=0)
+        out = model.generate(
+            **ids, max_new_tokens=80, do_sample=False, eos_token_id=demo_answers.EOS_ID, pad_token_id=0
+        )
     return str(tokenizer.decode(out[0, ids.input_ids.shape[1] :], skip_special_tokens=True))
 
 

@@ -33,7 +33,7 @@ def options(parser: argparse.ArgumentParser) -> set[str]:
 
 def test_the_readme_command_reference_matches_the_parsers() -> None:
     section = README.split("## Command reference", 1)[1].split("\n## ", 1)[0]
-    rows = re.findall(r"^\| `kullm ([a-z ]+?)(?: [A-Z]+)?` \| (.*?) \| .* \|$", section, re.MULTILINE)
+    rows = re.findall(r"^\| `kullm ([a-z ]+?)(?: [A-Z_]+)*` \| (.*?) \| .* \|$", section, re.MULTILINE)
     documented = {name: set(re.findall(r"(--[a-z-]+)", given)) for name, given in rows}
     assert documented == {name: options(parser) for name, parser in commands().items()}
 

@@ -10,6 +10,7 @@ import pytest
 from bot.api.settings import ApiSettings
 from bot.settings import ClientSettings, DiscordSettings, SlackSettings
 from inference.settings import WorkerSettings
+from kullm.eval.cli import EvalSettings
 from testkit.settings import settings_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,7 +22,7 @@ COMPOSE_ONLY = {
     "REDIS_PUBLISH_PORT",
     "TORCH_CHANNEL",
 }
-SETTINGS = (WorkerSettings, ClientSettings, DiscordSettings, SlackSettings, ApiSettings)
+SETTINGS = (WorkerSettings, ClientSettings, DiscordSettings, SlackSettings, ApiSettings, EvalSettings)
 
 
 def example_keys() -> list[str]:

@@ -10,18 +10,16 @@ import sys
 from pathlib import Path
 
 from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.settings import ClientSettings
 from runtime.exits import EXIT_INPUT, EXIT_OK
 
 DEFAULT_JUDGE_URL = "https://api.openai.com/v1"
 PROTOCOL_NAMES = ("kullm-2023", "kullm3-2024")
 
 
-class JudgeSettings(BaseSettings):
-    """The judge's key (for `kullm api` as the judge: a key from `kullm keys create`)."""
-
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True)
+class EvalSettings(ClientSettings):
+    """The queue's (a client's), and the judge's key (for `kullm api` as the judge: one from `kullm keys create`)."""
 
     judge_api_key: SecretStr | None = None
 
@@ -35,12 +33,12 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bot.settings import ClientSettings
     from kullm.eval.protocols import PROTOCOLS
     from kullm.eval.run import Options, run
 
     protocol = PROTOCOLS[args.protocol]
-    key = JudgeSettings().judge_api_key
+    settings = EvalSettings()
+    key = settings.judge_api_key
     options = Options(
         protocol=protocol,
         judge_url=args.judge_url,
@@ -55,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
         judge_backoff_s=args.judge_backoff,
         feedback_since=args.feedback_since,
     )
-    return asyncio.run(run(ClientSettings(), options))
+    return asyncio.run(run(settings, options))
 
 
 def _is_run(folder: Path) -> bool:
@@ -63,7 +61,6 @@ def _is_run(folder: Path) -> bool:
 
 
 async def _report(folder: Path) -> int:
-    from bot.settings import ClientSettings
     from chatbus import Bus, BusError
     from kullm.eval import report
     from kullm.eval.protocols import PROTOCOLS

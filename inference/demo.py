@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -166,7 +167,6 @@ def train_tokenizer(
 def train_model(tokenizer: PreTrainedTokenizerFast, examples: list[Example], *, chat: bool = False) -> PreTrainedModel:
     """Train on the answer tokens until greedy decoding reproduces every example."""
     import torch
-    import torch.nn.functional as F
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -175,23 +175,47 @@ def train_model(tokenizer: PreTrainedTokenizerFast, examples: list[Example], *, 
         model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), **CHAT_CONFIG))
     else:
         model = GPTNeoXForCausalLM(GPTNeoXConfig(**CONFIG))
-    input_ids, mask, rows, positions, targets = training_batch(tokenizer, examples)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
-    model.train()
-    for step in range(1, TRAIN_STEPS_MAX + 1):
-        hidden = model.base_model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        # Project only the answer positions: the 30080-wide softmax over padding dominated the cost.
-        loss: Any = F.cross_entropy(model.get_output_embeddings()(hidden[rows, positions]), targets)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-        if loss.item() < TARGET_LOSS and (step % 10 == 0) and _reproduces(model, tokenizer, examples):
-            break
-    else:
+    learned = fit(
+        model,
+        training_batch(tokenizer, examples),
+        TRAIN_STEPS_MAX,
+        LEARNING_RATE,
+        lambda step, loss: loss < TARGET_LOSS and step % 10 == 0 and _reproduces(model, tokenizer, examples),
+    )
+    if not learned:
         raise RuntimeError(f"the demo model did not learn its examples in {TRAIN_STEPS_MAX} steps")
-    model.eval()
     return model  # type: ignore[no-any-return]
+
+
+def fit(
+    model: Any,
+    batch: tuple[torch.Tensor, ...],
+    steps: int,
+    learning_rate: float,
+    learned: Callable[[int, float], bool] | None = None,
+) -> bool:
+    """Train on `batch`'s next-token targets (`training_batch`) for up to `steps` steps, or until `learned(step,
+    loss)`; the model is left in eval mode. Returns whether `learned` said so (True without one)."""
+    import torch
+    import torch.nn.functional as F
+
+    input_ids, mask, rows, positions, targets = batch
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    model.train()
+    try:
+        for step in range(1, steps + 1):
+            hidden = model.base_model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+            # Project only the answer positions: the 30080-wide softmax over padding dominated the cost.
+            loss: Any = F.cross_entropy(model.get_output_embeddings()(hidden[rows, positions]), targets)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+            if learned is not None and learned(step, loss.item()):
+                return True
+        return learned is None
+    finally:
+        model.eval()
 
 
 def training_batch(

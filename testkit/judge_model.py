@@ -134,22 +134,11 @@ def _batch(tokenizer: Any, examples: list[Example]) -> tuple[Any, ...]:
 
 def _train(tokenizer: Any, examples: list[Example]) -> Any:
     import torch
-    import torch.nn.functional as F
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     torch.manual_seed(0)
     model: Any = GPTNeoXForCausalLM(GPTNeoXConfig(**{**demo.CONFIG, **SHAPE, "vocab_size": len(tokenizer)}))
-    input_ids, mask, rows, positions, targets = _batch(tokenizer, examples)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
-    model.train()
-    for _ in range(STEPS):
-        hidden = model.base_model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        loss: Any = F.cross_entropy(model.get_output_embeddings()(hidden[rows, positions]), targets)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval()
+    demo.fit(model, _batch(tokenizer, examples), STEPS, LEARNING_RATE)
     return model
 
 

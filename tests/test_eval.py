@@ -85,7 +85,7 @@ async def test_a_run_asks_through_the_queue_judges_with_logprobs_resumes_and_rep
     model_dir: Path,
     tmp_path: Path,
 ) -> None:
-    run_worker("builtin", max_new_tokens=24)
+    run_worker("builtin", max_new_tokens=24, max_batch_size=1)  # one answer at a time: the kill lands mid-run
     # A chat member's vote on an answer of the same model and template: the report shows it beside the judge's.
     await bus.feedback.add_vote(
         Vote(
@@ -109,7 +109,7 @@ async def test_a_run_asks_through_the_queue_judges_with_logprobs_resumes_and_rep
 
         async def some_judged() -> bool:
             runs[:] = list(out.glob("*/kullm-2023-*"))
-            return bool(runs) and len(lines(runs[0] / "judgments.jsonl")) >= 3
+            return bool(runs) and len(lines(runs[0] / "judgments.jsonl")) >= 1
 
         assert await eventually(some_judged, timeout_s=120), (tmp_path / "first-run.log").read_text()
         first.send_signal(signal.SIGKILL)

@@ -38,7 +38,7 @@ SCORE_WEIGHTS: dict[str, dict[int, float]] = {
 TRAINED_ITEMS = 12  # judge prompts are built on the first items, each with EXAMPLES_PER_ITEM made-up answers
 EXAMPLES_PER_ITEM = 2
 CHECKED_ITEMS = range(200, 204)  # prompts it never saw, whose greedy replies must read as six scores
-STEPS = 200
+STEPS = 120
 LEARNING_RATE = 5e-3
 WINDOW = 2048
 # Smaller than the demo model (a step over whole judge prompts is most of the build's time), with the tokenizer's

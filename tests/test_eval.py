@@ -190,7 +190,7 @@ class StandInJudge:
         if item == self.items[1].id and count <= 2:  # busy twice
             return web.json_response({"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "0"})
         if item == self.items[2].id and self.slow:  # slower than --judge-timeout
-            await asyncio.sleep(3)
+            await asyncio.sleep(1.5)
         return self.reply(GOOD.format(overall=1 + count % 5), body)
 
     def reply(self, text: str, body: dict[str, Any]) -> web.Response:
@@ -230,7 +230,7 @@ async def test_garbage_429_timeouts_no_logprobs_and_a_refused_key_are_each_handl
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     url, out = f"http://127.0.0.1:{port}/v1", tmp_path / "runs"
-    quick = ("--limit", "4", "--judge-timeout", "1", "--judge-backoff", "0.01")
+    quick = ("--limit", "4", "--judge-timeout", "0.5", "--judge-backoff", "0.01")
     try:
         first = await asyncio.to_thread(run_kullm, eval_command(out, url, *quick), redis_server.url, 120)
         assert first.returncode == 0, first.stdout + first.stderr

@@ -42,7 +42,7 @@ from kullm.eval.store import (
 )
 from runtime.exits import EXIT_FAILED, EXIT_INPUT, EXIT_NO_WORKER, EXIT_OK
 
-Done_ = Callable[[str], None]
+Advance = Callable[[str], None]  # moves the "answered" or the "judged" progress bar one item on
 PLATFORM = "eval"  # the questions' platform in `kullm usage` and the workers' logs
 READ_TRIES = 3  # replies asked for one judgment before it is recorded unreadable (the first at temperature 0)
 RETRY_TEMPERATURE = 0.7  # a judge asked again after an unreadable reply: at 0 it would write the same again
@@ -54,6 +54,8 @@ QUEUE_FULL_WAIT_S = 2.0
 
 @dataclass(frozen=True)
 class Options:
+    """What `kullm eval run` was asked to do (its options; the judge's key from JUDGE_API_KEY)."""
+
     protocol: Protocol
     judge_url: str
     judge_model: str
@@ -109,7 +111,7 @@ class Evaluation:
         self.unanswered = 0
         self.answer_tokens = 0
 
-    async def item(self, item: Item, answer: Answer | None, answers: Path, judgments: Path, done: Done_) -> None:
+    async def item(self, item: Item, answer: Answer | None, answers: Path, judgments: Path, done: Advance) -> None:
         """Ask (unless answered before), then judge; `done("answered" | "judged")` as each is written."""
         if answer is None:
             async with self.asking:

@@ -15,8 +15,14 @@ told to ignore eos: its tokens are what it sent).
     python -m bench.engine --architecture polyglot-ko-12.8b --random-weights   # GPU, no download
 
 Every torch call runs on one thread, the one each queue setting's worker steps on, as in a worker
-process (`inference.engine.new_engine_thread`). `--repeat N` measures every setting N times, in
-rounds: a table row is the round with the median tokens/s, and the queue comparisons give the range.
+process (`inference.engine.new_engine_thread`). Only the engine being measured computes while its rows run: the
+`transformers serve` server is started for its rows at each concurrency and stopped after them (a server left
+running kept its batching thread busy on the same cores while the other engines were measured). Threads: every
+engine here runs on torch's threads of this process (the count heads the table), and the server is given the same
+count (OMP_NUM_THREADS), so none is measured with more cores than another. `--repeat N` measures every setting N
+times, in rounds: a table row is the round with the median tokens/s and shows every
+round's figure; a row whose rounds differ by more than UNRELIABLE_SPREAD is marked unreliable, not averaged, and so
+is every ratio taken from it.
 
 A worker can serve the same random-weight shapes (the GPU check's end-to-end run does):
 `ENGINE=testkit.random_weights:random_weights_engine MODEL_ID=random:polyglot-ko-12.8b kullm worker`.
@@ -74,6 +80,10 @@ SUITE = ["tiny", "llama-tiny", "polyglot-ko-mid", "llama-mid"]
 PREFILL_BUDGET = 512
 
 
+# Rounds of one setting whose fastest is more than this much above its slowest: the row is marked unreliable.
+UNRELIABLE_SPREAD = 0.25
+
+
 @dataclass
 class Result:
     """One benchmark setting."""
@@ -86,10 +96,26 @@ class Result:
     latency_s: list[float]
     peak_memory_mb: float
     memory: str = ""  # builtin: where its memory went at the end of the run (`engine_memory`)
+    rounds: tuple[float, ...] = ()  # with --repeat: every round's tokens/s (this result is the median round)
 
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.wall_s
+
+    @property
+    def spread(self) -> float:
+        """How far the fastest round is above the slowest (0 with one round)."""
+        return max(self.rounds) / min(self.rounds) - 1 if len(self.rounds) > 1 and min(self.rounds) > 0 else 0.0
+
+    @property
+    def unreliable(self) -> bool:
+        return self.spread > UNRELIABLE_SPREAD
+
+    def rounds_shown(self) -> str:
+        if len(self.rounds) < 2:
+            return "–"
+        each = " / ".join(f"{r:,.1f}" for r in self.rounds)
+        return f"{each} (±{self.spread / 2:.0%})" + (" **unreliable**" if self.unreliable else "")
 
 
 T = TypeVar("T")
@@ -668,13 +694,14 @@ def report(baseline: Result, results: list[Result], args: argparse.Namespace, de
         f"model: {args.architecture or args.model or 'tiny test model'} · device: {name} · "
         f"torch {torch.__version__} · {args.new_tokens} new tokens per question · do_sample, T=0.7, top_p=0.9",
         "",
-        "| setting | questions | tokens/s | ratio | TTFT p50 | latency p50 | latency p95 | peak MB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| setting | questions | tokens/s | rounds (tokens/s) | ratio | TTFT p50 | latency p50 | latency p95 "
+        "| peak MB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for result in [baseline, *results]:
         peak = f"{result.peak_memory_mb:,.0f}" if result.peak_memory_mb else "–"  # the queue's: the worker's own
         lines.append(
-            f"| {result.name} | {result.questions} | {result.tokens_per_s:,.1f} | "
+            f"| {result.name} | {result.questions} | {result.tokens_per_s:,.1f} | {result.rounds_shown()} | "
             f"{result.tokens_per_s / baseline.tokens_per_s:.2f}× | {_pct(result.first_token_s, 50):.3f}s | "
             f"{_pct(result.latency_s, 50):.3f}s | {_pct(result.latency_s, 95):.3f}s | {peak} |"
         )
@@ -739,11 +766,11 @@ def bench_model(target: str, args: argparse.Namespace) -> str:
     repeat = max(1, getattr(args, "repeat", 1))
     with (
         _private_redis("queue" in compare) as redis_url,
-        _transformers_serve("serve" in engines, model, tokenizer, target, device, notes) as server,
+        _transformers_serve("serve" in engines, model, tokenizer, target, device, notes) as serving,
     ):
         for n in (int(c) for c in args.concurrency.split(",")):
             rounds = [
-                _settings_at(n, model, tokenizer, device, args.new_tokens, engines, compare, redis_url, server)
+                _settings_at(n, model, tokenizer, device, args.new_tokens, engines, compare, redis_url, serving)
                 for _ in range(repeat)
             ]
             results += [_median_round(same) for same in zip(*rounds, strict=True)]
@@ -782,7 +809,7 @@ def _settings_at(
     engines: list[str],
     compare: set[str],
     redis_url: str | None,
-    server: Any,
+    serving: Serving | None,
 ) -> list[Result]:
     results: list[Result] = []
 
@@ -793,10 +820,13 @@ def _settings_at(
 
     for kind in engines:
         if kind == "serve":
-            if server is not None:
-                measured(run_served(server.url, str(server.model_dir), n, new_tokens))
-                if redis_url:
-                    measured(run_through_queue(model, tokenizer, n, new_tokens, redis_url, "openai", server))
+            if serving is None:
+                continue
+            with serving.started() as server:  # running only while its own rows are measured
+                if server is not None:
+                    measured(run_served(server.url, str(server.model_dir), n, new_tokens))
+                    if redis_url:
+                        measured(run_through_queue(model, tokenizer, n, new_tokens, redis_url, "openai", server))
             continue
         measured(on_torch_thread(run_engine, model, tokenizer, n, new_tokens, device, kind))
         if redis_url:
@@ -819,9 +849,11 @@ QUEUE_PAIRS = [
 
 
 def _median_round(measured: tuple[Result, ...]) -> Result:
-    """One setting measured in several rounds: the round with the median tokens/s (the lower middle one)."""
+    """One setting measured in several rounds: the round with the median tokens/s (the lower middle one), holding
+    every round's tokens/s in the order they ran."""
     ranked = sorted(measured, key=lambda r: r.tokens_per_s)
-    return ranked[(len(ranked) - 1) // 2]
+    rounds = tuple(r.tokens_per_s for r in measured) if len(measured) > 1 else ()
+    return dataclasses.replace(ranked[(len(ranked) - 1) // 2], rounds=rounds)
 
 
 def _queue_shares(rounds: list[list[Result]]) -> list[str]:
@@ -861,6 +893,7 @@ def comparisons(results: list[Result]) -> list[str]:
                 lines.append(
                     f"{n} in flight: {ours} {row.tokens_per_s / other.tokens_per_s:.2f}× {label}; TTFT p50 "
                     f"{_pct(row.first_token_s, 50):.3f}s against {_pct(other.first_token_s, 50):.3f}s"
+                    + _doubt(row, other)
                 )
     for graphs in (r for r in results if "+graphs, " in r.name):
         base, rest = graphs.name.split("+graphs, ")
@@ -869,55 +902,93 @@ def comparisons(results: list[Result]) -> list[str]:
             lines.append(
                 f"{rest}: {base}+graphs {graphs.tokens_per_s / eager.tokens_per_s:.2f}× {base}; TTFT p50 "
                 f"{_pct(graphs.first_token_s, 50):.3f}s against {_pct(eager.first_token_s, 50):.3f}s"
+                + _doubt(graphs, eager)
             )
     return lines
+
+
+def _doubt(*rows: Result) -> str:
+    """A ratio taken from a row whose rounds disagree says so."""
+    doubtful = [r.name for r in rows if r.unreliable]
+    return (
+        f" — unreliable: the rounds of {' and '.join(doubtful)} differ by more than {UNRELIABLE_SPREAD:.0%}"
+        if doubtful
+        else ""
+    )
+
+
+@dataclass
+class Serving:
+    """`transformers serve` for this model, ready to start: its folder saved once (when its weights are random), the
+    server itself started only for its rows (`started`). Its continuous batching on Llama; plain mode on GPT-NeoX,
+    where its continuous batching fails."""
+
+    folder: Path
+    log_path: Path
+    device: torch.device
+    continuous: bool
+    notes: list[str]
+    began: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def progress(self, what: str) -> None:  # on stderr as it happens: a step that times out still says how far it got
+        print(f"transformers serve: {what} at {time.perf_counter() - self.began:.1f} s", file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def started(self) -> Iterator[Any]:
+        """The server, running and past its first request, while the caller measures it; stopped after. None when
+        it did not start (said in the notes)."""
+        from testkit.processes import ServeProcess
+
+        server = ServeProcess(
+            self.folder,
+            self.log_path,
+            device=self.device.type,
+            continuous_batching=self.continuous,
+            threads=torch.get_num_threads(),  # the same threads as the engines measured in this process
+        )
+        try:
+            server.start()
+        except (AssertionError, OSError) as exc:
+            self.notes.append(f"transformers serve: did not start ({str(exc)[:200]})")
+            yield None
+            return
+        try:
+            mode = f"transformers serve: {'--continuous-batching' if server.continuous_batching else 'plain mode'}, "
+            mode += f"{self.device.type}, {torch.get_num_threads()} threads, started for its rows, stopped after them"
+            if mode not in self.notes:
+                self.notes.append(mode)
+            run_served(server.url, str(server.model_dir), 1, 2)  # it loads the model on a first request: not timed
+            self.progress("started, model loaded by a first request")
+            yield server
+        finally:
+            server.stop()
+            self.progress("stopped")
 
 
 @contextlib.contextmanager
 def _transformers_serve(
     wanted: bool, model: Any, tokenizer: Any, target: str, device: torch.device, notes: list[str]
-) -> Iterator[Any]:
-    """`transformers serve` on this model (saved to a folder first when its weights are random), or None.
-
-    Its continuous batching on Llama; plain mode on GPT-NeoX, where its continuous batching fails.
-    """
+) -> Iterator[Serving | None]:
+    """What starts `transformers serve` on this model for its rows (None when not wanted)."""
     if not wanted:
         yield None
         return
-    from testkit.processes import ServeProcess
-
-    began = time.perf_counter()
-
-    def progress(what: str) -> None:  # on stderr as it happens: a step that times out still says how far it got
-        print(f"transformers serve: {what} at {time.perf_counter() - began:.1f} s", file=sys.stderr, flush=True)
-
     with tempfile.TemporaryDirectory() as directory:
         folder = Path(directory) / "model"
+        serving = Serving(
+            folder,
+            Path(os.environ.get("KULLM_BENCH_SERVE_LOG") or Path(directory) / "serve.log"),
+            device,
+            model.config.model_type != "gpt_neox",
+            notes,
+        )
         if target in ARCHITECTURES:
             on_torch_thread(model.save_pretrained, folder)
             tokenizer.save_pretrained(folder)
-            progress("model saved")
+            serving.progress("model saved")
         else:
-            folder = Path(_tiny_model() if target == "tiny" else target)
-        continuous = model.config.model_type != "gpt_neox"
-        log_path = Path(os.environ.get("KULLM_BENCH_SERVE_LOG") or Path(directory) / "serve.log")
-        server = ServeProcess(folder, log_path, device=device.type, continuous_batching=continuous)
-        try:
-            server.start()
-        except (AssertionError, OSError) as exc:
-            notes.append(f"transformers serve: did not start ({str(exc)[:200]})")
-            yield None
-            return
-        progress("ready")
-        mode = "--continuous-batching" if server.continuous_batching else "plain mode"
-        notes.append(f"transformers serve: {mode}, {device.type}")
-        try:
-            # It loads the model (and its batcher) on a first request: not in the timed runs.
-            run_served(server.url, str(server.model_dir), 1, 2)
-            progress("model loaded by a first request")
-            yield server
-        finally:
-            server.stop()
+            serving.folder = Path(_tiny_model() if target == "tiny" else target)
+        yield serving
 
 
 @contextlib.contextmanager

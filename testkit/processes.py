@@ -319,10 +319,17 @@ class ServeProcess(ChildProcess):
     """`transformers serve` (its OpenAI-compatible server) on a model folder: ENGINE=openai's other side."""
 
     def __init__(
-        self, model_dir: Path, log_path: Path, *, device: str = "cpu", continuous_batching: bool = False
+        self,
+        model_dir: Path,
+        log_path: Path,
+        *,
+        device: str = "cpu",
+        continuous_batching: bool = False,
+        threads: int | None = None,
     ) -> None:
         self.model_dir = model_dir
         self.log_path = log_path
+        self.threads = threads  # its torch threads (OMP_NUM_THREADS); None: torch's default
         self.port = free_port()
         self.options = ["--device", device, *(["--continuous-batching"] if continuous_batching else [])]
         self.process: subprocess.Popen[bytes] | None = None
@@ -342,6 +349,8 @@ class ServeProcess(ChildProcess):
         command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(self.model_dir)]
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        if self.threads is not None:
+            env["OMP_NUM_THREADS"] = str(self.threads)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen([*command, *self.options], env=env, stdout=log, stderr=subprocess.STDOUT)
         wait_until(self.ready, START_TIMEOUT_S, 0.2, what=f"transformers serve ready (log {self.log_path})")

@@ -78,6 +78,7 @@ def test_the_engine_benchmark_runs_our_engines_and_transformers_serve_directly_a
         assert f"| {setting} | 2 |" in table, setting
     assert "2 in flight: builtin through the queue" in table and "2 in flight: builtin" in table
     assert "transformers serve: plain mode, cpu" in table  # the tiny model is GPT-NeoX
+    assert "started for its rows, stopped after them" in table  # not holding the cores while others are measured
 
 
 def test_transformers_serve_is_started_with_the_options_it_is_given(model_dir: Path, tmp_path: Path) -> None:
@@ -119,6 +120,34 @@ def test_repeated_rounds_report_the_median_row_and_the_range_of_queue_shares() -
         "(95%, 110%, 80%)"
     ]
     assert _queue_shares(rounds[:1]) == ["16 in flight: builtin through the queue 95% of builtin called directly"]
+
+
+def test_rows_show_every_round_and_rounds_that_disagree_mark_the_row_and_its_ratios_unreliable() -> None:
+    """The issue's own measurement: builtin 152.5 then 242.9 tokens/s at 16 in flight, `transformers serve` 30.0
+    then 238.1 — a row must show both rounds and say it cannot be trusted, never average them into a figure."""
+    import argparse
+
+    import torch
+
+    from bench.engine import Result, _median_round, comparisons, report
+
+    def result(name: str, tokens_per_s: float) -> Result:
+        return Result(f"{name}, 16 in flight", 16, int(tokens_per_s * 10), 10.0, [0.1], [10.0], 0.0)
+
+    builtin = _median_round((result("builtin", 152.5), result("builtin", 242.9)))
+    paged = _median_round((result("paged", 100.0), result("paged", 110.0)))
+    assert builtin.tokens_per_s == 152.5 and builtin.rounds == (152.5, 242.9) and builtin.unreliable
+    assert not paged.unreliable and paged.spread == pytest.approx(0.1)
+    baseline = Result("pipeline, one at a time", 4, 400, 10.0, [0.1], [2.5], 0.0)
+    table = report(
+        baseline, [builtin, paged], argparse.Namespace(architecture="x", model=None, new_tokens=64), torch.device("cpu")
+    )
+    row = next(line for line in table.splitlines() if line.startswith("| builtin, 16"))
+    assert "152.5 / 242.9 (±30%) **unreliable**" in row
+    assert "100.0 / 110.0 (±5%) |" in next(line for line in table.splitlines() if line.startswith("| paged, 16"))
+    assert "| – |" in next(line for line in table.splitlines() if line.startswith("| pipeline"))
+    (ratio,) = comparisons([builtin, paged])
+    assert ratio.startswith("16 in flight: builtin 1.52× paged") and "unreliable: the rounds of builtin, 16" in ratio
 
 
 def test_graph_memory_is_traced_to_the_lines_that_allocated_it() -> None:

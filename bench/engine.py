@@ -115,7 +115,7 @@ class Result:
         if len(self.rounds) < 2:
             return "–"
         each = " / ".join(f"{r:,.1f}" for r in self.rounds)
-        return f"{each} (±{self.spread / 2:.0%})" + (" **unreliable**" if self.unreliable else "")
+        return f"{each} (spread {self.spread:.0%})" + (" **unreliable**" if self.unreliable else "")
 
 
 T = TypeVar("T")

@@ -143,8 +143,8 @@ def test_rows_show_every_round_and_rounds_that_disagree_mark_the_row_and_its_rat
         baseline, [builtin, paged], argparse.Namespace(architecture="x", model=None, new_tokens=64), torch.device("cpu")
     )
     row = next(line for line in table.splitlines() if line.startswith("| builtin, 16"))
-    assert "152.5 / 242.9 (±30%) **unreliable**" in row
-    assert "100.0 / 110.0 (±5%) |" in next(line for line in table.splitlines() if line.startswith("| paged, 16"))
+    assert "152.5 / 242.9 (spread 59%) **unreliable**" in row
+    assert "100.0 / 110.0 (spread 10%) |" in next(line for line in table.splitlines() if line.startswith("| paged, 16"))
     assert "| – |" in next(line for line in table.splitlines() if line.startswith("| pipeline"))
     (ratio,) = comparisons([builtin, paged])
     assert ratio.startswith("16 in flight: builtin 1.52× paged") and "unreliable: the rounds of builtin, 16" in ratio

@@ -57,7 +57,7 @@ class Votes:
         low, high = wilson(self.up, total)
         return (
             f"👍 {self.up}, 👎 {self.down} since {day}: {self.up / total:.0%} 👍 "
-            f"(95 % interval {low:.0%}–{high:.0%}, {total} votes)"
+            f"(95 % interval {low:.0%}–{high:.0%}, {total} vote{'' if total == 1 else 's'})"
         )
 
 

@@ -41,6 +41,7 @@ class Upkeep:
         self.bus, self.hand, self.engine = bus, hand, engine
         self.settings, self.metrics, self.health = settings, metrics, health
         self.draining = draining
+        self._deployment = settings.deployment()  # fixed for the worker's life: described once, reported each beat
         self._reported: tuple[int, bool] | None = None  # the questions in hand and draining, as last reported
 
     def start(self) -> list[asyncio.Task[None]]:
@@ -101,7 +102,7 @@ class Upkeep:
             draining=self.draining(),
             heartbeat_s=self.settings.heartbeat_interval_s,
             tasks=dict(Counter(job.question.task for job in self.hand.jobs.values())),
-            deployment=self.settings.deployment(),
+            deployment=self._deployment,
         )
         await self.bus.workers.report(status)
         self._reported = roster

@@ -108,37 +108,13 @@ def build(target: Path | None = None) -> Path:
     return target
 
 
-def _batch(tokenizer: Any, examples: list[Example]) -> tuple[Any, ...]:
-    """Right-padded sequences of each prompt and its reply, and the reply's next-token targets."""
-    import torch
-
-    sequences = []
-    for example in examples:
-        prompt = tokenizer(example.prompt).input_ids
-        reply = [*tokenizer(" " + example.answer).input_ids, demo_answers.EOS_ID]
-        sequences.append((prompt, reply))
-    width = max(len(p) + len(r) for p, r in sequences)
-    input_ids = torch.zeros((len(sequences), width), dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    rows, positions, targets = [], [], []
-    for i, (prompt, reply) in enumerate(sequences):
-        seq = prompt + reply
-        input_ids[i, : len(seq)] = torch.tensor(seq)
-        mask[i, : len(seq)] = 1
-        for j in range(len(prompt) - 1, len(seq) - 1):
-            rows.append(i)
-            positions.append(j)
-            targets.append(seq[j + 1])
-    return input_ids, mask, torch.tensor(rows), torch.tensor(positions), torch.tensor(targets)
-
-
 def _train(tokenizer: Any, examples: list[Example]) -> Any:
     import torch
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     torch.manual_seed(0)
     model: Any = GPTNeoXForCausalLM(GPTNeoXConfig(**{**demo.CONFIG, **SHAPE, "vocab_size": len(tokenizer)}))
-    demo.fit(model, _batch(tokenizer, examples), STEPS, LEARNING_RATE)
+    demo.fit(model, demo.training_batch(tokenizer, examples), STEPS, LEARNING_RATE)
     return model
 
 

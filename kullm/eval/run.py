@@ -83,10 +83,11 @@ async def deployment_of(bus: Bus, wait_s: float = WORKER_WAIT_S) -> dict[str, st
     serves, or when they differ (their answers would not be one deployment's)."""
     deadline = time.monotonic() + wait_s
     while True:
-        workers = [w for w in (await bus.workers.stats()).workers if not w.loading and not w.draining]
+        listed = (await bus.workers.stats()).workers
+        workers = [w for w in listed if not w.loading and not w.draining]
         if workers:
             break
-        if time.monotonic() > deadline or not (await bus.workers.stats()).workers:
+        if time.monotonic() > deadline or not listed:
             raise RunStopped("no worker serves this queue: start one (`kullm worker`, `kullm up`)", EXIT_NO_WORKER)
         await asyncio.sleep(1.0)
     kinds = {tuple(sorted(w.deployment.items())) for w in workers}

@@ -51,6 +51,9 @@ class GenerationRequest:
     # Each answer token's log-probability and its `logprobs` most likely alternatives' (None: none), for engines
     # whose `logprobs` is true.
     logprobs: int | None = None
+    # The answer is expected to repeat spans of the prompt (the tasks; a question with a 맥락): under SPECULATIVE=auto
+    # the builtin engine drafts its next tokens from the prompt (`engines.builtin.drafts`).
+    copies: bool = False
 
 
 @dataclass(frozen=True)

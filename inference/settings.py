@@ -46,6 +46,12 @@ class WorkerSettings(RedisSettings):
     # auto: builtin replays decode steps as CUDA graphs on a GPU (faster than eager); paged does not (transformers'
     # own graphs were slower than its eager path; figures in bench/RESULTS.md). true forces both, false neither.
     cuda_graphs: Literal["auto"] | bool = "auto"
+    # builtin: speculative steps with prompt-lookup drafts (same answers' distribution, fewer steps). auto: for the
+    # answers that copy their prompt (tasks, questions with a 맥락); on: every answer; off: none.
+    speculative: Literal["auto", "on", "off"] = "auto"
+    speculative_tokens: int = Field(default=16, ge=1, le=32)  # guessed tokens fed per row and step, at most
+    # Tokens a speculative step feeds in all, at most (rows × (1 + guesses)); 0: by device (256 on a GPU, 64 on a CPU).
+    speculative_step_tokens: int = Field(default=0, ge=0)
     # ENGINE=openai: an OpenAI-compatible server (vLLM, SGLang, transformers serve).
     engine_url: str | None = None
     engine_model: str | None = None

@@ -206,7 +206,7 @@ class TaskRun:
         built = self.prompts.build(instruction, context=context, instructions=self.instructions, max_new_tokens=max_new)
         self.context_cut |= built.context_cut
         self.prompt_tokens += built.tokens
-        return GenerationRequest(request_id(self.question.id, pass_no, chunk), built.text, max_new)
+        return GenerationRequest(request_id(self.question.id, pass_no, chunk), built.text, max_new, copies=True)
 
     def _plan_first(self) -> None:
         self._first: list[tuple[str, str, int]] = []  # (instruction, context, max_new) of the first pass

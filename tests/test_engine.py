@@ -14,6 +14,7 @@ from inference.engines.detokenize import IncrementalDecoder
 from inference.errors import EngineOutOfMemory, GraphsUnavailable
 from inference.settings import WorkerSettings
 from testkit import trained
+from testkit.drafts import knowing_the_answers
 from testkit.engines import IN_PROCESS_MODEL
 from testkit.settings import settings_of
 
@@ -297,7 +298,9 @@ def test_a_llama_model_batched_matches_its_own_generate(model_dir: Path) -> None
 # ------------------------------------------------------------------ CUDA_GRAPHS=1: decode steps at fixed shapes
 
 
-def decode_both_ways(model: Any, tokenizer: Any, seed: int | None) -> tuple[dict[str, str], BuiltinEngine]:
+def decode_both_ways(
+    model: Any, tokenizer: Any, seed: int | None, speculative: str = "off"
+) -> tuple[dict[str, str], BuiltinEngine]:
     """The same questions, joining a running batch and leaving it, decoded eagerly and at fixed shapes: the
     eager answers, and the fixed-shape engine (which must have given the same ones)."""
     from bench.engine import prompts
@@ -307,7 +310,16 @@ def decode_both_ways(model: Any, tokenizer: Any, seed: int | None) -> tuple[dict
     answers = []
     for fixed in (False, True):
         sampling = Sampling(do_sample=seed is not None, seed=seed)
-        engine = BuiltinEngine(model, tokenizer, model_id="t", sampling=sampling, max_batch_size=8, fixed_shapes=fixed)
+        engine = BuiltinEngine(
+            model,
+            tokenizer,
+            model_id="t",
+            sampling=sampling,
+            max_batch_size=8,
+            fixed_shapes=fixed,
+            speculative=speculative,
+            step_tokens=64,
+        )
         texts = prompts(11)
         for i, text in enumerate(texts[:5]):
             engine.add(GenerationRequest(str(i), text, 20 + 9 * i, ignore_eos=True))
@@ -334,13 +346,13 @@ def test_fixed_shape_decoding_gives_the_eager_answers(
     monkeypatch.setattr(decode_graphs, "COLUMN_BUCKET", 16)  # widths change every 16 columns here
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = tiny_llama(tokenizer) if architecture == "llama" else AutoModelForCausalLM.from_pretrained(model_dir)
-    seen: set[tuple[int, int]] = set()
+    seen: set[tuple[int, int, int]] = set()
     step = decode_graphs.FixedShapeDecoder.step
 
-    def recorded(self: Any, cache: Any, tokens: Any, positions: Any) -> Any:
-        logits = step(self, cache, tokens, positions)
-        seen.add((self.last.rows, self.last.width))
-        assert self.alive <= 8  # shapes too narrow for the cache's end are dropped
+    def recorded(self: Any, cache: Any, tokens: Any, positions: Any, lags: Any) -> Any:
+        logits = step(self, cache, tokens, positions, lags)
+        seen.add((self.last.rows, self.last.width, self.last.queries))
+        assert self.alive <= 8 * 6  # shapes too narrow for the cache's end are dropped (1, 2, 3, 5, 9, 17 queries)
         return logits
 
     monkeypatch.setattr(decode_graphs.FixedShapeDecoder, "step", recorded)
@@ -348,13 +360,25 @@ def test_fixed_shape_decoding_gives_the_eager_answers(
     assert len(greedy) == 11 and all(greedy.values())
     assert engine.graphs is not None and engine.cache.copies >= 1
     assert engine.cache.compactions >= 1  # the live columns moved back to column 0 along the way
-    assert {rows for rows, _ in seen} >= {1, 2, 4, 8}
-    assert len({width for _, width in seen}) >= 4
+    assert {rows for rows, _, _ in seen} >= {1, 2, 4, 8}
+    assert len({width for _, width, _ in seen}) >= 4
     decode_both_ways(model, tokenizer, seed=7)
+    # Speculative steps, the rows' guesses kept or refused: greedy, the very same answers.
+    guessed, _ = decode_both_ways(model, tokenizer, seed=None, speculative="on")  # prompt lookup's guesses
+    assert guessed == greedy
+    from bench.engine import prompts
+
+    knowing_the_answers(monkeypatch, model, tokenizer, prompts(11))
+    guessed, engine = decode_both_ways(model, tokenizer, seed=None, speculative="on")
+    assert guessed == greedy
+    stats = engine.speculation
+    assert stats.steps >= 10 and stats.drafted * 0.3 < stats.accepted < stats.drafted * 0.9, stats
+    fed = {queries for _, _, queries in seen}  # speculative steps at fixed shapes, padded: 1, 2, 3, 5, 9 or 17 tokens
+    assert fed >= {1, 17} and len(fed) >= 3 and fed <= {1, 2, 3, 5, 9, 17}
 
 
-@pytest.mark.parametrize("architecture", ["gpt-neox", "llama"])
-def test_the_fixed_shape_step_traces_as_one_graph(model_dir: Path, architecture: str) -> None:
+@pytest.mark.parametrize(("architecture", "queries"), [("gpt-neox", 1), ("llama", 1), ("gpt-neox", 3), ("llama", 3)])
+def test_the_fixed_shape_step_traces_as_one_graph(model_dir: Path, architecture: str, queries: int) -> None:
     """What a CUDA graph records must not read a tensor back into Python (a capture fails on that, or worse,
     bakes in one step's value): torch's tracer, with no graph break allowed, finds any such read on a CPU."""
     import torch
@@ -374,6 +398,12 @@ def test_the_fixed_shape_step_traces_as_one_graph(model_dir: Path, architecture:
     engine.step()  # a decode step of 3 rows, padded to 4
     decoder = engine.graphs
     assert decoder is not None and decoder.last is not None and decoder.last.rows == 4
+    if queries > 1:  # a speculative step: each row's next token and two guesses
+        engine.cache.make_room(queries)
+        with torch.inference_mode():
+            tokens = torch.tensor([[5, 6, 7]] * 3)
+            decoder.step(engine.cache, tokens, torch.tensor([20, 21, 22]), torch.tensor([0, 1, 0]))
+        assert decoder.last.queries == queries
     with torch.inference_mode():
         eager = decoder.forward(decoder.last, engine.cache)  # rewrites the same column with the same keys
         torch._dynamo.reset()

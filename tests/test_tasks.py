@@ -84,6 +84,7 @@ async def test_a_long_text_is_translated_in_sentence_chunks_of_one_batch_and_joi
     assert all(len(c) <= 75 for c in contexts), "each chunk's output fits MAX_NEW_TOKENS (75 %)"
     assert all(len(r.prompt) + 100 <= 300 for r in requests), "each prompt fits the window"
     assert all(tasks.TRANSLATE_TO_ENGLISH in r.prompt for r in requests)
+    assert all(r.copies for r in requests), "a task's answers copy its text: SPECULATIVE=auto drafts for them"
     assert isinstance(done, Done) and done.text == " ".join(f"[EN] {c}" for c in contexts)
     assert streamed(events) == done.text, "streamed in order as the chunks came"
     assert not any(isinstance(e, Progress) for e in events), "one pass: nothing to count"
@@ -105,6 +106,14 @@ async def test_a_thread_that_fits_is_summarised_at_once(bus: Bus, run_worker: Ru
     events = await run_task(bus, "summarize", "\n".join(THREAD[:3]))
     assert isinstance(events[-1], Done) and events[-1].text == f"요약({THREAD[0][:20]} ~ {THREAD[2][:20]}, 3줄)"
     assert len(engine_of(worker).received) == 1 and not any(isinstance(e, Progress) for e in events)
+    question = Question.new("terminal", "이 글에서 회의 날짜만 알려 줘", ttl_s=60, context=THREAD[0])
+    await bus.queue.enqueue(question)
+    await follow(bus, question.id)
+    plain = Question.new("terminal", "딥러닝이 뭐야?", ttl_s=60)
+    await bus.queue.enqueue(plain)
+    await follow(bus, plain.id)
+    received = {r.id: r for r in engine_of(worker).received}
+    assert received[question.id].copies and not received[plain.id].copies  # a 맥락 is copied from; a question not
 
 
 async def test_a_long_thread_is_summarised_by_parts_in_one_batch_then_merged_in_order(

@@ -10,7 +10,8 @@
 # into a private target, a private redis-server, the `gpu`-marked tests, the engine benchmark (the
 # Polyglot-ko 12.8B shape with random fp16 weights against the seed's pipeline at 1, 8, 16 and 32 in
 # flight, builtin eager and with CUDA graphs, and paged), one end-to-end burst of `kullm ask` processes
-# against a real worker (CUDA_GRAPHS=auto), then `transformers serve` against builtin, the Llama twin of the
+# against a real worker (CUDA_GRAPHS=auto), speculative steps against plain decoding (bench/speculative.py),
+# then `transformers serve` against builtin, the Llama twin of the
 # same shape (paged and transformers' own continuous batching, which runs on Llama), and last transformers'
 # CUDA graphs under paged against paged.
 # Everything goes to $OUT when set, else bench/gpu/results/: summary.md first. Exit 0 when no step
@@ -26,10 +27,10 @@ SCRATCH=$(mktemp -d /tmp/kullm-gpu-check.XXXXXX)
 SITE=$SCRATCH/site
 if [ "$DRY_RUN" = 1 ]; then
   BUDGET_S=${GPU_CHECK_BUDGET_S:-240} ARCH=polyglot-ko-small TWIN=llama-small DEVICE=cpu NEW_TOKENS=16 BASELINE=4
-  E2E_TOKENS=16
+  E2E_TOKENS=16 SPEC_ROUNDS=1 SPEC_CONCURRENCY=1
 else
   BUDGET_S=${GPU_CHECK_BUDGET_S:-560} ARCH=polyglot-ko-12.8b TWIN=llama-12.8b DEVICE=cuda NEW_TOKENS=64 BASELINE=8
-  E2E_TOKENS=128
+  E2E_TOKENS=128 SPEC_ROUNDS=2 SPEC_CONCURRENCY=1,16
 fi
 CONCURRENCY=${GPU_CHECK_CONCURRENCY:-1,8,16,32}
 GRAPHS_CONCURRENCY=${GPU_CHECK_GRAPHS_CONCURRENCY:-1,16,32}
@@ -206,6 +207,12 @@ else
   echo "| end to end | – | – | skipped: no private redis-server |" >>"$STEPS"
   FAILED=1
 fi
+
+# Speculative steps (issue 40): 맞춤법 교정 of a ~400-token text and plain questions, plain decoding against
+# prompt-lookup guesses, at 1 and 16 in flight (graphs on, as CUDA_GRAPHS=auto has them).
+step "speculative steps" 180 90 speculative.log 25 \
+  "$PYTHON" -m bench.speculative --architecture "$ARCH" --device "$DEVICE" --rounds "$SPEC_ROUNDS" \
+  --concurrency "$SPEC_CONCURRENCY"
 
 # The rest of issue 16's comparison, each step on its own (one that fails or no longer fits costs nothing above),
 # sharing one log: `transformers serve` (plain mode: its continuous batching fails on GPT-NeoX) directly and

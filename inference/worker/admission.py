@@ -131,6 +131,7 @@ class Admission:
             temperature=question.temperature,
             top_p=question.top_p,
             logprobs=question.logprobs,
+            copies=bool(question.context.strip()),
         )
         self.hold(Job(delivery, question, request, prompt.tokens, context_cut=prompt.context_cut))
 

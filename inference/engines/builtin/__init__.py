@@ -1,6 +1,6 @@
 """`ENGINE=builtin` (the default): our own batcher on a transformers model (`engine.BuiltinEngine`), with its slot
-KV cache (`kv_cache`), fixed-shape decode steps replayed as CUDA graphs (`decode_graphs`) and exact top-p
-sampling (`sampling`)."""
+KV cache (`kv_cache`), fixed-shape decode steps replayed as CUDA graphs (`decode_graphs`), exact top-p
+sampling (`sampling`) and speculative steps with prompt-lookup drafts (`drafts`)."""
 
 from __future__ import annotations
 
@@ -30,5 +30,8 @@ def on_model(model: Any, tokenizer: Any, settings: WorkerSettings) -> Loaded:
         max_batch_size=settings.max_batch_size,
         prefill_chunk=settings.prefill_chunk_tokens,
         fixed_shapes=cuda_graphs_on(settings.cuda_graphs, next(model.parameters()).device, paged=False),
+        speculative=settings.speculative,
+        draft_tokens=settings.speculative_tokens,
+        step_tokens=settings.speculative_step_tokens or None,
     )
     return loaded(engine, tokenizer, context_window(model, settings), settings, engine.count_tokens)

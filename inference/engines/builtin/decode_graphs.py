@@ -9,15 +9,20 @@ A graph replays fixed shapes at fixed addresses, so the step is reshaped:
   slots); a padding row decodes the pad token at position 0 into a free slot, and its logits are
   dropped;
 - attention reads the cache's columns [0, width), `width` the next multiple of `COLUMN_BUCKET`
-  past `end`; each row's mask is computed inside the graph from its position and the column
-  being written, so a row sees its own tokens only (a padding row, only the column it writes).
+  past the last column written; each row's mask is computed inside the graph from its position and the
+  column it writes (`kv_cache.attending`), so a row sees its own tokens only (a padding row, only the
+  columns it writes);
+- a speculative step feeds each row its next token and its drafts, `queries` tokens in all (1 in a
+  plain step; 2, 3, 5, 9, … with guesses, `padded_queries`): the queries are part of the shape, so the
+  speculative steps have graphs of their own.
   When the rows that started earliest have left, the live columns sit far from column 0: once
   the columns before them are as many as they are, they are moved to column 0 in place
   (`SlotCache.compact`), so attention never reads more than about twice what it needs;
-- the new keys and values are written with `index_copy_` at a column held in a tensor, so one
+- the new keys and values are written with `scatter_` at each row's columns, held in a tensor (rows
+  that gained different numbers of tokens in a speculative step write at different columns), so one
   graph serves every step until `end` reaches its width.
 
-A graph is captured the first time its (rows, width) is needed, after one warm-up run on a side
+A graph is captured the first time its (rows, width, queries) is needed, after one warm-up run on a side
 stream (the warm-up writes the same keys and values the replay then writes). Graphs point into
 the cache's buffers: when the cache reallocates or is replaced they are dropped and captured
 anew, and a graph whose width `end` has reached is dropped at once, so only a few are alive.
@@ -41,7 +46,7 @@ from typing import Any
 
 import torch
 
-from inference.engines.builtin.kv_cache import SlotCache
+from inference.engines.builtin.kv_cache import SlotCache, Window, attending
 from inference.errors import GraphsUnavailable
 
 log = logging.getLogger(__name__)
@@ -52,13 +57,14 @@ COLUMN_BUCKET = 128
 
 @dataclass
 class _Shape:
-    """One fixed (rows, width): its input tensors, and on a GPU its graph and the logits the graph writes."""
+    """One fixed (rows, width, queries): its input tensors, and on a GPU its graph and the logits the graph writes."""
 
     rows: int
     width: int
-    tokens: torch.Tensor  # [rows, 1]
-    positions: torch.Tensor  # [rows, 1]
-    column: torch.Tensor  # [1]: the column the step writes (the cache's `end`)
+    queries: int
+    tokens: torch.Tensor  # [rows, queries]
+    positions: torch.Tensor  # [rows, queries]: each query's position
+    at: torch.Tensor  # [rows]: the column each row's first query is written to
     columns: torch.Tensor  # [width]: 0 .. width-1
     graph: Any = None
     logits: torch.Tensor | None = None
@@ -78,7 +84,7 @@ class FixedShapeDecoder:
         self._cache_name = cache_name
         self._forward_options = forward_options
         self._pad = pad_token_id
-        self._shapes: dict[tuple[int, int], _Shape] = {}
+        self._shapes: dict[tuple[int, int, int], _Shape] = {}
         self._buffers: weakref.ref[torch.Tensor] | None = None  # the cache buffer the graphs point into
         # The stream warm-ups run on, the same for all captures: cuBLAS keeps a workspace for each stream it meets.
         self._side: Any = None
@@ -95,21 +101,24 @@ class FixedShapeDecoder:
         self.last = None
         self._buffers = None
 
-    def step(self, cache: SlotCache, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Decode one token for the cache's `rows` rows (their next tokens and positions): their logits.
+    def step(self, cache: SlotCache, tokens: torch.Tensor, positions: torch.Tensor, lags: torch.Tensor) -> torch.Tensor:
+        """Feed the cache's `rows` rows their `tokens` [rows, queries] (positions [rows]: the tokens each has; lags
+        [rows]: how far left of `end` its next column is): the logits [rows, queries, vocabulary].
 
-        Column `end` must exist (`SlotCache.make_room_for_one`); the caller advances the cache after.
+        The columns up to `end + queries` must exist (`SlotCache.make_room`); the caller moves `end` after.
         """
         if cache.start >= max(cache.width, COLUMN_BUCKET):
             cache.compact()
         self._forget_stale(cache)
-        rows = cache.rows
-        shape = self._shape(bucket(rows, cache.slot_capacity), padded_width(cache.end, cache.column_capacity))
+        rows, queries = tokens.shape
+        width = padded_width(cache.end + queries - 1, cache.column_capacity)
+        shape = self._shape(bucket(rows, cache.slot_capacity), width, queries)
         shape.tokens.fill_(self._pad)
-        shape.tokens[:rows, 0] = tokens
-        shape.positions.zero_()
-        shape.positions[:rows, 0] = positions
-        shape.column.fill_(cache.end)
+        shape.tokens[:rows] = tokens
+        shape.positions.copy_(torch.arange(queries, device=self.device).expand(shape.rows, -1))
+        shape.positions[:rows] += positions[:, None]
+        shape.at.fill_(cache.end)
+        shape.at[:rows] = cache.end - lags
         self.last = shape
         if not self.capture:
             return self.forward(shape, cache)[:rows]
@@ -119,37 +128,41 @@ class FixedShapeDecoder:
         assert shape.logits is not None
         return shape.logits[:rows]
 
-    def _shape(self, rows: int, width: int) -> _Shape:
-        shape = self._shapes.get((rows, width))
+    def _shape(self, rows: int, width: int, queries: int) -> _Shape:
+        shape = self._shapes.get((rows, width, queries))
         if shape is None:
             longs: dict[str, Any] = {"dtype": torch.long, "device": self.device}
             shape = _Shape(
                 rows,
                 width,
-                tokens=torch.zeros((rows, 1), **longs),
-                positions=torch.zeros((rows, 1), **longs),
-                column=torch.zeros(1, **longs),
+                queries,
+                tokens=torch.zeros((rows, queries), **longs),
+                positions=torch.zeros((rows, queries), **longs),
+                at=torch.zeros(rows, **longs),
                 columns=torch.arange(width, **longs),
             )
-            self._shapes[(rows, width)] = shape
+            self._shapes[(rows, width, queries)] = shape
         return shape
 
     def forward(self, shape: _Shape, cache: SlotCache) -> torch.Tensor:
         """The step itself, on the shape's tensors only: what a graph records (the tests trace it)."""
-        sees = (shape.columns >= shape.column - shape.positions) & (shape.columns <= shape.column)
-        cache.fixed = (shape.rows, shape.width, shape.column)
+        mask, index = attending(shape.columns, shape.at, shape.positions[:, 0], shape.queries)
+        cache.window = Window(shape.rows, 0, shape.width, index)
+        options = dict(self._forward_options)
+        if "logits_to_keep" in options:
+            options["logits_to_keep"] = shape.queries
         try:
             result = self.model(
                 input_ids=shape.tokens,
-                attention_mask=sees[:, None, None, :],
+                attention_mask=mask,
                 position_ids=shape.positions,
                 use_cache=True,
                 **{self._cache_name: cache},
-                **self._forward_options,
+                **options,
             )
         finally:
-            cache.fixed = None
-        logits: torch.Tensor = result.logits[:, -1, :]
+            cache.window = None
+        logits: torch.Tensor = result.logits[:, -shape.queries :, :]
         return logits
 
     def _capture(self, shape: _Shape, cache: SlotCache) -> None:
@@ -174,7 +187,7 @@ class FixedShapeDecoder:
         self.captured += 1
         held = torch.cuda.memory_allocated(self.device) - allocated
         self.held.append((shape.rows, shape.width, held, time.perf_counter() - started))
-        log.debug("CUDA graph captured for %d rows × %d columns", shape.rows, shape.width)
+        log.debug("CUDA graph captured for %d rows × %d columns × %d queries", shape.rows, shape.width, shape.queries)
 
     def _forget_stale(self, cache: SlotCache) -> None:
         """Drop every graph when the cache's buffers changed, and those too narrow for column `end`."""
@@ -194,7 +207,12 @@ def bucket(rows: int, slots: int) -> int:
     return min(padded, slots)
 
 
-def padded_width(end: int, capacity: int) -> int:
-    """Columns attention reads to write column `end`: the next multiple of `COLUMN_BUCKET` past it, within the
-    buffers."""
-    return min(-(-(end + 1) // COLUMN_BUCKET) * COLUMN_BUCKET, capacity)
+def padded_queries(queries: int) -> int:
+    """Tokens a step feeds each row, padded: one, or one and 1, 2, 4, 8, … guesses (a graph per count)."""
+    return queries if queries <= 2 else 1 + (1 << (queries - 2).bit_length())
+
+
+def padded_width(last: int, capacity: int) -> int:
+    """Columns attention reads to write up to column `last`: the next multiple of `COLUMN_BUCKET` past it, within
+    the buffers."""
+    return min(-(-(last + 1) // COLUMN_BUCKET) * COLUMN_BUCKET, capacity)

@@ -17,13 +17,16 @@ masked out by the engine. So:
 The buffers start zeroed and only ever hold real keys and values, so masked padding never
 carries a NaN into attention.
 
-A decode step at fixed shapes (`decode_graphs`, `CUDA_GRAPHS=1`) sets `fixed` for its
-forward pass: the new column is written at a column held in a tensor, for a padded number of
-rows, and attention reads a fixed number of columns from column 0.
+Speculative steps (`drafts`) let rows gain different numbers of tokens in one step, so a row's next column
+may lie left of `end` (the engine keeps each row's lag). Every decode step therefore runs in a `Window`
+(`attending`): row r's queries are written at its own columns, held in a tensor, and attention reads the
+columns [first, last). The eager step reads from `start`; a step at fixed shapes (`decode_graphs`,
+`CUDA_GRAPHS=1`) reads a fixed number of columns from column 0, for a padded number of rows.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,6 +36,32 @@ from transformers.cache_utils import Cache, DynamicLayer
 GROW_COLUMNS = 128
 # Rows added when the slots are full (at least; half the live rows when that is more), up to the batch cap.
 GROW_SLOTS = 4
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where one forward pass over the first `rows` rows writes and reads: query q of row r goes to column
+    `index[r, 0, q, 0]`; attention reads the columns [first, last)."""
+
+    rows: int
+    first: int
+    last: int
+    index: torch.Tensor  # [rows, 1, queries, 1]
+
+
+def attending(
+    columns: torch.Tensor, at: torch.Tensor, positions: torch.Tensor, queries: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The attention mask and write index of a step that feeds `queries` tokens to each row.
+
+    `columns` [width] are the columns attention reads, `at` [rows] the column each row's first query is written
+    to, `positions` [rows] the tokens each row already has (in the columns just before `at`). Query q of row r
+    sees its row's tokens and its own queries up to q: the mask is [rows, 1, queries, width], the index (for
+    `Window`) [rows, 1, queries, 1]. Tensor operations only, so a CUDA graph can record them.
+    """
+    written = at[:, None] + torch.arange(queries, device=at.device)  # [rows, queries]
+    sees = (columns >= (at - positions)[:, None, None]) & (columns <= written[:, :, None])
+    return sees[:, None], written[:, None, :, None]
 
 
 class SlotCache(Cache):
@@ -45,8 +74,8 @@ class SlotCache(Cache):
         self.end = 0  # the column every row's next token is written to
         self.copies = 0  # reallocations that moved live keys and values
         self.compactions = 0  # in-place moves of the live columns to column 0 (`compact`)
-        # During a fixed-shape decode step: (rows, columns attention reads from column 0, the column to write).
-        self.fixed: tuple[int, int, torch.Tensor] | None = None
+        # During a decode step's forward pass: where it writes and reads (`attending`).
+        self.window: Window | None = None
 
     @property
     def slot_capacity(self) -> int:
@@ -89,15 +118,16 @@ class SlotCache(Cache):
         self.start = min(self.start, self.end - longest) if self.rows else self.end - longest
         self.rows += len(lengths)
 
-    def make_room_for_one(self) -> None:
-        """Before a decode step: make sure column `end` exists."""
-        if self.end >= self.column_capacity:
-            right = max(GROW_COLUMNS, self.width // 2)
+    def make_room(self, columns: int = 1) -> None:
+        """Before a decode step: make sure the columns [end, end + columns) exist."""
+        if self.end + columns > self.column_capacity:
+            right = max(GROW_COLUMNS, self.width // 2, columns)
             self._reallocate(self.slot_capacity, left=0, right=right)
 
-    def advance(self, tokens: int = 1) -> None:
-        """After a forward pass wrote `tokens` columns at `end`."""
-        self.end += tokens
+    def advance(self, columns: int = 1) -> None:
+        """Move `end` after a decode step: by one column, or by what a speculative step's rows gained (a step
+        whose row at `end` left may move it back)."""
+        self.end += columns
 
     def move_row(self, source: int, target: int) -> None:
         """Copy row `source`'s live columns over row `target` (the engine then forgets `source`)."""
@@ -185,22 +215,18 @@ class _SlotLayer(DynamicLayer):  # type: ignore[no-untyped-call]  # transformers
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write the new tokens at `end` in place; return the live region, padding columns included."""
+        """Write the new tokens in place, at each row's columns in the decode step's `window`; return the columns
+        attention reads, padding included."""
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        owner, keys, values = self.owner, self.keys, self.values
+        keys, values, window = self.keys, self.values, self.owner.window
         assert keys is not None and values is not None
-        if owner.fixed is not None:
-            rows, columns, column = owner.fixed
-            keys[:rows].index_copy_(2, column, key_states)
-            values[:rows].index_copy_(2, column, value_states)
-            return keys[:rows, :, :columns], values[:rows, :, :columns]
-        new = key_states.shape[-2]
-        keys[: owner.rows, :, owner.end : owner.end + new] = key_states
-        values[: owner.rows, :, owner.end : owner.end + new] = value_states
-        return keys[: owner.rows, :, owner.start : owner.end + new], values[
-            : owner.rows, :, owner.start : owner.end + new
-        ]
+        if window is None:
+            raise RuntimeError("a SlotCache is written by decode steps only, each in a Window (`attending`)")
+        index = window.index.expand(-1, key_states.shape[1], -1, key_states.shape[3])
+        keys[: window.rows].scatter_(2, index, key_states)
+        values[: window.rows].scatter_(2, index, value_states)
+        return keys[: window.rows, :, window.first : window.last], values[: window.rows, :, window.first : window.last]
 
     def get_seq_length(self) -> int:
         return self.owner.width

@@ -56,5 +56,5 @@ def knowing_the_answers(
     answers = {tuple(ids): answer for ids, answer in (greedy_answer(model, tokenizer, t, 100) for t in texts)}
     monkeypatch.setattr(KnowsTheAnswers, "answers", answers)
     monkeypatch.setattr(KnowsTheAnswers, "wrong_every", wrong_every)
-    monkeypatch.setattr("inference.engines.builtin.engine.Drafter", KnowsTheAnswers)
+    monkeypatch.setattr("inference.engines.builtin.drafts.Drafter", KnowsTheAnswers)
     return answers

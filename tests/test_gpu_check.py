@@ -118,7 +118,7 @@ def test_the_dry_run_runs_every_step_of_the_gpu_check(gpu_bundle: Path, tmp_path
     summary = (tmp_path / "summary.md").read_text()
     assert result.returncode == 0, summary
     steps = ["install the bundle", "private redis-server", "gpu-marked tests", "engine benchmark", "end to end"]
-    steps += ["transformers serve", "Llama twin", "CUDA graphs, paged"]
+    steps += ["speculative steps", "transformers serve", "Llama twin", "CUDA graphs, paged"]
     assert all(re.search(rf"^\| {step} \| .* \| passed \|$", summary, re.M) for step in steps), summary
     assert "nvidia-smi: not found" in summary and "torch 2." in summary  # the environment heads the results
     if floor_version():
@@ -142,6 +142,9 @@ def test_the_dry_run_runs_every_step_of_the_gpu_check(gpu_bundle: Path, tmp_path
     assert "model: llama-small" in summary and "| transformers continuous batching, 4 in flight | 4 |" in summary
     assert "4 in flight: builtin+graphs " in summary and " transformers' continuous batching; TTFT p50 " in summary
     assert "of the bound" in summary and "time to first token at idle" in summary
+    # speculative steps against plain decoding, on the small shape fit to proofread its text
+    assert re.search(r"^\| 맞춤법 교정 \| 1 \| auto \| [\d.]+ \| [\d.]+–[\d.]+× \|", summary, re.M), summary
+    assert "| plain questions | 1 | on |" in summary
     steps_line = r"decode step, one question alone, median of \d+: builtin [\d.]+ ms; builtin\+graphs [\d.]+ ms"
     assert re.search(steps_line, summary), summary
     assert "| enqueue → first delta |" in summary and "answered 8/8" in summary

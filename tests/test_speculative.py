@@ -88,7 +88,7 @@ def guessing_the_mode(monkeypatch: pytest.MonkeyPatch, plain: list[tuple[int, ..
             following.setdefault(answer[:position], Counter())[answer[position]] += 1
     modes = {prefix: counts.most_common(1)[0][0] for prefix, counts in following.items()}
     monkeypatch.setattr(GuessesTheMode, "modes", modes)
-    monkeypatch.setattr("inference.engines.builtin.engine.Drafter", GuessesTheMode)
+    monkeypatch.setattr("inference.engines.builtin.drafts.Drafter", GuessesTheMode)
 
 
 @pytest.fixture(scope="module")
@@ -302,7 +302,8 @@ def test_the_worker_settings_reach_the_engine(tiny: tuple[Any, Any], model_dir: 
     )
     engine = builtin.on_model(*tiny, settings).engine
     assert isinstance(engine, BuiltinEngine)
-    assert (engine.speculative, engine.draft_tokens, engine.step_tokens) == ("on", 3, 40)
+    assert (engine.speculator.mode, engine.speculator.draft_tokens, engine.speculator.step_tokens) == ("on", 3, 40)
     default = builtin.on_model(*tiny, settings_of(WorkerSettings, model_id=str(model_dir))).engine
     assert isinstance(default, BuiltinEngine)
-    assert (default.speculative, default.draft_tokens, default.step_tokens) == ("auto", 16, 64)  # on a CPU
+    speculator = default.speculator
+    assert (speculator.mode, speculator.draft_tokens, speculator.step_tokens) == ("auto", 16, 64)  # on a CPU

@@ -210,7 +210,7 @@ fi
 
 # Speculative steps (issue 40): 맞춤법 교정 of a ~400-token text and plain questions, plain decoding against
 # prompt-lookup guesses, at 1 and 16 in flight (graphs on, as CUDA_GRAPHS=auto has them).
-step "speculative steps" 180 90 speculative.log 25 \
+step "speculative steps" 180 90 engines-more.log 25 \
   "$PYTHON" -m bench.speculative --architecture "$ARCH" --device "$DEVICE" --rounds "$SPEC_ROUNDS" \
   --concurrency "$SPEC_CONCURRENCY"
 

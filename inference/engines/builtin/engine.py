@@ -16,16 +16,14 @@ the batch at once, so its slot is free for the next step.
 With `fixed_shapes` (CUDA_GRAPHS=1) decode steps run at bucketed shapes, captured and replayed as
 CUDA graphs on a GPU (`decode_graphs`); prefill stays eager.
 
-Speculative steps (`speculative`, SPECULATIVE): a row whose answer copies its prompt (`drafts`) is fed its
-next token and up to `draft_tokens` guessed ones in one step, rows without guesses alongside; each row keeps
-its guesses up to the first the model would not have produced, plus the model's own token there. Sampling
-decides each guess exactly as plain decoding would: the step samples a token at every fed position from
-the model's filtered distribution p (temperature, top-p), and a guess x is kept when that sample is x —
-which happens with probability p(x); when it is not, the sample is distributed as p with x removed and
-renormalised, and it is the row's next token (speculative sampling with a draft that is sure of its guess).
-Greedy rows keep a guess when it is the argmax. So answers follow exactly today's distribution (greedy:
-the same text), in fewer steps. Rows gain different numbers of tokens, so a row's next column may lie left
-of the cache's `end` (its lag); the columns a refused guess wrote are overwritten by the row's next step.
+Speculative steps (SPECULATIVE; `speculation` picks who guesses and what is kept, `drafts` guesses): a row
+whose answer copies its prompt is fed its next token and guessed ones in one step, rows without guesses
+alongside. The step samples a token at every fed position from the model's filtered distribution p
+(temperature, top-p); a guess x is kept when that sample is x, which happens with probability p(x), and
+otherwise the sample, distributed as p without x renormalised, is the row's next token (speculative
+sampling with a draft sure of its guess; greedy: the argmax). So answers follow exactly today's
+distribution, in fewer steps. Rows gain different numbers of tokens, so a row's next column may lie left
+of the cache's `end` (its lag); the columns of a refused guess are overwritten by the row's next step.
 """
 
 from __future__ import annotations
@@ -34,68 +32,24 @@ import inspect
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from chatbus.messages import LOGPROB_FLOOR, TokenLogprob, TopLogprob
+from chatbus.messages import TokenLogprob
 from inference.engine import GenerationRequest, GenerationUpdate, Sampling
 from inference.engines.answer import Answer
 from inference.engines.builtin.decode_graphs import FixedShapeDecoder, padded_queries
-from inference.engines.builtin.drafts import COPYING_KEPT, FIRST_KEPT, Drafter
 from inference.engines.builtin.kv_cache import SlotCache, Window, attending
-from inference.engines.builtin.sampling import sample_top_p
+from inference.engines.builtin.newcomers import Newcomer, group, short_behind
+from inference.engines.builtin.sampling import TokenLogprobs, sample
+from inference.engines.builtin.speculation import DEFAULT_DRAFT_TOKENS, Speculation, Speculator
 from inference.errors import EngineOutOfMemory, GraphsUnavailable
 
 log = logging.getLogger(__name__)
 
 # Prompt tokens prefilled per step, newcomers together (PREFILL_CHUNK_TOKENS).
 DEFAULT_PREFILL_CHUNK = 512
-# SPECULATIVE: which rows draft. auto: those whose requests say their answers copy the prompt (the tasks).
-SPECULATIVE_MODES = ("auto", "on", "off")
-# Guessed tokens fed per row and step, at most (SPECULATIVE_TOKENS).
-DEFAULT_DRAFT_TOKENS = 16
-# Tokens a speculative step may feed in all (rows × (1 + guesses)) by default, per device (SPECULATIVE_STEP_TOKENS):
-# past it a step costs more than the steps it saves. A GPU reads a 12.8B model's weights in about the time it
-# computes a few hundred tokens. On 2 CPU cores the mid-size model's 맞춤법 교정 at 16 in flight gained 1.04x with
-# 32, 1.58x with 64 and with 128 (bench/RESULTS.md, "Speculative steps").
-DEFAULT_STEP_TOKENS = {"cuda": 256, "cpu": 64}
-# A step guesses when the guesses its rows are expected to keep (`Drafter.expected`) are at least this share of the
-# tokens it feeds beyond one per row (every row is fed as many as the longest guess): a row alone guesses (it guesses
-# at most three tokens per token it expects to keep), but a few rows trying their luck do not make a full batch pay
-# for their guesses.
-GUESS_WORTH = 0.25
-
-
-@dataclass
-class Speculation:
-    """What the speculative steps did: the benchmarks' and the metrics' counters."""
-
-    steps: int = 0  # steps that fed guesses
-    guesses: int = 0  # rows that guessed, summed over those steps
-    drafted: int = 0  # guessed tokens fed
-    accepted: int = 0  # guessed tokens kept
-    tokens: int = 0  # tokens the rows that guessed gained in those steps (kept guesses and the model's own)
-
-    @property
-    def acceptance(self) -> float:
-        return self.accepted / self.drafted if self.drafted else 0.0
-
-
-@dataclass
-class _Newcomer:
-    """A request waiting for, or part way through, its prefill."""
-
-    request: GenerationRequest
-    ids: list[int] | None = None  # the prompt's tokens, read on the engine's thread at its first prefill
-    done: int = 0  # tokens already in `cache` (a long prompt is prefilled a chunk per step)
-    cache: Any = None  # its own KV cache until it joins the running batch
-
-    @property
-    def left(self) -> int:
-        assert self.ids is not None
-        return len(self.ids) - self.done
 
 
 class BuiltinEngine:
@@ -131,7 +85,7 @@ class BuiltinEngine:
         self._cache_name = "cache" if "cache" in forward_params else "past_key_values"
         self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in forward_params else {}
         self._layers = int(model.config.num_hidden_layers)
-        self._waiting: deque[_Newcomer] = deque()
+        self._waiting: deque[Newcomer] = deque()
         # The running batch. Row i has positions[i] tokens in the cache, right-aligned: they fill the columns
         # [cache.end - positions[i], cache.end), and its next token (next[i], position positions[i]) goes to cache.end.
         self._rows: list[Answer] = []
@@ -140,20 +94,14 @@ class BuiltinEngine:
         self._next = torch.zeros(0, dtype=torch.long, device=self.device)
         # How far left of `end` each row's next column is (rows gain different numbers of tokens in speculative steps).
         self._lags = torch.zeros(0, dtype=torch.long, device=self.device)
-        if speculative not in SPECULATIVE_MODES:
-            raise ValueError(f"speculative={speculative!r}: expected one of {', '.join(SPECULATIVE_MODES)}")
-        self.speculative = speculative
-        self.draft_tokens = draft_tokens
-        self.step_tokens = step_tokens or DEFAULT_STEP_TOKENS.get(self.device.type, DEFAULT_STEP_TOKENS["cuda"])
-        self.speculation = Speculation()
-        self._drafters: dict[str, Drafter] = {}  # the rows that draft, by request id
+        self.speculator = Speculator(speculative, draft_tokens, step_tokens, self.device.type)
         if self.device.type == "cuda":
             # cuDNN's attention builds an execution plan per new shape, and the attended length grows by one
             # column every step, so it planned on every step (several times the step's own time, bench/RESULTS.md).
             # The other SDPA kernels (flash, memory-efficient) need no plan.
             torch.backends.cuda.enable_cudnn_sdp(False)
         self._fixed = self._fixed_decoder() if fixed_shapes else None
-        self._token_texts: dict[int, str] = {}  # each token id's own text, for log-probabilities
+        self._logprobs = TokenLogprobs(tokenizer)
         self._generator = torch.Generator(device=self.device)
         if sampling.seed is not None:
             self._generator.manual_seed(sampling.seed)
@@ -187,6 +135,11 @@ class BuiltinEngine:
         return self._fixed
 
     @property
+    def speculation(self) -> Speculation:
+        """What the speculative steps did so far."""
+        return self.speculator.stats
+
+    @property
     def running(self) -> tuple[Answer, ...]:
         """The rows decoding now (tests read their tokens)."""
         return tuple(self._rows)
@@ -202,7 +155,7 @@ class BuiltinEngine:
 
     def add(self, request: GenerationRequest) -> None:
         """Queue a request for prefill at the next steps."""
-        self._waiting.append(_Newcomer(request))
+        self._waiting.append(Newcomer(request))
 
     def cancel(self, request_id: str) -> None:
         """Drop a waiting request (its partial prefill too), or mark a running row to leave at the next step."""
@@ -222,7 +175,7 @@ class BuiltinEngine:
         self._positions = torch.zeros(0, dtype=torch.long, device=self.device)
         self._next = torch.zeros(0, dtype=torch.long, device=self.device)
         self._lags = torch.zeros(0, dtype=torch.long, device=self.device)
-        self._drafters.clear()
+        self.speculator.clear()
         return ids
 
     def close(self) -> None:
@@ -251,7 +204,7 @@ class BuiltinEngine:
 
     def _decode(self) -> list[GenerationUpdate]:
         """One step of the running rows: their next tokens, and the guesses of the rows that draft."""
-        drafts = self._drafts()
+        drafts = self.speculator.guesses(self._rows)
         queries = 1 + max(map(len, drafts), default=0)
         if self._fixed is not None:
             queries = padded_queries(queries)  # a graph per padded count, not per count
@@ -301,26 +254,6 @@ class BuiltinEngine:
             self._fixed = None
             return None
 
-    def _drafts(self) -> list[list[int]]:
-        """Each running row's guesses for this step (empty for most), or no list at all when none guesses. The
-        guesses are fewer as the batch grows, and none past `step_tokens` tokens in all."""
-        if not self._drafters:
-            return []
-        limit = min(self.draft_tokens, self.step_tokens // len(self._rows) - 1)
-        if limit < 1:
-            return []
-        drafts, expected = [], 0.0
-        for row in self._rows:
-            drafter = self._drafters.get(row.id)
-            room = row.request.max_new_tokens - row.completion_tokens - 1  # guesses past the answer's end are waste
-            draft = drafter.draft(min(limit, room)) if drafter is not None and room > 0 else []
-            if draft:
-                assert drafter is not None
-                expected += min(len(draft), drafter.expected)
-            drafts.append(draft)
-        longest = max(map(len, drafts))
-        return drafts if longest and expected >= GUESS_WORTH * longest * len(drafts) else []
-
     def _verify(self, drafts: list[list[int]], logits: torch.Tensor) -> list[GenerationUpdate]:
         """Keep each row's guesses up to the first its sampled token refuses, and that token (module docstring)."""
         rows = self._rows
@@ -331,18 +264,8 @@ class BuiltinEngine:
             at = [i for i, _ in picks], [q for _, q in picks]
             fed = logits[torch.tensor(at[0], device=self.device), torch.tensor(at[1], device=self.device)]
         sampled = self._sample(fed, [rows[i].request for i, _ in picks]).tolist()
-        gained: list[list[int]] = []
-        kept: list[int] = []  # indices into `picks` of the positions whose tokens the rows keep
-        first = 0
-        for draft in drafts:
-            own = sampled[first : first + len(draft) + 1]
-            accepted = 0
-            while accepted < len(draft) and own[accepted] == draft[accepted]:
-                accepted += 1
-            gained.append(own[: accepted + 1])
-            kept.extend(range(first, first + accepted + 1))
-            first += len(draft) + 1
-        self._account(drafts, gained)
+        gained, kept = self.speculator.keep(rows, drafts, sampled)
+        self.last_tokens += sum(map(len, gained))
         # The cache holds each row's fed next token and its kept guesses; the model's own token is the next one.
         lags = self._lags.tolist()
         ends = [len(tokens) - lag for tokens, lag in zip(gained, lags, strict=True)]  # relative to `end`
@@ -355,25 +278,10 @@ class BuiltinEngine:
         if any(row.request.logprobs is not None for row in rows):
             index = torch.tensor(kept, device=self.device)
             owners = [rows[picks[k][0]] for k in kept]
-            logprobs = self._logprobs(owners, torch.tensor([sampled[k] for k in kept], device=self.device), fed[index])
+            logprobs = self._logprobs.of(
+                owners, torch.tensor([sampled[k] for k in kept], device=self.device), fed[index]
+            )
         return self._advance_many(gained, logprobs)
-
-    def _account(self, drafts: list[list[int]], gained: list[list[int]]) -> None:
-        """Count a speculative step; tell each drafting row's drafter what it gained and how its guesses fared."""
-        stats = self.speculation
-        stats.steps += 1
-        for row, draft, tokens in zip(self._rows, drafts, gained, strict=True):
-            self.last_tokens += len(tokens)
-            drafter = self._drafters.get(row.id)
-            if drafter is not None:
-                drafter.extend(tokens)
-            if draft:
-                assert drafter is not None
-                drafter.judged(len(draft), len(tokens) - 1)
-                stats.guesses += 1
-                stats.drafted += len(draft)
-                stats.accepted += len(tokens) - 1
-                stats.tokens += len(tokens)
 
     def _advance_many(self, gained: list[list[int]], logprobs: list[TokenLogprob | None]) -> list[GenerationUpdate]:
         """Each row's tokens of a speculative step, in order, until its answer ends; its last update."""
@@ -396,10 +304,12 @@ class BuiltinEngine:
             head = self._waiting[0]
             self._read(head)
             if head.done == 0 and head.left <= budget:
-                group = self._group(budget)
-                budget -= len(group) * max(n.left for n in group)
-                updates += self._prefill(group)
-            elif passing := self._short_behind(budget // 2):  # short prompts go past a long one, with half the budget
+                joining = group(self._waiting, budget, self.max_batch_size - len(self._rows), self._read)
+                budget -= len(joining) * max(n.left for n in joining)
+                updates += self._prefill(joining)
+            elif passing := short_behind(  # short prompts go past a long one, with half the budget
+                self._waiting, budget // 2, self.max_batch_size - len(self._rows), self._read
+            ):
                 budget -= len(passing) * max(n.left for n in passing)
                 updates += self._prefill(passing)
             else:  # a long prompt: the next chunk of it, on its own
@@ -408,36 +318,7 @@ class BuiltinEngine:
                 updates += self._prefill_chunk(head, chunk)
         return updates
 
-    def _short_behind(self, budget: int) -> list[_Newcomer]:
-        """Newcomers queued behind a long prompt whose whole prompts fit `budget` together, shortest first: a
-        question must not wait for every chunk of a long summary part (or a long 맥락) ahead of it. The long
-        prompt still gets the rest of each step's budget, so it is never starved."""
-        room = self.max_batch_size - len(self._rows)
-        short = sorted((n for n in list(self._waiting)[1:] if n.done == 0), key=lambda n: len(self._read(n)))
-        group: list[_Newcomer] = []
-        for newcomer in short:
-            width = len(self._read(newcomer))
-            if len(group) == room or (len(group) + 1) * width > budget:
-                break
-            group.append(newcomer)
-        return group
-
-    def _group(self, budget: int) -> list[_Newcomer]:
-        """The oldest newcomer and, shortest first, the others whose whole prompts fit the budget with it as one
-        left-padded batch: short prompts pad little, so more of a burst starts in one step, and the oldest is
-        always in (none waits behind later ones for more than its turn at the head)."""
-        room = self.max_batch_size - len(self._rows)
-        head, *others = self._waiting
-        group, width = [head], len(self._read(head))
-        for newcomer in sorted(others, key=lambda n: len(self._read(n))):
-            wider = max(width, len(self._read(newcomer)))
-            if len(group) == room or (len(group) + 1) * wider > budget:
-                break  # sorted: every later one is as long or longer
-            group.append(newcomer)
-            width = wider
-        return group
-
-    def _prefill(self, group: list[_Newcomer]) -> list[GenerationUpdate]:
+    def _prefill(self, group: list[Newcomer]) -> list[GenerationUpdate]:
         """Prefill whole prompts as one left-padded batch; they join the running batch."""
         encoded = [self._read(n) for n in group]
         width = max(len(ids) for ids in encoded)
@@ -453,7 +334,7 @@ class BuiltinEngine:
         last = logits[:, -1, :]
         return self._join(group, cache, self._sample(last, [n.request for n in group]), last)
 
-    def _prefill_chunk(self, newcomer: _Newcomer, size: int) -> list[GenerationUpdate]:
+    def _prefill_chunk(self, newcomer: Newcomer, size: int) -> list[GenerationUpdate]:
         """The next `size` tokens of one long prompt into its own cache; it joins when the prompt is read."""
         done = newcomer.done
         input_ids = torch.tensor([self._read(newcomer)[done : done + size]], dtype=torch.long, device=self.device)
@@ -471,7 +352,7 @@ class BuiltinEngine:
         return self._join([newcomer], newcomer.cache, self._sample(last, [newcomer.request]), last)
 
     def _join(
-        self, group: list[_Newcomer], prefilled: Any, tokens: torch.Tensor, logits: torch.Tensor
+        self, group: list[Newcomer], prefilled: Any, tokens: torch.Tensor, logits: torch.Tensor
     ) -> list[GenerationUpdate]:
         """Copy prefilled rows into the running batch's cache; they decode from the next step on."""
         lengths = [len(self._read(n)) for n in group]
@@ -482,17 +363,11 @@ class BuiltinEngine:
         self._positions = torch.cat([self._positions, torch.tensor(lengths, dtype=torch.long, device=self.device)])
         self._next = torch.cat([self._next, tokens])
         self._lags = torch.cat([self._lags, self._lags.new_zeros(len(rows))])  # placed ending at `end`
-        for newcomer, row in zip(group, rows, strict=True):
-            if self._drafts_for(row.request):
-                expected = COPYING_KEPT if row.request.copies else FIRST_KEPT
-                self._drafters[row.id] = Drafter(self._read(newcomer), expected)
+        for newcomer in group:
+            self.speculator.joined(newcomer.request, self._read(newcomer))
         return self._advance(rows, tokens, logits)
 
-    def _drafts_for(self, request: GenerationRequest) -> bool:
-        """Whether a request's row drafts (SPECULATIVE): all with `on`, those whose answers copy with `auto`."""
-        return self.speculative == "on" or (self.speculative == "auto" and request.copies)
-
-    def _read(self, newcomer: _Newcomer) -> list[int]:
+    def _read(self, newcomer: Newcomer) -> list[int]:
         """The newcomer's prompt tokens, read once, on the engine's thread (not the worker loop's)."""
         if newcomer.ids is None:
             newcomer.ids = self.tokenizer(newcomer.request.prompt, add_special_tokens=False).input_ids
@@ -510,7 +385,7 @@ class BuiltinEngine:
         if not gone:
             return
         for i in gone:
-            self._drafters.pop(self._rows[i].id, None)
+            self.speculator.left(self._rows[i].id)
         last = len(self._rows) - 1
         for i in reversed(gone):  # from the back, so `last` is always a row that stays
             if i != last:
@@ -532,61 +407,13 @@ class BuiltinEngine:
         self._cache.truncate(kept, self._cache.end - int((self._positions + self._lags).max()))
 
     def _sample(self, logits: torch.Tensor, requests: list[GenerationRequest]) -> torch.Tensor:
-        """One token per row: greedy with DO_SAMPLE=false, else each request's temperature and top-p (the worker's
-        unless the request brings its own; temperature 0 is greedy for that row)."""
-        if not self.sampling.do_sample:
-            return logits.argmax(dim=-1)
-        temperatures = [r.temperature if r.temperature is not None else self.sampling.temperature for r in requests]
-        if not any(temperatures):
-            return logits.argmax(dim=-1)
-        top_ps = [r.top_p if r.top_p is not None else self.sampling.top_p for r in requests]
-        # One temperature for all (the common case) is a number: no tensor to copy to the GPU, and wait for, each step.
-        scale: float | torch.Tensor = max(temperatures[0], 1e-4)
-        if len(set(temperatures)) > 1:
-            scale = torch.tensor(temperatures, dtype=torch.float32, device=logits.device).clamp(min=1e-4)[:, None]
-        probs = torch.softmax(logits.float() / scale, dim=-1)
-        nucleus = top_ps[0] if len(set(top_ps)) == 1 else torch.tensor(top_ps, device=logits.device)
-        sampled = sample_top_p(probs, nucleus, self._generator)
-        if all(temperatures):
-            return sampled
-        return torch.where(torch.tensor(temperatures, device=logits.device) == 0, logits.argmax(dim=-1), sampled)
+        return sample(logits, requests, self.sampling, self._generator)
 
     def _advance(self, rows: list[Answer], tokens: torch.Tensor, logits: torch.Tensor) -> list[GenerationUpdate]:
         """One token per row: into its answer, and its drafter's tokens when it drafts."""
-        logprobs = self._logprobs(rows, tokens, logits)
+        logprobs = self._logprobs.of(rows, tokens, logits)
         updates = []
         for row, token, logprob in zip(rows, tokens.tolist(), logprobs, strict=True):
-            drafter = self._drafters.get(row.id)
-            if drafter is not None:
-                drafter.extend([token])
+            self.speculator.gained(row.id, token)
             updates.append(row.add_token(token, logprob))
         return [update for update in updates if update is not None]
-
-    def _logprobs(self, rows: list[Answer], tokens: torch.Tensor, logits: torch.Tensor) -> list[TokenLogprob | None]:
-        """Each sampled token's log-probability under the model (the logits' own distribution: before temperature
-        and top-p, as OpenAI and vLLM report it) and its row's `logprobs` most likely tokens', for the rows that
-        asked; None for the others. Computed only for those rows: nothing is spent when none asks."""
-        wanted = [i for i, row in enumerate(rows) if row.request.logprobs is not None]
-        found: list[TokenLogprob | None] = [None] * len(rows)
-        if not wanted:
-            return found
-        index = torch.tensor(wanted, device=logits.device)
-        table = torch.log_softmax(logits[index].float(), dim=-1).clamp_(min=LOGPROB_FLOOR, max=0.0)
-        chosen = table.gather(1, tokens[index][:, None].to(logits.device))[:, 0].tolist()
-        most = max(rows[i].request.logprobs or 0 for i in wanted)
-        top_values, top_ids = table.topk(most, dim=-1) if most else (table[:, :0], table[:, :0].long())
-        for j, i in enumerate(wanted):
-            count = rows[i].request.logprobs or 0
-            top = tuple(
-                TopLogprob(token=self._token_text(token), logprob=value)
-                for token, value in zip(top_ids[j, :count].tolist(), top_values[j, :count].tolist(), strict=True)
-            )
-            found[i] = TokenLogprob(token=self._token_text(int(tokens[i])), logprob=chosen[j], top=top)
-        return found
-
-    def _token_text(self, token: int) -> str:
-        """A token's own text (a byte of a longer character decodes to U+FFFD, as vLLM reports it)."""
-        text = self._token_texts.get(token)
-        if text is None:
-            text = self._token_texts[token] = str(self.tokenizer.decode([token]))
-        return text

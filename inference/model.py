@@ -21,6 +21,7 @@ from inference.placement import (
     nvidia_driver,
     nvidia_driver_present,
 )
+from inference.quantize import quantize_int8
 from inference.settings import WorkerSettings
 from inference.tokenizer import prompt_builder
 
@@ -75,15 +76,18 @@ def load_model(settings: WorkerSettings) -> tuple[Any, Any]:
     kwargs: dict[str, Any] = {"dtype": dtype, **common}
     if settings.device_map:
         kwargs["device_map"] = settings.device_map
-    if settings.quantization != "none":
+    if settings.quantization in ("8bit", "4bit"):
         kwargs["quantization_config"] = _quantization(settings.quantization)
         kwargs.setdefault("device_map", "auto")
+    # QUANTIZATION=int8: read into host memory, quantised there, then moved (the fp16 weights never reach the GPU)
     log.info("loading %s (%s on %s)", settings.model_id, str(dtype).removeprefix("torch."), device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(settings.model_id, **common)
         model: Any = AutoModelForCausalLM.from_pretrained(settings.model_id, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelNotFound(_not_found_message(settings, exc)) from exc
+    if settings.quantization == "int8":
+        log.info("weight-only int8: %d linear layers quantised", quantize_int8(model))
     if "device_map" not in kwargs:
         model.to(device)
     model.eval()

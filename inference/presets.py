@@ -30,9 +30,11 @@ KULLM3_SYSTEM_PROMPT = "\n".join(
     ]
 )
 
-Quantization = Literal["none", "8bit", "4bit"]
-# Bytes per weight as loaded: fp16/bf16, bitsandbytes int8, bitsandbytes nf4 (with its scales).
-_WEIGHT_BYTES: dict[str, float] = {"none": 2.0, "8bit": 1.0, "4bit": 0.56}
+Quantization = Literal["none", "int8", "8bit", "4bit"]
+# Bytes per weight as loaded: fp16/bf16; weight-only int8 (`inference.quantize`: the blocks in int8 with their
+# scales, the embeddings and output layer in fp16: 13.1 GB for Polyglot-ko 12.8B); bitsandbytes int8; bitsandbytes
+# nf4 (with its scales).
+_WEIGHT_BYTES: dict[str, float] = {"none": 2.0, "int8": 1.03, "8bit": 1.0, "4bit": 0.56}
 # CUDA context, allocator slack and activations of a batch, above weights and the KV cache.
 OVERHEAD_BYTES = int(1.5 * GIB)
 
@@ -174,7 +176,7 @@ def too_small(preset: Preset, quantization: Quantization, total_bytes: int, devi
         return None
     smaller = [
         f"QUANTIZATION={q} ({preset.memory_needed(q) / GIB:.0f} GiB)"
-        for q in ("8bit", "4bit")
+        for q in ("int8", "8bit", "4bit")
         if _WEIGHT_BYTES[q] < _WEIGHT_BYTES[quantization] and preset.memory_needed(q) <= total_bytes
     ]
     smaller += [

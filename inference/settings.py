@@ -40,7 +40,7 @@ class WorkerSettings(RedisSettings):
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
     device: str = "auto"
     device_map: str | None = None
-    quantization: Literal["none", "8bit", "4bit"] = "none"
+    quantization: Literal["none", "int8", "8bit", "4bit"] = "none"
     engine: str = "builtin"
     prefill_chunk_tokens: int = Field(default=512, ge=16)
     # auto: builtin replays decode steps as CUDA graphs on a GPU (faster than eager); paged does not (transformers'
@@ -104,6 +104,14 @@ class WorkerSettings(RedisSettings):
         if data.get("model_id") in (None, preset.model_id):  # another model's window is in its own config
             parts["context_window"] = preset.context_window
         return {**parts, **{k: v for k, v in data.items() if v is not None}}
+
+    @model_validator(mode="after")
+    def _int8_on_one_device(self) -> WorkerSettings:
+        if self.quantization == "int8" and self.device_map:
+            raise ValueError(
+                "QUANTIZATION=int8 puts the model on one device and DEVICE_MAP spreads it: set one of them"
+            )
+        return self
 
     @field_validator("model")
     @classmethod

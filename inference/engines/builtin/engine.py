@@ -86,13 +86,12 @@ class BuiltinEngine:
         self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in forward_params else {}
         self._layers = int(model.config.num_hidden_layers)
         self._waiting: deque[Newcomer] = deque()
-        # The running batch. Row i has positions[i] tokens in the cache, right-aligned: they fill the columns
-        # [cache.end - positions[i], cache.end), and its next token (next[i], position positions[i]) goes to cache.end.
+        # The running batch. Row i has positions[i] tokens in the cache, in the columns ending at cache.end - lags[i],
+        # where its next token (next[i], position positions[i]) goes. Lags are 0 but after speculative steps.
         self._rows: list[Answer] = []
         self._cache = SlotCache(self._layers)
         self._positions = torch.zeros(0, dtype=torch.long, device=self.device)
         self._next = torch.zeros(0, dtype=torch.long, device=self.device)
-        # How far left of `end` each row's next column is (rows gain different numbers of tokens in speculative steps).
         self._lags = torch.zeros(0, dtype=torch.long, device=self.device)
         self.speculator = Speculator(speculative, draft_tokens, step_tokens, self.device.type)
         if self.device.type == "cuda":
@@ -210,7 +209,7 @@ class BuiltinEngine:
             queries = padded_queries(queries)  # a graph per padded count, not per count
         tokens = self._next[:, None]
         if queries > 1:
-            fed = [[0] * (queries - 1 - len(d)) for d in drafts]  # guesses padded to the longest (ignored after)
+            fed = [[self.pad_token_id] * (queries - 1 - len(d)) for d in drafts]  # padded to the longest, ignored
             padded = torch.tensor([d + pad for d, pad in zip(drafts, fed, strict=True)], dtype=torch.long)
             tokens = torch.cat([tokens, padded.to(self.device)], dim=1)
         self._cache.make_room(queries)
@@ -400,11 +399,12 @@ class BuiltinEngine:
         if not kept:
             self._cache.truncate(0, 0)
             return
-        nearest = int(self._lags.min())  # `end` moves back to the column of the row nearest it, when that row left
+        # `end` moves back to the column of the row nearest it, when that row left (one read back from the device).
+        nearest, reach = torch.stack([self._lags.min(), (self._positions + self._lags).max()]).tolist()
         if nearest:
             self._cache.advance(-nearest)
             self._lags -= nearest
-        self._cache.truncate(kept, self._cache.end - int((self._positions + self._lags).max()))
+        self._cache.truncate(kept, self._cache.end - (reach - nearest))
 
     def _sample(self, logits: torch.Tensor, requests: list[GenerationRequest]) -> torch.Tensor:
         return sample(logits, requests, self.sampling, self._generator)

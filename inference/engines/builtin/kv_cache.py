@@ -1,9 +1,9 @@
 """`SlotCache`: the running batch's keys and values in preallocated buffers, written in place.
 
 Each layer holds one key and one value buffer of shape [slots, heads, columns, head_dim]. Rows
-0..rows-1 are the live questions. Every row's tokens are right-aligned so that the next token of
-every row goes to the same column, `end`; the columns a shorter row does not use are padding,
-masked out by the engine. So:
+0..rows-1 are the live questions. A row's tokens are contiguous and end where its next token goes:
+at `end` for every row until speculative steps (below) leave some rows a few columns short of it. The
+columns a row does not use are padding, masked out by the engine. So:
 
 - a decode step writes one column of each buffer in place — no `torch.cat` of the whole cache;
 - a newcomer's prefilled keys and values are copied into a free row at [end - length, end):
@@ -17,7 +17,7 @@ masked out by the engine. So:
 The buffers start zeroed and only ever hold real keys and values, so masked padding never
 carries a NaN into attention.
 
-Speculative steps (`drafts`) let rows gain different numbers of tokens in one step, so a row's next column
+Speculative steps (`speculation`) let rows gain different numbers of tokens in one step, so a row's next column
 may lie left of `end` (the engine keeps each row's lag). Every decode step therefore runs in a `Window`
 (`attending`): row r's queries are written at its own columns, held in a tensor, and attention reads the
 columns [first, last). The eager step reads from `start`; a step at fixed shapes (`decode_graphs`,
@@ -137,7 +137,7 @@ class SlotCache(Cache):
             layer.values[target, :, self.start : self.end] = layer.values[source, :, self.start : self.end]
 
     def compact(self) -> None:
-        """Move the live columns to column 0, in place: every row by the same offset, so each stays right-aligned.
+        """Move the live columns to column 0, in place: every row by the same offset, so each keeps its place.
 
         Only when the columns left of them are at least as many as they are (source and target do not
         overlap). The buffers stay the same tensors; `compactions` counts these moves.

@@ -19,7 +19,7 @@ from bot.feedback import Feedback
 from bot.follow import follow_answer
 from bot.layout import AnswerLayout, model_label, took
 from bot.settings import ClientSettings
-from bot.surface import PlaceholderGone, Streaming, Surface, Target
+from bot.surface import Outcome, PlaceholderGone, Sessions, Streaming, Surface, Target
 from bot.texts import error_text, reference, text
 from chatbus import (
     AnswerTimeout,
@@ -85,7 +85,10 @@ class AnswerPoster(Generic[TargetVar]):
         log.warning("%s question %s: in flight too long, given up", self.platform, record.question_id)
         with contextlib.suppress(Exception):
             notice = error_text("given_up", record.language, reference(record.question_id))
-            await self.surface.edit(self.surface.target(record.target), notice, final=True)
+            target = self.surface.target(record.target)
+            await self.surface.edit(target, notice, final=True)
+            if isinstance(self.surface, Sessions):
+                await self.surface.ended(target, "failed")
         with contextlib.suppress(Exception):
             await self.bus.inflight.untrack(self.platform, record.question_id)
             await self.bus.inflight.release_lease(record.question_id, self.owner)
@@ -208,10 +211,12 @@ class AnswerPoster(Generic[TargetVar]):
                     answer = f"{event.text}\n\n{text('context_cut', language)}" if event.context_cut else event.text
                     footer = text("footer", language, model=model_label(event.model), seconds=took(event))
                     await self._post_final(layout, answer, feedback=feedback, footer=footer)
+                    await self._ended(layout, "answered")
                     return True
                 elif isinstance(event, ErrorEvent):
                     notice = await self._error_notice(record, event)
                     await self._post_final(layout, f"{shown}\n\n{notice}" if shown else notice)
+                    await self._ended(layout, "stopped" if event.code == "cancelled" else "failed")
                     return True
                 if shown and not gone and time.monotonic() - last_edit >= self.surface.edit_interval_s:
                     try:
@@ -224,6 +229,7 @@ class AnswerPoster(Generic[TargetVar]):
             log.warning("%s question %s (ref %s): no answer arrived in time", self.platform, record.question_id, ref)
             notice = error_text("timeout", language, ref)
             await self._post_final(layout, f"{shown}\n\n{notice}" if shown else notice)
+            await self._ended(layout, "failed")
             return True
         return False
 
@@ -232,6 +238,12 @@ class AnswerPoster(Generic[TargetVar]):
         if isinstance(self.surface, Streaming):
             with contextlib.suppress(PlaceholderGone):
                 await self.surface.started(layout.target)
+
+    async def _ended(self, layout: AnswerLayout[TargetVar], outcome: Outcome) -> None:
+        """Where the platform shows the answer's thread as a session (Slack's agent sessions), it moves on."""
+        if isinstance(self.surface, Sessions):
+            with contextlib.suppress(Exception):
+                await self.surface.ended(layout.target, outcome)
 
     async def _finish_stream(self, layout: AnswerLayout[TargetVar], answer: str, feedback: str | None) -> bool:
         """The final answer where the platform's own stream showed it; False when the messages are edited instead."""

@@ -22,7 +22,7 @@ from bot.personas import Personas
 from bot.poster import AnswerPoster
 from bot.quota import Quota
 from bot.settings import ClientSettings
-from bot.surface import Asked, CannotPost, Surface, Target
+from bot.surface import Asked, CannotPost, Sessions, Surface, Target
 from bot.texts import text, waiting_line
 from chatbus import (
     Bus,
@@ -178,6 +178,8 @@ class Relay(Generic[OriginVar, TargetVar]):
                 self.poster.spawn(record)
                 return item.id
         await self.surface.edit(target, notice, final=True)
+        if isinstance(self.surface, Sessions):
+            await self.surface.ended(target, "failed")
         with contextlib.suppress(BusError):
             await self.bus.inflight.untrack(self.platform, item.id)
             await self.quota.release(item)

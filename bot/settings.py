@@ -118,6 +118,9 @@ class SlackSettings(ClientSettings):
     slack_edit_interval_s: float = Field(default=1.0, gt=0)
     # Answers in threads stream with Slack's chat.startStream/appendStream/stopStream; off: by chat.update.
     slack_native_streaming: bool = True
+    # Each answer thread is one of Slack's agent sessions (status, title, Slack's own stop button) where the workspace
+    # has them; off, or where Slack refuses them: the assistant pane's status and the bot's own messages only.
+    slack_agent_sessions: bool = True
     # The assistant pane's suggested prompts, as JSON: [{"title": "…", "message": "…"}, …] (1 to 4); empty:
     # the built-in ones in BOT_LANGUAGE.
     slack_suggested_prompts: str = ""

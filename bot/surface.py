@@ -9,10 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 from bot.errors import BotError
 from chatbus import Task
+
+# How an answer ended: its final text posted, stopped by someone, or failed (an error, a timeout, given up).
+Outcome = Literal["answered", "stopped", "failed"]
 
 
 class PlaceholderGone(BotError):
@@ -57,6 +60,7 @@ class Target(Protocol):
 
 OriginT = TypeVar("OriginT", contravariant=True)
 TargetT = TypeVar("TargetT", bound=Target)
+TargetIn = TypeVar("TargetIn", bound=Target, contravariant=True)
 
 
 class Surface(Protocol[OriginT, TargetT]):
@@ -128,4 +132,14 @@ class Streaming(Protocol[TargetT]):
     async def finish(self, target: TargetT, answer: str, feedback: str | None = None) -> bool:
         """Show the final answer where `stream` showed it (with vote buttons for `feedback`, a question id);
         False when the relay should edit the placeholder."""
+        ...
+
+
+@runtime_checkable
+class Sessions(Protocol[TargetIn]):
+    """A platform that shows each answer's thread as a session with a status (Slack's agent sessions), which the
+    poster tells how each answer ended once its final text is out."""
+
+    async def ended(self, target: TargetIn, outcome: Outcome) -> None:
+        """The answer shown at `target` ended so; a failure to say so loses only the status."""
         ...

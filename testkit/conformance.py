@@ -148,14 +148,23 @@ def route_pattern(template: str) -> re.Pattern[str]:
 
 @cache
 def slack_sample(name: str) -> dict[str, Any]:
-    """A recorded sample: `api/chat.postMessage`, `events/AppMentionPayload`, `app-backend/…`."""
-    return dict(json.loads((REFERENCE / "slack" / f"{name}.json").read_text()))
+    """A recorded sample: `api/chat.postMessage`, `events/AppMentionPayload`, `app-backend/…`; or, for what Slack
+    has published no sample of (agent sessions), the shape its reference pages document (`documented/`)."""
+    path = slack_sample_path(name)
+    assert path is not None, f"no sample of {name}"
+    return dict(json.loads(path.read_text()))
+
+
+def slack_sample_path(name: str) -> Path | None:
+    for folder in (REFERENCE / "slack", REFERENCE / "slack" / "documented"):
+        if (folder / f"{name}.json").exists():
+            return folder / f"{name}.json"
+    return None
 
 
 def slack_response_problems(method: str, body: dict[str, Any]) -> list[str]:
     """What a Web API response of the stand-in lacks or types differently from Slack's sample of `method`."""
-    path = REFERENCE / "slack" / "api" / f"{method}.json"
-    if not path.exists():
+    if slack_sample_path(f"api/{method}") is None:
         return [f"{method}: no recorded sample of this method to check against"]
     sample = slack_sample(f"api/{method}")
     if body.get("ok") is False:
@@ -236,7 +245,11 @@ def _path(parts: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------- the stand-ins
 
-EVENT_SAMPLES = {"app_mention": "events/AppMentionPayload", "message": "events/MessagePayload"}
+EVENT_SAMPLES = {
+    "app_mention": "events/AppMentionPayload",
+    "message": "events/MessagePayload",
+    "agent_session_stopped": "events/AgentSessionStoppedPayload",
+}
 INTERACTION_SAMPLES = {
     "block_actions": "app-backend/BlockActionPayload",
     "message_action": "app-backend/MessageShortcutPayload",
@@ -262,7 +275,7 @@ def slack_standin_problems(standin: Any) -> list[str]:
     """
     problems: list[str] = []
     for call in standin.calls:
-        sampled = (REFERENCE / "slack" / "api" / f"{call.method}.json").exists()
+        sampled = slack_sample_path(f"api/{call.method}") is not None
         if call.response is not None and call.status == 200 and sampled:  # the others: see test_conformance
             problems += slack_response_problems(call.method, call.response)
     for envelope in standin.envelopes:

@@ -41,11 +41,13 @@ def test_manifest_matches_the_adapter(language: Language) -> None:
     ]
     assert all(len(s["name"]) <= 25 for s in features["shortcuts"]), "Slack's limit on a shortcut's name"
     assert sorted(settings["event_subscriptions"]["bot_events"]) == [
+        "agent_session_stopped",  # Slack's stop button on an agent session
         "app_mention",
         "assistant_thread_started",
         "message.im",
     ]
     assert features["assistant_view"]["assistant_description"], "the app is a Slack AI assistant (its pane)"
+    assert features["agent_view"]["agent_description"], "and an agent: its answer threads are agent sessions"
     assert settings["socket_mode_enabled"] is True and settings["interactivity"]["is_enabled"] is True
     assert features["app_home"]["messages_tab_enabled"] is True  # DMs with the bot
 

@@ -77,7 +77,9 @@ class KullmSlack:
             settings.bot_language,
             native=settings.slack_native_streaming,
             team_id=team_id,
+            sessions=settings.slack_agent_sessions,
         )
+        self.surface = surface
         self.relay: Relay[SlackOrigin, SlackTarget] = Relay(bus, surface, settings)
         self.app.command("/kullm")(self.on_command)
         self.app.command(self.settings.settings_command)(self.on_settings)
@@ -88,6 +90,7 @@ class KullmSlack:
             self.app.shortcut(callback_id)(self.on_task_shortcut)
         self.app.view(MODAL_ID)(self.on_modal)
         self.app.action(CANCEL_ACTION)(self.on_cancel)
+        self.app.event("agent_session_stopped")(self.on_session_stopped)
         # The assistant pane (Slack's AI app surface): a thread per conversation in the user's DM with the app.
         assistant = AsyncAssistant()
         assistant.thread_started(self.on_pane_opened)
@@ -267,12 +270,34 @@ class KullmSlack:
     async def _stop_in_pane(self, channel: str, thread_ts: str, user: str) -> bool:
         """ "그만" (or "stop") typed in a pane thread whose answer is streaming stops it: a stream carries no
         button. False when nothing of this user's is being answered there (then it is a question like any)."""
+        return await self._stop_thread(channel, thread_ts, user, "the pane") is True
+
+    async def on_session_stopped(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        """Slack's stop button on an agent session: the thread's answer stops like by our own stop button (its asker
+        only; anyone else is told so). Slack changes no status itself: with nothing left to stop, the session is
+        active again; a stopped answer closes it when its end is posted (`SlackSurface.ended`)."""
+        if not await self._first_delivery(body):
+            return
+        channel, thread_ts, user = event["channel"], str(event.get("thread_ts") or ""), event.get("user", "")
+        self.surface.streams_stopped([str(ts) for ts in event.get("streaming_message_ts") or []])
+        stopped = await self._stop_thread(channel, thread_ts, user, "the session's stop button")
+        if stopped is False:
+            notice = text("cancel_not_yours", self.language)
+            await self.client.chat_postEphemeral(channel=channel, user=user, text=notice, thread_ts=thread_ts or None)
+        elif stopped is None:
+            await self.surface.sessions.set(channel, thread_ts, "active")
+
+    async def _stop_thread(self, channel: str, thread_ts: str, user: str, how: str) -> bool | None:
+        """Stop the answer in flight in a thread if `user` asked it: True; False when it is someone else's; None
+        when nothing is being answered there."""
         conversation = f"{channel}:{thread_ts}"
         record = await self.relay.record_at(lambda target: target.conversation == conversation)
-        if record is None or record.user != user:
+        if record is None or await self.relay.record_for(record.question_id) is None:
+            return None
+        if record.user != user:
             return False
         await self.bus.answers.cancel(record.question_id, by=await self.reader.name(user))
-        log.info("slack question %s: stopped from the pane", record.question_id)
+        log.info("slack question %s: stopped from %s", record.question_id, how)
         return True
 
     async def on_vote(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:

@@ -28,7 +28,9 @@ HEADER = """\
 # This is the {language} app (BOT_LANGUAGE={code}); the other language's is {other}. Written by
 # `python -m bot.slack.manifest` from bot/texts/catalogue.py: edit that, not this file.
 # Least privilege: read mentions and DMs sent to the bot, post and edit its own messages, the /kullm command,
-# the assistant pane (assistant:write: its status line, suggested prompts and thread titles), the settings command
+# the assistant pane (assistant:write: its status line, suggested prompts and thread titles), Slack's agent sessions
+# (agent_view: each answer thread a session with a status, a title and Slack's stop button, which sends
+# agent_session_stopped), the settings command
 # (users:read: whether the person setting a channel's persona is a workspace admin; names in summaries and in the
 # line quoting a question), and the workspace actions: reading a thread to summarise it when asked
 # (channels:history, groups:history, mpim:history; no channel message events are subscribed, so nothing is read
@@ -75,6 +77,7 @@ def manifest(language: Language) -> dict[str, Any]:
         },
         "features": {
             "assistant_view": {"assistant_description": text("pane_description", language)},
+            "agent_view": {"agent_description": text("pane_description", language)},
             "app_home": {
                 "home_tab_enabled": False,
                 "messages_tab_enabled": True,
@@ -99,7 +102,9 @@ def manifest(language: Language) -> dict[str, Any]:
         },
         "oauth_config": {"scopes": {"bot": SCOPES}},
         "settings": {
-            "event_subscriptions": {"bot_events": ["app_mention", "assistant_thread_started", "message.im"]},
+            "event_subscriptions": {
+                "bot_events": ["agent_session_stopped", "app_mention", "assistant_thread_started", "message.im"]
+            },
             "interactivity": {"is_enabled": True},
             "org_deploy_enabled": False,
             "socket_mode_enabled": True,

@@ -19,7 +19,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.formatting import split_message
 from bot.slack.blocks import answer_blocks, feedback_block, section, vote_buttons_block
 from bot.slack.mrkdwn import slack_escape, to_slack_mrkdwn
-from bot.surface import Asked, CannotPost, PlaceholderGone
+from bot.slack.sessions import STATUS_AFTER, AgentSessions
+from bot.surface import Asked, CannotPost, Outcome, PlaceholderGone
 from bot.texts import loading_messages, quote_of, text
 
 log = logging.getLogger(__name__)
@@ -99,9 +100,17 @@ class SlackSurface:
     footer_style = "_{}_"  # italics in mrkdwn
 
     def __init__(
-        self, client: AsyncWebClient, edit_interval_s: float, language: str, *, native: bool = True, team_id: str = ""
+        self,
+        client: AsyncWebClient,
+        edit_interval_s: float,
+        language: str,
+        *,
+        native: bool = True,
+        team_id: str = "",
+        sessions: bool = True,
     ) -> None:
         self.client = client
+        self.sessions = AgentSessions(client, sessions)  # each answer thread as one of Slack's agent sessions
         self.edit_interval_s = edit_interval_s
         self.language: Any = language
         self.native = native
@@ -128,6 +137,15 @@ class SlackSurface:
 
     async def post_placeholder(
         self, origin: SlackOrigin, asked: Asked, content: str, question_id: str, *, ahead: int = 0
+    ) -> SlackTarget:
+        target = await self._post_placeholder(origin, asked, content, question_id, ahead=ahead)
+        # The thread is a session now (Slack's stop button stops the answer): processing while it waits and is answered.
+        title = asked.question if asked.task == "ask" else text(f"task_{asked.task}", self.language)
+        await self.sessions.set(target.channel, target.thread_ts, "processing", title=title, user=origin.user)
+        return target
+
+    async def _post_placeholder(
+        self, origin: SlackOrigin, asked: Asked, content: str, question_id: str, *, ahead: int
     ) -> SlackTarget:
         pane = "1" if origin.kind == "pane" else ""
         if pane and self.native:
@@ -342,6 +360,16 @@ class SlackSurface:
 
     def working(self, target: SlackTarget) -> AbstractAsyncContextManager[None]:
         return nullcontext()  # Slack has no typing indicator for bots
+
+    async def ended(self, target: SlackTarget, outcome: Outcome) -> None:
+        """The thread's agent session moves on: active once answered (or failed), closed once stopped."""
+        await self.sessions.set(target.channel, target.thread_ts, STATUS_AFTER[outcome])
+
+    def streams_stopped(self, stopped: list[str]) -> None:
+        """Slack stopped these streams itself (its session's stop button): nothing more is appended to them, and the
+        answer's end is edited into them like a placeholder."""
+        for ts in stopped:
+            self._appended.pop(ts, None)
 
 
 def slack_error(exc: SlackApiError) -> str:

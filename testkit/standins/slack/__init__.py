@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from testkit.standins.serving import listen, wait_for
+from testkit.standins.slack.agents import AgentSessions
 from testkit.standins.slack.common import TEAM_DOMAIN, TEAM_ID, Call, Handler, SlackError, _Failure, manifest_scopes
 from testkit.standins.slack.interactions import Interactions
 from testkit.standins.slack.messages import Messages
@@ -23,7 +24,7 @@ from testkit.standins.slack.web_api import WebApi
 T = TypeVar("T")
 
 
-class SlackStandIn(SocketMode, Messages, WebApi, Interactions):
+class SlackStandIn(SocketMode, Messages, WebApi, Interactions, AgentSessions):
     """Loopback Slack: Web API under /api/ and a Socket Mode websocket, recording every call."""
 
     host = "127.0.0.1"  # where it listens, and the host its URLs name (a compose network's gateway for containers)
@@ -55,6 +56,10 @@ class SlackStandIn(SocketMode, Messages, WebApi, Interactions):
         self.status_history: list[tuple[tuple[str, str], str]] = []
         self.suggested_prompts: dict[tuple[str, str], dict[str, Any]] = {}
         self.titles: dict[tuple[str, str], str] = {}
+        # Agent sessions (agents.sessions.setStatus) by (channel, thread_ts), and every status set, in order.
+        self.agent_sessions = True  # False: the app is not an agent here (the method answers not_allowed)
+        self.sessions: dict[tuple[str, str], dict[str, Any]] = {}
+        self.session_history: list[tuple[tuple[str, str], str]] = []
         self.native_streaming = True  # False: chat.startStream is refused, as in a workspace without the feature
         self.feedback_buttons = True  # False: context_actions blocks are invalid_blocks, as where Slack lacks them
         self.loading_messages: dict[tuple[str, str], list[str]] = {}  # the status's rotating lines, by thread
@@ -94,6 +99,7 @@ class SlackStandIn(SocketMode, Messages, WebApi, Interactions):
             "assistant.threads.setStatus": self._set_status,
             "assistant.threads.setSuggestedPrompts": self._set_suggested_prompts,
             "assistant.threads.setTitle": self._set_title,
+            "agents.sessions.setStatus": self._session_status,
             "chat.startStream": self._start_stream,
             "chat.appendStream": self._append_stream,
             "chat.stopStream": self._stop_stream,

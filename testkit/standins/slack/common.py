@@ -34,6 +34,7 @@ METHOD_SCOPES = {
     "assistant.threads.setStatus": ("assistant:write",),
     "assistant.threads.setSuggestedPrompts": ("assistant:write",),
     "assistant.threads.setTitle": ("assistant:write",),
+    "agents.sessions.setStatus": ("chat:write",),  # thread-based sessions (the app declared as an agent)
 }
 MANIFEST = Path(__file__).resolve().parents[3] / "slack" / "manifest.yml"
 
@@ -42,6 +43,18 @@ def manifest_scopes() -> set[str]:
     """The bot scopes the project's Slack app manifest asks for: what an install of the app grants."""
     manifest = yaml.safe_load(MANIFEST.read_text())
     return set(manifest["oauth_config"]["scopes"]["bot"])
+
+
+def manifest_events() -> set[str]:
+    """The bot events the project's Slack app manifest subscribes to."""
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    return set(manifest["settings"]["event_subscriptions"]["bot_events"])
+
+
+# agents.sessions.setStatus (docs.slack.dev/reference/methods/agents.sessions.setStatus): its statuses, and the
+# longest title (only used when the call creates the session).
+AGENT_SESSION_STATUSES = ("active", "processing", "suspended", "closed")
+AGENT_SESSION_TITLE_CHARS = 200
 
 
 # Block Kit limits the stand-in enforces (docs.slack.dev/reference/block-kit): the ones a chatbot streaming long

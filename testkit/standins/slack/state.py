@@ -32,6 +32,7 @@ class SlackState:
     _tickets: set[str]
     _triggers: dict[str, tuple[float, bool]]
     acks: list[dict[str, Any]]
+    agent_sessions: bool
     app_id: str
     app_token: str
     assistant_threads: set[tuple[str, str]]
@@ -54,6 +55,8 @@ class SlackState:
     native_streaming: bool
     not_in_channel: set[str]
     port: int
+    session_history: list[tuple[tuple[str, str], str]]
+    sessions: dict[tuple[str, str], dict[str, Any]]
     status_history: list[tuple[tuple[str, str], str]]
     statuses: dict[tuple[str, str], str]
     stream_idle_timeout_s: float
@@ -145,6 +148,12 @@ class SlackState:
 
         @staticmethod
         def _stream_text(args: dict[str, Any], *, required: bool) -> str:
+            raise NotImplementedError
+
+        def _stream_chunks(self, message: dict[str, Any], args: dict[str, Any]) -> None:
+            raise NotImplementedError
+
+        def _stream_session(self, channel: str, message: dict[str, Any], args: dict[str, Any]) -> None:
             raise NotImplementedError
 
         def _streaming_message(self, channel: str, ts: Any) -> dict[str, Any]:

@@ -39,7 +39,7 @@ class WebApi(SlackState):
         elif request.can_read_body:
             raw = await request.read()
             args.update(parse_qsl(raw.decode(), keep_blank_values=True))
-        for key in ("blocks", "attachments", "metadata", "view"):
+        for key in ("blocks", "attachments", "metadata", "view", "chunks"):
             # Form-encoded calls carry structured arguments as JSON strings.
             if isinstance(args.get(key), str) and args[key][:1] in ("[", "{"):
                 args[key] = json.loads(args[key])
@@ -164,13 +164,15 @@ class WebApi(SlackState):
             channel["id"], text=text, user=self.bot_user_id, thread_ts=thread_ts, **self._bot_fields()
         )
         message |= {"streaming": True, "streamed": True, "stream_idle_since": time.monotonic(), "appends": 0}
+        self._stream_chunks(message, args)
         self.statuses.pop((channel["id"], thread_ts or ""), None)
         return {"channel": channel["id"], "ts": message["ts"]}
 
     async def _append_stream(self, args: dict[str, Any], token: str) -> dict[str, Any]:
         channel = self._resolve_channel(args.get("channel"))
         message = self._streaming_message(channel["id"], args.get("ts"))
-        message["text"] += self._stream_text(args, required=True)
+        message["text"] += self._stream_text(args, required=not args.get("chunks"))
+        self._stream_chunks(message, args)
         message["appends"] += 1
         message["stream_idle_since"] = time.monotonic()
         return {"channel": channel["id"], "ts": message["ts"]}
@@ -179,6 +181,8 @@ class WebApi(SlackState):
         channel = self._resolve_channel(args.get("channel"))
         message = self._streaming_message(channel["id"], args.get("ts"))
         message["text"] += self._stream_text(args, required=False)
+        self._stream_chunks(message, args)
+        self._stream_session(channel["id"], message, args)
         if args.get("blocks") is not None:
             errors = block_errors(args["blocks"], feedback_buttons=self.feedback_buttons)
             if errors:

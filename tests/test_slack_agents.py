@@ -1,0 +1,103 @@
+"""Slack's agent sessions end to end: each answer thread is a session whose status follows its question, Slack's own
+stop button on it stops the answer (its asker's only), and workspaces without sessions carry on as before."""
+
+from __future__ import annotations
+
+import html
+
+import pytest
+
+from bot.slack.sessions import session_title
+from testkit import trained
+from testkit.controls import stop_button_on
+from testkit.shown import without_footer
+from tests import test_slack
+from tests.test_slack import Slack
+
+pytestmark = pytest.mark.e2e
+
+slack_env_fixture = test_slack.slack_env_fixture  # the fixture: Slack's stand-in, the app, a scripted worker
+
+
+def test_a_sessions_title_is_the_questions_first_line_within_slacks_limit() -> None:
+    assert session_title("\n  배포 날짜가 언제지?\n자세히") == "배포 날짜가 언제지?"
+    assert len(session_title("가" * 500)) == 200 and session_title("가" * 500).endswith("…")
+
+
+def statuses(sl: Slack, where: tuple[str, str]) -> list[str]:
+    return [status for key, status in sl.standin.session_history if key == where]
+
+
+async def test_each_answer_thread_is_a_session_whose_status_follows_the_question(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("내 이름은 민수야"), mention=True)
+    thread = (s.channel_id, asked["ts"])
+    await sl.answer_in_thread(*thread, trained.NAME_ANSWER)
+    await s.wait_for(lambda: statuses(sl, thread) == ["processing", "active"])
+    session = s.sessions[thread]
+    assert session["title"] == "내 이름은 민수야" and session["initiator"] == s.alice, "titled from the question"
+    # A follow-up in the same thread: the same session, processing again, then active; its title stays.
+    follow_up = sl.mention("내 이름이 뭐라고 했지?")
+    await s.post_user_message(s.channel_id, s.alice, follow_up, thread_ts=asked["ts"], mention=True)
+    await s.wait_for(lambda: any(without_footer(m["text"]) == trained.HISTORY_ANSWER for m in s.thread(*thread)), 60)
+    await s.wait_for(lambda: statuses(sl, thread) == ["processing", "active"] * 2)
+    assert s.sessions[thread]["title"] == "내 이름은 민수야"
+    # The assistant pane's thread is a session too, beside the pane's own status line.
+    pane_ts = await s.open_assistant_thread(s.alice)
+    pane = (s.dm_channel_id, pane_ts)
+    await s.wait_for(lambda: s.suggested_prompts.get(pane))
+    await s.post_user_message(s.dm_channel_id, s.alice, "내 이름은 민수야", thread_ts=pane_ts)
+    await sl.answer_in_thread(*pane, trained.NAME_ANSWER)
+    await s.wait_for(lambda: statuses(sl, pane) == ["processing", "active"])
+    assert [st for key, st in s.status_history if key == pane][:1] == ["생각하는 중…"], "the pane's line as before"
+    warned = [c for c in s.calls_to("agents.sessions.setStatus") if c.response and c.response.get("warning")]
+    assert warned == [], "the manifest subscribes agent_session_stopped: Slack's stop button works"
+
+
+async def test_slacks_stop_button_stops_the_askers_answer_and_closes_the_session(slack_env_fixture: Slack) -> None:
+    """The session's stop button: someone else's click is refused (seen only by them) and the answer goes on; the
+    asker's stops it like our own button, the text so far kept with who stopped it, and the session closes."""
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    asked, placeholder = await sl.long_answer_streaming()
+    thread = (s.channel_id, asked["ts"])
+    await s.stop_agent_session(*thread, s.bob)
+    await s.wait_for(lambda: any("질문한 사람이나 관리자만" in e.get("text", "") for e in s.ephemerals))
+    edits = placeholder["edits"]
+    await s.wait_for(lambda: placeholder["edits"] > edits, 20)  # still being written
+    assert stop_button_on(placeholder) and s.sessions[thread]["status"] == "processing"
+    await s.stop_agent_session(*thread, s.alice)
+    final = await s.wait_for(lambda: placeholder if not stop_button_on(placeholder) else None)
+    assert final["text"].endswith("⏹️ 앨리스 님이 답변을 멈췄어요.")
+    assert final["text"].startswith(trained.LONG_STORY[:20]), "the text so far stays"
+    await s.wait_for(lambda: statuses(sl, thread)[-1:] == ["closed"])
+
+
+async def test_in_the_pane_slacks_stop_button_ends_the_stream_and_the_answer(slack_env_fixture: Slack) -> None:
+    """Slack stops the pane's stream itself when its stop button is clicked: the worker stops too, and the text so
+    far is edited into the streamed message with who stopped it."""
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    pane, streamed = await sl.pane_answer_streaming()
+    event = await s.stop_agent_session(*pane, s.alice)
+    assert event["streaming_message_ts"] == [streamed["ts"]]
+    await s.wait_for(lambda: html.unescape(streamed["text"]).endswith("⏹️ 앨리스 님이 답변을 멈췄어요."))
+    assert html.unescape(streamed["text"]).startswith(trained.LONG_STORY[:20])
+    await s.wait_for(lambda: statuses(sl, pane)[-1:] == ["closed"])
+
+
+async def test_where_slack_has_no_agent_sessions_the_pane_and_our_messages_carry_on(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    s.agent_sessions = False  # the app is not an agent in this workspace
+    for _ in range(2):
+        asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("내 이름은 민수야"), mention=True)
+        await sl.answer_in_thread(s.channel_id, asked["ts"], trained.NAME_ANSWER)
+    refused = s.calls_to("agents.sessions.setStatus")
+    assert [c.response["error"] for c in refused if c.response] == ["not_allowed"], "asked once, then not again"
+    assert s.sessions == {}
+
+
+@pytest.mark.bot_env(SLACK_AGENT_SESSIONS="0")
+async def test_agent_sessions_can_be_turned_off(slack_env_fixture: Slack) -> None:
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("내 이름은 민수야"), mention=True)
+    await sl.answer_in_thread(s.channel_id, asked["ts"], trained.NAME_ANSWER)
+    assert s.calls_to("agents.sessions.setStatus") == []

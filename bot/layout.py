@@ -69,6 +69,18 @@ class AnswerLayout(Generic[TargetVar]):
                 return
         await self._lay_out(self._pieces(shown), final=False)
 
+    async def progress(self, done: int, total: int, notice: str) -> None:
+        """A long task's parts as they are read, before the answer's first text: in the platform's own stream where
+        it streams (Slack's task cards), else `notice` on the placeholder. Raises `PlaceholderGone`."""
+        if not self.parts and isinstance(self.surface, Streaming):
+            moved, shown = await self.surface.progress(self.target, done, total)
+            if moved != self.target:
+                self.target = moved
+                await self._save()
+            if shown:
+                return
+        await self.surface.edit(self.target, notice, final=False)
+
     async def restart(self, notice: str) -> None:
         """The answer starts over: its further parts are deleted and the placeholder says so."""
         if self.parts:

@@ -197,7 +197,7 @@ class AnswerPoster(Generic[TargetVar]):
                     if not shown:
                         with contextlib.suppress(PlaceholderGone):
                             progress = text("summarizing", language, done=event.done, total=event.total)
-                            await self.surface.edit(layout.target, progress, final=False)
+                            await layout.progress(event.done, event.total, progress)
                     continue
                 elif isinstance(event, Restart):
                     shown = ""

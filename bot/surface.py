@@ -31,6 +31,14 @@ class CannotPost(BotError):
 
 
 @dataclass(frozen=True)
+class Source:
+    """Something an answer is grounded on, as the platform links it: a file, a thread, a message."""
+
+    title: str
+    url: str
+
+
+@dataclass(frozen=True)
 class Asked:
     """A question as an adapter received it, before any limit was checked."""
 
@@ -43,6 +51,8 @@ class Asked:
     channel: str = ""
     # summarize, translate, proofread: the work is on `context` (a thread, a message, a file); `question` names it.
     task: Task = "ask"
+    # Where `context` came from (the files read, the thread summarised, the message asked about): shown with the answer.
+    sources: tuple[Source, ...] = ()
 
 
 class Target(Protocol):
@@ -127,6 +137,12 @@ class Streaming(Protocol[TargetT]):
         Returns the target (changed when a streamed message began or ended: the relay stores it) and
         whether it was shown; when not, the relay edits the placeholder as on platforms without streaming.
         """
+        ...
+
+    async def progress(self, target: TargetT, done: int, total: int) -> tuple[TargetT, bool]:
+        """Show that `done` of a long task's `total` parts are read, before its answer's first text, as part of the
+        platform's own stream (Slack's task cards). Returns the target, as `stream` does, and whether it was shown;
+        when not, the relay says so on the placeholder."""
         ...
 
     async def finish(self, target: TargetT, answer: str, feedback: str | None = None) -> bool:

@@ -67,7 +67,11 @@ OPTIONAL_IN_RESPONSES = {
     "auth.test": {"expires_in": "only for tokens with rotation on", "enterprise_id": "Enterprise Grid only"},
 }
 # Kinds of list item newer than the samples, whose keys clash with the merged item the samples hold.
-UNSAMPLED_ITEMS = {"markdown": "the markdown block (2025): its `text` is a string, a section's is an object"}
+UNSAMPLED_ITEMS = {
+    "markdown": "the markdown block (2025): its `text` is a string, a section's is an object",
+    "mrkdwn": "a text object as a context block's element: no recorded message has one, and its `text` is a string "
+    "where the merged elements hold a button's text object",
+}
 # Null on real Slack outside Enterprise Grid, or for a view opened first; the samples hold a value.
 NULLABLE = frozenset({"enterprise", "enterprise_id", "context_enterprise_id", "previous_view_id"})
 

@@ -122,6 +122,9 @@ class RecordingSurface:
     async def stream(self, target: Spot, shown: str) -> tuple[Spot, bool]:
         return target, False
 
+    async def progress(self, target: Spot, done: int, total: int) -> tuple[Spot, bool]:
+        return target, False
+
     async def finish(self, target: Spot, answer: str, feedback: str | None = None) -> bool:
         return False
 

@@ -11,8 +11,10 @@ from bot.slack.sessions import session_title
 from testkit import trained
 from testkit.controls import stop_button_on
 from testkit.shown import without_footer
+from testkit.standins.slack import SlackStandIn
 from tests import test_slack
-from tests.test_slack import Slack
+from tests.test_slack import CONTEXT, Slack
+from tests.test_tasks import THREAD
 
 pytestmark = pytest.mark.e2e
 
@@ -101,3 +103,57 @@ async def test_agent_sessions_can_be_turned_off(slack_env_fixture: Slack) -> Non
     asked = await s.post_user_message(s.channel_id, s.alice, sl.mention("내 이름은 민수야"), mention=True)
     await sl.answer_in_thread(s.channel_id, asked["ts"], trained.NAME_ANSWER)
     assert s.calls_to("agents.sessions.setStatus") == []
+
+
+def permalink_of(s: SlackStandIn, name: str) -> str:
+    return str(next(shared for shared, _ in s.files.values() if shared["name"] == name)["permalink"])
+
+
+@pytest.mark.worker_env(context_window=700, max_new_tokens=250)  # the file is summarised in 3 parts
+async def test_a_summary_in_the_pane_streams_its_parts_and_its_file_as_task_cards(slack_env_fixture: Slack) -> None:
+    s = slack_env_fixture.standin
+    thread_ts = await s.open_assistant_thread(s.alice)
+    pane = (s.dm_channel_id, thread_ts)
+    await s.wait_for(lambda: s.suggested_prompts.get(pane))
+    notes = ("회의록.txt", "text/plain", "\n".join(THREAD).encode())
+    await s.post_user_message(s.dm_channel_id, s.alice, "요약", thread_ts=thread_ts, files=[notes])
+    streamed = await s.wait_for(
+        lambda: next((m for m in s.thread(*pane) if m.get("streamed") and not m["streaming"] and m["text"]), None), 60
+    )
+    assert without_footer(html.unescape(streamed["text"])).startswith("합친 요약(")
+    read = streamed["tasks"]["source-0"]
+    assert read["title"] == "📎 회의록.txt 읽음" and read["status"] == "complete"
+    assert read["sources"] == [{"type": "url", "url": permalink_of(s, "회의록.txt"), "text": "회의록.txt"}]
+    sent = [
+        chunk
+        for call in s.calls_to("chat.startStream") + s.calls_to("chat.appendStream") + s.calls_to("chat.stopStream")
+        for chunk in call.args.get("chunks") or []
+        if chunk["type"] == "task_update" and chunk["id"] == "parts"
+    ]
+    assert sent[0]["status"] == "in_progress" and sent[0]["title"].endswith("/3 읽는 중"), "the parts as they are read"
+    assert sent[-1] == {"type": "task_update", "id": "parts", "title": "3개 부분을 모두 읽었어요", "status": "complete"}
+    assert [c.args.get("task_display_mode") for c in s.calls_to("chat.startStream")] == ["timeline"]
+    assert "회의록" not in [m.get("text") for m in s.thread(*pane) if m.get("bot_id") and m is not streamed]
+
+
+async def test_an_answer_edited_in_a_channel_names_its_sources_under_it(slack_env_fixture: Slack) -> None:
+    """Where the answer is edited into a message (a channel), its sources are a line under it, linked; a hostile
+    file name neither breaks the link nor notifies anyone."""
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    name = "회의록|<!here>.txt"
+    asked = await s.post_user_message(
+        s.channel_id,
+        s.alice,
+        sl.mention("이 글을 요약해줘"),
+        mention=True,
+        files=[(name, "text/plain", CONTEXT.encode())],
+    )
+    answer = await sl.answer_in_thread(s.channel_id, asked["ts"], trained.CONTEXT_ANSWER)
+    line = next(b for b in answer["blocks"] if b["type"] == "context")["elements"][0]["text"]
+    assert line == f"📎 출처: <{permalink_of(s, name)}|회의록/&lt;!here&gt;.txt>"
+    source = await s.post_user_message(s.channel_id, s.bob, "안녕하세요. 만나서 반갑습니다.")
+    await s.message_shortcut("kullm_translate", source, s.alice, s.channel_id)
+    answer = await sl.answer_in_thread(s.channel_id, source["ts"], "[EN] 안녕하세요. 만나서 반갑습니다.")
+    line = next(b for b in answer["blocks"] if b["type"] == "context")["elements"][0]["text"]
+    link = f"https://kullm-test.slack.com/archives/{s.channel_id}/p{source['ts'].replace('.', '')}"
+    assert line == f"📎 출처: <{link}|메시지>", "the message the shortcut was used on"

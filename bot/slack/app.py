@@ -23,8 +23,9 @@ from bot.slack.blocks import CANCEL_ACTION, CONTEXT_IN_METADATA, FEEDBACK_ACTION
 from bot.slack.manifest import ASK_SHORTCUT as SHORTCUT_ID
 from bot.slack.manifest import TASK_SHORTCUTS
 from bot.slack.reading import MENTION, SlackReader
-from bot.slack.surface import SlackOrigin, SlackSurface, SlackTarget
-from bot.surface import Asked
+from bot.slack.surface import SlackSurface
+from bot.slack.targets import SlackOrigin, SlackTarget
+from bot.surface import Asked, Source
 from bot.texts import LANGUAGES, persona_forms, text
 from bot.workspace import (
     FileRefused,
@@ -148,9 +149,11 @@ class KullmSlack:
         question = MENTION.sub("", event.get("text", "")).strip()
         if event.get("thread_ts") and is_summary_request(question):  # `@KULLM 요약` in a thread
             transcript = await self.reader.transcript(channel, event["thread_ts"], until=event["ts"])
-            await self._ask_task(origin, "summarize", transcript)
+            sources = await self.reader.message_source(channel, event["thread_ts"], "thread")
+            await self._ask_task(origin, "summarize", transcript, sources)
             return
-        context = await self._files_text(origin, event.get("files") or [])
+        files = event.get("files") or []
+        context = await self._files_text(origin, files)
         if context is None:
             return
         if not question and context:
@@ -160,7 +163,8 @@ class KullmSlack:
                 channel=channel, thread_ts=origin.thread_ts, text=text("usage_slack", self.language)
             )
             return
-        await self._ask(origin, Asked(user, question, context, continues=bool(event.get("thread_ts"))))
+        sources = self.reader.file_sources(files)
+        await self._ask(origin, Asked(user, question, context, bool(event.get("thread_ts")), sources=sources))
 
     async def on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         # Only direct messages: channel messages reach the bot as app_mention. A file shared in the DM is 맥락.
@@ -171,11 +175,12 @@ class KullmSlack:
         channel, user = event["channel"], event.get("user", "")
         question = MENTION.sub("", event.get("text", "")).strip()
         origin = SlackOrigin("dm", channel, user)
-        context = await self._files_text(origin, event.get("files") or [])
+        files = event.get("files") or []
+        context = await self._files_text(origin, files)
         if context is None:
             return
         question = question or (text("file_question", self.language) if context else "")
-        asked = Asked(user, question, context, continues=True)
+        asked = Asked(user, question, context, continues=True, sources=self.reader.file_sources(files))
         await self._ask(origin, asked, usage=text("usage_slack", self.language))
 
     async def on_shortcut(self, ack: Any, shortcut: dict[str, Any]) -> None:
@@ -185,6 +190,7 @@ class KullmSlack:
         metadata = {
             "channel": shortcut["channel"]["id"],
             "thread_ts": message.get("thread_ts") or message.get("ts"),
+            "ts": message.get("ts"),
             "context": chosen[:CONTEXT_IN_METADATA],
         }
         await self.client.views_open(trigger_id=shortcut["trigger_id"], view=ask_modal(metadata, chosen, self.language))
@@ -203,19 +209,22 @@ class KullmSlack:
                 await self.relay.refuse(origin, text("no_thread", self.language))
                 return
             context = await self.reader.transcript(channel, thread_ts)
+            sources = await self.reader.message_source(channel, thread_ts, "thread")
         else:
             files = await self._files_text(origin, message.get("files") or [])
             if files is None:
                 return
             context = "\n\n".join(part for part in (await self.reader.plain(message.get("text", "")), files) if part)
-        await self._ask_task(origin, task, context)
+            sources = await self.reader.message_source(channel, str(message.get("ts") or ""), "message")
+            sources += self.reader.file_sources(message.get("files") or [])
+        await self._ask_task(origin, task, context, sources)
 
-    async def _ask_task(self, origin: SlackOrigin, task: Task, context: str) -> None:
+    async def _ask_task(self, origin: SlackOrigin, task: Task, context: str, sources: tuple[Source, ...]) -> None:
         label = text(f"task_{task}", self.language)
         if not context.strip():
             await self.relay.refuse(origin, text("task_empty", self.language, task=label))
             return
-        await self._ask(origin, Asked(origin.user, label, context, task=task))
+        await self._ask(origin, Asked(origin.user, label, context, task=task, sources=sources))
 
     async def _files_text(self, origin: SlackOrigin, files: list[dict[str, Any]]) -> str | None:
         """The text of the files shared with a question; None after a refusal was shown (too large, not text)."""
@@ -231,7 +240,9 @@ class KullmSlack:
         question = view["state"]["values"]["question"]["value"]["value"].strip()
         user = body["user"]["id"]
         origin = SlackOrigin("modal", metadata["channel"], user, thread_ts=metadata["thread_ts"])
-        await self._ask(origin, Asked(user, question, metadata["context"]))
+        ts = str(metadata.get("ts") or "")
+        sources = await self.reader.message_source(origin.channel, ts, "message") if ts else ()
+        await self._ask(origin, Asked(user, question, metadata["context"], sources=sources))
 
     async def on_cancel(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
@@ -262,10 +273,20 @@ class KullmSlack:
         origin = SlackOrigin("pane", channel, user, thread_ts=thread_ts)
         if question.lower() in STOP_WORDS and await self._stop_in_pane(channel, thread_ts, user):
             return
+        files = payload.get("files") or []
+        context = await self._files_text(origin, files)
+        if context is None:
+            return
+        sources = self.reader.file_sources(files)
+        if context and is_summary_request(question):  # a file shared with "요약": summarised part by part
+            await self._ask_task(origin, "summarize", context, sources)
+            return
+        question = question or (text("file_question", self.language) if context else "")
         if question and not await self.relay.history(f"{channel}:{thread_ts}"):  # the first: it names the thread
             with contextlib.suppress(SlackApiError):
                 await set_title(question[:TITLE_CHARS])
-        await self._ask(origin, Asked(user, question, continues=True), usage=text("usage_slack", self.language))
+        asked = Asked(user, question, context, continues=True, sources=sources)
+        await self._ask(origin, asked, usage=text("usage_slack", self.language))
 
     async def _stop_in_pane(self, channel: str, thread_ts: str, user: str) -> bool:
         """ "그만" (or "stop") typed in a pane thread whose answer is streaming stops it: a stream carries no

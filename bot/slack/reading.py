@@ -14,6 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.pdf_text import PdfReader
 from bot.settings import SlackSettings
+from bot.surface import Source
 from bot.texts import text
 from bot.workspace import (
     MAX_THREAD_MESSAGES,
@@ -34,6 +35,9 @@ MARKUP = re.compile(r"<([@#!])?([^|>]+)(?:\|([^>]*))?>")
 
 
 MENTION = re.compile(r"<@[A-Z0-9]+>")
+
+
+LINK = re.compile(r"https://[^\s<>|]+")  # a URL that can stand in mrkdwn's <url|label> as it is
 
 
 class SlackReader:
@@ -114,6 +118,25 @@ class SlackReader:
             data = await self.download(str(shared.get("url_private_download") or shared.get("url_private")))
             texts.append((name, await file_text(name, data, self.settings.max_file_bytes, self.language, self.pdfs)))
         return files_context(texts)
+
+    @staticmethod
+    def file_sources(files: list[dict[str, Any]]) -> tuple[Source, ...]:
+        """The shared files as sources of an answer: each by its name and permalink."""
+        return tuple(
+            Source(str(f.get("name") or f.get("title") or "file"), str(f["permalink"]))
+            for f in files
+            if LINK.fullmatch(str(f.get("permalink") or ""))
+        )
+
+    async def message_source(self, channel: str, ts: str, kind: str) -> tuple[Source, ...]:
+        """A message or thread (`kind`: "thread", "message") as the source of an answer, by its permalink; none when
+        Slack will not give one."""
+        try:
+            link = str((await self.client.chat_getPermalink(channel=channel, message_ts=ts)).get("permalink") or "")
+        except SlackApiError as exc:
+            log.info("slack: chat.getPermalink failed (%s)", exc.response.get("error"))
+            return ()
+        return (Source(text(f"source_{kind}", self.language), link),) if LINK.fullmatch(link) else ()
 
     async def download(self, url: str) -> bytes:
         """A private file's bytes (at most MAX_FILE_BYTES + 1); FileRefused when Slack will not hand it over."""

@@ -10,8 +10,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -20,6 +20,8 @@ from bot.formatting import split_message
 from bot.slack.blocks import answer_blocks, feedback_block, section, vote_buttons_block
 from bot.slack.mrkdwn import slack_escape, to_slack_mrkdwn
 from bot.slack.sessions import STATUS_AFTER, AgentSessions
+from bot.slack.targets import STREAM_REFUSED, SlackOrigin, SlackTarget, decode_sources, encode_sources
+from bot.slack.work import parts_task, source_tasks, sources_block
 from bot.surface import Asked, CannotPost, Outcome, PlaceholderGone
 from bot.texts import loading_messages, quote_of, text
 
@@ -37,58 +39,7 @@ QUOTED_QUESTION_CHARS = 2900
 STATUS_CHARS = 100  # the assistant pane's status line is short
 
 
-STREAM_REFUSED = "off"  # SlackTarget.stream when chat.startStream was refused for that answer
-
-
 NOT_IN_CHANNEL = {"not_in_channel", "channel_not_found", "is_archived"}
-
-
-@dataclass(frozen=True)
-class SlackTarget:
-    """A placeholder message, the thread it is in ("" for a DM's top level), its question's id and asker, and
-    the answer's streamed message once there is one.
-
-    Native streaming (chat.startStream) writes the answer into a message of its own below the placeholder,
-    which keeps the stop button while the answer streams and is deleted when it is finished. `stream` is that
-    message's ts, or STREAM_REFUSED when Slack would not stream this answer (it is edited into the placeholder
-    instead); `streaming` is "1" while the stream is open. A stream this process cannot continue (the adapter
-    restarted, or the worker started the answer over) is stopped, and the streamed message is then edited
-    with chat.update like a placeholder.
-    """
-
-    channel: str
-    ts: str
-    thread_ts: str
-    question: str
-    user: str = ""
-    stream: str = ""
-    streaming: str = ""
-    pane: str = ""  # "1" in the assistant pane: no placeholder; the status line says it waits
-
-    @property
-    def conversation(self) -> str:
-        return f"{self.channel}:{self.thread_ts}" if self.thread_ts else self.channel
-
-    @property
-    def answer_ts(self) -> str:
-        """The message an edit goes to: a stopped stream's, else the placeholder (also while a stream is open)."""
-        return self.stream if self.stream not in ("", STREAM_REFUSED) and not self.streaming else self.ts
-
-    def to_fields(self) -> dict[str, str]:
-        fields = {"channel": self.channel, "ts": self.ts, "thread_ts": self.thread_ts, "question": self.question}
-        return fields | {"user": self.user, "stream": self.stream, "streaming": self.streaming, "pane": self.pane}
-
-
-@dataclass(frozen=True)
-class SlackOrigin:
-    """Where a question was asked, which decides where refusals and the placeholder go."""
-
-    kind: Literal["command", "mention", "dm", "modal", "pane", "action"]
-    channel: str
-    user: str
-    thread_ts: str | None = None  # the thread asked in (a mention, the shortcut's message)
-    respond: Any = None  # a slash command's `respond`: refusals go to its response_url, seen only by the asker
-    name: str = ""  # the asker's display name, for the line quoting what they asked (no mention: nobody is pinged)
 
 
 class SlackSurface:
@@ -116,10 +67,11 @@ class SlackSurface:
         self.native = native
         self.team_id = team_id
         self._appended: dict[str, str] = {}  # an open stream's ts → the answer text this process appended to it
+        self._reading: dict[str, int] = {}  # an open stream's ts → how many parts its summary's open card counts
         self.native_feedback = True  # False once Slack refused feedback_buttons: plain buttons from then on
 
     def target(self, fields: Mapping[str, str]) -> SlackTarget:
-        optional = {k: fields.get(k, "") for k in ("user", "stream", "streaming", "pane")}
+        optional = {k: fields.get(k, "") for k in ("user", "stream", "streaming", "pane", "sources")}
         return SlackTarget(fields["channel"], fields["ts"], fields.get("thread_ts", ""), fields["question"], **optional)
 
     async def refuse(self, origin: SlackOrigin, notice: str) -> None:
@@ -139,6 +91,7 @@ class SlackSurface:
         self, origin: SlackOrigin, asked: Asked, content: str, question_id: str, *, ahead: int = 0
     ) -> SlackTarget:
         target = await self._post_placeholder(origin, asked, content, question_id, ahead=ahead)
+        target = replace(target, sources=encode_sources(asked.sources))
         # The thread is a session now (Slack's stop button stops the answer): processing while it waits and is answered.
         title = asked.question if asked.task == "ask" else text(f"task_{asked.task}", self.language)
         await self.sessions.set(target.channel, target.thread_ts, "processing", title=title, user=origin.user)
@@ -210,7 +163,7 @@ class SlackSurface:
         if final:
 
             async def update(votes: dict[str, Any] | None) -> None:
-                blocks = [section(shown), votes] if votes else []
+                blocks = [section(shown), *self._sources_under(target), votes] if votes else []
                 await self.client.chat_update(channel=target.channel, ts=target.answer_ts, text=shown, blocks=blocks)
 
             async with gone_on(GONE_ON_UPDATE):
@@ -243,7 +196,7 @@ class SlackSurface:
         # Natively streamed in the pane only: there the stream is the one message of the answer. In a channel a
         # placeholder with the stop button is edited instead, so every member sees one message grow (Slack streams
         # a channel message to one recipient, and a stream cannot carry the stop button).
-        if target.stream == STREAM_REFUSED or not (self.native and target.pane and target.thread_ts):
+        if not self._streams(target):
             if not target.ts:  # the pane, where Slack would not stream: a placeholder to edit, posted now
                 return replace(target, ts=await self._post_controls(target)), False
             return target, False  # a DM's top level, or refused before: the placeholder is edited
@@ -253,9 +206,15 @@ class SlackSurface:
         if target.streaming and appended is not None and shown.startswith(appended):
             try:
                 if len(shown) > len(appended):
-                    await self.client.chat_appendStream(
-                        channel=target.channel, ts=target.stream, markdown_text=slack_escape(shown[len(appended) :])
-                    )
+                    more = slack_escape(shown[len(appended) :])
+                    total = self._reading.pop(target.stream, 0)  # a summary's parts: all read once it writes
+                    if total:
+                        chunks = [parts_task(total, total, self.language), {"type": "markdown_text", "text": more}]
+                        await self.client.chat_appendStream(channel=target.channel, ts=target.stream, chunks=chunks)
+                    else:
+                        await self.client.chat_appendStream(
+                            channel=target.channel, ts=target.stream, markdown_text=more
+                        )
                     self._appended[target.stream] = shown
                 return target, True
             except SlackApiError as exc:
@@ -272,11 +231,15 @@ class SlackSurface:
         if target.streaming and appended is not None and answer.startswith(appended):
             rest = slack_escape(answer[len(appended) :])
 
+            total = self._reading.pop(target.stream, 0)  # a summary's parts card, still open: all were read
+            cards = [parts_task(total, total, self.language), {"type": "markdown_text", "text": rest}] if total else []
+
             async def stop(votes: dict[str, Any] | None) -> None:
                 await self.client.chat_stopStream(
                     channel=target.channel,
                     ts=target.stream,
-                    markdown_text=rest or None,
+                    markdown_text=None if cards else rest or None,
+                    chunks=cards or None,
                     blocks=[votes] if votes else None,
                 )
 
@@ -300,12 +263,19 @@ class SlackSurface:
                 await self.client.chat_delete(channel=target.channel, ts=target.ts)
         return True
 
-    async def _start_stream(self, target: SlackTarget, shown: str) -> tuple[SlackTarget, bool]:
+    async def _start_stream(
+        self, target: SlackTarget, shown: str, task: dict[str, Any] | None = None
+    ) -> tuple[SlackTarget, bool]:
+        """Start the answer's stream with `shown`, after a card per source it read (and `task`, a summary's parts)."""
+        cards = source_tasks(decode_sources(target.sources), self.language) + ([task] if task else [])
+        text_chunks = [{"type": "markdown_text", "text": slack_escape(shown)}] if shown else []
         try:  # outside a DM, Slack streams to one person: the asker
             started = await self.client.chat_startStream(
                 channel=target.channel,
                 thread_ts=target.thread_ts,
-                markdown_text=slack_escape(shown),
+                markdown_text=None if cards else slack_escape(shown),
+                chunks=cards + text_chunks if cards else None,
+                task_display_mode="timeline" if cards else None,
                 recipient_user_id=target.user or None,
                 recipient_team_id=(self.team_id or None) if target.user else None,
             )
@@ -314,6 +284,35 @@ class SlackSurface:
             return replace(target, stream=STREAM_REFUSED), False
         self._appended[str(started["ts"])] = shown
         return replace(target, stream=str(started["ts"]), streaming="1"), True
+
+    async def progress(self, target: SlackTarget, done: int, total: int) -> tuple[SlackTarget, bool]:
+        """A summary's parts as they are read: a task card in the answer's stream, where the answer streams."""
+        if not self._streams(target):
+            return target, False
+        task = parts_task(done, total, self.language)
+        if not target.stream:
+            target, started = await self._start_stream(target, "", task)
+        elif target.streaming and self._appended.get(target.stream) == "":  # ours, and no text in it yet
+            try:
+                await self.client.chat_appendStream(channel=target.channel, ts=target.stream, chunks=[task])
+                started = True
+            except SlackApiError as exc:
+                log.info("slack: the stream cannot go on (%s)", slack_error(exc))
+                started = False
+        else:
+            started = False
+        if started and done < total:
+            self._reading[target.stream] = total  # the card is completed with the answer's first text
+        return target, started
+
+    def _streams(self, target: SlackTarget) -> bool:
+        """Whether this answer streams natively: in the pane only (see `stream`), where Slack has not refused."""
+        return target.stream != STREAM_REFUSED and self.native and bool(target.pane and target.thread_ts)
+
+    def _sources_under(self, target: SlackTarget) -> list[dict[str, Any]]:
+        """The line naming what the answer read, under its last message (none where it read nothing)."""
+        sources = decode_sources(target.sources)
+        return [sources_block(sources, self.language)] if sources else []
 
     async def _post_controls(self, target: SlackTarget) -> str:
         """Post the placeholder with the stop button where the pane could not stream; returns its ts."""
@@ -342,7 +341,7 @@ class SlackSurface:
 
         async def post(votes: dict[str, Any] | None) -> Any:
             if final:
-                blocks = [section(shown), votes] if votes else None
+                blocks = [section(shown), *self._sources_under(target), votes] if votes else None
             else:
                 blocks = answer_blocks(shown, question_id, self.language)
             return await self.client.chat_postMessage(
@@ -370,6 +369,7 @@ class SlackSurface:
         answer's end is edited into them like a placeholder."""
         for ts in stopped:
             self._appended.pop(ts, None)
+            self._reading.pop(ts, None)
 
 
 def slack_error(exc: SlackApiError) -> str:

@@ -29,6 +29,13 @@ TEXTS: dict[str, dict[Language, str]] = {
     },
     "restarted": {"ko": "🔁 답변을 처음부터 다시 만들어요…", "en": "🔁 Starting the answer over…"},
     "summarizing": {"ko": "📝 요약하는 중… {done}/{total}", "en": "📝 Summarising… {done}/{total}"},
+    # Work shown as it happens where Slack streams an answer (task cards), and the sources under an answer.
+    "task_parts": {"ko": "{done}/{total} 읽는 중", "en": "Reading {done}/{total}"},
+    "task_parts_done": {"ko": "{total}개 부분을 모두 읽었어요", "en": "Read all {total} parts"},
+    "task_source_read": {"ko": "📎 {name} 읽음", "en": "📎 Read {name}"},
+    "sources_line": {"ko": "📎 출처: {sources}", "en": "📎 Sources: {sources}"},
+    "source_thread": {"ko": "스레드", "en": "the thread"},
+    "source_message": {"ko": "메시지", "en": "the message"},
     "context_cut": {
         "ko": "📎 맥락이 길어서 앞부분만 읽었어요.",
         "en": "📎 The context was long, so only its beginning was read.",

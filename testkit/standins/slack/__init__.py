@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -261,7 +262,7 @@ class SlackStandIn(SocketMode, Messages, WebApi, Interactions, AgentSessions):
             "size": len(data),
             "url_private": f"{base}/{name}",
             "url_private_download": f"{base}/download/{name}",
-            "permalink": f"https://{TEAM_DOMAIN}.slack.com/files/{user}/{file_id}/{name}",
+            "permalink": f"https://{TEAM_DOMAIN}.slack.com/files/{user}/{file_id}/{quote(name)}",
         }
         self.files[file_id] = (shared, data)
         return shared

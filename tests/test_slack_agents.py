@@ -157,3 +157,23 @@ async def test_an_answer_edited_in_a_channel_names_its_sources_under_it(slack_en
     line = next(b for b in answer["blocks"] if b["type"] == "context")["elements"][0]["text"]
     link = f"https://kullm-test.slack.com/archives/{s.channel_id}/p{source['ts'].replace('.', '')}"
     assert line == f"📎 출처: <{link}|메시지>", "the message the shortcut was used on"
+
+
+@pytest.mark.bot_env(MAX_FILE_BYTES="4000")
+async def test_files_shared_in_the_pane_pass_the_same_guards(slack_env_fixture: Slack) -> None:
+    """The pane reads files now: one too large is refused before it is downloaded, one that is not text is
+    refused, each told in the pane's thread, and nothing is queued."""
+    s = slack_env_fixture.standin
+    thread_ts = await s.open_assistant_thread(s.alice)
+    pane = (s.dm_channel_id, thread_ts)
+    await s.wait_for(lambda: s.suggested_prompts.get(pane))
+    big = ("big.txt", "text/plain", "가".encode() * 2000)
+    await s.post_user_message(s.dm_channel_id, s.alice, "요약", thread_ts=thread_ts, files=[big])
+    await s.wait_for(lambda: any("너무 커요" in m.get("text", "") for m in s.thread(*pane) if m.get("bot_id")))
+    assert s.file_downloads == 0, "refused by its size, before downloading it"
+    image = ("photo.png", "image/png", b"\x89PNG\r\n\x1a\n\x00\x00")
+    await s.post_user_message(s.dm_channel_id, s.alice, "이 글을 요약해줘", thread_ts=thread_ts, files=[image])
+    await s.wait_for(
+        lambda: any("텍스트 파일이 아니에요" in m.get("text", "") for m in s.thread(*pane) if m.get("bot_id"))
+    )
+    assert s.calls_to("chat.startStream") == [] and s.sessions == {}, "nothing was asked"

@@ -207,14 +207,10 @@ class SlackSurface:
             try:
                 if len(shown) > len(appended):
                     more = slack_escape(shown[len(appended) :])
-                    total = self._reading.pop(target.stream, 0)  # a summary's parts: all read once it writes
-                    if total:
-                        chunks = [parts_task(total, total, self.language), {"type": "markdown_text", "text": more}]
-                        await self.client.chat_appendStream(channel=target.channel, ts=target.stream, chunks=chunks)
-                    else:
-                        await self.client.chat_appendStream(
-                            channel=target.channel, ts=target.stream, markdown_text=more
-                        )
+                    chunks = self._parts_read(target.stream, more)
+                    await self.client.chat_appendStream(
+                        channel=target.channel, ts=target.stream, markdown_text=None if chunks else more, chunks=chunks
+                    )
                     self._appended[target.stream] = shown
                 return target, True
             except SlackApiError as exc:
@@ -231,15 +227,14 @@ class SlackSurface:
         if target.streaming and appended is not None and answer.startswith(appended):
             rest = slack_escape(answer[len(appended) :])
 
-            total = self._reading.pop(target.stream, 0)  # a summary's parts card, still open: all were read
-            cards = [parts_task(total, total, self.language), {"type": "markdown_text", "text": rest}] if total else []
+            cards = self._parts_read(target.stream, rest)
 
             async def stop(votes: dict[str, Any] | None) -> None:
                 await self.client.chat_stopStream(
                     channel=target.channel,
                     ts=target.stream,
                     markdown_text=None if cards else rest or None,
-                    chunks=cards or None,
+                    chunks=cards,
                     blocks=[votes] if votes else None,
                 )
 
@@ -304,6 +299,14 @@ class SlackSurface:
         if started and done < total:
             self._reading[target.stream] = total  # the card is completed with the answer's first text
         return target, started
+
+    def _parts_read(self, stream: str, markdown: str) -> list[dict[str, Any]] | None:
+        """The chunks that carry `markdown` into a stream whose summary's parts card is still open: the card,
+        completed (the answer's text means every part was read), then the text; None when no card is open."""
+        total = self._reading.pop(stream, 0)
+        if not total:
+            return None
+        return [parts_task(total, total, self.language), {"type": "markdown_text", "text": markdown}]
 
     def _streams(self, target: SlackTarget) -> bool:
         """Whether this answer streams natively: in the pane only (see `stream`), where Slack has not refused."""

@@ -1,8 +1,11 @@
 """Checks of the stand-ins against the platforms' own references (tests/reference/, see its README).
 
 Discord: every route the stand-in serves must be in Discord's OpenAPI description with the same
-method, and every body it returns must validate against that route's response schema for the
-status it answered (`4XX` and the like where the description groups statuses).
+method, every body it returns must validate against that route's response schema for the
+status it answered (`4XX` and the like where the description groups statuses), and every JSON body
+the client sent it (a message's components, a command's integration types and contexts) against the
+route's request schema. Where Discord's documentation is ahead of its published description, the
+description is amended as `DISCORD_AMENDMENTS` says (each with the page that documents it).
 
 Slack's samples are unions of many recorded responses (error keys beside success keys, every kind
 of block), so "the same keys and types" is checked as follows:
@@ -79,14 +82,51 @@ NULLABLE = frozenset({"enterprise", "enterprise_id", "context_enterprise_id", "p
 # ---------------------------------------------------------------------------------------------- Discord
 
 
-@cache
-def discord_spec() -> dict[str, Any]:
-    return dict(json.loads((REFERENCE / "discord" / "openapi.json").read_text()))
+# Documented by Discord but missing from its published OpenAPI description (discord-api-spec 74fda0f, the newest):
+# (JSON pointer of the schema, the schema put there, where Discord documents it).
+DISCORD_AMENDMENTS = (
+    (
+        "/components/schemas/MessageReferenceType",
+        {
+            "type": "integer",
+            "oneOf": [
+                {"title": "DEFAULT", "description": "Reference to a message", "const": 0},
+                {"title": "FORWARD", "description": "A message forwarded as it was then", "const": 1},
+            ],
+            "format": "int32",
+        },
+        "https://discord.com/developers/docs/resources/message#message-reference-types",
+    ),
+)
+
+
+# In what clients send, a snowflake may also be a JSON integer (discord.py sends ids so, and Discord takes them:
+# https://discord.com/developers/docs/reference#snowflakes); Discord itself always returns them as strings.
+SNOWFLAKE_SENT = {
+    "anyOf": [
+        {"type": "string", "pattern": "^(0|[1-9][0-9]*)$", "format": "snowflake"},
+        {"type": "integer", "minimum": 0},
+    ]
+}
 
 
 @cache
-def _discord_registry() -> Registry[Any]:
-    resource: Resource[Any] = Resource.from_contents(discord_spec(), default_specification=DRAFT202012)
+def discord_spec(sent: bool = False) -> dict[str, Any]:
+    """Discord's description as amended (`DISCORD_AMENDMENTS`); `sent`: as it judges what a client sends."""
+    spec = dict(json.loads((REFERENCE / "discord" / "openapi.json").read_text()))
+    amendments = [(pointer, schema) for pointer, schema, _ in DISCORD_AMENDMENTS]
+    for pointer, schema in amendments + ([("/components/schemas/SnowflakeType", SNOWFLAKE_SENT)] if sent else []):
+        *parents, name = pointer.strip("/").split("/")
+        node = spec
+        for part in parents:
+            node = node[part]
+        node[name] = schema
+    return spec
+
+
+@cache
+def _discord_registry(sent: bool = False) -> Registry[Any]:
+    resource: Resource[Any] = Resource.from_contents(discord_spec(sent), default_specification=DRAFT202012)
     registry: Registry[Any] = Registry().with_resource(DISCORD_URI, resource)
     return registry
 
@@ -119,11 +159,28 @@ def discord_problems(method: str, template: str | None, status: int, body: bytes
         return [f"{where}: the body is not JSON: {body[:80]!r}"]
     schema = {"$ref": f"{DISCORD_URI}#{pointer}/content/application~1json/schema"}
     validator = Draft202012Validator(schema, registry=_discord_registry())
+    return [f"{where}: {problem}" for problem in _schema_problems(validator, document)]
+
+
+def discord_request_problems(method: str, template: str | None, body: Any) -> list[str]:
+    """What is wrong with one JSON body the client sent to the route `template`, judged by the route's request
+    schema in Discord's description (empty: nothing, or a route that takes no JSON body)."""
+    if body is None or template is None or not discord_has(method, template):
+        return []
+    operation = discord_spec()["paths"][template][method.lower()]
+    if "application/json" not in (operation.get("requestBody") or {}).get("content", {}):
+        return [f"{method} {template}: Discord takes no JSON body here, the client sent one"]
+    pointer = f"/paths/{_escape(template)}/{method.lower()}/requestBody/content/application~1json/schema"
+    validator = Draft202012Validator({"$ref": f"{DISCORD_URI}#{pointer}"}, registry=_discord_registry(sent=True))
+    return [f"{method} {template} (sent): {problem}" for problem in _schema_problems(validator, body)]
+
+
+def _schema_problems(validator: Draft202012Validator, document: Any) -> list[str]:
     problems = []
     for error in validator.iter_errors(document):
         while error.context:  # oneOf/anyOf: the branch that got deepest into the body says what is wrong
             error = max(error.context, key=lambda e: len(e.absolute_path))
-        problems.append(f"{where}: {_path(error.absolute_path)}: {error.message[:300]}")
+        problems.append(f"{_path(error.absolute_path)}: {error.message[:300]}")
     return problems
 
 
@@ -262,12 +319,14 @@ INTERACTION_SAMPLES = {
 
 
 def discord_standin_problems(standin: Any) -> list[str]:
-    """Every response a Discord stand-in served that Discord's description does not allow."""
+    """Every response a Discord stand-in served, and every JSON body it was sent, that Discord's description does
+    not allow."""
     problems: list[str] = []
     for served in standin.served:
         problems += [
             f"{p} (for {served.path})"
             for p in discord_problems(served.method, served.template, served.status, served.body)
+            + discord_request_problems(served.method, served.template, served.request)
         ]
     return sorted(set(problems))
 

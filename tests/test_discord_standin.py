@@ -120,6 +120,27 @@ async def test_mention_thread_reply_and_edit(standin: DiscordStandIn, run_client
     assert [m["id"] for m in standin.messages_in(thread.id)] == [str(reply.id)]
 
 
+async def test_a_forward_arrives_as_discord_sends_one(standin: DiscordStandIn, run_client: RunClient) -> None:
+    """A forward reaches on_message with a FORWARD reference and the original's snapshot (its file too); fetched
+    over REST it is a message Discord's description (amended with the documented FORWARD type) allows."""
+    client = await run_client(BareClient())
+    assert isinstance(client, BareClient)
+    original = await standin.send_message(
+        standin.channel_id, standin.bob, "원문입니다", files=[("a.txt", "text/plain", b"file text")]
+    )
+    sent = await standin.forward_message(standin.channel_id, standin.alice, int(original["id"]))
+    message = await standin.wait_for(lambda: next((m for m in client.received if m.id == int(sent["id"])), None))
+    assert message.content == "" and message.reference is not None
+    assert message.reference.type == discord.MessageReferenceType.forward
+    assert message.reference.message_id == int(original["id"])
+    [snapshot] = message.message_snapshots
+    assert snapshot.content == "원문입니다" and await snapshot.attachments[0].read() == b"file text"
+    channel = client.get_channel(standin.channel_id)
+    assert isinstance(channel, discord.TextChannel)
+    fetched = await channel.fetch_message(message.id)  # served over REST: checked by the fixture
+    assert fetched.message_snapshots[0].content == "원문입니다"
+
+
 async def test_rate_limited_edit_is_retried(standin: DiscordStandIn, run_client: RunClient) -> None:
     """A 429 on the edit is waited out by discord.py (retry_after) and the edit lands on the retry."""
     client = await run_client(BareClient())

@@ -14,7 +14,7 @@ import yarl
 from discord import app_commands
 
 from bot.discord.commands import Localizer
-from bot.discord.reading import DiscordReader
+from bot.discord.reading import DiscordReader, is_forward, shown_text
 from bot.discord.surface import NO_MENTIONS, DiscordOrigin, DiscordSurface, DiscordTarget
 from bot.discord.views import AskModal, CancelButton, VoteButton
 from bot.relay import Relay
@@ -90,7 +90,7 @@ class KullmDiscord(discord.Client):
         self.tree.add_command(command)
 
         async def ask_about(interaction: discord.Interaction[Any], message: discord.Message) -> None:
-            await interaction.response.send_modal(AskModal(self, message.content))
+            await interaction.response.send_modal(AskModal(self, shown_text(message)))
 
         self.tree.add_command(app_commands.ContextMenu(name=self._name("modal_title"), callback=ask_about))
         for task in MESSAGE_TASKS:
@@ -175,6 +175,8 @@ class KullmDiscord(discord.Client):
             return
         origin = DiscordOrigin(message.channel, message=message)
         question = re.sub(rf"<@!?{self.user.id}>", "", message.content).strip()
+        if not question and is_forward(message):  # a message forwarded to the bot, nothing asked with it
+            question = text("task_summarize", self.language)
         if not question:
             await self.relay.refuse(origin, text("usage_discord", self.language, name=self.user.display_name))
             return
@@ -182,17 +184,30 @@ class KullmDiscord(discord.Client):
             await self.relay.refuse(origin, text("not_allowed", self.language))
             return
         channel = _persona_channel(message.channel)
+        user = str(message.author.id)
+        try:  # what the question is about: what it forwards, or the message it replies to and its own files
+            if is_forward(message):
+                about = await self.reader.quoted_text(message)
+            else:
+                about = "\n\n".join(
+                    part
+                    for part in (await self.reader.replied_text(message), await self.reader.attachments_text(message))
+                    if part
+                )
+        except FileRefused as refused:
+            await self.relay.refuse(origin, refused.notice)
+            return
+        if is_summary_request(question) and about:  # `@KULLM 요약` on a message, a forward or a file: that one
+            label = text("task_summarize", self.language)
+            await self.relay.ask(origin, Asked(user, label, about, False, channel, "summarize"))
+            return
         if isinstance(message.channel, discord.Thread) and is_summary_request(question):  # `@KULLM 요약` in a thread
             transcript = await self.reader.transcript(message.channel, exclude=message.id)
             label = text("task_summarize", self.language)
-            await self.relay.ask(origin, Asked(str(message.author.id), label, transcript, False, channel, "summarize"))
-            return
-        files = await self._attachments_text(origin, message)
-        if files is None:
+            await self.relay.ask(origin, Asked(user, label, transcript, False, channel, "summarize"))
             return
         continues = isinstance(message.channel, discord.Thread | discord.DMChannel)
-        context = "\n\n".join(part for part in (await self.reader.replied_text(message), files) if part)
-        await self.relay.ask(origin, Asked(str(message.author.id), question, context, continues, channel))
+        await self.relay.ask(origin, Asked(user, question, about, continues, channel))
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         if self.user is None or payload.user_id == self.user.id or str(payload.emoji) != CANCEL_EMOJI:
@@ -240,29 +255,22 @@ class KullmDiscord(discord.Client):
         async def act(interaction: discord.Interaction[Any], message: discord.Message) -> None:
             await interaction.response.defer(thinking=True)
             label = text(f"task_{task}", self.language)
-            if task == "summarize":
-                thread = await self.reader.thread_of(message)
-                if thread is None:
-                    await interaction.followup.send(text("no_thread", self.language))
-                    return
+            thread = await self.reader.thread_of(message) if task == "summarize" else None
+            if thread is not None:
                 context = await self.reader.transcript(thread)
                 await self.ask_from_interaction(interaction, label, context, task=task, answer_in=thread)
                 return
-            origin = DiscordOrigin(interaction.channel, interaction=interaction)
-            files = await self._attachments_text(origin, message)
-            if files is not None:
-                context = "\n\n".join(part for part in (message.clean_content, files) if part)
-                await self.ask_from_interaction(interaction, label, context, task=task)
+            if task == "summarize" and not is_forward(message):  # a forward without a thread: what it forwards
+                await interaction.followup.send(text("no_thread", self.language))
+                return
+            try:
+                context = await self.reader.quoted_text(message)
+            except FileRefused as refused:
+                await self.relay.refuse(DiscordOrigin(interaction.channel, interaction=interaction), refused.notice)
+                return
+            await self.ask_from_interaction(interaction, label, context, task=task)
 
         return act
-
-    async def _attachments_text(self, origin: DiscordOrigin, message: discord.Message) -> str | None:
-        """The text of a message's attached files; None after a refusal was shown (too large, not text)."""
-        try:
-            return await self.reader.attachments_text(message)
-        except FileRefused as refused:
-            await self.relay.refuse(origin, refused.notice)
-            return None
 
     async def vote_by_button(
         self, interaction: discord.Interaction[Any], question_id: str, vote: Literal["up", "down"]

@@ -1,11 +1,12 @@
 """Reading Discord as a person would: a thread as `name: text` lines, the files attached to a message, the
-message a question replies to."""
+message a question replies to, and what a forwarded message carries (its snapshot's text and files)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import discord
@@ -64,16 +65,20 @@ class DiscordReader:
                 continue
             if is_summary_request(re.sub(r"<@!?\d+>", "", message.content)):  # an earlier `@KULLM 요약`
                 continue
-            if message.clean_content.strip():
-                lines.append(transcript_line(message.author.display_name, message.clean_content))
+            said = shown_text(message)
+            if said.strip():
+                lines.append(transcript_line(message.author.display_name, said))
         return transcript(lines)
 
     async def attachments_text(self, message: discord.Message) -> str:
         """The text of the files attached to a message (fetched with the bot's session, kept only in the question).
         Raises `FileRefused` with the notice to show (too large, not text, unreadable)."""
+        return await self._files_text(message.attachments)
+
+    async def _files_text(self, attachments: Iterable[discord.Attachment]) -> str:
         texts: list[tuple[str, str]] = []
         limit = self.settings.max_file_bytes
-        for attachment in message.attachments:
+        for attachment in attachments:
             check_size(attachment.filename, attachment.size, limit, self.language)  # before downloading
             try:
                 data = await attachment.read()
@@ -85,16 +90,62 @@ class DiscordReader:
             )
         return files_context(texts)
 
+    async def quoted_text(self, message: discord.Message) -> str:
+        """A message as 맥락: its text and files, and for a forward what it forwarded (the snapshot's text and files).
+        Raises `FileRefused`, as `attachments_text` does."""
+        parts = [message_text(message), await self.attachments_text(message)]
+        for snapshot in message.message_snapshots:
+            parts += [message_text(snapshot), await self._files_text(snapshot.attachments)]
+        return "\n\n".join(part for part in parts if part.strip())
+
     async def replied_text(self, message: discord.Message) -> str:
-        """The text of the message this one replies to: it becomes 맥락."""
+        """The message this one replies to (a forward: what it forwarded), as `quoted_text` reads it: it becomes
+        맥락. Raises `FileRefused`."""
+        replied = await self.replied_to(message)
+        return await self.quoted_text(replied) if replied is not None else ""
+
+    async def replied_to(self, message: discord.Message) -> discord.Message | None:
+        """The message this one replies to; None when it replies to none or that one is gone. A forward's own
+        reference points at the forwarded original, which its snapshot already holds: not a reply."""
         reference = message.reference
-        if reference is None or reference.message_id is None:
-            return ""
-        resolved = reference.resolved
-        if isinstance(resolved, discord.Message):
-            return resolved.content
+        if reference is None or reference.message_id is None or is_forward(message):
+            return None
+        if isinstance(reference.resolved, discord.Message):
+            return reference.resolved
         try:
-            fetched = await message.channel.fetch_message(reference.message_id)
+            return await message.channel.fetch_message(reference.message_id)
         except discord.HTTPException:
-            return ""
-        return fetched.content
+            return None
+
+
+def is_forward(message: discord.Message) -> bool:
+    """A forwarded message: its reference is a forward, and what it forwarded is in its snapshots."""
+    reference = message.reference
+    return bool(message.message_snapshots) or (
+        reference is not None and reference.type == discord.MessageReferenceType.forward
+    )
+
+
+def shown_text(message: discord.Message) -> str:
+    """A message's text and, for a forward, the text it forwarded."""
+    return "\n\n".join(filter(None, [message_text(message), *map(message_text, message.message_snapshots)]))
+
+
+def message_text(message: discord.Message | discord.MessageSnapshot) -> str:
+    """What a message shows as text: its content (mentions as names where the message can say them), or for a
+    Components V2 message (this bot's answers among them) its text displays, less the small footer lines."""
+    said = message.clean_content if isinstance(message, discord.Message) else message.content
+    shown = [said] if said.strip() else []
+    for display in _text_displays(message.components):
+        if not display.startswith("-# "):
+            shown.append(display)
+    return "\n\n".join(shown)
+
+
+def _text_displays(components: Iterable[Any]) -> list[str]:
+    texts: list[str] = []
+    for component in components:
+        if isinstance(component, discord.components.TextDisplay):
+            texts.append(component.content)
+        texts += _text_displays(getattr(component, "children", ()))
+    return texts

@@ -56,6 +56,7 @@ class Served:
     path: str
     status: int
     body: bytes
+    request: Any = None  # the JSON body the client sent (a multipart request's payload_json), None without one
 
 
 @dataclass

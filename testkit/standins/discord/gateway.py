@@ -18,6 +18,21 @@ from testkit.standins.discord.common import GUILDS
 from testkit.standins.discord.state import DiscordState
 
 
+# What a forward's snapshot keeps of the original (Discord's message snapshot object: no author, no id).
+SNAPSHOT_KEYS = (
+    "type",
+    "content",
+    "embeds",
+    "attachments",
+    "timestamp",
+    "edited_timestamp",
+    "flags",
+    "mentions",
+    "mention_roles",
+    "components",
+)
+
+
 class Gateway(DiscordState):
     """The gateway websocket: identify, resume, heartbeats, and the events people cause (messages, reactions)."""
 
@@ -180,6 +195,24 @@ class Gateway(DiscordState):
         msg = self._new_message(channel_id, author, payload, files)
         if mention_bot and all(m["id"] != self.bot_user["id"] for m in msg["mentions"]):
             msg["mentions"].append(self.bot_user)
+        await self._announce("MESSAGE_CREATE", msg)
+        return msg
+
+    async def forward_message(self, channel_id: int, author: dict[str, Any], message_id: int) -> dict[str, Any]:
+        """`author` forwards the stored message `message_id` into `channel_id`: a message with no content of its own,
+        a FORWARD reference to the original and the original as it is now in `message_snapshots` (its files
+        included); the client receives MESSAGE_CREATE. Returns the stored forward."""
+        await self._wait_session()
+        original = self._message(message_id)
+        msg = self._new_message(channel_id, author, {"content": ""})
+        guild_id = self._guild_of(int(original["channel_id"]))
+        msg["message_reference"] = {
+            "type": 1,  # FORWARD
+            "message_id": original["id"],
+            "channel_id": original["channel_id"],
+            **({"guild_id": str(guild_id)} if guild_id else {}),
+        }
+        msg["message_snapshots"] = [{"message": {key: original[key] for key in SNAPSHOT_KEYS if key in original}}]
         await self._announce("MESSAGE_CREATE", msg)
         return msg
 

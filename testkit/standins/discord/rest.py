@@ -106,7 +106,7 @@ class RestApi(DiscordState):
         route = next((r for r in self._routes if r[2].fullmatch(path) and request.method in r[0].split("|")), None)
         response = await self._answer(request, path, req, route)
         body = response.body if isinstance(response.body, bytes) else b""
-        self.served.append(Served(request.method, route[1] if route else None, path, response.status, body))
+        self.served.append(Served(request.method, route[1] if route else None, path, response.status, body, req.body))
         return response
 
     async def _answer(self, request: web.Request, path: str, req: _Request, route: Any) -> web.Response:

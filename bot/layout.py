@@ -19,8 +19,10 @@ STREAMING_MARK = " ▌"
 # Room kept in each message of a long answer for its part number, "\n\n(12/12)", and the streaming mark, and for
 # the footer line: the same in every message and while streaming, so a part never changes where it ends.
 PART_ROOM = 16
+# The footer: the model (at most MODEL_LABEL_CHARS), the time ("1234.5초") and "📎 맥락이 길어 앞부분만 읽음" (at most
+# 18 characters in either language) where only the beginning of 맥락 was read, " · " between them.
 FOOTER_ROOM = 64
-MODEL_LABEL_CHARS = 40
+MODEL_LABEL_CHARS = 32
 TargetVar = TypeVar("TargetVar", bound=Target)
 
 
@@ -33,6 +35,13 @@ def model_label(model: str) -> str:
 def took(done: Done) -> float:
     """How long the asker waited for the answer: its time in the queue and its generation."""
     return done.queued_s + done.generate_s
+
+
+def answer_footer(done: Done, language: Any) -> str:
+    """The small line under an answer: the model, the time it took, and where only the beginning of 맥락 was read,
+    that too."""
+    footer = text("footer", language, model=model_label(done.model), seconds=took(done))
+    return f"{footer} · {text('context_cut_short', language)}" if done.context_cut else footer
 
 
 class AnswerLayout(Generic[TargetVar]):

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from bot.feedback import Feedback
 from bot.follow import follow_answer
-from bot.layout import AnswerLayout, model_label, took
+from bot.layout import AnswerLayout, answer_footer
 from bot.settings import ClientSettings
 from bot.surface import Outcome, PlaceholderGone, Sessions, Streaming, Surface, Target
 from bot.texts import error_text, reference, text
@@ -208,9 +208,8 @@ class AnswerPoster(Generic[TargetVar]):
                     # Remembered before it is shown: a follow-up sent the moment the answer appears has it.
                     await self._remember(record, event.text)
                     feedback = await self.feedback.note_answered(record, event)
-                    answer = f"{event.text}\n\n{text('context_cut', language)}" if event.context_cut else event.text
-                    footer = text("footer", language, model=model_label(event.model), seconds=took(event))
-                    await self._post_final(layout, answer, feedback=feedback, footer=footer)
+                    footer = answer_footer(event, language)
+                    await self._post_final(layout, event.text, feedback=feedback, footer=footer)
                     await self._ended(layout, "answered")
                     return True
                 elif isinstance(event, ErrorEvent):

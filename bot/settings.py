@@ -91,6 +91,8 @@ class DiscordSettings(ClientSettings):
     discord_allowed_role_ids: str = ""
     discord_edit_interval_s: float = Field(default=1.2, gt=0)
     discord_api_base: str | None = None
+    # Answers as Components V2 layouts (the text in a container, its buttons and footer with it), or plain messages.
+    discord_layout: Literal["components", "plain"] = "components"
 
     @property
     def guild_ids(self) -> frozenset[int]:

@@ -7,12 +7,13 @@ from typing import Any
 
 from bot.slack.blocks import CANCEL_ACTION, FEEDBACK_ACTION, VOTE_ACTION
 from chatbus import Bus, Keys, Vote, connect
+from testkit.shown import components_in
 
 
 def _controls(message: dict[str, Any]) -> Iterator[str]:
     """The custom ids (Discord) and action ids (Slack) of a message's buttons."""
-    for row in message.get("components") or []:
-        for component in row.get("components") or []:
+    for component in components_in(message):  # in rows, or in rows inside a layout's container
+        if component.get("type") == 2:
             yield str(component.get("custom_id", ""))
     for block in message.get("blocks") or []:
         for element in block.get("elements") or []:

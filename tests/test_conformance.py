@@ -9,7 +9,13 @@ import json
 from typing import Any
 
 from testkit import conformance
-from testkit.conformance import discord_has, discord_problems, slack_payload_problems, slack_response_problems
+from testkit.conformance import (
+    discord_has,
+    discord_problems,
+    discord_request_problems,
+    slack_payload_problems,
+    slack_response_problems,
+)
 from testkit.standins.discord import DiscordStandIn
 from testkit.standins.slack import SlackStandIn
 
@@ -61,6 +67,24 @@ def test_the_discord_check_passes_a_real_shape_and_catches_departures() -> None:
     assert discord_problems("POST", "/channels/{channel_id}/typing", 204, b"") == []
     assert discord_problems("POST", route, 404, b'{"message": "Unknown Channel", "code": 10003}') == []
     assert discord_problems("POST", route, 404, b'{"message": "Unknown Channel"}') != [], "an error body has a code"
+
+
+def test_what_the_bot_sends_discord_is_checked_against_the_routes_request_schema() -> None:
+    """Components V2 layouts and user-installable commands, as the description's component and integration schemas
+    say; ids may be sent as JSON integers (as discord.py sends them)."""
+    messages, commands = "/channels/{channel_id}/messages", "/applications/{application_id}/commands"
+    text = {"type": 10, "content": "답변"}
+    row = {"type": 1, "components": [{"type": 2, "style": 2, "custom_id": "kullm:cancel:1", "label": "그만"}]}
+    layout = {"flags": 32768, "components": [{"type": 17, "components": [text, {"type": 14}, row]}]}
+    assert discord_request_problems("POST", messages, layout) == []
+    empty = {"flags": 32768, "components": [{"type": 17, "components": [{"type": 10, "content": ""}]}]}
+    assert any("should be non-empty" in p for p in discord_request_problems("POST", messages, empty))
+    too_long = {"flags": 32768, "components": [{"type": 10, "content": "가" * 4001}]}
+    assert discord_request_problems("POST", messages, too_long) != []
+    command = {"name": "kullm", "type": 1, "description": "질문", "integration_types": [0, 1], "contexts": [0, 1, 2]}
+    assert discord_request_problems("PUT", commands, [command]) == []
+    assert discord_request_problems("PUT", commands, [{**command, "integration_types": [7]}]) != []
+    assert discord_request_problems("POST", "/users/@me/channels", {"recipient_id": 1100000000000000011}) == []
 
 
 def test_the_slack_check_passes_a_real_shape_and_catches_departures() -> None:

@@ -21,7 +21,7 @@ from testkit.controls import stop_button_on, stored_votes, vote_buttons_on
 from testkit.engines import LONG_CODE_QUESTION, RunWorker, long_code_answer
 from testkit.processes import BotProcess
 from testkit.redis_server import RedisServer
-from testkit.shown import without_footer
+from testkit.shown import components_in, shown_text, without_footer
 from testkit.standins.discord import DiscordStandIn
 
 pytestmark = pytest.mark.e2e
@@ -57,14 +57,14 @@ class Discord:
 
         def settled() -> dict[str, Any] | None:
             for message in self.bot_messages(channel_id):
-                if without_footer(message["content"]) == expected and not stop_button_on(message):
+                if without_footer(shown_text(message)) == expected and not stop_button_on(message):
                     return message
             return None
 
         try:
             return await self.standin.wait_for(settled, timeout)
         except AssertionError:
-            contents = [m["content"][:80] for m in self.bot_messages(channel_id)]
+            contents = [shown_text(m)[:80] for m in self.bot_messages(channel_id)]
             raise AssertionError(f"no settled answer; bot messages: {contents}\n{self.bot.log()[-3000:]}") from None
 
     async def thread_for(self, message_id: int) -> int:
@@ -121,8 +121,8 @@ async def test_mention_answers_in_a_thread_named_from_the_question(discord_env: 
     answer = await d.answer_in(thread, trained.DEEP_LEARNING)
     assert answer["edits"] >= 2, "the placeholder is edited while the answer streams"
     placeholder_posts = [c for c in s.calls if c.method == "POST" and c.path == f"/channels/{thread}/messages"]
-    assert placeholder_posts[0].json["content"] == "⏳ 생각 중…", "nobody ahead: no place in line shown"
-    assert placeholder_posts[0].json["components"], "the stop button is on the placeholder"
+    assert shown_text(placeholder_posts[0].json) == "⏳ 생각 중…", "nobody ahead: no place in line shown"
+    assert stop_button_on(placeholder_posts[0].json), "the stop button is on the placeholder"
     for call in s.calls:
         if call.method in {"POST", "PATCH"} and re.fullmatch(r"/channels/\d+/messages(/\d+)?", call.path):
             assert call.json.get("allowed_mentions") == NO_MENTIONS, call
@@ -172,7 +172,7 @@ async def test_commands_speak_each_members_client_language(discord_env: Discord)
     s.locales[int(s.bob["id"])] = "en-US"
     await s.slash_command("kullm", {"question": "한국의 수도는 어디야?"}, s.bob, s.channel_id)
     asked = await s.wait_for(
-        lambda: next((m for m in d.bot_messages(s.channel_id) if "님의 질문" in m["content"]), None)
+        lambda: next((m for m in d.bot_messages(s.channel_id) if "님의 질문" in shown_text(m)), None)
     )
     await d.answer_in(await d.thread_for(int(asked["id"])), trained.CAPITAL)
     await s.message_command("Ask KULLM", int(asked["id"]), s.bob, s.channel_id)
@@ -200,8 +200,8 @@ async def test_english_mode_registers_english_commands_localised_to_korean(disco
         and "/kullm-settings persona set" in (reply["data"]["content"])
     )
     await s.send_message(s.channel_id, s.alice, d.mention(""), mention_bot=True)
-    usage = await s.wait_for(lambda: next((m for m in s.dm_messages(s.alice) if "👋" in m["content"]), None))
-    said = usage["content"].replace(f"@{s.bot_user['global_name'] or s.bot_user['username']}", "@KULLM")  # its name
+    usage = await s.wait_for(lambda: next((m for m in s.dm_messages(s.alice) if "👋" in shown_text(m)), None))
+    said = shown_text(usage).replace(f"@{s.bot_user['global_name'] or s.bot_user['username']}", "@KULLM")  # its name
     assert "/kullm question:" in said and not re.search("[가-힣]", said), said
 
 
@@ -213,9 +213,9 @@ async def test_slash_command_answers_in_a_thread(discord_env: Discord) -> None:
     deferred = await s.wait_for(lambda: next(iter(s.interaction_responses), None))
     assert deferred["type"] == 5  # deferred, then the question is posted as the follow-up
     asked = await s.wait_for(
-        lambda: next((m for m in d.bot_messages(s.channel_id) if "님의 질문" in m["content"]), None)
+        lambda: next((m for m in d.bot_messages(s.channel_id) if "님의 질문" in shown_text(m)), None)
     )
-    assert asked["content"] == "**앨리스** 님의 질문: 한국의 수도는 어디야?"
+    assert shown_text(asked) == "**앨리스** 님의 질문: 한국의 수도는 어디야?"
     await d.answer_in(await d.thread_for(int(asked["id"])), trained.CAPITAL)
 
 
@@ -237,25 +237,25 @@ async def test_an_admin_sets_the_channels_persona_and_the_next_question_follows_
     with pytest.raises(PermissionError):
         await s.slash_command("kullm-설정 페르소나 정하기", {"지시문": trained.PIRATE_PERSONA}, s.bob, s.channel_id)
     empty = await settings_reply(d, "kullm-설정 페르소나 보기", {}, s.admin)
-    assert empty["content"].startswith("🎭 이 채널에는 페르소나가 없어요")
+    assert shown_text(empty).startswith("🎭 이 채널에는 페르소나가 없어요")
     done = await settings_reply(d, "kullm-설정 페르소나 정하기", {"지시문": trained.PIRATE_PERSONA}, s.admin)
-    assert done["content"].startswith("✅") and trained.PIRATE_PERSONA in done["content"]
+    assert shown_text(done).startswith("✅") and trained.PIRATE_PERSONA in shown_text(done)
     # The next question follows it, with no restart; in a thread under the channel too.
     asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
     thread = await d.thread_for(int(asked["id"]))
     await d.answer_in(thread, trained.PIRATE_CAPITAL)
     await s.send_message(thread, s.alice, "한국의 수도는 어디야?")
     await s.wait_for(
-        lambda: sum(without_footer(m["content"]) == trained.PIRATE_CAPITAL for m in d.bot_messages(thread)) == 2
+        lambda: sum(without_footer(shown_text(m)) == trained.PIRATE_CAPITAL for m in d.bot_messages(thread)) == 2
     )
     shown = await settings_reply(d, "kullm-설정 페르소나 보기", {}, s.admin)
-    assert trained.PIRATE_PERSONA in shown["content"] and f"<@{s.admin['id']}>" in shown["content"]
+    assert trained.PIRATE_PERSONA in shown_text(shown) and f"<@{s.admin['id']}>" in shown_text(shown)
     # A server may open the command to everyone: set and clear still need Manage Server.
     s.opened_commands.add("kullm-설정")
     refused = await settings_reply(d, "kullm-설정 페르소나 지우기", {}, s.bob)
-    assert refused["content"].startswith("🔒") and "서버 관리" in refused["content"]
+    assert shown_text(refused).startswith("🔒") and "서버 관리" in shown_text(refused)
     cleared = await settings_reply(d, "kullm-설정 페르소나 지우기", {}, s.admin)
-    assert cleared["content"].startswith("🗑️")
+    assert shown_text(cleared).startswith("🗑️")
     asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
     await d.answer_in(await d.thread_for(int(asked["id"])), trained.CAPITAL)
     assert trained.PIRATE_PERSONA not in d.bot.log(), "a persona's text is not logged"
@@ -281,7 +281,7 @@ async def test_context_menu_opens_a_modal_and_answers_about_the_message(discord_
     field_id = _text_input_ids(modal)[0]
     await s.submit_modal(modal_id, {field_id: "이 글을 요약해줘"}, s.alice, s.channel_id)
     asked = await s.wait_for(
-        lambda: next((m for m in d.bot_messages(s.channel_id) if "님의 질문" in m["content"]), None)
+        lambda: next((m for m in d.bot_messages(s.channel_id) if "님의 질문" in shown_text(m)), None)
     )
     await d.answer_in(await d.thread_for(int(asked["id"])), trained.CONTEXT_ANSWER)
 
@@ -291,7 +291,7 @@ async def test_stop_button_only_for_the_asker_or_a_moderator(discord_env: Discor
     asked = await s.send_message(s.channel_id, s.alice, d.mention("긴 이야기를 들려줘"), mention_bot=True)
     thread = await d.thread_for(int(asked["id"]))
     placeholder = await s.wait_for(lambda: next(iter(d.bot_messages(thread)), None))
-    button = placeholder["components"][0]["components"][0]
+    [button] = [c for c in components_in(placeholder) if c["type"] == 2]
     assert button["label"] == "그만"
     await s.wait_for(lambda: placeholder["edits"] >= 1)
     await s.click_button(int(placeholder["id"]), button["custom_id"], s.bob)
@@ -299,7 +299,7 @@ async def test_stop_button_only_for_the_asker_or_a_moderator(discord_env: Discor
     assert "질문한 사람이나 관리자만" in refusal["data"]["content"] and refusal["data"]["flags"] == 64
     await s.click_button(int(placeholder["id"]), button["custom_id"], s.mod)
     final = await s.wait_for(lambda: placeholder if not stop_button_on(placeholder) else None)
-    partial, notice = final["content"].rsplit("\n\n", 1)
+    partial, notice = shown_text(final).rsplit("\n\n", 1)
     assert notice == "⏹️ 운영자 님이 답변을 멈췄어요." and trained.LONG_STORY.startswith(partial), "who stopped it"
 
 
@@ -309,18 +309,19 @@ async def test_asker_reaction_cancels(discord_env: Discord) -> None:
     await s.add_reaction(thread, int(placeholder["id"]), s.bob, "❌")  # not the asker: ignored
     await s.add_reaction(thread, int(placeholder["id"]), s.alice, "❌")
     final = await s.wait_for(lambda: placeholder if not stop_button_on(placeholder) else None)
-    assert final["content"].endswith("⏹️ 앨리스 님이 답변을 멈췄어요.")
+    assert shown_text(final).endswith("⏹️ 앨리스 님이 답변을 멈췄어요.")
 
 
 async def test_model_output_cannot_ping_anyone(discord_env: Discord) -> None:
     d, s = discord_env, discord_env.standin
     asked = await s.send_message(s.channel_id, s.alice, d.mention("공지해줘"), mention_bot=True)
     answer = await d.answer_in(await d.thread_for(int(asked["id"])), trained.ANNOUNCE_ANSWER)
-    assert "@everyone" in answer["content"]
+    assert "@everyone" in shown_text(answer)
     edits = [c for c in s.calls if c.method == "PATCH" and c.path.endswith(f"/messages/{answer['id']}")]
     assert edits and all(c.json["allowed_mentions"] == NO_MENTIONS for c in edits)
 
 
+@pytest.mark.bot_env(DISCORD_LAYOUT="plain")  # plain messages, 2,000 characters each (layouts: test_discord_layouts)
 async def test_a_4500_character_answer_streams_on_into_three_numbered_messages(discord_env: Discord) -> None:
     """Past 2,000 characters the stream goes on in the next message: earlier parts keep their text (never the
     "… tail" view, never rewound), each part is numbered, and 👍/👎 and the footer sit under the last."""
@@ -329,7 +330,7 @@ async def test_a_4500_character_answer_streams_on_into_three_numbered_messages(d
     thread = await d.thread_for(int(asked["id"]))
     await s.wait_for(lambda: len(d.bot_messages(thread)) == 3 and vote_buttons_on(d.bot_messages(thread)[-1]), 60)
     messages = d.bot_messages(thread)
-    pieces = [m["content"] for m in messages]
+    pieces = [shown_text(m) for m in messages]
     assert all(len(p) <= 2000 for p in pieces)
     assert [p.rsplit("\n\n", 1)[1].split("\n")[0] for p in pieces] == ["(1/3)", "(2/3)", "(3/3)"]
     assert all(p.count("```") % 2 == 0 for p in pieces), "code fences closed and reopened per message"
@@ -394,11 +395,11 @@ async def test_redis_down_is_told_and_the_next_question_answered(
     d, s = discord_env, discord_env.standin
     await asyncio.to_thread(redis_server.kill)
     asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
-    notice = await s.wait_for(lambda: next((m for m in s.dm_messages(s.alice) if "🔌" in m["content"]), None), 30)
-    ref = re.search(r"`([0-9a-f]{8})`", notice["content"])
+    notice = await s.wait_for(lambda: next((m for m in s.dm_messages(s.alice) if "🔌" in shown_text(m)), None), 30)
+    ref = re.search(r"`([0-9a-f]{8})`", shown_text(notice))
     assert ref and f"ref {ref[1]}" in d.bot.log(), "the reference the asker is given is in the operator's log"
-    assert asked["id"] in notice["content"], "the DM links the message it answers"
-    assert "Redis" not in notice["content"], "the cause is the operator's to read, in the log"
+    assert asked["id"] in shown_text(notice), "the DM links the message it answers"
+    assert "Redis" not in shown_text(notice), "the cause is the operator's to read, in the log"
     assert int(asked["id"]) not in s.threads, "no thread or placeholder left hanging"
     await asyncio.to_thread(redis_server.start)
     asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
@@ -410,23 +411,25 @@ async def test_refusals_are_clear_and_bots_are_ignored(discord_env: Discord) -> 
     d, s = discord_env, discord_env.standin
     # Refusals to a mention are seen only by the asker: in a DM (Discord has no ephemeral reply to a message).
     await s.send_message(s.channel_id, s.alice, d.mention(""), mention_bot=True)
-    usage = await s.wait_for(lambda: next((m for m in s.dm_messages(s.alice) if "👋" in m["content"]), None))
-    assert "/kullm" in usage["content"]
+    usage = await s.wait_for(lambda: next((m for m in s.dm_messages(s.alice) if "👋" in shown_text(m)), None))
+    assert "/kullm" in shown_text(usage)
     await s.send_message(s.other_channel_id, s.alice, d.mention("딥러닝이 뭐야?"), mention_bot=True)
-    await s.wait_for(lambda: any("🚫" in m["content"] for m in s.dm_messages(s.alice)))
+    await s.wait_for(lambda: any("🚫" in shown_text(m) for m in s.dm_messages(s.alice)))
     await s.send_message(s.channel_id, s.other_bot, d.mention("딥러닝이 뭐야?"), mention_bot=True)
     s.dms_closed.add(int(s.bob["id"]))  # Bob takes no DMs: his refusals are replies that delete themselves
     await s.send_message(s.channel_id, s.bob, d.mention("가" * 5000), mention_bot=True)
-    await s.wait_for(lambda: any("너무 길어요" in m["content"] for m in d.bot_messages(s.channel_id)))
+    await s.wait_for(lambda: any("너무 길어요" in shown_text(m) for m in d.bot_messages(s.channel_id)))
     for _ in range(2):
         await s.send_message(s.channel_id, s.bob, d.mention("한국의 수도는 어디야?"), mention_bot=True)
     await s.send_message(s.channel_id, s.bob, d.mention("한국의 수도는 어디야?"), mention_bot=True)
-    await s.wait_for(lambda: any("1분에 2개까지" in m["content"] for m in d.bot_messages(s.channel_id)))
-    assert not any(m["content"] for m in d.bot_messages(s.channel_id) if "🚫" in m["content"] or "👋" in m["content"])
+    await s.wait_for(lambda: any("1분에 2개까지" in shown_text(m) for m in d.bot_messages(s.channel_id)))
+    assert not any(
+        shown_text(m) for m in d.bot_messages(s.channel_id) if "🚫" in shown_text(m) or "👋" in shown_text(m)
+    )
     assert not any(
         m.get("message_reference", {}).get("message_id")
         for m in d.bot_messages(s.channel_id)
-        if m["content"].startswith("⏳")
+        if shown_text(m).startswith("⏳")
     ), "refusals are replies, placeholders live in threads"
     # The two questions within the limit are answered in threads of their own (handled concurrently with the
     # refusal, so possibly after it); nothing else opened one.
@@ -482,7 +485,7 @@ async def test_a_redelivered_message_is_answered_once(discord_env: Discord) -> N
 async def test_role_allow_list(discord_env: Discord) -> None:
     d, s = discord_env, discord_env.standin
     await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
-    await s.wait_for(lambda: any("🚫" in m["content"] for m in s.dm_messages(s.alice)))
+    await s.wait_for(lambda: any("🚫" in shown_text(m) for m in s.dm_messages(s.alice)))
     asked = await s.send_message(s.channel_id, s.mod, d.mention("한국의 수도는 어디야?"), mention_bot=True)
     await d.answer_in(await d.thread_for(int(asked["id"])), trained.CAPITAL)
 
@@ -492,7 +495,7 @@ async def test_a_finished_answer_can_be_rated_once_per_person(discord_env: Disco
     asked = await s.send_message(s.channel_id, s.alice, d.mention("딥러닝이 뭐야?"), mention_bot=True)
     answer = await d.answer_in(await d.thread_for(int(asked["id"])), trained.DEEP_LEARNING)
     assert vote_buttons_on(answer)
-    up, down = (c["custom_id"] for c in answer["components"][0]["components"])
+    up, down = (c["custom_id"] for c in components_in(answer) if c["type"] == 2)
     assert up.startswith("kullm:vote:up:") and down.startswith("kullm:vote:down:")
 
     def notices_so_far() -> list[dict[str, Any]]:
@@ -534,23 +537,25 @@ async def test_a_thread_is_summarised_by_mention_by_slash_command_and_from_the_a
     await s.send_message(thread, s.alice, d.mention("요약"), mention_bot=True)
     await d.answer_in(thread, summary)
     await s.slash_command("kullm", {"질문": "요약"}, s.bob, thread)
-    await s.wait_for(lambda: sum(without_footer(m["content"]) == summary for m in d.bot_messages(thread)) == 2)
+    await s.wait_for(lambda: sum(without_footer(shown_text(m)) == summary for m in d.bot_messages(thread)) == 2)
     # From the parent channel, on the message the thread was started from: the summary goes into the thread.
     await s.message_command("스레드 요약", int(asked["id"]), s.bob, s.channel_id)
-    await s.wait_for(lambda: sum(without_footer(m["content"]) == summary for m in d.bot_messages(thread)) == 3)
+    await s.wait_for(lambda: sum(without_footer(shown_text(m)) == summary for m in d.bot_messages(thread)) == 3)
     notice = await s.wait_for(
-        lambda: next((m for m in d.bot_messages(s.channel_id) if "답을 올려요" in m["content"]), None)
+        lambda: next((m for m in d.bot_messages(s.channel_id) if "답을 올려요" in shown_text(m)), None)
     )
-    assert f"<#{thread}>" in notice["content"]
+    assert f"<#{thread}>" in shown_text(notice)
     lonely = await s.send_message(s.channel_id, s.bob, "스레드 없는 메시지")
     await s.message_command("스레드 요약", int(lonely["id"]), s.bob, s.channel_id)
-    await s.wait_for(lambda: any("스레드가 없어요" in m["content"] for m in d.bot_messages(s.channel_id)))
+    await s.wait_for(lambda: any("스레드가 없어요" in shown_text(m) for m in d.bot_messages(s.channel_id)))
     assert "인구도" not in d.bot.log(), "nobody's messages reach the log"
 
 
 def quoted(d: Discord, label: str) -> dict[str, Any] | None:
     """The bot's line for a request in the channel ("**앨리스** 님이 한↔영 번역을 요청했어요")."""
-    return next((m for m in d.bot_messages(d.standin.channel_id) if f"님이 {label}을 요청했어요" in m["content"]), None)
+    return next(
+        (m for m in d.bot_messages(d.standin.channel_id) if f"님이 {label}을 요청했어요" in shown_text(m)), None
+    )
 
 
 async def test_translate_and_proofread_from_the_apps_menu(discord_env: Discord) -> None:
@@ -558,13 +563,13 @@ async def test_translate_and_proofread_from_the_apps_menu(discord_env: Discord) 
     source = await s.send_message(s.channel_id, s.bob, "안녕하세요. 만나서 반갑습니다.")
     await s.message_command("한↔영 번역", int(source["id"]), s.alice, s.channel_id)
     asked = await s.wait_for(
-        lambda: next((m for m in d.bot_messages(s.channel_id) if "한↔영 번역" in m["content"]), None)
+        lambda: next((m for m in d.bot_messages(s.channel_id) if "한↔영 번역" in shown_text(m)), None)
     )
     await d.answer_in(await d.thread_for(int(asked["id"])), "[EN] 안녕하세요. 만나서 반갑습니다.")
     typo = await s.send_message(s.channel_id, s.bob, "맞춤법 이 틀렸 어요.")
     await s.message_command("맞춤법 교정", int(typo["id"]), s.alice, s.channel_id)
     asked = await s.wait_for(
-        lambda: next((m for m in d.bot_messages(s.channel_id) if "맞춤법 교정" in m["content"]), None)
+        lambda: next((m for m in d.bot_messages(s.channel_id) if "맞춤법 교정" in shown_text(m)), None)
     )
     await d.answer_in(await d.thread_for(int(asked["id"])), "[교정] 맞춤법 이 틀렸 어요.")
 
@@ -581,11 +586,11 @@ async def test_an_attached_text_file_is_the_questions_context_and_others_are_ref
     fetched = s.attachment_downloads
     big = ("big.txt", "text/plain", "가".encode() * 2000)
     await s.send_message(s.channel_id, s.alice, d.mention("이 글을 요약해줘"), mention_bot=True, files=[big])
-    await s.wait_for(lambda: any("너무 커요" in m["content"] and "4 KB" in m["content"] for m in s.messages.values()))
+    await s.wait_for(lambda: any("너무 커요" in shown_text(m) and "4 KB" in shown_text(m) for m in s.messages.values()))
     assert s.attachment_downloads == fetched, "refused by its size, before downloading it"
     binary = ("tool.exe", "application/octet-stream", b"MZ\x90\x00\x03\x00")
     await s.send_message(s.channel_id, s.alice, d.mention("이 글을 요약해줘"), mention_bot=True, files=[binary])
-    await s.wait_for(lambda: any("텍스트 파일이 아니에요" in m["content"] for m in s.messages.values()))
+    await s.wait_for(lambda: any("텍스트 파일이 아니에요" in shown_text(m) for m in s.messages.values()))
     assert CONTEXT not in d.bot.log(), "a file's text is not logged"
 
 
@@ -598,6 +603,8 @@ async def test_another_users_question_is_answered_while_a_pdf_bomb_is_read(disco
     )
     asked = await s.send_message(s.channel_id, s.bob, d.mention("한국의 수도는 어디야?"), mention_bot=True)
     await d.answer_in(await d.thread_for(int(asked["id"])), trained.CAPITAL)
-    refused = [m for m in s.messages.values() if name in m["content"] and "너무 복잡해서" in m["content"]]
+    refused = [m for m in s.messages.values() if name in shown_text(m) and "너무 복잡해서" in shown_text(m)]
     assert not refused, "Bob's answer came while Alice's PDF was still being read"
-    await s.wait_for(lambda: any(name in m["content"] and "너무 복잡해서" in m["content"] for m in s.messages.values()))
+    await s.wait_for(
+        lambda: any(name in shown_text(m) and "너무 복잡해서" in shown_text(m) for m in s.messages.values())
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from testkit import trained
+from testkit.shown import shown_text
 from tests import test_discord
 from tests.test_discord import CONTEXT, Discord, scripted_summary
 
@@ -52,12 +53,12 @@ async def test_translating_a_forward_from_the_apps_menu_translates_what_it_forwa
     forward = await s.forward_message(s.channel_id, s.bob, int(original["id"]))
     await s.message_command("한↔영 번역", int(forward["id"]), s.alice, s.channel_id)
     asked = await s.wait_for(
-        lambda: next((m for m in d.bot_messages(s.channel_id) if "한↔영 번역" in m["content"]), None)
+        lambda: next((m for m in d.bot_messages(s.channel_id) if "한↔영 번역" in shown_text(m)), None)
     )
     await d.answer_in(await d.thread_for(int(asked["id"])), "[EN] 안녕하세요. 만나서 반갑습니다.")
     await s.message_command("스레드 요약", int(forward["id"]), s.alice, s.channel_id)  # no thread: what it forwards
     asked = await s.wait_for(
-        lambda: next((m for m in d.bot_messages(s.channel_id) if "스레드 요약" in m["content"]), None)
+        lambda: next((m for m in d.bot_messages(s.channel_id) if "스레드 요약" in shown_text(m)), None)
     )
     await d.answer_in(await d.thread_for(int(asked["id"])), scripted_summary(["안녕하세요. 만나서 반갑습니다."]))
 
@@ -70,7 +71,7 @@ async def test_a_forwarded_file_meets_the_same_guards(discord_env: Discord) -> N
     original = await s.send_message(s.channel_id, s.bob, "큰 파일", files=[big])
     fetched = s.attachment_downloads
     await s.forward_message(s.dm_channel_id, s.alice, int(original["id"]))
-    await s.wait_for(lambda: any("너무 커요" in m["content"] for m in s.messages_in(s.dm_channel_id)))
+    await s.wait_for(lambda: any("너무 커요" in shown_text(m) for m in s.messages_in(s.dm_channel_id)))
     assert s.attachment_downloads == fetched, "refused by its size, before downloading it"
     binary = ("tool.exe", "application/octet-stream", b"MZ\x90\x00\x03\x00")
     original = await s.send_message(s.channel_id, s.bob, "", files=[binary])
@@ -78,4 +79,4 @@ async def test_a_forwarded_file_meets_the_same_guards(discord_env: Discord) -> N
     await s.send_message(
         s.channel_id, s.alice, d.mention("요약"), mention_bot=True, reference_message_id=int(forward["id"])
     )
-    await s.wait_for(lambda: any("텍스트 파일이 아니에요" in m["content"] for m in s.messages.values()))
+    await s.wait_for(lambda: any("텍스트 파일이 아니에요" in shown_text(m) for m in s.messages.values()))

@@ -178,7 +178,9 @@ async def test_a_context_cut_to_fit_is_said_under_the_answer_and_the_persona_goe
     relay = Relay(bus, surface, settings())
     await relay.ask(Spot("c1"), Asked("u1", "이 글을 요약해줘", "구름은 한국어 언어 모델입니다. " * 50))
     await eventually(lambda: bool(surface.finals("c1")))
-    assert surface.finals("c1")[0].endswith("\n\n📎 맥락이 길어서 앞부분만 읽었어요."), "answered, and told"
+    [final] = [content for _, mid, content, done in surface.edits if mid == "c1" and done]
+    footer = final.rpartition("\n-# ")[2]
+    assert footer.endswith("초 · 📎 맥락이 길어 앞부분만 읽음"), "answered, and told in the small line under it"
     await relay.personas.command("/kullm-설정", "chan", "admin", "set", trained.PIRATE_PERSONA)
     await relay.ask(Spot("c2"), Asked("u2", "한국의 수도는 어디야?", channel="chan"))
     await eventually(lambda: bool(surface.finals("c2")))

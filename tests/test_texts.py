@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from bot import texts
+from bot.layout import FOOTER_ROOM, answer_footer
 from bot.texts import LANGUAGES, PANE_PROMPTS, TERMINAL_ONLY, error_text, human_size, raw, text
+from chatbus import Done
 
 ROOT = Path(__file__).resolve().parent.parent
 HANGUL = re.compile(r"[\uac00-\ud7a3\u3131-\u318e]")
@@ -128,3 +130,21 @@ def test_no_korean_text_is_written_outside_the_catalogue() -> None:
 def test_english_mode_renders_english_everywhere() -> None:
     assert text("waiting_turn", "en", ahead=2, questions="questions") == "⏳ Waiting for your turn… (2 questions ahead)"
     assert text("cmd_settings", "en") == "kullm-settings" and text("cmd_question", "en") == "question"
+
+
+def test_the_longest_footer_fits_the_room_every_message_keeps_for_it() -> None:
+    """The footer (the model, the time, and where 맥락 was cut, that too) never pushes an answer's last part past the
+    platform's limit: the layout keeps FOOTER_ROOM characters for it in every part."""
+    done = Done(
+        text="…",
+        finish_reason="stop",
+        prompt_tokens=1,
+        completion_tokens=1,
+        queued_s=1000.0,
+        generate_s=234.5,
+        model="someone/" + "a-very-long-model-name-" * 4,
+        context_cut=True,
+    )
+    for language in LANGUAGES:
+        footer = answer_footer(done, language)
+        assert len(footer) <= FOOTER_ROOM and footer.endswith(text("context_cut_short", language)), footer

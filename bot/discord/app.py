@@ -46,7 +46,9 @@ class KullmDiscord(discord.Client):
         self.settings = settings
         self.bus = bus
         self.language: Any = settings.bot_language
-        surface = DiscordSurface(self, settings.discord_edit_interval_s, settings.bot_language)
+        surface = DiscordSurface(
+            self, settings.discord_edit_interval_s, settings.bot_language, layouts=settings.discord_layout != "plain"
+        )
         self.relay: Relay[DiscordOrigin, DiscordTarget] = Relay(bus, surface, settings)
         self.reader = DiscordReader(self, settings)
         self.tree = app_commands.CommandTree(self)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import discord
@@ -97,10 +98,32 @@ class VoteButton(
         await client.vote_by_button(interaction, self.question_id, self.vote)
 
 
+def vote_buttons(question_id: str, language: Any) -> list[VoteButton]:
+    return [VoteButton(question_id, vote, text(f"vote_{vote}_button", language)) for vote in ("up", "down")]
+
+
 def feedback_view(question_id: str, language: Any) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    for vote in ("up", "down"):
-        view.add_item(VoteButton(question_id, vote, text(f"vote_{vote}_button", language)))
+    for button in vote_buttons(question_id, language):
+        view.add_item(button)
+    return view
+
+
+def answer_layout(content: str, buttons: Sequence[discord.ui.Item[Any]], footer_mark: str) -> discord.ui.LayoutView:
+    """An answer as a Components V2 layout: its text in a container, then (under a divider) the small footer line
+    the answer's layout wrote last (`footer_mark`, "-# "), then its buttons, all in the same container."""
+    body, _, footer = content.rpartition("\n")
+    if not footer.startswith(footer_mark) or not body.strip():
+        body, footer = content, ""
+    container: discord.ui.Container[Any] = discord.ui.Container()
+    container.add_item(discord.ui.TextDisplay(body if body.strip() else "…"))
+    if footer:
+        container.add_item(discord.ui.Separator(visible=True))
+        container.add_item(discord.ui.TextDisplay(footer))
+    if buttons:
+        container.add_item(discord.ui.ActionRow(*buttons))
+    view = discord.ui.LayoutView(timeout=None)
+    view.add_item(container)
     return view
 
 

@@ -40,6 +40,7 @@ TEXTS: dict[str, dict[Language, str]] = {
         "ko": "📎 맥락이 길어서 앞부분만 읽었어요.",
         "en": "📎 The context was long, so only its beginning was read.",
     },
+    "context_cut_short": {"ko": "📎 맥락이 길어 앞부분만 읽음", "en": "📎 context trimmed"},  # in the footer (FOOTER_ROOM)
     "part": {"ko": "({number}/{total})", "en": "({number}/{total})"},
     "part_open": {"ko": "({number}/…)", "en": "({number}/…)"},
     "footer": {"ko": "{model} · {seconds:.1f}초", "en": "{model} · {seconds:.1f}s"},

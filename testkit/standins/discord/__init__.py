@@ -79,6 +79,7 @@ class DiscordStandIn(Gateway, Messages, RestApi, Interactions):
         self.opened_commands: set[str] = set()
         self.locales: dict[int, str] = {}  # a member's Discord client language (en-US, ko, …); Korean unless set
         self.dms_closed: set[int] = set()  # users who turned off DMs from server members: the bot gets 403 50007
+        self.layouts_refused = False  # an API (or proxy) without Components V2: a layout gets 400 50035
         self.channels: dict[int, dict[str, Any]] = {
             self.channel_id: self._text_channel(self.channel_id, "kullm", 0),
             self.other_channel_id: self._text_channel(self.other_channel_id, "general", 1),

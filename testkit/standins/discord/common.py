@@ -40,7 +40,8 @@ EVERYONE_PERMISSIONS = (
 GUILDS, GUILD_MEMBERS, GUILD_PRESENCES, GUILD_MESSAGES, GUILD_MESSAGE_REACTIONS = 1, 1 << 1, 1 << 8, 1 << 9, 1 << 10
 DIRECT_MESSAGES, DIRECT_MESSAGE_REACTIONS, MESSAGE_CONTENT = 1 << 12, 1 << 13, 1 << 15
 
-MESSAGE_EPHEMERAL, MESSAGE_LOADING = 1 << 6, 1 << 7
+MESSAGE_EPHEMERAL, MESSAGE_LOADING, MESSAGE_COMPONENTS_V2 = 1 << 6, 1 << 7, 1 << 15
+MAX_LAYOUT_COMPONENTS, MAX_LAYOUT_TEXT = 40, 4000  # a Components V2 message's limits
 _PRIVATE_KEYS = ("allowed_mentions", "edits")  # kept in `messages` for assertions, never sent to the client
 
 Handler = Callable[..., Awaitable[web.Response]]

@@ -17,7 +17,6 @@ with warnings.catch_warnings():
 from testkit.standins.discord.common import GUILDS
 from testkit.standins.discord.state import DiscordState
 
-
 # What a forward's snapshot keeps of the original (Discord's message snapshot object: no author, no id).
 SNAPSHOT_KEYS = (
     "type",

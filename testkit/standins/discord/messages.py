@@ -16,10 +16,14 @@ from testkit.standins.discord.common import (
     DIRECT_MESSAGES,
     GUILD_MESSAGE_REACTIONS,
     GUILD_MESSAGES,
+    MAX_LAYOUT_COMPONENTS,
+    MAX_LAYOUT_TEXT,
+    MESSAGE_COMPONENTS_V2,
     MESSAGE_CONTENT,
     MESSAGE_EPHEMERAL,
     MESSAGE_LOADING,
     _now,
+    _walk_components,
     numbered,
 )
 from testkit.standins.discord.state import DiscordState
@@ -125,13 +129,33 @@ class Messages(DiscordState):
             )
         return out
 
+    def _layout_refusal(self, payload: dict[str, Any], before: dict[str, Any] | None = None) -> str | None:
+        """Why Discord would refuse this message body (or edit of `before`) for its Components V2 rules, or None:
+        a layout (flag 32768) has no content or embeds, at most 40 components and 4,000 characters of text, and a
+        message stays a layout once it is one."""
+        flags = int(payload.get("flags") or 0) | (int(before["flags"]) if before else 0)
+        if not flags & MESSAGE_COMPONENTS_V2:
+            return None
+        if self.layouts_refused:
+            return "Components V2 are not available here"
+        if payload.get("content") or payload.get("embeds") or payload.get("poll"):
+            return "a Components V2 message cannot have content, embeds or a poll"
+        components = _walk_components(payload.get("components") or (before or {}).get("components") or [])
+        if len(components) > MAX_LAYOUT_COMPONENTS:
+            return f"{len(components)} components: at most {MAX_LAYOUT_COMPONENTS}"
+        shown = sum(len(c.get("content") or "") for c in components if c.get("type") == 10)
+        if shown > MAX_LAYOUT_TEXT:
+            return f"{shown} characters of text: at most {MAX_LAYOUT_TEXT}"
+        return None
+
     def _edit(self, msg: dict[str, Any], payload: dict[str, Any], files: list[tuple[str, str, bytes]]) -> None:
         for key in ("content", "embeds", "components"):
             if key in payload:
                 msg[key] = payload[key] if payload[key] is not None else ("" if key == "content" else [])
         msg["components"] = numbered(msg["components"])
-        if payload.get("flags") is not None:  # the ephemeral bit cannot be changed by an edit
-            msg["flags"] = (int(payload["flags"]) & ~MESSAGE_EPHEMERAL) | (msg["flags"] & MESSAGE_EPHEMERAL)
+        if payload.get("flags") is not None:  # the ephemeral and layout bits cannot be taken back by an edit
+            fixed = MESSAGE_EPHEMERAL | MESSAGE_COMPONENTS_V2
+            msg["flags"] = (int(payload["flags"]) & ~MESSAGE_EPHEMERAL) | (msg["flags"] & fixed)
         msg["flags"] &= ~MESSAGE_LOADING  # any edit resolves a deferred "thinking..." message
         if "allowed_mentions" in payload:
             msg["allowed_mentions"] = payload["allowed_mentions"]

@@ -249,6 +249,9 @@ class RestApi(DiscordState):
             if ref.get("fail_if_not_exists", True):
                 return _error(400, "Invalid Form Body: Unknown message", 50035)
             body = {k: v for k, v in body.items() if k != "message_reference"}
+        refused = self._layout_refusal(body)
+        if refused:
+            return _error(400, f"Invalid Form Body: {refused}", 50035)
         msg = self._new_message(cid, self.bot_user, body, req.files)
         await self._announce("MESSAGE_CREATE", msg)
         return _json(self._wire(msg))
@@ -271,6 +274,9 @@ class RestApi(DiscordState):
         if req.method == "PATCH":
             if not is_own:
                 return _error(403, "Cannot edit a message authored by another user", 50005)
+            refused = self._layout_refusal(req.body or {}, msg)
+            if refused:
+                return _error(400, f"Invalid Form Body: {refused}", 50035)
             self._edit(msg, req.body or {}, req.files)
             await self._announce("MESSAGE_UPDATE", msg)
             return _json(self._wire(msg))

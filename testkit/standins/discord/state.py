@@ -51,6 +51,7 @@ class DiscordState:
     identifies: int
     identify_payloads: list[dict[str, Any]]
     intents: int | None
+    layouts_refused: bool
     interaction_responses: list[dict[str, Any]]
     locales: dict[int, str]
     member_roles: dict[int, list[int]]
@@ -113,6 +114,9 @@ class DiscordState:
             raise NotImplementedError
 
         def _edit(self, msg: dict[str, Any], payload: dict[str, Any], files: list[tuple[str, str, bytes]]) -> None:
+            raise NotImplementedError
+
+        def _layout_refusal(self, payload: dict[str, Any], before: dict[str, Any] | None = None) -> str | None:
             raise NotImplementedError
 
         async def _emit(self, event: str, data: dict[str, Any], intent: int = 0) -> bool:

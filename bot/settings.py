@@ -93,6 +93,9 @@ class DiscordSettings(ClientSettings):
     discord_api_base: str | None = None
     # Answers as Components V2 layouts (the text in a container, its buttons and footer with it), or plain messages.
     discord_layout: Literal["components", "plain"] = "components"
+    # Offer /kullm and the message actions to users who add the app to their account (any server, DM or group DM),
+    # where the developer portal enables User Install and commands are global (DISCORD_GUILD_IDS empty).
+    discord_user_install: bool = True
 
     @property
     def guild_ids(self) -> frozenset[int]:

@@ -61,6 +61,10 @@ class KullmDiscord(discord.Client):
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
         self.add_dynamic_items(CancelButton, VoteButton)
         await self.tree.set_translator(Localizer(self.language))
+        if await self._offers_user_install():  # every command but the server settings, which say otherwise
+            self.tree.allowed_installs = app_commands.AppInstallationType(guild=True, user=True)
+            anywhere = app_commands.AppCommandContext(guild=True, dm_channel=True, private_channel=True)
+            self.tree.allowed_contexts = anywhere
         await self._sync_commands()
         self.relay.start()
 
@@ -79,7 +83,7 @@ class KullmDiscord(discord.Client):
 
     def _register_commands(self) -> None:
         async def kullm(interaction: discord.Interaction[Any], question: str, context: str | None = None) -> None:
-            await interaction.response.defer(thinking=True)
+            await interaction.response.defer(thinking=True, ephemeral=answers_privately(interaction))
             await self.ask_from_interaction(interaction, question, context or "")
 
         command: app_commands.Command[Any, ..., None] = app_commands.Command(
@@ -114,6 +118,8 @@ class KullmDiscord(discord.Client):
             description=self._name("cmd_settings_description"),
             guild_only=True,
             default_permissions=discord.Permissions(manage_guild=True),
+            allowed_installs=app_commands.AppInstallationType(guild=True, user=False),
+            allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=False, private_channel=False),
         )
         persona = app_commands.Group(
             name=self._name("cmd_persona"), description=self._name("cmd_persona_description"), parent=group
@@ -156,6 +162,20 @@ class KullmDiscord(discord.Client):
                 self.settings_command, channel, str(interaction.user.id), action, instructions
             )
         await interaction.response.send_message(reply, ephemeral=True)
+
+    async def _offers_user_install(self) -> bool:
+        """Whether people may add the app to their own account and use its commands anywhere: DISCORD_USER_INSTALL,
+        with User Install enabled in the developer portal and commands registered globally."""
+        if not self.settings.discord_user_install:
+            return False
+        if self.settings.guild_ids:
+            log.info("user installs are off: they need global commands, and DISCORD_GUILD_IDS registers per server")
+            return False
+        if (await self.application_info()).user_integration_config is None:
+            log.info("user installs are off: enable User Install in the developer portal (Installation) to offer them")
+            return False
+        log.info("user installs are on: people who add the app can use /kullm in any server, DM or group DM")
+        return True
 
     async def _sync_commands(self) -> None:
         if self.settings.guild_ids:
@@ -230,13 +250,17 @@ class KullmDiscord(discord.Client):
     ) -> None:
         """`/kullm`, the modal and the message actions: post the question, open a thread on it, answer there
         (or in `answer_in`). `/kullm 요약` inside a thread summarises that thread."""
+        private = answers_privately(interaction)
         if not interaction.response.is_done():
-            await interaction.response.defer(thinking=True)
-        origin = DiscordOrigin(interaction.channel, interaction=interaction, answer_in=answer_in)
+            await interaction.response.defer(thinking=True, ephemeral=private)
+        origin = DiscordOrigin(interaction.channel, interaction=interaction, answer_in=answer_in, private=private)
         if not self._allowed(interaction.channel, interaction.user):
             await self.relay.refuse(origin, text("not_allowed", self.language))
             return
         in_thread = isinstance(interaction.channel, discord.Thread)
+        if task == "ask" and in_thread and is_summary_request(question) and private:
+            await self.relay.refuse(origin, text("private_no_thread", self.language))
+            return
         if task == "ask" and in_thread and is_summary_request(question):
             task, question, context = (
                 "summarize",
@@ -255,20 +279,23 @@ class KullmDiscord(discord.Client):
         """The message action (Apps menu) for `task`: 스레드 요약, 한↔영 번역, 맞춤법 교정."""
 
         async def act(interaction: discord.Interaction[Any], message: discord.Message) -> None:
-            await interaction.response.defer(thinking=True)
+            private = answers_privately(interaction)
+            await interaction.response.defer(thinking=True, ephemeral=private)
             label = text(f"task_{task}", self.language)
-            thread = await self.reader.thread_of(message) if task == "summarize" else None
+            # Where the bot is not a member it cannot read a thread: the chosen message itself is summarised.
+            thread = await self.reader.thread_of(message) if task == "summarize" and not private else None
             if thread is not None:
                 context = await self.reader.transcript(thread)
                 await self.ask_from_interaction(interaction, label, context, task=task, answer_in=thread)
                 return
-            if task == "summarize" and not is_forward(message):  # a forward without a thread: what it forwards
+            if task == "summarize" and not is_forward(message) and not private:  # a forward: what it forwards
                 await interaction.followup.send(text("no_thread", self.language))
                 return
             try:
                 context = await self.reader.quoted_text(message)
             except FileRefused as refused:
-                await self.relay.refuse(DiscordOrigin(interaction.channel, interaction=interaction), refused.notice)
+                origin = DiscordOrigin(interaction.channel, interaction=interaction, private=private)
+                await self.relay.refuse(origin, refused.notice)
                 return
             await self.ask_from_interaction(interaction, label, context, task=task)
 
@@ -313,6 +340,15 @@ class KullmDiscord(discord.Client):
         if roles:
             return isinstance(user, discord.Member) and bool(roles & {role.id for role in user.roles})
         return True
+
+
+def answers_privately(interaction: discord.Interaction[Any]) -> bool:
+    """A command used through someone's own install of the app where the bot is not a member (a server that has
+    not added it, a group DM, a DM between people): the bot can answer only through the interaction, and answers
+    the asker alone."""
+    if interaction.context.private_channel:
+        return True
+    return interaction.guild_id is not None and not interaction.is_guild_integration()
 
 
 def _persona_channel(channel: Any) -> str:

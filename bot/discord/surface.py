@@ -55,13 +55,17 @@ class DiscordTarget:
     channel: str
     message: str
     layout: str = ""
+    # An answer only its asker sees, where the bot is not a member: "application id:interaction token", the
+    # interaction's webhook it is posted and edited through (Discord keeps the token valid for 15 minutes).
+    webhook: str = ""
 
     @property
     def conversation(self) -> str:
         return self.channel
 
     def to_fields(self) -> dict[str, str]:
-        return {"channel": self.channel, "message": self.message, **({"layout": self.layout} if self.layout else {})}
+        optional = {"layout": self.layout, "webhook": self.webhook}
+        return {"channel": self.channel, "message": self.message, **{k: v for k, v in optional.items() if v}}
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,9 @@ class DiscordOrigin:
     message: discord.Message | None = None
     interaction: discord.Interaction[Any] | None = None
     answer_in: Any = None  # a thread the answer goes to instead (a thread summarised from its parent channel)
+    # Asked through a user's own install where the bot is not a member: answered through the interaction alone,
+    # seen only by the asker.
+    private: bool = False
 
 
 class DiscordSurface:
@@ -88,7 +95,7 @@ class DiscordSurface:
         self.max_chars = LAYOUT_TEXT_LIMIT if layouts else MESSAGE_LIMIT
 
     def target(self, fields: Mapping[str, str]) -> DiscordTarget:
-        return DiscordTarget(fields["channel"], fields["message"], fields.get("layout", ""))
+        return DiscordTarget(fields["channel"], fields["message"], fields.get("layout", ""), fields.get("webhook", ""))
 
     async def refuse(self, origin: DiscordOrigin, notice: str) -> None:
         """Seen only by the asker: an ephemeral follow-up to a command; for a mention (Discord has no ephemeral
@@ -112,17 +119,63 @@ class DiscordSurface:
     async def post_placeholder(
         self, origin: DiscordOrigin, asked: Asked, content: str, question_id: str, *, ahead: int = 0
     ) -> DiscordTarget:
-        where = await self._answer_channel(origin, asked)
+        if origin.private:  # only through the interaction: an ephemeral follow-up, no thread
+            assert origin.interaction is not None
+            interaction = origin.interaction
+            hook = f"{interaction.application_id}:{interaction.token}"
+            at = DiscordTarget(str(interaction.channel_id or ""), "", webhook=hook)
+        else:
+            where = await self._answer_channel(origin, asked)
+            at = DiscordTarget(str(where.id), "")
         if self.layouts:
             try:
-                posted = await where.send(view=self._layout(content, question_id), allowed_mentions=NO_MENTIONS)
-                return DiscordTarget(str(where.id), str(posted.id), layout=question_id)
+                posted = await self._send(at, content, question_id, final=False, layout=True)
+                return DiscordTarget(at.channel, str(posted.id), question_id, at.webhook)
             except discord.HTTPException as exc:
                 if exc.status != 400:
                     raise
                 self._plain_from_now(exc)
-        placeholder = await where.send(content, view=self._stop_view(question_id), allowed_mentions=NO_MENTIONS)
-        return DiscordTarget(str(where.id), str(placeholder.id))
+        posted = await self._send(at, content, question_id, final=False, layout=False)
+        return DiscordTarget(at.channel, str(posted.id), "", at.webhook)
+
+    async def _send(
+        self,
+        at: DiscordTarget,
+        content: str,
+        question_id: str,
+        *,
+        final: bool,
+        layout: bool,
+        feedback: str | None = None,
+    ) -> discord.Message | discord.WebhookMessage:
+        """Post an answer's message where `at` says: in its channel, or through its interaction as only the asker
+        sees it; a layout, or plain content with the stop button (or, once final, the vote buttons)."""
+        content = self._noted(at, content)
+        fields: dict[str, Any] = {"allowed_mentions": NO_MENTIONS}
+        if layout:
+            fields["view"] = self._layout(content, None if final else question_id, votes_for=feedback)
+        else:
+            fields["content"] = content
+            if not final:
+                fields["view"] = self._stop_view(question_id)
+            elif feedback:
+                fields["view"] = feedback_view(feedback, self.language)
+        if at.webhook:
+            return await self._webhook(at).send(ephemeral=True, wait=True, **fields)
+        return await self._channel(at).send(**fields)
+
+    def _webhook(self, target: DiscordTarget) -> discord.Webhook:
+        """The interaction's webhook an answer only its asker sees goes through (as `Interaction.followup` is)."""
+        application_id, token = target.webhook.split(":", 1)
+        data: Any = {"id": application_id, "type": 3, "token": token}
+        return discord.Webhook.from_state(data, self.client._connection)
+
+    def _noted(self, target: DiscordTarget, content: str) -> str:
+        """An answer only its asker sees says why, in a small first line, where the message has room for it."""
+        if not target.webhook:
+            return content
+        noted = f"-# {text('private_answer', self.language)}\n{content}"
+        return noted if len(noted) <= self.max_chars else content
 
     def _plain_from_now(self, exc: discord.HTTPException) -> None:
         """Discord refused a layout (an API or proxy without Components V2): plain messages until restart."""
@@ -170,41 +223,42 @@ class DiscordSurface:
         return channel
 
     async def edit(self, target: DiscordTarget, content: str, *, final: bool, feedback: str | None = None) -> None:
-        message = self._channel(target).get_partial_message(int(target.message))
+        content = self._noted(target, content)
+        fields: dict[str, Any] = {"allowed_mentions": NO_MENTIONS}
+        if target.layout:  # a layout is edited whole: its text, and the buttons it shows now
+            fields["view"] = self._layout(content, None if final else target.layout, votes_for=feedback)
+        else:
+            fields["content"] = content[:MESSAGE_LIMIT]
+            if final:
+                fields["view"] = feedback_view(feedback, self.language) if feedback else None
         try:
-            if target.layout:  # a layout is edited whole: its text, and the buttons it shows now
-                layout = self._layout(content, None if final else target.layout, votes_for=feedback)
-                await message.edit(view=layout, allowed_mentions=NO_MENTIONS)
-            elif final:
-                votes = feedback_view(feedback, self.language) if feedback else None
-                await message.edit(content=content[:MESSAGE_LIMIT], view=votes, allowed_mentions=NO_MENTIONS)
+            if target.webhook:
+                await self._webhook(target).edit_message(int(target.message), **fields)
             else:
-                await message.edit(content=content[:MESSAGE_LIMIT], allowed_mentions=NO_MENTIONS)
-        except (discord.NotFound, discord.Forbidden) as exc:  # deleted, or the bot lost access
+                await self._channel(target).get_partial_message(int(target.message)).edit(**fields)
+        except (discord.NotFound, discord.Forbidden) as exc:  # deleted, or the bot lost access (or the token lapsed)
             raise PlaceholderGone(f"{exc.status} {exc.code}") from exc
 
     async def post_part(
         self, target: DiscordTarget, content: str, question_id: str, *, final: bool, feedback: str | None = None
     ) -> DiscordTarget:
+        layout = bool(target.layout)
         try:
-            if target.layout:
-                layout = self._layout(content, None if final else question_id, votes_for=feedback if final else None)
-                posted = await self._channel(target).send(view=layout, allowed_mentions=NO_MENTIONS)
-                return DiscordTarget(target.channel, str(posted.id), layout=question_id)
-            if final:
-                view = feedback_view(feedback, self.language) if feedback else discord.utils.MISSING
-            else:
-                view = self._stop_view(question_id)
-            posted = await self._channel(target).send(content, view=view, allowed_mentions=NO_MENTIONS)
+            posted = await self._send(target, content, question_id, final=final, layout=layout, feedback=feedback)
         except (discord.NotFound, discord.Forbidden) as exc:
             raise PlaceholderGone(f"{exc.status} {exc.code}") from exc
-        return DiscordTarget(target.channel, str(posted.id))
+        return DiscordTarget(target.channel, str(posted.id), question_id if layout else "", target.webhook)
 
     async def delete(self, target: DiscordTarget) -> None:
         with contextlib.suppress(discord.NotFound, discord.Forbidden):
-            await self._channel(target).get_partial_message(int(target.message)).delete()
+            if target.webhook:
+                await self._webhook(target).delete_message(int(target.message))
+            else:
+                await self._channel(target).get_partial_message(int(target.message)).delete()
 
     def working(self, target: DiscordTarget) -> AbstractAsyncContextManager[None]:
+        if target.webhook:  # no typing where the bot is not a member
+            return contextlib.nullcontext()
         typing: AbstractAsyncContextManager[None] = self._channel(target).typing()
         return typing
 

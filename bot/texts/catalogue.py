@@ -40,7 +40,8 @@ TEXTS: dict[str, dict[Language, str]] = {
         "ko": "📎 맥락이 길어서 앞부분만 읽었어요.",
         "en": "📎 The context was long, so only its beginning was read.",
     },
-    "context_cut_short": {"ko": "📎 맥락이 길어 앞부분만 읽음", "en": "📎 context trimmed"},  # in the footer (FOOTER_ROOM)
+    # In the footer, which keeps FOOTER_ROOM characters in every message (bot.layout).
+    "context_cut_short": {"ko": "📎 맥락이 길어 앞부분만 읽음", "en": "📎 context trimmed"},
     "part": {"ko": "({number}/{total})", "en": "({number}/{total})"},
     "part_open": {"ko": "({number}/…)", "en": "({number}/…)"},
     "footer": {"ko": "{model} · {seconds:.1f}초", "en": "{model} · {seconds:.1f}s"},
@@ -136,6 +137,14 @@ TEXTS: dict[str, dict[Language, str]] = {
     "no_thread": {
         "ko": "🧵 이 메시지에는 스레드가 없어요. 스레드 안의 메시지에서 다시 해 주세요.",
         "en": "🧵 This message has no thread. Try it on a message inside a thread.",
+    },
+    "private_answer": {
+        "ko": "🔒 이곳에는 KULLM 봇이 없어서 나에게만 보이게 답해요.",
+        "en": "🔒 The KULLM bot isn't a member here, so only you can see this answer.",
+    },
+    "private_no_thread": {
+        "ko": "🧵 이곳에는 KULLM 봇이 없어서 스레드를 읽을 수 없어요. 요약할 메시지에서 앱 메뉴의 요약을 써 주세요.",
+        "en": "🧵 The KULLM bot isn't a member here, so it can't read the thread. Use Summarize on a message instead.",
     },
     "task_in_thread": {"ko": "📝 {thread}에 답을 올려요.", "en": "📝 The answer goes into {thread}."},
     "file_too_large": {

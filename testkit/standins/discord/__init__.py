@@ -85,6 +85,27 @@ class DiscordStandIn(Gateway, Messages, RestApi, Interactions):
             self.other_channel_id: self._text_channel(self.other_channel_id, "general", 1),
             self.dm_channel_id: self._dm_channel(self.dm_channel_id, self.alice),
         }
+        # Places the bot is not a member of, where people who added the app to their account use it: a channel of
+        # another server and a group DM. The bot gets 403 Missing Access there and no events from them.
+        self.foreign_guild_id, self.foreign_channel_id, self.group_dm_id = (
+            1100000000000000400,
+            1100000000000000401,
+            1100000000000000402,
+        )
+        self.channels[self.foreign_channel_id] = {
+            **self._text_channel(self.foreign_channel_id, "elsewhere", 0),
+            "guild_id": str(self.foreign_guild_id),
+        }
+        self.channels[self.group_dm_id] = {
+            **self._dm_channel(self.group_dm_id, self.alice),
+            "type": 3,
+            "recipients": [self.alice, self.bob],
+            "name": None,
+            "owner_id": self.alice["id"],
+            "icon": None,
+        }
+        self.not_joined = {self.foreign_channel_id, self.group_dm_id}
+        self.user_install = True  # the developer portal offers User Install (integration_types_config "1")
         self.close_on_identify_code: int | None = None
         # recordings
         self.calls: list[Call] = []
@@ -180,7 +201,7 @@ class DiscordStandIn(Gateway, Messages, RestApi, Interactions):
         # Without the members or presences intent Discord lists only the bot itself (member_count is still right).
         everyone = self.intents is None or self.intents & (GUILD_MEMBERS | GUILD_PRESENCES)
         members = [self._member(u) for u in self.users.values() if everyone or u is self.bot_user]
-        channels = [c for c in self.channels.values() if c["type"] == 0]
+        channels = [c for c in self.channels.values() if c["type"] == 0 and c["guild_id"] == str(self.guild_id)]
         active = [t for t in self.threads.values() if not t["thread_metadata"]["archived"]]
         return {
             "id": str(self.guild_id),

@@ -41,7 +41,7 @@ class Interactions(DiscordState):
         """
         locale = self.locale_of(user)
         command_name, *path = name.split()
-        scope, command = self._find_command(command_name, 1, locale)
+        scope, command = self._find_command(command_name, 1, locale, channel_id)
         self._check_offered(command, user, channel_id)
         nodes, declared_options = [], command.get("options", [])
         for part in path:  # SUB_COMMAND_GROUP (2), then SUB_COMMAND (1)
@@ -71,7 +71,8 @@ class Interactions(DiscordState):
         self, name: str, target_message_id: int, user: dict[str, Any], channel_id: int
     ) -> dict[str, Any]:
         """`user` picks message context-menu command `name` on a message; dispatches INTERACTION_CREATE."""
-        scope, command = self._find_command(name, 3, self.locale_of(user))
+        scope, command = self._find_command(name, 3, self.locale_of(user), channel_id)
+        self._check_offered(command, user, channel_id)
         target = self._wire(self._message(target_message_id))
         data: dict[str, Any] = {
             "id": command["id"],
@@ -119,7 +120,13 @@ class Interactions(DiscordState):
 
     def _check_offered(self, command: dict[str, Any], user: dict[str, Any], channel_id: int) -> None:
         """Discord's client offers a command only to members holding its default permissions (administrators
-        hold all), and a guild-only one only in a server."""
+        hold all), a guild-only one only in a server, and where the bot is not a member only a global command
+        that user installs and that context allow."""
+        if channel_id in self.not_joined:
+            context = self._context_of(channel_id)
+            if 1 not in (command.get("integration_types") or [0]) or context not in (command.get("contexts") or []):
+                raise PermissionError(f"stand-in: /{command['name']} is not offered to user installs there")
+            return
         guild_only = command.get("contexts") == [0] or command.get("dm_permission") is False
         if guild_only and self._guild_of(channel_id) is None:
             raise PermissionError(f"stand-in: /{command['name']} is offered only in servers")
@@ -134,9 +141,20 @@ class Interactions(DiscordState):
         """The language `user`'s Discord client is set to (`locales`; Korean unless set)."""
         return self.locales.get(int(user["id"]), "ko")
 
-    def _find_command(self, name: str, kind: int, locale: str = "") -> tuple[str, dict[str, Any]]:
-        """The synced command a member picks by `name`: as registered, or as their client's `locale` shows it."""
-        for scope in (str(self.guild_id), "global"):  # a guild command shadows a global one, as in the client UI
+    def _context_of(self, channel_id: int) -> int:
+        """The interaction context a channel gives: GUILD (0), BOT_DM (1), PRIVATE_CHANNEL (2: a group DM, or a DM
+        between people)."""
+        if self._guild_of(channel_id) is not None:
+            return 0
+        return 1 if channel_id not in self.not_joined else 2
+
+    def _find_command(
+        self, name: str, kind: int, locale: str = "", channel_id: int | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """The synced command a member picks by `name`: as registered, or as their client's `locale` shows it.
+        Where the bot is not a member, only global commands are there."""
+        scopes = ("global",) if channel_id in self.not_joined else (str(self.guild_id), "global")
+        for scope in scopes:  # a guild command shadows a global one, as in the client UI
             for command in self.commands.get(scope, []):
                 if _shown_as(command, locale) == name and command.get("type", 1) == kind:
                     return scope, command
@@ -167,8 +185,11 @@ class Interactions(DiscordState):
             "app_permissions": str(self.permissions_of(self.bot_id)),
             "entitlements": [],
             "attachment_size_limit": 10 * 1024 * 1024,
-            "context": 0 if guild_id else 1,
-            "authorizing_integration_owners": {"0": str(guild_id)} if guild_id else {"1": user["id"]},
+            "context": self._context_of(channel_id),
+            # The bot's server installed it; elsewhere it is the user's own install that authorises the command.
+            "authorizing_integration_owners": (
+                {"0": str(guild_id)} if guild_id and channel_id not in self.not_joined else {"1": user["id"]}
+            ),
         }
         if guild_id:
             member = {**self._member(user), "permissions": str(self.permissions_of(int(user["id"])))}
@@ -260,6 +281,9 @@ class Interactions(DiscordState):
         if it is None:
             return _error(404, "Unknown Webhook", 10015)
         body = req.body or {}
+        refused = self._layout_refusal(body)
+        if refused:
+            return _error(400, f"Invalid Form Body: {refused}", 50035)
         if it["loading"]:
             # The first followup after a "thinking" defer becomes that message (keeping its ephemerality).
             msg = self._message(it["original_id"])
@@ -296,6 +320,9 @@ class Interactions(DiscordState):
             self.interaction_responses.append({**entry, "type": f"delete_{label}"})
             await self._delete(msg)
             return _no_content()
+        refused = self._layout_refusal(req.body or {}, msg)
+        if refused:
+            return _error(400, f"Invalid Form Body: {refused}", 50035)
         self._edit(msg, req.body or {}, req.files)
         if message_id == it["original_id"]:
             it["loading"] = False

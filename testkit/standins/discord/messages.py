@@ -172,8 +172,8 @@ class Messages(DiscordState):
 
     async def _announce(self, event: str, msg: dict[str, Any]) -> None:
         """Dispatch MESSAGE_CREATE/UPDATE for a stored message the way Discord shapes it for this client."""
-        if msg["flags"] & MESSAGE_EPHEMERAL:
-            return  # ephemeral messages never reach the gateway
+        if msg["flags"] & MESSAGE_EPHEMERAL or int(msg["channel_id"]) in self.not_joined:
+            return  # ephemeral messages, and messages where the bot is not a member, never reach it
         guild_id = self._guild_of(int(msg["channel_id"]))
         data = self._wire(msg)
         if guild_id:

@@ -122,6 +122,8 @@ class RestApi(DiscordState):
             return _error(401, "401: Unauthorized")
         match = pattern.fullmatch(path)
         assert match is not None
+        if path.startswith("/channels/") and int(match.group(1)) in self.not_joined:
+            return _error(403, "Missing Access", 50001)  # a server or group DM the bot is not a member of
         response: web.Response = await handler(req, *match.groups())
         return response
 
@@ -193,6 +195,14 @@ class RestApi(DiscordState):
                 "explicit_content_filter": 0,
                 "eligible_oauth2_scopes": ["applications.commands", "bot"],
                 "bot": self.bot_user,
+                "integration_types_config": {
+                    "0": {"oauth2_install_params": {"scopes": ["applications.commands", "bot"], "permissions": "0"}},
+                    **(
+                        {"1": {"oauth2_install_params": {"scopes": ["applications.commands"], "permissions": "0"}}}
+                        if self.user_install
+                        else {}
+                    ),
+                },
             }
         )
 

@@ -52,6 +52,9 @@ class DiscordState:
     identify_payloads: list[dict[str, Any]]
     intents: int | None
     layouts_refused: bool
+    not_joined: set[int]
+    user_install: bool
+    foreign_guild_id: int
     interaction_responses: list[dict[str, Any]]
     locales: dict[int, str]
     member_roles: dict[int, list[int]]
@@ -96,6 +99,9 @@ class DiscordState:
             raise NotImplementedError
 
         def _check_offered(self, command: dict[str, Any], user: dict[str, Any], channel_id: int) -> None:
+            raise NotImplementedError
+
+        def _context_of(self, channel_id: int) -> int:
             raise NotImplementedError
 
         async def _create_dm(self, req: _Request) -> web.Response:

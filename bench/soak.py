@@ -36,7 +36,7 @@ from testkit.engines import SCRIPTED
 from testkit.polling import eventually
 from testkit.processes import ROOT, RUNNING_ASKS, AskProcess, BotProcess, WorkerProcess
 from testkit.redis_server import RedisServer, free_port, half_open
-from testkit.shown import without_footer
+from testkit.shown import shown_text, without_footer
 from testkit.standins.discord import DiscordStandIn
 from testkit.standins.discord.common import user_object as discord_user
 from testkit.standins.slack import SlackStandIn
@@ -231,13 +231,12 @@ class Service:
         """Every final answer the asker was shown (exactly one is right)."""
         if asked.platform == "terminal":
             return [str(e["text"]) for e in asked.events if e["type"] == "done"]
-        key = "content" if asked.platform == "discord" else "text"
         # While an answer is written, its message carries the stop button; the button goes when the answer is final,
         # which then ends with a footer naming the model (left out here: the answer is what is graded).
         messages = self._bot_messages(asked)
         if any(stop_button_on(m) or m.get("streaming") for m in messages):
             return []
-        done = [without_footer(shown_as_mrkdwn(m) if asked.platform == "slack" else m[key]) for m in messages]
+        done = [without_footer(shown_on(asked.platform, m)) for m in messages]
         return [text for text in done if not text.startswith(("⏳", *REFUSED))]
 
     def busy_notices(self, asked: Ask) -> list[str]:
@@ -256,7 +255,7 @@ class Service:
                 for m in d.messages_in(d.channel_id)
                 if (m.get("message_reference") or {}).get("message_id") == asked.ref
             ]
-            shown = [*dms, *replies, *(m["content"] for m in self._bot_messages(asked))]
+            shown = [*dms, *replies, *(shown_text(m) for m in self._bot_messages(asked))]
             return [text for text in shown if text.startswith(REFUSED)]
         if asked.platform == "slack":
             ephemerals = [e for e in self.slack.ephemerals if e.get("thread_ts") == asked.ref]
@@ -437,10 +436,14 @@ async def mid_stream(service: Service, platform: str) -> tuple[Ask, dict[str, An
     """Ask for the long story on `platform`; return once part of the answer shows, with the message showing it
     (the placeholder, which the answer grows in)."""
     asked = await service.ask(platform, LONG[0], 3000 + random.randrange(1000))
-    key = "content" if platform == "discord" else "text"
     placeholder = await eventually(lambda: service.placeholder(asked), 60)
-    await eventually(lambda: placeholder["edits"] >= 1 and not placeholder[key].startswith("⏳"), 60)
+    await eventually(lambda: placeholder["edits"] >= 1 and not shown_on(platform, placeholder).startswith("⏳"), 60)
     return asked, placeholder
+
+
+def shown_on(platform: str, message: dict[str, Any]) -> str:
+    """What a chat message shows as text: a Discord layout's text displays, or a Slack message as mrkdwn."""
+    return shown_as_mrkdwn(message) if platform == "slack" else shown_text(message)
 
 
 def shown_as_mrkdwn(message: dict[str, Any]) -> str:
@@ -455,9 +458,8 @@ async def adapter_kills(service: Service, trials: int, rows: list[Scenario]) -> 
         partial = 0
         for _ in range(trials):
             asked, placeholder = await mid_stream(service, platform)
-            text_key = "content" if platform == "discord" else "text"
             await asyncio.to_thread(service.bots[platform].kill)
-            shown = shown_as_mrkdwn(placeholder) if platform == "slack" else placeholder[text_key]
+            shown = shown_on(platform, placeholder)
             partial += shown != asked.expected  # killed before the final text was shown
             await service.restart_bot(platform, kill=False)
             await settle(service, [asked], 60)

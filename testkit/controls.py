@@ -49,3 +49,13 @@ async def stored_votes(redis_url: str) -> list[Vote]:
         return await bus.feedback.votes()
     finally:
         await bus.redis.aclose()
+
+
+async def none_in_flight(redis_url: str, platform: str) -> bool:
+    """Whether the adapters of `platform` have no answer in flight (each holds its asker's slot until its record is
+    forgotten, just after its final text is out)."""
+    bus = Bus(connect(redis_url), Keys())
+    try:
+        return await bus.inflight.tracked(platform) == []
+    finally:
+        await bus.redis.aclose()

@@ -17,8 +17,9 @@ import pytest
 
 from testkit import hostile_files, trained
 from testkit.conformance import discord_standin_problems
-from testkit.controls import stop_button_on, stored_votes, vote_buttons_on
+from testkit.controls import none_in_flight, stop_button_on, stored_votes, vote_buttons_on
 from testkit.engines import LONG_CODE_QUESTION, RunWorker, long_code_answer
+from testkit.polling import eventually
 from testkit.processes import BotProcess
 from testkit.redis_server import RedisServer
 from testkit.shown import components_in, shown_text, without_footer
@@ -366,6 +367,8 @@ async def test_a_deleted_placeholder_gets_a_fresh_answer_and_frees_the_user(disc
     await s.delete_message(int(placeholder["id"]))  # a moderator deletes it mid-answer
     fresh = await d.answer_in(thread, trained.LONG_STORY)
     assert fresh["id"] != placeholder["id"] and "placeholder gone" in d.bot.log()
+    # Its slot is freed as its record is forgotten, a moment after the final text shows (a busy machine's moment).
+    await eventually(lambda: none_in_flight(d.redis_url, "discord"), 10, what="the answer forgotten")
     asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
     await d.answer_in(await d.thread_for(int(asked["id"])), trained.CAPITAL)  # not locked out
 

@@ -5,6 +5,8 @@ picked from the Apps menu. The loopback Discord sends forwards as Discord does (
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from testkit import trained
@@ -45,6 +47,13 @@ async def test_a_forward_sent_to_the_bot_alone_is_summarised(discord_env: Discor
     original = await s.send_message(s.channel_id, s.bob, "오늘 점심은 김밥\n저녁은 비빔밥")
     await s.forward_message(s.dm_channel_id, s.alice, int(original["id"]))
     await d.answer_in(s.dm_channel_id, scripted_summary(["오늘 점심은 김밥", "저녁은 비빔밥"]))
+    # Into the bot's thread, a forward with nothing asked is shared with the people there, not asked of the bot.
+    asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
+    thread = await d.thread_for(int(asked["id"]))
+    await d.answer_in(thread, trained.CAPITAL)
+    await s.forward_message(thread, s.bob, int(original["id"]))
+    await asyncio.sleep(1)
+    assert len(d.bot_messages(thread)) == 1 and s.dm_messages(s.bob) == [], "no answer, and no usage notice"
 
 
 async def test_translating_a_forward_from_the_apps_menu_translates_what_it_forwarded(discord_env: Discord) -> None:

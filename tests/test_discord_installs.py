@@ -105,3 +105,21 @@ async def test_user_installs_can_be_turned_off(discord_env: Discord) -> None:
         await s.slash_command("kullm", {"질문": "한국의 수도는 어디야?"}, s.alice, s.foreign_channel_id)
     asked = await s.send_message(s.channel_id, s.alice, d.mention("한국의 수도는 어디야?"), mention_bot=True)
     await d.answer_in(await d.thread_for(int(asked["id"])), trained.CAPITAL)  # servers as before
+
+
+@pytest.mark.bot_env(DISCORD_GUILD_IDS="")
+async def test_a_bot_killed_mid_answer_finishes_the_private_answer_through_the_interaction(
+    discord_env: Discord,
+) -> None:
+    """The answer's interaction webhook is kept with its in-flight record: a restarted bot edits the same message
+    only the asker sees, and posts nothing anywhere else."""
+    d, s = discord_env, discord_env.standin
+    await s.slash_command("kullm", {"질문": "긴 이야기를 들려줘"}, s.alice, s.foreign_channel_id)
+    placeholder = await s.wait_for(lambda: next(iter(d.bot_messages(s.foreign_channel_id)), None))
+    await s.wait_for(lambda: placeholder["edits"] >= 2)
+    d.bot.kill()
+    d.restart_bot()
+    answer = await private_answer(d, s.foreign_channel_id, trained.LONG_STORY)
+    assert answer["id"] == placeholder["id"] and len(d.bot_messages(s.foreign_channel_id)) == 1
+    assert "resuming its answer" in d.bot.log() and calls_into(d, s.foreign_channel_id) == []
+    assert not any(s.token in line or "itok-" in line for line in d.bot.log().splitlines()), "no token in the log"

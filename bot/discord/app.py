@@ -197,7 +197,9 @@ class KullmDiscord(discord.Client):
             return
         origin = DiscordOrigin(message.channel, message=message)
         question = re.sub(rf"<@!?{self.user.id}>", "", message.content).strip()
-        if not question and is_forward(message):  # a message forwarded to the bot, nothing asked with it
+        if not question and is_forward(message):  # a forward with nothing asked: summarised in a DM, else shared
+            if not isinstance(message.channel, discord.DMChannel):
+                return
             question = text("task_summarize", self.language)
         if not question:
             await self.relay.refuse(origin, text("usage_discord", self.language, name=self.user.display_name))

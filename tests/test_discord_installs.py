@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from testkit import trained
-from testkit.controls import vote_buttons_on
+from testkit.controls import none_in_flight, vote_buttons_on
+from testkit.polling import eventually
 from testkit.shown import COMPONENTS_V2, shown_text, without_footer
 from testkit.standins.discord.common import MESSAGE_EPHEMERAL
 from tests import test_discord
@@ -123,3 +124,18 @@ async def test_a_bot_killed_mid_answer_finishes_the_private_answer_through_the_i
     assert answer["id"] == placeholder["id"] and len(d.bot_messages(s.foreign_channel_id)) == 1
     assert "resuming its answer" in d.bot.log() and calls_into(d, s.foreign_channel_id) == []
     assert not any(s.token in line or "itok-" in line for line in d.bot.log().splitlines()), "no token in the log"
+
+
+@pytest.mark.bot_env(DISCORD_GUILD_IDS="", USER_CONCURRENT_QUESTIONS="1")
+async def test_a_private_answer_whose_interaction_lapsed_is_given_up_and_frees_the_asker(discord_env: Discord) -> None:
+    """Discord lets an interaction's webhook be used for 15 minutes: an answer still streaming after that (a long
+    queue) cannot be shown; it is given up at once, not retried, and the asker's slot is freed."""
+    d, s = discord_env, discord_env.standin
+    await s.slash_command("kullm", {"질문": "긴 이야기를 들려줘"}, s.alice, s.foreign_channel_id)
+    placeholder = await s.wait_for(lambda: next(iter(d.bot_messages(s.foreign_channel_id)), None))
+    await s.wait_for(lambda: placeholder["edits"] >= 1)
+    s.expire_interactions()
+    await eventually(lambda: none_in_flight(d.redis_url, "discord"), 30, what="the answer given up")
+    assert "nowhere left to post the answer" in d.bot.log() and "posting the answer failed" not in d.bot.log()
+    await s.slash_command("kullm", {"질문": "한국의 수도는 어디야?"}, s.alice, s.foreign_channel_id)
+    await private_answer(d, s.foreign_channel_id, trained.CAPITAL)  # not locked out

@@ -41,6 +41,15 @@ NO_MENTIONS = discord.AllowedMentions.none()
 REFUSAL_SHOWN_S = 60  # a refusal replied where the asker's DMs are closed is deleted after this
 
 
+def _gone(exc: discord.HTTPException, target: DiscordTarget) -> Exception:
+    """What a failed post or edit means: the message is gone (deleted, or the bot lost access to it, or for an
+    answer through an interaction its token lapsed: 401 after Discord's 15 minutes), or the error itself."""
+    lapsed = bool(target.webhook) and exc.status == 401
+    if isinstance(exc, discord.NotFound | discord.Forbidden) or lapsed:
+        return PlaceholderGone(f"{exc.status} {exc.code}")
+    return exc
+
+
 def thread_name(question: str) -> str:
     """A thread title from the question's first line."""
     first = question.strip().splitlines()[0] if question.strip() else "KULLM"
@@ -236,8 +245,8 @@ class DiscordSurface:
                 await self._webhook(target).edit_message(int(target.message), **fields)
             else:
                 await self._channel(target).get_partial_message(int(target.message)).edit(**fields)
-        except (discord.NotFound, discord.Forbidden) as exc:  # deleted, or the bot lost access (or the token lapsed)
-            raise PlaceholderGone(f"{exc.status} {exc.code}") from exc
+        except discord.HTTPException as exc:
+            raise _gone(exc, target) from exc
 
     async def post_part(
         self, target: DiscordTarget, content: str, question_id: str, *, final: bool, feedback: str | None = None
@@ -245,8 +254,8 @@ class DiscordSurface:
         layout = bool(target.layout)
         try:
             posted = await self._send(target, content, question_id, final=final, layout=layout, feedback=feedback)
-        except (discord.NotFound, discord.Forbidden) as exc:
-            raise PlaceholderGone(f"{exc.status} {exc.code}") from exc
+        except discord.HTTPException as exc:
+            raise _gone(exc, target) from exc
         return DiscordTarget(target.channel, str(posted.id), question_id if layout else "", target.webhook)
 
     async def delete(self, target: DiscordTarget) -> None:

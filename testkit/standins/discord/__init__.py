@@ -80,6 +80,7 @@ class DiscordStandIn(Gateway, Messages, RestApi, Interactions):
         self.locales: dict[int, str] = {}  # a member's Discord client language (en-US, ko, …); Korean unless set
         self.dms_closed: set[int] = set()  # users who turned off DMs from server members: the bot gets 403 50007
         self.layouts_refused = False  # an API (or proxy) without Components V2: a layout gets 400 50035
+        self.expired_tokens: set[str] = set()  # interactions past Discord's 15 minutes (`expire_interactions`)
         self.channels: dict[int, dict[str, Any]] = {
             self.channel_id: self._text_channel(self.channel_id, "kullm", 0),
             self.other_channel_id: self._text_channel(self.other_channel_id, "general", 1),

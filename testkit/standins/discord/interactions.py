@@ -276,7 +276,13 @@ class Interactions(DiscordState):
         it = self._interactions.get(token)
         return it if it is not None and int(app_id) == self.application_id and it["acked"] else None
 
+    def expire_interactions(self) -> None:
+        """Every interaction so far outlives its token (Discord's 15 minutes): its webhook answers 401 50027."""
+        self.expired_tokens.update(self._interactions)
+
     async def _followup(self, req: _Request, app_id: str, token: str) -> web.Response:
+        if token in self.expired_tokens:
+            return _error(401, "Invalid Webhook Token", 50027)
         it = self._interaction_for(app_id, token)
         if it is None:
             return _error(404, "Unknown Webhook", 10015)
@@ -305,6 +311,8 @@ class Interactions(DiscordState):
         return _json(self._wire(msg)) if _truthy(req.query.get("wait")) else _no_content()
 
     async def _webhook_message(self, req: _Request, app_id: str, token: str, which: str) -> web.Response:
+        if token in self.expired_tokens:
+            return _error(401, "Invalid Webhook Token", 50027)
         it = self._interaction_for(app_id, token)
         if it is None:
             return _error(404, "Unknown Webhook", 10015)

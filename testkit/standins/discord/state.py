@@ -52,6 +52,7 @@ class DiscordState:
     identify_payloads: list[dict[str, Any]]
     intents: int | None
     layouts_refused: bool
+    expired_tokens: set[str]
     not_joined: set[int]
     user_install: bool
     foreign_guild_id: int

@@ -239,10 +239,23 @@ class AnswerPoster(Generic[TargetVar]):
                 await self.surface.started(layout.target)
 
     async def _ended(self, layout: AnswerLayout[TargetVar], outcome: Outcome) -> None:
-        """Where the platform shows the answer's thread as a session (Slack's agent sessions), it moves on."""
+        """Where the platform shows the answer's thread as a session (Slack's agent sessions), it moves on, unless
+        another answer in the same thread is still on its way: the last one to end says how the session stands."""
         if isinstance(self.surface, Sessions):
             with contextlib.suppress(Exception):
-                await self.surface.ended(layout.target, outcome)
+                if not await self._others_in_thread(layout):
+                    await self.surface.ended(layout.target, outcome)
+
+    async def _others_in_thread(self, layout: AnswerLayout[TargetVar]) -> bool:
+        """Whether another answer in flight is shown in the same conversation (thread) as this one."""
+        here = layout.target.conversation
+        for record in await self.bus.inflight.tracked(self.platform):
+            if record.question_id == layout.record.question_id:
+                continue
+            with contextlib.suppress(KeyError):
+                if self.surface.target(record.target).conversation == here:
+                    return True
+        return False
 
     async def _finish_stream(self, layout: AnswerLayout[TargetVar], answer: str, feedback: str | None) -> bool:
         """The final answer where the platform's own stream showed it; False when the messages are edited instead."""

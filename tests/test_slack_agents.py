@@ -56,6 +56,23 @@ async def test_each_answer_thread_is_a_session_whose_status_follows_the_question
     assert warned == [], "the manifest subscribes agent_session_stopped: Slack's stop button works"
 
 
+async def test_a_session_stays_processing_while_any_answer_in_its_thread_runs(
+    slack_env_fixture: Slack,
+) -> None:
+    """Bob asks in the thread while Alice's long answer is still streaming: his answer ending does not mark the
+    session active under her running one; the last answer to end does."""
+    sl, s = slack_env_fixture, slack_env_fixture.standin
+    asked, placeholder = await sl.long_answer_streaming()
+    thread = (s.channel_id, asked["ts"])
+    quick = sl.mention("한국의 수도는 어디야?")
+    await s.post_user_message(s.channel_id, s.bob, quick, thread_ts=asked["ts"], mention=True)
+    await s.wait_for(lambda: any(without_footer(m["text"]) == trained.CAPITAL for m in s.thread(*thread)), 60)
+    assert stop_button_on(placeholder), "Alice's answer is still being written"
+    assert "active" not in statuses(sl, thread) and s.sessions[thread]["status"] == "processing"
+    await s.wait_for(lambda: not stop_button_on(placeholder), 60)
+    await s.wait_for(lambda: statuses(sl, thread)[-1:] == ["active"])
+
+
 async def test_slacks_stop_button_stops_the_askers_answer_and_closes_the_session(slack_env_fixture: Slack) -> None:
     """The session's stop button: someone else's click is refused (seen only by them) and the answer goes on; the
     asker's stops it like our own button, the text so far kept with who stopped it, and the session closes."""

@@ -10,7 +10,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from testkit.controls import stop_button_on
-from testkit.shown import without_footer
+from testkit.shown import shown_text, without_footer
 from testkit.standins.discord import DiscordStandIn
 from testkit.standins.slack import SlackStandIn
 
@@ -55,8 +55,8 @@ def discord_answer(discord: DiscordStandIn, thread: int) -> str | None:
     footer naming the model, or None."""
     for message in discord.messages_in(thread):
         ours = int(message["author"]["id"]) == discord.bot_id
-        if ours and not stop_button_on(message) and not str(message["content"]).startswith("⏳"):
-            return without_footer(str(message["content"]))
+        if ours and not stop_button_on(message) and not shown_text(message).startswith("⏳"):
+            return without_footer(shown_text(message))  # plain content, or a layout's text displays
     return None
 
 

@@ -237,3 +237,18 @@ def test_kernels_are_sorted_by_the_names_cuda_gives_them() -> None:
         "void at::native::index_elementwise_kernel<128, 4>",
     ):
         assert kernel_kind(name) == "other", name
+
+
+async def test_knowledge_benchmark_indexes_searches_and_scores_recall() -> None:
+    """`bench.knowledge` end to end at a small size (its own redis-server, the real analyzer): every figure is
+    reported, and the generated questions are answerable (recall is measured, and well above chance)."""
+    from bench import knowledge
+
+    passages, questions = knowledge.corpus(3000)
+    decisions = {q.answer for q in questions}
+    assert len(questions) == 200 and all(passages[int(a)].text.endswith(("요", "다")) for a in decisions)
+    report = await knowledge.run(argparse.Namespace(messages=3000, queries=60, rounds=2))
+    assert re.search(r"indexing: [\d.]+ s .*used_memory \d+ MiB", report), report
+    assert len(re.findall(r"search round \d \(60 questions, k=5\): p50 [\d.]+ ms, p95 [\d.]+ ms", report)) == 2
+    recall = float(re.search(r"recall@5: \d+/60 = ([\d.]+)", report)[1])  # type: ignore[index]
+    assert recall >= 0.6, report

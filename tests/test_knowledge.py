@@ -1,0 +1,85 @@
+"""The workspace knowledge index on a real Redis with the real Korean analyzer (Kiwi): Korean words match across
+particles and endings, edits and deletions apply at once, `forget` and retention erase, and a search reads only the
+channels it is given (the asker's readable ones)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.knowledge.analyzer import KoreanAnalyzer
+from bot.knowledge.index import KnowledgeIndex, Passage
+from chatbus import Bus
+
+ANALYZER = KoreanAnalyzer()  # the model loaded once for the module's tests
+
+
+@pytest.fixture
+async def index(bus: Bus) -> AsyncIterator[KnowledgeIndex]:
+    yield KnowledgeIndex(bus.redis, bus.keys.prefix, ANALYZER)
+
+
+def said(channel: str, message: str, text: str, *, at: float = 0.0, thread: str = "") -> Passage:
+    return Passage("discord", channel, message, text, author="앨리스", thread=thread, at=at or time.time())
+
+
+def test_terms_are_stems_without_particles_or_endings() -> None:
+    assert ANALYZER.terms("지난주 회의에서 배포 날짜를 언제로 정했지?") == ["지난주", "회의", "배포", "날짜", "정하"]
+    assert ANALYZER.terms("배포 날짜는 12월 3일로 정했어요") == ["배포", "날짜", "12", "3", "정하"]
+    assert "redis" in ANALYZER.terms("Redis가 죽었어요"), "Latin words lower-cased, their particles left out"
+    assert ANALYZER.terms("그리고 그래서 했어요") == [], "nothing that carries meaning: no terms"
+
+
+async def test_a_question_finds_the_message_whatever_its_particles(index: KnowledgeIndex) -> None:
+    await index.put(
+        [
+            said("c1", "1", "오늘 점심은 김밥이에요"),
+            said("c1", "2", "배포 날짜는 12월 3일로 정했어요", thread="t9"),
+            said("c1", "3", "서버 에러 로그를 확인해 주세요"),
+            said("c1", "4", "회의실 예약은 제가 할게요"),
+        ]
+    )
+    [best, *_] = await index.search("discord", ["c1"], "지난주 회의에서 배포 날짜를 언제로 정했지?")
+    assert best.passage.message == "2" and best.passage.thread == "t9" and best.passage.author == "앨리스"
+    assert await index.search("discord", ["c1"], "고양이 사료") == [], "nothing relevant: nothing found"
+
+
+async def test_an_edit_replaces_the_text_and_a_deletion_removes_it_at_once(index: KnowledgeIndex) -> None:
+    await index.put([said("c1", "1", "배포는 금요일에 합니다"), said("c1", "2", "점심 메뉴 추천해 주세요")])
+    await index.put([said("c1", "1", "배포는 월요일로 미뤘어요")])  # edited
+    [hit] = await index.search("discord", ["c1"], "배포 언제야", k=1)
+    assert hit.passage.text == "배포는 월요일로 미뤘어요"
+    assert await index.search("discord", ["c1"], "금요일") == [], "the old text's terms are gone"
+    assert (await index.status("discord", "c1")).messages == 2
+    assert await index.delete("discord", "c1", ["1"]) == 1
+    assert await index.search("discord", ["c1"], "배포") == []
+    assert (await index.status("discord", "c1")).messages == 1
+
+
+async def test_a_search_reads_only_the_channels_it_is_given(index: KnowledgeIndex) -> None:
+    """The asker's readable channels are the only ones searched: a private channel's message never comes back."""
+    secret = said("private", "2", "배포 날짜는 비밀리에 5일로 정했어요")
+    await index.put([said("public", "1", "배포 날짜는 3일"), secret])
+    hits = await index.search("discord", ["public"], "배포 날짜 비밀")
+    assert [h.passage.channel for h in hits] == ["public"]
+    both = await index.search("discord", ["public", "private"], "배포 날짜 비밀")
+    assert [h.passage.channel for h in both] == ["private", "public"]
+    assert await index.search("slack", ["public", "private"], "배포") == [], "another platform's channels apart"
+
+
+async def test_forget_erases_a_channel_and_retention_drops_old_messages(index: KnowledgeIndex, bus: Bus) -> None:
+    await index.turn_on("discord", "c1", "admin")
+    week = 7 * 24 * 3600
+    await index.put([said("c1", "1", "예전 배포 기록", at=time.time() - 2 * week), said("c1", "2", "최근 배포 기록")])
+    await index.put([said("c2", "9", "다른 채널의 배포")])
+    assert await index.expire("discord", "c1", time.time() - week) == 1
+    assert [h.passage.message for h in await index.search("discord", ["c1"], "배포 기록")] == ["2"]
+    status = await index.status("discord", "c1")
+    assert status.on and status.by == "admin" and status.messages == 1
+    assert await index.forget("discord", "c1") == 1
+    assert [key async for key in bus.redis.scan_iter(match=f"{bus.keys.prefix}kn:discord:c1:*")] == []
+    assert (await index.status("discord", "c2")).messages == 1, "another channel's index stays"
+    await index.turn_off("discord", "c1")
+    assert not await index.is_on("discord", "c1") and await index.channels_on("discord") == []

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.knowledge.analyzer import KoreanAnalyzer
-from bot.knowledge.index import KnowledgeIndex, Passage
-from chatbus import connect
+from bot.knowledge.index import KnowledgeIndex
+from chatbus import Bus, Keys, connect
+from chatbus.knowledge import Passage
 from testkit.redis_server import RedisServer
 
 PROJECTS = [
@@ -172,7 +173,7 @@ async def run(args: argparse.Namespace) -> str:
         server.start()
         client = connect(server.url)
         try:
-            index = KnowledgeIndex(client, "bench:", KoreanAnalyzer())
+            index = KnowledgeIndex(Bus(client, Keys("bench:")).knowledge, KoreanAnalyzer())
             index.analyzer.terms("준비")  # the model loaded before the clock starts
             rss_before = _rss_mb()
             started = time.perf_counter()

@@ -8,6 +8,7 @@
     bus.threads, bus.personas, bus.feedback                                              (chatbus.stores)
     bus.ledger     daily token caps' reservations and usage counts                       (chatbus.ledger)
     bus.api_keys   the API's keys and their open questions                               (chatbus.api_keys)
+    bus.knowledge  channels' messages with their terms, ranked by BM25 (workspace knowledge) (chatbus.knowledge)
 
 Every part raises only the contract's exceptions (`chatbus.errors`). `bus.redis` is the raw client, for
 tools that inspect or break Redis on purpose (the soak, the tests); front-ends and workers never use it.
@@ -24,6 +25,7 @@ from chatbus.connection import Link, connect
 from chatbus.consumer import Consumer
 from chatbus.inflight import Inflight
 from chatbus.keys import Keys
+from chatbus.knowledge import Knowledge
 from chatbus.ledger import Ledger
 from chatbus.queue import Queue
 from chatbus.registry import Workers
@@ -46,6 +48,7 @@ class Bus:
         self.feedback = Feedback(link)
         self.ledger = Ledger(link)
         self.api_keys = ApiKeys(link)
+        self.knowledge = Knowledge(link)
 
     @classmethod
     def open(cls, url: str, password: SecretStr | str | None = None, prefix: str | None = None) -> Bus:

@@ -55,6 +55,19 @@ class Keys:
         """List of past turns of one conversation."""
         return f"{self.prefix}thread:{platform}:{thread_id}"
 
+    @property
+    def knowledge_channels(self) -> str:
+        """Hash "platform:channel" → who turned workspace knowledge on there, and when (`chatbus.knowledge`)."""
+        return f"{self.prefix}kn:channels"
+
+    def knowledge_space(self, platform: str, channel: str) -> str:
+        """The stem of one channel's knowledge keys: `…:docs`, `…:post:TERM`, `…:time`, `…:stats`."""
+        return f"{self.prefix}kn:{platform}:{channel}"
+
+    def knowledge_sum(self, token: str) -> str:
+        """A search's scratch sum of postings, deleted in the same round trip."""
+        return f"{self.prefix}kn-sum:{token}"
+
     def rate(self, platform: str, user: str) -> str:
         """Questions a user asked in the current rate window (INCR, expires with the window)."""
         return f"{self.prefix}rate:{platform}:{user}"

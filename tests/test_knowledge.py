@@ -10,15 +10,16 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bot.knowledge.analyzer import KoreanAnalyzer
-from bot.knowledge.index import KnowledgeIndex, Passage
+from bot.knowledge.index import KnowledgeIndex
 from chatbus import Bus
+from chatbus.knowledge import Passage
 
 ANALYZER = KoreanAnalyzer()  # the model loaded once for the module's tests
 
 
 @pytest.fixture
 async def index(bus: Bus) -> AsyncIterator[KnowledgeIndex]:
-    yield KnowledgeIndex(bus.redis, bus.keys.prefix, ANALYZER)
+    yield KnowledgeIndex(bus.knowledge, ANALYZER)
 
 
 def said(channel: str, message: str, text: str, *, at: float = 0.0, thread: str = "") -> Passage:
@@ -52,10 +53,10 @@ async def test_an_edit_replaces_the_text_and_a_deletion_removes_it_at_once(index
     [hit] = await index.search("discord", ["c1"], "배포 언제야", k=1)
     assert hit.passage.text == "배포는 월요일로 미뤘어요"
     assert await index.search("discord", ["c1"], "금요일") == [], "the old text's terms are gone"
-    assert (await index.status("discord", "c1")).messages == 2
-    assert await index.delete("discord", "c1", ["1"]) == 1
+    assert (await index.store.status("discord", "c1")).messages == 2
+    assert await index.store.delete("discord", "c1", ["1"]) == 1
     assert await index.search("discord", ["c1"], "배포") == []
-    assert (await index.status("discord", "c1")).messages == 1
+    assert (await index.store.status("discord", "c1")).messages == 1
 
 
 async def test_a_search_reads_only_the_channels_it_is_given(index: KnowledgeIndex) -> None:
@@ -70,16 +71,16 @@ async def test_a_search_reads_only_the_channels_it_is_given(index: KnowledgeInde
 
 
 async def test_forget_erases_a_channel_and_retention_drops_old_messages(index: KnowledgeIndex, bus: Bus) -> None:
-    await index.turn_on("discord", "c1", "admin")
+    await index.store.turn_on("discord", "c1", "admin")
     week = 7 * 24 * 3600
     await index.put([said("c1", "1", "예전 배포 기록", at=time.time() - 2 * week), said("c1", "2", "최근 배포 기록")])
     await index.put([said("c2", "9", "다른 채널의 배포")])
-    assert await index.expire("discord", "c1", time.time() - week) == 1
+    assert await index.store.expire("discord", "c1", time.time() - week) == 1
     assert [h.passage.message for h in await index.search("discord", ["c1"], "배포 기록")] == ["2"]
-    status = await index.status("discord", "c1")
+    status = await index.store.status("discord", "c1")
     assert status.on and status.by == "admin" and status.messages == 1
-    assert await index.forget("discord", "c1") == 1
+    assert await index.store.forget("discord", "c1") == 1
     assert [key async for key in bus.redis.scan_iter(match=f"{bus.keys.prefix}kn:discord:c1:*")] == []
-    assert (await index.status("discord", "c2")).messages == 1, "another channel's index stays"
-    await index.turn_off("discord", "c1")
-    assert not await index.is_on("discord", "c1") and await index.channels_on("discord") == []
+    assert (await index.store.status("discord", "c2")).messages == 1, "another channel's index stays"
+    await index.store.turn_off("discord", "c1")
+    assert not await index.store.is_on("discord", "c1") and await index.store.channels_on("discord") == []

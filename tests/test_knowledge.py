@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bot.knowledge.analyzer import KoreanAnalyzer
+from bot.knowledge.asking import knowledge_question, numbered_context, numbered_sources
 from bot.knowledge.index import KnowledgeIndex
+from bot.surface import Source
 from chatbus import Bus
-from chatbus.knowledge import Passage
+from chatbus.knowledge import Hit, Passage
 
 ANALYZER = KoreanAnalyzer()  # the model loaded once for the module's tests
 
@@ -84,3 +86,45 @@ async def test_forget_erases_a_channel_and_retention_drops_old_messages(index: K
     assert (await index.store.status("discord", "c2")).messages == 1, "another channel's index stays"
     await index.store.turn_off("discord", "c1")
     assert not await index.store.is_on("discord", "c1") and await index.store.channels_on("discord") == []
+
+
+def test_a_search_request_is_told_from_a_question() -> None:
+    assert (
+        knowledge_question("찾아줘: 지난주 회의에서 배포 날짜를 언제로 정했지?")
+        == "지난주 회의에서 배포 날짜를 언제로 정했지?"
+    )
+    assert knowledge_question("찾아 줘 에러 해결한 사람") == "에러 해결한 사람"
+    assert knowledge_question("find: deploy date") == "deploy date"
+    assert knowledge_question("찾아줘") is None, "nothing asked: no search"
+    assert knowledge_question("배포 날짜 찾아줘") is None, "only as the request's first word"
+
+
+async def test_passages_become_numbered_context_and_sources_best_first(index: KnowledgeIndex) -> None:
+    day = time.mktime((2026, 12, 1, 12, 0, 0, 0, 0, 0))
+    link = "https://discord.com/channels/1/c1/2"
+    await index.put(
+        [
+            Passage("discord", "c1", "2", "배포 날짜는 12월 3일로 정했어요", "민수", "t1", day, link),
+            Passage("discord", "c1", "3", "배포 전에 테스트 부탁해요", "지영", "", day, ""),
+        ]
+    )
+    hits = await index.search("discord", ["c1"], "배포 날짜 언제로 정했지")
+    assert [h.passage.message for h in hits] == ["2", "3"]
+    context = numbered_context(hits, "ko", {"c1": "개발"})
+    assert context.startswith("[1] 민수 · 2026-12-01 · #개발 (스레드)\n배포 날짜는 12월 3일로 정했어요\n\n[2] 지영")
+    assert "#dev (the thread)" in numbered_context(hits, "en", {"c1": "dev"})
+    assert numbered_sources(hits, "ko") == (Source("[1] 민수", link),), "a message without a link is not a source"
+    long = Passage("discord", "c1", "4", "가" * 5000, "밥", at=day)
+    assert len(numbered_context([Hit(long, 1.0)], "ko")) < 1300, "one message cannot fill 맥락 alone"
+
+
+async def test_the_sweep_drops_what_is_past_retention_in_every_channel_with_knowledge_on(
+    index: KnowledgeIndex,
+) -> None:
+    old = time.time() - 400 * 24 * 3600
+    for channel in ("c1", "c2"):
+        await index.store.turn_on("discord", channel, "admin")
+        await index.put([said(channel, "1", "오래된 배포 기록", at=old), said(channel, "2", "새 배포 기록")])
+    assert await index.sweep("discord", 0) == 0, "0 keeps everything"
+    assert await index.sweep("discord", 365) == 2
+    assert [h.passage.message for h in await index.search("discord", ["c1", "c2"], "배포 기록")] == ["2", "2"]

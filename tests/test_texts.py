@@ -111,6 +111,8 @@ def test_no_korean_text_is_written_outside_the_catalogue() -> None:
     for path in sorted((ROOT / "bot").rglob("*.py")):
         if path.parent == ROOT / "bot" / "texts":  # the catalogue, and the Korean grammar its renderer applies
             continue
+        if path == ROOT / "bot" / "knowledge" / "analyzer.py":  # Korean morphemes and request words it reads, unshown
+            continue
         tree = ast.parse(path.read_text())
         docstrings = {
             id(node.body[0].value)

@@ -1,4 +1,4 @@
-"""Korean-aware terms for lexical search: a message's words as their stems, so "배포 날짜를" finds "배포 날짜는".
+"""Korean-aware terms for lexical search, so "배포 날짜를" finds "배포 날짜는" (and the words asking for a search).
 
 Korean glues particles and endings to every word (배포를, 배포는, 배포했어요), so matching surfaces fails where the
 words are the same. Kiwi (kiwipiepy, maintained by bab2min; its model ships as the `kiwipiepy_model` package, so
@@ -10,6 +10,7 @@ so it is loaded once per process, on first use (only channels with knowledge on 
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import Counter
 from collections.abc import Iterable
@@ -22,6 +23,12 @@ CONTENT_TAGS = frozenset({"NNG", "NNP", "NR", "XR", "VV", "VA", "SL", "SH", "SN"
 # Stems in nearly every sentence, which would only make every message match every question.
 LIGHT_STEMS = frozenset(
     {"하", "되", "있", "없", "같", "보", "주", "오", "가", "알", "않", "그렇", "이렇", "받", "나", "말"}
+)
+
+# "찾아줘: 배포 날짜", "찾아 줘 배포 날짜", "검색: …", "find: …" — the request word, then the question.
+ASKING = re.compile(
+    r"^\s*(?:찾아\s*줘|찾아봐\s*줘?|찾기|검색해\s*줘|검색|find|search)(?:\s*[:：]\s*|\s+)(?P<question>\S.*)$",
+    re.S | re.I,
 )
 
 MAX_TERM_CHARS = 40  # a longer "word" (a hash, a URL fragment) is noise, not a term

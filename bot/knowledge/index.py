@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Iterable
 
 from bot.knowledge.analyzer import KoreanAnalyzer
+from bot.knowledge.asking import retention_cutoff
 from chatbus.knowledge import Hit, Knowledge, Passage
 
 WRITE_BATCH = 500  # messages analysed and written per transaction in a backfill
@@ -29,6 +30,15 @@ class KnowledgeIndex:
             terms = await asyncio.to_thread(self.analyzer.terms_of_many, [p.text for p in chunk])
             written += await self.store.put(chunk, terms)
         return written
+
+    async def sweep(self, platform: str, retention_days: int) -> int:
+        """Drop every channel's messages older than `retention_days` (0: none); returns how many were dropped."""
+        cutoff = retention_cutoff(retention_days)
+        if cutoff is None:
+            return 0
+        return sum(
+            [await self.store.expire(platform, channel, cutoff) for channel in await self.store.channels_on(platform)]
+        )
 
     async def search(self, platform: str, channels: Iterable[str], question: str, k: int = 5) -> list[Hit]:
         """The `k` messages of `channels` that best match `question`, best first (none when nothing matches)."""

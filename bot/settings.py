@@ -51,6 +51,10 @@ class ClientSettings(RedisSettings):
     history_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     lease_ttl_s: float = Field(default=10.0, gt=0)
     redis_outage_s: float = Field(default=60.0, ge=0)
+    # Workspace knowledge (`/kullm-설정 지식`): how far back a channel's history is read when it is turned on, and how
+    # long its messages are kept (0: until `forget`).
+    knowledge_backfill_days: int = Field(default=90, ge=0, le=3650)
+    knowledge_retention_days: int = Field(default=365, ge=0, le=3650)
     # 👍/👎 under every finished answer, votes kept this many days (0: no vote buttons, nothing kept).
     feedback_ttl_days: int = Field(default=90, ge=0, le=3650)
     # Keep each voted answer's question and answer text with its votes (`kullm feedback --json` prints them).

@@ -6,6 +6,7 @@ drive it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -36,6 +37,19 @@ class Source:
 
     title: str
     url: str
+
+
+def encode_sources(sources: tuple[Source, ...]) -> str:
+    """Sources as a target's field stores them: JSON [[title, url], …] ("" for none)."""
+    return json.dumps([[s.title, s.url] for s in sources], ensure_ascii=False) if sources else ""
+
+
+def decode_sources(stored: str) -> tuple[Source, ...]:
+    """The sources a target's field stored; none where it holds something else."""
+    try:
+        return tuple(Source(str(title), str(url)) for title, url in json.loads(stored)) if stored else ()
+    except (ValueError, TypeError):
+        return ()
 
 
 @dataclass(frozen=True)

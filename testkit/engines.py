@@ -82,6 +82,17 @@ def task_answer(prompt: str) -> str | None:
     return None
 
 
+def knowledge_answer(prompt: str) -> str | None:
+    """What the scripted engine answers a question asked of the workspace (맥락 of numbered passages, "[1] who ·
+    when · where" then the text): the first passage's first line of text, cited, so a test can tell which message
+    an answer was built from ("[1]에 따르면: 배포 날짜는 12월 3일로 정했어요")."""
+    match = _KULLM_V1.fullmatch(prompt)
+    if match is None or not match["text"].startswith("[1] "):
+        return None
+    lines = match["text"].split("\n")
+    return f"[1]에 따르면: {lines[1]}" if len(lines) > 1 else None
+
+
 def trained_answers() -> dict[str, str]:
     """Each prompt the tiny model was trained on, and the answer greedy decoding gives for it."""
     return {example.prompt: example.answer for example in trained.EXAMPLES}
@@ -130,7 +141,8 @@ class ScriptedEngine:
         task's answer made from its text (`task_answer`)."""
         if prompt in self.script:
             return self.script[prompt]
-        return task_answer(prompt) or (long_code_answer() if LONG_CODE_QUESTION in prompt else UNSCRIPTED)
+        found = task_answer(prompt) or knowledge_answer(prompt)
+        return found or (long_code_answer() if LONG_CODE_QUESTION in prompt else UNSCRIPTED)
 
     def add(self, request: GenerationRequest) -> None:
         self._waiting.append(request)

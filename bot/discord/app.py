@@ -14,9 +14,11 @@ import yarl
 from discord import app_commands
 
 from bot.discord.commands import Localizer
+from bot.discord.knowledge import DiscordKnowledge
 from bot.discord.reading import DiscordReader, is_forward, shown_text
 from bot.discord.surface import NO_MENTIONS, DiscordOrigin, DiscordSurface, DiscordTarget
 from bot.discord.views import AskModal, CancelButton, VoteButton
+from bot.knowledge.asking import knowledge_question
 from bot.relay import Relay
 from bot.settings import DiscordSettings
 from bot.surface import Asked
@@ -51,6 +53,7 @@ class KullmDiscord(discord.Client):
         )
         self.relay: Relay[DiscordOrigin, DiscordTarget] = Relay(bus, surface, settings)
         self.reader = DiscordReader(self, settings)
+        self.knowledge = DiscordKnowledge(self, settings, bus, self.relay)
         self.tree = app_commands.CommandTree(self)
         self._register_commands()
 
@@ -67,8 +70,10 @@ class KullmDiscord(discord.Client):
             self.tree.allowed_contexts = anywhere
         await self._sync_commands()
         self.relay.start()
+        self.knowledge.start()
 
     async def close(self) -> None:
+        await self.knowledge.close()
         await self.relay.close()
         await super().close()
 
@@ -150,6 +155,7 @@ class KullmDiscord(discord.Client):
                 name=self._name("cmd_clear"), description=self._name("cmd_clear_description"), callback=clear
             )
         )
+        self.knowledge.commands(group, self._name)
         return group
 
     async def persona_command(self, interaction: discord.Interaction[Any], action: str, instructions: str = "") -> None:
@@ -191,7 +197,10 @@ class KullmDiscord(discord.Client):
     # ------------------------------------------------------------------ events
 
     async def on_message(self, message: discord.Message) -> None:
-        if message.author.bot or self.user is None or not self._addressed(message):
+        if message.author.bot or self.user is None:
+            return
+        if not self._addressed(message):  # a person talking in a channel: kept where its knowledge is on
+            await self.knowledge.on_message(message)
             return
         if not await self.relay.first_delivery(f"message:{message.id}"):
             return
@@ -206,6 +215,9 @@ class KullmDiscord(discord.Client):
             return
         if not self._allowed(message.channel, message.author):
             await self.relay.refuse(origin, text("not_allowed", self.language))
+            return
+        if (asking := knowledge_question(question)) is not None:  # `@KULLM 찾아줘: …`: from the channels' history
+            await self.knowledge.ask(origin, message.author, message.guild, asking)
             return
         channel = _persona_channel(message.channel)
         user = str(message.author.id)
@@ -233,6 +245,15 @@ class KullmDiscord(discord.Client):
         continues = isinstance(message.channel, discord.Thread | discord.DMChannel)
         await self.relay.ask(origin, Asked(user, question, about, continues, channel))
 
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        await self.knowledge.on_edit(payload)
+
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        await self.knowledge.on_delete(payload.channel_id, [payload.message_id])
+
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        await self.knowledge.on_delete(payload.channel_id, list(payload.message_ids))
+
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         if self.user is None or payload.user_id == self.user.id or str(payload.emoji) != CANCEL_EMOJI:
             return
@@ -258,6 +279,9 @@ class KullmDiscord(discord.Client):
         origin = DiscordOrigin(interaction.channel, interaction=interaction, answer_in=answer_in, private=private)
         if not self._allowed(interaction.channel, interaction.user):
             await self.relay.refuse(origin, text("not_allowed", self.language))
+            return
+        if task == "ask" and (asking := knowledge_question(question)) is not None:  # `/kullm 찾아줘: …`
+            await self.knowledge.ask(origin, interaction.user, interaction.guild, asking)
             return
         in_thread = isinstance(interaction.channel, discord.Thread)
         if task == "ask" and in_thread and is_summary_request(question) and private:

@@ -10,13 +10,13 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import discord
 
 from bot.discord.views import CancelButton, answer_layout, feedback_view, vote_buttons
-from bot.surface import Asked, PlaceholderGone
+from bot.surface import Asked, PlaceholderGone, decode_sources, encode_sources
 from bot.texts import quote_of, text
 
 log = logging.getLogger(__name__)
@@ -67,13 +67,14 @@ class DiscordTarget:
     # An answer only its asker sees, where the bot is not a member: "application id:interaction token", the
     # interaction's webhook it is posted and edited through (Discord keeps the token valid for 15 minutes).
     webhook: str = ""
+    sources: str = ""  # what the answer is grounded on (`Asked.sources`, as `encode_sources` stores them)
 
     @property
     def conversation(self) -> str:
         return self.channel
 
     def to_fields(self) -> dict[str, str]:
-        optional = {"layout": self.layout, "webhook": self.webhook}
+        optional = {"layout": self.layout, "webhook": self.webhook, "sources": self.sources}
         return {"channel": self.channel, "message": self.message, **{k: v for k, v in optional.items() if v}}
 
 
@@ -104,7 +105,8 @@ class DiscordSurface:
         self.max_chars = LAYOUT_TEXT_LIMIT if layouts else MESSAGE_LIMIT
 
     def target(self, fields: Mapping[str, str]) -> DiscordTarget:
-        return DiscordTarget(fields["channel"], fields["message"], fields.get("layout", ""), fields.get("webhook", ""))
+        optional = (fields.get(name, "") for name in ("layout", "webhook", "sources"))
+        return DiscordTarget(fields["channel"], fields["message"], *optional)
 
     async def refuse(self, origin: DiscordOrigin, notice: str) -> None:
         """Seen only by the asker: an ephemeral follow-up to a command; for a mention (Discord has no ephemeral
@@ -136,16 +138,17 @@ class DiscordSurface:
         else:
             where = await self._answer_channel(origin, asked)
             at = DiscordTarget(str(where.id), "")
+        at = replace(at, sources=encode_sources(asked.sources))
         if self.layouts:
             try:
                 posted = await self._send(at, content, question_id, final=False, layout=True)
-                return DiscordTarget(at.channel, str(posted.id), question_id, at.webhook)
+                return replace(at, message=str(posted.id), layout=question_id)
             except discord.HTTPException as exc:
                 if exc.status != 400:
                     raise
                 self._plain_from_now(exc)
         posted = await self._send(at, content, question_id, final=False, layout=False)
-        return DiscordTarget(at.channel, str(posted.id), "", at.webhook)
+        return replace(at, message=str(posted.id))
 
     async def _send(
         self,
@@ -159,7 +162,7 @@ class DiscordSurface:
     ) -> discord.Message | discord.WebhookMessage:
         """Post an answer's message where `at` says: in its channel, or through its interaction as only the asker
         sees it; a layout, or plain content with the stop button (or, once final, the vote buttons)."""
-        content = self._noted(at, content)
+        content = self._noted(at, self._with_sources(at, content, final=final))
         fields: dict[str, Any] = {"allowed_mentions": NO_MENTIONS}
         if layout:
             fields["view"] = self._layout(content, None if final else question_id, votes_for=feedback)
@@ -178,6 +181,20 @@ class DiscordSurface:
         application_id, token = target.webhook.split(":", 1)
         data: Any = {"id": application_id, "type": 3, "token": token}
         return discord.Webhook.from_state(data, self.client._connection)
+
+    def _with_sources(self, target: DiscordTarget, content: str, *, final: bool) -> str:
+        """A finished answer's last message (the one its footer line ends) ends with its sources, linked and numbered
+        as its 맥락 numbered them, as many as the message has room for."""
+        sources = decode_sources(target.sources)
+        if not final or not sources or not content.rpartition("\n")[2].startswith(self.footer_style.format("")):
+            return content
+        links = [f"[{s.title.replace('[', '(').replace(']', ')')}](<{s.url}>)" for s in sources]
+        while links:
+            line = self.footer_style.format(text("sources_line", self.language, sources=" · ".join(links)))
+            if len(content) + 1 + len(line) <= self.max_chars:
+                return f"{content}\n{line}"
+            links.pop()
+        return content
 
     def _noted(self, target: DiscordTarget, content: str) -> str:
         """An answer only its asker sees says why, in a small first line, where the message has room for it."""
@@ -232,7 +249,7 @@ class DiscordSurface:
         return channel
 
     async def edit(self, target: DiscordTarget, content: str, *, final: bool, feedback: str | None = None) -> None:
-        content = self._noted(target, content)
+        content = self._noted(target, self._with_sources(target, content, final=final))
         fields: dict[str, Any] = {"allowed_mentions": NO_MENTIONS}
         if target.layout:  # a layout is edited whole: its text, and the buttons it shows now
             fields["view"] = self._layout(content, None if final else target.layout, votes_for=feedback)
@@ -256,7 +273,7 @@ class DiscordSurface:
             posted = await self._send(target, content, question_id, final=final, layout=layout, feedback=feedback)
         except discord.HTTPException as exc:
             raise _gone(exc, target) from exc
-        return DiscordTarget(target.channel, str(posted.id), question_id if layout else "", target.webhook)
+        return replace(target, message=str(posted.id), layout=question_id if layout else "")
 
     async def delete(self, target: DiscordTarget) -> None:
         with contextlib.suppress(discord.NotFound, discord.Forbidden):

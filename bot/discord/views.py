@@ -110,10 +110,15 @@ def feedback_view(question_id: str, language: Any) -> discord.ui.View:
 
 
 def answer_layout(content: str, buttons: Sequence[discord.ui.Item[Any]], footer_mark: str) -> discord.ui.LayoutView:
-    """An answer as a Components V2 layout: its text in a container, then (under a divider) the small footer line
-    the answer's layout wrote last (`footer_mark`, "-# "), then its buttons, all in the same container."""
-    body, _, footer = content.rpartition("\n")
-    if not footer.startswith(footer_mark) or not body.strip():
+    """An answer as a Components V2 layout: its text in a container, then (under a divider) the small lines the
+    answer's layout wrote last (`footer_mark`, "-# ": the model and time, the sources), then its buttons, all in the
+    same container."""
+    lines = content.split("\n")
+    small: list[str] = []
+    while len(lines) > 1 and lines[-1].startswith(footer_mark):
+        small.insert(0, lines.pop())
+    body, footer = "\n".join(lines), "\n".join(small)
+    if not body.strip():
         body, footer = content, ""
     container: discord.ui.Container[Any] = discord.ui.Container()
     container.add_item(discord.ui.TextDisplay(body if body.strip() else "…"))

@@ -20,9 +20,9 @@ from bot.formatting import split_message
 from bot.slack.blocks import answer_blocks, feedback_block, section, vote_buttons_block
 from bot.slack.mrkdwn import slack_escape, to_slack_mrkdwn
 from bot.slack.sessions import STATUS_AFTER, AgentSessions
-from bot.slack.targets import STREAM_REFUSED, SlackOrigin, SlackTarget, decode_sources, encode_sources
+from bot.slack.targets import STREAM_REFUSED, SlackOrigin, SlackTarget
 from bot.slack.work import parts_task, source_tasks, sources_block
-from bot.surface import Asked, CannotPost, Outcome, PlaceholderGone
+from bot.surface import Asked, CannotPost, Outcome, PlaceholderGone, decode_sources, encode_sources
 from bot.texts import loading_messages, quote_of, text
 
 log = logging.getLogger(__name__)

@@ -3,11 +3,8 @@ in-flight record so a restarted adapter finishes the same messages)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
-
-from bot.surface import Source
 
 STREAM_REFUSED = "off"  # SlackTarget.stream when chat.startStream was refused for that answer
 
@@ -60,16 +57,3 @@ class SlackOrigin:
     thread_ts: str | None = None  # the thread asked in (a mention, the shortcut's message)
     respond: Any = None  # a slash command's `respond`: refusals go to its response_url, seen only by the asker
     name: str = ""  # the asker's display name, for the line quoting what they asked (no mention: nobody is pinged)
-
-
-def encode_sources(sources: tuple[Source, ...]) -> str:
-    """Sources as a target field stores them: JSON [[title, url], …] ("" for none)."""
-    return json.dumps([[s.title, s.url] for s in sources], ensure_ascii=False) if sources else ""
-
-
-def decode_sources(stored: str) -> tuple[Source, ...]:
-    """The sources a target field stored; none where it holds something else."""
-    try:
-        return tuple(Source(str(title), str(url)) for title, url in json.loads(stored)) if stored else ()
-    except (ValueError, TypeError):
-        return ()

@@ -6,6 +6,9 @@ from __future__ import annotations
 import uuid
 
 from bot.texts.catalogue import LANGUAGES, PANE_PROMPTS, REFERENCED, TERMINAL_ONLY, TEXTS, Language
+from bot.texts.knowledge import KNOWLEDGE_TEXTS
+
+TEXTS.update(KNOWLEDGE_TEXTS)  # the catalogue's workspace-knowledge texts, kept in their own module for its length
 
 __all__ = [
     "LANGUAGES",

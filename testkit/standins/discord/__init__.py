@@ -32,6 +32,8 @@ from testkit.standins.discord.common import (
     GUILD_PRESENCES,
     MANAGE_GUILD,
     MANAGE_MESSAGES,
+    READ_MESSAGE_HISTORY,
+    VIEW_CHANNEL,
     Call,
     Served,
     _Failure,
@@ -85,6 +87,16 @@ class DiscordStandIn(Gateway, Messages, RestApi, Interactions):
             self.channel_id: self._text_channel(self.channel_id, "kullm", 0),
             self.other_channel_id: self._text_channel(self.other_channel_id, "general", 1),
             self.dm_channel_id: self._dm_channel(self.dm_channel_id, self.alice),
+        }
+        # A channel only Bob (and the bot) may see: @everyone is denied View Channel there.
+        self.private_channel_id = 1100000000000000103
+        self.channels[self.private_channel_id] = {
+            **self._text_channel(self.private_channel_id, "secret", 2),
+            "permission_overwrites": [
+                {"id": str(self.guild_id), "type": 0, "allow": "0", "deny": str(VIEW_CHANNEL)},
+                {"id": self.bob["id"], "type": 1, "allow": str(VIEW_CHANNEL | READ_MESSAGE_HISTORY), "deny": "0"},
+                {"id": str(self.bot_id), "type": 1, "allow": str(VIEW_CHANNEL | READ_MESSAGE_HISTORY), "deny": "0"},
+            ],
         }
         # Places the bot is not a member of, where people who added the app to their account use it: a channel of
         # another server and a group DM. The bot gets 403 Missing Access there and no events from them.

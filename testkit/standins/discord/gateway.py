@@ -215,6 +215,14 @@ class Gateway(DiscordState):
         await self._announce("MESSAGE_CREATE", msg)
         return msg
 
+    async def edit_user_message(self, message_id: int, content: str) -> dict[str, Any]:
+        """Its author edits a stored message; the client receives MESSAGE_UPDATE."""
+        await self._wait_session()
+        msg = self._message(message_id)
+        self._edit(msg, {"content": content}, [])
+        await self._announce("MESSAGE_UPDATE", msg)
+        return msg
+
     async def redeliver_message(self, message_id: int) -> None:
         """Send MESSAGE_CREATE again for a stored message, as Discord may after a resume."""
         await self._announce("MESSAGE_CREATE", self.messages[message_id])

@@ -38,6 +38,7 @@ from chatbus.connection import Link, as_text, translated
 # message's length is weighed against a typical chat message's, fixed, so no weight is rewritten as a channel grows.
 K1, B = 1.2, 0.75
 TYPICAL_TERMS = 8
+MAX_QUERY_TERMS = 16
 ASKING_WEIGHT = 0.6  # a message that is itself a question ("…정해졌나요?") rarely holds the answer to one
 
 
@@ -221,7 +222,9 @@ class Knowledge:
             for term in terms:
                 df[term] += int(next(replies))
         weights = {}
-        for term in terms:
+        # A long question (or a hostile one: hundreds of words) is searched by its rarest terms only, which say the
+        # most about what it asks: the sum Redis computes stays small whatever the question.
+        for term in sorted((t for t in terms if df[t]), key=lambda t: (df[t], t))[:MAX_QUERY_TERMS]:
             if df[term]:
                 idf = math.log(1 + (docs - df[term] + 0.5) / (df[term] + 0.5))
                 weights.update({f"{space}:post:{term}": idf for _, space in spaces})

@@ -87,6 +87,9 @@ async def test_an_admin_turns_knowledge_on_and_answers_cite_the_channels_current
     await s.send_message(s.channel_id, s.alice, d.mention("찾아줘: 배포 날짜를 언제로 정했지?"), mention_bot=True)
     await s.wait_for(lambda: any("🔎" in m["content"] for m in s.dm_messages(s.alice)))
     assert "김밥" not in d.bot.log() and "12월" not in d.bot.log(), "nobody's messages reach the log"
+    # A hostile request: far over the question limit, refused before anything is searched.
+    await s.send_message(s.channel_id, s.bob, d.mention("찾아줘: " + "배포 " * 3000), mention_bot=True)
+    await s.wait_for(lambda: any("너무 길어요" in m["content"] for m in s.dm_messages(s.bob)))
 
 
 async def test_a_member_never_gets_a_passage_from_a_channel_they_cannot_read(discord_env: Discord) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -128,3 +129,28 @@ async def test_the_sweep_drops_what_is_past_retention_in_every_channel_with_know
     assert await index.sweep("discord", 0) == 0, "0 keeps everything"
     assert await index.sweep("discord", 365) == 2
     assert [h.passage.message for h in await index.search("discord", ["c1", "c2"], "배포 기록")] == ["2", "2"]
+
+
+async def test_a_question_of_hundreds_of_words_is_searched_by_its_rarest_terms(
+    index: KnowledgeIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hostile (or just long) question: words nowhere in the channel cost nothing, and of the rest only the 16
+    rarest go into the sum Redis computes, so its cost is bounded; the rare word that says what it asks still wins."""
+    common = [said("c1", str(i), f"서버 배포 일정 회의 점검 공유 메모{i}") for i in range(300)]
+    await index.put([*common, said("c1", "bear", "북극곰 사진을 공유했어요")])
+    summed: list[int] = []
+    pipeline = index.store.redis.pipeline
+
+    def spying(*args: Any, **kwargs: Any) -> Any:
+        pipe = pipeline(*args, **kwargs)
+        union = pipe.zunionstore
+        pipe.zunionstore = lambda dest, keys, *a, **k: summed.append(len(keys)) or union(dest, keys, *a, **k)
+        return pipe
+
+    monkeypatch.setattr(index.store.redis, "pipeline", spying)
+    unknown = " ".join(f"없는말{chr(0xAC00 + i)}" for i in range(200))
+    [best, *_] = await index.search("discord", ["c1"], f"{unknown} 서버 배포 일정 북극곰 사진")
+    assert best.passage.message == "bear" and summed == [5], "unknown words are not summed; the rare ones win"
+    known = " ".join(f"메모{i}" for i in range(100))
+    assert len(await index.search("discord", ["c1"], f"{known} 서버 배포 일정")) == 5
+    assert summed[-1] == 16, "16 postings summed, of the hundred terms asked that occur"

@@ -23,6 +23,7 @@ from bot.discord.reading import shown_text
 from bot.discord.surface import DiscordOrigin
 from bot.knowledge.asking import numbered_context, numbered_sources
 from bot.knowledge.index import KnowledgeIndex
+from bot.limits import check_question
 from bot.relay import Relay
 from bot.settings import DiscordSettings
 from bot.surface import Asked
@@ -211,6 +212,10 @@ class DiscordKnowledge:
     async def ask(self, origin: DiscordOrigin, member: Any, guild: discord.Guild | None, question: str) -> None:
         """Answer `question` from the channels with knowledge on that `member` may read, citing what it used; say so
         when none is on, or nothing matches."""
+        refused = check_question(self.settings, question)  # before searching: an over-long question costs nothing
+        if refused:
+            await self.relay.refuse(origin, refused)
+            return
         readable = []
         if guild is not None and isinstance(member, discord.Member):
             on = set(await self.index.store.channels_on(PLATFORM))

@@ -144,7 +144,12 @@ async def test_a_question_of_hundreds_of_words_is_searched_by_its_rarest_terms(
     def spying(*args: Any, **kwargs: Any) -> Any:
         pipe = pipeline(*args, **kwargs)
         union = pipe.zunionstore
-        pipe.zunionstore = lambda dest, keys, *a, **k: summed.append(len(keys)) or union(dest, keys, *a, **k)
+
+        def counted(dest: str, keys: dict[str, float], *rest: Any, **named: Any) -> Any:
+            summed.append(len(keys))
+            return union(dest, keys, *rest, **named)
+
+        monkeypatch.setattr(pipe, "zunionstore", counted)
         return pipe
 
     monkeypatch.setattr(index.store.redis, "pipeline", spying)

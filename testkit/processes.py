@@ -315,6 +315,9 @@ class BotProcess(ChildProcess):
         return self.process.returncode
 
 
+BIND_TRIES = 3  # starts of `transformers serve` when another process took its port first
+
+
 class ServeProcess(ChildProcess):
     """`transformers serve` (its OpenAI-compatible server) on a model folder: ENGINE=openai's other side."""
 
@@ -345,6 +348,21 @@ class ServeProcess(ChildProcess):
         return isinstance(args, list) and "--continuous-batching" in args
 
     def start(self) -> ServeProcess:
+        """Start it and wait until it answers. The port was free when picked, but the server binds it only after
+        loading the model: another test's process (a redis-server) may take it meanwhile, and then it starts again
+        on a fresh port (at most BIND_TRIES times)."""
+        for attempt in range(1, BIND_TRIES + 1):
+            self._spawn()
+            try:
+                wait_until(self.ready, START_TIMEOUT_S, 0.2, what=f"transformers serve ready (log {self.log_path})")
+                return self
+            except AssertionError as exc:
+                if "address already in use" not in str(exc) or attempt == BIND_TRIES:
+                    raise
+                self.port = free_port()
+        return self
+
+    def _spawn(self) -> None:
         # Through this interpreter, not a `transformers` script beside it: a GPU host's Python has none there.
         command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(self.model_dir)]
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
@@ -353,8 +371,6 @@ class ServeProcess(ChildProcess):
             env["OMP_NUM_THREADS"] = str(self.threads)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen([*command, *self.options], env=env, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(self.ready, START_TIMEOUT_S, 0.2, what=f"transformers serve ready (log {self.log_path})")
-        return self
 
     def ready(self) -> bool:
         if self.process is not None and self.process.poll() is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,24 @@ def test_transformers_serve_is_started_with_the_options_it_is_given(model_dir: P
         server.stop()
     plain = ServeProcess(model_dir, tmp_path / "plain.log")
     assert not plain.continuous_batching  # not started
+
+
+def test_transformers_serve_starts_again_on_a_fresh_port_when_its_port_was_taken(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """The port is picked free, but the server binds it only after loading the model: another test's process can
+    take it meanwhile (CI saw a redis-server do so). Then it starts again on a fresh port instead of failing."""
+    server = ServeProcess(model_dir, tmp_path / "serve.log")
+    taken = server.port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        server.start()
+    try:
+        assert server.port != taken and server.ready()
+        assert "address already in use" in server.log()
+    finally:
+        server.stop()
 
 
 async def test_queue_benchmark_measures_through_a_real_redis(redis_server: RedisServer) -> None:

@@ -84,9 +84,18 @@ def test_the_engine_benchmark_runs_our_engines_and_transformers_serve_directly_a
 
 def test_transformers_serve_is_started_with_the_options_it_is_given(model_dir: Path, tmp_path: Path) -> None:
     """The benchmark asks for `--continuous-batching` on Llama; the server's own command line must carry it (it once
-    did not, and the benchmark printed the mode it had asked for while the server ran in plain mode)."""
-    server = ServeProcess(model_dir, tmp_path / "serve.log", device="cpu", continuous_batching=True).start()
+    did not, and the benchmark printed the mode it had asked for while the server ran in plain mode).
+
+    Its port is picked free, but the server binds it only after loading the model: another test's process can take
+    it meanwhile (CI saw a redis-server do so). Taken here on purpose, it starts again on a fresh port."""
+    server = ServeProcess(model_dir, tmp_path / "serve.log", device="cpu", continuous_batching=True)
+    taken = server.port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        server.start()
     try:
+        assert server.port != taken and "address already in use" in server.log()
         assert server.process is not None
         command = Path(f"/proc/{server.process.pid}/cmdline").read_bytes().split(b"\0")
         assert b"--continuous-batching" in command and command[command.index(b"--device") + 1] == b"cpu"
@@ -95,24 +104,6 @@ def test_transformers_serve_is_started_with_the_options_it_is_given(model_dir: P
         server.stop()
     plain = ServeProcess(model_dir, tmp_path / "plain.log")
     assert not plain.continuous_batching  # not started
-
-
-def test_transformers_serve_starts_again_on_a_fresh_port_when_its_port_was_taken(
-    model_dir: Path, tmp_path: Path
-) -> None:
-    """The port is picked free, but the server binds it only after loading the model: another test's process can
-    take it meanwhile (CI saw a redis-server do so). Then it starts again on a fresh port instead of failing."""
-    server = ServeProcess(model_dir, tmp_path / "serve.log")
-    taken = server.port
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", taken))
-        squatter.listen()
-        server.start()
-    try:
-        assert server.port != taken and server.ready()
-        assert "address already in use" in server.log()
-    finally:
-        server.stop()
 
 
 async def test_queue_benchmark_measures_through_a_real_redis(redis_server: RedisServer) -> None:

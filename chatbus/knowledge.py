@@ -225,9 +225,8 @@ class Knowledge:
         # A long question (or a hostile one: hundreds of words) is searched by its rarest terms only, which say the
         # most about what it asks: the sum Redis computes stays small whatever the question.
         for term in sorted((t for t in terms if df[t]), key=lambda t: (df[t], t))[:MAX_QUERY_TERMS]:
-            if df[term]:
-                idf = math.log(1 + (docs - df[term] + 0.5) / (df[term] + 0.5))
-                weights.update({f"{space}:post:{term}": idf for _, space in spaces})
+            idf = math.log(1 + (docs - df[term] + 0.5) / (df[term] + 0.5))
+            weights.update({f"{space}:post:{term}": idf for _, space in spaces})
         if not weights:
             return []
         summed = self.keys.knowledge_sum(uuid.uuid4().hex)

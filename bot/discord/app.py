@@ -15,7 +15,7 @@ from discord import app_commands
 
 from bot.discord.commands import Localizer
 from bot.discord.knowledge import DiscordKnowledge
-from bot.discord.reading import DiscordReader, is_forward, shown_text
+from bot.discord.reading import DiscordReader, home_channel, is_forward, shown_text
 from bot.discord.surface import NO_MENTIONS, DiscordOrigin, DiscordSurface, DiscordTarget
 from bot.discord.views import AskModal, CancelButton, VoteButton
 from bot.knowledge.asking import knowledge_question
@@ -163,7 +163,7 @@ class KullmDiscord(discord.Client):
         if action != "show" and not interaction.permissions.manage_guild:
             reply = text("persona_admins_only", self.language, who=text("discord_admins", self.language))
         else:
-            channel = _persona_channel(interaction.channel)
+            channel = home_channel(interaction.channel)
             reply = await self.relay.personas.command(
                 self.settings_command, channel, str(interaction.user.id), action, instructions
             )
@@ -219,7 +219,7 @@ class KullmDiscord(discord.Client):
         if (asking := knowledge_question(question)) is not None:  # `@KULLM 찾아줘: …`: from the channels' history
             await self.knowledge.ask(origin, message.author, message.guild, asking)
             return
-        channel = _persona_channel(message.channel)
+        channel = home_channel(message.channel)
         user = str(message.author.id)
         try:  # what the question is about: what it forwards, or the message it replies to and its own files
             if is_forward(message):
@@ -297,7 +297,7 @@ class KullmDiscord(discord.Client):
             label = text(f"task_{task}", self.language)
             await self.relay.refuse(origin, text("task_empty", self.language, task=label))
             return
-        channel = _persona_channel(interaction.channel)
+        channel = home_channel(interaction.channel)
         asked = Asked(str(interaction.user.id), question, context, in_thread and task == "ask", channel, task)
         await self.relay.ask(origin, asked)
 
@@ -375,10 +375,3 @@ def answers_privately(interaction: discord.Interaction[Any]) -> bool:
     if interaction.context.private_channel:
         return True
     return interaction.guild_id is not None and not interaction.is_guild_integration()
-
-
-def _persona_channel(channel: Any) -> str:
-    """The channel whose persona applies: a thread's parent channel, else the channel itself."""
-    if isinstance(channel, discord.Thread) and channel.parent_id:
-        return str(channel.parent_id)
-    return str(getattr(channel, "id", "") or "")

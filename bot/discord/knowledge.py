@@ -19,7 +19,7 @@ from typing import Any, Literal
 import discord
 from discord import app_commands
 
-from bot.discord.reading import shown_text
+from bot.discord.reading import home_channel, shown_text
 from bot.discord.surface import DiscordOrigin
 from bot.knowledge.asking import numbered_context, numbered_sources
 from bot.knowledge.index import KnowledgeIndex
@@ -38,13 +38,6 @@ SWEEP_S = 3600  # how often messages past KNOWLEDGE_RETENTION_DAYS are dropped
 Action = Literal["on", "off", "status", "forget"]
 
 
-def knowledge_channel(channel: Any) -> str:
-    """The channel whose knowledge a message belongs to: a thread's parent, else the channel itself."""
-    if isinstance(channel, discord.Thread):
-        return str(channel.parent_id or channel.id)
-    return str(getattr(channel, "id", "") or "")
-
-
 def _day(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
 
@@ -56,7 +49,7 @@ def passage_of(message: discord.Message) -> Passage | None:
         return None
     return Passage(
         PLATFORM,
-        knowledge_channel(message.channel),
+        home_channel(message.channel),
         str(message.id),
         said,
         author=message.author.display_name,
@@ -124,7 +117,7 @@ class DiscordKnowledge:
         channel = interaction.channel
         if isinstance(channel, discord.Thread) and channel.parent is not None:
             channel = channel.parent
-        key = knowledge_channel(channel)
+        key = home_channel(channel)
         store = self.index.store
         if action == "on":
             await store.turn_on(PLATFORM, key, str(interaction.user.id))
@@ -164,8 +157,8 @@ class DiscordKnowledge:
                         batch.append(passage)
                 stored += await self.index.put(batch)
         except (discord.HTTPException, BusError):
-            log.warning("discord knowledge: reading channel %s back stopped early", knowledge_channel(channel))
-        log.info("discord knowledge: channel %s read back, %d messages stored", knowledge_channel(channel), stored)
+            log.warning("discord knowledge: reading channel %s back stopped early", home_channel(channel))
+        log.info("discord knowledge: channel %s read back, %d messages stored", home_channel(channel), stored)
 
     async def _sweep_forever(self) -> None:
         while not cancel_requested():  # redis-py may swallow a CancelledError that lands mid-command
@@ -191,7 +184,7 @@ class DiscordKnowledge:
     async def on_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         """An edited message replaces its stored text (one that lost its text is dropped)."""
         message = payload.message
-        key = knowledge_channel(message.channel)
+        key = home_channel(message.channel)
         with contextlib.suppress(BusError):
             if not await self.index.store.is_on(PLATFORM, key):
                 return
@@ -203,7 +196,11 @@ class DiscordKnowledge:
 
     async def on_delete(self, channel_id: int, message_ids: list[int]) -> None:
         """Deleted messages leave the index at once (whether knowledge is on or was turned off since)."""
-        key = knowledge_channel(self.client.get_channel(channel_id) or discord.Object(id=channel_id))
+        place: Any = self.client.get_channel(channel_id)
+        if place is None:  # a thread the cache no longer holds: asked for, to learn the channel it belongs to
+            with contextlib.suppress(discord.HTTPException):
+                place = await self.client.fetch_channel(channel_id)
+        key = home_channel(place) if place is not None else str(channel_id)
         with contextlib.suppress(BusError):
             await self.index.store.delete(PLATFORM, key, [str(m) for m in message_ids])
 
@@ -232,6 +229,6 @@ class DiscordKnowledge:
             return
         names = {str(c.id): c.name for c in readable}
         context = numbered_context(hits, self.language, names)
-        where = knowledge_channel(origin.channel)
+        where = home_channel(origin.channel)
         asked = Asked(str(member.id), question, context, False, where, sources=numbered_sources(hits, self.language))
         await self.relay.ask(origin, asked)

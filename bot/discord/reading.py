@@ -118,6 +118,14 @@ class DiscordReader:
             return None
 
 
+def home_channel(channel: Any) -> str:
+    """The channel a place belongs to: a thread's parent channel, else the channel itself (personas and workspace
+    knowledge are set per channel and hold for its threads)."""
+    if isinstance(channel, discord.Thread) and channel.parent_id:
+        return str(channel.parent_id)
+    return str(getattr(channel, "id", "") or "")
+
+
 def is_forward(message: discord.Message) -> bool:
     """A forwarded message: its reference is a forward, and what it forwarded is in its snapshots."""
     reference = message.reference

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import threading
-from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -71,7 +70,3 @@ def _content(tokens: Iterable[Any]) -> list[str]:
         if 0 < len(form) <= MAX_TERM_CHARS:
             terms.append(form)
     return terms
-
-
-def term_counts(terms: list[str]) -> dict[str, int]:
-    return dict(Counter(terms))

@@ -9,7 +9,10 @@ held-out set — one decision message per (project, attribute) pair ("하늘 프
 정했어요"), each with four distractors that name the same project and attribute without the decision ("하늘 배포
 날짜 아직 안 정해졌나요?"), amid chatter that names the same projects and topics. Each decision has a question
 written the way people ask (other particles and endings, other word order: "하늘 배포 날짜를 언제로 정했지?");
-recall@5 is the share of questions whose decision message is among the five passages returned. Search time is
+recall@5 is the share of questions whose decision message is among the five passages returned; it is measured again
+with filler words the corpus lacks put before each question ("혹시 기억나? 예전에 얘기했던 …"), and against it, how
+many of a dozen off-topic questions (about lunch menus, parking, Wi-Fi passwords: sharing at most a common word
+with the corpus) get no passage at all, so the bot says it found nothing (`MIN_COVERAGE`). Search time is
 measured per question (analysis included) over rounds that alternate, on the same loaded index; the report gives
 every round's p50 and p95, not the best.
 """
@@ -49,6 +52,14 @@ ATTRIBUTES = {  # attribute → (how a decision states a value, how people ask f
     ),
     "발표자": (["{person}님이 발표하기로 했어요", "{person}님이 발표를 맡았어요"], ["누구야?", "누가 하기로 했지?"]),
 }
+FILLER = "혹시 기억나? 예전에 얘기했던 "
+OFF_TOPIC = [
+    "지난주 회의 때 먹은 저녁 메뉴가 뭐였지?", "주차장 위치가 어디야?", "휴가 신청은 어떻게 해?",
+    "커피 머신 고장 났어?",
+    "이번 달 월급날이 언제야?", "택배 보관함 비밀번호 뭐였지?", "하늘 프로젝트 로고 색깔 뭐로 정했지?",
+    "바다 팀 회식 장소 어디야?", "신입 교육 자료 어디 있어?", "와이파이 비밀번호 알려줘",
+    "구름 프로젝트 마스코트 이름이 뭐야?", "워크숍 숙소 예약했어?",
+]  # fmt: skip
 PEOPLE = [
     "민수",
     "지영",
@@ -181,7 +192,7 @@ async def run(args: argparse.Namespace) -> str:
             indexing_s = time.perf_counter() - started
             memory = await client.info("memory")
             rounds: list[list[float]] = []
-            found = 0
+            found = with_filler = nothing = 0
             for round_ in range(args.rounds):
                 times = []
                 for question in questions if round_ % 2 == 0 else list(reversed(questions)):
@@ -191,6 +202,11 @@ async def run(args: argparse.Namespace) -> str:
                     if round_ == 0:
                         found += any(h.passage.message == question.answer for h in hits)
                 rounds.append(times)
+            for question in questions:
+                hits = await index.search("bench", ["c"], FILLER + question.text, k=5)
+                with_filler += any(h.passage.message == question.answer for h in hits)
+            for off in OFF_TOPIC:
+                nothing += not await index.search("bench", ["c"], off, k=5)
         finally:
             await client.aclose()
             server.kill()
@@ -210,6 +226,10 @@ async def run(args: argparse.Namespace) -> str:
     lines.append(
         f"- recall@5: {found}/{len(questions)} = {found / len(questions):.2f} (held-out decision questions, see "
         "bench/knowledge.py for the method)"
+    )
+    lines.append(
+        f"- recall@5 with filler words before each question: {with_filler}/{len(questions)} = "
+        f'{with_filler / len(questions):.2f}; off-topic questions answered "found nothing": {nothing}/{len(OFF_TOPIC)}'
     )
     return "\n".join(lines)
 

@@ -40,6 +40,15 @@ K1, B = 1.2, 0.75
 TYPICAL_TERMS = 8
 MAX_QUERY_TERMS = 16
 ASKING_WEIGHT = 0.6  # a message that is itself a question ("…정해졌나요?") rarely holds the answer to one
+# A message must hold at least this share of the question's weight (`_covered`) to be given to the model: one that
+# shares only a common word with it ("회의" of "회의에서 배포 날짜를 언제로 정했지?") is not an answer, and when no
+# message is, the bot says it found nothing rather than answer from noise.
+# A word of the question that no message holds counts at half the weight of the rarest word held: enough that "회의
+# 때 먹은 저녁 메뉴" is not answered from messages about 회의, not so much that a filler word ("혹시 기억나?") loses
+# the answer (bench/knowledge.py measures both sides).
+MIN_COVERAGE = 0.25
+UNHELD_WEIGHT = 0.5
+MAX_UNHELD = 4  # a question names a handful of things: past that, words no message holds are noise (or hostile)
 
 
 @dataclass(frozen=True)
@@ -221,12 +230,13 @@ class Knowledge:
             docs += int(next(replies) or 0)
             for term in terms:
                 df[term] += int(next(replies))
-        weights = {}
         # A long question (or a hostile one: hundreds of words) is searched by its rarest terms only, which say the
         # most about what it asks: the sum Redis computes stays small whatever the question.
-        for term in sorted((t for t in terms if df[t]), key=lambda t: (df[t], t))[:MAX_QUERY_TERMS]:
-            idf = math.log(1 + (docs - df[term] + 0.5) / (df[term] + 0.5))
-            weights.update({f"{space}:post:{term}": idf for _, space in spaces})
+        known = sorted((t for t in terms if df[t]), key=lambda t: (df[t], t))[:MAX_QUERY_TERMS]
+        idf = {term: math.log(1 + (docs - df[term] + 0.5) / (df[term] + 0.5)) for term in known}
+        weights = {f"{space}:post:{term}": idf[term] for term in known for _, space in spaces}
+        # Words of the question no message holds still count in what it asks (`UNHELD_WEIGHT`).
+        unheld = UNHELD_WEIGHT * math.log(1 + (docs - 0.5) / 1.5) * min(MAX_UNHELD, len(terms) - len(known))
         if not weights:
             return []
         summed = self.keys.knowledge_sum(uuid.uuid4().hex)
@@ -247,12 +257,19 @@ class Knowledge:
         weighed.sort(key=lambda item: (-item[1], item[0]))
         hits = []
         for key, score, doc in weighed[:k]:
-            if doc is None:  # deleted since its postings were read
+            if doc is None or _covered(doc, idf, unheld) < MIN_COVERAGE:  # deleted since, or about something else
                 continue
             channel, message = key.split("\t", 1)
             fields = {name: doc[name] for name in ("text", "author", "thread", "at", "link") if name in doc}
             hits.append(Hit(Passage(platform, channel, message, **fields), score))
         return hits
+
+
+def _covered(doc: dict[str, Any], idf: dict[str, float], unheld: float) -> float:
+    """How much of what the question asks (its terms, each weighed by its rarity; `unheld`: the weight of those no
+    message holds) a message holds."""
+    held = doc.get("terms", {})
+    return sum(weight for term, weight in idf.items() if term in held) / (sum(idf.values()) + unheld or 1.0)
 
 
 def _asks(text: str) -> bool:

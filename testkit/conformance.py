@@ -68,6 +68,8 @@ OPTIONAL_IN_PAYLOADS = {
 }
 OPTIONAL_IN_RESPONSES = {
     "auth.test": {"expires_in": "only for tokens with rotation on", "enterprise_id": "Enterprise Grid only"},
+    "conversations.history": {"oldest": "only when asked with oldest", "latest": "only when asked with latest"},
+    "users.conversations": {"arg": "only beside an error about one argument"},
 }
 # Kinds of list item newer than the samples, whose keys clash with the merged item the samples hold.
 UNSAMPLED_ITEMS = {
@@ -75,8 +77,9 @@ UNSAMPLED_ITEMS = {
     "mrkdwn": "a text object as a context block's element: no recorded message has one, and its `text` is a string "
     "where the merged elements hold a button's text object",
 }
-# Null on real Slack outside Enterprise Grid, or for a view opened first; the samples hold a value.
-NULLABLE = frozenset({"enterprise", "enterprise_id", "context_enterprise_id", "previous_view_id"})
+# Null on real Slack outside Enterprise Grid, for a view opened first, or (channel_actions_ts) a channel with no
+# channel actions; the samples hold a value.
+NULLABLE = frozenset({"enterprise", "enterprise_id", "context_enterprise_id", "previous_view_id", "channel_actions_ts"})
 
 
 # ---------------------------------------------------------------------------------------------- Discord
@@ -306,9 +309,11 @@ def _path(parts: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------- the stand-ins
 
-EVENT_SAMPLES = {
+EVENT_SAMPLES = {  # by the event's type, and its subtype where that changes its shape
     "app_mention": "events/AppMentionPayload",
     "message": "events/MessagePayload",
+    "message/message_changed": "events/MessageChangedPayload",
+    "message/message_deleted": "events/MessageDeletedPayload",
     "agent_session_stopped": "events/AgentSessionStoppedPayload",
 }
 INTERACTION_SAMPLES = {
@@ -344,7 +349,13 @@ def slack_standin_problems(standin: Any) -> list[str]:
     for envelope in standin.envelopes:
         payload = envelope["payload"]
         if envelope["type"] == "events_api":
-            sample = EVENT_SAMPLES.get(payload.get("event", {}).get("type"))
+            event = payload.get("event", {})
+            kind = (
+                f"{event.get('type')}/{event['subtype']}"
+                if event.get("subtype") in ("message_changed", "message_deleted")
+                else event.get("type")
+            )
+            sample = EVENT_SAMPLES.get(kind)
             problems += slack_payload_problems(sample, payload, inner="event") if sample else []
         elif envelope["type"] == "interactive" and payload.get("type") in INTERACTION_SAMPLES:
             problems += slack_payload_problems(INTERACTION_SAMPLES[payload["type"]], payload)

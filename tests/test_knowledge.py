@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bot.knowledge.analyzer import KoreanAnalyzer
-from bot.knowledge.asking import knowledge_question, numbered_context, numbered_sources
+from bot.knowledge.asking import knowledge_question, numbered_context, numbered_sources, worth_keeping
 from bot.knowledge.index import KnowledgeIndex
 from bot.surface import Source
 from chatbus import Bus
@@ -106,11 +106,12 @@ async def test_passages_become_numbered_context_and_sources_best_first(index: Kn
     await index.put(
         [
             Passage("discord", "c1", "2", "배포 날짜는 12월 3일로 정했어요", "민수", "t1", day, link),
-            Passage("discord", "c1", "3", "배포 전에 테스트 부탁해요", "지영", "", day, ""),
+            Passage("discord", "c1", "3", "배포 날짜 전에 테스트 부탁해요", "지영", "", day, ""),
+            Passage("discord", "c1", "5", "배포 전에 점심 먹어요", "지영", "", day, ""),
         ]
     )
     hits = await index.search("discord", ["c1"], "배포 날짜 언제로 정했지")
-    assert [h.passage.message for h in hits] == ["2", "3"]
+    assert [h.passage.message for h in hits] == ["2", "3"], "5 shares only a word every message has: not an answer"
     context = numbered_context(hits, "ko", {"c1": "개발"})
     assert context.startswith("[1] 민수 · 2026-12-01 · #개발 (스레드)\n배포 날짜는 12월 3일로 정했어요\n\n[2] 지영")
     assert "#dev (the thread)" in numbered_context(hits, "en", {"c1": "dev"})
@@ -157,5 +158,24 @@ async def test_a_question_of_hundreds_of_words_is_searched_by_its_rarest_terms(
     [best, *_] = await index.search("discord", ["c1"], f"{unknown} 서버 배포 일정 북극곰 사진")
     assert best.passage.message == "bear" and summed == [5], "unknown words are not summed; the rare ones win"
     known = " ".join(f"메모{i}" for i in range(100))
-    assert len(await index.search("discord", ["c1"], f"{known} 서버 배포 일정")) == 5
+    await index.search("discord", ["c1"], f"{known} 서버 배포 일정")
+    assert summed[-1] == 16, "a hundred words found in the channel: only the 16 rarest are summed"
     assert summed[-1] == 16, "16 postings summed, of the hundred terms asked that occur"
+
+
+async def test_nothing_is_returned_when_no_message_holds_what_the_question_asks(index: KnowledgeIndex) -> None:
+    """Sharing one word is not an answer: "회의 때 먹은 저녁 메뉴" finds nothing in messages about 회의 times, so the
+    bot says it found nothing instead of answering from noise; a filler word does not cost a real answer."""
+    chatter = ["회의 시간은 매주 화요일 3시로 잡았어요", "회의 자료 공유해 주세요", "내일 회의는 취소됐어요"]
+    chatter += ["회의 전에 커피 사 올게요", "오늘 점심은 김밥이에요", "서버 점검은 금요일 밤이에요"]
+    await index.put([said("c1", str(i), line) for i, line in enumerate(chatter, start=10)])
+    await index.put([said("c1", "3", "배포 날짜는 12월 3일로 정했어요")])
+    assert await index.search("discord", ["c1"], "지난주 회의 때 먹은 저녁 메뉴가 뭐였지?") == []
+    [best, *_] = await index.search("discord", ["c1"], "혹시 기억나? 배포 날짜 언제로 정했지?")
+    assert best.passage.message == "3"
+
+
+def test_requests_to_the_bot_are_not_knowledge() -> None:
+    assert worth_keeping("배포 날짜는 12월 3일로 정했어요")
+    assert not worth_keeping("<@U0BOT> 찾아줘: 배포 날짜 언제야?") and not worth_keeping("<@!123> 찾아줘: 배포")
+    assert not worth_keeping("찾아줘: 배포 날짜") and not worth_keeping("  \n")

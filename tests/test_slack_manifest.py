@@ -44,6 +44,8 @@ def test_manifest_matches_the_adapter(language: Language) -> None:
         "agent_session_stopped",  # Slack's stop button on an agent session
         "app_mention",
         "assistant_thread_started",
+        "message.channels",  # workspace knowledge: kept only where an admin turned it on
+        "message.groups",
         "message.im",
     ]
     assert features["assistant_view"]["assistant_description"], "the app is a Slack AI assistant (its pane)"
@@ -67,11 +69,13 @@ def test_scopes_are_least_privilege(language: Language) -> None:
     assert sorted(scopes) == [
         "app_mentions:read",
         "assistant:write",
-        "channels:history",  # a thread, read when someone asks for its summary (no channel events subscribed)
+        "channels:history",  # a thread summarised when asked; a channel's history when its knowledge is turned on
+        "channels:read",  # workspace knowledge: which channels are public, and who is in which (users.conversations)
         "chat:write",
         "commands",
         "files:read",  # a file shared with a question
         "groups:history",
+        "groups:read",
         "im:history",
         "mpim:history",
         "users:read",  # the settings command: whether someone is a workspace admin; names in summaries and quotes

@@ -217,7 +217,7 @@ class KullmDiscord(discord.Client):
             await self.relay.refuse(origin, text("not_allowed", self.language))
             return
         if (asking := knowledge_question(question)) is not None:  # `@KULLM 찾아줘: …`: from the channels' history
-            await self.knowledge.ask(origin, message.author, message.guild, asking)
+            await self.knowledge.ask_workspace(origin, message.author, message.guild, asking)
             return
         channel = home_channel(message.channel)
         user = str(message.author.id)
@@ -281,7 +281,7 @@ class KullmDiscord(discord.Client):
             await self.relay.refuse(origin, text("not_allowed", self.language))
             return
         if task == "ask" and (asking := knowledge_question(question)) is not None:  # `/kullm 찾아줘: …`
-            await self.knowledge.ask(origin, interaction.user, interaction.guild, asking)
+            await self.knowledge.ask_workspace(origin, interaction.user, interaction.guild, asking)
             return
         in_thread = isinstance(interaction.channel, discord.Thread)
         if task == "ask" and in_thread and is_summary_request(question) and private:

@@ -9,43 +9,34 @@ is built from what people wrote. DMs never have knowledge."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import discord
 from discord import app_commands
 
 from bot.discord.reading import home_channel, shown_text
 from bot.discord.surface import DiscordOrigin
-from bot.knowledge.asking import numbered_context, numbered_sources
-from bot.knowledge.index import KnowledgeIndex
-from bot.limits import check_question
+from bot.knowledge.asking import worth_keeping
+from bot.knowledge.service import ACTIONS, Action, KnowledgeService
 from bot.relay import Relay
 from bot.settings import DiscordSettings
 from bot.surface import Asked
 from bot.texts import text
-from chatbus import Bus, BusError, cancel_requested
+from chatbus import Bus
 from chatbus.knowledge import Passage
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
-SWEEP_S = 3600  # how often messages past KNOWLEDGE_RETENTION_DAYS are dropped
-Action = Literal["on", "off", "status", "forget"]
-
-
-def _day(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
 
 
 def passage_of(message: discord.Message) -> Passage | None:
-    """A person's message as the index keeps it (None for bots' messages, DMs, and messages with no text)."""
+    """A person's message as the index keeps it (None for bots' messages, DMs, requests to the bot, and messages
+    with no text)."""
     said = shown_text(message)
-    if message.author.bot or message.guild is None or not said.strip():
+    if message.author.bot or message.guild is None or not worth_keeping(said):
         return None
     return Passage(
         PLATFORM,
@@ -59,27 +50,12 @@ def passage_of(message: discord.Message) -> Passage | None:
     )
 
 
-class DiscordKnowledge:
-    """The knowledge commands, the index kept current, and questions answered from it."""
+class DiscordKnowledge(KnowledgeService):
+    """The knowledge commands, the index kept current from the gateway, and questions answered from it."""
 
     def __init__(self, client: discord.Client, settings: DiscordSettings, bus: Bus, relay: Relay[Any, Any]) -> None:
-        self.client, self.settings, self.relay = client, settings, relay
-        self.language: Any = settings.bot_language
-        self.index = KnowledgeIndex(bus.knowledge)
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def start(self) -> None:
-        self._spawn(self._sweep_forever())
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def _spawn(self, work: Any) -> None:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        super().__init__(PLATFORM, settings, bus, relay)
+        self.client = client
 
     # ------------------------------------------------------------------ the switch
 
@@ -88,15 +64,11 @@ class DiscordKnowledge:
         group = app_commands.Group(
             name=name("cmd_knowledge"), description=name("cmd_knowledge_description"), parent=parent
         )
-        actions: tuple[tuple[Action, str], ...] = (
-            ("on", "cmd_on"),
-            ("off", "cmd_off"),
-            ("status", "cmd_status"),
-            ("forget", "cmd_forget"),
-        )
-        for action, key in actions:
+        for action in ACTIONS:
             command: app_commands.Command[Any, ..., None] = app_commands.Command(
-                name=name(key), description=name(f"{key}_description"), callback=self._callback(action)
+                name=name(f"cmd_{action}"),
+                description=name(f"cmd_{action}_description"),
+                callback=self._callback(action),
             )
             group.add_command(command)
 
@@ -117,118 +89,83 @@ class DiscordKnowledge:
         channel = interaction.channel
         if isinstance(channel, discord.Thread) and channel.parent is not None:
             channel = channel.parent
-        key = home_channel(channel)
-        store = self.index.store
-        if action == "on":
-            await store.turn_on(PLATFORM, key, str(interaction.user.id))
-            self._spawn(self.backfill(channel))
-            reply = text("knowledge_on", self.language, days=self.settings.knowledge_backfill_days)
-        elif action == "off":
-            await store.turn_off(PLATFORM, key)
-            reply = text("knowledge_off", self.language)
-        elif action == "forget":
-            await store.turn_off(PLATFORM, key)
-            reply = text("knowledge_forgot", self.language, messages=await store.forget(PLATFORM, key))
-        else:
-            reply = await self._status(key)
+
+        async def backfill() -> None:
+            await self.backfill(channel)
+
+        reply = await self.switch(action, home_channel(channel), str(interaction.user.id), backfill)
         await interaction.response.send_message(reply, ephemeral=True)
 
-    async def _status(self, key: str) -> str:
-        status = await self.index.store.status(PLATFORM, key)
-        state = text("knowledge_state_on" if status.on else "knowledge_state_off", self.language)
-        span = ""
-        if status.oldest is not None and status.newest is not None:
-            oldest, newest = (
-                datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d") for t in (status.oldest, status.newest)
-            )
-            span = text("knowledge_span", self.language, oldest=oldest, newest=newest)
-        return text("knowledge_status", self.language, state=state, messages=status.messages, span=span)
-
     async def backfill(self, channel: Any) -> None:
-        """Read the channel's history (and its active threads') back KNOWLEDGE_BACKFILL_DAYS into the index."""
-        after = datetime.fromtimestamp(time.time() - self.settings.knowledge_backfill_days * 86400, UTC)
+        """Read the channel's history back KNOWLEDGE_BACKFILL_DAYS into the index, with its threads': the active
+        ones and the archived ones the bot may list."""
+        after = datetime.fromtimestamp(self.backfill_after, UTC)
         places = [channel, *getattr(channel, "threads", [])]
         stored = 0
         try:
-            for place in places:
-                batch: list[Passage] = []
-                async for message in place.history(limit=None, after=after, oldest_first=True):
-                    if (passage := passage_of(message)) is not None:
-                        batch.append(passage)
+            if hasattr(channel, "archived_threads"):
+                places += [thread async for thread in channel.archived_threads(limit=None) if _since(thread, after)]
+        except discord.HTTPException:  # archived threads need Read Message History (private ones: Manage Threads)
+            log.info("discord knowledge: archived threads of channel %s could not be listed", home_channel(channel))
+        try:
+            for place in dict.fromkeys(places):
+                batch = [
+                    passage
+                    async for message in place.history(limit=None, after=after, oldest_first=True)
+                    if (passage := passage_of(message)) is not None
+                ]
                 stored += await self.index.put(batch)
-        except (discord.HTTPException, BusError):
+        except discord.HTTPException:
             log.warning("discord knowledge: reading channel %s back stopped early", home_channel(channel))
         log.info("discord knowledge: channel %s read back, %d messages stored", home_channel(channel), stored)
-
-    async def _sweep_forever(self) -> None:
-        while not cancel_requested():  # redis-py may swallow a CancelledError that lands mid-command
-            with contextlib.suppress(BusError):
-                dropped = await self.index.sweep(PLATFORM, self.settings.knowledge_retention_days)
-                if dropped:
-                    log.info("discord knowledge: %d messages past retention dropped", dropped)
-            if cancel_requested():
-                return
-            await asyncio.sleep(SWEEP_S)
 
     # ------------------------------------------------------------------ kept current
 
     async def on_message(self, message: discord.Message) -> None:
-        """A new message in a channel with knowledge on is stored (a failure loses only that message's entry)."""
-        passage = passage_of(message)
-        if passage is None:
-            return
-        with contextlib.suppress(BusError):
-            if await self.index.store.is_on(PLATFORM, passage.channel):
-                await self.index.put([passage])
+        """A new message in a channel with knowledge on is stored."""
+        if (passage := passage_of(message)) is not None:
+            await self.keep(passage.channel, passage.message, passage)
 
     async def on_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         """An edited message replaces its stored text (one that lost its text is dropped)."""
         message = payload.message
-        key = home_channel(message.channel)
-        with contextlib.suppress(BusError):
-            if not await self.index.store.is_on(PLATFORM, key):
-                return
-            passage = passage_of(message)
-            if passage is None:
-                await self.index.store.delete(PLATFORM, key, [str(message.id)])
-            else:
-                await self.index.put([passage])
+        await self.keep(home_channel(message.channel), str(message.id), passage_of(message))
 
     async def on_delete(self, channel_id: int, message_ids: list[int]) -> None:
         """Deleted messages leave the index at once (whether knowledge is on or was turned off since)."""
         place: Any = self.client.get_channel(channel_id)
         if place is None:  # a thread the cache no longer holds: asked for, to learn the channel it belongs to
-            with contextlib.suppress(discord.HTTPException):
+            try:
                 place = await self.client.fetch_channel(channel_id)
+            except discord.HTTPException:
+                place = None
         key = home_channel(place) if place is not None else str(channel_id)
-        with contextlib.suppress(BusError):
-            await self.index.store.delete(PLATFORM, key, [str(m) for m in message_ids])
+        await self.drop(key, [str(m) for m in message_ids])
 
     # ------------------------------------------------------------------ asking
 
-    async def ask(self, origin: DiscordOrigin, member: Any, guild: discord.Guild | None, question: str) -> None:
-        """Answer `question` from the channels with knowledge on that `member` may read, citing what it used; say so
-        when none is on, or nothing matches."""
-        refused = check_question(self.settings, question)  # before searching: an over-long question costs nothing
-        if refused:
-            await self.relay.refuse(origin, refused)
-            return
-        readable = []
-        if guild is not None and isinstance(member, discord.Member):
+    async def ask_workspace(
+        self, origin: DiscordOrigin, member: Any, guild: discord.Guild | None, question: str
+    ) -> None:
+        """Answer `question` from the channels with knowledge on that `member` may read: View Channel and Read
+        Message History."""
+
+        async def readable() -> dict[str, str]:
+            if guild is None or not isinstance(member, discord.Member):
+                return {}
             on = set(await self.index.store.channels_on(PLATFORM))
+            names = {}
             for channel in guild.text_channels:
                 allowed = channel.permissions_for(member)
                 if str(channel.id) in on and allowed.view_channel and allowed.read_message_history:
-                    readable.append(channel)
-        if not readable:
-            await self.relay.refuse(origin, text("knowledge_none_on", self.language))
-            return
-        hits = await self.index.search(PLATFORM, [str(c.id) for c in readable], question)
-        if not hits:
-            await self.relay.refuse(origin, text("knowledge_nothing", self.language))
-            return
-        names = {str(c.id): c.name for c in readable}
-        context = numbered_context(hits, self.language, names)
-        where = home_channel(origin.channel)
-        asked = Asked(str(member.id), question, context, False, where, sources=numbered_sources(hits, self.language))
-        await self.relay.ask(origin, asked)
+                    names[str(channel.id)] = channel.name
+            return names
+
+        asked = Asked(str(member.id), question, channel=home_channel(origin.channel))
+        await self.ask(origin, asked, readable)
+
+
+def _since(thread: discord.Thread, after: datetime) -> bool:
+    """Whether an archived thread may hold messages newer than `after` (it was archived after it)."""
+    archived = thread.archive_timestamp
+    return archived is None or archived >= after

@@ -4,6 +4,7 @@ and the numbered sources the answer ends with."""
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -16,11 +17,21 @@ from chatbus.knowledge import Hit
 PASSAGE_CHARS = 1200  # one message's share of 맥락 at most: a wall of text does not crowd out the others
 DAY_S = 24 * 3600
 
+# Mentions a message starts with (Discord's <@123> and <@!123>, Slack's <@U123>): "@KULLM 찾아줘: …" is a request.
+LEADING_MENTIONS = re.compile(r"^(?:\s*<@!?[A-Za-z0-9]+>)+")
+
 
 def knowledge_question(said: str) -> str | None:
     """The question of a search request ("찾아줘: 배포 날짜 언제야?" → "배포 날짜 언제야?"), or None."""
     match = ASKING.match(said)
     return match["question"].strip() if match else None
+
+
+def worth_keeping(said: str) -> bool:
+    """Whether a person's message belongs in the index: it has text, and is not a search request to the bot (which
+    would only ever match the next person asking the same)."""
+    rest = LEADING_MENTIONS.sub("", said)
+    return bool(rest.strip()) and knowledge_question(rest) is None
 
 
 def numbered_context(hits: list[Hit], language: Any, names: dict[str, str] | None = None) -> str:

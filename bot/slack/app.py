@@ -17,9 +17,12 @@ from slack_bolt.async_app import AsyncApp, AsyncAssistant
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.knowledge.asking import knowledge_question
+from bot.knowledge.service import ACTIONS, Action
 from bot.relay import Relay
 from bot.settings import SlackSettings
 from bot.slack.blocks import CANCEL_ACTION, CONTEXT_IN_METADATA, FEEDBACK_ACTION, MODAL_ID, VOTE_ACTION, ask_modal
+from bot.slack.knowledge import SlackKnowledge
 from bot.slack.manifest import ASK_SHORTCUT as SHORTCUT_ID
 from bot.slack.manifest import TASK_SHORTCUTS
 from bot.slack.reading import MENTION, SlackReader
@@ -47,6 +50,13 @@ PERSONA_ACTIONS = {
 
 
 PERSONA_ACTIONS["설정"] = "set"
+
+
+# `지식 켜기|끄기|상태|잊기` (`knowledge on|off|status|forget`).
+KNOWLEDGE_WORDS = frozenset(text("cmd_knowledge", language) for language in LANGUAGES)
+KNOWLEDGE_ACTIONS: dict[str, Action] = {
+    text(f"cmd_{action}", language): action for action in ACTIONS for language in LANGUAGES
+}
 
 
 # Typed alone in an assistant pane thread while its answer streams: stop it.
@@ -82,6 +92,7 @@ class KullmSlack:
         )
         self.surface = surface
         self.relay: Relay[SlackOrigin, SlackTarget] = Relay(bus, surface, settings)
+        self.knowledge = SlackKnowledge(client, settings, bus, self.relay, self.reader)
         self.app.command("/kullm")(self.on_command)
         self.app.command(self.settings.settings_command)(self.on_settings)
         self.app.event("app_mention")(self.on_mention)
@@ -113,22 +124,39 @@ class KullmSlack:
         await self._ask(origin, Asked(user, question), usage=text("usage_slack", self.language))
 
     async def on_settings(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
-        """`/kullm-설정 페르소나` (보기), `… 정하기 <text>`, `… 지우기` (or the English words): set and clear by admins
-        only."""
+        """`/kullm-설정 페르소나` (보기), `… 정하기 <text>`, `… 지우기`, and `/kullm-설정 지식 켜기|끄기|상태|잊기`
+        (or the English words): all but showing by admins only."""
         await ack()
         if not await self.relay.first_delivery(f"command:{command.get('trigger_id')}"):
             return
         user, channel, name = command["user_id"], command["channel_id"], self.settings.settings_command
         words = command.get("text", "").strip().split(maxsplit=2)
         action = (words[1] if len(words) > 1 else "show").lower()
-        if not words or words[0].lower() not in PERSONA_WORDS or action not in PERSONA_ACTIONS:
-            reply = text("persona_usage", self.language, **persona_forms(name, self.language))
+        if words and words[0].lower() in KNOWLEDGE_WORDS:
+            reply = await self._knowledge_setting(user, channel, words[1].lower() if len(words) > 1 else "")
+        elif not words or words[0].lower() not in PERSONA_WORDS or action not in PERSONA_ACTIONS:
+            reply = self._settings_usage()
         elif action != "show" and not await self._is_admin(user):
             reply = text("persona_admins_only", self.language, who=text("slack_admins", self.language))
         else:
             instructions = words[2] if len(words) > 2 else ""
             reply = await self.relay.personas.command(name, channel, user, PERSONA_ACTIONS[action], instructions)
         await respond(text=reply, response_type="ephemeral")
+
+    async def _knowledge_setting(self, user: str, channel: str, word: str) -> str:
+        action = KNOWLEDGE_ACTIONS.get(word or text("cmd_status", self.language))
+        if action is None:
+            return self._settings_usage()
+        if action != "status" and not await self._is_admin(user):
+            return text("knowledge_admins_only", self.language, who=text("slack_admins", self.language))
+        return await self.knowledge.command(channel, user, action)
+
+    def _settings_usage(self) -> str:
+        name = self.settings.settings_command
+        persona = text("persona_usage", self.language, **persona_forms(name, self.language))
+        words = "|".join(text(f"cmd_{action}", self.language) for action in ACTIONS)
+        knowledge = f"/{name.lstrip('/')} {text('cmd_knowledge', self.language)} {words}"
+        return f"{persona}\n{text('knowledge_usage', self.language, knowledge=knowledge)}"
 
     async def _is_admin(self, user: str) -> bool:
         """A workspace admin or owner (users.info), or one of SLACK_ADMIN_USER_IDS."""
@@ -167,7 +195,11 @@ class KullmSlack:
         await self._ask(origin, Asked(user, question, context, bool(event.get("thread_ts")), sources=sources))
 
     async def on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        # Only direct messages: channel messages reach the bot as app_mention. A file shared in the DM is 맥락.
+        # Direct messages are questions (a file shared in the DM is 맥락); what is said in channels reaches the bot as
+        # app_mention when it is asked, and is otherwise kept where the channel's knowledge is on.
+        if event.get("channel_type") in ("channel", "group"):
+            await self.knowledge.on_event(event)
+            return
         if event.get("channel_type") != "im" or event.get("subtype") not in (None, "file_share") or event.get("bot_id"):
             return
         if not await self._first_delivery(body):
@@ -349,6 +381,10 @@ class KullmSlack:
         else:
             if origin.kind in ("command", "modal", "action"):  # its post quotes the asker by name
                 origin = replace(origin, name=await self.reader.name(origin.user))
+            asking = knowledge_question(asked.question) if asked.task == "ask" and not asked.context else None
+            if asking is not None:  # "찾아줘: …", `/kullm 찾기: …`: from the channels' history
+                await self.knowledge.ask_workspace(origin, asking)
+                return
             await self.relay.ask(origin, dataclasses.replace(asked, channel=origin.channel))
 
     async def _first_delivery(self, body: dict[str, Any]) -> bool:

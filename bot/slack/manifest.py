@@ -32,18 +32,23 @@ HEADER = """\
 # (agent_view: each answer thread a session with a status, a title and Slack's stop button, which sends
 # agent_session_stopped), the settings command
 # (users:read: whether the person setting a channel's persona is a workspace admin; names in summaries and in the
-# line quoting a question), and the workspace actions: reading a thread to summarise it when asked
-# (channels:history, groups:history, mpim:history; no channel message events are subscribed, so nothing is read
-# unasked) and files shared with a question (files:read).
+# line quoting a question), the workspace actions: reading a thread to summarise it when asked
+# (channels:history, groups:history, mpim:history) and files shared with a question (files:read), and workspace
+# knowledge: the message events of the public and private channels the bot is a member of (message.channels,
+# message.groups; stored only where an admin turned knowledge on, dropped otherwise), a channel's history read back
+# when it is turned on (channels:history, groups:history), and who may read which channel when someone asks
+# (channels:read, groups:read: conversations.info, users.conversations).
 """
 SCOPES = [
     "app_mentions:read",
     "assistant:write",
     "channels:history",
+    "channels:read",
     "chat:write",
     "commands",
     "files:read",
     "groups:history",
+    "groups:read",
     "im:history",
     "mpim:history",
     "users:read",
@@ -103,7 +108,14 @@ def manifest(language: Language) -> dict[str, Any]:
         "oauth_config": {"scopes": {"bot": SCOPES}},
         "settings": {
             "event_subscriptions": {
-                "bot_events": ["agent_session_stopped", "app_mention", "assistant_thread_started", "message.im"]
+                "bot_events": [
+                    "agent_session_stopped",
+                    "app_mention",
+                    "assistant_thread_started",
+                    "message.channels",
+                    "message.groups",
+                    "message.im",
+                ]
             },
             "interactivity": {"is_enabled": True},
             "org_deploy_enabled": False,

@@ -110,12 +110,14 @@ async def _serve(settings: SlackSettings) -> int:
     stop = asyncio.Event()
     on_stop_signal(stop.set)
     kullm.relay.start()
+    kullm.knowledge.start()
     try:
         if settings.slack_mode == "socket":
             return await _serve_socket_mode(kullm, str(identity.get("user")), stop)
         await _serve_http(kullm, stop)
         return EXIT_OK
     finally:
+        await kullm.knowledge.close()
         await kullm.relay.close()
         await bus.aclose()
 

@@ -284,8 +284,8 @@ TEXTS: dict[str, dict[Language, str]] = {
     },
     "cmd_kullm_usage": {"ko": "딥러닝이 뭐야?", "en": "What is deep learning?"},
     "cmd_settings_slack_description": {
-        "ko": "채널 페르소나 보기·정하기 (관리자)",
-        "en": "Show or set the channel's persona (admins)",
+        "ko": "채널 페르소나와 지식 설정 (관리자)",
+        "en": "The channel's persona and knowledge (admins)",
     },
     "cmd_settings_usage": {"ko": "persona set 항상 존댓말로 답해 주세요.", "en": "persona set Answer politely."},
     "shortcut_ask_description": {"ko": "이 메시지를 맥락으로 KULLM에게 묻기", "en": "Ask KULLM about this message"},

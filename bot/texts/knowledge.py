@@ -36,11 +36,20 @@ KNOWLEDGE_TEXTS: dict[str, dict[Literal["ko", "en"], str]] = {
         "en": "🔎 Nothing in the channels you can read matches this question. Try asking in other words.",
     },
     "knowledge_none_on": {
-        "ko": "🔎 이 서버에서 지식이 켜진 채널 중 읽을 수 있는 곳이 없어요. "
-        "관리자가 `/kullm-설정 지식 켜기`로 켤 수 있어요.",
+        "ko": "🔎 지식이 켜진 채널 중 읽을 수 있는 곳이 없어요. "
+        "관리자가 채널에서 `/kullm-설정 지식 켜기`로 켤 수 있어요.",
         "en": "🔎 No channel you can read here has knowledge on. An admin can turn it on with "
         "`/kullm-settings knowledge on`.",
     },
+    "knowledge_no_dm": {
+        "ko": "🔒 지식은 채널에서만 켤 수 있어요. DM과 그룹 DM의 대화는 저장하지 않아요.",
+        "en": "🔒 Knowledge is for channels only: DMs and group DMs are never stored.",
+    },
+    "knowledge_invite_first": {
+        "ko": "📭 먼저 이 채널에 KULLM 봇을 초대해 주세요(`/invite @KULLM`). 봇이 있는 채널의 기록만 읽을 수 있어요.",
+        "en": "📭 Invite the KULLM bot to this channel first (`/invite @KULLM`): it can read only channels it is in.",
+    },
+    "knowledge_usage": {"ko": "📚 채널의 지식: `{knowledge}`", "en": "📚 The channel's knowledge: `{knowledge}`"},
     "cmd_knowledge": {"ko": "지식", "en": "knowledge"},
     "cmd_knowledge_description": {
         "ko": "이 채널의 기록으로 답하기 (관리자)",

@@ -70,6 +70,7 @@ class RestApi(DiscordState):
             ("GET|PATCH|DELETE", msg, self._one_message, True),
             ("POST", msg + "/threads", self._thread_from_message, True),
             ("POST", ch + "/threads", self._thread_without_message, True),
+            ("GET", ch + "/threads/archived/public", self._archived_threads, True),
             ("PUT|DELETE", msg + "/reactions/{emoji_name}/@me", reaction("@me"), True),
             ("DELETE", msg + "/reactions/{emoji_name}/{user_id}", reaction("{user_id}"), True),
             ("DELETE", msg + "/reactions/{emoji_name}", reaction(None), True),
@@ -349,6 +350,16 @@ class RestApi(DiscordState):
         if int(channel_id) not in self.channels:
             return _error(404, "Unknown Channel", 10003)
         return await self._create_thread(int(channel_id), self._snowflake(), req.body or {})
+
+    async def _archived_threads(self, req: _Request, channel_id: str) -> web.Response:
+        """A channel's archived public threads, the most recently archived first (one page: the stand-in's are few)."""
+        threads = [
+            t
+            for t in self.threads.values()
+            if t["parent_id"] == channel_id and t["type"] == 11 and t["thread_metadata"]["archived"]
+        ]
+        threads.sort(key=lambda t: str(t["thread_metadata"]["archive_timestamp"]), reverse=True)
+        return _json({"threads": threads, "members": [], "has_more": False})
 
     async def _reaction_route(
         self, req: _Request, channel_id: str, message_id: str, emoji: str | None, who: str | None

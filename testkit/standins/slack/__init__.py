@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -17,6 +18,7 @@ from aiohttp import web
 from testkit.standins.serving import listen, wait_for
 from testkit.standins.slack.agents import AgentSessions
 from testkit.standins.slack.common import TEAM_DOMAIN, TEAM_ID, Call, Handler, SlackError, _Failure, manifest_scopes
+from testkit.standins.slack.history import History
 from testkit.standins.slack.interactions import Interactions
 from testkit.standins.slack.messages import Messages
 from testkit.standins.slack.socket_mode import SocketMode
@@ -25,7 +27,7 @@ from testkit.standins.slack.web_api import WebApi
 T = TypeVar("T")
 
 
-class SlackStandIn(SocketMode, Messages, WebApi, Interactions, AgentSessions):
+class SlackStandIn(SocketMode, Messages, WebApi, History, Interactions, AgentSessions):
     """Loopback Slack: Web API under /api/ and a Socket Mode websocket, recording every call."""
 
     host = "127.0.0.1"  # where it listens, and the host its URLs name (a compose network's gateway for containers)
@@ -37,6 +39,7 @@ class SlackStandIn(SocketMode, Messages, WebApi, Interactions, AgentSessions):
     def __init__(self) -> None:
         self.team_id, self.bot_user_id, self.bot_id, self.app_id = TEAM_ID, "U0BOT", "B0BOT", "A0APP"
         self.channel_id, self.other_channel_id, self.dm_channel_id = "C0001", "C0002", "D0001"
+        self.private_channel_id = "C0003"  # a private channel: Alice and the bot are members, Bob is not
         self.alice, self.bob = "U0ALICE", "U0BOB"
         self.users: dict[str, dict[str, Any]] = {
             self.alice: self._user(self.alice, "alice", "Alice Kim", "앨리스"),
@@ -47,6 +50,9 @@ class SlackStandIn(SocketMode, Messages, WebApi, Interactions, AgentSessions):
             self.channel_id: self._channel(self.channel_id, "kullm", [self.alice, self.bob, self.bot_user_id]),
             self.other_channel_id: self._channel(self.other_channel_id, "random", [self.alice, self.bob]),
             self.dm_channel_id: self._im(self.dm_channel_id, self.alice),
+            self.private_channel_id: self._channel(
+                self.private_channel_id, "secret", [self.alice, self.bot_user_id], private=True
+            ),
         }
         self.not_in_channel: set[str] = {self.other_channel_id}
         # What installing the project's app grants (its manifest); a call needing another scope gets missing_scope.
@@ -81,7 +87,7 @@ class SlackStandIn(SocketMode, Messages, WebApi, Interactions, AgentSessions):
 
         self._failures: dict[str, list[_Failure]] = {}
         self.failures_served = 0  # injected errors actually answered
-        self._micros = 1_700_000_000_000_000  # message ts, as integer microseconds
+        self._micros = time.time_ns() // 1000  # message ts, as integer microseconds: from now, as a live workspace's
         self._sockets: list[web.WebSocketResponse] = []
         self._tickets: set[str] = set()
         self._ack_waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -107,6 +113,8 @@ class SlackStandIn(SocketMode, Messages, WebApi, Interactions, AgentSessions):
             "chat.getPermalink": self._permalink,
             "conversations.info": self._conversation_info,
             "conversations.replies": self._replies,
+            "conversations.history": self._history,
+            "users.conversations": self._users_conversations,
             "users.info": self._user_info,
             "views.open": self._views_open,
             "views.update": self._views_update,
@@ -151,7 +159,7 @@ class SlackStandIn(SocketMode, Messages, WebApi, Interactions, AgentSessions):
         }
 
     @staticmethod
-    def _channel(channel_id: str, name: str, members: list[str]) -> dict[str, Any]:
+    def _channel(channel_id: str, name: str, members: list[str], *, private: bool = False) -> dict[str, Any]:
         return {
             "id": channel_id,
             "name": name,
@@ -159,7 +167,7 @@ class SlackStandIn(SocketMode, Messages, WebApi, Interactions, AgentSessions):
             "is_group": False,
             "is_im": False,
             "is_mpim": False,
-            "is_private": False,
+            "is_private": private,
             "is_archived": False,
             "is_general": False,
             "created": 1_690_000_000,

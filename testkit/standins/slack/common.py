@@ -28,6 +28,8 @@ METHOD_SCOPES = {
     "chat.stopStream": ("chat:write",),
     "conversations.info": ("channels:read", "groups:read", "im:read", "mpim:read"),
     "conversations.replies": ("channels:history", "groups:history", "im:history", "mpim:history"),
+    "conversations.history": ("channels:history", "groups:history", "im:history", "mpim:history"),
+    "users.conversations": ("channels:read", "groups:read", "im:read", "mpim:read"),
     "users.info": ("users:read",),
     "reactions.add": ("reactions:write",),
     "reactions.remove": ("reactions:write",),

@@ -156,7 +156,7 @@ class SocketMode(SlackState):
         event = {k: v for k, v in self._wire(message).items() if k not in ("reactions", "reply_count", "reply_users")}
         event |= {"type": kind, "channel": message["channel"], "event_ts": message["ts"]}
         if kind == "message":
-            event["channel_type"] = "im" if message["channel"].startswith("D") else "channel"
+            event["channel_type"] = self.channel_type(message["channel"])
         parent = self.messages.get((message["channel"], message.get("thread_ts") or ""))
         if parent is not None and parent["ts"] != message["ts"]:
             event["parent_user_id"] = parent.get("user")
@@ -208,6 +208,14 @@ class SocketMode(SlackState):
             event |= {"user_team": TEAM_ID, "source_team": TEAM_ID, "user_profile": self._user_profile(user)}
             body = self.event_callback(event, event_id)
             self._events[body["event_id"]] = (body, message)
+        if body["event"]["type"] == "message" and not self.delivers_messages(channel):
+            return message  # a channel whose messages the app did not subscribe to, or is not in
+        if mention and event_id is None and self.delivers_messages(channel):
+            # Beside the app_mention, the channel's message event (what subscribing to the channel's messages adds;
+            # Slack does not hold the mention back for its ack).
+            event = self._message_event(message, "message")
+            event |= {"user_team": TEAM_ID, "source_team": TEAM_ID, "user_profile": self._user_profile(user)}
+            await self._send_envelope("events_api", self.event_callback(event), retry=(0, ""), expect_ack=False)
         reason = retry_reason if retry_reason is not None else ("timeout" if retry_attempt else "")
         await self._send_envelope("events_api", body, retry=(retry_attempt, reason), expect_ack=expect_ack)
         return message

@@ -178,6 +178,12 @@ class SlackState:
         def event_callback(self, event: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
             raise NotImplementedError
 
+        def channel_type(self, channel: str) -> str:
+            raise NotImplementedError
+
+        def delivers_messages(self, channel: str) -> bool:
+            raise NotImplementedError
+
         @property
         def http_base(self) -> str:
             raise NotImplementedError

@@ -299,16 +299,6 @@ class WebApi(SlackState):
         info["is_member"] = self.bot_user_id in channel["members"]
         return {"channel": info}
 
-    async def _replies(self, args: dict[str, Any], token: str) -> dict[str, Any]:
-        channel = self._resolve_channel(args.get("channel"))
-        parent = self.messages.get((channel["id"], str(args.get("ts"))))
-        if parent is None:
-            raise SlackError("thread_not_found")
-        root = parent.get("thread_ts") or parent["ts"]
-        replies = [self._wire(m) for m in [self.messages[(channel["id"], root)], *self.thread(channel["id"], root)]]
-        limit = int(args.get("limit") or 1000)
-        return {"messages": replies[:limit], "has_more": len(replies) > limit, "response_metadata": {"next_cursor": ""}}
-
     async def _user_info(self, args: dict[str, Any], token: str) -> dict[str, Any]:
         user = self.users.get(str(args.get("user")))
         if user is None:

@@ -165,6 +165,7 @@ async def test_commands_speak_each_members_client_language(discord_env: Discord)
     assert [(o["name"], o["name_localizations"]["en-US"]) for o in kullm["options"]] == [
         ("질문", "question"),
         ("맥락", "context"),
+        ("찾기", "search"),
     ]
     assert commands["KULLM에게 묻기"]["name_localizations"] == {"en-US": "Ask KULLM", "en-GB": "Ask KULLM"}
     assert settings["name_localizations"]["en-US"] == "kullm-settings"

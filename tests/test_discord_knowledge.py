@@ -56,15 +56,20 @@ async def test_an_admin_turns_knowledge_on_and_answers_cite_the_channels_current
     d, s = discord_env, discord_env.standin
     decision = await s.send_message(s.channel_id, s.bob, DECISION)  # written before knowledge was on: read back
     await s.send_message(s.channel_id, s.alice, "오늘 점심은 김밥이에요")
+    thread = await s.open_thread(s.channel_id, s.alice, "회의")  # a thread archived since: read back too
+    notes = await s.send_message(thread, s.alice, "회의록은 위키에 올렸어요")
+    await s.archive_thread(thread)
     s.opened_commands.add("kullm-설정")  # the server shows the settings to everyone: the bot checks again
     refused = await setting(d, "켜기", s.alice, s.channel_id)
     assert refused.startswith("🔒") and await stored(d, s.channel_id) == 0, "only who may manage the server"
     assert (await setting(d, "켜기", s.admin, s.channel_id)).startswith("📚")
     for _ in range(100):
-        if await stored(d, s.channel_id) == 2:
+        if await stored(d, s.channel_id) == 3:
             break
         await asyncio.sleep(0.1)
-    assert await stored(d, s.channel_id) == 2, "the channel's history was read back"
+    assert await stored(d, s.channel_id) == 3, "the channel's history was read back, its archived thread's too"
+    from_thread = shown_text(await answer(d, s.bob, "회의록 어디에 올렸어?"))
+    assert from_thread.startswith("[1]에 따르면: 회의록은 위키에 올렸어요") and str(notes["id"]) in from_thread
     first = await answer(d, s.alice, "배포 날짜를 언제로 정했지?")
     said = shown_text(first)
     assert said.startswith(f"[1]에 따르면: {DECISION}"), said
@@ -77,10 +82,10 @@ async def test_an_admin_turns_knowledge_on_and_answers_cite_the_channels_current
         "[1]에 따르면: 배포 날짜는 12월 10일로 미뤘어요"
     )
     # A new message is followed; the requests to the bot are not stored.
-    assert await stored(d, s.channel_id) == 2
+    assert await stored(d, s.channel_id) == 3
     await s.send_message(s.channel_id, s.bob, "서버 점검은 금요일 밤이에요")
     await asyncio.sleep(0.5)
-    assert await stored(d, s.channel_id) == 3
+    assert await stored(d, s.channel_id) == 4
     # Bob deletes the decision: it is never cited again.
     await s.delete_message(int(decision["id"]))
     await asyncio.sleep(0.5)
@@ -104,7 +109,17 @@ async def test_a_member_never_gets_a_passage_from_a_channel_they_cannot_read(dis
         if await stored(d, s.private_channel_id) == 1 and await stored(d, s.channel_id) == 1:
             break
         await asyncio.sleep(0.1)
-    bobs = shown_text(await answer(d, s.bob, "배포 날짜 언제야?"))
+    await s.slash_command("kullm", {"찾기": "배포 날짜 언제야?"}, s.bob, s.channel_id)  # `/kullm 찾기:`
+    asked = await s.wait_for(
+        lambda: next((m for m in d.bot_messages(s.channel_id) if "님의 질문" in shown_text(m)), None)
+    )
+    thread = await d.thread_for(int(asked["id"]))
+    settled = await s.wait_for(
+        lambda: next(
+            (m for m in d.bot_messages(thread) if "에 따르면" in shown_text(m) and not stop_button_on(m)), None
+        )
+    )
+    bobs = shown_text(settled)
     assert bobs.startswith("[1]에 따르면: 배포 날짜는 비밀리에 5일로 정했어요") and str(secret["id"]) in bobs
     await s.send_message(s.channel_id, s.alice, d.mention("찾아줘: 배포 날짜 언제야?"), mention_bot=True)
     await s.wait_for(lambda: any("🔎" in m["content"] for m in s.dm_messages(s.alice)))

@@ -87,16 +87,28 @@ class KullmDiscord(discord.Client):
         return app_commands.locale_str(text(key, self.language), key=key)
 
     def _register_commands(self) -> None:
-        async def kullm(interaction: discord.Interaction[Any], question: str, context: str | None = None) -> None:
+        async def kullm(
+            interaction: discord.Interaction[Any],
+            question: str | None = None,
+            context: str | None = None,
+            search: str | None = None,
+        ) -> None:
+            """`/kullm 질문:… 맥락:…`, or `/kullm 찾기:…` (from the channels' history: as "찾기: …" asks it)."""
             await interaction.response.defer(thinking=True, ephemeral=answers_privately(interaction))
-            await self.ask_from_interaction(interaction, question, context or "")
+            if search and search.strip():
+                question, context = f"{text('cmd_search', 'ko')}: {search.strip()}", None
+            await self.ask_from_interaction(interaction, question or "", context or "")
 
         command: app_commands.Command[Any, ..., None] = app_commands.Command(
             name="kullm", description=self._name("cmd_kullm_description"), callback=kullm
         )
-        command = app_commands.rename(question=self._name("cmd_question"), context=self._name("cmd_context"))(command)
+        command = app_commands.rename(
+            question=self._name("cmd_question"), context=self._name("cmd_context"), search=self._name("cmd_search")
+        )(command)
         command = app_commands.describe(
-            question=self._name("cmd_question_description"), context=self._name("cmd_context_description")
+            question=self._name("cmd_question_description"),
+            context=self._name("cmd_context_description"),
+            search=self._name("cmd_search_description"),
         )(command)
         self.tree.add_command(command)
 

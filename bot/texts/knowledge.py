@@ -50,6 +50,11 @@ KNOWLEDGE_TEXTS: dict[str, dict[Literal["ko", "en"], str]] = {
         "en": "📭 Invite the KULLM bot to this channel first (`/invite @KULLM`): it can read only channels it is in.",
     },
     "knowledge_usage": {"ko": "📚 채널의 지식: `{knowledge}`", "en": "📚 The channel's knowledge: `{knowledge}`"},
+    "cmd_search": {"ko": "찾기", "en": "search"},
+    "cmd_search_description": {
+        "ko": "지식이 켜진 채널의 기록에서 찾아 답하기",
+        "en": "Answer from the history of channels with knowledge on",
+    },
     "cmd_knowledge": {"ko": "지식", "en": "knowledge"},
     "cmd_knowledge_description": {
         "ko": "이 채널의 기록으로 답하기 (관리자)",

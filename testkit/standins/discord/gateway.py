@@ -14,7 +14,7 @@ with warnings.catch_warnings():
     # discord.py 2.7 imports the stdlib `audioop`, deprecated since 3.11; the suite runs with warnings as errors.
     warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
 
-from testkit.standins.discord.common import GUILDS
+from testkit.standins.discord.common import GUILDS, _now
 from testkit.standins.discord.state import DiscordState
 
 # What a forward's snapshot keeps of the original (Discord's message snapshot object: no author, no id).
@@ -222,6 +222,19 @@ class Gateway(DiscordState):
         self._edit(msg, {"content": content}, [])
         await self._announce("MESSAGE_UPDATE", msg)
         return msg
+
+    async def open_thread(self, channel_id: int, author: dict[str, Any], name: str) -> int:
+        """`author` starts a public thread in the channel (THREAD_CREATE); returns its id."""
+        await self._wait_session()
+        thread_id = self._snowflake()
+        await self._create_thread(channel_id, thread_id, {"name": name, "type": 11}, owner=str(author["id"]))
+        return thread_id
+
+    async def archive_thread(self, thread_id: int) -> None:
+        """The thread is archived (THREAD_UPDATE): no longer among the server's active threads."""
+        thread = self.threads[thread_id]
+        thread["thread_metadata"] |= {"archived": True, "archive_timestamp": _now()}
+        await self._dispatch("THREAD_UPDATE", thread, GUILDS)
 
     async def redeliver_message(self, message_id: int) -> None:
         """Send MESSAGE_CREATE again for a stored message, as Discord may after a resume."""

@@ -307,14 +307,16 @@ class RestApi(DiscordState):
         if not msg["flags"] & MESSAGE_EPHEMERAL:
             await self._dispatch("MESSAGE_DELETE", data, GUILD_MESSAGES if guild_id else DIRECT_MESSAGES)
 
-    async def _create_thread(self, parent_id: int, thread_id: int, body: dict[str, Any]) -> web.Response:
+    async def _create_thread(
+        self, parent_id: int, thread_id: int, body: dict[str, Any], owner: str | None = None
+    ) -> web.Response:
         now = _now()
         thread = {
             "id": str(thread_id),
             "type": body.get("type", 11),
             "guild_id": str(self.guild_id),
             "parent_id": str(parent_id),
-            "owner_id": self.bot_user["id"],
+            "owner_id": owner or self.bot_user["id"],
             "name": body["name"],
             "last_message_id": None,
             "message_count": 0,
@@ -329,7 +331,12 @@ class RestApi(DiscordState):
                 "locked": False,
                 "create_timestamp": now,
             },
-            "member": {"id": str(thread_id), "user_id": self.bot_user["id"], "join_timestamp": now, "flags": 0},
+            "member": {
+                "id": str(thread_id),
+                "user_id": owner or self.bot_user["id"],
+                "join_timestamp": now,
+                "flags": 0,
+            },
         }
         self.threads[thread_id] = self.channels[thread_id] = thread
         await self._dispatch("THREAD_CREATE", {**thread, "newly_created": True}, GUILDS)

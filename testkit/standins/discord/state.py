@@ -108,7 +108,9 @@ class DiscordState:
         async def _create_dm(self, req: _Request) -> web.Response:
             raise NotImplementedError
 
-        async def _create_thread(self, parent_id: int, thread_id: int, body: dict[str, Any]) -> web.Response:
+        async def _create_thread(
+            self, parent_id: int, thread_id: int, body: dict[str, Any], owner: str | None = None
+        ) -> web.Response:
             raise NotImplementedError
 
         async def _delete(self, msg: dict[str, Any]) -> None:

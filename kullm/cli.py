@@ -173,6 +173,14 @@ def _client_command(args: argparse.Namespace, settings: ClientSettings) -> int:
         context = _context(args, language, settings.pdf_budget())
         if args.task != "ask":  # the text to work on: --context / --context-file, or the argument itself
             question, context = "", context or question
+        if args.knowledge:
+            if context or args.task != "ask":  # its 맥락 is the channel's messages
+                raise InputError(text("knowledge_alone", language))
+            from bot.terminal.knowledge import ask_workspace
+
+            return asyncio.run(
+                ask_workspace(settings, question, args.knowledge, max_new_tokens=args.max_new_tokens, as_json=args.json)
+            )
         return asyncio.run(
             terminal.ask(
                 settings,

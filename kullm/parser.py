@@ -218,6 +218,11 @@ def parser() -> argparse.ArgumentParser:
         help="summarize, translate (Korean<->English) or proofread the text given (as QUESTION or --context-file)",
     )
     ask.add_argument("--max-new-tokens", type=_token_count, default=None, help=f"1 to {MAX_NEW_TOKENS}")
+    ask.add_argument(
+        "--knowledge",
+        metavar="CHANNEL",
+        help="answer from that channel's history (knowledge on): discord:<channel id> or slack:<channel id>",
+    )
     ask.add_argument("--json", action="store_true", help="print the answer events as JSON lines (see README)")
     prompt = commands.add_parser(
         "prompt", help="print the exact prompt the worker would send, and its tokens", settings=_prompt_settings

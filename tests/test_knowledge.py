@@ -4,6 +4,8 @@ channels it is given (the asker's readable ones)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +18,8 @@ from bot.knowledge.index import KnowledgeIndex
 from bot.surface import Source
 from chatbus import Bus
 from chatbus.knowledge import Hit, Passage
+from testkit.processes import StartWorker, run_kullm
+from testkit.redis_server import RedisServer
 
 ANALYZER = KoreanAnalyzer()  # the model loaded once for the module's tests
 
@@ -179,3 +183,33 @@ def test_requests_to_the_bot_are_not_knowledge() -> None:
     assert worth_keeping("배포 날짜는 12월 3일로 정했어요")
     assert not worth_keeping("<@U0BOT> 찾아줘: 배포 날짜 언제야?") and not worth_keeping("<@!123> 찾아줘: 배포")
     assert not worth_keeping("찾아줘: 배포 날짜") and not worth_keeping("  \n")
+
+
+async def test_kullm_ask_answers_from_one_channels_knowledge_with_its_sources(
+    index: KnowledgeIndex, redis_server: RedisServer, start_worker: StartWorker
+) -> None:
+    link = "https://discord.com/channels/1/111/2"
+    await index.store.turn_on("discord", "111", "admin")
+    await index.put([Passage("discord", "111", "2", "배포 날짜는 12월 3일로 정했어요", "밥", link=link)])
+    await index.put([said("222", "3", "배포 날짜는 비밀이에요")])  # knowledge not on there: never read
+    start_worker(engine="scripted")
+    asked = await asyncio.to_thread(
+        run_kullm, ["ask", "배포 날짜 언제야?", "--knowledge", "discord:111"], redis_server.url
+    )
+    assert asked.returncode == 0, asked.stderr
+    assert asked.stdout == f"[1]에 따르면: 배포 날짜는 12월 3일로 정했어요\n📎 출처: [1] 밥 {link}\n"
+    as_json = await asyncio.to_thread(
+        run_kullm, ["ask", "배포 날짜?", "--knowledge", "111", "--json"], redis_server.url
+    )
+    lines = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert lines[0] == {"type": "sources", "sources": [{"title": "[1] 밥", "url": link}]}, "a bare id: one platform"
+    assert lines[-1]["type"] == "done"
+    for args, status, said_ in [
+        (["--knowledge", "discord:222"], 2, "지식이 켜진 채널이 아니에요"),
+        (["--knowledge", "slack:111"], 2, "지식이 켜진 채널이 아니에요"),
+        (["--knowledge", "111", "--context", "맥락"], 2, "함께 쓸 수 없어요"),
+    ]:
+        refused = await asyncio.to_thread(run_kullm, ["ask", "배포 날짜 언제야?", *args], redis_server.url)
+        assert (refused.returncode, refused.stdout) == (status, "") and said_ in refused.stderr, refused.stderr
+    nothing = await asyncio.to_thread(run_kullm, ["ask", "주차장 어디야?", "--knowledge", "111"], redis_server.url)
+    assert nothing.returncode == 1 and nothing.stderr.startswith("🔎 읽을 수 있는 채널의 기록에서")

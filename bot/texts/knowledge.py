@@ -50,6 +50,20 @@ KNOWLEDGE_TEXTS: dict[str, dict[Literal["ko", "en"], str]] = {
         "en": "📭 Invite the KULLM bot to this channel first (`/invite @KULLM`): it can read only channels it is in.",
     },
     "knowledge_usage": {"ko": "📚 채널의 지식: `{knowledge}`", "en": "📚 The channel's knowledge: `{knowledge}`"},
+    "knowledge_not_on_terminal": {
+        "ko": "🔎 {channel}: 지식이 켜진 채널이 아니에요. `discord:<채널 ID>`나 `slack:<채널 ID>`로 지정해 주세요.",
+        "en": "🔎 {channel}: not a channel with knowledge on. Name it as `discord:<channel id>` or "
+        "`slack:<channel id>`.",
+    },
+    "knowledge_alone": {
+        "ko": "--knowledge의 맥락은 채널의 기록이에요: --context, --context-file, --task와 함께 쓸 수 없어요.",
+        "en": "--knowledge takes its context from the channel's history: it cannot go with --context, --context-file "
+        "or --task.",
+    },
+    "knowledge_needs_extra": {
+        "ko": "📚 지식 검색에는 한국어 형태소 분석기가 필요해요: pip install 'kullm-chat[knowledge]'",
+        "en": "📚 Searching knowledge needs the Korean analyser: pip install 'kullm-chat[knowledge]'",
+    },
     "cmd_search": {"ko": "찾기", "en": "search"},
     "cmd_search_description": {
         "ko": "지식이 켜진 채널의 기록에서 찾아 답하기",

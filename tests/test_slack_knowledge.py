@@ -68,18 +68,19 @@ async def refused(s: SlackStandIn, user: str, mark: str) -> str:
     return str(notice["text"])
 
 
-@pytest.mark.bot_env(SLACK_ADMIN_USER_IDS="U0ALICE", KNOWLEDGE_BACKFILL_DAYS="30")
+@pytest.mark.bot_env(SLACK_ADMIN_USER_IDS="U0ALICE", KNOWLEDGE_BACKFILL_DAYS="90", KNOWLEDGE_RETENTION_DAYS="30")
 async def test_an_admin_turns_knowledge_on_and_answers_cite_the_channels_current_messages(
     slack_env_fixture: Slack,
 ) -> None:
     sl, s = slack_env_fixture, slack_env_fixture.standin
-    # Written before knowledge was on: a thread whose reply holds the decision, chatter, and a message older than
-    # the backfill window.
+    # Written before knowledge was on: a thread whose reply holds the decision, chatter, and a message within the
+    # backfill window (90 days) but past retention (30): never read.
     root = await s.post_user_message(s.channel_id, s.alice, "배포 얘기는 이 스레드에서 해요")
     decision = await s.post_user_message(s.channel_id, s.bob, DECISION, thread_ts=root["ts"])
     await s.post_user_message(s.channel_id, s.alice, "오늘 점심은 김밥이에요")
     s.written_earlier(s.channel_id, s.bob, "배포 날짜는 예전에 7월로 정했어요", days_ago=60)
     assert await stored(sl, s.channel_id) == 0, "nothing is kept before an admin turns it on"
+    assert not s.calls_to("users.info"), "nor is anything looked up about a channel's messages: dropped unread"
     assert (await setting(s, "켜기", s.bob, s.channel_id)).startswith("🔒"), "bob is not an admin"
     assert (await setting(s, "켜기", s.alice, s.channel_id)).startswith("📚")
     assert await stored(sl, s.channel_id, 3) == 3, "the last 30 days read back, the thread's reply with them"

@@ -114,7 +114,7 @@ class DiscordKnowledge(KnowledgeService):
                     async for message in place.history(limit=None, after=after, oldest_first=True)
                     if (passage := passage_of(message)) is not None
                 ]
-                stored += await self.index.put(batch)
+                stored += await self.remember(batch)
         except discord.HTTPException:
             log.warning("discord knowledge: reading channel %s back stopped early", home_channel(channel))
         log.info("discord knowledge: channel %s read back, %d messages stored", home_channel(channel), stored)

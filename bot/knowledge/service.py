@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from bot.knowledge.asking import numbered_context, numbered_sources
+from bot.knowledge.asking import numbered_context, numbered_sources, retention_cutoff
 from bot.knowledge.index import KnowledgeIndex
 from bot.limits import check_question
 from bot.relay import Relay
@@ -86,8 +86,16 @@ class KnowledgeService:
 
     @property
     def backfill_after(self) -> float:
-        """Unix time a channel's history is read back to when its knowledge is turned on."""
-        return datetime.now(UTC).timestamp() - self.settings.knowledge_backfill_days * 86400
+        """Unix time a channel's history is read back to when its knowledge is turned on: KNOWLEDGE_BACKFILL_DAYS,
+        and never past KNOWLEDGE_RETENTION_DAYS (what retention would drop is not read at all)."""
+        after = datetime.now(UTC).timestamp() - self.settings.knowledge_backfill_days * 86400
+        return max(after, retention_cutoff(self.settings.knowledge_retention_days) or after)
+
+    async def remember(self, passages: list[Passage]) -> int:
+        """Index messages, leaving out those past retention (an edit of an old message among them); returns how many
+        were written."""
+        cutoff = retention_cutoff(self.settings.knowledge_retention_days)
+        return await self.index.put([p for p in passages if cutoff is None or not p.at or p.at >= cutoff])
 
     async def _sweep_forever(self) -> None:
         while not cancel_requested():  # redis-py may swallow a CancelledError that lands mid-command
@@ -101,16 +109,21 @@ class KnowledgeService:
 
     # ------------------------------------------------------------------ kept current
 
+    async def keeps(self, channel: str) -> bool:
+        """Whether `channel` has knowledge on (False when Redis cannot say: nothing is stored then anyway)."""
+        try:
+            return await self.index.store.is_on(self.platform, channel)
+        except BusError:
+            return False
+
     async def keep(self, channel: str, message: str, passage: Passage | None) -> None:
         """A new or edited message of a channel with knowledge on is stored, or dropped when it no longer holds text
         worth keeping (`passage` None); a failure loses only that message's entry."""
         with contextlib.suppress(BusError):
             if not await self.index.store.is_on(self.platform, channel):
                 return
-            if passage is None:
+            if passage is None or not await self.remember([passage]):
                 await self.index.store.delete(self.platform, channel, [message])
-            else:
-                await self.index.put([passage])
 
     async def drop(self, channel: str, messages: Iterable[str]) -> None:
         """Deleted messages leave the index at once (whether knowledge is on or was turned off since)."""

@@ -83,7 +83,7 @@ class SlackKnowledge(KnowledgeService):
                             for reply in replies:
                                 if reply.get("ts") != message["ts"]:  # the root is in the history page
                                     batch += [p for p in [await self.passage_of(channel, reply)] if p is not None]
-                stored += await self.index.put(batch)
+                stored += await self.remember(batch)
         except SlackApiError as exc:
             log.warning("slack knowledge: reading %s back stopped early (%s)", channel, exc.response.get("error"))
         log.info("slack knowledge: channel %s read back, %d messages stored", channel, stored)
@@ -136,10 +136,14 @@ class SlackKnowledge(KnowledgeService):
     # ------------------------------------------------------------------ kept current
 
     async def on_event(self, event: dict[str, Any]) -> None:
-        """A `message` event of a channel (a new message, `message_changed`, `message_deleted`)."""
+        """A `message` event of a channel (a new message, `message_changed`, `message_deleted`). Slack sends every
+        message of the channels the bot is in: those of a channel without knowledge are dropped unread (no name or
+        link is looked up for them)."""
         channel, subtype = str(event.get("channel") or ""), event.get("subtype")
         if subtype == "message_deleted":
             await self.drop(channel, [str(event.get("deleted_ts") or "")])
+        elif not await self.keeps(channel):
+            return
         elif subtype == "message_changed":
             message = event.get("message") or {}
             if message.get("subtype") == "tombstone":  # a thread's root deleted: its replies stay

@@ -18,6 +18,7 @@ from runtime.http_guard import ConnectionGuard
 log = logging.getLogger(__name__)
 
 KEEPALIVE_TIMEOUT_S = 15.0  # an idle keep-alive connection is closed after this
+LIVE_QUERY = "live"  # `/healthz?live`: the liveness probe's question (Kubernetes: deploy/kubernetes)
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -69,10 +70,16 @@ async def serve_http(
     next_free: int = 0,
 ) -> Endpoint:
     """Serve `/healthz` (200 when ready, 503 otherwise) and `/metrics` on `port`, or, when another process holds it,
-    on the first free one of the `next_free` ports after it (said in the log); PortInUse when none is free."""
+    on the first free one of the `next_free` ports after it (said in the log); PortInUse when none is free.
 
-    async def healthz(_: web.Request) -> web.Response:
+    `/healthz?live` is the liveness question (`LIVE_QUERY`): 200 whenever the worker's event loop answers, loading,
+    draining or waiting out a Redis outage included — restarting it then would only reload the model for nothing —
+    so only a wedged process fails it."""
+
+    async def healthz(request: web.Request) -> web.Response:
         ok, body = health()
+        if LIVE_QUERY in request.query:
+            return web.json_response({**body, "live": True})
         return web.json_response(body, status=200 if ok else 503)
 
     async def prometheus(_: web.Request) -> web.Response:

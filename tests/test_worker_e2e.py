@@ -10,11 +10,13 @@ worker loop's own outcomes run in-process: tests/test_worker.py.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ import pytest
 import redis
 
 from chatbus import Bus, Done, Keys, Question, connect
+from inference.metrics import LIVE_QUERY
 from runtime.http_guard import MAX_CONNECTIONS
 from testkit import trained
 from testkit.engines import SCRIPTED
@@ -213,6 +216,9 @@ def test_redis_refusing_writes_keeps_workers_up_and_loses_nothing_queued(
         assert refused.returncode == 4 and "쓰기를 거부해요 (OOM)" in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stderr
         assert worker.process is not None and worker.process.poll() is None  # up, not in a restart loop
+        # Not ready, yet alive: Kubernetes' liveness probe (deploy/kubernetes) does not restart it over Redis.
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.metrics_port}/healthz?{LIVE_QUERY}", timeout=2) as live:
+            assert live.status == 200 and json.loads(live.read())["live"] is True
     finally:
         admin.config_set("maxmemory", 0)
     assert queued.finish() == 0 and queued.final()["text"] == trained.KOREA_UNIV  # nothing queued was lost

@@ -141,6 +141,9 @@ async def test_a_person_never_gets_a_passage_from_a_private_channel_they_are_not
     sl, s = slack_env_fixture, slack_env_fixture.standin
     assert (await setting(s, "켜기", s.alice, s.dm_channel_id)).startswith("🔒 지식은 채널에서만")
     assert (await setting(s, "켜기", s.alice, s.other_channel_id)).startswith("📭"), "the bot is not in #random"
+    s.granted -= {"channels:read", "groups:read"}  # an app made from an older manifest
+    assert (await setting(s, "켜기", s.alice, s.channel_id)).startswith("🔧 이 Slack 앱에는 지식에 필요한 권한")
+    s.granted |= {"channels:read", "groups:read"}
     await setting(s, "켜기", s.alice, s.channel_id)
     await setting(s, "켜기", s.alice, s.private_channel_id)
     secret = await s.post_user_message(s.private_channel_id, s.alice, "배포 날짜는 비밀리에 5일로 정했어요")

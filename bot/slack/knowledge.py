@@ -57,6 +57,8 @@ class SlackKnowledge(KnowledgeService):
             info = (await self.client.conversations_info(channel=channel)).get("channel") or {}
         except SlackApiError as exc:
             log.info("slack knowledge: conversations.info failed (%s)", exc.response.get("error"))
+            if exc.response.get("error") == "missing_scope" and not channel.startswith("D"):
+                return text("knowledge_needs_scopes", self.language)  # an app made from an older manifest
             info = {}
         if info.get("is_im") or info.get("is_mpim") or not info:
             return text("knowledge_no_dm", self.language)

@@ -49,6 +49,12 @@ KNOWLEDGE_TEXTS: dict[str, dict[Literal["ko", "en"], str]] = {
         "ko": "📭 먼저 이 채널에 KULLM 봇을 초대해 주세요(`/invite @KULLM`). 봇이 있는 채널의 기록만 읽을 수 있어요.",
         "en": "📭 Invite the KULLM bot to this channel first (`/invite @KULLM`): it can read only channels it is in.",
     },
+    "knowledge_needs_scopes": {
+        "ko": "🔧 이 Slack 앱에는 지식에 필요한 권한(channels:read, groups:read, message.channels 이벤트)이 없어요. "
+        "관리자가 slack/manifest.yml로 앱을 고치고 다시 설치해야 해요.",
+        "en": "🔧 This Slack app lacks what knowledge needs (channels:read, groups:read, the message.channels event). "
+        "An admin must update it from slack/manifest.en.yml and reinstall it.",
+    },
     "knowledge_usage": {"ko": "📚 채널의 지식: `{knowledge}`", "en": "📚 The channel's knowledge: `{knowledge}`"},
     "knowledge_not_on_terminal": {
         "ko": "🔎 {channel}: 지식이 켜진 채널이 아니에요. `discord:<채널 ID>`나 `slack:<채널 ID>`로 지정해 주세요.",

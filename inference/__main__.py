@@ -35,7 +35,7 @@ METRICS_PORT_SEARCH = 16
 
 async def serve(settings: WorkerSettings) -> int:
     """Load the model, then run the worker until SIGTERM/SIGINT drains it."""
-    metrics = WorkerMetrics()
+    metrics = WorkerMetrics(settings.served_name)
     worker: Worker | None = None
 
     def health() -> tuple[bool, dict[str, Any]]:

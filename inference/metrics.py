@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from inference.errors import PortInUse
+from inference.vllm_metrics import VllmMetrics
 from runtime.http_guard import ConnectionGuard
 
 log = logging.getLogger(__name__)
@@ -24,11 +25,13 @@ _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
 class WorkerMetrics:
-    """The worker's counters, on a registry of its own (no global state)."""
+    """The worker's counters, on a registry of its own (no global state); `vllm` holds the same under vLLM's names
+    (`inference.vllm_metrics`), labelled with the served model's name."""
 
-    def __init__(self) -> None:
+    def __init__(self, model_name: str = "") -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        self.vllm = VllmMetrics(r, model_name)
         self.queue_depth = Gauge("kullm_queue_depth", "Questions in the stream (waiting or being answered)", registry=r)
         self.inflight = Gauge("kullm_inflight", "Questions this worker is answering", registry=r)
         self.batch_size = Histogram(

@@ -45,7 +45,9 @@ class Answering:
         job.logprobs, job.logprobs_published = (), 0
         job.started_at = time.monotonic()
         job.first_text_at = None
-        self.metrics.queue_wait.observe(max(0.0, time.time() - job.question.created_at))
+        queued_s = max(0.0, time.time() - job.question.created_at)
+        self.metrics.queue_wait.observe(queued_s)
+        self.metrics.vllm.started(queued_s)
         if job.run is not None:
             job.progress = None
             job.run.start()
@@ -88,6 +90,7 @@ class Answering:
         if job.first_text_at is None and job.latest:
             job.first_text_at = now
             self.metrics.first_token.observe(now - job.started_at)
+            self.metrics.vllm.first_token(max(0.0, time.time() - job.question.created_at))  # from its arrival
         if not (job.run.finished if job.run else update.finished):
             return
         self.emit_delta(job)
@@ -116,6 +119,14 @@ class Answering:
         self.hand.usage.count(job.question, prompt_tokens, completion_tokens)
         del self.hand.jobs[job.question.id]
         self.metrics.generate.observe(now - job.started_at)
+        self.metrics.vllm.finished(
+            finish_reason,
+            e2e_s=max(0.0, time.time() - job.question.created_at),
+            running_s=now - job.started_at,
+            prefill_s=(job.first_text_at or now) - job.started_at,
+            prompt_tokens=prompt_tokens,
+            generation_tokens=completion_tokens,
+        )
         self.metrics.questions.labels("done").inc()
         self.metrics.tasks.labels(job.question.task).inc()
         log.info(

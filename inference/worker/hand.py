@@ -93,6 +93,8 @@ class Hand:
         self.emit(delivery, delivery.question.id, ErrorEvent(code=code, message=message))
         self.outbox.ack(delivery)
         self.metrics.questions.labels(code).inc()
+        if code == "cancelled":  # stopped by its asker: vLLM's aborted request
+            self.metrics.vllm.finished_early("abort")
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move a question to the dead stream and tell its asker, unless another worker owns it now."""

@@ -60,7 +60,7 @@ class Worker:
         self.bus = bus
         self.engine = loaded.engine
         self.settings = settings
-        self.metrics = metrics or WorkerMetrics()
+        self.metrics = metrics or WorkerMetrics(settings.served_name)
         self.name = settings.worker_name
         # Every step on the same thread: no thread hand-off per step, and CUDA state stays on one thread. Pass
         # the thread that loaded the model (`new_engine_thread`): one thread doing torch work, not two (see there).

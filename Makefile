@@ -17,7 +17,9 @@ FLOOR := .cache/transformers-floor
 # and pytest keeps its rewritten test modules only in them; without them `make unit` spent seconds recompiling.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: test suite setup redis lint typecheck tiny-model unit test-floor bench gpu-bundle gpu-dry-run lock clean demo compose-check
+PROMTOOL_DIR := .cache/promtool
+
+.PHONY: test suite setup redis promtool lint typecheck tiny-model unit test-floor bench gpu-bundle gpu-dry-run lock clean demo compose-check
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist; the GPU-check tests stay together, they share one
 # bundle). Lint, type check, the tiny model and the transformers floor's install run side by side first.
@@ -38,7 +40,7 @@ suite: setup tiny-model
 tiny-model: setup
 	$(PY) -m testkit.tiny_model
 
-setup: $(VENV)/.installed redis
+setup: $(VENV)/.installed redis promtool
 
 # A newcomer's first run: the whole service on the demo model (built here, no GPU, no download). Ctrl-C stops it;
 # `.venv/bin/kullm ask "딥러닝이 뭐야?"` in another terminal, in this directory, asks it.
@@ -75,6 +77,16 @@ redis:
 		echo "redis-server not found: installing it with apt-get"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q redis-server; }
+
+# promtool checks and unit-tests the alerting rules (deploy/monitoring): taken from Debian's prometheus package,
+# unpacked under .cache (nothing installed, no service started) where no promtool is on the PATH.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || [ -x $(PROMTOOL_DIR)/usr/bin/promtool ] || { \
+		echo "promtool not found: unpacking it from Debian's prometheus package into $(PROMTOOL_DIR)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		mkdir -p $(PROMTOOL_DIR) && cd $(PROMTOOL_DIR) && \
+		{ apt-get download -q prometheus 2>/dev/null || { $$SUDO apt-get update -q && apt-get download -q prometheus; }; } && \
+		dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb; }
 
 lint: setup
 	$(PY) -m ruff check .

@@ -55,6 +55,9 @@ class ClientSettings(RedisSettings):
     # long its messages are kept (0: until `forget`).
     knowledge_backfill_days: int = Field(default=90, ge=0, le=3650)
     knowledge_retention_days: int = Field(default=365, ge=0, le=3650)
+    # The Discord and Slack adapters' /metrics and /healthz (whether each is connected to its platform); 0: none.
+    adapter_metrics_host: str = "127.0.0.1"
+    adapter_metrics_port: int = Field(default=0, ge=0, le=65535)
     # 👍/👎 under every finished answer, votes kept this many days (0: no vote buttons, nothing kept).
     feedback_ttl_days: int = Field(default=90, ge=0, le=3650)
     # Keep each voted answer's question and answer text with its votes (`kullm feedback --json` prints them).

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -14,11 +11,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from inference.errors import PortInUse
 from inference.vllm_metrics import VllmMetrics
-from runtime.http_guard import ConnectionGuard
+from runtime.metrics_http import Endpoint, PortsTaken, serve
+
+__all__ = ["LIVE_QUERY", "Endpoint", "WorkerMetrics", "serve_http"]
 
 log = logging.getLogger(__name__)
 
-KEEPALIVE_TIMEOUT_S = 15.0  # an idle keep-alive connection is closed after this
 LIVE_QUERY = "live"  # `/healthz?live`: the liveness probe's question (Kubernetes: deploy/kubernetes)
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -58,6 +56,15 @@ class WorkerMetrics:
         )
         self.oom = Counter("kullm_out_of_memory", "Steps that ran out of memory", registry=r)
         self.reclaimed = Counter("kullm_reclaimed", "Questions taken over from other workers", registry=r)
+        self.redis_usable = Gauge("kullm_redis_usable", "1 while Redis answers and takes writes", registry=r)
+        self.redis_writes_refused = Gauge(
+            "kullm_redis_writes_refused", "1 while Redis is up and refuses writes (OOM, read-only replica…)", registry=r
+        )
+
+    def watch_redis(self, problem: Callable[[], str | None]) -> None:
+        """Read Redis's state from `problem` (the worker's RedisHealth: None while all is well) at each scrape."""
+        self.redis_usable.set_function(lambda: 0.0 if problem() else 1.0)
+        self.redis_writes_refused.set_function(lambda: 1.0 if (problem() or "").startswith("refuses writes") else 0.0)
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""
@@ -88,43 +95,10 @@ async def serve_http(
     async def prometheus(_: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", prometheus)
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT_S)
-    await runner.setup()
-    assert runner.server is not None
-    guard = ConnectionGuard()
-    for candidate in range(port, min(port + next_free, 65535) + 1):
-        try:
-            listener = await guard.serve(runner.server, host, candidate)
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                await runner.cleanup()
-                raise
-            continue
-        if candidate != port:
-            log.warning("metrics port %d is in use (another worker on this host?): serving on %d", port, candidate)
-        log.info("serving /healthz and /metrics on %s:%d", host, candidate)
-        return Endpoint(runner, listener, candidate)
-    await runner.cleanup()
-    tried = f"ports {port}-{port + next_free} are" if next_free else f"port {port} is"
-    raise PortInUse(
-        f"METRICS_PORT: {tried} in use on {host} (another worker on this host?): give each worker its "
-        "own METRICS_PORT, or METRICS_PORT=0 for none"
-    )
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """A running HTTP listener (aiohttp behind the connection guard)."""
-
-    runner: web.AppRunner
-    listener: asyncio.Server
-    port: int
-
-    async def cleanup(self) -> None:
-        """Stop listening, then close the application."""
-        self.listener.close()
-        await self.listener.wait_closed()
-        await self.runner.cleanup()
+    try:
+        return await serve(host, port, {"/healthz": healthz, "/metrics": prometheus}, next_free=next_free)
+    except PortsTaken as exc:
+        raise PortInUse(
+            f"METRICS_PORT: {exc} (another worker on this host?): give each worker its own METRICS_PORT, or "
+            "METRICS_PORT=0 for none"
+        ) from None

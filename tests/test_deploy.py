@@ -396,8 +396,10 @@ async def test_every_metric_the_dashboard_shows_is_served_by_a_worker(bus: Bus, 
     families |= {"out_of_memory", "reclaimed", "queue_wait"}
     assert all(any(f"kullm_{family}" in name for name in queried) for family in families), "a panel is missing"
     prometheus = yaml.safe_load((ROOT / "docker" / "monitoring" / "prometheus.yml").read_text())
-    [job] = prometheus["scrape_configs"]
-    assert job["dns_sd_configs"] == [{"names": ["worker"], "type": "A", "port": 9400, "refresh_interval": "30s"}]
+    jobs = {job["job_name"]: job["dns_sd_configs"] for job in prometheus["scrape_configs"]}
+    assert jobs["kullm-worker"] == [{"names": ["worker"], "type": "A", "port": 9400, "refresh_interval": "30s"}]
+    bots = [{"names": ["discord", "slack", "slack-http"], "type": "A", "port": 9410, "refresh_interval": "30s"}]
+    assert jobs["kullm-bots"] == bots and prometheus["rule_files"] == ["alerts.yml"]
     grafana = compose()["services"]["grafana"]
     assert (
         grafana["profiles"] == ["monitoring"]

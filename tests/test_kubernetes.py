@@ -190,3 +190,15 @@ def test_redis_keeps_its_aof_on_a_volume_and_requires_its_password() -> None:
     assert "--appendonly yes" in command and '--requirepass "$REDIS_PASSWORD"' in command
     assert redis["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
     assert redis["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_the_bots_serve_their_connection_for_prometheus_and_the_probe() -> None:
+    objects = built("base")
+    for name in ("discord", "slack"):
+        spec = container(objects, name)
+        port = int(env(spec)["ADAPTER_METRICS_PORT"])
+        assert env(spec)["ADAPTER_METRICS_HOST"] == "0.0.0.0"
+        assert spec["ports"] == [{"name": "metrics", "containerPort": port}]
+        assert spec["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        annotations = find(objects, "Deployment", name)["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == str(port)

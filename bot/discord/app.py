@@ -19,6 +19,7 @@ from bot.discord.reading import DiscordReader, home_channel, is_forward, shown_t
 from bot.discord.surface import NO_MENTIONS, DiscordOrigin, DiscordSurface, DiscordTarget
 from bot.discord.views import AskModal, CancelButton, VoteButton
 from bot.knowledge.asking import knowledge_question
+from bot.metrics import AdapterMetrics
 from bot.relay import Relay
 from bot.settings import DiscordSettings
 from bot.surface import Asked
@@ -28,6 +29,7 @@ from bot.workspace import (
     is_summary_request,
 )
 from chatbus import Bus, Task
+from runtime.metrics_http import Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +56,13 @@ class KullmDiscord(discord.Client):
         self.relay: Relay[DiscordOrigin, DiscordTarget] = Relay(bus, surface, settings)
         self.reader = DiscordReader(self, settings)
         self.knowledge = DiscordKnowledge(self, settings, bus, self.relay)
+        self.metrics = AdapterMetrics("discord")
+        self._metrics_endpoint: Endpoint | None = None
         self.tree = app_commands.CommandTree(self)
         self._register_commands()
 
     async def setup_hook(self) -> None:
+        self._metrics_endpoint = await self.metrics.serve(self.settings)
         if self.settings.discord_api_base:
             # A non-default API (a proxy, or the tests' loopback Discord) also says where its gateway is.
             _, url, _ = await self.http.get_bot_gateway()
@@ -75,9 +80,19 @@ class KullmDiscord(discord.Client):
     async def close(self) -> None:
         await self.knowledge.close()
         await self.relay.close()
+        self.metrics.set_connected(False)
+        if self._metrics_endpoint is not None:
+            await self._metrics_endpoint.cleanup()
         await super().close()
 
+    async def on_disconnect(self) -> None:
+        self.metrics.set_connected(False)
+
+    async def on_resumed(self) -> None:
+        self.metrics.set_connected(True)
+
     async def on_ready(self) -> None:
+        self.metrics.set_connected(True)
         log.info("connected to Discord as %s (%d guilds)", self.user, len(self.guilds))
 
     # ------------------------------------------------------------------ commands

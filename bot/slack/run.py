@@ -5,6 +5,7 @@ said in one line with where to find it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,6 +17,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.metrics import AdapterMetrics
 from bot.process import load_settings
 from bot.settings import SlackSettings
 from bot.slack.app import KullmSlack
@@ -27,6 +29,7 @@ from runtime.signals import on_stop_signal
 log = logging.getLogger(__name__)
 
 
+CONNECTION_CHECK_S = 5.0  # Socket Mode: how often whether the connection is up is looked at
 HTTP_KEEPALIVE_TIMEOUT_S = 15.0  # HTTP mode: an idle keep-alive connection is closed after this
 
 
@@ -111,18 +114,23 @@ async def _serve(settings: SlackSettings) -> int:
     on_stop_signal(stop.set)
     kullm.relay.start()
     kullm.knowledge.start()
+    metrics = AdapterMetrics("slack")
+    endpoint = await metrics.serve(settings)
     try:
         if settings.slack_mode == "socket":
-            return await _serve_socket_mode(kullm, str(identity.get("user")), stop)
-        await _serve_http(kullm, stop)
+            return await _serve_socket_mode(kullm, str(identity.get("user")), stop, metrics)
+        await _serve_http(kullm, stop, metrics)
         return EXIT_OK
     finally:
+        metrics.set_connected(False)
+        if endpoint is not None:
+            await endpoint.cleanup()
         await kullm.knowledge.close()
         await kullm.relay.close()
         await bus.aclose()
 
 
-async def _serve_socket_mode(kullm: KullmSlack, name: str, stop: asyncio.Event) -> int:
+async def _serve_socket_mode(kullm: KullmSlack, name: str, stop: asyncio.Event, metrics: AdapterMetrics) -> int:
     assert kullm.settings.slack_app_token is not None
     handler = AsyncSocketModeHandler(kullm.app, kullm.settings.slack_app_token.get_secret_value())
     try:
@@ -132,19 +140,23 @@ async def _serve_socket_mode(kullm: KullmSlack, name: str, stop: asyncio.Event) 
         log.error(_token_error("SLACK_APP_TOKEN", f"was rejected ({exc.response.get('error')})"))
         return EXIT_CONFIG
     log.info("connected to Slack as %s (Socket Mode)", name)
-    await stop.wait()
+    while not stop.is_set():  # whether the connection is up (slack_sdk reconnects by itself), for /metrics
+        metrics.set_connected(await handler.client.is_connected())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), CONNECTION_CHECK_S)
     close: Callable[[], Awaitable[None]] = handler.close_async
     await close()
     return EXIT_OK
 
 
-async def _serve_http(kullm: KullmSlack, stop: asyncio.Event) -> None:
+async def _serve_http(kullm: KullmSlack, stop: asyncio.Event, metrics: AdapterMetrics) -> None:
     settings = kullm.settings
     runner = web.AppRunner(http_app(kullm, settings.slack_http_port), keepalive_timeout=HTTP_KEEPALIVE_TIMEOUT_S)
     await runner.setup()
     assert runner.server is not None
     listener = await ConnectionGuard().serve(runner.server, settings.slack_http_host, settings.slack_http_port)
     log.info("serving Slack events on %s:%d/slack/events", settings.slack_http_host, settings.slack_http_port)
+    metrics.set_connected(True)  # HTTP mode holds no connection: Slack reaches it while it serves
     await stop.wait()
     listener.close()
     await runner.cleanup()

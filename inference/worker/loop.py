@@ -68,6 +68,7 @@ class Worker:
         self._engine_thread = engine_thread or new_engine_thread()
         self.hand = Hand(bus, self.name, self.metrics)
         self.redis_health = RedisHealth()  # what is wrong with Redis now: not ready until Redis answered once
+        self.metrics.watch_redis(lambda: self.redis_health.problem)
         self.answering = Answering(self.engine, self.hand, settings, self.metrics)
         self.admission = Admission(
             bus, self.hand, loaded.prompts, settings, self.metrics, self.answering.hold, logprobs=self.engine.logprobs

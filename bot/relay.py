@@ -55,9 +55,15 @@ class Relay(Generic[OriginVar, TargetVar]):
         self.feedback = Feedback(bus, surface.platform, settings)  # 👍/👎: what votes are filed under, and votes
         self.poster: AnswerPoster[TargetVar] = AnswerPoster(bus, surface, settings, self.feedback)
 
-    async def ask(self, origin: OriginVar, asked: Asked) -> str | None:
-        """Refuse the question, or post its placeholder and enqueue it; returns its id when it was enqueued."""
-        refusal = await self.refusal(asked.user, asked.question, asked.context, asked.task)
+    async def ask(self, origin: OriginVar, asked: Asked, *, admitted: bool = False) -> str | None:
+        """Refuse the question, or post its placeholder and enqueue it; returns its id when it was enqueued.
+
+        `admitted`: its asker's limits were counted already (`refusal`, before work done for it, such as a search of
+        the workspace's knowledge): only its size is checked again, now with its 맥락."""
+        if admitted:
+            refusal = check_question(self.settings, asked.question, asked.context)
+        else:
+            refusal = await self.refusal(asked.user, asked.question, asked.context, asked.task)
         if refusal:
             await self.surface.refuse(origin, refusal)
             return None

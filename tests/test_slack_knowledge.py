@@ -167,3 +167,9 @@ async def test_a_person_never_gets_a_passage_from_a_private_channel_they_are_not
         lambda: next((m for m in sl.bot_posts(bobs_dm) if m["text"].startswith("🔎 지식이")), None)
     )
     assert "5일" not in notice["text"]
+    # A flood of searches is held to the asker's rate like any question (USER_QUESTIONS_PER_MINUTE, 6): Bob's 7th
+    # in the minute is refused before anything is searched.
+    for _ in range(5):
+        await s.post_user_message(bobs_dm, s.bob, "찾아줘: 배포 날짜 언제야?")
+    posts = await s.wait_for(lambda: sl.bot_posts(bobs_dm) if len(sl.bot_posts(bobs_dm)) == 6 else None)
+    assert sum(post["text"].startswith("🐢") for post in posts) == 1, [post["text"][:20] for post in posts]

@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 from bot.knowledge.asking import numbered_context, numbered_sources, retention_cutoff
 from bot.knowledge.index import KnowledgeIndex
-from bot.limits import check_question
 from bot.relay import Relay
 from bot.settings import ClientSettings
 from bot.surface import Asked
@@ -142,7 +141,9 @@ class KnowledgeService:
         """Answer `asked` from the channels with knowledge on that its asker may read (`readable`: their ids →
         names), citing what it used (`link` gives a passage's link as the platform shows it, else the stored one);
         say so when none is on or readable, or nothing matches."""
-        refused = check_question(self.settings, asked.question)  # before searching: an over-long one costs nothing
+        # The asker's limits (size, rate, answers open, tokens a day, the queue), counted before searching: a search
+        # that finds nothing costs Kiwi and Redis too, so it is one of the asker's questions.
+        refused = await self.relay.refusal(asked.user, asked.question)
         if refused:
             await self.relay.refuse(origin, refused)
             return
@@ -158,7 +159,8 @@ class KnowledgeService:
             hits = [await _relinked(hit, link) for hit in hits]
         context = numbered_context(hits, self.language, names)
         sources = numbered_sources(hits, self.language)
-        await self.relay.ask(origin, dataclasses.replace(asked, context=context, continues=False, sources=sources))
+        found = dataclasses.replace(asked, context=context, continues=False, sources=sources)
+        await self.relay.ask(origin, found, admitted=True)
 
 
 async def _relinked(hit: Hit, link: Callable[[Passage], Awaitable[str]]) -> Hit:

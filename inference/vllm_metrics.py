@@ -83,7 +83,7 @@ class VllmMetrics:
             fixed.set(0)
 
     def scheduler(self, running: int, waiting: int, slots: int) -> None:
-        """The engine's state now: sequences running, questions in hand waiting for a slot, and the slots there are."""
+        """The worker's state now: questions being generated, those in hand waiting for a slot, and the slots."""
         self.running.set(running)
         self.waiting.set(waiting)
         usage = min(1.0, running / slots) if slots else 0.0

@@ -76,8 +76,6 @@ class StepPolicy:
             self.metrics.tokens.inc(tokens)
             self.metrics.tokens_per_s.set(tokens / elapsed_s if elapsed_s > 0 else 0.0)
         self.metrics.vllm.step(elapsed_s, batch, tokens)
-        waiting = sum(1 for job in self.hand.jobs.values() if not job.running)
-        self.metrics.vllm.scheduler(batch, waiting, self.engine.max_batch_size)
         self.engine.max_batch_size = self.governor.stepped(self.engine.max_batch_size)
 
     async def _on_out_of_memory(self, exc: EngineOutOfMemory) -> None:

@@ -80,7 +80,8 @@ class Upkeep:
         lost = await self.bus.consumer.heartbeat(self.hand.name, holding)
         self.hand.lost |= lost & {write.entry_id for write in self.hand.holding()}  # not those finished while it ran
         self.metrics.inflight.set(len(self.hand.jobs))
-        running = sum(1 for job in self.hand.jobs.values() if job.running)  # between steps too: idle is 0
+        # vLLM's scheduler gauges, once a heartbeat (not each decode step: Prometheus reads them every 15 s or so).
+        running = sum(1 for job in self.hand.jobs.values() if job.running)
         self.metrics.vllm.scheduler(running, len(self.hand.jobs) - running, self.engine.max_batch_size)
         self.metrics.queue_depth.set(await self.bus.queue.depth())
         await self._report_status()

@@ -33,6 +33,7 @@ from chatbus import Bus, Done, Keys, connect, decode_event
 from testkit import tiny_model, trained
 from testkit.controls import stop_button_on
 from testkit.engines import SCRIPTED
+from testkit.netns import Host
 from testkit.polling import eventually
 from testkit.processes import ROOT, RUNNING_ASKS, AskProcess, BotProcess, WorkerProcess
 from testkit.redis_server import RedisServer, free_port, half_open
@@ -137,14 +138,16 @@ class Service:
     bots: dict[str, BotProcess] = field(default_factory=dict)
     ask_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(ASK_PROCESSES_AT_ONCE))
     engine: str = "builtin"  # or "scripted": the tiny model's answers without torch (CI's small run)
+    front: Host | None = None  # the network namespace the bots and `kullm ask` run in (bench.netsplit)
 
     # ---- processes ------------------------------------------------------------------------------------------
 
-    def start_worker(self, name: str, **env: str) -> WorkerProcess:
+    def start_worker(self, name: str, host: Host | None = None, **env: str) -> WorkerProcess:
         engine = SCRIPTED_ENV if self.engine == "scripted" else PACED_ENV
-        worker = WorkerProcess(
-            self.redis.url, tiny_model.build(), self.tmp / f"worker-{name}.log", **{**WORKER_ENV, **engine, **env}
-        )
+        log = self.tmp / f"worker-{name}.log"
+        worker = WorkerProcess(self.redis.url, tiny_model.build(), log, **{**WORKER_ENV, **engine, **env})
+        if host is not None:
+            worker.on(host)
         self.workers.append(worker.start(wait=False))
         return worker
 
@@ -163,8 +166,8 @@ class Service:
         }
         slack_env = {"SLACK_BOT_TOKEN": s.bot_token, "SLACK_APP_TOKEN": s.app_token, "SLACK_API_BASE": s.api_base}
         self.bots = {
-            "discord": BotProcess("discord", self.tmp / "discord.log", {**env, **discord_env}),
-            "slack": BotProcess("slack", self.tmp / "slack.log", {**env, **slack_env}),
+            "discord": BotProcess("discord", self.tmp / "discord.log", {**env, **discord_env}, host=self.front),
+            "slack": BotProcess("slack", self.tmp / "slack.log", {**env, **slack_env}, host=self.front),
         }
         await self.restart_bot("discord", kill=False)
         await self.restart_bot("slack", kill=False)
@@ -212,7 +215,7 @@ class Service:
         """`kullm ask --json` as a terminal user runs it; its events land in `asked.events` as they stream."""
         env = {"USER": asked.user, "LOGNAME": asked.user, **CLIENT_ENV, **client_env}  # getpass.getuser(): who asks
         async with self.ask_slots:
-            client = AskProcess(self.redis.url, asked.question, env=env)
+            client = AskProcess(self.redis.url, asked.question, env=env, host=self.front)
             asked.events = client.events
             try:
                 await eventually(lambda: client.process.poll() is not None, WAIT_S + 60, 0.05)

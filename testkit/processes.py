@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from testkit.netns import Host
 from testkit.polling import wait_until
 from testkit.redis_server import free_port
 
@@ -21,6 +22,11 @@ START_TIMEOUT_S = 90.0
 # The limit of the longest process tests (the soak, the GPU dry run): several times what they take on an idle
 # 2-core machine, so they pass beside another job that keeps both cores busy.
 BUSY_MACHINE_TIMEOUT_S = 540
+
+
+def in_host(host: Host | None, argv: list[str]) -> list[str]:
+    """`argv`, run in `host`'s network namespace where one is given."""
+    return host.command(argv) if host else argv
 
 
 class ChildProcess:
@@ -61,6 +67,9 @@ class ChildProcess:
 class WorkerProcess(ChildProcess):
     """`kullm worker` (the worker image's command) with the tiny model, as a separate process."""
 
+    host: Host | None = None  # the network namespace it runs in (None: this one)
+    address = "127.0.0.1"  # where its /healthz and /metrics listen
+
     def __init__(self, redis_url: str, model_dir: Path, log_path: Path, **env: object) -> None:
         self.metrics_port = free_port()
         self.log_path = log_path
@@ -83,10 +92,16 @@ class WorkerProcess(ChildProcess):
         }
         self.process: subprocess.Popen[bytes] | None = None
 
+    def on(self, host: Host) -> WorkerProcess:
+        """Run in `host`'s network namespace, listening on its address (call before `start`)."""
+        self.host, self.address = host, host.address
+        self.env["METRICS_HOST"] = host.address
+        return self
+
     def start(self, wait: bool = True) -> WorkerProcess:
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "kullm.cli", "worker"],
+                in_host(self.host, [sys.executable, "-m", "kullm.cli", "worker"]),
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,
@@ -101,7 +116,7 @@ class WorkerProcess(ChildProcess):
         import urllib.error
 
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=1) as response:
+            with urllib.request.urlopen(f"http://{self.address}:{self.metrics_port}/healthz", timeout=1) as response:
                 return dict(json.loads(response.read()))
         except urllib.error.HTTPError as error:
             with error:
@@ -117,7 +132,7 @@ class WorkerProcess(ChildProcess):
 
     def metrics(self) -> dict[str, float]:
         """Samples of /metrics by name (labels included in the name)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as response:
+        with urllib.request.urlopen(f"http://{self.address}:{self.metrics_port}/metrics", timeout=2) as response:
             lines = response.read().decode().splitlines()
         samples = {}
         for line in lines:
@@ -190,11 +205,18 @@ RUNNING_ASKS: list[AskProcess] = []
 class AskProcess:
     """`kullm ask --json` running in the background, its events collected as they stream."""
 
-    def __init__(self, redis_url: str, question: str, *args: str, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        question: str,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        host: Host | None = None,
+    ) -> None:
         import threading
 
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "kullm.cli", "ask", "--json", question, *args],
+            in_host(host, [sys.executable, "-m", "kullm.cli", "ask", "--json", question, *args]),
             cwd=ROOT,
             env={**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1", **(env or {})},
             stdout=subprocess.PIPE,
@@ -278,8 +300,16 @@ def worker_name(worker: WorkerProcess) -> str:
 class BotProcess(ChildProcess):
     """`kullm <adapter>` (the bot image's command) as a separate process, so tests can SIGKILL and restart it."""
 
-    def __init__(self, adapter: str, log_path: Path, env: Mapping[str, str], descriptors: int | None = None) -> None:
+    def __init__(
+        self,
+        adapter: str,
+        log_path: Path,
+        env: Mapping[str, str],
+        descriptors: int | None = None,
+        host: Host | None = None,
+    ) -> None:
         self.adapter = adapter
+        self.host = host
         self.log_path = log_path
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
         self.descriptors = descriptors  # a hard limit on open files (`ulimit -Hn`), as a small host has
@@ -293,7 +323,7 @@ class BotProcess(ChildProcess):
             command = [sys.executable, "-c", f"import resource, runpy, sys; {limit}; {run}", self.adapter]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                command,
+                in_host(self.host, command),
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,

@@ -37,9 +37,16 @@ class RedisServer:
     """A redis-server on a free port in its own directory, which tests may kill and restart."""
 
     def __init__(
-        self, directory: Path, *, appendonly: bool = False, password: str | None = None, tls: bool = False
+        self,
+        directory: Path,
+        *,
+        appendonly: bool = False,
+        password: str | None = None,
+        tls: bool = False,
+        host: str = "127.0.0.1",
     ) -> None:
         self.directory = directory
+        self.host = host  # the address it listens on (a namespace's own for a multi-host run)
         self.appendonly = appendonly
         self.password = password
         self.tls = tls
@@ -51,8 +58,8 @@ class RedisServer:
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
         if self.tls:
-            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.directory / 'cert.pem'}"
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+            return f"rediss://{auth}{self.host}:{self.port}/0?ssl_ca_certs={self.directory / 'cert.pem'}"
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     def _security_args(self) -> list[str]:
         args = ["--requirepass", self.password] if self.password else []
@@ -74,9 +81,9 @@ class RedisServer:
                         "-days",
                         "1",
                         "-subj",
-                        "/CN=127.0.0.1",
+                        f"/CN={self.host}",
                         "-addext",
-                        "subjectAltName=IP:127.0.0.1",
+                        f"subjectAltName=IP:{self.host}",
                     ],
                     check=True,
                     capture_output=True,
@@ -104,7 +111,7 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed: run `make test`, which installs it")
         self.directory.mkdir(parents=True, exist_ok=True)
         for _ in range(PORT_ATTEMPTS):
-            args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
+            args = [binary, "--port", str(self.port), "--bind", self.host, "--dir", str(self.directory)]
             args += ["--save", "", "--appendonly", "yes" if self.appendonly else "no", "--logfile", "redis.log"]
             process = self.process = subprocess.Popen(
                 [*args, *self._security_args()],
@@ -135,7 +142,7 @@ class RedisServer:
             finally:
                 client.close()
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:

@@ -19,7 +19,7 @@ unexport PYTHONDONTWRITEBYTECODE
 
 PROMTOOL_DIR := .cache/promtool
 
-.PHONY: test suite setup redis promtool lint typecheck tiny-model unit test-floor bench gpu-bundle gpu-dry-run lock clean demo compose-check
+.PHONY: test suite setup redis promtool iproute2 lint typecheck tiny-model unit test-floor bench gpu-bundle gpu-dry-run lock clean demo compose-check
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist; the GPU-check tests stay together, they share one
 # bundle). Lint, type check, the tiny model and the transformers floor's install run side by side first.
@@ -40,7 +40,7 @@ suite: setup tiny-model
 tiny-model: setup
 	$(PY) -m testkit.tiny_model
 
-setup: $(VENV)/.installed redis promtool
+setup: $(VENV)/.installed redis promtool iproute2
 
 # A newcomer's first run: the whole service on the demo model (built here, no GPU, no download). Ctrl-C stops it;
 # `.venv/bin/kullm ask "딥러닝이 뭐야?"` in another terminal, in this directory, asks it.
@@ -77,6 +77,13 @@ redis:
 		echo "redis-server not found: installing it with apt-get"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q redis-server; }
+
+# `ip` makes the network namespaces of the multi-host run (tests/test_netsplit.py). Only root can make them, so only
+# root gets it installed; the test skips, saying why, elsewhere.
+iproute2:
+	@command -v ip >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || { \
+		echo "ip not found: installing iproute2 with apt-get"; \
+		apt-get update -q && apt-get install -y -q iproute2; }
 
 # promtool checks and unit-tests the alerting rules (deploy/monitoring): taken from Debian's prometheus package,
 # unpacked under .cache (nothing installed, no service started) where no promtool is on the PATH.

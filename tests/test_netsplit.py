@@ -49,3 +49,20 @@ def test_without_root_it_says_why_in_one_line(
     assert netsplit.main([]) == 0
     assert capsys.readouterr().out == "bench.netsplit skipped: making network namespaces needs root\n"
     assert netsplit.main(["--require"]) == 1
+
+
+def test_namespaces_left_by_a_run_that_was_killed_are_swept() -> None:
+    if reason := netns.unavailable():
+        pytest.skip(reason)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid no process has now, as a killed run's
+    stale, ours = f"{netns.PREFIX}-{gone.pid}-core", f"{netns.PREFIX}-{os.getpid()}-x"
+    for name in (stale, ours):
+        subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        netns.sweep()
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert stale not in listed and ours in listed, listed  # a live run's namespaces stay
+    finally:
+        for name in (stale, ours):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)

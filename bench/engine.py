@@ -186,16 +186,28 @@ def make_engine(kind: str, model: Any, tokenizer: Any, count: int, seed: int = 0
             cuda_graphs=graphs,
         )
     return BuiltinEngine(
-        model, tokenizer, model_id="bench", sampling=sampling, max_batch_size=max(count, 1), fixed_shapes=graphs
+        model,
+        tokenizer,
+        model_id="bench",
+        sampling=sampling,
+        max_batch_size=max(count, 1),
+        fixed_shapes=graphs,
+        compiled=compiled_kind(kind),
     )
 
 
 def engine_kind(kind: str) -> tuple[str, bool]:
-    """`builtin+graphs` → (`builtin`, CUDA_GRAPHS=1)."""
+    """`builtin+graphs` → (`builtin`, CUDA_GRAPHS=1); `builtin+compile` is builtin+graphs with its step compiled
+    (COMPILE_DECODE=1, `compiled_kind`)."""
     base, _, graphs = kind.partition("+")
-    if graphs not in ("", "graphs"):
-        raise ValueError(f"unknown engine {kind!r}: an engine name, optionally followed by +graphs")
+    if graphs not in ("", "graphs", "compile") or (graphs == "compile" and base != "builtin"):
+        raise ValueError(f"unknown engine {kind!r}: an engine name, optionally followed by +graphs (builtin: +compile)")
     return base, bool(graphs)
+
+
+def compiled_kind(kind: str) -> bool:
+    """`builtin+compile`: the fixed-shape decode step compiled by torch.compile (COMPILE_DECODE=1)."""
+    return kind.endswith("+compile")
 
 
 def run_engine(
@@ -203,6 +215,11 @@ def run_engine(
 ) -> Result:
     """An engine (`builtin` or `paged`, either `+graphs`) with `count` questions in flight at once."""
     engine = make_engine(kind, model, tokenizer, count)
+    if compiled_kind(kind):  # compile first, as a worker does on its first questions: the row is the steady state,
+        for i, prompt in enumerate(prompts(count)):  # and what compiling took is on the memory line
+            engine.add(GenerationRequest(f"warm-up {i}", prompt, 4, ignore_eos=True))
+        while engine.active:
+            engine.step()
     for i, prompt in enumerate(prompts(count)):
         engine.add(GenerationRequest(str(i), prompt, new_tokens, ignore_eos=True))
     _reset_peak(device)
@@ -245,6 +262,13 @@ def engine_memory(engine: Any, device: torch.device) -> str:
     parts = [f"KV cache {buffers / 2**20:,.1f} MB ({cache.slot_capacity} rows × {cache.column_capacity} columns)"]
     if engine.graphs is not None:
         parts.append(f"{engine.graphs.captured} graphs captured, {engine.graphs.alive} shapes kept")
+        if engine.graphs.compiled is not None:
+            compiled = engine.graphs.compiled
+            parts.append(
+                f"{compiled.graphs} step graphs compiled in {compiled.seconds:.1f} s"
+                if compiled.compiled
+                else "compiling failed: the step ran uncompiled"
+            )
         if engine.graphs.held:
             held = ", ".join(
                 f"{rows}×{width} {held / 2**20:,.0f} MB in {seconds * 1000:,.0f} ms"
@@ -330,7 +354,7 @@ async def _through_queue(
         key_prefix=f"bench-{kind}-{count}:",
     )
     base, graphs = engine_kind(kind)
-    settings = settings.model_copy(update={"cuda_graphs": graphs})
+    settings = settings.model_copy(update={"cuda_graphs": graphs, "compile_decode": compiled_kind(kind)})
     loop = asyncio.get_running_loop()
     if kind == "openai":
         from inference.engines.openai import build as build_openai
@@ -729,7 +753,8 @@ def main(argv: list[str] | None = None) -> None:
         "--engines",
         default="builtin,paged,serve",
         help="engines called directly: builtin, paged (transformers' continuous batching through our adapter), "
-        "serve (transformers serve over HTTP: ENGINE=openai's server); builtin+graphs, paged+graphs: CUDA_GRAPHS=1",
+        "serve (transformers serve over HTTP: ENGINE=openai's server); builtin+graphs, paged+graphs: CUDA_GRAPHS=1; "
+        "builtin+compile: builtin+graphs with COMPILE_DECODE=1",
     )
     parser.add_argument(
         "--compare",
@@ -787,9 +812,10 @@ def bench_model(target: str, args: argparse.Namespace) -> str:
     single = single or on_torch_thread(run_engine, model, tokenizer, 1, args.new_tokens, device)
     bandwidth = on_torch_thread(copy_bandwidth, device)
     lines.append(bandwidth_line(model, single, bandwidth))
-    graphed = next((r for r in results if r.questions == 1 and r.name.startswith("builtin+graphs,")), None)
-    if graphed:
-        lines.append(bandwidth_line(model, graphed, bandwidth, "builtin+graphs"))
+    for fixed in ("builtin+graphs", "builtin+compile"):
+        graphed = next((r for r in results if r.questions == 1 and r.name.startswith(f"{fixed},")), None)
+        if graphed:
+            lines.append(bandwidth_line(model, graphed, bandwidth, fixed))
     lines.append(on_torch_thread(idle_ttft, model, tokenizer, device))
     builtins = [kind for kind in engines if engine_kind(kind)[0] == "builtin"]
     if builtins:
@@ -842,6 +868,7 @@ def _settings_at(
 QUEUE_PAIRS = [
     ("builtin", "builtin through the queue"),
     ("builtin+graphs", "builtin+graphs through the queue"),
+    ("builtin+compile", "builtin+compile through the queue"),
     ("paged", "paged through the queue"),
     ("paged+graphs", "paged+graphs through the queue"),
     ("transformers serve", "openai (transformers serve) through the queue"),
@@ -882,7 +909,7 @@ def comparisons(results: list[Result]) -> list[str]:
     """Ratios the targets are stated in, each between settings measured in this run at the same concurrency."""
     lines = []
     by_name = {r.name: r for r in results}
-    for row in (r for r in results if r.name.startswith(("builtin, ", "builtin+graphs, "))):
+    for row in (r for r in results if r.name.startswith(("builtin, ", "builtin+graphs, ", "builtin+compile, "))):
         n, ours = row.questions, row.name.split(", ")[0]
         for label, other in [
             ("transformers' continuous batching", by_name.get(f"transformers continuous batching, {n} in flight")),
@@ -903,6 +930,14 @@ def comparisons(results: list[Result]) -> list[str]:
                 f"{rest}: {base}+graphs {graphs.tokens_per_s / eager.tokens_per_s:.2f}× {base}; TTFT p50 "
                 f"{_pct(graphs.first_token_s, 50):.3f}s against {_pct(eager.first_token_s, 50):.3f}s"
                 + _doubt(graphs, eager)
+            )
+    for compiled in (r for r in results if r.name.startswith("builtin+compile, ")):
+        graphs = by_name.get(compiled.name.replace("+compile, ", "+graphs, "))
+        if graphs:
+            lines.append(
+                f"{compiled.questions} in flight: builtin+compile {compiled.tokens_per_s / graphs.tokens_per_s:.2f}× "
+                f"builtin+graphs; TTFT p50 {_pct(compiled.first_token_s, 50):.3f}s against "
+                f"{_pct(graphs.first_token_s, 50):.3f}s" + _doubt(compiled, graphs)
             )
     return lines
 

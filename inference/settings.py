@@ -46,6 +46,10 @@ class WorkerSettings(RedisSettings):
     # auto: builtin replays decode steps as CUDA graphs on a GPU (faster than eager); paged does not (transformers'
     # own graphs were slower than its eager path; figures in bench/RESULTS.md). true forces both, false neither.
     cuda_graphs: Literal["auto"] | bool = "auto"
+    # builtin: the fixed-shape decode step compiled by torch.compile (fused kernels inside the graphs). auto: on a GPU
+    # with CUDA graphs and Triton; true: wherever, at fixed shapes (a CPU needs a C++ compiler); false: never, the
+    # default until the GPU check has measured it.
+    compile_decode: Literal["auto"] | bool = False
     # builtin: speculative steps with prompt-lookup drafts (same answers' distribution, fewer steps). auto: for the
     # answers that copy their prompt (tasks, questions with a 맥락); on: every answer; off: none.
     speculative: Literal["auto", "on", "off"] = "auto"

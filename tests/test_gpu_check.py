@@ -110,7 +110,7 @@ def test_the_dry_run_runs_every_step_of_the_gpu_check(gpu_bundle: Path, tmp_path
     env = _dry_run_env(gpu_bundle, tmp_path)
     # every step, at a size CI can afford
     env |= {"GPU_CHECK_CONCURRENCY": "1,4", "GPU_CHECK_GRAPHS_CONCURRENCY": "1,4", "GPU_CHECK_CLIENTS": "8"}
-    env |= {"GPU_CHECK_SERVE_CONCURRENCY": "2", "GPU_CHECK_TWIN_CONCURRENCY": "4"}
+    env |= {"GPU_CHECK_SERVE_CONCURRENCY": "2", "GPU_CHECK_TWIN_CONCURRENCY": "4", "GPU_CHECK_COMPILE_CONCURRENCY": "1"}
     env["GPU_CHECK_BUDGET_S"] = str(BUSY_MACHINE_TIMEOUT_S - 60)  # ~80 s here; room for a machine busy elsewhere
     env.pop("KULLM_TINY_MODEL", None)
     command = ["bash", "bench/gpu/run.sh"]
@@ -118,7 +118,7 @@ def test_the_dry_run_runs_every_step_of_the_gpu_check(gpu_bundle: Path, tmp_path
     summary = (tmp_path / "summary.md").read_text()
     assert result.returncode == 0, summary
     steps = ["install the bundle", "private redis-server", "gpu-marked tests", "engine benchmark", "end to end"]
-    steps += ["speculative steps", "transformers serve", "Llama twin", "CUDA graphs, paged"]
+    steps += ["compiled decode step", "speculative steps", "transformers serve", "Llama twin", "CUDA graphs, paged"]
     assert all(re.search(rf"^\| {step} \| .* \| passed \|$", summary, re.M) for step in steps), summary
     assert "nvidia-smi: not found" in summary and "torch 2." in summary  # the environment heads the results
     if floor_version():
@@ -134,6 +134,10 @@ def test_the_dry_run_runs_every_step_of_the_gpu_check(gpu_bundle: Path, tmp_path
         assert f"| builtin+graphs through the queue, {inflight} in flight | {inflight} |" in summary
         assert f"{inflight} in flight: builtin+graphs through the queue " in summary
         assert f"{inflight} in flight: builtin+graphs " in summary and " paged; TTFT p50 " in summary
+    # the compiled decode step (COMPILE_DECODE=1, C++ from Inductor here) against builtin+graphs, with its cost
+    assert "| builtin+compile, 1 in flight | 1 |" in summary and "1 in flight: builtin+compile " in summary
+    assert re.search(r"[1-9]\d* step graphs compiled in [\d.]+ s", summary), summary
+    assert re.search(r"builtin\+compile: one question decodes at [\d.]+ tokens/s = \d+% of the bound", summary)
     # transformers serve (plain mode on GPT-NeoX), directly and behind ENGINE=openai, against builtin+graphs
     assert "| transformers serve, 2 streams | 2 |" in summary and "transformers serve: plain mode, cpu" in summary
     assert "| openai (transformers serve) through the queue, 2 in flight | 2 |" in summary

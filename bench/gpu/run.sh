@@ -9,7 +9,8 @@
 # is skipped and says so): environment (nvidia-smi, torch, CUDA, transformers), the bundle's wheels
 # into a private target, a private redis-server, the `gpu`-marked tests, the engine benchmark (the
 # Polyglot-ko 12.8B shape with random fp16 weights against the seed's pipeline at 1, 8, 16 and 32 in
-# flight, builtin eager and with CUDA graphs, and paged), one end-to-end burst of `kullm ask` processes
+# flight, builtin eager and with CUDA graphs, and paged), the decode step compiled against builtin+graphs (at 1 and
+# 32), one end-to-end burst of `kullm ask` processes
 # against a real worker (CUDA_GRAPHS=auto), speculative steps against plain decoding (bench/speculative.py),
 # then `transformers serve` against builtin, the Llama twin of the
 # same shape (paged and transformers' own continuous batching, which runs on Llama), and last transformers'
@@ -36,6 +37,7 @@ CONCURRENCY=${GPU_CHECK_CONCURRENCY:-1,8,16,32}
 GRAPHS_CONCURRENCY=${GPU_CHECK_GRAPHS_CONCURRENCY:-1,16,32}
 SERVE_CONCURRENCY=${GPU_CHECK_SERVE_CONCURRENCY:-1,8}
 TWIN_CONCURRENCY=${GPU_CHECK_TWIN_CONCURRENCY:-1,16,32}
+COMPILE_CONCURRENCY=${GPU_CHECK_COMPILE_CONCURRENCY:-1,32}
 CLIENTS=${GPU_CHECK_CLIENTS:-32}
 # A shorter check: only the steps whose logs are named here (setup always runs), e.g. gpu-tests,e2e.
 ONLY=${GPU_CHECK_STEPS:-}
@@ -199,6 +201,12 @@ step "engine benchmark" 240 90 engine-bench.log 70 \
   "$PYTHON" -m bench.engine --architecture "$ARCH" --random-weights --device "$DEVICE" \
   --engines builtin,builtin+graphs,paged \
   --concurrency "$CONCURRENCY" --new-tokens "$NEW_TOKENS" --baseline-questions "$BASELINE"
+# Issue 39: the decode step compiled (COMPILE_DECODE=1) against builtin+graphs, alone and at the most in flight:
+# its share of the bandwidth bound, the step's time and kernels, and what compiling cost (the memory line).
+step "compiled decode step" 200 80 engines-more.log 30 \
+  "$PYTHON" -m bench.engine --architecture "$ARCH" --random-weights --device "$DEVICE" \
+  --engines builtin+graphs,builtin+compile --compare "" --concurrency "$COMPILE_CONCURRENCY" \
+  --new-tokens "$NEW_TOKENS" --baseline-questions 2
 if [ -n "$REDIS_PID" ]; then
   step "end to end" 150 60 e2e.log 15 \
     "$PYTHON" -m bench.gpu.e2e --redis-url "$REDIS_URL" --architecture "$ARCH" --device "$DEVICE" \

@@ -46,6 +46,7 @@ from typing import Any
 
 import torch
 
+from inference.engines.builtin.compiled import CompiledStep, symbolic_sizes
 from inference.engines.builtin.kv_cache import SlotCache, Window, attending
 from inference.errors import GraphsUnavailable
 
@@ -73,7 +74,15 @@ class _Shape:
 class FixedShapeDecoder:
     """Decode steps of the running batch at bucketed shapes; captured as CUDA graphs when `capture`."""
 
-    def __init__(self, model: Any, *, cache_name: str, forward_options: dict[str, Any], pad_token_id: int) -> None:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        cache_name: str,
+        forward_options: dict[str, Any],
+        pad_token_id: int,
+        compiled: bool = False,
+    ) -> None:
         self.model = model
         self.device = next(model.parameters()).device
         self.capture = self.device.type == "cuda"
@@ -89,6 +98,9 @@ class FixedShapeDecoder:
         # The stream warm-ups run on, the same for all captures: cuBLAS keeps a workspace for each stream it meets.
         self._side: Any = None
         self.last: _Shape | None = None  # the shape of the last step, with its inputs
+        # COMPILE_DECODE: the step compiled (`compiled`), and run by graphs and uncaptured steps alike.
+        self.compiled = CompiledStep(self.forward) if compiled else None
+        self._run = self.compiled or self.forward
 
     @property
     def alive(self) -> int:
@@ -109,8 +121,10 @@ class FixedShapeDecoder:
         """
         if cache.start >= max(cache.width, COLUMN_BUCKET):
             cache.compact()
-        self._forget_stale(cache)
         rows, queries = tokens.shape
+        if self.compiled is not None:  # reading a whole buffer would compile a graph of its own: keep columns free
+            cache.make_room(COLUMN_BUCKET + queries)  # past the bucket the step reads (a bucket is < 128 + queries)
+        self._forget_stale(cache)
         width = padded_width(cache.end + queries - 1, cache.column_capacity)
         shape = self._shape(bucket(rows, cache.slot_capacity), width, queries)
         shape.tokens.fill_(self._pad)
@@ -121,7 +135,7 @@ class FixedShapeDecoder:
         shape.at[:rows] = cache.end - lags
         self.last = shape
         if not self.capture:
-            return self.forward(shape, cache)[:rows]
+            return self._run(shape, cache)[:rows]
         if shape.graph is None:
             self._capture(shape, cache)
         shape.graph.replay()
@@ -146,8 +160,9 @@ class FixedShapeDecoder:
 
     def forward(self, shape: _Shape, cache: SlotCache) -> torch.Tensor:
         """The step itself, on the shape's tensors only: what a graph records (the tests trace it)."""
+        rows, width = shape.tokens.shape[0], shape.columns.shape[0]  # sizes, not ints: compiled, they stay symbolic
         mask, index = attending(shape.columns, shape.at, shape.positions[:, 0], shape.queries)
-        cache.window = Window(shape.rows, 0, shape.width, index)
+        cache.window = Window(rows, 0, width, index)
         options = dict(self._forward_options)
         if "logits_to_keep" in options:
             options["logits_to_keep"] = shape.queries
@@ -173,12 +188,12 @@ class FixedShapeDecoder:
         side = self._side
         side.wait_stream(current)
         try:
-            with torch.cuda.stream(side):  # warm-up: lazy initialisations happen here, not in the graph
-                self.forward(shape, cache)
+            with torch.cuda.stream(side):  # warm-up: lazy initialisations (and compiling) happen here, not in the graph
+                self._run(shape, cache)
             current.wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other threads may call CUDA meanwhile
-                shape.logits = self.forward(shape, cache)
+                shape.logits = self._run(shape, cache)
         except torch.OutOfMemoryError:
             raise
         except Exception as exc:
@@ -195,9 +210,33 @@ class FixedShapeDecoder:
         if self._buffers is None or self._buffers() is not buffers:
             self.clear()
             self._buffers = weakref.ref(buffers)
+            if self.compiled is not None:
+                symbolic_sizes(cache)
             return
         for key in [key for key, shape in self._shapes.items() if shape.width <= cache.end]:
             del self._shapes[key]
+
+
+def fixed_decoder(
+    model: Any, cache_name: str, forward_options: dict[str, Any], pad_token_id: int, compiled: bool
+) -> FixedShapeDecoder | None:
+    """CUDA_GRAPHS=1 (or COMPILE_DECODE): the fixed-shape decoder, unless the model spans several devices (a graph
+    records one device's stream: the other devices' work would be lost)."""
+    devices = {parameter.device for parameter in model.parameters()}
+    if len(devices) > 1:
+        log.warning("CUDA_GRAPHS=1 needs the model on one device; it spans %d: decoding eagerly", len(devices))
+        return None
+    decoder = FixedShapeDecoder(
+        model, cache_name=cache_name, forward_options=forward_options, pad_token_id=pad_token_id, compiled=compiled
+    )
+    step = "compiled decode step" if compiled else "decode step"
+    if decoder.capture:
+        log.info("CUDA graphs on: each %s shape is captured when it first occurs, then replayed", step)
+    else:
+        log.warning(
+            "fixed shapes on %s: each %s runs at a bucketed shape, with no graph to replay", decoder.device, step
+        )
+    return decoder
 
 
 def bucket(rows: int, slots: int) -> int:

@@ -39,7 +39,7 @@ import torch
 from chatbus.messages import TokenLogprob
 from inference.engine import GenerationRequest, GenerationUpdate, Sampling
 from inference.engines.answer import Answer
-from inference.engines.builtin.decode_graphs import FixedShapeDecoder, padded_queries
+from inference.engines.builtin.decode_graphs import FixedShapeDecoder, fixed_decoder, padded_queries
 from inference.engines.builtin.kv_cache import SlotCache, Window, attending
 from inference.engines.builtin.newcomers import Newcomer, group, short_behind
 from inference.engines.builtin.sampling import TokenLogprobs, sample
@@ -67,6 +67,7 @@ class BuiltinEngine:
         max_batch_size: int,
         prefill_chunk: int = DEFAULT_PREFILL_CHUNK,
         fixed_shapes: bool = False,
+        compiled: bool = False,
         speculative: str = "off",
         draft_tokens: int = DEFAULT_DRAFT_TOKENS,
         step_tokens: int | None = None,
@@ -99,29 +100,17 @@ class BuiltinEngine:
             # column every step, so it planned on every step (several times the step's own time, bench/RESULTS.md).
             # The other SDPA kernels (flash, memory-efficient) need no plan.
             torch.backends.cuda.enable_cudnn_sdp(False)
-        self._fixed = self._fixed_decoder() if fixed_shapes else None
+        self._fixed = (
+            fixed_decoder(model, self._cache_name, self._last_only, self.pad_token_id, compiled)
+            if fixed_shapes or compiled
+            else None
+        )
         self._logprobs = TokenLogprobs(tokenizer)
         self._generator = torch.Generator(device=self.device)
         if sampling.seed is not None:
             self._generator.manual_seed(sampling.seed)
         else:
             self._generator.seed()
-
-    def _fixed_decoder(self) -> FixedShapeDecoder | None:
-        """CUDA_GRAPHS=1: the fixed-shape decoder, unless the model spans several devices (a graph records one
-        device's stream: the other devices' work would be lost)."""
-        devices = {parameter.device for parameter in self.model.parameters()}
-        if len(devices) > 1:
-            log.warning("CUDA_GRAPHS=1 needs the model on one device; it spans %d: decoding eagerly", len(devices))
-            return None
-        decoder = FixedShapeDecoder(
-            self.model, cache_name=self._cache_name, forward_options=self._last_only, pad_token_id=self.pad_token_id
-        )
-        if decoder.capture:
-            log.info("CUDA graphs on: each decode shape is captured when it first occurs, then replayed")
-        else:
-            log.warning("CUDA_GRAPHS=1 on %s: decode steps run at fixed shapes, with no graph to replay", self.device)
-        return decoder
 
     @property
     def active(self) -> int:

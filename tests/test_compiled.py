@@ -139,3 +139,27 @@ def test_auto_compiles_on_a_gpu_with_triton_only(monkeypatch: pytest.MonkeyPatch
     assert not on and why == "COMPILE_DECODE=auto: Triton is not installed, so the decode step is not compiled"
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "triton" else real(name))
     assert compile_on("auto", cuda) == (True, "")
+
+
+def test_compiled_code_goes_beside_the_model_cache_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from huggingface_hub import constants
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    from inference.engines.builtin.compiled import cache_directory
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    assert cache_directory() == Path(constants.HF_HOME) / "torchinductor"  # compose's hf-cache volume
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())  # what torch writes there once asked
+    assert cache_directory() == Path(constants.HF_HOME) / "torchinductor"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    assert cache_directory() == tmp_path
+
+
+def test_the_worker_setting_compiles_the_builtin_step(model_dir: Path) -> None:
+    from tests.test_engine import load, transformers_engine
+
+    engine = transformers_engine(load(model_dir, compile_decode=True))  # on a CPU: fixed shapes, compiled
+    assert engine.graphs is not None and engine.graphs.compiled is not None
+    assert transformers_engine(load(model_dir)).graphs is None  # the default: neither on a CPU

@@ -7,8 +7,8 @@ matmuls that read the weights (bench/RESULTS.md, GPU); fused, the step comes clo
 
 Shapes are compiled with symbolic sizes, so batch sizes and attention widths do not each compile anew: one graph
 for a single row and one for several (torch specialises a size of 1), for each number of tokens a step feeds a row
-(1, or with speculative guesses 2, 3, 5, 9, …). A step never reads a whole buffer (the decoder keeps a column free
-past what it reads), which would be a graph of its own. The compiled code is kept on disk (`cache_directory`),
+(1, or with speculative guesses 2, 3, 5, 9, …). A step never reads a whole buffer, which would be a graph of its
+own: the decoder keeps one column free past what it reads. The compiled code is kept on disk (`cache_directory`),
 so a restart loads it instead of compiling again.
 
 A step that cannot be compiled (no Triton, no C++ compiler, an operator Inductor refuses) runs as it did before:
@@ -49,9 +49,12 @@ def compile_on(setting: bool | str, device: torch.device) -> tuple[bool, str]:
 
 def cache_directory() -> Path:
     """Where Inductor keeps compiled code: TORCHINDUCTOR_CACHE_DIR when set, else beside the Hugging Face cache
-    (the model volume in compose, so it outlives the container)."""
+    (the model volume in compose and on Kubernetes, so it outlives the container), not torch's own default under
+    /tmp. torch writes its default into the variable once anything asked it, so that value counts as unset."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
     configured = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if configured:
+    if configured and os.path.abspath(configured) != os.path.abspath(default_cache_dir()):
         return Path(configured)
     from huggingface_hub import constants
 
@@ -63,7 +66,7 @@ class CompiledStep:
 
     def __init__(self, forward: Callable[[Any, Any], torch.Tensor]) -> None:
         self._plain = forward
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_directory()))
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_directory())  # read by Inductor whenever it caches
         limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
         setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), RECOMPILE_LIMIT))
         self._compiled: Callable[[Any, Any], torch.Tensor] | None = torch.compile(forward, fullgraph=True, dynamic=True)

@@ -122,10 +122,12 @@ class FixedShapeDecoder:
         if cache.start >= max(cache.width, COLUMN_BUCKET):
             cache.compact()
         rows, queries = tokens.shape
-        if self.compiled is not None:  # reading a whole buffer would compile a graph of its own: keep columns free
-            cache.make_room(COLUMN_BUCKET + queries)  # past the bucket the step reads (a bucket is < 128 + queries)
+        # Compiled, a step that read a whole buffer would be a graph of its own: it reads one column short of it.
+        spare = 1 if self.compiled is not None else 0
+        if spare:
+            cache.make_room(queries + spare)
         self._forget_stale(cache)
-        width = padded_width(cache.end + queries - 1, cache.column_capacity)
+        width = padded_width(cache.end + queries - 1, cache.column_capacity - spare)
         shape = self._shape(bucket(rows, cache.slot_capacity), width, queries)
         shape.tokens.fill_(self._pad)
         shape.tokens[:rows] = tokens

@@ -264,11 +264,12 @@ def engine_memory(engine: Any, device: torch.device) -> str:
         parts.append(f"{engine.graphs.captured} graphs captured, {engine.graphs.alive} shapes kept")
         if engine.graphs.compiled is not None:
             compiled = engine.graphs.compiled
-            parts.append(
-                f"{compiled.graphs} step graphs compiled in {compiled.seconds:.1f} s"
-                if compiled.compiled
-                else "compiling failed: the step ran uncompiled"
-            )
+            if not compiled.compiled:
+                parts.append("compiling failed: the step ran uncompiled")
+            elif compiled.graphs:
+                parts.append(f"{compiled.graphs} step graphs compiled in {compiled.seconds:.1f} s")
+            else:
+                parts.append("its step graphs were compiled earlier in this process")
         if engine.graphs.held:
             held = ", ".join(
                 f"{rows}×{width} {held / 2**20:,.0f} MB in {seconds * 1000:,.0f} ms"

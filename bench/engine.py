@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from inference import quantize
 from inference.engine import DelegatingEngine, GenerationRequest, Loaded, Sampling, new_engine_thread
 from inference.engines import builtin, paged
 from inference.engines.builtin import BuiltinEngine
@@ -172,28 +173,14 @@ def run_baseline(model: Any, tokenizer: Any, count: int, new_tokens: int, device
 def make_engine(kind: str, model: Any, tokenizer: Any, count: int, seed: int = 0) -> Any:
     """`builtin` or `paged`, as the worker builds them, with room for `count` questions; `+graphs` after either
     is CUDA_GRAPHS=1."""
-    sampling = Sampling(seed=seed)
     base, graphs = engine_kind(kind)
+    common: dict[str, Any] = {"model_id": "bench", "sampling": Sampling(seed=seed), "max_batch_size": max(count, 1)}
     if base == "paged":
+        window = int(model.config.max_position_embeddings)
         return paged.PagedEngine(
-            model,
-            tokenizer,
-            model_id="bench",
-            sampling=sampling,
-            max_batch_size=max(count, 1),
-            prefill_chunk=PREFILL_BUDGET,
-            context_window=int(model.config.max_position_embeddings),
-            cuda_graphs=graphs,
+            model, tokenizer, **common, prefill_chunk=PREFILL_BUDGET, context_window=window, cuda_graphs=graphs
         )
-    return BuiltinEngine(
-        model,
-        tokenizer,
-        model_id="bench",
-        sampling=sampling,
-        max_batch_size=max(count, 1),
-        fixed_shapes=graphs,
-        compiled=compiled_kind(kind),
-    )
+    return BuiltinEngine(model, tokenizer, **common, fixed_shapes=graphs, compiled=compiled_kind(kind))
 
 
 def engine_kind(kind: str) -> tuple[str, bool]:
@@ -693,10 +680,10 @@ def copy_bandwidth(device: torch.device, megabytes: int = 512, repeats: int = 5)
     return 2 * source.numel() * repeats / (time.perf_counter() - started)
 
 
-def bandwidth_line(model: Any, single: Result, bandwidth: float, who: str = "") -> str:
+def bandwidth_line(model: Any, single: Result, bandwidth: float, who: str = "", weights: int | None = None) -> str:
     """Single-question decode against the bound set by reading every weight once per token (`who`: the engine, when
-    not the default one)."""
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    not the default one; `weights`: the bytes to read, when not the parameters', e.g. int8 buffers)."""
+    weight_bytes = weights or sum(p.numel() * p.element_size() for p in model.parameters())
     bound = bandwidth / weight_bytes
     decode_s = single.latency_s[0] - single.first_token_s[0]
     decode_rate = (single.tokens - 1) / decode_s if decode_s > 0 else float("nan")
@@ -756,6 +743,11 @@ def main(argv: list[str] | None = None) -> None:
         help="engines called directly: builtin, paged (transformers' continuous batching through our adapter), "
         "serve (transformers serve over HTTP: ENGINE=openai's server); builtin+graphs, paged+graphs: CUDA_GRAPHS=1; "
         "builtin+compile: builtin+graphs with COMPILE_DECODE=1",
+    )
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="then QUANTIZATION=int8 in place, and the builtin engines again, each against its fp16 row",
     )
     parser.add_argument(
         "--compare",
@@ -824,7 +816,55 @@ def bench_model(target: str, args: argparse.Namespace) -> str:
     if device.type == "cuda" and "builtin+graphs" in engines:
         most = max(int(n) for n in args.concurrency.split(","))
         lines.append(on_torch_thread(graph_memory_sources, model, tokenizer, most, args.new_tokens, device))
+    if getattr(args, "int8", False):  # last: it quantises the model in place
+        lines += int8_rows(model, tokenizer, device, args, baseline, results, builtins)
     return "\n".join(lines)
+
+
+def int8_rows(
+    model: Any,
+    tokenizer: Any,
+    device: torch.device,
+    args: argparse.Namespace,
+    baseline: Result,
+    fp16: list[Result],
+    kinds: list[str],
+) -> list[str]:
+    """`--int8`: QUANTIZATION=int8 applied to the model in place, the builtin engines measured again at each
+    concurrency, and each compared with its row above, measured in this same run before quantising."""
+    before = quantize.weight_bytes(model)
+    replaced = on_torch_thread(quantize.quantize_int8, model)
+    after = quantize.weight_bytes(model)
+    results: list[Result] = []
+    for n in (int(c) for c in args.concurrency.split(",")):
+        rounds = [
+            [
+                dataclasses.replace(r, name=r.name.replace(", ", " int8, ", 1))
+                for r in _settings_at(n, model, tokenizer, device, args.new_tokens, kinds, set(), None, None)
+            ]
+            for _ in range(max(1, getattr(args, "repeat", 1)))
+        ]
+        results += [_median_round(same) for same in zip(*rounds, strict=True)]
+    table = argparse.Namespace(architecture="the same weights, int8", model=None, new_tokens=args.new_tokens)
+    lines = ["", f"QUANTIZATION=int8: {replaced} layers, weights {before / 1e9:,.2f} GB → {after / 1e9:,.2f} GB", ""]
+    lines += [report(baseline, results, table, device), ""]
+    by_name = {r.name: r for r in fp16}
+    for row in results:
+        plain = by_name.get(row.name.replace(" int8, ", ", "))
+        if plain:
+            lines.append(
+                f"{row.questions} in flight: {row.name.split(', ')[0]} {row.tokens_per_s / plain.tokens_per_s:.2f}× "
+                f"fp16; peak {row.peak_memory_mb:,.0f} MB against {plain.peak_memory_mb:,.0f} MB" + _doubt(row, plain)
+            )
+    bandwidth = on_torch_thread(copy_bandwidth, device)
+    for kind in kinds:
+        single = next((r for r in results if r.questions == 1 and r.name.startswith(f"{kind} int8,")), None)
+        if single:
+            lines.append(bandwidth_line(model, single, bandwidth, f"{kind} int8", weights=after))
+    lines.append(
+        on_torch_thread(decode_steps, model, tokenizer, device, kinds).replace("decode step", "int8 decode step", 1)
+    )
+    return lines
 
 
 def _settings_at(

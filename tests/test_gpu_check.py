@@ -138,6 +138,9 @@ def test_the_dry_run_runs_every_step_of_the_gpu_check(gpu_bundle: Path, tmp_path
     assert "| builtin+compile, 1 in flight | 1 |" in summary and "1 in flight: builtin+compile " in summary
     assert re.search(r"[1-9]\d* step graphs compiled in [\d.]+ s", summary), summary
     assert re.search(r"builtin\+compile: one question decodes at [\d.]+ tokens/s = \d+% of the bound", summary)
+    # then int8 weights (QUANTIZATION=int8) in the same run, each engine against its fp16 row
+    assert "QUANTIZATION=int8: " in summary and "| builtin+compile int8, 1 in flight | 1 |" in summary
+    assert re.search(r"1 in flight: builtin\+compile int8 [\d.]+× fp16; peak [\d,]+ MB against", summary), summary
     # transformers serve (plain mode on GPT-NeoX), directly and behind ENGINE=openai, against builtin+graphs
     assert "| transformers serve, 2 streams | 2 |" in summary and "transformers serve: plain mode, cpu" in summary
     assert "| openai (transformers serve) through the queue, 2 in flight | 2 |" in summary

@@ -10,7 +10,7 @@
 # into a private target, a private redis-server, the `gpu`-marked tests, the engine benchmark (the
 # Polyglot-ko 12.8B shape with random fp16 weights against the seed's pipeline at 1, 8, 16 and 32 in
 # flight, builtin eager and with CUDA graphs, and paged), the decode step compiled against builtin+graphs (at 1 and
-# 32), one end-to-end burst of `kullm ask` processes
+# 32, in fp16 and then with int8 weights), one end-to-end burst of `kullm ask` processes
 # against a real worker (CUDA_GRAPHS=auto), speculative steps against plain decoding (bench/speculative.py),
 # then `transformers serve` against builtin, the Llama twin of the
 # same shape (paged and transformers' own continuous batching, which runs on Llama), and last transformers'
@@ -202,10 +202,12 @@ step "engine benchmark" 240 90 engine-bench.log 70 \
   --engines builtin,builtin+graphs,paged \
   --concurrency "$CONCURRENCY" --new-tokens "$NEW_TOKENS" --baseline-questions "$BASELINE"
 # Issue 39: the decode step compiled (COMPILE_DECODE=1) against builtin+graphs, alone and at the most in flight:
-# its share of the bandwidth bound, the step's time and kernels, and what compiling cost (the memory line).
-step "compiled decode step" 200 80 engines-more.log 30 \
+# its share of the bandwidth bound, the step's time and kernels, and what compiling cost (the memory line). Then
+# issue 40's int8: the same weights quantised in place (QUANTIZATION=int8), both engines again, each against its
+# fp16 row of this run (compiled, Inductor can fuse the int8 weights' widening into the matmul).
+step "compiled decode step" 300 80 engines-more.log 60 \
   "$PYTHON" -m bench.engine --architecture "$ARCH" --random-weights --device "$DEVICE" \
-  --engines builtin+graphs,builtin+compile --compare "" --concurrency "$COMPILE_CONCURRENCY" \
+  --engines builtin+graphs,builtin+compile --compare "" --concurrency "$COMPILE_CONCURRENCY" --int8 \
   --new-tokens "$NEW_TOKENS" --baseline-questions 2
 if [ -n "$REDIS_PID" ]; then
   step "end to end" 150 60 e2e.log 15 \

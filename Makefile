@@ -71,6 +71,7 @@ lock: setup
 	{ sed -n '/^#/p' $(LOCK); { $(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; \
 		grep -E '^(async-timeout|bitsandbytes|setuptools)==' $(LOCK); } | sort -f; } > $(LOCK).new
 	mv $(LOCK).new $(LOCK)
+	$(PY) docker/cuda_pins.py $(LOCK)  # and what PyPI's CUDA torch brings to the worker image, resolved from PyPI
 
 redis:
 	@command -v redis-server >/dev/null 2>&1 || { \

@@ -338,8 +338,9 @@ def report(check: Check, compose: list[str]) -> None:
     lines += [f"| {s.name} | {'ok' if s.ok else 'FAILED'} | {s.seconds:.1f} | {s.said} |" for s in check.steps]
     lines += [
         "",
-        "Not checked here: the worker's CUDA wheels (the default `TORCH_CHANNEL=pypi`) against the lock, which this "
-        "machine's registry does not serve.",
+        "Not built here: the worker's default build (`TORCH_CHANNEL=pypi`, 2.8 GB of CUDA wheels for a CPU machine). "
+        "Its CUDA 13.0 packages are pinned in the lock, checked against PyPI's metadata by `python "
+        "docker/cuda_pins.py --check constraints/lock.txt` (tests/test_deploy.py); the cu126 and cu128 lines' are not.",
         "",
     ]
     REPORT.write_text("\n".join(lines))

@@ -419,3 +419,20 @@ def test_images_take_their_build_backend_and_every_torch_build_from_the_lock() -
     assert "cu126|cu128|cu130|cpu)" in worker and "local)" in worker
     keeps = "grep -E '^(async-timeout|bitsandbytes|setuptools)=='"
     assert keeps in (ROOT / "Makefile").read_text(), "make lock keeps the pins made by hand"
+
+
+@pytest.mark.e2e
+def test_the_lock_pins_every_package_pypis_cuda_torch_installs() -> None:
+    """The worker image's default build (TORCH_CHANNEL=pypi, CUDA 13.0): what `pip install torch==X` brings on its
+    Python, resolved from PyPI's metadata with the lock as constraints (no wheel is downloaded), is all pinned."""
+    import urllib.request
+
+    try:
+        urllib.request.urlopen("https://pypi.org/simple/triton/", timeout=10).close()
+    except OSError as exc:
+        pytest.skip(f"PyPI is not reachable: {exc}")
+    check = [sys.executable, "docker/cuda_pins.py", "--check", "constraints/lock.txt"]
+    done = subprocess.run(check, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "pins all" in done.stdout and "nvidia-" not in done.stdout
+    assert "docker/cuda_pins.py $(LOCK)" in (ROOT / "Makefile").read_text(), "make lock adds them again"

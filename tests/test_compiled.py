@@ -157,9 +157,36 @@ def test_compiled_code_goes_beside_the_model_cache_unless_told_otherwise(
     assert cache_directory() == tmp_path
 
 
-def test_the_worker_setting_compiles_the_builtin_step(model_dir: Path) -> None:
+def test_the_worker_setting_compiles_the_builtin_step_before_the_first_question(
+    model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import torch
+
     from tests.test_engine import load, transformers_engine
 
-    engine = transformers_engine(load(model_dir, compile_decode=True))  # on a CPU: fixed shapes, compiled
+    torch._dynamo.reset()
+    with caplog.at_level(logging.INFO, logger="inference.engines.builtin.compiled"):
+        engine = transformers_engine(load(model_dir, compile_decode=True))  # on a CPU: fixed shapes, compiled
     assert engine.graphs is not None and engine.graphs.compiled is not None
+    assert engine.graphs.compiled.graphs == 2 and not engine.active, "one row, then several, compiled at load"
+    ready = [r.getMessage() for r in caplog.records if "decode step ready" in r.getMessage()]
+    assert len(ready) == 1 and "2 graphs compiled" in ready[0], ready
     assert transformers_engine(load(model_dir)).graphs is None  # the default: neither on a CPU
+
+
+def test_the_warm_up_draws_nothing_from_the_seeded_generator(model_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from inference.engine import Sampling
+    from inference.engines.builtin import BuiltinEngine
+    from inference.engines.builtin.compiled import warm_up
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    engine = BuiltinEngine(
+        model, tokenizer, model_id="t", sampling=Sampling(seed=3), max_batch_size=4, fixed_shapes=True, compiled=True
+    )
+    before = engine._generator.get_state()
+    warm_up(engine)
+    assert torch.equal(engine._generator.get_state(), before), "SEED would give other answers once compiled"

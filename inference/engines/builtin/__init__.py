@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from inference.engine import Loaded, Sampling
-from inference.engines.builtin.compiled import compile_on
+from inference.engines.builtin.compiled import compile_on, warm_up
 from inference.engines.builtin.engine import BuiltinEngine
 from inference.model import context_window, cuda_graphs_on, load_model, loaded
 from inference.settings import WorkerSettings
@@ -45,4 +45,5 @@ def on_model(model: Any, tokenizer: Any, settings: WorkerSettings) -> Loaded:
         draft_tokens=settings.speculative_tokens,
         step_tokens=settings.speculative_step_tokens or None,
     )
+    warm_up(engine)  # COMPILE_DECODE: compiled before the worker is ready, not on its first question
     return loaded(engine, tokenizer, context_window(model, settings), settings, engine.count_tokens)

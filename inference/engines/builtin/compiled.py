@@ -8,8 +8,9 @@ matmuls that read the weights (bench/RESULTS.md, GPU); fused, the step comes clo
 Shapes are compiled with symbolic sizes, so batch sizes and attention widths do not each compile anew: one graph
 for a single row and one for several (torch specialises a size of 1), for each number of tokens a step feeds a row
 (1, or with speculative guesses 2, 3, 5, 9, …). A step never reads a whole buffer, which would be a graph of its
-own: the decoder keeps one column free past what it reads. The compiled code is kept on disk (`cache_directory`),
-so a restart loads it instead of compiling again.
+own: the decoder keeps one column free past what it reads. The worker compiles the step for one row and for several
+while it loads (`warm_up`), before it turns ready; the compiled code is kept on disk (`cache_directory`), so a
+restart loads it instead of compiling again.
 
 A step that cannot be compiled (no Triton, no C++ compiler, an operator Inductor refuses) runs as it did before:
 the worker says so once and goes on.
@@ -70,7 +71,6 @@ class CompiledStep:
         limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
         setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), RECOMPILE_LIMIT))
         self._compiled: Callable[[Any, Any], torch.Tensor] | None = torch.compile(forward, fullgraph=True, dynamic=True)
-
         self.graphs = 0  # graphs compiled for the step so far
         self.seconds = 0.0  # the time the steps that compiled took (the start-up cost, with the first run of each)
 
@@ -103,6 +103,32 @@ class CompiledStep:
             self.graphs += counters["stats"]["unique_graphs"] - before
             self.seconds += time.perf_counter() - started
         return logits
+
+
+def warm_up(engine: Any) -> None:
+    """Compile the step for one row and for several before the worker takes questions, so that no asker's answer
+    waits for it (a few tokens of a throwaway prompt, one question and then two); says what it took."""
+    from inference.engine import GenerationRequest
+
+    step = engine.graphs.compiled if engine.graphs is not None else None
+    if step is None:
+        return
+    started = time.perf_counter()
+    for rows in (1, 2):
+        for row in range(rows):
+            # greedy (temperature 0): no draw from the engine's generator, so SEED gives the answers it gave before
+            warm = GenerationRequest(f"compile warm-up {rows}.{row}", "warm-up", 3, ignore_eos=True, temperature=0)
+            engine.add(warm)
+        while engine.active:
+            engine.step()
+    if step.compiled:
+        log.info(
+            "COMPILE_DECODE: decode step ready for one row and for several in %.1f s (%d graphs compiled, the rest "
+            "from %s)",
+            time.perf_counter() - started,
+            step.graphs,
+            os.environ["TORCHINDUCTOR_CACHE_DIR"],
+        )
 
 
 def symbolic_sizes(cache: Any) -> None:

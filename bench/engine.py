@@ -507,7 +507,9 @@ def idle_ttft(model: Any, tokenizer: Any, device: torch.device, prompt_tokens: i
     )
 
 
-def decode_steps(model: Any, tokenizer: Any, device: torch.device, kinds: list[str], steps: int = 24) -> str:
+def decode_steps(
+    model: Any, tokenizer: Any, device: torch.device, kinds: list[str], steps: int = 24, label: str = "decode step"
+) -> str:
     """One question's decode step for each builtin kind: its wall time and, on a GPU, how much of it the GPU spent in
     kernels (the rest is Python launching them, or waiting). Where one question falls short of the bandwidth bound,
     this says which of the two to work on."""
@@ -529,7 +531,7 @@ def decode_steps(model: Any, tokenizer: Any, device: torch.device, kinds: list[s
             part += _kernel_share(engine, device, steps, statistics.median(walls))
         parts.append(part)
         engine.close()
-    return f"decode step, one question alone, median of {steps}: " + "; ".join(parts)
+    return f"{label}, one question alone, median of {steps}: " + "; ".join(parts)
 
 
 # Events CUDA's allocator keeps while recording the memory-sources pass (a ring: the oldest go first).
@@ -861,9 +863,7 @@ def int8_rows(
         single = next((r for r in results if r.questions == 1 and r.name.startswith(f"{kind} int8,")), None)
         if single:
             lines.append(bandwidth_line(model, single, bandwidth, f"{kind} int8", weights=after))
-    lines.append(
-        on_torch_thread(decode_steps, model, tokenizer, device, kinds).replace("decode step", "int8 decode step", 1)
-    )
+    lines.append(on_torch_thread(decode_steps, model, tokenizer, device, kinds, 24, "int8 decode step"))
     return lines
 
 

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from bench.soak import (
     ASKED,
@@ -47,6 +47,7 @@ from bench.soak import (
 )
 from chatbus import Bus, Keys, connect
 from testkit import netns
+from testkit.polling import eventually
 from testkit.processes import ROOT, WorkerProcess, worker_name
 from testkit.redis_server import RedisServer
 from testkit.standins.discord import DiscordStandIn
@@ -58,8 +59,6 @@ CATCH_TRIES = 12  # long questions asked one by one until gpu-a's worker is the 
 STREAM_GAP_S = 0.4  # between the questions of the stream
 QUIET_S = 3.0  # after gpu-a is back: time for any late write of its to show up
 OUTER_TIMEOUT_S = 1500
-
-_T = TypeVar("_T")
 
 
 @dataclass
@@ -79,9 +78,9 @@ async def catch_writing(service: Service, victim: WorkerProcess, base: int, asks
     for attempt in range(CATCH_TRIES):
         asked = await service.ask("terminal", LONG[0], base + attempt)
         asks.append(asked)
-        started = await _eventually(lambda a=asked: _event(a, "started"), 60)
+        started = await _within(lambda a=asked: _event(a, "started"), 60)
         if started and started["worker"] == worker_name(victim):
-            begun = await _eventually(lambda a=asked: _event(a, "delta") or _event(a, "done"), 30)
+            begun = await _within(lambda a=asked: _event(a, "delta") or _event(a, "done"), 30)
             if begun and begun["type"] == "delta":
                 return asked
         await settle(service, [asked], 120)  # the other worker took it: let it finish, and ask again
@@ -112,7 +111,7 @@ async def one_round(
     cut_at = time.monotonic()
     progress(f"round {trial + 1}: gpu-a cut off while writing {caught.question!r}")
     during = asyncio.create_task(stream(questions - questions // 2, base + questions // 2))
-    restarted = await _eventually(lambda: _event(caught, "restart"), 60)
+    restarted = await _within(lambda: _event(caught, "restart"), 60)
     row.takeover_s = time.monotonic() - cut_at
     if restarted is None:
         row.outcome.fail("the answer gpu-a was writing never started over on gpu-b")
@@ -128,10 +127,9 @@ async def one_round(
 
     net.restore(net.gpu_a)
     back_at = time.monotonic()
-    with contextlib.suppress(TimeoutError):
-        await _poll(victim.ready, 120)
+    await _within(lambda: asyncio.to_thread(victim.ready), 120)  # /healthz blocks up to a second: off the loop
     row.rejoin_s = time.monotonic() - back_at
-    await _eventually(lambda: _count(victim, TAKEN_OVER) > fenced_before, 30)
+    await _within(lambda: _count(victim, TAKEN_OVER) > fenced_before, 30)
     row.fenced = _count(victim, TAKEN_OVER) - fenced_before
     row.reclaimed = _count(survivor, RECLAIMED) - reclaimed_before
     if not row.fenced:
@@ -166,23 +164,12 @@ def _event(asked: Ask, kind: str) -> dict[str, Any] | None:
     return next((e for e in asked.events if e["type"] == kind), None)
 
 
-async def _eventually(probe: Callable[[], _T], timeout_s: float) -> _T | None:
-    """`probe()`'s first truthy value within `timeout_s` (polled every 50 ms), or None."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := probe():
-            return value
-        await asyncio.sleep(0.05)
-    return None
-
-
-async def _poll(ready: Callable[[], bool], timeout_s: float) -> None:
-    """Wait until `ready()` (which blocks up to a second) is true, off the event loop."""
-    deadline = time.monotonic() + timeout_s
-    while not await asyncio.to_thread(ready):
-        if time.monotonic() > deadline:
-            raise TimeoutError
-        await asyncio.sleep(0.2)
+async def _within(probe: Callable[[], Any], timeout_s: float) -> Any:
+    """`eventually`'s value, or None when the condition did not hold in time (the round says what went wrong)."""
+    try:
+        return await eventually(probe, timeout_s, 0.05)
+    except TimeoutError:
+        return None
 
 
 async def inside(args: argparse.Namespace) -> int:
@@ -201,7 +188,7 @@ async def inside(args: argparse.Namespace) -> int:
         victim = service.start_worker("gpu-a", host=net.gpu_a)
         survivor = service.start_worker("gpu-b", host=net.gpu_b)
         progress("waiting for the workers on gpu-a and gpu-b")
-        await _poll(lambda: all(w.ready() for w in service.workers), 180)
+        await eventually(lambda: asyncio.to_thread(lambda: all(w.ready() for w in service.workers)), 180, 0.2)
         await service.start_bots()
         for trial in range(args.rounds):
             rounds.append(await one_round(service, net, victim, survivor, trial, args.questions))

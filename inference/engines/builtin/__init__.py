@@ -29,7 +29,7 @@ def on_model(model: Any, tokenizer: Any, settings: WorkerSettings) -> Loaded:
     """The builtin engine on a model already loaded."""
     device = next(model.parameters()).device
     fixed_shapes = cuda_graphs_on(settings.cuda_graphs, device, paged=False)
-    compiled, why_not = compile_on(settings.compile_decode, device)
+    compiled, why_not = compile_on(settings.compile_decode, device, fixed_shapes)
     if why_not:
         log.warning(why_not)
     engine = BuiltinEngine(
@@ -40,7 +40,7 @@ def on_model(model: Any, tokenizer: Any, settings: WorkerSettings) -> Loaded:
         max_batch_size=settings.max_batch_size,
         prefill_chunk=settings.prefill_chunk_tokens,
         fixed_shapes=fixed_shapes,
-        compiled=compiled and (fixed_shapes or settings.compile_decode is True),
+        compiled=compiled,
         speculative=settings.speculative,
         draft_tokens=settings.speculative_tokens,
         step_tokens=settings.speculative_step_tokens or None,

@@ -35,12 +35,12 @@ log = logging.getLogger(__name__)
 RECOMPILE_LIMIT = 64
 
 
-def compile_on(setting: bool | str, device: torch.device) -> tuple[bool, str]:
-    """COMPILE_DECODE: whether to compile, and why not when it will not. auto compiles on a GPU where Triton is
-    installed, and not on a CPU (where generated C++ did not beat torch's own kernels by enough to pay its compile
-    time); true compiles wherever the step runs at fixed shapes (a CPU needs a C++ compiler)."""
+def compile_on(setting: bool | str, device: torch.device, fixed_shapes: bool = True) -> tuple[bool, str]:
+    """COMPILE_DECODE: whether to compile, and why not when it will not. auto compiles on a GPU whose decode steps
+    run at fixed shapes (CUDA_GRAPHS) where Triton is installed, and not on a CPU (where generated C++ lost to torch's
+    own kernels for a batch); true compiles wherever, at fixed shapes (a CPU needs a C++ compiler)."""
     if setting == "auto":
-        if device.type != "cuda":
+        if device.type != "cuda" or not fixed_shapes:
             return False, ""
         if importlib.util.find_spec("triton") is None:
             return False, "COMPILE_DECODE=auto: Triton is not installed, so the decode step is not compiled"
